@@ -1,0 +1,261 @@
+"""Ports: the only way the engine, actions and checks talk to a target.
+
+A target is a cluster (control-plane objects), a node executor (node-level work through Ansible) and a
+prober (reachability). The lab, a real Kubernetes cluster and the in-memory fakes used in tests all
+implement these ``Protocol``s. Data crossing a port is plain frozen dataclasses, never a third-party
+object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+CONTROL_PLANE_ROLE = "control-plane"
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+
+
+# --------------------------------------------------------------------------------------------- cluster
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: str
+    roles: frozenset[str] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    schedulable: bool = True
+    pod_cidr: str | None = None
+    cni: str | None = None
+
+    @property
+    def is_control_plane(self) -> bool:
+        return CONTROL_PLANE_ROLE in self.roles or CONTROL_PLANE_LABEL in self.labels
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    node: str
+    ip: str | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    owner: str | None = None
+    host_network: bool = False
+    ports: tuple[int, ...] = ()
+    ready: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int
+    protocol: str = "TCP"
+    name: str = ""
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    cluster_ip: str | None
+    ports: tuple[ServicePort, ...] = ()
+    selector: Mapping[str, str] = field(default_factory=dict)
+    endpoints: tuple[str, ...] = ()
+
+    @property
+    def dns_name(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    node: str
+    evicted: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Cluster(Protocol):
+    """Control-plane view of a target: nodes, pods, services and the operations on them."""
+
+    def identity(self) -> str:
+        """A stable identity of the cluster (a run refuses to resume against another one)."""
+        ...
+
+    def list_nodes(self) -> list[Node]: ...
+
+    def get_node(self, name: str) -> Node: ...
+
+    def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
+        """Set labels; a value of ``None`` removes the label. Idempotent."""
+        ...
+
+    def set_schedulable(self, name: str, schedulable: bool) -> None:
+        """Cordon (``False``) or uncordon (``True``). Idempotent."""
+        ...
+
+    def drain_node(self, name: str, *, timeout: float, cancel: threading.Event | None = None) -> DrainResult:
+        """Evict the node's evictable pods; they are rescheduled elsewhere. Idempotent."""
+        ...
+
+    def list_pods(self, namespace: str | None = None, node: str | None = None) -> list[Pod]: ...
+
+    def list_services(self, namespace: str | None = None) -> list[Service]: ...
+
+    def restart_pods(self, node: str) -> list[str]:
+        """Recreate the node's non-hostNetwork pods so that they get the node's current CNI."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------- node executor
+
+
+class RunnerStatus(StrEnum):
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True)
+class PlaybookRequest:
+    playbook: Path
+    hosts: tuple[str, ...]
+    extra_vars: Mapping[str, Any] = field(default_factory=dict)
+    secret_vars: frozenset[str] = frozenset()
+    check: bool = False
+    diff: bool = False
+    become: bool = False
+    timeout: float = 600.0
+    forks: int = 10
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: bool = False
+    failed_task: str | None = None
+    message: str | None = None
+    diffs: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class PlaybookResult:
+    status: RunnerStatus
+    hosts: Mapping[str, HostResult]
+    artifacts_dir: Path | None = None
+
+    @property
+    def changed(self) -> int:
+        return sum(h.changed for h in self.hosts.values())
+
+
+class NodeExecutor(Protocol):
+    """Runs node-level work (Ansible playbooks) on a set of nodes."""
+
+    def inventory_hosts(self) -> list[str]: ...
+
+    def run_playbook(
+        self,
+        request: PlaybookRequest,
+        *,
+        data_dir: Path,
+        cancel: threading.Event | None = None,
+        on_event: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> PlaybookResult: ...
+
+
+# ------------------------------------------------------------------------------------------------ prober
+
+
+class ProbeKind(StrEnum):
+    CONTAINER = "container"  # localhost inside a pod
+    POD_SAME_NODE = "pod-same-node"
+    POD_CROSS_NODE = "pod-cross-node"
+    SERVICE_IP = "service-ip"
+    SERVICE_DNS = "service-dns"
+    NODE_TO_POD = "node-to-pod"
+    NODEPORT = "nodeport"  # from outside the cluster
+    DNS = "dns"
+
+
+class ProbeProtocol(StrEnum):
+    TCP = "tcp"
+    HTTP = "http"
+    DNS = "dns"
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One probe: from ``source`` (a pod key, a node name or ``outside``) to ``host:port``."""
+
+    source: str
+    dest: str
+    kind: ProbeKind
+    host: str
+    port: int
+    protocol: ProbeProtocol = ProbeProtocol.TCP
+    path: str = "/"
+    expect_status: int | None = 200
+    expect_body: str | None = None
+    timeout: float = 1.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    source: str
+    dest: str
+    kind: ProbeKind
+    ok: bool
+    latency_ms: float | None
+    error: str | None = None
+    ts: float = 0.0
+
+
+class ContinuousProbe(Protocol):
+    """A running continuous probe; ``stop`` ends it and returns every result."""
+
+    def snapshot(self) -> list[ProbeResult]: ...
+
+    def stop(self) -> list[ProbeResult]: ...
+
+
+class Prober(Protocol):
+    def probe(self, targets: Sequence[ProbeTarget], *, concurrency: int = 256) -> list[ProbeResult]: ...
+
+    def start_continuous(
+        self, targets: Sequence[ProbeTarget], *, rate_hz: float, max_duration: float
+    ) -> ContinuousProbe: ...
+
+
+# ------------------------------------------------------------------------------------------------ target
+
+
+@dataclass
+class Target:
+    """Everything a run needs to reach one target."""
+
+    name: str
+    cluster: Cluster
+    executor: NodeExecutor | None = None
+    prober: Prober | None = None
+    inventory: Path | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def nodes_by_name(self, names: Iterable[str]) -> list[Node]:
+        wanted = set(names)
+        return [n for n in self.cluster.list_nodes() if n.name in wanted]
