@@ -1,0 +1,1 @@
+"""The plan language: models and the loader."""

@@ -1,0 +1,413 @@
+"""Plan models: pure pydantic, frozen, ``extra="forbid"``, discriminated unions on step and check types.
+
+A plan file looks like this (see ``plans/examples/hello.yaml``)::
+
+    apiVersion: migrator/v1
+    kind: Plan
+    metadata: {name: hello, description: ...}
+    spec:
+      params: {fail_at: {type: string, default: ""}}
+      rollback: on-failure
+      preflight: [ {type: demo.markers, absent: [greet]} ]
+      stages:
+        - name: greet
+          steps:
+            - {action: demo.touch, args: {marker: greet, fail_when: "${{ params.fail_at }}"}}
+          verify: [ {type: demo.markers, present: [greet]} ]
+        - name: per-node
+          for_each: {nodes: {exclude_control_plane: true}, order: workers-first, max_unavailable: 2}
+          steps:
+            - {action: demo.touch, args: {marker: "node-${{ node.name }}"}, timeout: 30s}
+
+Templates: ``${{ params.NAME }}`` is replaced when the plan is loaded (a scalar that is only a template
+takes the parameter's typed value); ``${{ node.name }}``, ``${{ node.address }}`` and ``${{ run.id }}``
+stay as text and are rendered by the engine for each node.
+
+The catalogue of step actions and check types lives here so that the JSON Schema is complete; their
+implementations are registered in ``migrator.actions`` and ``migrator.checks`` under the same names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from migrator.plan.types import Cidr, Duration, LabelSelector, Percentage
+
+API_VERSION = "migrator/v1"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# ------------------------------------------------------------------------------------------- policies
+
+
+class RollbackPolicy(StrEnum):
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class FailurePolicy(StrEnum):
+    ABORT = "abort"  # stop the run; the plan's rollback policy applies
+    CONTINUE = "continue"  # record the failure and go on with the next stage
+
+
+class NodeOrder(StrEnum):
+    WORKERS_FIRST = "workers-first"  # workers by name, then control-plane nodes by name
+    NAME = "name"
+    AS_LISTED = "as-listed"  # the order of selector.names
+
+
+class RetryPolicy(Model):
+    attempts: int = Field(1, ge=1, le=100, description="Total attempts, 1 means no retry")
+    backoff: Duration = Field(1.0, description="First wait between attempts")
+    max_backoff: Duration = Field(30.0, description="Longest wait between attempts")
+    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+
+
+# ---------------------------------------------------------------------------------------------- params
+
+
+class ParamType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DURATION = "duration"
+    LIST = "list"
+
+
+class ParamSpec(Model):
+    type: ParamType = ParamType.STRING
+    default: Any = None
+    description: str = ""
+    enum: list[Any] | None = None
+    secret: bool = Field(False, description="Never written to journals, logs or reports")
+
+
+# ---------------------------------------------------------------------------------------- node selection
+
+
+class NodeSelector(Model):
+    names: list[str] | None = Field(None, description="Only these nodes")
+    labels: LabelSelector | None = None
+    exclude: list[str] = Field(default_factory=list, description="Never these nodes")
+    exclude_control_plane: bool = False
+    count: int | None = Field(None, ge=1, description="Pick this many of the matching nodes")
+    percent: Percentage | None = Field(None, description="Pick this share of the matching nodes")
+    seed: int = Field(0, description="Seed of the sampling by count or percent")
+
+    @model_validator(mode="after")
+    def _count_xor_percent(self) -> NodeSelector:
+        if self.count is not None and self.percent is not None:
+            raise ValueError("give either count or percent, not both")
+        return self
+
+
+class ForEachNodes(Model):
+    nodes: NodeSelector = Field(default_factory=NodeSelector)
+    order: NodeOrder = NodeOrder.WORKERS_FIRST
+    max_unavailable: int | Percentage = Field(1, description="Wave size: a node count or a percentage")
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _positive(cls, value: int | float) -> int | float:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("max_unavailable must be at least 1")
+        if isinstance(value, float) and value <= 0:
+            raise ValueError("max_unavailable must be more than 0%")
+        return value
+
+
+# ----------------------------------------------------------------------------------------------- steps
+
+
+class StepBase(Model):
+    name: str | None = Field(None, description="Defaults to the action name")
+    timeout: Duration = Field(300.0, description="Time allowed for one attempt")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    undo: Step | None = Field(None, description="Explicit compensation; replaces the action's own undo")
+    no_undo: bool = Field(False, description="Declare that this step needs no compensation")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or str(getattr(self, "action", "step"))
+
+    @model_validator(mode="after")
+    def _undo_is_flat(self) -> StepBase:
+        if self.undo is not None and self.undo.undo is not None:
+            raise ValueError("an undo step cannot have an undo of its own")
+        if self.undo is not None and self.no_undo:
+            raise ValueError("give either undo or no_undo, not both")
+        return self
+
+
+# demo actions: built in, act on files in the run folder, used by plans/examples/hello.yaml and tests
+
+
+class DemoTouchArgs(Model):
+    marker: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.${}\- ]+$")
+    fail_when: str = Field("", description="Fail instead when this equals the rendered marker")
+    fail_undo: bool = Field(False, description="Make the undo of this step fail (tests exit code 3)")
+
+
+class DemoTouchStep(StepBase):
+    action: Literal["demo.touch"]
+    args: DemoTouchArgs
+
+
+class DemoSleepArgs(Model):
+    duration: Duration
+
+
+class DemoSleepStep(StepBase):
+    action: Literal["demo.sleep"]
+    args: DemoSleepArgs
+
+
+class DemoFailArgs(Model):
+    message: str = "failed on purpose"
+    temporary: bool = Field(False, description="Raise a retryable error instead of a permanent one")
+
+
+class DemoFailStep(StepBase):
+    action: Literal["demo.fail"]
+    args: DemoFailArgs = Field(default_factory=DemoFailArgs)
+
+
+# node actions: through the cluster port, in a for_each stage (node = the current node)
+
+
+class EmptyArgs(Model):
+    pass
+
+
+class NodeCordonStep(StepBase):
+    action: Literal["node.cordon"]
+    args: EmptyArgs = Field(default_factory=EmptyArgs)
+
+
+class NodeUncordonStep(StepBase):
+    action: Literal["node.uncordon"]
+    args: EmptyArgs = Field(default_factory=EmptyArgs)
+
+
+class NodeDrainArgs(Model):
+    delete_emptydir_data: bool = False
+    grace_period: Duration | None = None
+
+
+class NodeDrainStep(StepBase):
+    action: Literal["node.drain"]
+    args: NodeDrainArgs = Field(default_factory=NodeDrainArgs)
+
+
+class NodeLabelArgs(Model):
+    labels: dict[str, str | None] = Field(..., description="A null value removes the label")
+
+
+class NodeLabelStep(StepBase):
+    action: Literal["node.label"]
+    args: NodeLabelArgs
+
+
+class NodeRestartPodsStep(StepBase):
+    action: Literal["node.restart-pods"]
+    args: EmptyArgs = Field(default_factory=EmptyArgs)
+
+
+# ansible
+
+
+class AnsiblePlaybookArgs(Model):
+    playbook: str = Field(..., description="Path relative to playbooks/ or absolute")
+    vars: dict[str, Any] = Field(default_factory=dict)
+    secret_vars: list[str] = Field(default_factory=list, description="Names of vars never logged")
+    become: bool = False
+    undo_playbook: str | None = None
+    undo_vars: dict[str, Any] = Field(default_factory=dict)
+    forks: int = Field(20, ge=1, le=500)
+
+
+class AnsiblePlaybookStep(StepBase):
+    action: Literal["ansible.playbook"]
+    args: AnsiblePlaybookArgs
+
+
+Step = Annotated[
+    DemoTouchStep
+    | DemoSleepStep
+    | DemoFailStep
+    | NodeCordonStep
+    | NodeUncordonStep
+    | NodeDrainStep
+    | NodeLabelStep
+    | NodeRestartPodsStep
+    | AnsiblePlaybookStep,
+    Field(discriminator="action"),
+]
+
+STEP_TYPES: tuple[type[StepBase], ...] = (
+    DemoTouchStep,
+    DemoSleepStep,
+    DemoFailStep,
+    NodeCordonStep,
+    NodeUncordonStep,
+    NodeDrainStep,
+    NodeLabelStep,
+    NodeRestartPodsStep,
+    AnsiblePlaybookStep,
+)
+
+
+def action_names() -> list[str]:
+    return [t.model_fields["action"].annotation.__args__[0] for t in STEP_TYPES]  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+class CheckBase(Model):
+    name: str | None = None
+    timeout: Duration = Field(120.0, description="Time allowed for the check")
+
+    @property
+    def display_name(self) -> str:
+        return self.name or str(getattr(self, "type", "check"))
+
+
+class DemoMarkersCheck(CheckBase):
+    """Holds when the listed demo markers exist (present) or do not exist (absent)."""
+
+    type: Literal["demo.markers"]
+    present: list[str] = Field(default_factory=list)
+    absent: list[str] = Field(default_factory=list)
+
+
+class ProbeScope(StrEnum):
+    ALL = "all"
+    CROSS_NODE = "cross-node"
+    SERVICES = "services"
+
+
+class ReachabilityCheck(CheckBase):
+    type: Literal["reachability"]
+    scope: ProbeScope = ProbeScope.ALL
+    kinds: list[str] | None = Field(None, description="Only these probe kinds (default: all)")
+    threshold: Percentage = Field(1.0, description="Share of probes that must pass")
+    compare_baseline: bool = Field(True, description="Pairs that failed at preflight are not blamed")
+    sample_per_source: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class ContinuousProbeCheck(CheckBase):
+    type: Literal["continuous-probe"]
+    rate_hz: float = Field(20.0, gt=0, le=200)
+    scope: ProbeScope = ProbeScope.CROSS_NODE
+    exclude_wave_nodes: bool = Field(True, description="Only pairs between pods not on the wave's nodes")
+    max_loss: Percentage = Field(0.0, description="Abort the stage above this loss")
+    max_outage: Duration | None = Field(None, description="Abort the stage on an outage this long")
+    sample_pairs: int | None = Field(64, ge=1)
+    seed: int = 0
+
+
+class NodesReachableCheck(CheckBase):
+    """Every node of the target answers over the node executor (Ansible ping)."""
+
+    type: Literal["nodes.reachable"]
+
+
+class NodesSchedulableCheck(CheckBase):
+    """Every node of the target is schedulable (no cordon left behind)."""
+
+    type: Literal["nodes.schedulable"]
+
+
+Check = Annotated[
+    DemoMarkersCheck
+    | ReachabilityCheck
+    | ContinuousProbeCheck
+    | NodesReachableCheck
+    | NodesSchedulableCheck,
+    Field(discriminator="type"),
+]
+
+CHECK_TYPES: tuple[type[CheckBase], ...] = (
+    DemoMarkersCheck,
+    ReachabilityCheck,
+    ContinuousProbeCheck,
+    NodesReachableCheck,
+    NodesSchedulableCheck,
+)
+
+
+def check_type_names() -> list[str]:
+    return [t.model_fields["type"].annotation.__args__[0] for t in CHECK_TYPES]  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+class Stage(Model):
+    name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
+    description: str = ""
+    for_each: ForEachNodes | None = None
+    steps: list[Step] = Field(..., min_length=1, max_length=200)
+    verify: list[Check] = Field(default_factory=list)
+    monitor: list[Check] = Field(default_factory=list)
+    on_failure: FailurePolicy = FailurePolicy.ABORT
+    approval: bool = Field(False, description="Ask for confirmation on a TTY before the stage")
+
+    @model_validator(mode="after")
+    def _unique_step_names(self) -> Stage:
+        seen: set[str] = set()
+        for index, step in enumerate(self.steps):
+            name = step.display_name
+            if name in seen:
+                raise ValueError(
+                    f"steps[{index}]: step name {name!r} is used twice in stage {self.name!r};"
+                    " give the steps distinct names"
+                )
+            seen.add(name)
+        return self
+
+
+class Metadata(Model):
+    name: str = Field(..., min_length=1, max_length=100, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Spec(Model):
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    rollback: RollbackPolicy = RollbackPolicy.ON_FAILURE
+    preflight: list[Check] = Field(default_factory=list)
+    stages: list[Stage] = Field(..., min_length=1, max_length=200)
+    verify: list[Check] = Field(default_factory=list, description="Checks after the last stage")
+    pod_cidr: Cidr | None = Field(None, description="Pod network of the target, when the plan needs it")
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> Spec:
+        seen: set[str] = set()
+        for index, stage in enumerate(self.stages):
+            if stage.name in seen:
+                raise ValueError(f"stages[{index}].name: stage name {stage.name!r} is used twice")
+            seen.add(stage.name)
+        return self
+
+
+class Plan(Model):
+    api_version: Literal["migrator/v1"] = Field(..., alias="apiVersion")
+    kind: Literal["Plan"]
+    metadata: Metadata
+    spec: Spec
+
+
+StepBase.model_rebuild()
+for _t in STEP_TYPES:
+    _t.model_rebuild()
