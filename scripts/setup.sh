@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything migrator and its lab need on a fresh Debian 12 machine (run as root).
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(
+  iproute2 iptables iputils-ping procps psmisc util-linux curl
+  containernetworking-plugins bird2 dnsmasq-base openssh-server openssh-client
+)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The lab runs its own sshd per node; the host's sshd service is not needed and stays as it was.
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+echo "setup: ok ($(python3 --version), migrator $(python3 -c 'import migrator; print(migrator.__version__)'))"
