@@ -73,7 +73,9 @@ class CniInvoker:
         }
 
     @staticmethod
-    def _plugin_conf(conflist: dict[str, Any], plugin: dict[str, Any], prev: dict[str, Any] | None) -> dict[str, Any]:
+    def _plugin_conf(
+        conflist: dict[str, Any], plugin: dict[str, Any], prev: dict[str, Any] | None
+    ) -> dict[str, Any]:
         conf = dict(plugin)
         conf["cniVersion"] = conflist.get("cniVersion", "0.3.1")
         conf["name"] = conflist.get("name", "net")
@@ -118,5 +120,5 @@ def pod_ip(result: dict[str, Any]) -> str | None:
     for entry in result.get("ips", []):
         addr = str(entry.get("address", ""))
         if addr and ":" not in addr:
-            return addr.split("/")[0]
+            return addr.split("/", maxsplit=1)[0]
     return None

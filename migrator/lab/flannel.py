@@ -37,13 +37,8 @@ class Peer:
 
 
 def subnet_env(pod_cidr: str, *, network: str = str(POD_NETWORK), mtu: int = FLANNEL_MTU) -> str:
-    first = pod_cidr.split("/")[0].rsplit(".", 1)[0] + ".1/" + pod_cidr.split("/")[1]
-    return (
-        f"FLANNEL_NETWORK={network}\n"
-        f"FLANNEL_SUBNET={first}\n"
-        f"FLANNEL_MTU={mtu}\n"
-        "FLANNEL_IPMASQ=true\n"
-    )
+    first = pod_cidr.split("/", maxsplit=1)[0].rsplit(".", 1)[0] + ".1/" + pod_cidr.split("/")[1]
+    return f"FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={first}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n"
 
 
 def conflist(pod_cidr: str, data_dir: str = "/var/lib/cni/networks") -> dict[str, Any]:
@@ -114,7 +109,7 @@ def fdb_lines(peers: Sequence[Peer], *, delete: bool = False) -> list[str]:
 
 
 def masq_rules(pod_cidr: str, network: str = str(POD_NETWORK)) -> str:
-    """flanneld's iptables rules (nat FLANNEL-POSTRTG, filter FLANNEL-FWD), for ``iptables-restore --noflush``."""
+    """flanneld's iptables rules (nat FLANNEL-POSTRTG, filter FLANNEL-FWD) for ``iptables-restore``."""
     c = '-m comment --comment "flanneld masq"'
     f = '-m comment --comment "flanneld forward"'
     return "\n".join(

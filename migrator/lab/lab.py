@@ -1,7 +1,8 @@
-"""The lab: ``up``, ``down``, ``status``, ``exec`` and the emulated control plane (labels, cordon, drain...)."""
+"""The lab: ``up``, ``down``, ``status``, ``exec`` and the emulated control plane (labels, drain...)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -133,7 +134,9 @@ class Lab:
             if st is not None and st.phase == LabPhase.UP:
                 return UpResult(st, already_up=True)
             if st is not None:
-                logger.warning("lab {} has leftovers from an unfinished operation ({}); cleaning up", self.name, st.phase)
+                logger.warning(
+                    "lab {} has leftovers from an unfinished operation ({}); cleaning up", self.name, st.phase
+                )
             self._down_locked(st)
             st = self._new_state(spec)
             self.store.save(st)
@@ -282,7 +285,9 @@ class Lab:
         fab_lines = ["link add br0 type bridge", "link set br0 up"]
         fab_lines += [f"link set {p} master br0" for p in ports] + [f"link set {p} up" for p in ports]
         sh.ip_batch(fab_lines, netns=fab)
-        sh.ip_batch([f"addr add {st.outside_ip}/{prefixlen} dev eth0", "link set eth0 up"], netns=st.outside_netns)
+        sh.ip_batch(
+            [f"addr add {st.outside_ip}/{prefixlen} dev eth0", "link set eth0 up"], netns=st.outside_netns
+        )
 
     def _peers(self, st: LabState, exclude: str) -> list[flannel.Peer]:
         return [
@@ -301,10 +306,18 @@ class Lab:
             lines.append(f"route add {SERVICE_NETWORK} dev eth0")
             sh.ip_batch(lines, netns=n.netns)
             if peers:
-                sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(flannel.fdb_lines(peers)) + "\n")
-            sh.run(net.sysctl_argv(n.netns, {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}))
+                sh.run(
+                    ["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(flannel.fdb_lines(peers)) + "\n"
+                )
+            sh.run(
+                net.sysctl_argv(
+                    n.netns, {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
+                )
+            )
             nd = Path(n.dir)
-            fsutil.atomic_write_text(nd / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr))
+            fsutil.atomic_write_text(
+                nd / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr)
+            )
             fsutil.atomic_write_text(nd / "run-flannel" / "subnet.env", flannel.subnet_env(n.pod_cidr))
             rules = flannel.masq_rules(n.pod_cidr) + services.BOOTSTRAP
             sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=rules)
@@ -427,14 +440,32 @@ class Lab:
             argv = net.exec_argv(pod.netns, dns.dnsmasq_argv(Path(st.dir) / "dns" / "hosts", t.port))
             return [ContainerState(name="coredns", argv=argv, port=t.port, log=str(logs / f"{pod.name}.log"))]
         script = str(Path(st.dir) / "podserver.py")
-        base = [PYTHON, "-I", "-S", script, "--pod", pod.name, "--namespace", pod.namespace, "--node", pod.node]
+        base = [
+            PYTHON,
+            "-I",
+            "-S",
+            script,
+            "--pod",
+            pod.name,
+            "--namespace",
+            pod.namespace,
+            "--node",
+            pod.node,
+        ]
         base += ["--app", t.app, "--version", t.version]
-        main = base + ["--container", t.app, "--port", str(t.port)]
+        main = [*base, "--container", t.app, "--port", str(t.port)]
         for c in t.calls:
             main += ["--call", c]
-        out = [ContainerState(name=t.app, argv=net.exec_argv(pod.netns, main), port=t.port, log=str(logs / f"{pod.name}.log"))]
+        out = [
+            ContainerState(
+                name=t.app,
+                argv=net.exec_argv(pod.netns, main),
+                port=t.port,
+                log=str(logs / f"{pod.name}.log"),
+            )
+        ]
         if t.sidecar_port:
-            side = base + ["--container", "sidecar", "--port", str(t.sidecar_port), "--bind", "127.0.0.1"]
+            side = [*base, "--container", "sidecar", "--port", str(t.sidecar_port), "--bind", "127.0.0.1"]
             out.append(
                 ContainerState(
                     name="sidecar",
@@ -476,7 +507,11 @@ class Lab:
                 try:
                     path, conf = cni.find_conflist(Path(n.dir) / "etc-cni-net.d")
                     res = inv.add(
-                        conf, container_id=p.container_id, netns=net.netns_path(p.netns), pod=p.name, namespace=p.namespace
+                        conf,
+                        container_id=p.container_id,
+                        netns=net.netns_path(p.netns),
+                        pod=p.name,
+                        namespace=p.namespace,
                     )
                 except MigratorError as exc:
                     p.phase, p.message = PodPhase.PENDING, f"FailedCreatePodSandBox: {exc}"
@@ -538,7 +573,14 @@ class Lab:
 
         def cni_del(p: PodState) -> None:
             n = st.nodes.get(p.node)
-            if not (n and p.netns and p.cni_conflist and p.container_id and n.holder_pid and sh.alive(n.holder_pid)):
+            if not (
+                n
+                and p.netns
+                and p.cni_conflist
+                and p.container_id
+                and n.holder_pid
+                and sh.alive(n.holder_pid)
+            ):
                 return
             try:
                 cni.CniInvoker(n.holder_pid).delete(
@@ -578,7 +620,7 @@ class Lab:
                 and all(p.labels.get(k) == v for k, v in svc.selector.items())
             ):
                 out.append(p.ip)
-        return sorted(out, key=lambda ip: ipaddress.IPv4Address(ip))
+        return sorted(out, key=ipaddress.IPv4Address)
 
     def _rules(self, st: LabState) -> list[services.ServicePortRules]:
         out: list[services.ServicePortRules] = []
@@ -644,7 +686,9 @@ class Lab:
             raise UsageError(f"lab {self.name!r} has no node {name!r} (nodes: {', '.join(st.nodes)})")
         return st.nodes[name]
 
-    def drain(self, name: str, *, timeout: float = 120.0, cancel: threading.Event | None = None) -> tuple[list[str], list[str]]:
+    def drain(
+        self, name: str, *, timeout: float = 120.0, cancel: threading.Event | None = None
+    ) -> tuple[list[str], list[str]]:
         """Cordon, evict the node's pods (DaemonSet pods are skipped) and reschedule them elsewhere.
 
         Returns (evicted pod keys, skipped pod keys). Replacements get new names and new IPs.
@@ -706,7 +750,11 @@ class Lab:
         """Schedule Pending/Failed pods again (after an uncordon or a CNI fix). Returns the started keys."""
         with self.store.lock():
             st = self.require()
-            stuck = [p for p in st.pods.values() if p.phase in (PodPhase.PENDING, PodPhase.FAILED) and not p.host_network]
+            stuck = [
+                p
+                for p in st.pods.values()
+                if p.phase in (PodPhase.PENDING, PodPhase.FAILED) and not p.host_network
+            ]
             if not stuck:
                 return []
             owners = [st.workloads[f"{p.namespace}/{(p.owner or '').split('/', 1)[-1]}"] for p in stuck]
@@ -719,7 +767,7 @@ class Lab:
     # -------------------------------------------------------------------------------------------- exec
 
     def resolve_target(self, st: LabState, target: str) -> tuple[str, str]:
-        """``(kind, id)`` for a node name, ``outside``, ``fabric``, a pod key or a pod name (or unique prefix)."""
+        """``(kind, id)`` for a node, ``outside``, ``fabric``, a pod key, a pod name or a unique prefix."""
         if target in st.nodes:
             return "node", target
         if target in ("outside", "fabric"):
@@ -784,10 +832,8 @@ class Lab:
         res = DownResult(existed=st is not None)
         if st is not None:
             st.phase = LabPhase.DELETING
-            try:
+            with contextlib.suppress(OSError):
                 self.store.save(st)
-            except OSError:
-                pass
         prefix = st.prefix if st else self.prefix
         ns_prefix = f"{prefix}-"
         recorded_ns = [r.name for r in st.resources if r.kind == ResourceKind.NETNS] if st else []
@@ -813,7 +859,11 @@ class Lab:
         # 4. files
         etc_dirs = {str(NETNS_ETC / n) for n in lab_ns}
         if st is not None:
-            etc_dirs |= {r.name for r in st.resources if r.kind == ResourceKind.DIR and r.name.startswith(str(NETNS_ETC))}
+            etc_dirs |= {
+                r.name
+                for r in st.resources
+                if r.kind == ResourceKind.DIR and r.name.startswith(str(NETNS_ETC))
+            }
         if NETNS_ETC.is_dir():
             etc_dirs |= {str(p) for p in NETNS_ETC.iterdir() if p.name.startswith(ns_prefix)}
         for d in sorted(etc_dirs):

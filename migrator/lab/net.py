@@ -66,8 +66,16 @@ def sysctl_argv(netns: str, settings: dict[str, str]) -> list[str]:
 _PROBES: list[tuple[str, list[str], str]] = [
     ("veth", ["ip", "link", "add", "cv0", "type", "veth", "peer", "name", "cv1"], ""),
     ("bridge", ["ip", "link", "add", "cb0", "type", "bridge"], ""),
-    ("vxlan", ["ip", "link", "add", "cx0", "type", "vxlan", "id", "7", "dstport", "8472", "local", "127.0.0.1"], ""),
-    ("dummy", ["ip", "link", "add", "cd0", "type", "dummy"], "no dummy links: the lab uses veth/bridge instead"),
+    (
+        "vxlan",
+        ["ip", "link", "add", "cx0", "type", "vxlan", "id", "7", "dstport", "8472", "local", "127.0.0.1"],
+        "",
+    ),
+    (
+        "dummy",
+        ["ip", "link", "add", "cd0", "type", "dummy"],
+        "no dummy links: the lab uses veth/bridge instead",
+    ),
     (
         "ipip",
         ["ip", "link", "add", "ci0", "type", "ipip", "local", "127.0.0.1", "remote", "127.0.0.2"],
@@ -78,7 +86,25 @@ _PROBES: list[tuple[str, list[str], str]] = [
         ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
         "no netem: latency/loss/reorder injection is unavailable (tbf/htb rate limits are)",
     ),
-    ("tbf", ["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "1mbit", "burst", "32kbit", "latency", "50ms"], ""),
+    (
+        "tbf",
+        [
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "lo",
+            "root",
+            "tbf",
+            "rate",
+            "1mbit",
+            "burst",
+            "32kbit",
+            "latency",
+            "50ms",
+        ],
+        "",
+    ),
     (
         "ipvs",
         ["cat", "/proc/net/ip_vs"],
@@ -94,7 +120,11 @@ _PROBES: list[tuple[str, list[str], str]] = [
         ],
         "iptables statistic/comment matches are needed for kube-proxy's endpoint selection",
     ),
-    ("br-netfilter", ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"], "bridged traffic bypasses iptables"),
+    (
+        "br-netfilter",
+        ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"],
+        "bridged traffic bypasses iptables",
+    ),
 ]
 
 

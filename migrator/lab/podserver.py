@@ -37,7 +37,10 @@ def _call(host: str, port: int) -> tuple[bool, str]:
 
 
 def _respond(conn: socket.socket, status: str, body: bytes, ctype: str) -> None:
-    head = f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    head = (
+        f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
     conn.sendall(head.encode() + body)
 
 

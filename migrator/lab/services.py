@@ -62,6 +62,11 @@ def probability(i: int, n: int) -> str:
     return f"{1.0 / (n - i):.11f}"
 
 
+_NEW = "-m conntrack --ctstate NEW"
+_PORTALS = '-m comment --comment "kubernetes service portals"'
+_EXT_PORTALS = '-m comment --comment "kubernetes externally-visible service portals"'
+_REJECT = "-j REJECT --reject-with icmp-port-unreachable"
+
 BOOTSTRAP = "\n".join(
     [
         "*nat",
@@ -77,13 +82,11 @@ BOOTSTRAP = "\n".join(
         ":KUBE-SERVICES - [0:0]",
         ":KUBE-EXTERNAL-SERVICES - [0:0]",
         ":KUBE-FORWARD - [0:0]",
-        '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals"'
-        " -j KUBE-EXTERNAL-SERVICES",
+        f"-A INPUT {_NEW} {_EXT_PORTALS} -j KUBE-EXTERNAL-SERVICES",
         '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
-        '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals"'
-        " -j KUBE-EXTERNAL-SERVICES",
-        '-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        f"-A FORWARD {_NEW} {_PORTALS} -j KUBE-SERVICES",
+        f"-A FORWARD {_NEW} {_EXT_PORTALS} -j KUBE-EXTERNAL-SERVICES",
+        f"-A OUTPUT {_NEW} {_PORTALS} -j KUBE-SERVICES",
         "COMMIT",
         "",
     ]
@@ -109,8 +112,8 @@ def render(ports: Sequence[ServicePortRules], cluster_cidr: str, stale: Sequence
     filter_rules: list[str] = [
         f"-A KUBE-FORWARD -m mark --mark {MASQ_MARK}/{MASQ_MARK} "
         '-m comment --comment "kubernetes forwarding rules" -j ACCEPT',
-        '-A KUBE-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "kubernetes forwarding '
-        'conntrack rule" -j ACCEPT',
+        "-A KUBE-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED "
+        '-m comment --comment "kubernetes forwarding conntrack rule" -j ACCEPT',
     ]
     svc_chains: list[str] = []
     nodeport_rules: list[str] = []
@@ -120,20 +123,20 @@ def render(ports: Sequence[ServicePortRules], cluster_cidr: str, stale: Sequence
         match = f"-p {proto} -m {proto}"
         if not sp.endpoints:
             filter_rules.append(
-                f'-A KUBE-SERVICES -d {sp.cluster_ip}/32 {match} --dport {sp.port} -m comment --comment "{name} has '
-                'no endpoints" -j REJECT --reject-with icmp-port-unreachable'
+                f"-A KUBE-SERVICES -d {sp.cluster_ip}/32 {match} --dport {sp.port} "
+                f'-m comment --comment "{name} has no endpoints" {_REJECT}'
             )
             if sp.node_port:
                 filter_rules.append(
-                    f'-A KUBE-EXTERNAL-SERVICES -m addrtype --dst-type LOCAL {match} --dport {sp.node_port} '
-                    f'-m comment --comment "{name} has no endpoints" -j REJECT --reject-with icmp-port-unreachable'
+                    f"-A KUBE-EXTERNAL-SERVICES -m addrtype --dst-type LOCAL {match} --dport {sp.node_port} "
+                    f'-m comment --comment "{name} has no endpoints" {_REJECT}'
                 )
             continue
         svc = svc_chain(sp)
         svc_chains.append(svc)
         nat_rules.append(
-            f'-A KUBE-SERVICES -d {sp.cluster_ip}/32 {match} --dport {sp.port} -m comment --comment "{name} cluster IP"'
-            f" -j {svc}"
+            f"-A KUBE-SERVICES -d {sp.cluster_ip}/32 {match} --dport {sp.port} "
+            f'-m comment --comment "{name} cluster IP" -j {svc}'
         )
         nat_rules.append(
             f"-A {svc} ! -s {cluster_cidr} -d {sp.cluster_ip}/32 {match} --dport {sp.port} "
@@ -142,9 +145,12 @@ def render(ports: Sequence[ServicePortRules], cluster_cidr: str, stale: Sequence
         if sp.node_port:
             ext = ext_chain(sp)
             svc_chains.append(ext)
-            nodeport_rules.append(f'-A KUBE-NODEPORTS {match} --dport {sp.node_port} -m comment --comment "{name}" -j {ext}')
+            nodeport_rules.append(
+                f'-A KUBE-NODEPORTS {match} --dport {sp.node_port} -m comment --comment "{name}" -j {ext}'
+            )
             nat_rules.append(
-                f'-A {ext} -m comment --comment "masquerade traffic for {name} external destinations" -j KUBE-MARK-MASQ'
+                f'-A {ext} -m comment --comment "masquerade traffic for {name} external destinations" '
+                "-j KUBE-MARK-MASQ"
             )
             nat_rules.append(f"-A {ext} -j {svc}")
         eps = sorted(sp.endpoints, key=lambda e: (e.ip, e.port))
@@ -154,15 +160,19 @@ def render(ports: Sequence[ServicePortRules], cluster_cidr: str, stale: Sequence
             svc_chains.append(sep)
             target = f'-m comment --comment "{name} -> {ep.ip}:{ep.port}"'
             if i < n - 1:
-                nat_rules.append(f"-A {svc} {target} -m statistic --mode random --probability {probability(i, n)} -j {sep}")
+                nat_rules.append(
+                    f"-A {svc} {target} -m statistic --mode random --probability {probability(i, n)} -j {sep}"
+                )
             else:
                 nat_rules.append(f"-A {svc} {target} -j {sep}")
             nat_rules.append(f'-A {sep} -s {ep.ip}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ')
-            nat_rules.append(f'-A {sep} {match} -m comment --comment "{name}" -j DNAT --to-destination {ep.ip}:{ep.port}')
+            nat_rules.append(
+                f'-A {sep} {match} -m comment --comment "{name}" -j DNAT --to-destination {ep.ip}:{ep.port}'
+            )
     nat_rules += nodeport_rules
     nat_rules.append(
-        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in '
-        'this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
+        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
+        'rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
     )
     current = set(svc_chains)
     gone = sorted(set(stale) - current)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,7 +60,9 @@ def run(
     return res
 
 
-def ip_batch(lines: Sequence[str], *, netns: str | None = None, force: bool = False, timeout: float = 30.0) -> Result:
+def ip_batch(
+    lines: Sequence[str], *, netns: str | None = None, force: bool = False, timeout: float = 30.0
+) -> Result:
     """Run many ``ip`` commands in one process (``ip [-n NS] -batch -``)."""
     if not lines:
         return Result((), 0, "", "")
@@ -126,20 +129,16 @@ def reap(pid: int) -> None:
         except subprocess.TimeoutExpired:
             _CHILDREN[pid] = proc
         return
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def kill(pids: Sequence[tuple[int, int | None]], *, timeout: float = 3.0) -> list[int]:
     """SIGKILL each (pid, start_time) still alive and wait until gone; return pids that survived."""
     targets = [(p, s) for p, s in pids if alive(p, s)]
     for pid, _ in targets:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + timeout
     left = [p for p, _ in targets]
     while left and time.monotonic() < deadline:

@@ -28,7 +28,9 @@ def make_keys(ssh_dir: Path) -> tuple[Path, Path]:
     host = ssh_dir / "ssh_host_ed25519_key"
     for path, comment in ((client, "migrator-lab"), (host, "migrator-lab-host")):
         if not path.exists():
-            sh.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], timeout=20)
+            sh.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], timeout=20
+            )
     auth = ssh_dir / "authorized_keys"
     auth.write_text(client.with_suffix(".pub").read_text())
     auth.chmod(0o600)
@@ -61,7 +63,8 @@ def sshd_config(*, listen: str, host_key: Path, authorized_keys: Path, pid_file:
 def holder_argv(netns: str, hostname: str, node_dir: Path) -> list[str]:
     """The holder: node netns + its own mount/UTS namespaces with the node's bind mounts."""
     mounts = " && ".join(
-        f"mount --bind {shlex.quote(str(node_dir / sub))} {shlex.quote(target)}" for target, sub in NODE_MOUNTS.items()
+        f"mount --bind {shlex.quote(str(node_dir / sub))} {shlex.quote(target)}"
+        for target, sub in NODE_MOUNTS.items()
     )
     script = f"{mounts} && hostname {shlex.quote(hostname)} && exec sleep infinity"
     return ["ip", "netns", "exec", netns, "unshare", "-m", "-u", "--propagation", "slave", "sh", "-c", script]

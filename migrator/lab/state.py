@@ -237,7 +237,9 @@ class StateStore:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise TemporaryError(f"lab {self.name!r} is locked by another operation", 2.0) from None
+                        raise TemporaryError(
+                            f"lab {self.name!r} is locked by another operation", 2.0
+                        ) from None
                     time.sleep(0.1)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())

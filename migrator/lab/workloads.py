@@ -18,7 +18,9 @@ BOOKINFO_NS = "default"
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
-def _svc(name: str, ns: str, ip: str, selector: Mapping[str, str], node_port: int | None = None) -> ServiceState:
+def _svc(
+    name: str, ns: str, ip: str, selector: Mapping[str, str], node_port: int | None = None
+) -> ServiceState:
     return ServiceState(
         name=name,
         namespace=ns,
@@ -28,7 +30,9 @@ def _svc(name: str, ns: str, ip: str, selector: Mapping[str, str], node_port: in
     )
 
 
-def _http(name: str, app: str, version: str, replicas: int, calls: Iterable[str] = (), sidecar: bool = False) -> Workload:
+def _http(
+    name: str, app: str, version: str, replicas: int, *, calls: Iterable[str] = (), sidecar: bool = False
+) -> Workload:
     return Workload(
         name=name,
         namespace=BOOKINFO_NS,
@@ -80,7 +84,9 @@ def default_objects(spec: LabSpec) -> tuple[list[Workload], list[ServiceState]]:
                 namespace="kube-flannel",
                 kind="DaemonSet",
                 host_network=True,
-                template=PodTemplate(kind="host", app="flannel", labels={"app": "flannel", "k8s-app": "flannel"}),
+                template=PodTemplate(
+                    kind="host", app="flannel", labels={"app": "flannel", "k8s-app": "flannel"}
+                ),
             )
         )
     dns = ServiceState(
@@ -101,14 +107,14 @@ def default_objects(spec: LabSpec) -> tuple[list[Workload], list[ServiceState]]:
             _http("details-v1", "details", "v1", 2),
             _http("ratings-v1", "ratings", "v1", 2),
             _http("reviews-v1", "reviews", "v1", 1),
-            _http("reviews-v2", "reviews", "v2", 1, [f"ratings.{dom}:{APP_PORT}"]),
-            _http("reviews-v3", "reviews", "v3", 1, [f"ratings:{APP_PORT}"]),
+            _http("reviews-v2", "reviews", "v2", 1, calls=[f"ratings.{dom}:{APP_PORT}"]),
+            _http("reviews-v3", "reviews", "v3", 1, calls=[f"ratings:{APP_PORT}"]),
             _http(
                 "productpage-v1",
                 "productpage",
                 "v1",
                 2,
-                [f"details:{APP_PORT}", f"reviews.{dom}:{APP_PORT}"],
+                calls=[f"details:{APP_PORT}", f"reviews.{dom}:{APP_PORT}"],
                 sidecar=True,
             ),
         ]
@@ -157,7 +163,7 @@ def schedule(
     *,
     exclude: Iterable[str] = (),
 ) -> str | None:
-    """Pick a schedulable node: fewest pods of the same app, then fewest pods, then by name. ``None`` if none."""
+    """A schedulable node: fewest pods of the same app, then fewest pods, then by index; else ``None``."""
     excluded = set(exclude)
     candidates = [n for n in nodes.values() if n.schedulable and n.name not in excluded]
     if not candidates:
