@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,6 +57,7 @@ PYTHON = "/usr/bin/python3"
 NETNS_ETC = Path("/etc/netns")
 READY_TIMEOUT = 20.0
 HOLDER_TIMEOUT = 10.0
+SSH_TIMEOUT = 15.0
 POOL = 8
 
 T = TypeVar("T")
@@ -267,6 +269,23 @@ class Lab:
         bad = [p.key for p in new_pods if p.phase != PodPhase.RUNNING]
         if bad:
             raise StepFailed(f"pods did not start: {', '.join(bad)}")
+        self._wait_ssh(st)
+
+    def _wait_ssh(self, st: LabState, timeout: float = SSH_TIMEOUT) -> None:
+        """Wait until every node's sshd accepts TCP on the underlay (from the host: its one lab route)."""
+        deadline = time.monotonic() + timeout
+        for n in st.nodes.values():
+            while True:
+                try:
+                    with socket.create_connection((n.ip, 22), timeout=1.0) as conn:
+                        if conn.recv(4).startswith(b"SSH-"):
+                            break
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        raise StepFailed(
+                            f"node {n.name}: sshd on {n.ip}:22 unreachable: {exc}", node=n.name
+                        ) from exc
+                    time.sleep(0.05)
 
     def _build_underlay(self, st: LabState) -> None:
         nodes = list(st.nodes.values())
@@ -282,9 +301,15 @@ class Lab:
         lines += [f"link add eth0 netns {n.netns} type veth peer name {n.name} netns {fab}" for n in nodes]
         sh.ip_batch(lines)
         ports = ["host", "outside", *[n.name for n in nodes]]
-        fab_lines = ["link add br0 type bridge", "link set br0 up"]
+        fab_lines = ["link add br0 type bridge mcast_snooping 0", "link set br0 up"]
         fab_lines += [f"link set {p} master br0" for p in ports] + [f"link set {p} up" for p in ports]
         sh.ip_batch(fab_lines, netns=fab)
+        # the fabric is a plain switch: no L3 filtering (and no conntrack) of bridged underlay frames
+        sh.run(
+            net.sysctl_argv(
+                fab, {"net.bridge.bridge-nf-call-iptables": "0", "net.bridge.bridge-nf-call-arptables": "0"}
+            )
+        )
         sh.ip_batch(
             [f"addr add {st.outside_ip}/{prefixlen} dev eth0", "link set eth0 up"], netns=st.outside_netns
         )
