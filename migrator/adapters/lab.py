@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from migrator.errors import UsageError
-from migrator.lab.lab import Lab
+from migrator.lab.lab import Lab, node_cni
 from migrator.lab.state import LabState, PodPhase, PodState
 from migrator.ports import DrainResult, Node, Pod, Service, ServicePort, Target
 
@@ -50,7 +50,7 @@ class LabCluster:
                 labels=dict(n.labels),
                 schedulable=n.schedulable,
                 pod_cidr=n.pod_cidr,
-                cni=n.cni,
+                cni=node_cni(n),
             )
             for n in st.nodes.values()
         ]
@@ -108,6 +108,16 @@ class LabCluster:
 
     def restart_pods(self, node: str) -> list[str]:
         return self.lab.restart_pods(node)
+
+    # Lab extensions beyond the Cluster port (what `kubectl apply/delete` of a CNI manifest does)
+
+    def apply_daemonset(self, agent: str, node_selector: Mapping[str, str] | None = None) -> str:
+        """Install/update the ``flannel`` or ``calico-node`` DaemonSet with a node selector."""
+        return self.lab.apply_daemonset(agent, node_selector)
+
+    def delete_daemonset(self, key: str) -> list[str]:
+        """Delete a DaemonSet (``kube-flannel/kube-flannel-ds``, ``kube-system/calico-node``) and its pods."""
+        return self.lab.delete_daemonset(key)
 
 
 def lab_extras(lab: Lab, st: LabState) -> dict[str, Any]:

@@ -22,11 +22,10 @@ from loguru import logger
 
 from migrator import fsutil
 from migrator.errors import MigratorError, StepFailed, StepTimeout, UsageError
-from migrator.lab import cni, dns, flannel, net, services, sh, sshd, workloads
+from migrator.lab import calico, cni, dns, flannel, net, services, sh, sshd, workloads
 from migrator.lab.spec import (
     POD_NETWORK,
     SERVICE_NETWORK,
-    CniKind,
     LabSpec,
     host_underlay_ip,
     host_veth,
@@ -100,6 +99,16 @@ def _listening(pid: int, port: int, udp: bool = False) -> bool:
             if parts[1].endswith(":" + hexport) and (udp or parts[3] == "0A"):
                 return True
     return False
+
+
+def node_cni(n: NodeState) -> str:
+    """The node's CNI as the kubelet sees it: from the first config file of its ``/etc/cni/net.d``."""
+    try:
+        _, conf = cni.find_conflist(Path(n.dir) / "etc-cni-net.d")
+    except MigratorError:
+        return "none"
+    name = str(conf.get("name", ""))
+    return {flannel.NETWORK_NAME: "flannel", calico.NETWORK_NAME: "calico"}.get(name, name or "unknown")
 
 
 class Lab:
@@ -203,8 +212,6 @@ class Lab:
 
     def _build(self, st: LabState) -> None:
         spec = st.spec
-        if spec.cni != CniKind.FLANNEL:
-            raise UsageError(f"--cni {spec.cni.value} is not implemented in the lab yet (flannel only)")
         d = Path(st.dir)
         st.record(ResourceKind.DIR, str(d))
         for target in [*sshd.NODE_MOUNTS, "/run/sshd"]:
@@ -255,11 +262,17 @@ class Lab:
         self._write_inventory(st)
         self.store.save(st)
 
+        self._reconcile_daemonsets(st)
+        failed = [
+            f"{p.key}: {p.message}"
+            for p in st.pods.values()
+            if p.host_network and p.phase != PodPhase.RUNNING
+        ]
+        if failed:
+            raise StepFailed(f"node agents failed: {'; '.join(failed)}")
         new_pods: list[PodState] = []
         for w in wls:
             if w.kind == "DaemonSet":
-                for n in st.nodes.values():
-                    self._add_daemon_pod(st, w, n)
                 continue
             for _ in range(w.replicas):
                 pod = self._new_pod(st, w, None)
@@ -318,34 +331,22 @@ class Lab:
         return [
             flannel.Peer(n.name, n.ip, n.pod_cidr, n.vtep_ip, n.vtep_mac)
             for n in st.nodes.values()
-            if n.name != exclude and n.cni == CniKind.FLANNEL.value
+            if n.name != exclude
         ]
 
     def _build_nodes(self, st: LabState) -> None:
         prefixlen = st.spec.underlay_net.prefixlen
 
         def one(n: NodeState) -> None:
-            peers = self._peers(st, n.name)
             lines = [f"addr add {n.ip}/{prefixlen} dev eth0", "link set eth0 up"]
-            lines += flannel.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac, peers)
-            lines.append(f"route add {SERVICE_NETWORK} dev eth0")
+            lines.append(f"route add {SERVICE_NETWORK} dev eth0")  # node -> ClusterIP (DNAT'd in OUTPUT)
             sh.ip_batch(lines, netns=n.netns)
-            if peers:
-                sh.run(
-                    ["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(flannel.fdb_lines(peers)) + "\n"
-                )
             sh.run(
                 net.sysctl_argv(
                     n.netns, {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
                 )
             )
-            nd = Path(n.dir)
-            fsutil.atomic_write_text(
-                nd / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr)
-            )
-            fsutil.atomic_write_text(nd / "run-flannel" / "subnet.env", flannel.subnet_env(n.pod_cidr))
-            rules = flannel.masq_rules(n.pod_cidr) + services.BOOTSTRAP
-            sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=rules)
+            sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=services.BOOTSTRAP)
 
         _parallel(one, st.nodes.values())
 
@@ -440,21 +441,141 @@ class Lab:
         st.pods[pod.key] = pod
         return pod
 
-    def _add_daemon_pod(self, st: LabState, w: Workload, n: NodeState) -> None:
-        st.counter += 1
-        name = workloads.pod_name(w, st.spec.seed, st.counter)
-        pod = PodState(
-            name=name,
-            namespace=w.namespace,
-            node=n.name,
-            ip=n.ip,
-            labels=dict(w.template.labels),
-            owner=f"{w.kind}/{w.name}",
-            host_network=True,
-            phase=PodPhase.RUNNING,
-            message="emulated: the lab programs this agent's data plane itself",
+    # ------------------------------------------------------------------------------------ node agents
+
+    def _reconcile_daemonsets(self, st: LabState) -> None:
+        """DaemonSet controller: one host-network agent pod per node whose labels match the node selector.
+
+        A new (or failed) agent pod runs its agent on the node (flannel or calico-node program the node's
+        data plane and CNI config); a pod whose node no longer matches is deleted, and like a real agent it
+        leaves its devices, files and rules behind (the migration playbooks remove them).
+        """
+        todo: list[tuple[Workload, NodeState, PodState]] = []
+        for w in st.workloads.values():
+            if w.kind != "DaemonSet":
+                continue
+            for n in st.nodes.values():
+                match = all(n.labels.get(k) == v for k, v in w.node_selector.items())
+                pod = next(
+                    (p for p in st.pods.values() if p.owner == f"DaemonSet/{w.name}" and p.node == n.name),
+                    None,
+                )
+                if pod is not None and not match:
+                    st.pods.pop(pod.key, None)
+                elif match and (pod is None or pod.phase != PodPhase.RUNNING):
+                    if pod is None:
+                        st.counter += 1
+                        pod = PodState(
+                            name=workloads.pod_name(w, st.spec.seed, st.counter),
+                            namespace=w.namespace,
+                            node=n.name,
+                            ip=n.ip,
+                            labels=dict(w.template.labels),
+                            owner=f"DaemonSet/{w.name}",
+                            host_network=True,
+                        )
+                        st.pods[pod.key] = pod
+                    todo.append((w, n, pod))
+
+        def run(item: tuple[Workload, NodeState, PodState]) -> None:
+            w, n, pod = item
+            try:
+                self._run_agent(st, w.template.app, n)
+            except MigratorError as exc:
+                pod.phase, pod.message = PodPhase.FAILED, f"CrashLoopBackOff: {exc}"
+                logger.warning("agent {} on {}: {}", w.template.app, n.name, exc)
+                return
+            pod.phase, pod.message = PodPhase.RUNNING, "emulated agent: the lab programs its data plane"
+
+        _parallel(run, todo)
+        for n in st.nodes.values():
+            n.cni = node_cni(n)
+        self.store.save(st)
+
+    def _run_agent(self, st: LabState, agent: str, n: NodeState) -> None:
+        if agent == "flannel":
+            self._agent_flannel(st, n)
+        elif agent == "calico-node":
+            self._agent_calico(st, n)
+        # kube-proxy: its rules are written by _sync_services on every node
+
+    @staticmethod
+    def _has_link(netns: str, dev: str) -> bool:
+        return sh.run(["ip", "-n", netns, "link", "show", dev], check=False, timeout=10).ok
+
+    @staticmethod
+    def _has_chain(netns: str, table: str, chain: str) -> bool:
+        return sh.run(
+            net.exec_argv(netns, ["iptables", "-t", table, "-S", chain]), check=False, timeout=10
+        ).ok
+
+    def _agent_flannel(self, st: LabState, n: NodeState) -> None:
+        """flanneld (VXLAN backend) starting on ``n``; idempotent."""
+        peers = self._peers(st, n.name)
+        nd = Path(n.dir)
+        fsutil.atomic_write_text(nd / "run-flannel" / "subnet.env", flannel.subnet_env(n.pod_cidr))
+        if self._has_link(n.netns, flannel.VXLAN_DEV):
+            lines = flannel.peer_lines(peers)
+        else:
+            lines = flannel.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac, peers)
+        sh.ip_batch(lines, netns=n.netns)
+        if peers:
+            sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(flannel.fdb_lines(peers)) + "\n")
+        if not self._has_chain(n.netns, "nat", "FLANNEL-POSTRTG"):
+            sh.run(
+                net.exec_argv(n.netns, ["iptables-restore", "--noflush"]),
+                input=flannel.masq_rules(n.pod_cidr),
+            )
+        # kube-flannel's install-cni init container
+        fsutil.atomic_write_text(
+            nd / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr)
         )
-        st.pods[pod.key] = pod
+
+    def _agent_calico(self, st: LabState, n: NodeState) -> None:
+        """calico-node (VXLAN, wire-compatible with flannel) starting on ``n``; idempotent."""
+        peers = self._peers(st, n.name)
+        nd = Path(n.dir)
+        lines = (
+            []
+            if self._has_link(n.netns, calico.VXLAN_DEV)
+            else calico.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac)
+        )
+        sh.ip_batch(lines + calico.peer_lines(peers), netns=n.netns)
+        if peers:
+            sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(peers)) + "\n")
+        if not self._has_chain(n.netns, "nat", "cali-POSTROUTING"):
+            sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=calico.iptables_rules())
+        # calico's install-cni init container
+        fsutil.atomic_write_text(
+            nd / "etc-cni-net.d" / calico.CONFLIST_NAME, calico.conflist_text(n.pod_cidr)
+        )
+
+    def apply_daemonset(self, agent: str, node_selector: Mapping[str, str] | None = None) -> str:
+        """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``) with a node selector,
+        then reconcile (as ``kubectl apply`` of a CNI manifest would). Returns the DaemonSet key."""
+        w = workloads.agent_daemonset(agent, node_selector)
+        with self.store.lock():
+            st = self.require()
+            st.workloads[w.key] = w
+            self._reconcile_daemonsets(st)
+        return w.key
+
+    def delete_daemonset(self, key: str) -> list[str]:
+        """Delete a DaemonSet (``namespace/name``) and its pods; the agents' leftovers stay on the nodes."""
+        with self.store.lock():
+            st = self.require()
+            w = st.workloads.pop(key, None)
+            if w is None:
+                return []
+            gone = [
+                k
+                for k, p in st.pods.items()
+                if p.namespace == w.namespace and p.owner == f"DaemonSet/{w.name}"
+            ]
+            for k in gone:
+                st.pods.pop(k, None)
+            self.store.save(st)
+            return gone
 
     def _container_argvs(self, st: LabState, pod: PodState) -> list[ContainerState]:
         w = st.workloads[f"{pod.namespace}/{(pod.owner or '').split('/', 1)[-1]}"]
@@ -680,9 +801,6 @@ class Lab:
 
     # ------------------------------------------------------------------------------------ control plane
 
-    def _mutate(self) -> Any:
-        return self.store.lock()
-
     def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
         with self.store.lock():
             st = self.require()
@@ -697,6 +815,7 @@ class Lab:
             if CONTROL_PLANE_LABEL not in n.labels and "control-plane" in n.roles:
                 n.roles.remove("control-plane")
             self.store.save(st)
+            self._reconcile_daemonsets(st)
 
     def set_schedulable(self, name: str, schedulable: bool) -> None:
         with self.store.lock():
@@ -775,6 +894,7 @@ class Lab:
         """Schedule Pending/Failed pods again (after an uncordon or a CNI fix). Returns the started keys."""
         with self.store.lock():
             st = self.require()
+            self._reconcile_daemonsets(st)
             stuck = [
                 p
                 for p in st.pods.values()
@@ -930,7 +1050,7 @@ def status_dict(lab: Lab, st: LabState) -> dict[str, Any]:
                 "roles": n.roles,
                 "labels": n.labels,
                 "schedulable": n.schedulable,
-                "cni": n.cni,
+                "cni": node_cni(n),
                 "pod_cidr": n.pod_cidr,
                 "vtep_ip": n.vtep_ip,
                 "vtep_mac": n.vtep_mac,

@@ -69,7 +69,8 @@ class ContainerState(BaseModel):
 
 
 class PodTemplate(BaseModel):
-    """What a pod runs. ``kind`` is ``http`` (the pod server) or ``dns`` (dnsmasq)."""
+    """What a pod runs: ``http`` (the pod server), ``dns`` (dnsmasq) or ``agent`` (a host-network node agent
+    the lab emulates: ``app`` is ``flannel``, ``calico-node`` or ``kube-proxy``)."""
 
     kind: str = "http"
     app: str
@@ -89,6 +90,7 @@ class Workload(BaseModel):
     replicas: int = 1
     template: PodTemplate
     host_network: bool = False
+    node_selector: dict[str, str] = Field(default_factory=dict)  # DaemonSets: nodes whose labels match
 
     @property
     def key(self) -> str:

@@ -59,6 +59,27 @@ def cluster_ip_for(key: str, seed: int, taken: set[str]) -> str:
         n = (n + 1) % (254 * 254)
 
 
+def agent_daemonset(agent: str, node_selector: Mapping[str, str] | None = None) -> Workload:
+    """The DaemonSet of a node agent the lab emulates: ``flannel``, ``calico-node`` or ``kube-proxy``."""
+    name, ns, labels = {
+        "flannel": ("kube-flannel-ds", "kube-flannel", {"app": "flannel", "k8s-app": "flannel"}),
+        "calico-node": ("calico-node", "kube-system", {"k8s-app": "calico-node"}),
+        "kube-proxy": ("kube-proxy", "kube-system", {"k8s-app": "kube-proxy"}),
+    }[agent]
+    return Workload(
+        name=name,
+        namespace=ns,
+        kind="DaemonSet",
+        host_network=True,
+        node_selector=dict(node_selector or {}),
+        template=PodTemplate(kind="agent", app=agent, labels=labels),
+    )
+
+
+def agent_daemonsets(cni: str) -> list[Workload]:
+    return [agent_daemonset("kube-proxy"), agent_daemonset("calico-node" if cni == "calico" else "flannel")]
+
+
 def default_objects(spec: LabSpec) -> tuple[list[Workload], list[ServiceState]]:
     """Workloads and services the lab deploys for ``spec``."""
     ns = BOOKINFO_NS
@@ -69,26 +90,8 @@ def default_objects(spec: LabSpec) -> tuple[list[Workload], list[ServiceState]]:
             replicas=2,
             template=PodTemplate(kind="dns", app="kube-dns", port=53, labels={"k8s-app": "kube-dns"}),
         ),
-        Workload(
-            name="kube-proxy",
-            namespace="kube-system",
-            kind="DaemonSet",
-            host_network=True,
-            template=PodTemplate(kind="host", app="kube-proxy", labels={"k8s-app": "kube-proxy"}),
-        ),
     ]
-    if spec.cni == "flannel":
-        workloads.append(
-            Workload(
-                name="kube-flannel-ds",
-                namespace="kube-flannel",
-                kind="DaemonSet",
-                host_network=True,
-                template=PodTemplate(
-                    kind="host", app="flannel", labels={"app": "flannel", "k8s-app": "flannel"}
-                ),
-            )
-        )
+    workloads += agent_daemonsets(spec.cni.value)
     dns = ServiceState(
         name="kube-dns",
         namespace="kube-system",
