@@ -106,6 +106,10 @@ def up(  # noqa: PLR0917 - typer options
         res = lab.up(spec)
     if res.already_up:
         console.print(f"lab [bold]{lname}[/] is already up")
+        if not res.same_spec:
+            console.print(
+                "[yellow]it was built with other settings; run `migrator lab down` first to change them[/]"
+            )
     else:
         console.print(f"lab [bold]{lname}[/] is up in {res.seconds:.1f}s")
     render_status(lab.status())

@@ -76,6 +76,7 @@ class UpResult:
     state: LabState
     already_up: bool
     seconds: float = 0.0
+    same_spec: bool = True
 
 
 @dataclass
@@ -143,7 +144,11 @@ class Lab:
         with self.store.lock():
             st = self.store.load()
             if st is not None and st.phase == LabPhase.UP:
-                return UpResult(st, already_up=True)
+                if st.spec != spec:
+                    logger.warning(
+                        "lab {} is already up with other settings; run lab down to change them", self.name
+                    )
+                return UpResult(st, already_up=True, same_spec=st.spec == spec)
             if st is not None:
                 logger.warning(
                     "lab {} has leftovers from an unfinished operation ({}); cleaning up", self.name, st.phase
@@ -313,6 +318,10 @@ class Lab:
         ]
         lines += [f"link add eth0 netns {n.netns} type veth peer name {n.name} netns {fab}" for n in nodes]
         sh.ip_batch(lines)
+        # the host never forwards what it receives from the lab, and speaks only IPv4 to it
+        sh.run(
+            ["sysctl", "-q", "-w", f"net.ipv4.conf.{hv}.forwarding=0", f"net.ipv6.conf.{hv}.disable_ipv6=1"]
+        )
         ports = ["host", "outside", *[n.name for n in nodes]]
         fab_lines = ["link add br0 type bridge mcast_snooping 0", "link set br0 up"]
         fab_lines += [f"link set {p} master br0" for p in ports] + [f"link set {p} up" for p in ports]

@@ -103,6 +103,11 @@ def test_down_after_up_killed_midway(migrator_home: Path, stage: str) -> None:
         proc.wait(10)
         assert killed_in == "creating", "lab up finished before it could be killed"
         assert host_traces(name, lab_dir(name)) != []  # it did leave things behind
+        if stage == "pods":  # up again over the wreckage: it cleans up and builds a working lab
+            lab = Lab(name)
+            assert not lab.up(LabSpec(name=name, nodes=3, pods_per_node=2, underlay=underlay)).already_up
+            st = lab.require()
+            assert all(p.phase == "Running" for p in st.pods.values())
     finally:
         if proc.poll() is None:
             proc.kill()
