@@ -111,9 +111,14 @@ class LabCluster:
 
     # Lab extensions beyond the Cluster port (what `kubectl apply/delete` of a CNI manifest does)
 
-    def apply_daemonset(self, agent: str, node_selector: Mapping[str, str] | None = None) -> str:
-        """Install/update the ``flannel`` or ``calico-node`` DaemonSet with a node selector."""
-        return self.lab.apply_daemonset(agent, node_selector)
+    def apply_daemonset(
+        self,
+        agent: str,
+        node_selector: Mapping[str, str] | None = None,
+        config: Mapping[str, str] | None = None,
+    ) -> str:
+        """Install/update the ``flannel`` or ``calico-node`` DaemonSet (node selector, agent config)."""
+        return self.lab.apply_daemonset(agent, node_selector, config)
 
     def delete_daemonset(self, key: str) -> list[str]:
         """Delete a DaemonSet (``kube-flannel/kube-flannel-ds``, ``kube-system/calico-node``) and its pods."""

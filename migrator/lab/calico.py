@@ -98,3 +98,45 @@ def iptables_rules(pool: str = str(POD_NETWORK)) -> str:
             "",
         ]
     )
+
+
+# ------------------------------------------------------------------------------------------- BGP mode
+
+MODE_LABEL = "lab.migrator.io/calico-mode"  # per-node override of the calico-node DaemonSet's mode
+MODE_VXLAN = "vxlan"
+MODE_BGP = "bgp"
+PEERING_FULL_MESH = "full-mesh"
+PEERING_RR = "route-reflector"
+AS_NUMBER = 64512
+
+
+def bird_config(
+    *, router_id: str, block: str, peers: Sequence[tuple[str, str]], rr_clients: bool = False
+) -> str:
+    """bird2 config: export the node's block (with a real next hop) over iBGP; install learned routes.
+
+    ``peers`` are (name, ip). With ``rr_clients`` this node is a route reflector for all of them.
+    """
+    lines = [
+        f"router id {router_id};",
+        "protocol device { scan time 5; }",
+        "protocol kernel {",
+        "  ipv4 { import none; export where source = RTS_BGP; };",
+        "  merge paths on;",
+        "}",
+        f'protocol static pod_block {{ ipv4; route {block} via "eth0"; }}',
+    ]
+    for name, ip in peers:
+        proto = "bgp_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+        lines += [
+            f"protocol bgp {proto} {{",
+            f"  local {router_id} as {AS_NUMBER};",
+            f"  neighbor {ip} as {AS_NUMBER};",
+            "  direct;",
+            "  connect delay time 1; connect retry time 1; error wait time 1, 5;",
+        ]
+        if rr_clients:
+            lines.append("  rr client;")
+        export = "source ~ [RTS_STATIC, RTS_BGP]" if rr_clients else "source = RTS_STATIC"
+        lines += [f"  ipv4 {{ import all; export where {export}; }};", "}"]
+    return "\n".join(lines) + "\n"

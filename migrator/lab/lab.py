@@ -57,6 +57,8 @@ NETNS_ETC = Path("/etc/netns")
 READY_TIMEOUT = 20.0
 HOLDER_TIMEOUT = 10.0
 SSH_TIMEOUT = 15.0
+BGP_TIMEOUT = 20.0
+AGENT_LABEL = "lab.migrator.io/agent-config"
 POOL = 8
 
 T = TypeVar("T")
@@ -140,6 +142,8 @@ class Lab:
     def up(self, spec: LabSpec) -> UpResult:
         if spec.name != self.name:
             raise UsageError(f"spec name {spec.name!r} does not match lab {self.name!r}")
+        if os.geteuid() != 0:
+            raise UsageError("the lab needs root (network namespaces, veth, iptables, mounts)")
         t0 = time.monotonic()
         with self.store.lock():
             st = self.store.load()
@@ -469,9 +473,14 @@ class Lab:
                     (p for p in st.pods.values() if p.owner == f"DaemonSet/{w.name}" and p.node == n.name),
                     None,
                 )
+                want = self._agent_signature(w, n)
                 if pod is not None and not match:
                     st.pods.pop(pod.key, None)
-                elif match and (pod is None or pod.phase != PodPhase.RUNNING):
+                    if w.template.app == "calico-node":  # bird ran inside the calico-node pod
+                        self._stop_bird(st, n)
+                elif match and (
+                    pod is None or pod.phase != PodPhase.RUNNING or pod.labels.get(AGENT_LABEL) != want
+                ):
                     if pod is None:
                         st.counter += 1
                         pod = PodState(
@@ -488,8 +497,9 @@ class Lab:
 
         def run(item: tuple[Workload, NodeState, PodState]) -> None:
             w, n, pod = item
+            pod.labels[AGENT_LABEL] = self._agent_signature(w, n)
             try:
-                self._run_agent(st, w.template.app, n)
+                self._run_agent(st, w, n)
             except MigratorError as exc:
                 pod.phase, pod.message = PodPhase.FAILED, f"CrashLoopBackOff: {exc}"
                 logger.warning("agent {} on {}: {}", w.template.app, n.name, exc)
@@ -497,15 +507,28 @@ class Lab:
             pod.phase, pod.message = PodPhase.RUNNING, "emulated agent: the lab programs its data plane"
 
         _parallel(run, todo)
+        self._program_calico_routes(st)
         for n in st.nodes.values():
             n.cni = node_cni(n)
         self.store.save(st)
 
-    def _run_agent(self, st: LabState, agent: str, n: NodeState) -> None:
-        if agent == "flannel":
+    @staticmethod
+    def _calico_mode(w: Workload, n: NodeState) -> str:
+        return n.labels.get(calico.MODE_LABEL) or w.template.config.get("mode", calico.MODE_VXLAN)
+
+    def _agent_signature(self, w: Workload, n: NodeState) -> str:
+        """What the agent on ``n`` was last run with; a change re-runs it (a DaemonSet rollout)."""
+        if w.template.app != "calico-node":
+            return w.template.app
+        cfg = w.template.config
+        peering = cfg.get("peering", calico.PEERING_FULL_MESH)
+        return f"{self._calico_mode(w, n)}/{peering}/{cfg.get('reflectors', '')}"
+
+    def _run_agent(self, st: LabState, w: Workload, n: NodeState) -> None:
+        if w.template.app == "flannel":
             self._agent_flannel(st, n)
-        elif agent == "calico-node":
-            self._agent_calico(st, n)
+        elif w.template.app == "calico-node":
+            self._agent_calico(st, n, w)
         # kube-proxy: its rules are written by _sync_services on every node
 
     @staticmethod
@@ -540,18 +563,28 @@ class Lab:
             nd / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr)
         )
 
-    def _agent_calico(self, st: LabState, n: NodeState) -> None:
-        """calico-node (VXLAN, wire-compatible with flannel) starting on ``n``; idempotent."""
+    def _agent_calico(self, st: LabState, n: NodeState, w: Workload) -> None:
+        """calico-node starting on ``n``; idempotent.
+
+        VXLAN mode: ``vxlan.calico`` (wire-compatible with flannel); its routes are programmed by
+        :meth:`_program_calico_routes`. BGP mode: bird2 exports the node's block; ``vxlan.calico`` is left
+        as it is (remove it with a playbook once every node runs BGP).
+        """
         peers = self._peers(st, n.name)
         nd = Path(n.dir)
-        lines = (
-            []
-            if self._has_link(n.netns, calico.VXLAN_DEV)
-            else calico.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac)
-        )
-        sh.ip_batch(lines + calico.peer_lines(peers), netns=n.netns)
-        if peers:
-            sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(peers)) + "\n")
+        mode = self._calico_mode(w, n)
+        if mode == calico.MODE_VXLAN and not self._has_link(n.netns, calico.VXLAN_DEV):
+            sh.ip_batch(calico.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac), netns=n.netns)
+            if peers:
+                sh.run(
+                    ["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(peers)) + "\n"
+                )
+                neigh = calico.peer_lines(peers)[1::2]  # the neighbour lines only
+                sh.ip_batch(neigh, netns=n.netns)
+        elif mode == calico.MODE_BGP:
+            self._start_bird(st, n, w)
+        elif mode != calico.MODE_VXLAN:
+            raise StepFailed(f"unknown calico mode {mode!r} (vxlan or bgp)", node=n.name)
         if not self._has_chain(n.netns, "nat", "cali-POSTROUTING"):
             sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=calico.iptables_rules())
         # calico's install-cni init container
@@ -559,10 +592,140 @@ class Lab:
             nd / "etc-cni-net.d" / calico.CONFLIST_NAME, calico.conflist_text(n.pod_cidr)
         )
 
-    def apply_daemonset(self, agent: str, node_selector: Mapping[str, str] | None = None) -> str:
-        """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``) with a node selector,
-        then reconcile (as ``kubectl apply`` of a CNI manifest would). Returns the DaemonSet key."""
-        w = workloads.agent_daemonset(agent, node_selector)
+    def _bird_peers(self, st: LabState, n: NodeState, w: Workload) -> tuple[list[tuple[str, str]], bool]:
+        cfg = w.template.config
+        others = [(m.name, m.ip) for m in st.nodes.values() if m.name != n.name]
+        if cfg.get("peering", calico.PEERING_FULL_MESH) != calico.PEERING_RR:
+            return others, False
+        reflectors = [r for r in cfg.get("reflectors", "node1").split(",") if r]
+        if n.name in reflectors:
+            return others, True
+        return [(m, ip) for m, ip in others if m in reflectors], False
+
+    def _start_bird(self, st: LabState, n: NodeState, w: Workload) -> None:
+        peers, rr = self._bird_peers(st, n, w)
+        nd = Path(n.dir)
+        conf = nd / "bird.conf"
+        conf.write_text(calico.bird_config(router_id=n.ip, block=n.pod_cidr, peers=peers, rr_clients=rr))
+        sock = nd / "bird.ctl"
+        if n.bird_pid and sh.alive(n.bird_pid, n.bird_start):
+            sh.run(["birdc", "-s", str(sock), "configure"], timeout=10)
+        else:
+            assert n.holder_pid
+            st.record(ResourceKind.PROCESS, f"bird:{n.name}")
+            self.store.save(st)
+            bird = ["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(nd / "bird.pid")]
+            n.bird_pid = sh.spawn(
+                sshd.node_exec_argv(n.holder_pid, bird), log=Path(st.dir) / "logs" / f"{n.name}-bird.log"
+            )
+            n.bird_start = sh.start_time(n.bird_pid)
+            st.record(ResourceKind.PROCESS, f"bird:{n.name}", n.bird_pid, n.bird_start)
+        # wait (bounded) until this node and the nodes already running BGP have learned each other's blocks
+        bgp_peers = [m for m in st.nodes.values() if m.name != n.name and m.bird_pid and sh.alive(m.bird_pid)]
+
+        def missing() -> list[str]:
+            out = [
+                f"{n.name} lacks {m.pod_cidr}" for m in bgp_peers if m.pod_cidr not in self._bird_routes(n)
+            ]
+            return out + [
+                f"{m.name} lacks {n.pod_cidr}" for m in bgp_peers if n.pod_cidr not in self._bird_routes(m)
+            ]
+
+        deadline = time.monotonic() + BGP_TIMEOUT
+        time.sleep(0.05)
+        if not sh.alive(n.bird_pid):
+            log = (Path(st.dir) / "logs" / f"{n.name}-bird.log").read_text()[-400:]
+            n.bird_pid = None
+            raise StepFailed(f"bird exited on {n.name}: {log.strip()}", node=n.name)
+        gaps = missing()
+        while gaps and time.monotonic() < deadline:
+            time.sleep(0.2)
+            gaps = missing()
+        if gaps:
+            logger.warning("node {}: BGP routes still missing after {}s: {}", n.name, BGP_TIMEOUT, gaps)
+
+    def _stop_bird(self, st: LabState, n: NodeState) -> None:
+        """SIGTERM: bird withdraws its routes from the kernel and from its peers before exiting."""
+        if n.bird_pid and sh.alive(n.bird_pid, n.bird_start):
+            os.kill(n.bird_pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while sh.alive(n.bird_pid) and time.monotonic() < deadline:
+                sh.reap(n.bird_pid)
+                time.sleep(0.02)
+            sh.kill([(n.bird_pid, None)])
+        st.forget(ResourceKind.PROCESS, f"bird:{n.name}")
+        n.bird_pid = n.bird_start = None
+
+    @staticmethod
+    def _bird_routes(n: NodeState) -> set[str]:
+        res = sh.run(["ip", "-n", n.netns, "-j", "route", "show", "proto", "bird"], check=False, timeout=10)
+        return {str(r["dst"]) for r in json.loads(res.stdout or "[]")} if res.ok else set()
+
+    def _program_calico_routes(self, st: LabState) -> None:
+        """What Felix does for VXLAN routes: on every Calico node with ``vxlan.calico``, a VXLAN route to each
+        peer that has a VTEP (``flannel.1`` or ``vxlan.calico``), unless both ends are in BGP mode and have
+        learned each other's block (then bird's route carries the traffic). A node in VXLAN mode stops bird
+        once every peer has a VTEP. Each switch is make-before-break: no window without a route."""
+        agents: dict[str, Workload] = {}
+        for p in st.pods.values():
+            w = st.workloads.get(f"{p.namespace}/{(p.owner or '').split('/', 1)[-1]}")
+            if p.owner == "DaemonSet/calico-node" and p.phase == PodPhase.RUNNING and w is not None:
+                agents[p.node] = w
+        if not agents:
+            return
+
+        def links(n: NodeState) -> set[str]:
+            res = sh.run(["ip", "-n", n.netns, "-j", "link", "show"], check=False, timeout=10)
+            return {str(e["ifname"]) for e in json.loads(res.stdout or "[]")} if res.ok else set()
+
+        nodes = list(st.nodes.values())
+        devs = dict(zip([n.name for n in nodes], _parallel(links, nodes), strict=True))
+        bird = dict(zip([n.name for n in nodes], _parallel(self._bird_routes, nodes), strict=True))
+        has_vtep = {k: bool({flannel.VXLAN_DEV, calico.VXLAN_DEV} & v) for k, v in devs.items()}
+
+        mode = {name: self._calico_mode(w, st.nodes[name]) for name, w in agents.items()}
+
+        def over_bgp(a: NodeState, b: flannel.Peer) -> bool:
+            both = mode.get(a.name) == calico.MODE_BGP and mode.get(b.name) == calico.MODE_BGP
+            return both and b.pod_cidr in bird[a.name] and a.pod_cidr in bird[b.name]
+
+        def program(n: NodeState) -> None:
+            if n.name not in agents or calico.VXLAN_DEV not in devs[n.name]:
+                return
+            want = [p for p in self._peers(st, n.name) if has_vtep[p.name] and not over_bgp(n, p)]
+            res = sh.run(
+                ["ip", "-n", n.netns, "-j", "route", "show", "dev", calico.VXLAN_DEV], check=False, timeout=10
+            )
+            current = {str(r["dst"]) for r in json.loads(res.stdout or "[]")} if res.ok else set()
+            lines = calico.peer_lines(want)
+            lines += [
+                f"route del {c} dev {calico.VXLAN_DEV}" for c in sorted(current - {p.pod_cidr for p in want})
+            ]
+            if want:
+                sh.run(
+                    ["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(want)) + "\n"
+                )
+            sh.ip_batch(lines, netns=n.netns)
+
+        _parallel(program, nodes)
+        # a node back in VXLAN mode stops bird once every peer is reachable over VXLAN
+        for name in agents:
+            n = st.nodes[name]
+            peers_ok = all(has_vtep[m] for m in st.nodes if m != name)
+            if mode[name] == calico.MODE_VXLAN and n.bird_pid and peers_ok and calico.VXLAN_DEV in devs[name]:
+                self._stop_bird(st, n)
+
+    def apply_daemonset(
+        self,
+        agent: str,
+        node_selector: Mapping[str, str] | None = None,
+        config: Mapping[str, str] | None = None,
+    ) -> str:
+        """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``) with a node selector and
+        agent config (calico-node: ``mode`` vxlan|bgp, ``peering`` full-mesh|route-reflector, ``reflectors``:
+        comma-separated node names), then reconcile, as ``kubectl apply`` of a manifest would.
+        Returns the DaemonSet key."""
+        w = workloads.agent_daemonset(agent, node_selector, config)
         with self.store.lock():
             st = self.require()
             st.workloads[w.key] = w
@@ -976,7 +1139,11 @@ class Lab:
     def down(self) -> DownResult:
         t0 = time.monotonic()
         with self.store.lock():
-            st = self.store.load()
+            try:
+                st = self.store.load()
+            except UsageError as exc:
+                logger.warning("{}; removing by prefix {}", exc, self.prefix)
+                st = None
             res = self._down_locked(st)
         self.store.lock_path.unlink(missing_ok=True)
         res.seconds = time.monotonic() - t0

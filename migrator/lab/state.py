@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from migrator import fsutil, paths
-from migrator.errors import TemporaryError
+from migrator.errors import TemporaryError, UsageError
 from migrator.lab.spec import LabSpec
 
 STATE_VERSION = 1
@@ -78,6 +78,7 @@ class PodTemplate(BaseModel):
     port: int = 9080
     calls: list[str] = Field(default_factory=list)  # "host:port" called on every request
     sidecar_port: int | None = None  # a second container listening on localhost only
+    config: dict[str, str] = Field(default_factory=dict)  # agents: e.g. calico-node {"mode": "bgp"}
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -155,6 +156,8 @@ class NodeState(BaseModel):
     dir: str
     holder_pid: int | None = None
     sshd_pid: int | None = None
+    bird_pid: int | None = None  # calico-node in BGP mode
+    bird_start: int | None = None
     kube_chains: list[str] = Field(default_factory=list)  # KUBE-SVC/SEP chains last applied
 
 
@@ -218,7 +221,13 @@ class StateStore:
             raw = self.path.read_text()
         except FileNotFoundError:
             return None
-        return LabState.model_validate_json(raw)
+        try:
+            return LabState.model_validate_json(raw)
+        except ValueError as exc:  # pydantic.ValidationError: unreadable state (other version, corruption)
+            raise UsageError(
+                f"lab state {self.path} is unreadable ({exc.__class__.__name__}); `migrator lab down` "
+                "still removes the lab by its name prefix"
+            ) from exc
 
     def save(self, state: LabState) -> None:
         state.updated_at = time.time()

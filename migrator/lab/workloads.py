@@ -59,7 +59,9 @@ def cluster_ip_for(key: str, seed: int, taken: set[str]) -> str:
         n = (n + 1) % (254 * 254)
 
 
-def agent_daemonset(agent: str, node_selector: Mapping[str, str] | None = None) -> Workload:
+def agent_daemonset(
+    agent: str, node_selector: Mapping[str, str] | None = None, config: Mapping[str, str] | None = None
+) -> Workload:
     """The DaemonSet of a node agent the lab emulates: ``flannel``, ``calico-node`` or ``kube-proxy``."""
     name, ns, labels = {
         "flannel": ("kube-flannel-ds", "kube-flannel", {"app": "flannel", "k8s-app": "flannel"}),
@@ -72,7 +74,7 @@ def agent_daemonset(agent: str, node_selector: Mapping[str, str] | None = None) 
         kind="DaemonSet",
         host_network=True,
         node_selector=dict(node_selector or {}),
-        template=PodTemplate(kind="agent", app=agent, labels=labels),
+        template=PodTemplate(kind="agent", app=agent, labels=labels, config=dict(config or {})),
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from migrator.adapters.lab import LabCluster
+from migrator.lab.calico import MODE_LABEL
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
 from migrator.lab.state import PodPhase
@@ -133,4 +134,46 @@ def test_flannel_to_calico_node_swap_and_back(small_lab: Lab) -> None:
     assert _echo(lab, "node3")
     res = lab.exec("node3", ["ip", "-br", "link"])
     assert "flannel.1" in res.stdout and "vxlan.calico" not in res.stdout
+    _all_pairs_ok(lab)
+
+
+def _routes(lab: Lab, node: str, *args: str) -> list[str]:
+    res = lab.exec(node, ["ip", "route", "show", *args])
+    return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("small_lab", ["calico"], indirect=True)
+def test_calico_vxlan_to_bgp_node_by_node_and_back(small_lab: Lab) -> None:
+    lab = small_lab
+    cluster = LabCluster(lab)
+    nodes = ["node1", "node2", "node3"]
+    blocks = {n: lab.require().nodes[n].pod_cidr for n in nodes}
+    for i, node in enumerate(nodes):
+        cluster.label_node(node, {MODE_LABEL: "bgp"})
+        _all_pairs_ok(lab)  # every step keeps every pair reachable
+        bgp = nodes[: i + 1]
+        for a in bgp:
+            learned = set(_routes(lab, a, "proto", "bird"))
+            assert {blocks[b] for b in bgp if b != a} <= learned, (a, learned)
+            vx = set(_routes(lab, a, "dev", "vxlan.calico"))
+            assert vx == {blocks[b] for b in nodes if b not in bgp}, (a, vx)  # VXLAN only to non-BGP nodes
+    res = lab.exec(
+        "node1", ["sh", "-c", f"birdc -s {lab.require().nodes['node1'].dir}/bird.ctl show protocols"]
+    )
+    assert res.stdout.count("Established") == 2
+    for node in nodes:  # the plan's playbook removes vxlan.calico once every node runs BGP
+        assert lab.exec(node, ["ip", "link", "del", "vxlan.calico"]).rc == 0
+    lab.reconcile()
+    _all_pairs_ok(lab)
+    status, _ = http(lab, "outside", f"http://{lab.require().nodes['node2'].ip}:30081/")
+    assert status == 200
+    # and back to VXLAN, node by node
+    for node in nodes:
+        cluster.label_node(node, {MODE_LABEL: "vxlan"})
+        _all_pairs_ok(lab)
+    st = lab.require()
+    assert all(n.bird_pid is None for n in st.nodes.values())
+    for node in nodes:
+        assert _routes(lab, node, "proto", "bird") == []
+        assert set(_routes(lab, node, "dev", "vxlan.calico")) == {blocks[b] for b in nodes if b != node}
     _all_pairs_ok(lab)

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migrator.errors import TemporaryError, UsageError
-from migrator.lab import dns, flannel, services, workloads
+from migrator.lab import calico, dns, flannel, services, workloads
 from migrator.lab.spec import (
     LabSpec,
     host_veth,
@@ -264,3 +264,18 @@ def test_state_store_roundtrip_and_lock(migrator_home: Path) -> None:
         pass
     store.remove()
     assert store.load() is None
+
+
+def test_bird_config_full_mesh_and_route_reflector() -> None:
+    mesh = calico.bird_config(
+        router_id="198.18.0.11",
+        block="10.244.0.0/24",
+        peers=[("node2", "198.18.0.12"), ("node3", "198.18.0.13")],
+    )
+    assert mesh.count("protocol bgp ") == 2 and "rr client" not in mesh
+    assert 'route 10.244.0.0/24 via "eth0"' in mesh  # a real next hop, not a blackhole
+    assert "export where source = RTS_STATIC" in mesh and "direct;" in mesh
+    rr = calico.bird_config(
+        router_id="198.18.0.11", block="10.244.0.0/24", peers=[("node2", "198.18.0.12")], rr_clients=True
+    )
+    assert "rr client;" in rr and "RTS_BGP" in rr
