@@ -56,7 +56,7 @@ def render_status(status: dict[str, Any]) -> None:
             n["cni"],
             n["pod_cidr"],
             f"{n['vtep_ip']} {n['vtep_mac']}",
-            n["sshd"],
+            n["sshd"] + (f"\nbgp {n['bgp']}" if n.get("bgp") else ""),
             labels,
         )
     console.print(nodes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from migrator import fsutil
+from migrator import fsutil, paths
 from migrator.errors import MigratorError, StepFailed, StepTimeout, UsageError
 from migrator.lab import calico, cni, dns, flannel, net, services, sh, sshd, workloads
 from migrator.lab.spec import (
@@ -60,6 +61,7 @@ SSH_TIMEOUT = 15.0
 BGP_TIMEOUT = 20.0
 AGENT_LABEL = "lab.migrator.io/agent-config"
 POOL = 8
+HOST_DIRS = [*sshd.NODE_MOUNTS, "/run/sshd", str(NETNS_ETC)]  # mount points and folders the host may lack
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -71,6 +73,44 @@ def _parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return [fn(i) for i in items]
     with ThreadPoolExecutor(max_workers=min(POOL, len(items))) as pool:
         return list(pool.map(fn, items))
+
+
+def _mount_points_in_use() -> set[str]:
+    """Mount points of every process's mount namespace (bind mounts of live lab nodes show up here)."""
+    seen: set[str] = set()
+    inodes: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ns = os.readlink(proc / "ns" / "mnt")
+            if ns in inodes:
+                continue
+            inodes.add(ns)
+            for line in (proc / "mountinfo").read_text().splitlines():
+                seen.add(line.split()[4])
+        except OSError:
+            continue
+    return seen
+
+
+def _remember_host_dirs(created: Sequence[str], *, forget: bool = False) -> list[str]:
+    """The shared list of host folders created by any lab (so that the last ``down`` removes them)."""
+    path = paths.labs_dir() / ".host-dirs.json"
+    with open(path.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            known: list[str] = json.loads(path.read_text()) if path.exists() else []
+        except ValueError:
+            known = []
+        known += [d for d in created if d not in known]
+        if forget:
+            path.unlink(missing_ok=True)
+        elif created:
+            fsutil.atomic_write_text(path, json.dumps(known))
+    if forget:
+        path.with_suffix(".lock").unlink(missing_ok=True)
+    return known
 
 
 @dataclass
@@ -223,7 +263,8 @@ class Lab:
         spec = st.spec
         d = Path(st.dir)
         st.record(ResourceKind.DIR, str(d))
-        for target in [*sshd.NODE_MOUNTS, "/run/sshd"]:
+        created: list[str] = []
+        for target in HOST_DIRS:
             missing: list[Path] = []
             p = Path(target)
             while not p.exists():
@@ -231,6 +272,8 @@ class Lab:
                 p = p.parent
             for m in reversed(missing):
                 st.record(ResourceKind.EMPTY_DIR, str(m))
+                created.append(str(m))
+        _remember_host_dirs(created)
         caps_ns = netns_name(self.prefix, "caps")
         st.record(ResourceKind.NETNS, caps_ns)
         for n in st.nodes.values():
@@ -240,7 +283,7 @@ class Lab:
         st.record(ResourceKind.LINK, st.host_veth)
         self.store.save(st)
 
-        for target in [*sshd.NODE_MOUNTS, "/run/sshd"]:
+        for target in HOST_DIRS:
             Path(target).mkdir(parents=True, exist_ok=True)
         for n in st.nodes.values():
             for sub in sshd.NODE_MOUNTS.values():
@@ -1189,19 +1232,20 @@ class Lab:
             etc_dirs |= {str(p) for p in NETNS_ETC.iterdir() if p.name.startswith(ns_prefix)}
         for d in sorted(etc_dirs):
             shutil.rmtree(d, ignore_errors=True)
-        others = [p for p in lab_dir(self.name).parent.glob("*/state.json") if p.parent.name != self.name]
-        if st is not None:
-            for r in reversed(st.resources):
-                if r.kind == ResourceKind.EMPTY_DIR and not others:
-                    try:
-                        os.rmdir(r.name)
-                        res.removed.append(f"dir {r.name}")
-                    except OSError:
-                        pass
-        if NETNS_ETC.is_dir() and not any(NETNS_ETC.iterdir()) and not others:
-            # /etc/netns did not exist before any lab (checked at up through EMPTY_DIR when we made it)
-            pass
         shutil.rmtree(lab_dir(self.name), ignore_errors=True)
+        # host folders the labs created as mount points: removed (if empty) with the last lab
+        others = [p for p in lab_dir(self.name).parent.glob("*/state.json") if p.parent.name != self.name]
+        if not others:
+            mine = {r.name for r in st.resources if r.kind == ResourceKind.EMPTY_DIR} if st else set()
+            busy = _mount_points_in_use()  # another lab (say, under another MIGRATOR_HOME) may still use them
+            for d in sorted(mine | set(_remember_host_dirs([], forget=True)), key=lambda x: -x.count("/")):
+                if any(m == d or m.startswith(d + "/") for m in busy):
+                    continue
+                try:
+                    os.rmdir(d)
+                    res.removed.append(f"dir {d}")
+                except OSError:
+                    pass
         # 5. what is left (should be nothing)
         now_ns = [n for n in net.list_netns() if n.startswith(ns_prefix)]
         res.leftovers += [f"netns {n}" for n in now_ns]
@@ -1214,6 +1258,15 @@ class Lab:
         if st is None:
             return {"name": self.name, "phase": "absent"}
         return status_dict(self, st)
+
+
+def _bgp_summary(n: NodeState) -> str | None:
+    """``None`` without bird; else ``established/sessions`` from ``birdc show protocols``."""
+    if not (n.bird_pid and sh.alive(n.bird_pid, n.bird_start)):
+        return None
+    res = sh.run(["birdc", "-s", str(Path(n.dir) / "bird.ctl"), "show", "protocols"], check=False, timeout=5)
+    rows = [line for line in res.stdout.splitlines() if " BGP " in line]
+    return f"{sum('Established' in r for r in rows)}/{len(rows)} established"
 
 
 def status_dict(lab: Lab, st: LabState) -> dict[str, Any]:
@@ -1232,6 +1285,7 @@ def status_dict(lab: Lab, st: LabState) -> dict[str, Any]:
                 "vtep_mac": n.vtep_mac,
                 "netns": net.netns_path(n.netns),
                 "sshd": "running" if sh.alive(n.sshd_pid) else "stopped",
+                "bgp": _bgp_summary(n),
                 "holder_pid": n.holder_pid,
             }
         )

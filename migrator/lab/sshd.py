@@ -61,13 +61,29 @@ def sshd_config(*, listen: str, host_key: Path, authorized_keys: Path, pid_file:
 
 
 def holder_argv(netns: str, hostname: str, node_dir: Path) -> list[str]:
-    """The holder: node netns + its own mount/UTS namespaces with the node's bind mounts."""
+    """The holder: node netns + its own mount/UTS namespaces with the node's bind mounts.
+
+    Its argv[0] is ``<netns>-holder`` so that the process list names the lab it belongs to."""
     mounts = " && ".join(
         f"mount --bind {shlex.quote(str(node_dir / sub))} {shlex.quote(target)}"
         for target, sub in NODE_MOUNTS.items()
     )
-    script = f"{mounts} && hostname {shlex.quote(hostname)} && exec sleep infinity"
-    return ["ip", "netns", "exec", netns, "unshare", "-m", "-u", "--propagation", "slave", "sh", "-c", script]
+    marker = shlex.quote(f"{netns}-holder")
+    script = f"{mounts} && hostname {shlex.quote(hostname)} && exec -a {marker} sleep infinity"
+    return [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "unshare",
+        "-m",
+        "-u",
+        "--propagation",
+        "slave",
+        "bash",
+        "-c",
+        script,
+    ]
 
 
 def sshd_argv(holder_pid: int, config: Path) -> list[str]:
