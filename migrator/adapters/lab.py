@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from migrator.errors import UsageError
-from migrator.lab.lab import Lab, node_cni
+from migrator.lab.agents import node_cni
+from migrator.lab.lab import Lab
 from migrator.lab.state import LabState, PodPhase, PodState
 from migrator.ports import DrainResult, Node, Pod, Service, ServicePort, Target
 
