@@ -215,6 +215,7 @@ def test_up_twice_is_idempotent(lab: Lab, state: LabState) -> None:
     assert set(lab.require().pods) == set(state.pods)
     cli = CliRunner().invoke(app, ["up", "--name", lab.name, "--underlay", state.spec.underlay])
     assert cli.exit_code == 0 and "already up" in cli.output
+    assert f"Ansible inventory: {state.inventory}" in cli.output.replace("\n", "")
 
 
 def test_restart_pods_gives_new_ips_on_same_node(lab: Lab, state: LabState) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from migrator.errors import UsageError
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
 from migrator.lab.state import lab_dir
@@ -68,6 +69,7 @@ def test_host_only_has_the_underlay_route(lab: Lab) -> None:
 
 UP_SCRIPT = """
 import sys
+from migrator.errors import UsageError
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
 Lab(sys.argv[1]).up(LabSpec(name=sys.argv[1], nodes=3, pods_per_node=2, underlay=sys.argv[2]))
@@ -114,4 +116,17 @@ def test_down_after_up_killed_midway(migrator_home: Path, stage: str) -> None:
             proc.wait(10)
         res = Lab(name).down()
     assert res.existed
+    assert _wait_gone(name) == []
+
+
+def test_down_with_unreadable_state_removes_by_prefix(migrator_home: Path) -> None:
+    name, underlay = unique_lab("u")
+    lab = Lab(name)
+    try:
+        lab.up(LabSpec(name=name, nodes=1, pods_per_node=1, app="none", underlay=underlay))
+        (lab_dir(name) / "state.json").write_text("{not json")
+        with pytest.raises(UsageError):
+            lab.require()
+    finally:
+        lab.down()
     assert _wait_gone(name) == []
