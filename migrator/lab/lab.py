@@ -779,10 +779,15 @@ class Lab(NodeAgents):
             return [p.key for p in new]
 
     def reconcile(self) -> list[str]:
-        """Schedule Pending/Failed pods again (after an uncordon or a CNI fix). Returns the started keys."""
+        """Re-run the controllers once: DaemonSet agents, and pods that are Pending, Failed or whose
+        processes died are replaced (after an uncordon, a CNI fix, a killed pod). Returns the started keys."""
         with self.store.lock():
             st = self.require()
             self._reconcile_daemonsets(st)
+            for p in st.pods.values():
+                dead = not all(sh.alive(c.pid, c.start_time) for c in p.containers)
+                if p.phase == PodPhase.RUNNING and dead:
+                    p.phase, p.message = PodPhase.FAILED, "a container exited"
             stuck = [
                 p
                 for p in st.pods.values()

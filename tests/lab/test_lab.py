@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -228,6 +230,20 @@ def test_restart_pods_gives_new_ips_on_same_node(lab: Lab, state: LabState) -> N
     assert all(p.ready and p.ip and p.ip.startswith("10.244.3.") for p in after.values())
     status, _ = http(lab, "outside", f"http://{state.nodes['node1'].ip}:30080/")
     assert status == 200
+
+
+def test_reconcile_replaces_a_killed_pod(lab: Lab) -> None:
+    st = lab.require()
+    victim = pods_of(st, "echo")[0]
+    pid = victim.containers[0].pid
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    started = lab.reconcile()
+    assert len(started) == 1
+    now = lab.require()
+    assert victim.key not in now.pods and started[0] in now.pods
+    assert victim.ip not in lab.endpoints(now, "default/echo")
+    assert now.pods[started[0]].ip in lab.endpoints(now, "default/echo")
 
 
 def test_drain_moves_pods_with_new_ips_and_services_keep_working(lab: Lab) -> None:
