@@ -15,6 +15,11 @@ import time
 
 from loguru import logger
 
+from migrator.lab import net, sh
+from migrator.lab.lab import Lab
+from migrator.lab.spec import LabSpec
+from migrator.lab.state import ResourceKind
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -28,18 +33,17 @@ def main() -> int:
     logger.add(sys.stderr, level="WARNING")
     os.environ.setdefault("MIGRATOR_HOME", tempfile.mkdtemp(prefix="migrator-bench-"))
 
-    from migrator.lab import net, sh
-    from migrator.lab.lab import Lab
-    from migrator.lab.spec import LabSpec
-    from migrator.lab.state import ResourceKind
-
     name = "tbench"
     ups, downs, rss, procs, pods = [], [], [], [], []
     for run in range(1, args.runs + 1):
         lab = Lab(name)
         lab.down()  # leftovers of an interrupted run
         spec = LabSpec(
-            name=name, nodes=args.nodes, pods_per_node=args.pods_per_node, app=args.app, underlay=args.underlay
+            name=name,
+            nodes=args.nodes,
+            pods_per_node=args.pods_per_node,
+            app=args.app,
+            underlay=args.underlay,
         )
         t0 = time.perf_counter()
         lab.up(spec)
@@ -64,11 +68,11 @@ def main() -> int:
             f"({len(pids)} processes, {n_pods} pods)  leftovers={res.leftovers or 'none'}",
             flush=True,
         )
+    med = statistics.median
     print(
         f"median over {args.runs} runs ({args.nodes} nodes x {args.pods_per_node} pods/node + {args.app}): "
-        f"up {statistics.median(ups):.2f}s (target <= 20)  down {statistics.median(downs):.2f}s (target <= 5)  "
-        f"rss {statistics.median(rss):.1f} MB (target <= 1536) over {statistics.median(procs):.0f} processes, "
-        f"{statistics.median(pods):.0f} pods"
+        f"up {med(ups):.2f}s (target <= 20)  down {med(downs):.2f}s (target <= 5)  "
+        f"rss {med(rss):.1f} MB (target <= 1536) over {med(procs):.0f} processes, {med(pods):.0f} pods"
     )
     return 0
 
