@@ -173,6 +173,7 @@ class Lab(NodeAgents):
                     "lab {} has leftovers from an unfinished operation ({}); cleaning up", self.name, st.phase
                 )
             self._down_locked(st)
+            self._check_underlay_free(spec)
             st = self._new_state(spec)
             self.store.save(st)
             try:
@@ -190,6 +191,25 @@ class Lab(NodeAgents):
             st.phase = LabPhase.UP
             self.store.save(st)
         return UpResult(st, already_up=False, seconds=time.monotonic() - t0)
+
+    @staticmethod
+    def _check_underlay_free(spec: LabSpec) -> None:
+        """Refuse an underlay that overlaps a route of the host (another lab, or a real network)."""
+        res = sh.run(["ip", "-j", "route", "show", "table", "all"], check=False, timeout=10)
+        mine = spec.underlay_net
+        for r in json.loads(res.stdout or "[]") if res.ok else []:
+            dst = str(r.get("dst", ""))
+            if dst in ("", "default") or ":" in dst:
+                continue
+            try:
+                net_ = ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
+            except ValueError:
+                continue
+            if net_.overlaps(mine) and r.get("type", "unicast") != "broadcast" and net_.prefixlen > 0:
+                raise UsageError(
+                    f"underlay {mine} overlaps the host route {dst} dev {r.get('dev', '?')}: "
+                    "pick another one with --underlay (a /24 inside 198.18.0.0/15)"
+                )
 
     def _new_state(self, spec: LabSpec) -> LabState:
         d = lab_dir(self.name)

@@ -16,9 +16,9 @@ from migrator.cli.lab import app
 from migrator.errors import UsageError
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
-from migrator.lab.state import LabState, PodPhase, PodState
+from migrator.lab.state import LabState, PodPhase, PodState, lab_dir
 from migrator.ports import Cluster
-from tests.lab.conftest import unique_lab
+from tests.lab.conftest import host_traces, unique_lab
 
 pytestmark = pytest.mark.lab
 
@@ -285,6 +285,14 @@ def test_exec_cli_return_code(lab: Lab) -> None:
     assert res.exit_code == 1
     with pytest.raises(UsageError):
         lab.exec_argv("no-such-pod", ["true"])
+
+
+def test_up_refuses_an_underlay_in_use(lab: Lab, state: LabState) -> None:
+    name, _ = unique_lab("x")
+    with pytest.raises(UsageError, match="overlaps the host route"):
+        Lab(name).up(LabSpec(name=name, nodes=1, app="none", underlay=state.spec.underlay))
+    assert host_traces(name, lab_dir(name)) == []
+    assert lab.require().phase == "up"
 
 
 def test_second_lab_coexists(lab: Lab) -> None:
