@@ -43,7 +43,19 @@ def render_status(status: dict[str, Any]) -> None:
         console.print("[yellow]kernel features the lab cannot emulate:[/]")
         for c in missing:
             console.print(f"  - {c['name']}: {c['detail']}")
-    nodes = Table("NODE", "IP", "ROLES", "SCHED", "CNI", "POD CIDR", "VTEP", "SSHD", "LABELS", title="Nodes")
+    nodes = Table(
+        "NODE",
+        "IP",
+        "ROLES",
+        "SCHED",
+        "CNI",
+        "POD CIDR",
+        "VTEP",
+        "CNI DEVICES",
+        "SSHD",
+        "LABELS",
+        title="Nodes",
+    )
     for n in status["nodes"]:
         labels = ",".join(
             f"{k}={v}" if v else k for k, v in n["labels"].items() if not k.startswith("kubernetes.io/")
@@ -56,6 +68,7 @@ def render_status(status: dict[str, Any]) -> None:
             n["cni"],
             n["pod_cidr"],
             f"{n['vtep_ip']} {n['vtep_mac']}",
+            " ".join(n.get("devices", [])) or "<none>",
             n["sshd"] + (f"\nbgp {n['bgp']}" if n.get("bgp") else ""),
             labels,
         )

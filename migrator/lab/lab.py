@@ -967,7 +967,28 @@ def _bgp_summary(n: NodeState) -> str | None:
     return f"{sum('Established' in r for r in rows)}/{len(rows)} established"
 
 
+CNI_DEVICES = ("flannel.1", "cni0", "vxlan.calico")
+CNI_CHAIN_PREFIXES = ("FLANNEL", "cali-")
+
+
+def _data_plane(n: NodeState) -> dict[str, list[str]]:
+    """The CNI leftovers a migration cares about: devices, config files and iptables chains."""
+    res = sh.run(["ip", "-n", n.netns, "-j", "link", "show"], check=False, timeout=10)
+    links = [str(e["ifname"]) for e in json.loads(res.stdout or "[]")] if res.ok else []
+    ipt = sh.run(net.exec_argv(n.netns, ["iptables-save"]), check=False, timeout=10)
+    chains = sorted(
+        {line[1:].split()[0] for line in ipt.stdout.splitlines() if line.startswith(":")} if ipt.ok else set()
+    )
+    conf_dir = Path(n.dir) / "etc-cni-net.d"
+    return {
+        "devices": [d for d in CNI_DEVICES if d in links],
+        "cni_files": sorted(p.name for p in conf_dir.iterdir()) if conf_dir.is_dir() else [],
+        "chains": [c for c in chains if c.startswith(CNI_CHAIN_PREFIXES)],
+    }
+
+
 def status_dict(lab: Lab, st: LabState) -> dict[str, Any]:
+    planes = dict(zip(st.nodes, parallel(_data_plane, list(st.nodes.values())), strict=True))
     nodes = []
     for n in st.nodes.values():
         nodes.append(
@@ -985,6 +1006,7 @@ def status_dict(lab: Lab, st: LabState) -> dict[str, Any]:
                 "sshd": "running" if sh.alive(n.sshd_pid) else "stopped",
                 "bgp": _bgp_summary(n),
                 "holder_pid": n.holder_pid,
+                **planes[n.name],
             }
         )
     pods = []

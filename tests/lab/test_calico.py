@@ -118,6 +118,9 @@ def test_flannel_to_calico_node_swap_and_back(small_lab: Lab) -> None:
     assert "vxlan.calico" in res.stdout and "flannel.1" not in res.stdout and "cni0" not in res.stdout
     res = lab.exec("node1", ["ip", "-br", "link"])
     assert "flannel.1" in res.stdout  # node1 untouched, still on flannel
+    node3 = next(n for n in lab.status()["nodes"] if n["name"] == "node3")
+    assert node3["devices"] == ["vxlan.calico"] and node3["cni_files"] == ["10-calico.conflist"]
+    assert node3["chains"] == ["cali-FORWARD", "cali-POSTROUTING", "cali-nat-outgoing"]
     _all_pairs_ok(lab)  # flannel node1 <-> calico node3, both ways, over the same VNI/port/MAC
     status, _ = http(lab, "outside", f"http://{lab.require().nodes['node1'].ip}:30081/")
     assert status == 200

@@ -52,6 +52,9 @@ def test_status_json_shows_flannel_cluster_with_bookinfo(lab: Lab) -> None:
     assert status["phase"] == "up"
     assert [n["name"] for n in status["nodes"]] == ["node1", "node2", "node3", "node4"]
     assert all(n["cni"] == "flannel" for n in status["nodes"])
+    for n in status["nodes"]:
+        assert n["devices"] == ["flannel.1", "cni0"] and n["cni_files"] == ["10-flannel.conflist"]
+        assert n["chains"] == ["FLANNEL-FWD", "FLANNEL-POSTRTG"]
     assert status["nodes"][0]["roles"] == ["control-plane"]
     svcs = {s["name"]: s for s in status["services"]}
     for name in ("productpage", "details", "reviews", "ratings", "kube-dns"):
