@@ -10,6 +10,7 @@ from typing import Any
 from migrator.errors import UsageError
 from migrator.lab.agents import node_cni
 from migrator.lab.lab import Lab
+from migrator.lab.spec import DNS_SERVICE_IP
 from migrator.lab.state import LabState, PodPhase, PodState
 from migrator.ports import DrainResult, Node, Pod, Service, ServicePort, Target
 
@@ -133,6 +134,7 @@ def lab_extras(lab: Lab, st: LabState) -> dict[str, Any]:
         "netns": lab.netns_map(st),  # pod key / node name / "outside" -> /run/netns/<name>
         "node_ips": {n.name: n.ip for n in st.nodes.values()},
         "outside_ip": st.outside_ip,
+        "dns_server": DNS_SERVICE_IP,  # kube-dns ClusterIP (pods also have it in their resolv.conf)
         "host_ip": st.host_ip,
         "underlay": st.spec.underlay,
         "ssh_key": st.ssh_key,

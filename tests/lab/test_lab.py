@@ -201,6 +201,8 @@ def test_adapter_implements_cluster_port(lab: Lab) -> None:
     assert target.inventory is not None and target.inventory.exists()
     netns = target.extras["netns"]
     assert Path(netns["outside"]).exists() and Path(netns["node1"]).exists()
+    assert target.extras["dns_server"] == "10.96.0.10"
+    assert target.extras["netns_map"]() == netns
     pods = cluster.list_pods(namespace="default")
     assert pods and all(Path(netns[p.key]).exists() for p in pods if p.ready)
     svcs = {s.name: s for s in cluster.list_services()}
