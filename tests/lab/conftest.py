@@ -34,7 +34,13 @@ def unique_lab(tag: str) -> tuple[str, str]:
     """A lab name starting with 't' and an underlay /24 in 198.18.100-199 (away from the user's default)."""
     rnd = random.Random(f"{os.getpid()}-{tag}-{os.urandom(4).hex()}")
     name = f"t{tag}{rnd.randrange(100, 999)}"
-    return name, f"198.18.{rnd.randrange(100, 200)}.0/24"
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, timeout=10, check=False).stdout
+    third = rnd.randrange(100, 200)
+    for _ in range(100):  # skip underlays already in use (the session lab, another lab)
+        if f"198.18.{third}.0/24" not in routes:
+            break
+        third = 100 + (third - 99) % 100
+    return name, f"198.18.{third}.0/24"
 
 
 @pytest.fixture(scope="session", autouse=True)
