@@ -12,7 +12,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,8 +79,8 @@ def _mount_points_in_use() -> set[str]:
     return seen
 
 
-def _remember_host_dirs(created: Sequence[str], *, forget: bool = False) -> list[str]:
-    """The shared list of host folders created by any lab (so that the last ``down`` removes them)."""
+def _host_dirs_list(update: Callable[[list[str]], list[str]]) -> list[str]:
+    """Read-modify-write the shared list of host folders created by labs (under a lock)."""
     path = paths.labs_dir() / ".host-dirs.json"
     with open(path.with_suffix(".lock"), "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -88,14 +88,35 @@ def _remember_host_dirs(created: Sequence[str], *, forget: bool = False) -> list
             known: list[str] = json.loads(path.read_text()) if path.exists() else []
         except ValueError:
             known = []
-        known += [d for d in created if d not in known]
-        if forget:
+        new = update(list(known))
+        if new:
+            fsutil.atomic_write_text(path, json.dumps(new))
+        else:
             path.unlink(missing_ok=True)
-        elif created:
-            fsutil.atomic_write_text(path, json.dumps(known))
-    if forget:
-        path.with_suffix(".lock").unlink(missing_ok=True)
     return known
+
+
+def _remember_host_dirs(created: Sequence[str]) -> None:
+    _host_dirs_list(lambda known: known + [d for d in created if d not in known])
+
+
+def _remove_host_dirs(extra: set[str]) -> list[str]:
+    """rmdir the (empty) host folders labs created, deepest first, unless a namespace still mounts them
+    (another lab, maybe under another MIGRATOR_HOME). Those stay listed for a later ``down``."""
+    removed: list[str] = []
+
+    def update(known: list[str]) -> list[str]:
+        busy = _mount_points_in_use()
+        for d in sorted(set(known) | extra, key=lambda x: -x.count("/")):
+            if any(m == d or m.startswith(d + "/") for m in busy):
+                continue
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+                removed.append(d)
+        return sorted(d for d in set(known) | extra if Path(d).exists())
+
+    _host_dirs_list(update)
+    return removed
 
 
 @dataclass
@@ -935,15 +956,7 @@ class Lab(NodeAgents):
         others = [p for p in lab_dir(self.name).parent.glob("*/state.json") if p.parent.name != self.name]
         if not others:
             mine = {r.name for r in st.resources if r.kind == ResourceKind.EMPTY_DIR} if st else set()
-            busy = _mount_points_in_use()  # another lab (say, under another MIGRATOR_HOME) may still use them
-            for d in sorted(mine | set(_remember_host_dirs([], forget=True)), key=lambda x: -x.count("/")):
-                if any(m == d or m.startswith(d + "/") for m in busy):
-                    continue
-                try:
-                    os.rmdir(d)
-                    res.removed.append(f"dir {d}")
-                except OSError:
-                    pass
+            res.removed += [f"dir {d}" for d in _remove_host_dirs(mine)]
         # 5. what is left (should be nothing)
         now_ns = [n for n in net.list_netns() if n.startswith(ns_prefix)]
         res.leftovers += [f"netns {n}" for n in now_ns]

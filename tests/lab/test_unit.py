@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from migrator.errors import TemporaryError, UsageError
 from migrator.lab import calico, dns, flannel, services, workloads
+from migrator.lab import lab as lab_module
 from migrator.lab.spec import (
     LabSpec,
     host_veth,
@@ -279,3 +280,21 @@ def test_bird_config_full_mesh_and_route_reflector() -> None:
         router_id="198.18.0.11", block="10.244.0.0/24", peers=[("node2", "198.18.0.12")], rr_clients=True
     )
     assert "rr client;" in rr and "RTS_BGP" in rr
+
+
+def test_host_dirs_list_removes_empty_unmounted_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIGRATOR_HOME", str(tmp_path / "home"))  # a list of its own, not the session's
+    a, b = tmp_path / "x" / "y", tmp_path / "kept"
+    a.mkdir(parents=True)
+    b.mkdir()
+    (b / "file").write_text("not empty")
+    lab_module._remember_host_dirs([str(a.parent), str(a), str(b)])
+    removed = lab_module._remove_host_dirs(set())
+    assert removed == [str(a), str(a.parent)]  # deepest first
+    assert b.exists()  # not empty: kept, and still listed for a later down
+    assert lab_module._host_dirs_list(lambda known: known) == [str(b)]
+    (b / "file").unlink()
+    assert lab_module._remove_host_dirs(set()) == [str(b)]
+    assert lab_module._host_dirs_list(lambda known: known) == []
