@@ -1,0 +1,158 @@
+"""The lab as a target: :class:`LabCluster` implements :class:`migrator.ports.Cluster` on the lab state."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from migrator.errors import UsageError
+from migrator.lab.agents import node_cni
+from migrator.lab.lab import Lab
+from migrator.lab.spec import DNS_SERVICE_IP
+from migrator.lab.state import LabState, PodPhase, PodState
+from migrator.ports import DrainResult, Node, Pod, Service, ServicePort, Target
+
+
+def _pod(p: PodState) -> Pod:
+    return Pod(
+        name=p.name,
+        namespace=p.namespace,
+        node=p.node,
+        ip=p.ip,
+        labels=dict(p.labels),
+        owner=p.owner,
+        host_network=p.host_network,
+        ports=tuple(p.ports),
+        ready=p.phase == PodPhase.RUNNING,
+    )
+
+
+class LabCluster:
+    """Control-plane view of a lab. Reads the state store; mutations go through :class:`Lab` (locked)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def _state(self) -> LabState:
+        return self.lab.require()
+
+    def identity(self) -> str:
+        st = self._state()
+        return f"lab:{st.spec.name}:{st.spec.underlay}:{int(st.created_at)}"
+
+    def list_nodes(self) -> list[Node]:
+        st = self._state()
+        return [
+            Node(
+                name=n.name,
+                address=n.ip,
+                roles=frozenset(n.roles),
+                labels=dict(n.labels),
+                schedulable=n.schedulable,
+                pod_cidr=n.pod_cidr,
+                cni=node_cni(n),
+            )
+            for n in st.nodes.values()
+        ]
+
+    def get_node(self, name: str) -> Node:
+        for n in self.list_nodes():
+            if n.name == name:
+                return n
+        raise UsageError(f"lab {self.lab.name!r} has no node {name!r}")
+
+    def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
+        self.lab.label_node(name, labels)
+
+    def set_schedulable(self, name: str, schedulable: bool) -> None:
+        self.lab.set_schedulable(name, schedulable)
+
+    def drain_node(self, name: str, *, timeout: float, cancel: threading.Event | None = None) -> DrainResult:
+        evicted, skipped = self.lab.drain(name, timeout=timeout, cancel=cancel)
+        return DrainResult(node=name, evicted=tuple(evicted), skipped=tuple(skipped))
+
+    def list_pods(self, namespace: str | None = None, node: str | None = None) -> list[Pod]:
+        st = self._state()
+        return [
+            _pod(p)
+            for p in sorted(st.pods.values(), key=lambda p: (p.namespace, p.name))
+            if (namespace is None or p.namespace == namespace) and (node is None or p.node == node)
+        ]
+
+    def list_services(self, namespace: str | None = None) -> list[Service]:
+        st = self._state()
+        out: list[Service] = []
+        for key, s in sorted(st.services.items()):
+            if namespace is not None and s.namespace != namespace:
+                continue
+            out.append(
+                Service(
+                    name=s.name,
+                    namespace=s.namespace,
+                    cluster_ip=s.cluster_ip,
+                    ports=tuple(
+                        ServicePort(
+                            port=p.port,
+                            target_port=p.target_port,
+                            protocol=p.protocol,
+                            name=p.name,
+                            node_port=p.node_port,
+                        )
+                        for p in s.ports
+                    ),
+                    selector=dict(s.selector),
+                    endpoints=tuple(self.lab.endpoints(st, key)),
+                )
+            )
+        return out
+
+    def restart_pods(self, node: str) -> list[str]:
+        return self.lab.restart_pods(node)
+
+    # Lab extensions beyond the Cluster port (what `kubectl apply/delete` of a CNI manifest does)
+
+    def apply_daemonset(
+        self,
+        agent: str,
+        node_selector: Mapping[str, str] | None = None,
+        config: Mapping[str, str] | None = None,
+    ) -> str:
+        """Install/update the ``flannel`` or ``calico-node`` DaemonSet (node selector, agent config)."""
+        return self.lab.apply_daemonset(agent, node_selector, config)
+
+    def delete_daemonset(self, key: str) -> list[str]:
+        """Delete a DaemonSet (``kube-flannel/kube-flannel-ds``, ``kube-system/calico-node``) and its pods."""
+        return self.lab.delete_daemonset(key)
+
+
+def lab_extras(lab: Lab, st: LabState) -> dict[str, Any]:
+    """What a prober or executor needs to reach the lab: netns paths, addresses, exec helpers."""
+    return {
+        "lab": lab.name,
+        "netns": lab.netns_map(st),  # pod key / node name / "outside" -> /run/netns/<name>
+        "node_ips": {n.name: n.ip for n in st.nodes.values()},
+        "outside_ip": st.outside_ip,
+        "dns_server": DNS_SERVICE_IP,  # kube-dns ClusterIP (pods also have it in their resolv.conf)
+        "host_ip": st.host_ip,
+        "underlay": st.spec.underlay,
+        "ssh_key": st.ssh_key,
+        "state_path": str(lab.store.path),
+        "netns_map": lab.netns_map,  # () -> fresh mapping (pods move on drain/restart)
+        "exec_argv": lab.exec_argv,  # (target, argv) -> argv that runs argv inside that node/pod/outside
+    }
+
+
+def open_lab_target(name: str = "default") -> Target:
+    """A :class:`Target` for lab ``name``; raises :class:`UsageError` if the lab is not up."""
+    lab = Lab(name)
+    st = lab.load()
+    if st is None or st.phase.value != "up":
+        raise UsageError(f"lab {name!r} is not up; run: migrator lab up")
+    return Target(
+        name=f"lab:{name}",
+        cluster=LabCluster(lab),
+        inventory=Path(st.inventory),
+        extras=lab_extras(lab, st),
+    )

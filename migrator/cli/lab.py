@@ -1,0 +1,176 @@
+"""``migrator lab``: up, status, exec, down. No business logic here: it calls :class:`migrator.lab.Lab`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from migrator.errors import UsageError
+from migrator.lab.lab import Lab
+from migrator.lab.spec import AppKind, CniKind, validate_spec
+
+app = typer.Typer(help="The embedded lab cluster (network namespaces, real CNI plugins, VXLAN, sshd).")
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+NameOpt = Annotated[
+    str | None, typer.Option("--name", help="Lab name (default: $MIGRATOR_LAB or 'default').")
+]
+
+
+def lab_name(name: str | None) -> str:
+    return name or os.environ.get("MIGRATOR_LAB") or "default"
+
+
+def render_status(status: dict[str, Any]) -> None:
+    if status.get("phase") == "absent":
+        console.print(f"lab [bold]{status['name']}[/] is not up; run: migrator lab up")
+        return
+    console.print(
+        f"lab [bold]{status['name']}[/]: {status['phase']}  underlay {status['underlay']} "
+        f"(host {status['host_ip']} on {status['host_veth']})  outside {status['outside']['ip']}"
+    )
+    if status.get("message"):
+        console.print(f"[red]{status['message']}[/]")
+    missing = [c for c in status["capabilities"] if not c["available"]]
+    if missing:
+        console.print("[yellow]kernel features the lab cannot emulate:[/]")
+        for c in missing:
+            console.print(f"  - {c['name']}: {c['detail']}")
+    nodes = Table(
+        "NODE",
+        "IP",
+        "ROLES",
+        "SCHED",
+        "CNI",
+        "POD CIDR",
+        "VTEP",
+        "CNI DEVICES",
+        "SSHD",
+        "LABELS",
+        title="Nodes",
+    )
+    for n in status["nodes"]:
+        labels = ",".join(
+            f"{k}={v}" if v else k for k, v in n["labels"].items() if not k.startswith("kubernetes.io/")
+        )
+        nodes.add_row(
+            n["name"],
+            n["ip"],
+            ",".join(n["roles"]) or "<none>",
+            "yes" if n["schedulable"] else "[yellow]cordoned[/]",
+            n["cni"],
+            n["pod_cidr"],
+            f"{n['vtep_ip']} {n['vtep_mac']}",
+            " ".join(n.get("devices", [])) or "<none>",
+            n["sshd"] + (f"\nbgp {n['bgp']}" if n.get("bgp") else ""),
+            labels,
+        )
+    console.print(nodes)
+    pods = Table("NAMESPACE", "POD", "NODE", "IP", "PHASE", "OWNER", "CONTAINERS", title="Pods")
+    for p in status["pods"]:
+        phase = p["phase"] if p["phase"] == "Running" else f"[red]{p['phase']}[/] {p['message']}"
+        pods.add_row(
+            p["namespace"],
+            p["name"],
+            p["node"],
+            p["ip"] or "",
+            phase,
+            p["owner"] or "",
+            ",".join(p["containers"]),
+        )
+    console.print(pods)
+    svcs = Table("NAMESPACE", "SERVICE", "CLUSTER-IP", "PORTS", "ENDPOINTS", title="Services")
+    for s in status["services"]:
+        ports = ", ".join(
+            f"{p['port']}/{p['protocol']}" + (f":{p['node_port']}" if p.get("node_port") else "")
+            for p in s["ports"]
+        )
+        svcs.add_row(
+            s["namespace"], s["name"], s["cluster_ip"], ports, " ".join(s["endpoints"]) or "[red]<none>[/]"
+        )
+    console.print(svcs)
+    console.print(f"Ansible inventory: {status['inventory']}")
+
+
+@app.command()
+def up(  # noqa: PLR0917 - typer options
+    name: NameOpt = None,
+    nodes: Annotated[int, typer.Option(help="Number of nodes (node1 is the control plane).")] = 4,
+    cni: Annotated[CniKind, typer.Option(help="Pod network.")] = CniKind.FLANNEL,
+    pods_per_node: Annotated[int, typer.Option(help="Generic 'echo' pods per node.")] = 1,
+    app_: Annotated[AppKind, typer.Option("--app", help="Demo application.")] = AppKind.BOOKINFO,
+    seed: Annotated[int, typer.Option(help="Seed for names and addresses.")] = 0,
+    underlay: Annotated[str, typer.Option(help="Underlay /24 inside 198.18.0.0/15.")] = "198.18.0.0/24",
+) -> None:
+    """Build the lab (idempotent: an existing lab is left as is)."""
+    lname = lab_name(name)
+    spec = validate_spec(
+        name=lname, nodes=nodes, cni=cni, pods_per_node=pods_per_node, app=app_, seed=seed, underlay=underlay
+    )
+    lab = Lab(lname)
+    with console.status(f"bringing lab {lname!r} up..."):
+        res = lab.up(spec)
+    if res.already_up:
+        console.print(f"lab [bold]{lname}[/] is already up")
+        if not res.same_spec:
+            console.print(
+                "[yellow]it was built with other settings; run `migrator lab down` first to change them[/]"
+            )
+    else:
+        console.print(f"lab [bold]{lname}[/] is up in {res.seconds:.1f}s")
+    render_status(lab.status())
+
+
+@app.command()
+def status(
+    name: NameOpt = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="text or json")] = "text",
+) -> None:
+    """Nodes, pods, services, kernel gaps and the inventory path."""
+    lab = Lab(lab_name(name))
+    st = lab.status()
+    if output == "json":
+        typer.echo(json.dumps(st, indent=2, sort_keys=True))
+    elif output == "text":
+        render_status(st)
+    else:
+        raise UsageError(f"unknown output format {output!r} (text or json)")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(
+    target: Annotated[
+        str, typer.Argument(help="A node name, a pod (name, namespace/name or unique prefix), or 'outside'.")
+    ],
+    command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+    name: NameOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds before the command is killed.")] = 300.0,
+) -> None:
+    """Run a command inside a node's or a pod's namespaces."""
+    lab = Lab(lab_name(name))
+    argv = lab.exec_argv(target, command)
+    try:
+        rc = subprocess.run(argv, timeout=timeout, check=False).returncode
+    except subprocess.TimeoutExpired as exc:
+        raise UsageError(f"command timed out after {timeout}s") from exc
+    raise typer.Exit(rc)
+
+
+@app.command()
+def down(name: NameOpt = None) -> None:
+    """Remove everything the lab created (also after a crash)."""
+    lname = lab_name(name)
+    res = Lab(lname).down()
+    if not res.existed and not res.removed:
+        console.print(f"lab [bold]{lname}[/] was not up; nothing to remove")
+    else:
+        console.print(f"lab [bold]{lname}[/] removed in {res.seconds:.1f}s ({len(res.removed)} objects)")
+    for left in res.leftovers:
+        console.print(f"[red]left behind:[/] {left}")
