@@ -1,0 +1,238 @@
+"""The probe engine: runs :class:`~migrator.ports.ProbeTarget`s through the agent, one process, many netns.
+
+Every run gets its own worker thread with its own event loop. Only that thread ever switches namespaces
+(see :class:`migrator.probe.agent.NetnsSockets`), so the caller's thread always stays in the host
+namespace, whatever happens to the probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from loguru import logger
+
+from migrator.errors import PermanentError, UsageError
+from migrator.ports import ProbeKind, ProbeResult, ProbeTarget
+from migrator.probe import agent
+
+NetnsResolver = Callable[[str], str | None]
+"""Maps a probe source (pod key ``ns/name``, node name or ``outside``) to a netns path, or ``None``."""
+
+DEFAULT_CONCURRENCY = 256
+CONTINUOUS_MAX_DURATION = 3600.0
+
+
+def as_resolver(netns: NetnsResolver | Mapping[str, str]) -> NetnsResolver:
+    if isinstance(netns, Mapping):
+        mapping = dict(netns)
+        return mapping.get
+    return netns
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How targets become agent specs.
+
+    ``dns_server`` is the resolver used to resolve host names (the ``service-dns`` kind) when a source
+    has no resolv.conf; ``dns_for`` may give one per source. ``allow_own_netns`` lets a source without a
+    namespace probe from the prober's own namespace: never for the lab, only for an agent running inside
+    a pod.
+    """
+
+    dns_server: str | None = None
+    dns_for: Callable[[str], str | None] | None = None
+    allow_own_netns: bool = False
+
+
+def to_spec(target: ProbeTarget, netns: str | None, options: EngineOptions) -> agent.Spec:
+    dns = options.dns_for(target.source) if options.dns_for else None
+    return agent.Spec(
+        source=target.source,
+        dest=target.dest,
+        kind=target.kind.value,
+        host=target.host,
+        port=target.port,
+        protocol=agent.Protocol(target.protocol.value),
+        path=target.path,
+        expect_status=target.expect_status,
+        expect_body=target.expect_body,
+        timeout=target.timeout,
+        netns=netns,
+        dns_server=dns or options.dns_server,
+    )
+
+
+def to_result(outcome: agent.Outcome) -> ProbeResult:
+    return ProbeResult(
+        source=outcome.source,
+        dest=outcome.dest,
+        kind=ProbeKind(outcome.kind),
+        ok=outcome.ok,
+        latency_ms=outcome.latency_ms,
+        error=outcome.error,
+        ts=outcome.ts,
+    )
+
+
+def _raise_nofile(wanted: int) -> None:
+    import resource  # noqa: PLC0415 - POSIX only
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+class ProbeEngine:
+    """Probes :class:`ProbeTarget`s from the namespaces a resolver names."""
+
+    def __init__(
+        self, netns: NetnsResolver | Mapping[str, str], options: EngineOptions | None = None
+    ) -> None:
+        self._resolve = as_resolver(netns)
+        self.options = options or EngineOptions()
+
+    def specs(self, targets: Sequence[ProbeTarget]) -> list[agent.Spec]:
+        cache: dict[str, str | None] = {}
+        specs: list[agent.Spec] = []
+        for target in targets:
+            if target.source not in cache:
+                cache[target.source] = self._resolve(target.source)
+            path = cache[target.source]
+            if path is None and not self.options.allow_own_netns:
+                raise UsageError(f"no network namespace known for probe source {target.source!r}")
+            specs.append(to_spec(target, path, self.options))
+        return specs
+
+    def probe(
+        self, targets: Sequence[ProbeTarget], *, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> list[ProbeResult]:
+        """Probe every target once; results in target order. Each probe is bounded by its timeout."""
+        if not targets:
+            return []
+        specs = self.specs(targets)
+        _raise_nofile(concurrency * 2 + 256)
+        box: dict[str, list[agent.Outcome] | BaseException] = {}
+
+        def work() -> None:
+            try:
+                box["out"] = asyncio.run(
+                    agent.probe_all(
+                        specs, concurrency=concurrency, allow_own_netns=self.options.allow_own_netns
+                    )
+                )
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["err"] = exc
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=work, name="probe-engine", daemon=True)
+        worker.start()
+        bound = max(t.timeout for t in targets) * (len(targets) / max(1, concurrency) + 2) + 30.0
+        worker.join(bound)
+        if worker.is_alive():
+            raise PermanentError(f"probe run did not finish within {bound:.0f}s")
+        err = box.get("err")
+        if isinstance(err, BaseException):
+            raise PermanentError(f"probe run failed: {err}") from err
+        outcomes = box["out"]
+        assert isinstance(outcomes, list)
+        results = [to_result(o) for o in outcomes]
+        failed = sum(not r.ok for r in results)
+        logger.debug(
+            "probed {} targets in {:.0f} ms, {} failed",
+            len(results),
+            (time.perf_counter() - started) * 1000,
+            failed,
+        )
+        return results
+
+    def start_continuous(
+        self, targets: Sequence[ProbeTarget], *, rate_hz: float, max_duration: float
+    ) -> ContinuousRun:
+        run = ContinuousRun(
+            self.specs(targets), rate_hz=rate_hz, max_duration=max_duration, options=self.options
+        )
+        run.start()
+        return run
+
+
+class ContinuousRun:
+    """A continuous probe running in a background thread (implements ``migrator.ports.ContinuousProbe``).
+
+    Every target is probed ``rate_hz`` times a second until :meth:`stop` or ``max_duration`` (capped at an
+    hour). :meth:`snapshot` returns the results so far, sorted by send time.
+    """
+
+    def __init__(
+        self, specs: Sequence[agent.Spec], *, rate_hz: float, max_duration: float, options: EngineOptions
+    ) -> None:
+        if rate_hz <= 0 or rate_hz > 1000:
+            raise UsageError(f"rate_hz must be in (0, 1000], got {rate_hz}")
+        if max_duration <= 0:
+            raise UsageError(f"max_duration must be positive, got {max_duration}")
+        self.specs = list(specs)
+        self.rate_hz = rate_hz
+        self.max_duration = min(max_duration, CONTINUOUS_MAX_DURATION)
+        self._options = options
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._results: list[ProbeResult] = []
+        self._error: BaseException | None = None
+        self._sent = 0
+        self._thread = threading.Thread(target=self._work, name="probe-continuous", daemon=True)
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.rate_hz
+
+    def start(self) -> None:
+        _raise_nofile(len(self.specs) * 4 + 1024)
+        self._thread.start()
+
+    def _sink(self, outcome: agent.Outcome) -> None:
+        result = to_result(outcome)
+        with self._lock:
+            self._results.append(result)
+
+    def _work(self) -> None:
+        try:
+            self._sent = asyncio.run(
+                agent.probe_continuously(
+                    self.specs,
+                    rate_hz=self.rate_hz,
+                    max_duration=self.max_duration,
+                    stop=self._stop,
+                    sink=self._sink,
+                    allow_own_netns=self._options.allow_own_netns,
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported by stop()
+            logger.error("continuous probe failed: {}", exc)
+            self._error = exc
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def snapshot(self) -> list[ProbeResult]:
+        with self._lock:
+            return sorted(self._results, key=lambda r: r.ts)
+
+    def stop(self) -> list[ProbeResult]:
+        self._stop.set()
+        if self._thread.ident is not None:
+            timeout = max((s.timeout for s in self.specs), default=1.0) + 5.0
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise PermanentError("continuous probe did not stop in time")
+        if self._error is not None:
+            raise PermanentError(f"continuous probe failed: {self._error}") from self._error
+        return self.snapshot()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end on its own (``max_duration``); ``True`` when it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
