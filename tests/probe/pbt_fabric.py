@@ -112,8 +112,14 @@ class Fabric:
                 ip = f"{NET}.{64 + k}"
                 k += 1
                 ports = (POD_PORT, SIDECAR_PORT) if j == 0 else (POD_PORT,)
-                pod = Pod(name=f"web-{i}-{j}", namespace="default", node=node, ip=ip, ports=ports,
-                          labels={"app": f"web-{i}-{j}"})
+                pod = Pod(
+                    name=f"web-{i}-{j}",
+                    namespace="default",
+                    node=node,
+                    ip=ip,
+                    ports=ports,
+                    labels={"app": f"web-{i}-{j}"},
+                )
                 self.pod_objs.append(pod)
                 self.pod_ns[pod.key] = pns
                 members.append((pns, ip))
@@ -123,14 +129,20 @@ class Fabric:
                     name=f"svc-{i}",
                     namespace="default",
                     cluster_ip=f"{NET}.{200 + i}",
-                    ports=(ServicePort(port=SERVICE_PORT, target_port=POD_PORT, node_port=NODEPORT_BASE + i),),
+                    ports=(
+                        ServicePort(port=SERVICE_PORT, target_port=POD_PORT, node_port=NODEPORT_BASE + i),
+                    ),
                     selector=dict(ep.labels),
                     endpoints=(f"{ep.ip}:{POD_PORT}",),
                 )
             )
         self.service_objs.append(
-            Service(name="kube-dns", namespace="kube-system", cluster_ip=self.dns_ip,
-                    ports=(ServicePort(port=53, target_port=53, protocol="UDP", name="dns"),))
+            Service(
+                name="kube-dns",
+                namespace="kube-system",
+                cluster_ip=self.dns_ip,
+                ports=(ServicePort(port=53, target_port=53, protocol="UDP", name="dns"),),
+            )
         )
         for key, ns in {**self.pod_ns, **self.node_ns, "outside": self.outside_ns}.items():
             self.netns[key] = f"/var/run/netns/{ns}"
@@ -156,8 +168,10 @@ class Fabric:
             br.append(f"link set v{idx} master br0 up")
         run(["ip", "-n", self.bridge_ns, "-batch", "-"], stdin="\n".join(br) + "\n")
         for ns, ip in members:
-            run(["ip", "-n", ns, "-batch", "-"],
-                stdin=f"link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n")
+            run(
+                ["ip", "-n", ns, "-batch", "-"],
+                stdin=f"link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n",
+            )
         self._iptables()
         self._dns()
         self._servers()
@@ -165,33 +179,81 @@ class Fabric:
 
     def _iptables(self) -> None:
         svc = [s for s in self.service_objs if s.namespace == "default"]
-        pod_rules = ["*nat"] + [
-            f"-A OUTPUT -d {s.cluster_ip}/32 -p tcp --dport {SERVICE_PORT} -j DNAT --to-destination {s.endpoints[0]}"
-            for s in svc
-        ] + ["COMMIT", ""]
-        node_rules = ["*nat"] + [
-            f"-A PREROUTING -p tcp --dport {s.ports[0].node_port} -j DNAT --to-destination {s.endpoints[0]}"
-            for s in svc
-        ] + ["-A POSTROUTING -m conntrack --ctstate DNAT -j MASQUERADE", "COMMIT", ""]
+        pod_rules = (
+            ["*nat"]
+            + [
+                f"-A OUTPUT -d {s.cluster_ip}/32 -p tcp --dport {SERVICE_PORT} "
+                f"-j DNAT --to-destination {s.endpoints[0]}"
+                for s in svc
+            ]
+            + ["COMMIT", ""]
+        )
+        node_rules = (
+            ["*nat"]
+            + [
+                f"-A PREROUTING -p tcp --dport {s.ports[0].node_port} "
+                f"-j DNAT --to-destination {s.endpoints[0]}"
+                for s in svc
+            ]
+            + ["-A POSTROUTING -m conntrack --ctstate DNAT -j MASQUERADE", "COMMIT", ""]
+        )
         for ns in self.pod_ns.values():
             run(["ip", "netns", "exec", ns, "iptables-restore"], stdin="\n".join(pod_rules))
         for ns in self.node_ns.values():
             run(["ip", "netns", "exec", ns, "iptables-restore"], stdin="\n".join(node_rules))
-            run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                 "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0"])
+            run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv4.conf.all.send_redirects=0",
+                    "net.ipv4.conf.eth0.send_redirects=0",
+                ]
+            )
         if self.resolv_conf:
             for ns in self.pod_ns.values():
                 d = Path(f"/etc/netns/{ns}")
                 d.mkdir(parents=True, exist_ok=True)
-                (d / "resolv.conf").write_text(f"nameserver {self.dns_ip}\nsearch default.svc.cluster.local\n")
+                (d / "resolv.conf").write_text(
+                    f"nameserver {self.dns_ip}\nsearch default.svc.cluster.local\n"
+                )
 
     def _dns(self) -> None:
-        records = [f"--host-record={s.dns_name},{s.cluster_ip}" for s in self.service_objs if s.namespace == "default"]
-        cmd = ["ip", "netns", "exec", self.dns_ns, "timeout", str(int(self.lifetime)), "dnsmasq",
-               "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
-               "--bind-interfaces", f"--listen-address={self.dns_ip}", "--except-interface=lo",
-               "--pid-file=", "--user=root", "--local=/cluster.local/", "--log-facility=-", "--cache-size=0", *records]
-        self.procs["dnsmasq"] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        records = [
+            f"--host-record={s.dns_name},{s.cluster_ip}"
+            for s in self.service_objs
+            if s.namespace == "default"
+        ]
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            self.dns_ns,
+            "timeout",
+            str(int(self.lifetime)),
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            f"--listen-address={self.dns_ip}",
+            "--except-interface=lo",
+            "--pid-file=",
+            "--user=root",
+            "--local=/cluster.local/",
+            "--log-facility=-",
+            "--cache-size=0",
+            *records,
+        ]
+        self.procs["dnsmasq"] = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
+        )
 
     def _servers(self) -> None:
         for key, ns in self.pod_ns.items():
@@ -210,8 +272,18 @@ class Fabric:
         ns = ns or self.pod_ns[key]
         pod = self.pod(key)
         extra = [f"--local-port={p}" for p in pod.ports[1:]]
-        cmd = ["ip", "netns", "exec", ns, sys.executable, str(HTTPD), f"--name={key}", f"--port={POD_PORT}",
-               f"--lifetime={self.lifetime}", *extra]
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            str(HTTPD),
+            f"--name={key}",
+            f"--port={POD_PORT}",
+            f"--lifetime={self.lifetime}",
+            *extra,
+        ]
         self.procs[key] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
     def _wait_ready(self, key: str, deadline: float) -> None:

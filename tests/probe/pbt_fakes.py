@@ -10,7 +10,9 @@ from migrator.ports import DrainResult, Node, Pod, Service
 
 
 class FakeCluster:
-    def __init__(self, nodes: list[Node], pods: list[Pod], services: list[Service], name: str = "fake") -> None:
+    def __init__(
+        self, nodes: list[Node], pods: list[Pod], services: list[Service], name: str = "fake"
+    ) -> None:
         self._nodes = {n.name: n for n in nodes}
         self._pods = list(pods)
         self._services = list(services)

@@ -26,11 +26,11 @@ async def serve(name: str, port: int, local_ports: list[int], lifetime: float) -
             status, body = (500, b"fail\n") if len(parts) > 1 and parts[1] == b"/fail" else (200, body_ok)
             reason = b"OK" if status == 200 else b"Internal Server Error"
             writer.write(
-                b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (status, reason, len(body), body)
+                b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body)
             )
             await writer.drain()
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass
         finally:
             writer.close()

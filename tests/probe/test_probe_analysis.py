@@ -83,5 +83,10 @@ def test_timeline_grid_and_json() -> None:
     buckets = loss_timeline(results, bucket_s=1.0)
     assert [(b.sent, b.lost) for b in buckets] == [(4, 2), (4, 2)]
     g = grid([r("a", "b", True), r("a", "c", False), r("b", "a", True, ProbeKind.SERVICE_IP)], kinds=[K])
-    assert g.sources == ("a",) and g.dests == ("b", "c") and g.cell("a", "c") is False and g.cell("b", "a") is None
+    assert (
+        g.sources == ("a",)
+        and g.dests == ("b", "c")
+        and g.cell("a", "c") is False
+        and g.cell("b", "a") is None
+    )
     assert result_from_dict(result_to_dict(results[1])) == results[1]

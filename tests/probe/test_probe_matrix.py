@@ -18,19 +18,46 @@ def make_cluster(nodes: int = 8, pods_per_node: int = 4, services: int = 8) -> F
     for i in range(nodes):
         for j in range(pods_per_node):
             ports = (8080, 8081) if j == 0 else (8080,)
-            pods.append(Pod(name=f"web-{i}-{j}", namespace="default", node=f"n{i}", ip=f"10.244.{i}.{j + 2}",
-                            ports=ports))
-    pods.append(Pod(name="hostnet", namespace="kube-system", node="n0", ip="192.0.2.10", host_network=True,
-                    ports=(10250,)))
+            pods.append(
+                Pod(
+                    name=f"web-{i}-{j}",
+                    namespace="default",
+                    node=f"n{i}",
+                    ip=f"10.244.{i}.{j + 2}",
+                    ports=ports,
+                )
+            )
+    pods.append(
+        Pod(
+            name="hostnet",
+            namespace="kube-system",
+            node="n0",
+            ip="192.0.2.10",
+            host_network=True,
+            ports=(10250,),
+        )
+    )
     pods.append(Pod(name="pending", namespace="default", node="n1", ip=None, ports=(8080,)))
     svcs = [
-        Service(name=f"svc-{s}", namespace="default", cluster_ip=f"10.96.0.{10 + s}",
-                ports=(ServicePort(port=80, target_port=8080, node_port=30000 + s),))
+        Service(
+            name=f"svc-{s}",
+            namespace="default",
+            cluster_ip=f"10.96.0.{10 + s}",
+            ports=(ServicePort(port=80, target_port=8080, node_port=30000 + s),),
+        )
         for s in range(services)
     ]
-    svcs.append(Service(name="kube-dns", namespace="kube-system", cluster_ip="10.96.0.10",
-                        ports=(ServicePort(port=53, target_port=53, protocol="UDP"),)))
-    svcs.append(Service(name="headless", namespace="default", cluster_ip="None", ports=(ServicePort(80, 8080),)))
+    svcs.append(
+        Service(
+            name="kube-dns",
+            namespace="kube-system",
+            cluster_ip="10.96.0.10",
+            ports=(ServicePort(port=53, target_port=53, protocol="UDP"),),
+        )
+    )
+    svcs.append(
+        Service(name="headless", namespace="default", cluster_ip="None", ports=(ServicePort(80, 8080),))
+    )
     return FakeCluster(node_objs, pods, svcs)
 
 
@@ -64,13 +91,21 @@ def test_kinds_details() -> None:
     assert {t.host for t in sdns} == {"svc-0.default.svc.cluster.local"} and {t.port for t in sdns} == {80}
     cont = [t for t in targets if t.kind is ProbeKind.CONTAINER]
     assert {(t.source, t.host, t.port) for t in cont} == {
-        ("default/web-0-0", "127.0.0.1", 8080), ("default/web-0-0", "127.0.0.1", 8081),
-        ("default/web-1-0", "127.0.0.1", 8080), ("default/web-1-0", "127.0.0.1", 8081)}
+        ("default/web-0-0", "127.0.0.1", 8080),
+        ("default/web-0-0", "127.0.0.1", 8081),
+        ("default/web-1-0", "127.0.0.1", 8080),
+        ("default/web-1-0", "127.0.0.1", 8081),
+    }
     np = [t for t in targets if t.kind is ProbeKind.NODEPORT]
-    assert {(t.source, t.host, t.port) for t in np} == {("outside", "192.0.2.10", 30000), ("outside", "192.0.2.11", 30000)}
+    assert {(t.source, t.host, t.port) for t in np} == {
+        ("outside", "192.0.2.10", 30000),
+        ("outside", "192.0.2.11", 30000),
+    }
     n2p = [t for t in targets if t.kind is ProbeKind.NODE_TO_POD]
     assert all(t.dest.startswith(f"default/web-{t.source[1:]}-") for t in n2p)
-    everything = build_matrix(make_cluster(nodes=2, pods_per_node=2), MatrixOptions(node_to_pod=NodeToPod.ALL))
+    everything = build_matrix(
+        make_cluster(nodes=2, pods_per_node=2), MatrixOptions(node_to_pod=NodeToPod.ALL)
+    )
     assert sum(t.kind is ProbeKind.NODE_TO_POD for t in everything) == 2 * 4
 
 
@@ -79,7 +114,12 @@ def test_scopes_and_kinds() -> None:
     cross = build_matrix(cluster, MatrixOptions(scope=Scope.CROSS_NODE))
     assert {t.kind for t in cross} == {ProbeKind.POD_CROSS_NODE}
     svcs = build_matrix(cluster, MatrixOptions(scope=Scope.SERVICES))
-    assert {t.kind for t in svcs} == {ProbeKind.SERVICE_IP, ProbeKind.SERVICE_DNS, ProbeKind.NODEPORT, ProbeKind.DNS}
+    assert {t.kind for t in svcs} == {
+        ProbeKind.SERVICE_IP,
+        ProbeKind.SERVICE_DNS,
+        ProbeKind.NODEPORT,
+        ProbeKind.DNS,
+    }
     only = build_matrix(cluster, MatrixOptions(kinds=frozenset({ProbeKind.NODEPORT})))
     assert {t.kind for t in only} == {ProbeKind.NODEPORT}
 
@@ -101,7 +141,9 @@ def test_sampling_seeded_and_linear() -> None:
     n_small = len(build_matrix(small, opts))
     assert len(a) == pytest.approx(10 * n_small, rel=0.05)
     # the same source keeps its destinations when other pods are added elsewhere (seed by source name)
-    assert sample(list(range(100)), 5, 3, "default/x", "pods") == sample(list(range(100)), 5, 3, "default/x", "pods")
+    assert sample(list(range(100)), 5, 3, "default/x", "pods") == sample(
+        list(range(100)), 5, 3, "default/x", "pods"
+    )
 
 
 @given(n=st.integers(0, 60), k=st.integers(0, 70), seed=st.integers(0, 2**32))

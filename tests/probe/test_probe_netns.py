@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,15 +50,27 @@ def test_healthy_all_kinds_pass(fabric: Fabric, prober: LabProber) -> None:
 def test_body_match_and_status(fabric: Fabric, prober: LabProber) -> None:
     pod = fabric.pod("default/web-1-1")
     src = "default/web-0-0"
-    mk = lambda **kw: ProbeTarget(src, pod.key, ProbeKind.POD_CROSS_NODE, pod.ip or "", POD_PORT,  # noqa: E731
-                                  ProbeProtocol.HTTP, **kw)
-    res = prober.probe([
-        mk(expect_body="pbt-ok default/web-1-1"),
-        mk(expect_body="something else"),
-        mk(path="/fail"),
-        mk(path="/fail", expect_status=500),
-        mk(expect_status=None),
-    ])
+
+    def mk(**kw: object) -> ProbeTarget:
+        return ProbeTarget(
+            src,
+            pod.key,
+            ProbeKind.POD_CROSS_NODE,
+            pod.ip or "",
+            POD_PORT,
+            ProbeProtocol.HTTP,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    res = prober.probe(
+        [
+            mk(expect_body="pbt-ok default/web-1-1"),
+            mk(expect_body="something else"),
+            mk(path="/fail"),
+            mk(path="/fail", expect_status=500),
+            mk(expect_status=None),
+        ]
+    )
     assert [r.ok for r in res] == [True, False, False, True, True]
     assert res[1].error is not None and res[1].error.startswith("http-body")
     assert res[2].error is not None and res[2].error.startswith("http-status: 500")
@@ -67,14 +80,40 @@ def test_dns_explicit_server_and_mismatch(fabric: Fabric) -> None:
     prober = LabProber(fabric.netns, dns_server=fabric.dns_ip)
     src = "default/web-2-1"
     name = "svc-1.default.svc.cluster.local"
-    res = prober.probe([
-        ProbeTarget(src, name, ProbeKind.DNS, fabric.dns_ip, 53, ProbeProtocol.DNS, path=name,
-                    expect_body="198.19.10.201"),
-        ProbeTarget(src, name, ProbeKind.DNS, fabric.dns_ip, 53, ProbeProtocol.DNS, path=name,
-                    expect_body="198.19.10.99"),
-        ProbeTarget(src, "nx", ProbeKind.DNS, fabric.dns_ip, 53, ProbeProtocol.DNS, path="nx.default.svc.cluster.local"),
-        ProbeTarget("n0", name, ProbeKind.SERVICE_DNS, name, 80, ProbeProtocol.TCP, timeout=0.5),
-    ])
+    res = prober.probe(
+        [
+            ProbeTarget(
+                src,
+                name,
+                ProbeKind.DNS,
+                fabric.dns_ip,
+                53,
+                ProbeProtocol.DNS,
+                path=name,
+                expect_body="198.19.10.201",
+            ),
+            ProbeTarget(
+                src,
+                name,
+                ProbeKind.DNS,
+                fabric.dns_ip,
+                53,
+                ProbeProtocol.DNS,
+                path=name,
+                expect_body="198.19.10.99",
+            ),
+            ProbeTarget(
+                src,
+                "nx",
+                ProbeKind.DNS,
+                fabric.dns_ip,
+                53,
+                ProbeProtocol.DNS,
+                path="nx.default.svc.cluster.local",
+            ),
+            ProbeTarget("n0", name, ProbeKind.SERVICE_DNS, name, 80, ProbeProtocol.TCP, timeout=0.5),
+        ]
+    )
     assert [r.ok for r in res[:3]] == [True, False, False]
     assert res[1].error is not None and res[1].error.startswith("dns-mismatch")
     assert res[2].error == "dns-nxdomain"
@@ -152,12 +191,31 @@ def test_continuous_measures_injected_loss(fabric: Fabric, prober: LabProber) ->
     healthy = fabric.pod("default/web-2-1")
     ns = fabric.pod_ns[victim.key]
     sources = ["default/web-0-0", "default/web-0-1", "default/web-2-0", "n0"]
-    lossy = [ProbeTarget(s, victim.key, ProbeKind.POD_CROSS_NODE, victim.ip or "", POD_PORT, timeout=0.3)
-             for s in sources]
-    control = [ProbeTarget("default/web-0-0", healthy.key, ProbeKind.POD_CROSS_NODE, healthy.ip or "", POD_PORT,
-                           timeout=0.3)]
-    rule = ("INPUT", "-p", "tcp", "--dport", str(POD_PORT), "--syn", "-m", "statistic", "--mode", "random",
-            "--probability", "0.3", "-j", "DROP")
+    lossy = [
+        ProbeTarget(s, victim.key, ProbeKind.POD_CROSS_NODE, victim.ip or "", POD_PORT, timeout=0.3)
+        for s in sources
+    ]
+    control = [
+        ProbeTarget(
+            "default/web-0-0", healthy.key, ProbeKind.POD_CROSS_NODE, healthy.ip or "", POD_PORT, timeout=0.3
+        )
+    ]
+    rule = (
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        str(POD_PORT),
+        "--syn",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.3",
+        "-j",
+        "DROP",
+    )
     fabric.iptables(ns, "-I", *rule)
     try:
         run = prober.start_continuous_run(lossy + control, rate_hz=40, max_duration=20)
@@ -200,16 +258,46 @@ def test_unknown_source_and_own_namespace_refused(fabric: Fabric) -> None:
 def test_agent_cli_json(fabric: Fabric, tmp_path: Path) -> None:
     web = fabric.pod("default/web-1-0")
     specs = [
-        {"source": "default/web-0-0", "dest": web.key, "kind": "pod-cross-node", "host": web.ip, "port": POD_PORT,
-         "protocol": "http", "expect_body": "pbt-ok", "netns": fabric.netns["default/web-0-0"]},
-        {"source": "default/web-0-0", "dest": "svc", "kind": "dns", "host": fabric.dns_ip, "protocol": "dns",
-         "query": "svc-1.default.svc.cluster.local", "netns": fabric.netns["default/web-0-0"]},
-        {"source": "outside", "dest": web.key, "kind": "nodeport", "host": "198.19.10.11", "port": 30001,
-         "protocol": "tcp", "netns": fabric.netns["outside"], "timeout": 0.5},
+        {
+            "source": "default/web-0-0",
+            "dest": web.key,
+            "kind": "pod-cross-node",
+            "host": web.ip,
+            "port": POD_PORT,
+            "protocol": "http",
+            "expect_body": "pbt-ok",
+            "netns": fabric.netns["default/web-0-0"],
+        },
+        {
+            "source": "default/web-0-0",
+            "dest": "svc",
+            "kind": "dns",
+            "host": fabric.dns_ip,
+            "protocol": "dns",
+            "query": "svc-1.default.svc.cluster.local",
+            "netns": fabric.netns["default/web-0-0"],
+        },
+        {
+            "source": "outside",
+            "dest": web.key,
+            "kind": "nodeport",
+            "host": "198.19.10.11",
+            "port": 30001,
+            "protocol": "tcp",
+            "netns": fabric.netns["outside"],
+            "timeout": 0.5,
+        },
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "migrator.probe", "--require-netns"], input=json.dumps(specs),
-                          capture_output=True, text=True, timeout=30, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "migrator.probe", "--require-netns"],
+        input=json.dumps(specs),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert [o["ok"] for o in out] == [True, True, True]
@@ -219,15 +307,28 @@ def test_agent_cli_json(fabric: Fabric, tmp_path: Path) -> None:
     f = tmp_path / "t.json"
     f.write_text(json.dumps(specs))
     agent = REPO / "migrator" / "probe" / "agent.py"
-    proc = subprocess.run([sys.executable, str(agent), str(f)], capture_output=True, text=True, timeout=30,
-                          cwd=tmp_path, env={"PATH": os.environ["PATH"]}, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(agent), str(f)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
     assert [o["ok"] for o in out] == [True, True, False] and out[2]["error"].startswith("refused")
     # --require-netns refuses a target without a namespace: no packet from the host namespace
     bare = [{"source": "host", "dest": "x", "kind": "tcp", "host": "127.0.0.1", "port": 9}]
-    proc = subprocess.run([sys.executable, str(agent), "--require-netns"], input=json.dumps(bare),
-                          capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(agent), "--require-netns"],
+        input=json.dumps(bare),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert json.loads(proc.stdout)[0]["error"].startswith("forbidden")
 
 
@@ -235,6 +336,4 @@ def test_agent_cli_json(fabric: Fabric, tmp_path: Path) -> None:
 def _no_leak() -> Iterator[None]:
     yield
     # no probe thread may outlive its test
-    import threading
-
     assert not [t for t in threading.enumerate() if t.name.startswith("probe-")]
