@@ -163,15 +163,22 @@ class Fabric:
             run(["ip", "netns", "add", ns])
             self.created.append(ns)
         br = ["link add br0 type bridge", "link set br0 up", "link set lo up"]
+        macs = [f"02:19:10:00:{idx // 256:02x}:{idx % 256:02x}" for idx in range(len(members))]
         for idx, (ns, _ip) in enumerate(members):
-            br.append(f"link add v{idx} type veth peer name eth0 netns {ns}")
+            br.append(f"link add v{idx} type veth peer name eth0 address {macs[idx]} netns {ns}")
             br.append(f"link set v{idx} master br0 up")
         run(["ip", "-n", self.bridge_ns, "-batch", "-"], stdin="\n".join(br) + "\n")
-        for ns, ip in members:
-            run(
-                ["ip", "-n", ns, "-batch", "-"],
-                stdin=f"link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n",
-            )
+        for idx, (ns, ip) in enumerate(members):
+            # Permanent neighbours: no ARP at all. The kernel's ARP table is shared by every namespace
+            # (gc_thresh3 = 1024 entries in all), and a full mesh of 42 members would overflow it for
+            # everyone on the machine; permanent entries do not count against it.
+            neigh = [
+                f"neigh replace {other_ip} lladdr {macs[j]} dev eth0 nud permanent"
+                for j, (_o, other_ip) in enumerate(members)
+                if j != idx
+            ]
+            cmds = ["link set lo up", f"addr add {ip}/24 dev eth0", "link set eth0 up", *neigh]
+            run(["ip", "-n", ns, "-batch", "-"], stdin="\n".join(cmds) + "\n")
         self._iptables()
         self._dns()
         self._servers()
@@ -322,9 +329,10 @@ class Fabric:
         self.created.clear()
 
 
-def rss_mb(pid: int | None = None) -> float:
+def rss_mb(pid: int | None = None, field: str = "VmRSS") -> float:
+    """Resident set size (``VmHWM`` for the peak) of a process, in MiB."""
     with open(f"/proc/{pid or os.getpid()}/status", encoding="utf-8") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
