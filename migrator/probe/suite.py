@@ -1,0 +1,153 @@
+"""The verification suite: build the matrix for a target, probe it, summarise it.
+
+This is what ``migrator verify`` runs, and what the ``reachability`` check and the ``continuous-probe``
+monitor wrap::
+
+    report = run_verify(target, options=MatrixOptions(scope=Scope.ALL), baseline=preflight.results)
+    report.passed, report.summary.regressions, report.to_dict()
+
+    run = start_monitor(target.prober, pairs, rate_hz=20, max_duration=600)
+    ...                                   # every few seconds:
+    verdict = monitor_verdict(run.snapshot(), rate_hz=20, max_loss_pct=0)   # abort when not passed
+    verdict = monitor_verdict(run.stop(), rate_hz=20, max_loss_pct=0)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from migrator.errors import UsageError
+from migrator.fsutil import atomic_write_json
+from migrator.ports import ContinuousProbe, ProbeKind, Prober, ProbeResult, ProbeTarget, Target
+from migrator.probe.analysis import (
+    ContinuousVerdict,
+    Summary,
+    check_continuous,
+    continuous_stats,
+    result_from_dict,
+    result_to_dict,
+    summarize,
+)
+from migrator.probe.matrix import MatrixOptions, build_matrix
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    target: str
+    started_at: float
+    duration_s: float
+    options: MatrixOptions
+    targets: tuple[ProbeTarget, ...]
+    results: tuple[ProbeResult, ...]
+    summary: Summary
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.summary.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "target": self.target,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 3),
+            "passed": self.passed,
+            "options": {
+                "scope": o.scope.value,
+                "kinds": None if o.kinds is None else sorted(k.value for k in o.kinds),
+                "per_source": o.per_source,
+                "seed": o.seed,
+                "protocol": o.protocol.value,
+                "timeout": o.timeout,
+            },
+            "summary": self.summary.to_dict(),
+            "results": [result_to_dict(r) for r in self.results],
+            **dict(self.extra),
+        }
+
+
+def require_prober(target: Target) -> Prober:
+    if target.prober is None:
+        raise UsageError(f"target {target.name!r} has no prober")
+    return target.prober
+
+
+def run_verify(
+    target: Target,
+    *,
+    options: MatrixOptions | None = None,
+    baseline: Sequence[ProbeResult] | None = None,
+    threshold: float | Mapping[ProbeKind, float] = 100.0,
+    concurrency: int = 256,
+    prober: Prober | None = None,
+) -> VerifyReport:
+    """Probe the whole matrix of ``target`` once and summarise it (``prober`` defaults to the target's)."""
+    opts = options or MatrixOptions()
+    use = prober or require_prober(target)
+    targets = build_matrix(target.cluster, opts)
+    if not targets:
+        raise UsageError(f"the matrix of {target.name!r} is empty (no ready pods with ports?)")
+    started_at = time.time()
+    t0 = time.perf_counter()
+    results = use.probe(targets, concurrency=concurrency)
+    duration = time.perf_counter() - t0
+    summary = summarize(results, threshold=threshold, baseline=baseline)
+    logger.info(
+        "verify {}: {}/{} ok in {:.2f}s ({})",
+        target.name,
+        summary.ok,
+        summary.total,
+        duration,
+        "passed" if summary.passed else "FAILED",
+    )
+    return VerifyReport(target.name, started_at, duration, opts, tuple(targets), tuple(results), summary)
+
+
+def save_results(path: Path, results: Sequence[ProbeResult]) -> None:
+    """Store results (a baseline) atomically as JSON."""
+    atomic_write_json(path, [result_to_dict(r) for r in results])
+
+
+def load_results(path: Path) -> list[ProbeResult]:
+    """Load results saved by :func:`save_results` or a ``report.json``'s ``results``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read probe results from {path}: {exc}") from exc
+    if isinstance(data, dict):
+        data = data.get("results", [])
+    try:
+        return [result_from_dict(item) for item in data]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UsageError(f"{path} does not hold probe results: {exc}") from exc
+
+
+def start_monitor(
+    prober: Prober, pairs: Sequence[ProbeTarget], *, rate_hz: float = 20.0, max_duration: float = 600.0
+) -> ContinuousProbe:
+    if not pairs:
+        raise UsageError("a continuous probe needs at least one pair")
+    return prober.start_continuous(pairs, rate_hz=rate_hz, max_duration=max_duration)
+
+
+def monitor_verdict(
+    results: Sequence[ProbeResult],
+    *,
+    rate_hz: float,
+    max_loss_pct: float | None = None,
+    max_outage_ms: float | None = None,
+) -> ContinuousVerdict:
+    """Loss and longest outage per pair, checked against the limits (for ``continuous-probe``)."""
+    return check_continuous(
+        continuous_stats(results, period_s=1.0 / rate_hz),
+        max_loss_pct=max_loss_pct,
+        max_outage_ms=max_outage_ms,
+    )
