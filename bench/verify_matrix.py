@@ -86,11 +86,14 @@ def main() -> int:
         prober = LabProber(fabric.netns)
         prober.probe(targets, concurrency=args.concurrency)  # warm-up: ARP caches, imports
         times = []
+        cpu = []
         failures = []
         for _ in range(args.runs):
             started = time.perf_counter()
+            cpu0 = time.process_time()
             results = prober.probe(targets, concurrency=args.concurrency)
             times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu0)
             failures.append(sum(not r.ok for r in results))
         summary = summarize(results)
         pod_times = []
@@ -101,6 +104,9 @@ def main() -> int:
         out["pod_pairs_median_s"] = round(statistics.median(pod_times), 3)
         out["matrix_runs_s"] = [round(t, 3) for t in times]
         out["matrix_median_s"] = round(statistics.median(times), 3)
+        out["prober_cpu_median_s"] = round(statistics.median(cpu), 3)
+        out["loadavg_1m"] = float(Path("/proc/loadavg").read_text().split()[0])
+        out["cpus"] = os.cpu_count()
         out["matrix_failures"] = failures
         out["matrix_passed"] = summary.passed
         out["prober_rss_mb"] = round(rss_mb(), 1)
@@ -146,6 +152,10 @@ def main() -> int:
             f"naive (ip netns exec SRC curl per pair, {out['naive_mode']}): "
             f"median {out['naive_median_s']:.3f} s ({out['naive_per_pair_ms']} ms/pair), "
             f"full matrix would take ~{out['naive_full_matrix_extrapolated_s']} s"
+        )
+        print(
+            f"prober CPU per full run: median {out['prober_cpu_median_s']} s; "
+            f"machine: {out['cpus']} CPUs, load average {out['loadavg_1m']} during the runs"
         )
         print(f"ours, pod pairs only: median {out['pod_pairs_median_s']:.3f} s")
         print(f"ratio, same {out['pod_pairs']} pod pairs: naive / ours = {out['ratio_pod_pairs']}x")

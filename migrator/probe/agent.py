@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ctypes
 import errno
 import ipaddress
@@ -370,47 +369,63 @@ class Prober:
         sock = await self._connect(spec.netns, await self._address(spec), spec.port)
         sock.close()
 
+    async def _recv_until(self, sock: socket.socket, buf: bytearray, marker: bytes) -> int:
+        """Read into ``buf`` until ``marker`` appears (its index) or EOF (-1); bounded by the size cap."""
+        while (at := buf.find(marker)) < 0:
+            if len(buf) >= MAX_HTTP_RESPONSE:
+                raise ProbeFailure(ErrorCode.HTTP_PROTOCOL, "response headers too large")
+            chunk = await self._loop.sock_recv(sock, 65536)
+            if not chunk:
+                return -1
+            buf += chunk
+        return at
+
     async def http(self, spec: Spec) -> None:
+        """GET ``spec.path`` with a minimal HTTP/1.1 client on the raw non-blocking socket."""
         address = await self._address(spec)
         sock = await self._connect(spec.netns, address, spec.port)
-        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HTTP_RESPONSE)
         try:
             host_header = spec.host if spec.port == 80 else f"{spec.host}:{spec.port}"
             request = (
                 f"GET {spec.path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: migrator-probe\r\n"
                 "Accept: */*\r\nConnection: close\r\n\r\n"
             )
-            writer.write(request.encode("latin-1"))
-            await writer.drain()
-            status_line = await reader.readline()
-            parts = status_line.decode("latin-1").split(" ", 2)
+            await self._loop.sock_sendall(sock, request.encode("latin-1"))
+            buf = bytearray()
+            head_end = await self._recv_until(sock, buf, b"\r\n\r\n")
+            if head_end < 0:
+                detail = "empty response" if not buf else "connection closed inside the headers"
+                raise ProbeFailure(ErrorCode.HTTP_PROTOCOL, detail)
+            lines = bytes(buf[:head_end]).decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-                raise ProbeFailure(ErrorCode.HTTP_PROTOCOL, f"bad status line {status_line[:60]!r}")
+                raise ProbeFailure(ErrorCode.HTTP_PROTOCOL, f"bad status line {lines[0][:60]!r}")
             status = int(parts[1])
-            length: int | None = None
-            chunked = False
-            for _ in range(100):  # bounded header count
-                line = await reader.readline()
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                key, _, value = line.decode("latin-1").partition(":")
-                if key.strip().lower() == "content-length" and value.strip().isdigit():
-                    length = int(value.strip())
-                elif key.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
-                    chunked = True
             if spec.expect_status is not None and status != spec.expect_status:
                 raise ProbeFailure(ErrorCode.HTTP_STATUS, f"{status} (expected {spec.expect_status})")
-            if spec.expect_body is not None:
-                if length is not None and not chunked:
-                    body = await reader.readexactly(min(length, MAX_HTTP_RESPONSE))
-                else:
-                    body = await reader.read(MAX_HTTP_RESPONSE)
-                if spec.expect_body.encode() not in body:
-                    raise ProbeFailure(ErrorCode.HTTP_BODY, f"{spec.expect_body!r} not in body")
+            if spec.expect_body is None:
+                return
+            length: int | None = None
+            for line in lines[1:101]:  # bounded header count
+                key, _, value = line.partition(":")
+                if key.strip().lower() == "content-length" and value.strip().isdigit():
+                    length = min(int(value.strip()), MAX_HTTP_RESPONSE)
+            wanted = spec.expect_body.encode()
+            body = buf[head_end + 4 :]
+            # read to Content-Length, or to EOF without one; stop early once the text is seen
+            while (
+                wanted not in body
+                and (length is None or len(body) < length)
+                and len(body) < MAX_HTTP_RESPONSE
+            ):
+                chunk = await self._loop.sock_recv(sock, 65536)
+                if not chunk:
+                    break
+                body += chunk
+            if wanted not in body:
+                raise ProbeFailure(ErrorCode.HTTP_BODY, f"{spec.expect_body!r} not in body")
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            sock.close()
 
     async def dns(self, spec: Spec) -> None:
         addresses = await self.dns_query(spec.netns, spec.host, spec.port, spec.path, spec.timeout)
