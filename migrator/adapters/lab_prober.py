@@ -41,8 +41,12 @@ class LabProber:
         )
 
     @classmethod
-    def from_extras(cls, extras: Mapping[str, Any]) -> LabProber:
-        """Build from ``Target.extras`` as the lab adapter fills it (source -> netns mapping)."""
+    def from_extras(cls, extras: Mapping[str, Any], *, dns_server: str | None = None) -> LabProber:
+        """Build from ``Target.extras`` as the lab adapter fills it (source -> netns mapping).
+
+        The DNS server comes from the extras when they name one, else from ``dns_server`` (for example the
+        ClusterIP of kube-dns, :func:`migrator.probe.matrix.find_dns_server`).
+        """
         mapping: Any = next((extras[k] for k in EXTRAS_NETNS_KEYS if k in extras), None)
         if mapping is None:
             raise UsageError(
@@ -51,7 +55,7 @@ class LabProber:
         dns: Any = next((extras[k] for k in EXTRAS_DNS_KEYS if k in extras), None)
         if not (isinstance(mapping, Mapping) or callable(mapping)):
             raise UsageError("target extras netns entry is neither a mapping nor a callable")
-        return cls(mapping, dns_server=None if dns is None else str(dns))
+        return cls(mapping, dns_server=str(dns) if dns is not None else dns_server)
 
     def probe(
         self, targets: Sequence[ProbeTarget], *, concurrency: int = DEFAULT_CONCURRENCY

@@ -23,7 +23,7 @@ from migrator.adapters.lab_prober import LabProber
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import ProbeKind, ProbeResult, Target
 from migrator.probe.analysis import PairStatus, grid, pair_key
-from migrator.probe.matrix import MatrixOptions, Scope
+from migrator.probe.matrix import MatrixOptions, Scope, find_dns_server
 from migrator.probe.suite import VerifyReport, load_results, run_verify, save_results
 
 app = typer.Typer(help="Reachability verification.")
@@ -52,8 +52,10 @@ def open_target(spec: str) -> Target:
 
 
 def with_lab_prober(target: Target) -> Target:
+    """Give ``target`` a :class:`LabProber` built from its extras unless it has a prober already."""
     if target.prober is None:
-        target.prober = LabProber.from_extras(target.extras)
+        dns = find_dns_server(target.cluster.list_services())
+        target.prober = LabProber.from_extras(target.extras, dns_server=dns)
     return target
 
 

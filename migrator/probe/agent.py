@@ -22,7 +22,8 @@ Input: a JSON list of target objects::
 is an address the answer must contain). For ``http``/``tcp`` to a host name, the name is resolved with
 the same DNS client through ``dns_server``, or else the namespace's resolv.conf (``/etc/netns/NAME/
 resolv.conf`` for ``/var/run/netns/NAME``, ``/etc/resolv.conf`` without ``netns``). ``netns`` absent means
-"the agent's own namespace" (the DaemonSet case).
+"the agent's own namespace": the CLI refuses that (except for loopback addresses) unless ``--own-netns`` is
+given, as an agent running inside a pod of a probe DaemonSet does.
 
 Output: a JSON list of results, in input order: source, dest, kind, ok, latency_ms, error, ts.
 """
@@ -150,8 +151,8 @@ class NetnsSockets:
     """Creates sockets inside network namespaces, from the thread that owns this object.
 
     Create it, use it and close it on one thread (the one running the event loop). ``allow_own`` set to
-    ``False`` refuses targets without a namespace and namespaces that are the thread's own: a probe
-    must then always leave from a namespace someone created for it.
+    ``False`` refuses targets without a namespace (except to loopback addresses) and namespaces that are
+    the thread's own: a probe must then always leave from a namespace someone created for it.
     """
 
     def __init__(self, *, allow_own: bool = True) -> None:
@@ -181,14 +182,14 @@ class NetnsSockets:
             self._fds[netns] = fd
         return fd
 
-    def socket(self, netns: str | None, family: int, kind: int) -> socket.socket:
+    def socket(self, netns: str | None, family: int, kind: int, host: str = "") -> socket.socket:
         if threading.get_ident() != self._thread:
             raise RuntimeError("NetnsSockets used from a thread that does not own it")
         if self._broken:
             raise NetnsSwitchError("namespace switching is broken on this thread")
         if netns is None:
-            if not self._allow_own:
-                raise ProbeFailure(ErrorCode.FORBIDDEN, "no source namespace given")
+            if not self._allow_own and not _is_loopback(host):
+                raise ProbeFailure(ErrorCode.FORBIDDEN, f"no source namespace given for {host or 'a probe'}")
             sock = socket.socket(family, kind)
             sock.setblocking(False)
             return sock
@@ -288,6 +289,13 @@ def parse_dns_response(data: bytes, qid: int) -> list[str]:
     return addresses
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -311,7 +319,7 @@ class Prober:
 
     async def _connect(self, netns: str | None, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = self.sockets.socket(netns, family, socket.SOCK_STREAM)
+        sock = self.sockets.socket(netns, family, socket.SOCK_STREAM, host)
         try:
             await self._loop.sock_connect(sock, (host, port))
         except BaseException as exc:
@@ -338,7 +346,7 @@ class Prober:
     ) -> list[str]:
         qid = random.randrange(1, 0xFFFF)
         query = build_dns_query(name, qid)
-        sock = self.sockets.socket(netns, socket.AF_INET, socket.SOCK_DGRAM)
+        sock = self.sockets.socket(netns, socket.AF_INET, socket.SOCK_DGRAM, server)
         try:
             await self._loop.sock_connect(sock, (server, port))
             # one retransmission at a third of the timeout, as resolvers do; bounded to 2 sends
@@ -570,7 +578,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--continuous", action="store_true", help="probe repeatedly at --rate-hz")
     parser.add_argument("--rate-hz", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=10.0, help="continuous: seconds (bounded)")
-    parser.add_argument("--require-netns", action="store_true", help="refuse targets without a netns")
+    parser.add_argument(
+        "--own-netns",
+        action="store_true",
+        help="allow targets without a netns to probe from this process's namespace (an agent in a pod)",
+    )
+    parser.add_argument("--require-netns", action="store_true", help="the default; kept for compatibility")
     parser.add_argument("--pretty", action="store_true")
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
@@ -584,7 +597,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         sys.stderr.write(f"probe agent: bad input: {exc}\n")
         return 2
     _raise_nofile(max(1024, args.concurrency * 2 + 64))
-    allow_own = not args.require_netns
+    allow_own = bool(args.own_netns) and not args.require_netns
     if args.continuous:
         outcomes: list[Outcome] = []
         asyncio.run(

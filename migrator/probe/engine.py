@@ -24,6 +24,8 @@ NetnsResolver = Callable[[str], str | None]
 
 DEFAULT_CONCURRENCY = 256
 CONTINUOUS_MAX_DURATION = 3600.0
+CONTINUOUS_MAX_PROBES = 2_000_000
+"""A continuous run keeps every result (about 200 bytes each): refuse runs that could exceed this."""
 
 
 def as_resolver(netns: NetnsResolver | Mapping[str, str]) -> NetnsResolver:
@@ -173,6 +175,13 @@ class ContinuousRun:
             raise UsageError(f"rate_hz must be in (0, 1000], got {rate_hz}")
         if max_duration <= 0:
             raise UsageError(f"max_duration must be positive, got {max_duration}")
+        planned = rate_hz * min(max_duration, CONTINUOUS_MAX_DURATION) * len(specs)
+        if planned > CONTINUOUS_MAX_PROBES:
+            raise UsageError(
+                f"continuous probe of {len(specs)} pairs at {rate_hz:g} Hz for {max_duration:g}s would keep "
+                f"{planned:.0f} results (max {CONTINUOUS_MAX_PROBES}): use fewer pairs, a lower rate or a "
+                "shorter max_duration"
+            )
         self.specs = list(specs)
         self.rate_hz = rate_hz
         self.max_duration = min(max_duration, CONTINUOUS_MAX_DURATION)

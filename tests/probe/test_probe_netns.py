@@ -319,10 +319,10 @@ def test_agent_cli_json(fabric: Fabric, tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
     assert [o["ok"] for o in out] == [True, True, False] and out[2]["error"].startswith("refused")
-    # --require-netns refuses a target without a namespace: no packet from the host namespace
-    bare = [{"source": "host", "dest": "x", "kind": "tcp", "host": "127.0.0.1", "port": 9}]
+    # a target without a namespace is refused (no packet from the host namespace) unless --own-netns
+    bare = [{"source": "host", "dest": "x", "kind": "tcp", "host": "198.19.10.64", "port": 9}]
     proc = subprocess.run(
-        [sys.executable, str(agent), "--require-netns"],
+        [sys.executable, str(agent)],
         input=json.dumps(bare),
         capture_output=True,
         text=True,

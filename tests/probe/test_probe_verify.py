@@ -112,3 +112,18 @@ def test_monitor_helpers(fabric: Fabric, target: Target) -> None:
     assert monitor_verdict(run.snapshot(), rate_hz=20, max_loss_pct=0).passed
     verdict = monitor_verdict(run.stop(), rate_hz=20, max_loss_pct=0)
     assert verdict.passed and 8 <= verdict.total_sent <= 13
+
+
+def test_continuous_refuses_unbounded_memory(target: Target) -> None:
+    assert target.prober is not None
+    t = ProbeTarget("default/web-0-0", "x", ProbeKind.POD_CROSS_NODE, "198.19.10.64", POD_PORT)
+    with pytest.raises(UsageError):
+        target.prober.start_continuous([t] * 100, rate_hz=100, max_duration=3600)
+
+
+def test_lab_prober_dns_defaults_to_cluster_dns(fabric: Fabric) -> None:
+    tgt = verify_cli.with_lab_prober(
+        Target(name="pbt", cluster=fabric.cluster, extras={"netns": fabric.netns})
+    )
+    assert isinstance(tgt.prober, verify_cli.LabProber)
+    assert tgt.prober.engine.options.dns_server == fabric.dns_ip
