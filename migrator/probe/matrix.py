@@ -72,6 +72,8 @@ class MatrixOptions:
     overrides each pod's first declared port. ``dns_server`` defaults to the ClusterIP of
     ``kube-system/kube-dns`` (or ``coredns``). ``namespaces`` restricts pods and services;
     ``exclude_nodes`` drops every pod on those nodes (and the nodes) from sources and destinations.
+    Destination ports in ``tcp_ports`` (default 53: DNS pods and ``kube-dns``'s TCP port) are probed with a
+    TCP connect, not HTTP.
     """
 
     scope: Scope = Scope.ALL
@@ -88,6 +90,7 @@ class MatrixOptions:
     include_self: bool = False
     namespaces: frozenset[str] | None = None
     exclude_nodes: frozenset[str] = frozenset()
+    tcp_ports: frozenset[int] = frozenset({53})
 
     @property
     def wanted(self) -> frozenset[ProbeKind]:
@@ -161,7 +164,7 @@ class MatrixBuilder:
             kind=kind,
             host=host,
             port=port,
-            protocol=self.o.protocol,
+            protocol=ProbeProtocol.TCP if port in self.o.tcp_ports else self.o.protocol,
             path=self.o.path,
             expect_status=self.o.expect_status,
             timeout=self.o.timeout,
@@ -174,7 +177,7 @@ class MatrixBuilder:
         out: list[ProbeTarget] = []
         for pod in self.pods:
             if len(pod.ports) >= 2:
-                out.extend(
+                out.extend(  # the container's own port too: same netns, so it must answer on localhost
                     self._target(pod.key, f"{pod.key}:{port}", ProbeKind.CONTAINER, "127.0.0.1", port)
                     for port in pod.ports
                 )

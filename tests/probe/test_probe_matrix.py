@@ -170,3 +170,31 @@ def test_exclude_nodes_and_split() -> None:
     assert all(not t.dest.startswith("default/web-1-") for t in other)
     excl = build_matrix(cluster, MatrixOptions(exclude_nodes=frozenset({"n1"})))
     assert not any(t.source == "n1" or "web-1-" in t.source or "web-1-" in t.dest for t in excl)
+
+
+def test_dns_ports_probed_with_tcp() -> None:
+    cluster = make_cluster(nodes=2, pods_per_node=1, services=1)
+    dns_pod = Pod(
+        name="coredns-1",
+        namespace="kube-system",
+        node="n0",
+        ip="10.244.0.53",
+        ports=(53,),
+        labels={"k8s-app": "kube-dns"},
+    )
+    dns_svc = Service(
+        name="kube-dns",
+        namespace="kube-system",
+        cluster_ip="10.96.0.10",
+        ports=(ServicePort(53, 53, "UDP", "dns"), ServicePort(53, 53, "TCP", "dns-tcp")),
+    )
+    fake = FakeCluster(
+        cluster.list_nodes(),
+        [*cluster.list_pods(), dns_pod],
+        [s for s in cluster.list_services() if s.name != "kube-dns"] + [dns_svc],
+    )
+    targets = build_matrix(fake)
+    to_dns = [t for t in targets if t.port == 53 and t.protocol is not ProbeProtocol.DNS]
+    assert to_dns and all(t.protocol is ProbeProtocol.TCP for t in to_dns)
+    assert {t.kind for t in to_dns} >= {ProbeKind.SERVICE_IP, ProbeKind.POD_CROSS_NODE}
+    assert all(t.protocol is ProbeProtocol.HTTP for t in targets if t.port == 8080)

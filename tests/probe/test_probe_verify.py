@@ -126,4 +126,18 @@ def test_lab_prober_dns_defaults_to_cluster_dns(fabric: Fabric) -> None:
         Target(name="pbt", cluster=fabric.cluster, extras={"netns": fabric.netns})
     )
     assert isinstance(tgt.prober, verify_cli.LabProber)
-    assert tgt.prober.engine.options.dns_server == fabric.dns_ip
+    assert tgt.prober.options.dns_server == fabric.dns_ip
+
+
+def test_lab_prober_refreshes_mapping(fabric: Fabric) -> None:
+    calls: list[int] = []
+
+    def fresh() -> dict[str, str]:
+        calls.append(1)
+        return dict(fabric.netns)
+
+    prober = verify_cli.LabProber.from_extras({"netns": {}, "netns_map": fresh})
+    pod = fabric.pod("default/web-1-0")
+    t = ProbeTarget("default/web-0-0", pod.key, ProbeKind.POD_CROSS_NODE, pod.ip or "", POD_PORT)
+    assert prober.probe([t])[0].ok and prober.probe([t])[0].ok
+    assert len(calls) == 2
