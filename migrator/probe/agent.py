@@ -106,7 +106,8 @@ class Spec:
     expect_body: str | None = None
     timeout: float = 1.0
     netns: str | None = None
-    dns_server: str | None = None
+    dns_server: str | None = None  # resolver for host names; overrides the namespace's resolv.conf
+    dns_fallback: str | None = None  # resolver when the namespace has no resolv.conf
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Spec:
@@ -127,6 +128,7 @@ class Spec:
             timeout=float(raw.get("timeout", 1.0)),
             netns=None if raw.get("netns") is None else str(raw["netns"]),
             dns_server=None if raw.get("dns_server") is None else str(raw["dns_server"]),
+            dns_fallback=None if raw.get("dns_fallback") is None else str(raw["dns_fallback"]),
         )
 
 
@@ -155,11 +157,13 @@ class NetnsSockets:
     the thread's own: a probe must then always leave from a namespace someone created for it.
     """
 
-    def __init__(self, *, allow_own: bool = True) -> None:
+    def __init__(self, *, allow_own: bool = True, reopen_after: float | None = None) -> None:
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._home_ino = os.fstat(self._home).st_ino
         self._fds: dict[str, int] = {}
+        self._opened: dict[str, float] = {}
+        self._reopen_after = reopen_after
         self._allow_own = allow_own
         self._thread = threading.get_ident()
         self._broken = False
@@ -171,6 +175,14 @@ class NetnsSockets:
 
     def _fd(self, netns: str) -> int:
         fd = self._fds.get(netns)
+        if (
+            fd is not None
+            and self._reopen_after is not None
+            and time.monotonic() - self._opened[netns] > self._reopen_after
+        ):
+            # long runs: the path may now name a new namespace (a pod re-created under the same name)
+            os.close(self._fds.pop(netns))
+            fd = None
         if fd is None:
             try:
                 fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
@@ -180,6 +192,7 @@ class NetnsSockets:
                 os.close(fd)
                 raise ProbeFailure(ErrorCode.FORBIDDEN, f"{netns} is the prober's own namespace")
             self._fds[netns] = fd
+            self._opened[netns] = time.monotonic()
         return fd
 
     def socket(self, netns: str | None, family: int, kind: int, host: str = "") -> socket.socket:
@@ -310,9 +323,24 @@ def _is_ip(host: str) -> bool:
 class Prober:
     """Runs probes on the current thread's event loop. Create, use and close it on that thread."""
 
-    def __init__(self, *, allow_own_netns: bool = True) -> None:
-        self.sockets = NetnsSockets(allow_own=allow_own_netns)
+    def __init__(self, *, allow_own_netns: bool = True, reopen_netns_after: float | None = None) -> None:
+        self.sockets = NetnsSockets(allow_own=allow_own_netns, reopen_after=reopen_netns_after)
         self._loop = asyncio.get_running_loop()
+        self._resolvers: dict[str | None, str | None] = {}
+
+    def _resolver(self, spec: Spec) -> tuple[str, int] | None:
+        """The DNS server for host names: explicit, else the namespace's resolv.conf, else the fallback."""
+        raw = spec.dns_server
+        if raw is None:
+            if spec.netns not in self._resolvers:
+                self._resolvers[spec.netns] = nameserver_from_resolv_conf(resolv_conf_path(spec.netns))
+            raw = self._resolvers[spec.netns] or spec.dns_fallback
+        if raw is None:
+            return None
+        if raw.count(":") == 1:
+            host, port = raw.split(":")
+            return host, int(port)
+        return raw, 53
 
     def close(self) -> None:
         self.sockets.close()
@@ -332,14 +360,10 @@ class Prober:
         return sock
 
     async def resolve(self, spec: Spec, name: str) -> list[str]:
-        server = spec.dns_server or nameserver_from_resolv_conf(resolv_conf_path(spec.netns))
-        if server is None:
+        resolver = self._resolver(spec)
+        if resolver is None:
             raise ProbeFailure(ErrorCode.NO_RESOLVER, f"no resolver for {spec.netns or 'own namespace'}")
-        port = 53
-        if spec.dns_server and spec.dns_server.count(":") == 1:
-            server, raw_port = spec.dns_server.split(":")
-            port = int(raw_port)
-        return await self.dns_query(spec.netns, server, port, name, spec.timeout)
+        return await self.dns_query(spec.netns, resolver[0], resolver[1], name, spec.timeout)
 
     async def dns_query(
         self, netns: str | None, server: str, port: int, name: str, timeout: float
@@ -510,7 +534,7 @@ async def probe_continuously(
     """
     if rate_hz <= 0 or max_duration <= 0:
         raise ValueError("rate_hz and max_duration must be positive")
-    prober = Prober(allow_own_netns=allow_own_netns)
+    prober = Prober(allow_own_netns=allow_own_netns, reopen_netns_after=1.0)
     period = 1.0 / rate_hz
     max_rounds = int(rate_hz * max_duration) + 1
     start = time.monotonic()

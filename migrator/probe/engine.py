@@ -39,10 +39,10 @@ def as_resolver(netns: NetnsResolver | Mapping[str, str]) -> NetnsResolver:
 class EngineOptions:
     """How targets become agent specs.
 
-    ``dns_server`` is the resolver used to resolve host names (the ``service-dns`` kind) when a source
-    has no resolv.conf; ``dns_for`` may give one per source. ``allow_own_netns`` lets a source without a
-    namespace probe from the prober's own namespace: never for the lab, only for an agent running inside
-    a pod.
+    ``dns_server`` is the resolver for host names (the ``service-dns`` kind) when a source has no
+    resolv.conf; ``dns_for`` may give one per source, which overrides its resolv.conf.
+    ``allow_own_netns`` lets a source without a namespace probe from the prober's own namespace:
+    never for the lab, only for an agent running inside a pod.
     """
 
     dns_server: str | None = None
@@ -64,7 +64,8 @@ def to_spec(target: ProbeTarget, netns: str | None, options: EngineOptions) -> a
         expect_body=target.expect_body,
         timeout=target.timeout,
         netns=netns,
-        dns_server=dns or options.dns_server,
+        dns_server=dns,
+        dns_fallback=options.dns_server,
     )
 
 
