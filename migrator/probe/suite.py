@@ -9,7 +9,9 @@ monitor wrap::
     run = start_monitor(target.prober, pairs, rate_hz=20, max_duration=600)
     ...                                   # every few seconds:
     verdict = monitor_verdict(run.snapshot(), rate_hz=20, max_loss_pct=0)   # abort when not passed
-    verdict = monitor_verdict(run.stop(), rate_hz=20, max_loss_pct=0)
+    require_no_breach(monitor_verdict(run.stop(), rate_hz=20, max_loss_pct=0))   # raises CheckFailed
+
+    require_reachable(report)                                                     # raises CheckFailed
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from loguru import logger
 
-from migrator.errors import UsageError
+from migrator.errors import CheckFailed, UsageError
 from migrator.fsutil import atomic_write_json
 from migrator.ports import ContinuousProbe, ProbeKind, Prober, ProbeResult, ProbeTarget, Target
 from migrator.probe.analysis import (
@@ -151,3 +153,42 @@ def monitor_verdict(
         max_loss_pct=max_loss_pct,
         max_outage_ms=max_outage_ms,
     )
+
+
+def describe_failures(report: VerifyReport, *, limit: int = 10) -> str:
+    """One line per failing kind, then up to ``limit`` failing pairs (never-worked ones marked)."""
+    s = report.summary
+    lines = [
+        f"{k.kind.value}: {k.ok}/{k.counted} ok ({k.pass_pct:.1f}% < {k.threshold_pct:g}%)"
+        for k in s.kinds
+        if not k.passed
+    ]
+    never = {(r.source, r.dest, r.kind) for r in s.never_worked}
+    for r in s.failures[:limit]:
+        tag = " [never worked]" if (r.source, r.dest, r.kind) in never else ""
+        lines.append(f"  {r.source} -> {r.dest} ({r.kind.value}): {r.error}{tag}")
+    if len(s.failures) > limit:
+        lines.append(f"  ... {len(s.failures) - limit} more")
+    return "\n".join(lines)
+
+
+def require_reachable(report: VerifyReport, *, check: str = "reachability") -> None:
+    """Raise :class:`CheckFailed` (details: the summary as a dict) unless every kind passed."""
+    if not report.passed:
+        raise CheckFailed(
+            f"{check} failed on {report.target}:\n{describe_failures(report)}",
+            check=check,
+            details=report.summary.to_dict(),
+        )
+
+
+def require_no_breach(verdict: ContinuousVerdict, *, check: str = "continuous-probe") -> None:
+    """Raise :class:`CheckFailed` (details: the verdict as a dict) when a pair crossed a limit."""
+    if not verdict.passed:
+        shown = "\n".join(f"  {b}" for b in verdict.breaches[:10])
+        more = f"\n  ... {len(verdict.breaches) - 10} more" if len(verdict.breaches) > 10 else ""
+        raise CheckFailed(
+            f"{check}: {len(verdict.breaches)} breaches\n{shown}{more}",
+            check=check,
+            details=verdict.to_dict(),
+        )

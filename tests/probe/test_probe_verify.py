@@ -13,10 +13,17 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from migrator.cli import verify as verify_cli
-from migrator.errors import UsageError
+from migrator.errors import CheckFailed, UsageError
 from migrator.ports import ProbeKind, ProbeTarget, Target
 from migrator.probe.matrix import MatrixOptions
-from migrator.probe.suite import load_results, monitor_verdict, run_verify, start_monitor
+from migrator.probe.suite import (
+    load_results,
+    monitor_verdict,
+    require_no_breach,
+    require_reachable,
+    run_verify,
+    start_monitor,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -63,6 +70,8 @@ def test_verify_json_and_baseline(fabric: Fabric, target: Target, tmp_path: Path
     try:
         code, text = render(target, options=MatrixOptions(timeout=0.5), save=base)
         assert code == 1 and "FAILED" in text and "default/web-0-1 -> default/web-2-1" in text
+        with pytest.raises(CheckFailed, match=r"pod-cross-node: 23/24 ok"):
+            require_reachable(run_verify(target, options=MatrixOptions(timeout=0.5)))
         assert len(load_results(base)) > 50
         # the same broken pair again, compared with the baseline: never worked, not blamed
         code, text = render(target, options=MatrixOptions(timeout=0.5), baseline=base)
@@ -112,6 +121,7 @@ def test_monitor_helpers(fabric: Fabric, target: Target) -> None:
     assert monitor_verdict(run.snapshot(), rate_hz=20, max_loss_pct=0).passed
     verdict = monitor_verdict(run.stop(), rate_hz=20, max_loss_pct=0)
     assert verdict.passed and 8 <= verdict.total_sent <= 13
+    require_no_breach(verdict)
 
 
 def test_continuous_refuses_unbounded_memory(target: Target) -> None:
