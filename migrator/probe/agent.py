@@ -377,9 +377,8 @@ class Prober:
             for attempt in range(2):
                 await self._loop.sock_sendall(sock, query)
                 try:
-                    data = await asyncio.wait_for(
-                        self._loop.sock_recv(sock, MAX_DNS_RESPONSE), timeout / 3 if attempt == 0 else timeout
-                    )
+                    async with asyncio.timeout(timeout / 3 if attempt == 0 else timeout):
+                        data = await self._loop.sock_recv(sock, MAX_DNS_RESPONSE)
                 except TimeoutError:
                     continue
                 except ConnectionRefusedError as exc:
@@ -476,7 +475,8 @@ class Prober:
         }[spec.protocol]
         error: str | None = None
         try:
-            await asyncio.wait_for(handler(spec), spec.timeout)
+            async with asyncio.timeout(spec.timeout):
+                await handler(spec)
         except TimeoutError:
             error = f"{ErrorCode.TIMEOUT.value}: after {spec.timeout:g}s"
         except ProbeFailure as exc:

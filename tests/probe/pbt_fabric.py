@@ -168,6 +168,20 @@ class Fabric:
             br.append(f"link add v{idx} type veth peer name eth0 address {macs[idx]} netns {ns}")
             br.append(f"link set v{idx} master br0 up")
         run(["ip", "-n", self.bridge_ns, "-batch", "-"], stdin="\n".join(br) + "\n")
+        # a plain L2 switch: bridged frames skip the bridge namespace's netfilter hooks (as the lab's fabric)
+        run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.bridge_ns,
+                "sysctl",
+                "-qw",
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+            ]
+        )
         for idx, (ns, ip) in enumerate(members):
             # Permanent neighbours: no ARP at all. The kernel's ARP table is shared by every namespace
             # (gc_thresh3 = 1024 entries in all), and a full mesh of 42 members would overflow it for
