@@ -31,6 +31,8 @@ class LabProber:
     ``refresh``: when given, called at the start of each run for a fresh source -> netns mapping.
     ``dns_server``: the cluster DNS address used to resolve service names (``service-dns``) for sources
     without an ``/etc/netns/NAME/resolv.conf`` (nodes, ``outside``). ``dns_for`` may give one per source.
+    ``retries``: confirmation passes over failed probes of one-off runs; a pair that answers then is ok
+    with ``error="flaky: ..."`` (counted as flaky in summaries). Continuous probes never retry.
     """
 
     def __init__(
@@ -40,10 +42,13 @@ class LabProber:
         refresh: Callable[[], Mapping[str, str]] | None = None,
         dns_server: str | None = None,
         dns_for: Callable[[str], str | None] | None = None,
+        retries: int = 1,
     ) -> None:
         self._netns = netns
         self._refresh = refresh
-        self.options = EngineOptions(dns_server=dns_server, dns_for=dns_for, allow_own_netns=False)
+        self.options = EngineOptions(
+            dns_server=dns_server, dns_for=dns_for, allow_own_netns=False, retries=retries
+        )
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any], *, dns_server: str | None = None) -> LabProber:

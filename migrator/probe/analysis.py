@@ -25,6 +25,11 @@ from typing import Any
 from migrator.ports import ProbeKind, ProbeResult
 
 PairKey = tuple[str, str, ProbeKind]
+FLAKY_PREFIX = "flaky: "  # an ok result whose first attempt failed (see migrator.probe.engine)
+
+
+def is_flaky(result: ProbeResult) -> bool:
+    return result.ok and (result.error or "").startswith(FLAKY_PREFIX)
 
 
 def pair_key(result: ProbeResult) -> PairKey:
@@ -70,6 +75,7 @@ class KindSummary:
     never_worked: int
     threshold_pct: float
     median_latency_ms: float | None
+    flaky: int = 0
 
     @property
     def counted(self) -> int:
@@ -91,6 +97,7 @@ class KindSummary:
             "ok": self.ok,
             "failed": self.failed,
             "never_worked": self.never_worked,
+            "flaky": self.flaky,
             "pass_pct": round(self.pass_pct, 3),
             "threshold_pct": self.threshold_pct,
             "passed": self.passed,
@@ -210,6 +217,7 @@ def summarize(
                 never_worked=never,
                 threshold_pct=_threshold(threshold, kind),
                 median_latency_ms=_median([r.latency_ms for r in oks if r.latency_ms is not None]),
+                flaky=sum(is_flaky(r) for r in oks),
             )
         )
 

@@ -8,6 +8,8 @@ namespace, whatever happens to the probes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +25,9 @@ NetnsResolver = Callable[[str], str | None]
 """Maps a probe source (pod key ``ns/name``, node name or ``outside``) to a netns path, or ``None``."""
 
 DEFAULT_CONCURRENCY = 256
+FLAKY_PREFIX = "flaky: "
+MAX_WORKERS = 4
+MIN_SPECS_PER_WORKER = 64
 CONTINUOUS_MAX_DURATION = 3600.0
 CONTINUOUS_MAX_PROBES = 2_000_000
 """A continuous run keeps every result (about 200 bytes each): refuse runs that could exceed this."""
@@ -43,11 +48,17 @@ class EngineOptions:
     resolv.conf; ``dns_for`` may give one per source, which overrides its resolv.conf.
     ``allow_own_netns`` lets a source without a namespace probe from the prober's own namespace:
     never for the lab, only for an agent running inside a pod.
+    ``retries``: failed probes of a one-off run are probed again (at ``retry_concurrency``) up to this many
+    times; a pair that then answers is ``ok`` with ``error="flaky: <first error>"``, so a starved CPU does
+    not fail a healthy pair silently, and the flake stays visible.
     """
 
     dns_server: str | None = None
     dns_for: Callable[[str], str | None] | None = None
     allow_own_netns: bool = False
+    workers: int = 0  # probing threads for big runs; 0: min(4, CPUs)
+    retries: int = 1  # confirmation passes over failed probes (one-off runs only, never continuous)
+    retry_concurrency: int = 128
 
 
 def to_spec(target: ProbeTarget, netns: str | None, options: EngineOptions) -> agent.Spec:
@@ -113,42 +124,86 @@ class ProbeEngine:
     def probe(
         self, targets: Sequence[ProbeTarget], *, concurrency: int = DEFAULT_CONCURRENCY
     ) -> list[ProbeResult]:
-        """Probe every target once; results in target order. Each probe is bounded by its timeout."""
+        """Probe every target; results in target order. Each probe is bounded by its timeout.
+
+        Failed probes get up to ``options.retries`` confirmation passes (see :class:`EngineOptions`).
+        """
         if not targets:
             return []
         specs = self.specs(targets)
-        _raise_nofile(concurrency * 2 + 256)
-        box: dict[str, list[agent.Outcome] | BaseException] = {}
+        outcomes = self._run(specs, concurrency)
+        for _ in range(max(0, self.options.retries)):
+            failed = [i for i, o in enumerate(outcomes) if not o.ok]
+            if not failed:
+                break
+            again = self._run([specs[i] for i in failed], min(concurrency, self.options.retry_concurrency))
+            for i, outcome in zip(failed, again, strict=True):
+                if outcome.ok:
+                    first = outcomes[i].error or ""
+                    outcomes[i] = dataclasses.replace(
+                        outcome, error=f"{FLAKY_PREFIX}{first}", ts=outcomes[i].ts
+                    )
+            logger.debug(
+                "confirmation pass: {} failed, {} answered now", len(failed), sum(o.ok for o in again)
+            )
+        return [to_result(o) for o in outcomes]
 
-        def work() -> None:
+    def _run(self, specs: list[agent.Spec], concurrency: int) -> list[agent.Outcome]:
+        """One pass over ``specs``; outcomes in order.
+
+        Big runs are split round-robin over a few worker threads, each with its own event loop and its own
+        namespace switching: the kernel work of a probe (the whole veth/bridge path of its packets) runs in
+        the sending thread, outside the GIL, so this uses more than one CPU.
+        """
+        if not specs:
+            return []
+        _raise_nofile(concurrency * 2 + 256)
+        workers = self.options.workers or min(MAX_WORKERS, os.cpu_count() or 1)
+        workers = max(1, min(workers, len(specs) // MIN_SPECS_PER_WORKER))
+        chunks = [specs[i::workers] for i in range(workers)]
+        per_worker = max(1, -(-concurrency // workers))
+        boxes: list[dict[str, list[agent.Outcome] | BaseException]] = [{} for _ in chunks]
+
+        def work(chunk: list[agent.Spec], box: dict[str, list[agent.Outcome] | BaseException]) -> None:
             try:
                 box["out"] = asyncio.run(
                     agent.probe_all(
-                        specs, concurrency=concurrency, allow_own_netns=self.options.allow_own_netns
+                        chunk, concurrency=per_worker, allow_own_netns=self.options.allow_own_netns
                     )
                 )
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 box["err"] = exc
 
         started = time.perf_counter()
-        worker = threading.Thread(target=work, name="probe-engine", daemon=True)
-        worker.start()
-        bound = max(t.timeout for t in targets) * (len(targets) / max(1, concurrency) + 2) + 30.0
-        worker.join(bound)
-        if worker.is_alive():
+        threads = [
+            threading.Thread(target=work, args=(chunk, box), name=f"probe-engine-{i}", daemon=True)
+            for i, (chunk, box) in enumerate(zip(chunks, boxes, strict=True))
+        ]
+        for t in threads:
+            t.start()
+        bound = max(s.timeout for s in specs) * (len(specs) / max(1, concurrency) + 2) + 30.0
+        deadline = time.monotonic() + bound
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
             raise PermanentError(f"probe run did not finish within {bound:.0f}s")
-        err = box.get("err")
-        if isinstance(err, BaseException):
-            raise PermanentError(f"probe run failed: {err}") from err
-        outcomes = box["out"]
-        assert isinstance(outcomes, list)
-        results = [to_result(o) for o in outcomes]
-        failed = sum(not r.ok for r in results)
+        outcomes: list[agent.Outcome | None] = [None] * len(specs)
+        for w, box in enumerate(boxes):
+            err = box.get("err")
+            if isinstance(err, BaseException):
+                raise PermanentError(f"probe run failed: {err}") from err
+            out = box["out"]
+            assert isinstance(out, list)
+            for j, outcome in enumerate(out):
+                outcomes[w + j * workers] = outcome
+        results = [o for o in outcomes if o is not None]
+        assert len(results) == len(specs)
         logger.debug(
-            "probed {} targets in {:.0f} ms, {} failed",
+            "probed {} targets in {:.0f} ms with {} workers, {} failed",
             len(results),
             (time.perf_counter() - started) * 1000,
-            failed,
+            workers,
+            sum(not r.ok for r in results),
         )
         return results
 

@@ -90,3 +90,10 @@ def test_timeline_grid_and_json() -> None:
         and g.cell("b", "a") is None
     )
     assert result_from_dict(result_to_dict(results[1])) == results[1]
+
+
+def test_flaky_counted_but_ok() -> None:
+    flaky = ProbeResult("a", "b", K, True, 2.0, "flaky: timeout: after 1s", 0.0)
+    s = summarize([flaky, r("a", "c", True)])
+    k = s.kind(K)
+    assert s.passed and k is not None and k.flaky == 1 and k.ok == 2

@@ -367,3 +367,23 @@ def test_netns_fd_reopened_in_long_runs() -> None:
             assert (socks._opened[own] > first) is reopened and len(socks._fds) == 1
         finally:
             socks.close()
+
+
+def test_retry_marks_flaky_pairs(fabric: Fabric) -> None:
+    """A pair whose first SYN is dropped answers on the confirmation pass: ok, marked flaky."""
+    victim = fabric.pod("default/web-2-0")
+    ns = fabric.pod_ns[victim.key]
+    src = fabric.pod("default/web-1-0")
+    t = ProbeTarget(src.key, victim.key, ProbeKind.POD_CROSS_NODE, victim.ip or "", POD_PORT, timeout=0.3)
+    # drop exactly the first SYN from src (a one-packet quota), then let everything through
+    rule = ("INPUT", "-p", "tcp", "--syn", "-s", f"{src.ip}/32", "-m", "quota", "--quota", "60", "-j", "DROP")
+    fabric.iptables(ns, "-I", *rule)
+    try:
+        (res,) = LabProber(fabric.netns).probe([t])
+        fabric.iptables(ns, "-D", *rule)
+        fabric.iptables(ns, "-I", *rule)
+        (strict,) = LabProber(fabric.netns, retries=0).probe([t])
+    finally:
+        fabric.iptables(ns, "-D", *rule)
+    assert res.ok and res.error == "flaky: timeout: after 0.3s"
+    assert not strict.ok and strict.error == "timeout: after 0.3s"
