@@ -75,6 +75,7 @@ class ErrorCode(StrEnum):
     NO_RESOLVER = "no-resolver"
     NETNS = "netns"
     FORBIDDEN = "forbidden"
+    SATURATED = "saturated"
     OS_ERROR = "os-error"
 
 
@@ -524,13 +525,16 @@ async def probe_continuously(
     stop: threading.Event,
     sink: Callable[[Outcome], None],
     allow_own_netns: bool = True,
-    max_in_flight: int = 4096,
+    max_in_flight: int | None = None,
 ) -> int:
     """Probe every spec ``rate_hz`` times a second until ``stop`` is set or ``max_duration`` passes.
 
     Rounds start on a fixed schedule (no drift); a round's probes run concurrently and overlap the next
     rounds when they are slow. Outcomes go to ``sink`` as they finish. Returns the number of probes sent.
-    The loop is bounded by ``max_duration`` and by ``rate_hz * max_duration`` rounds.
+    The loop is bounded by ``max_duration`` and by ``rate_hz * max_duration`` rounds. If more than
+    ``max_in_flight`` probes are outstanding (default: every pair timing out at once, twice over), a probe
+    is not sent and is recorded as failed (``saturated``): skipped probes never hide loss. An unexpected
+    error in a probe (not a probe failure) ends the run and is raised.
     """
     if rate_hz <= 0 or max_duration <= 0:
         raise ValueError("rate_hz and max_duration must be positive")
@@ -539,22 +543,33 @@ async def probe_continuously(
     max_rounds = int(rate_hz * max_duration) + 1
     start = time.monotonic()
     deadline = start + max_duration
+    longest = max((s.timeout for s in specs), default=1.0)
+    cap = max_in_flight or max(1024, int(2 * len(specs) * rate_hz * longest) + len(specs))
     pending: set[asyncio.Task[Outcome]] = set()
+    crashed: list[BaseException] = []
     sent = 0
 
     def done(task: asyncio.Task[Outcome]) -> None:
         pending.discard(task)
-        if not task.cancelled() and task.exception() is None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            crashed.append(exc)
+        else:
             sink(task.result())
 
     try:
         for n in range(max_rounds):
             now = time.monotonic()
-            if stop.is_set() or now >= deadline:
+            if stop.is_set() or now >= deadline or crashed:
                 break
             for spec in specs:
-                if len(pending) >= max_in_flight:
-                    break
+                if len(pending) >= cap:
+                    error = f"{ErrorCode.SATURATED.value}: {len(pending)} probes in flight"
+                    sink(Outcome(spec.source, spec.dest, spec.kind, False, None, error, time.time()))
+                    sent += 1
+                    continue
                 task = asyncio.ensure_future(prober.run_one(spec))
                 task.add_done_callback(done)
                 pending.add(task)
@@ -564,9 +579,11 @@ async def probe_continuously(
             if delay > 0:
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         if pending:
-            await asyncio.wait(set(pending), timeout=max((s.timeout for s in specs), default=1.0) + 1.0)
+            await asyncio.wait(set(pending), timeout=longest + 1.0)
         for task in set(pending):
             task.cancel()
+        if crashed:
+            raise crashed[0]
         return sent
     finally:
         prober.close()

@@ -254,7 +254,8 @@ class ContinuousRun:
         return 1.0 / self.rate_hz
 
     def start(self) -> None:
-        _raise_nofile(len(self.specs) * 4 + 1024)
+        longest = max((s.timeout for s in self.specs), default=1.0)
+        _raise_nofile(int(2 * len(self.specs) * self.rate_hz * longest) + len(self.specs) + 2048)
         self._thread.start()
 
     def _sink(self, outcome: agent.Outcome) -> None:

@@ -200,3 +200,46 @@ def test_resolv_conf(tmp_path: Path) -> None:
     f.write_text("# c\nsearch a.b\nnameserver 10.96.0.10\nnameserver 1.1.1.1\n")
     assert agent.nameserver_from_resolv_conf(str(f)) == "10.96.0.10"
     assert agent.nameserver_from_resolv_conf(str(f) + ".missing") is None
+
+
+def test_continuous_saturation_is_recorded_as_loss() -> None:
+    """With a cap of one probe in flight and a black-holed destination, skipped probes count as lost."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))  # bound, not listening: connects are refused at once
+    port = lsock.getsockname()[1]
+    out: list[agent.Outcome] = []
+    slow = agent.Spec.from_dict(
+        {
+            "source": "lo",
+            "dest": "d",
+            "kind": "container",
+            "host": "127.0.0.1",
+            "port": port,
+            "protocol": "tcp",
+            "timeout": 0.2,
+        }
+    )
+
+    # a handler that never finishes within the period: patch run_one to sleep
+    async def run() -> int:
+        original = agent.Prober.run_one
+
+        async def sleepy(self: agent.Prober, spec: agent.Spec) -> agent.Outcome:
+            await asyncio.sleep(0.15)
+            return await original(self, spec)
+
+        agent.Prober.run_one = sleepy  # type: ignore[method-assign]
+        try:
+            return await agent.probe_continuously(
+                [slow], rate_hz=50, max_duration=0.5, stop=threading.Event(), sink=out.append, max_in_flight=1
+            )
+        finally:
+            agent.Prober.run_one = original  # type: ignore[method-assign]
+
+    try:
+        sent = asyncio.run(run())
+    finally:
+        lsock.close()
+    assert sent == len(out) and 20 <= sent <= 27
+    errors = {(o.error or "").split(":")[0] for o in out}
+    assert errors == {"saturated", "refused"} and not any(o.ok for o in out)
