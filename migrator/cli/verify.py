@@ -69,25 +69,39 @@ def _mark(ok: bool | None) -> Text:
 
 
 def render_grid(
-    title: str, results: Iterable[ProbeResult], kinds: Iterable[ProbeKind]
+    title: str, results: Iterable[ProbeResult], kinds: Iterable[ProbeKind], *, max_cols: int = 60
 ) -> RenderableType | None:
+    """A source x destination matrix of ✓/✗ (· not probed).
+
+    Wider than ``max_cols`` destinations, only the rows and columns with a failure are drawn.
+    """
     g = grid(results, kinds)
     if not g.sources:
         return None
-    width = len(str(len(g.dests) - 1))
-    label_w = max(len(s) for s in g.sources) + len(str(len(g.sources))) + 2
-    lines = [Text(title, style="bold")]
+    sources, dests = list(g.sources), list(g.dests)
+    note = ""
+    if len(dests) > max_cols:
+        bad = [k for k, ok in g.cells.items() if not ok]
+        total = len(g.cells)
+        if not bad:
+            return Group(Text(title, style="bold"), Text(f"all {total} pairs ok", style="green"))
+        sources = sorted({s for s, _ in bad})
+        dests = sorted({d for _, d in bad})
+        note = f" (only rows and columns with failures: {len(bad)} of {total} pairs failed)"
+    width = len(str(len(dests) - 1))
+    label_w = max(len(s) for s in sources) + 2
+    lines = [Text(title + note, style="bold")]
     for digit in range(width):
         row = Text(" " * label_w)
-        for i in range(len(g.dests)):
+        for i in range(len(dests)):
             row.append(f"{i:>{width}}"[digit], style="dim")
         lines.append(row)
-    for s in g.sources:
+    for s in sources:
         row = Text(f"{s:<{label_w - 1}} ")
-        for d in g.dests:
+        for d in dests:
             row.append_text(_mark(g.cell(s, d)))
         lines.append(row)
-    legend = "  ".join(f"{i}={d}" for i, d in enumerate(g.dests))
+    legend = "  ".join(f"{i}={d}" for i, d in enumerate(dests))
     lines.append(Text(f"columns: {legend}", style="dim"))
     return Group(*lines)
 

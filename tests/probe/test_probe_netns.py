@@ -19,6 +19,7 @@ from migrator.errors import UsageError
 from migrator.ports import ProbeKind, ProbeProtocol, ProbeResult, ProbeTarget
 from migrator.probe import agent
 from migrator.probe.analysis import check_continuous, continuous_stats, summarize
+from migrator.probe.engine import EngineOptions, ProbeEngine
 from migrator.probe.matrix import MatrixOptions, build_matrix
 
 pytestmark = pytest.mark.lab
@@ -387,3 +388,13 @@ def test_retry_marks_flaky_pairs(fabric: Fabric) -> None:
         fabric.iptables(ns, "-D", *rule)
     assert res.ok and res.error == "flaky: timeout: after 0.3s"
     assert not strict.ok and strict.error == "timeout: after 0.3s"
+
+
+def test_multi_worker_run_keeps_order(fabric: Fabric) -> None:
+    targets = build_matrix(fabric.cluster, MatrixOptions(include_self=True))
+    for workers in (1, 3):
+        results = ProbeEngine(fabric.netns, EngineOptions(workers=workers)).probe(targets * 2)
+        assert [(r.source, r.dest, r.kind) for r in results] == [
+            (t.source, t.dest, t.kind) for t in targets * 2
+        ]
+        assert all(r.ok for r in results)

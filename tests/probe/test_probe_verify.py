@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from migrator.cli import verify as verify_cli
 from migrator.errors import CheckFailed, UsageError
-from migrator.ports import ProbeKind, ProbeTarget, Target
+from migrator.ports import ProbeKind, ProbeResult, ProbeTarget, Target
 from migrator.probe.matrix import MatrixOptions
 from migrator.probe.suite import (
     load_results,
@@ -151,3 +151,21 @@ def test_lab_prober_refreshes_mapping(fabric: Fabric) -> None:
     t = ProbeTarget("default/web-0-0", pod.key, ProbeKind.POD_CROSS_NODE, pod.ip or "", POD_PORT)
     assert prober.probe([t])[0].ok and prober.probe([t])[0].ok
     assert len(calls) == 2
+
+
+def test_render_grid_big_shows_only_failures() -> None:
+    results = [
+        ProbeResult(f"s{i}", f"d{j}", ProbeKind.POD_CROSS_NODE, not (i == 3 and j == 70), 1.0, None)
+        for i in range(5)
+        for j in range(100)
+    ]
+    buf = io.StringIO()
+    grid = verify_cli.render_grid("t", results, [ProbeKind.POD_CROSS_NODE])
+    assert grid is not None
+    Console(file=buf, width=200, color_system=None).print(grid)
+    text = buf.getvalue()
+    assert "1 of 500 pairs failed" in text and "0=d70" in text and "s3" in text and "s1" not in text
+    ok = verify_cli.render_grid("t", [r for r in results if r.ok], [ProbeKind.POD_CROSS_NODE])
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(ok)
+    assert "all 499 pairs ok" in buf.getvalue()
