@@ -9,11 +9,14 @@ The ratio compares the *full* matrix (pods, services, DNS, node-to-pod, NodePort
 *pod pairs only*, so it understates the gain.
 
     PYTHONPATH=. python bench/verify_matrix.py [--runs 7] [--naive-runs 1] [--naive-sample 0] [--json]
+    PYTHONPATH=. python bench/verify_matrix.py --lab default     # a running lab, once migrator.adapters.lab exists
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import random
@@ -33,17 +36,17 @@ from pbt_fabric import Fabric, rss_mb  # noqa: E402
 from migrator.adapters.lab_prober import LabProber  # noqa: E402
 from migrator.ports import ProbeKind, ProbeTarget  # noqa: E402
 from migrator.probe.analysis import summarize  # noqa: E402
-from migrator.probe.matrix import MatrixOptions, build_matrix  # noqa: E402
+from migrator.probe.matrix import MatrixOptions, build_matrix, find_dns_server  # noqa: E402
 
 POD_KINDS = {ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE}
 
 
-def naive(fabric: Fabric, pairs: list[ProbeTarget]) -> tuple[float, int]:
+def naive(netns: dict[str, str], pairs: list[ProbeTarget]) -> tuple[float, int]:
     """Seconds for one sequential ``ip netns exec SRC curl`` per pair, and how many failed."""
     failed = 0
     started = time.perf_counter()
     for t in pairs:
-        ns = fabric.pod_ns[t.source]
+        ns = os.path.basename(netns[t.source])
         proc = subprocess.run(
             ["ip", "netns", "exec", ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
              "--max-time", "2", f"http://{t.host}:{t.port}{t.path}"],
@@ -62,20 +65,35 @@ def main() -> int:
     ap.add_argument("--naive-sample", type=int, default=0, help="0: all pod pairs; N: sample and extrapolate")
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--lab", help="use the running lab NAME (migrator.adapters.lab) instead of a pbtb fabric")
     args = ap.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     if os.geteuid() != 0:
         print("needs root (network namespaces)")
         return 2
+    if args.lab and importlib.util.find_spec("migrator.adapters.lab") is None:
+        print("--lab needs migrator.adapters.lab (the lab adapter), which this checkout does not have")
+        return 2
 
     fabric = Fabric(prefix="pbtb", nodes=args.nodes, pods_per_node=args.pods_per_node, lifetime=900)
     out: dict[str, object] = {}
     try:
         t0 = time.perf_counter()
-        fabric.up()
+        if args.lab:
+            target = importlib.import_module("migrator.adapters.lab").open_lab_target(args.lab)
+            cluster = target.cluster
+            netns = dict(target.extras["netns"])
+            prober = LabProber.from_extras(target.extras, dns_server=find_dns_server(cluster.list_services()))
+            out["fabric"] = (
+                f"lab {args.lab}: {len(cluster.list_nodes())} nodes, {len(cluster.list_pods())} pods"
+            )
+        else:
+            fabric.up()
+            cluster, netns, prober = fabric.cluster, fabric.netns, LabProber(fabric.netns)
+            out["fabric"] = f"pbtb fabric: {args.nodes} nodes x {args.pods_per_node} pods"
         out["fabric_setup_s"] = round(time.perf_counter() - t0, 2)
-        targets = build_matrix(fabric.cluster, MatrixOptions(include_self=True, timeout=1.0))
+        targets = build_matrix(cluster, MatrixOptions(include_self=True, timeout=1.0))
         kinds = Counter(t.kind.value for t in targets)
         pod_pairs = [t for t in targets if t.kind in POD_KINDS]
         out["targets"] = len(targets)
@@ -83,7 +101,6 @@ def main() -> int:
         out["pod_pairs"] = len(pod_pairs)
 
         rss_before = rss_mb()
-        prober = LabProber(fabric.netns)
         prober.probe(targets, concurrency=args.concurrency)  # warm-up: ARP caches, imports
         times = []
         cpu = []
@@ -123,7 +140,7 @@ def main() -> int:
         naive_times = []
         naive_failed = 0
         for _ in range(max(1, args.naive_runs)):
-            secs, naive_failed = naive(fabric, sample)
+            secs, naive_failed = naive(netns, sample)
             naive_times.append(secs * len(pod_pairs) / len(sample))
         out["naive_mode"] = mode
         out["naive_runs_s"] = [round(t, 3) for t in naive_times]
@@ -142,7 +159,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"fabric: {args.nodes} nodes x {args.pods_per_node} pods, set up in {out['fabric_setup_s']} s")
+        print(f"{out['fabric']}, set up in {out['fabric_setup_s']} s")
         print(f"matrix: {out['targets']} probes ({out['pod_pairs']} pod pairs) {out['per_kind']}")
         print(
             f"full matrix: median {out['matrix_median_s']:.3f} s, {args.runs} runs {out['matrix_runs_s']}"
