@@ -9,7 +9,7 @@ The ratio compares the *full* matrix (pods, services, DNS, node-to-pod, NodePort
 *pod pairs only*, so it understates the gain.
 
     PYTHONPATH=. python bench/verify_matrix.py [--runs 7] [--naive-runs 1] [--naive-sample 0] [--json]
-    PYTHONPATH=. python bench/verify_matrix.py --lab default     # a running lab, once migrator.adapters.lab exists
+    PYTHONPATH=. python bench/verify_matrix.py --lab default   # a running lab (needs migrator.adapters.lab)
 """
 
 from __future__ import annotations
