@@ -24,7 +24,7 @@ from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import ProbeKind, ProbeResult, Target
 from migrator.probe.analysis import PairStatus, grid, pair_key
 from migrator.probe.matrix import MatrixOptions, Scope, find_dns_server
-from migrator.probe.suite import VerifyReport, load_results, run_verify, save_results
+from migrator.probe.suite import VerifyReport, load_baseline, run_verify, save_baseline
 
 app = typer.Typer(help="Reachability verification.")
 
@@ -179,10 +179,10 @@ def verify_target(
     console: Console | None = None,
 ) -> int:
     """Run, render and return the exit code (0 all ok, 1 failures)."""
-    base = load_results(baseline) if baseline else None
+    base = load_baseline(baseline) if baseline else None
     report = run_verify(target, options=options, baseline=base, threshold=threshold)
     if save:
-        save_results(save, report.results)
+        save_baseline(save, report)
     out = console or Console()
     if output is OutputFormat.JSON:
         out.print_json(json.dumps(report.to_dict()))

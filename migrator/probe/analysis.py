@@ -165,12 +165,18 @@ def summarize(
     *,
     threshold: float | Mapping[ProbeKind, float] = 100.0,
     baseline: Sequence[ProbeResult] | None = None,
+    identity: Mapping[str, str] | None = None,
 ) -> Summary:
     """Pass rate per kind against ``threshold`` (percent, per kind or for all).
 
     With a ``baseline`` (the preflight run), a pair failing now and at baseline is ``never-worked``: it is
     reported and does not count against the pass rate. A pair missing from the baseline counts as usual.
     If a pair appears several times in ``results`` (repeats), it is ok only if every attempt was.
+
+    ``identity`` maps probe endpoints (pod keys) to stable names (their workload, see
+    :func:`migrator.probe.matrix.workload_identities`): pods restarted during a migration get new names,
+    so a pair missing from the baseline is looked up again by identities. It takes the baseline's status
+    when every baseline pair with those identities agreed (all ok, or all failed), else it stays unknown.
     """
     current: dict[PairKey, ProbeResult] = {}
     for r in results:
@@ -184,10 +190,21 @@ def summarize(
         for r in baseline:
             key = pair_key(r)
             base[key] = base.get(key, True) and r.ok
+    by_identity: dict[PairKey, bool | None] = {}
+    if base is not None and identity:
+
+        def ident(key: PairKey) -> PairKey:
+            return (identity.get(key[0], key[0]), identity.get(key[1], key[1]), key[2])
+
+        for key, ok in base.items():
+            k = ident(key)
+            by_identity[k] = ok if k not in by_identity or by_identity[k] == ok else None
     statuses: dict[PairKey, PairStatus] = {}
     missing = 0
     for key, r in current.items():
         was_ok = None if base is None else base.get(key)
+        if base is not None and was_ok is None and by_identity:
+            was_ok = by_identity.get(ident(key))
         if base is not None and was_ok is None:
             missing += 1
         if r.ok:

@@ -282,6 +282,14 @@ def build_matrix(cluster: Cluster, options: MatrixOptions | None = None) -> list
     return targets
 
 
+def workload_identities(cluster: Cluster) -> dict[str, str]:
+    """Pod key -> ``namespace/owner`` (its Deployment, DaemonSet...), for pods that have an owner.
+
+    Probe endpoints that survive a pod restart under another name; see ``summarize(identity=...)``.
+    """
+    return {p.key: f"{p.namespace}/{p.owner}" for p in cluster.list_pods() if p.owner}
+
+
 def pods_on(cluster: Cluster, nodes: Iterable[str]) -> frozenset[str]:
     wanted = set(nodes)
     return frozenset(p.key for p in cluster.list_pods() if p.node in wanted)

@@ -37,7 +37,7 @@ from migrator.probe.analysis import (
     result_to_dict,
     summarize,
 )
-from migrator.probe.matrix import MatrixOptions, build_matrix
+from migrator.probe.matrix import MatrixOptions, build_matrix, workload_identities
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class VerifyReport:
     targets: tuple[ProbeTarget, ...]
     results: tuple[ProbeResult, ...]
     summary: Summary
+    identities: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -72,8 +73,21 @@ class VerifyReport:
             },
             "summary": self.summary.to_dict(),
             "results": [result_to_dict(r) for r in self.results],
+            "identities": dict(self.identities),
             **dict(self.extra),
         }
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Results of an earlier run (preflight) and the workload identity of each pod then."""
+
+    results: tuple[ProbeResult, ...]
+    identities: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, report: VerifyReport) -> Baseline:
+        return cls(report.results, dict(report.identities))
 
 
 def require_prober(target: Target) -> Prober:
@@ -86,12 +100,17 @@ def run_verify(
     target: Target,
     *,
     options: MatrixOptions | None = None,
-    baseline: Sequence[ProbeResult] | None = None,
+    baseline: Baseline | Sequence[ProbeResult] | None = None,
     threshold: float | Mapping[ProbeKind, float] = 100.0,
     concurrency: int = 256,
     prober: Prober | None = None,
 ) -> VerifyReport:
-    """Probe the whole matrix of ``target`` once and summarise it (``prober`` defaults to the target's)."""
+    """Probe the whole matrix of ``target`` once and summarise it (``prober`` defaults to the target's).
+
+    With a ``baseline`` (``Baseline.of(preflight_report)`` or :func:`load_baseline`), pairs that failed
+    then too are reported as never-worked, also when their pods were re-created under new names since
+    (matched by workload, see :func:`migrator.probe.analysis.summarize`).
+    """
     opts = options or MatrixOptions()
     use = prober or require_prober(target)
     targets = build_matrix(target.cluster, opts)
@@ -101,7 +120,16 @@ def run_verify(
     t0 = time.perf_counter()
     results = use.probe(targets, concurrency=concurrency)
     duration = time.perf_counter() - t0
-    summary = summarize(results, threshold=threshold, baseline=baseline)
+    identities = workload_identities(target.cluster)
+    base: Baseline | None = None
+    if baseline is not None:
+        base = baseline if isinstance(baseline, Baseline) else Baseline(tuple(baseline))
+    summary = summarize(
+        results,
+        threshold=threshold,
+        baseline=None if base is None else base.results,
+        identity=None if base is None else {**base.identities, **identities},
+    )
     logger.info(
         "verify {}: {}/{} ok in {:.2f}s ({})",
         target.name,
@@ -110,26 +138,43 @@ def run_verify(
         duration,
         "passed" if summary.passed else "FAILED",
     )
-    return VerifyReport(target.name, started_at, duration, opts, tuple(targets), tuple(results), summary)
+    return VerifyReport(
+        target.name, started_at, duration, opts, tuple(targets), tuple(results), summary, identities
+    )
 
 
-def save_results(path: Path, results: Sequence[ProbeResult]) -> None:
-    """Store results (a baseline) atomically as JSON."""
-    atomic_write_json(path, [result_to_dict(r) for r in results])
+def save_results(
+    path: Path, results: Sequence[ProbeResult], identities: Mapping[str, str] | None = None
+) -> None:
+    """Store results (a baseline) and the pods' workload identities atomically as JSON."""
+    atomic_write_json(
+        path, {"results": [result_to_dict(r) for r in results], "identities": dict(identities or {})}
+    )
 
 
-def load_results(path: Path) -> list[ProbeResult]:
-    """Load results saved by :func:`save_results` or a ``report.json``'s ``results``."""
+def save_baseline(path: Path, report: VerifyReport) -> None:
+    save_results(path, report.results, report.identities)
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Load what :func:`save_results` wrote, a ``report.json``, or a bare JSON list of results."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read probe results from {path}: {exc}") from exc
+    identities: dict[str, str] = {}
     if isinstance(data, dict):
+        identities = {str(k): str(v) for k, v in dict(data.get("identities") or {}).items()}
         data = data.get("results", [])
     try:
-        return [result_from_dict(item) for item in data]
+        return Baseline(tuple(result_from_dict(item) for item in data), identities)
     except (KeyError, ValueError, TypeError) as exc:
         raise UsageError(f"{path} does not hold probe results: {exc}") from exc
+
+
+def load_results(path: Path) -> list[ProbeResult]:
+    """The results of :func:`load_baseline`."""
+    return list(load_baseline(path).results)
 
 
 def start_monitor(

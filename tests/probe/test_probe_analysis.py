@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from migrator.errors import UsageError
 from migrator.ports import ProbeKind, ProbeResult
 from migrator.probe.analysis import (
     PairStatus,
@@ -13,6 +17,7 @@ from migrator.probe.analysis import (
     result_to_dict,
     summarize,
 )
+from migrator.probe.suite import load_baseline, load_results, save_results
 
 K = ProbeKind.POD_CROSS_NODE
 
@@ -97,3 +102,38 @@ def test_flaky_counted_but_ok() -> None:
     s = summarize([flaky, r("a", "c", True)])
     k = s.kind(K)
     assert s.passed and k is not None and k.flaky == 1 and k.ok == 2
+
+
+def test_baseline_matched_by_workload_after_pod_restart() -> None:
+    ident = {
+        "ns/a-1": "ns/Deployment/a",
+        "ns/a-2": "ns/Deployment/a",
+        "ns/b-1": "ns/Deployment/b",
+        "ns/b-2": "ns/Deployment/b",
+        "ns/c-1": "ns/Deployment/c",
+        "ns/c-9": "ns/Deployment/c",
+        "ns/c-2": "ns/Deployment/c",
+    }
+    baseline = [r("ns/a-1", "ns/b-1", False), r("ns/a-1", "ns/c-1", False), r("ns/a-1", "ns/c-9", True)]
+    now = [r("ns/a-2", "ns/b-2", False), r("ns/a-2", "ns/c-2", False)]
+    s = summarize(now, baseline=baseline, identity=ident)
+    # a->b never worked (all baseline pairs of those workloads failed); a->c was mixed: blamed as usual
+    assert s.statuses[("ns/a-2", "ns/b-2", K)] is PairStatus.NEVER_WORKED
+    assert s.statuses[("ns/a-2", "ns/c-2", K)] is PairStatus.FAILED
+    assert not s.passed
+    without = summarize(now, baseline=baseline)
+    assert without.statuses[("ns/a-2", "ns/b-2", K)] is PairStatus.FAILED
+
+
+def test_baseline_file_round_trip(tmp_path: Path) -> None:
+    results = [r("ns/a-1", "ns/b-1", False), r("ns/a-1", "ns/b-2", True)]
+    path = tmp_path / "baseline.json"
+    save_results(path, results, {"ns/a-1": "ns/Deployment/a"})
+    base = load_baseline(path)
+    assert list(base.results) == results and base.identities == {"ns/a-1": "ns/Deployment/a"}
+    assert load_results(path) == results
+    path.write_text(json.dumps([result_to_dict(x) for x in results]))  # a bare list still loads
+    assert load_results(path) == results
+    path.write_text("{not json")
+    with pytest.raises(UsageError):
+        load_baseline(path)
