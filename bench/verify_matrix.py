@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "probe")]
 
 from loguru import logger  # noqa: E402
-from pbt_fabric import Fabric, rss_mb  # noqa: E402
+from pbt_fabric import Fabric, rss_mb, session_prefix  # noqa: E402
 
 from migrator.adapters.lab_prober import LabProber  # noqa: E402
 from migrator.ports import ProbeKind, ProbeTarget  # noqa: E402
@@ -76,7 +76,9 @@ def main() -> int:
         print("--lab needs migrator.adapters.lab (the lab adapter), which this checkout does not have")
         return 2
 
-    fabric = Fabric(prefix="pbtb", nodes=args.nodes, pods_per_node=args.pods_per_node, lifetime=900)
+    fabric = Fabric(
+        prefix=session_prefix("pbtb"), nodes=args.nodes, pods_per_node=args.pods_per_node, lifetime=900
+    )
     out: dict[str, object] = {}
     try:
         t0 = time.perf_counter()

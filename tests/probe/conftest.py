@@ -1,4 +1,4 @@
-"""Fixtures for probe tests: a namespace fabric (prefix ``pbt``, 198.19.10.0/24), always torn down."""
+"""Fixtures for probe tests: a namespace fabric (prefix ``pbt<PID>``, 198.19.10.0/24), always torn down."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from pbt_fabric import Fabric
+from pbt_fabric import Fabric, session_prefix
 
 
 def _can_build() -> str | None:
@@ -24,7 +24,7 @@ def fabric() -> Iterator[Fabric]:
     reason = _can_build()
     if reason:
         pytest.skip(reason)
-    fab = Fabric(prefix="pbt", nodes=3, pods_per_node=2, lifetime=900)
+    fab = Fabric(prefix=session_prefix("pbt"), nodes=3, pods_per_node=2, lifetime=900)
     try:
         fab.up()
         yield fab

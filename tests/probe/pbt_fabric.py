@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -34,6 +35,24 @@ POD_PORT = 8080
 SIDECAR_PORT = 8081
 SERVICE_PORT = 80
 NODEPORT_BASE = 30000
+
+
+STALE = re.compile(r"^pbtb?(\d+)-")
+
+
+def session_prefix(base: str = "pbt") -> str:
+    """A prefix of our own (``pbt<PID>``): concurrent sessions never share or sweep each other's objects."""
+    return f"{base}{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run(cmd: list[str], stdin: str | None = None, timeout: float = 30.0) -> str:
@@ -149,9 +168,12 @@ class Fabric:
         return members
 
     def sweep(self) -> None:
-        """Remove leftovers of an earlier crashed run with the same prefix (our objects only)."""
+        """Remove leftovers: namespaces with our own prefix, and ``pbt<PID>-*`` / ``pbtb<PID>-*`` ones
+        whose process is gone (a crashed earlier session). A live session's fabric is never touched."""
         for name in netns_names():
-            if name.startswith(f"{self.prefix}-"):
+            m = STALE.match(name)
+            stale = m is not None and not _alive(int(m.group(1)))
+            if name.startswith(f"{self.prefix}-") or stale:
                 subprocess.run(["ip", "netns", "del", name], check=False, timeout=10, capture_output=True)
                 shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
 
