@@ -38,7 +38,7 @@ class OutputFormat(StrEnum):
 
 
 def open_target(spec: str) -> Target:
-    """``lab`` or ``lab:NAME`` -> the lab adapter's target, with a :class:`LabProber` if it has none."""
+    """``lab`` (the lab named ``default``) or ``lab:NAME`` -> the lab adapter's target with a :class:`LabProber`."""
     kind, _, name = spec.partition(":")
     if kind != "lab":
         raise UsageError(f"unknown target {spec!r} (only 'lab' or 'lab:NAME' so far)")
@@ -47,7 +47,7 @@ def open_target(spec: str) -> Target:
     except ImportError as exc:
         raise UsageError("the lab adapter (migrator.adapters.lab) is not available") from exc
     opener = cast(Callable[[str], Target], module.open_lab_target)
-    target = opener(name or "lab")
+    target = opener(name or "default")
     return with_lab_prober(target)
 
 

@@ -188,6 +188,7 @@ def test_blackholed_destination_is_bounded(fabric: Fabric, prober: LabProber) ->
     assert 0.4 <= elapsed < 4  # bounded by the 0.4 s timeout, not hung
 
 
+@pytest.mark.slow
 def test_continuous_measures_injected_loss(fabric: Fabric, prober: LabProber) -> None:
     victim = fabric.pod("default/web-1-0")
     healthy = fabric.pod("default/web-2-1")
