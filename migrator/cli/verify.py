@@ -38,7 +38,7 @@ class OutputFormat(StrEnum):
 
 
 def open_target(spec: str) -> Target:
-    """``lab`` (the lab named ``default``) or ``lab:NAME`` -> the lab adapter's target with a :class:`LabProber`."""
+    """``lab`` (the lab named ``default``) or ``lab:NAME`` -> that lab's target, with a :class:`LabProber`."""
     kind, _, name = spec.partition(":")
     if kind != "lab":
         raise UsageError(f"unknown target {spec!r} (only 'lab' or 'lab:NAME' so far)")
