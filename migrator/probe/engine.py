@@ -110,16 +110,26 @@ class ProbeEngine:
         self.options = options or EngineOptions()
 
     def specs(self, targets: Sequence[ProbeTarget]) -> list[agent.Spec]:
+        """Agent specs; a source without a namespace is a :class:`UsageError` (unless allowed)."""
+        specs, unknown = self._split(targets)
+        if unknown:
+            raise UsageError(f"no network namespace known for probe source {targets[unknown[0]].source!r}")
+        return [s for s in specs if s is not None]
+
+    def _split(self, targets: Sequence[ProbeTarget]) -> tuple[list[agent.Spec | None], list[int]]:
         cache: dict[str, str | None] = {}
-        specs: list[agent.Spec] = []
-        for target in targets:
+        specs: list[agent.Spec | None] = []
+        unknown: list[int] = []
+        for i, target in enumerate(targets):
             if target.source not in cache:
                 cache[target.source] = self._resolve(target.source)
             path = cache[target.source]
             if path is None and not self.options.allow_own_netns:
-                raise UsageError(f"no network namespace known for probe source {target.source!r}")
-            specs.append(to_spec(target, path, self.options))
-        return specs
+                specs.append(None)
+                unknown.append(i)
+            else:
+                specs.append(to_spec(target, path, self.options))
+        return specs, unknown
 
     def probe(
         self, targets: Sequence[ProbeTarget], *, concurrency: int = DEFAULT_CONCURRENCY
@@ -127,10 +137,32 @@ class ProbeEngine:
         """Probe every target; results in target order. Each probe is bounded by its timeout.
 
         Failed probes get up to ``options.retries`` confirmation passes (see :class:`EngineOptions`).
+        A source without a known namespace is not probed: its targets fail with ``netns: ...``, and the
+        rest of the matrix still runs.
         """
         if not targets:
             return []
-        specs = self.specs(targets)
+        maybe, unknown = self._split(targets)
+        if unknown:
+            logger.warning(
+                "no network namespace known for {} source(s): {}",
+                len({targets[i].source for i in unknown}),
+                ", ".join(sorted({targets[i].source for i in unknown})[:5]),
+            )
+        known = [i for i, s in enumerate(maybe) if s is not None]
+        specs = [s for s in maybe if s is not None]
+        outcomes = self._probe_specs(specs, concurrency)
+        results: list[ProbeResult | None] = [None] * len(targets)
+        for i, outcome in zip(known, outcomes, strict=True):
+            results[i] = to_result(outcome)
+        now = time.time()
+        for i in unknown:
+            t = targets[i]
+            error = f"{agent.ErrorCode.NETNS.value}: no network namespace known for source {t.source}"
+            results[i] = ProbeResult(t.source, t.dest, t.kind, False, None, error, now)
+        return [r for r in results if r is not None]
+
+    def _probe_specs(self, specs: list[agent.Spec], concurrency: int) -> list[agent.Outcome]:
         outcomes = self._run(specs, concurrency)
         for _ in range(max(0, self.options.retries)):
             failed = [i for i, o in enumerate(outcomes) if not o.ok]
@@ -146,7 +178,7 @@ class ProbeEngine:
             logger.debug(
                 "confirmation pass: {} failed, {} answered now", len(failed), sum(o.ok for o in again)
             )
-        return [to_result(o) for o in outcomes]
+        return outcomes
 
     def _run(self, specs: list[agent.Spec], concurrency: int) -> list[agent.Outcome]:
         """One pass over ``specs``; outcomes in order.

@@ -252,8 +252,13 @@ def test_continuous_bounded_by_max_duration(fabric: Fabric, prober: LabProber) -
 
 def test_unknown_source_and_own_namespace_refused(fabric: Fabric) -> None:
     t = ProbeTarget("default/nope", "x", ProbeKind.POD_CROSS_NODE, "198.19.10.64", POD_PORT)
-    with pytest.raises(UsageError):
-        LabProber(fabric.netns).probe([t])
+    pod = fabric.pod("default/web-1-0")
+    good = ProbeTarget("default/web-0-0", pod.key, ProbeKind.POD_CROSS_NODE, pod.ip or "", POD_PORT)
+    res = LabProber(fabric.netns).probe([t, good, t])
+    assert [r.ok for r in res] == [False, True, False]
+    assert res[0].error == "netns: no network namespace known for source default/nope"
+    with pytest.raises(UsageError):  # a monitor with an unknown source is a configuration error
+        LabProber(fabric.netns).start_continuous([t], rate_hz=1, max_duration=1)
     own = LabProber({"default/nope": f"/proc/{os.getpid()}/ns/net"}).probe([t])
     assert not own[0].ok and (own[0].error or "").startswith("forbidden")
 
