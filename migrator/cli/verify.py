@@ -1,0 +1,221 @@
+"""``migrator verify``: one run of the whole reachability suite against a target (exit 0 all ok, 1 not).
+
+The work is :func:`migrator.probe.suite.run_verify`; this module opens the target, renders the result
+(a per-kind table and source x destination matrices with rich, or JSON) and sets the exit code.
+Wire it with ``main_app.add_typer(verify.app)`` or ``main_app.command("verify")(verify.verify)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, cast
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from migrator.adapters.lab_prober import LabProber
+from migrator.errors import ExitCode, MigratorError, UsageError
+from migrator.ports import ProbeKind, ProbeResult, Target
+from migrator.probe.analysis import PairStatus, grid, pair_key
+from migrator.probe.matrix import MatrixOptions, Scope, find_dns_server
+from migrator.probe.suite import VerifyReport, load_baseline, run_verify, save_baseline
+
+app = typer.Typer(help="Reachability verification.")
+
+POD_KINDS = (ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE)
+SERVICE_KINDS = (ProbeKind.SERVICE_IP, ProbeKind.SERVICE_DNS)
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def open_target(spec: str) -> Target:
+    """``lab`` (the lab named ``default``) or ``lab:NAME`` -> that lab's target, with a :class:`LabProber`."""
+    kind, _, name = spec.partition(":")
+    if kind != "lab":
+        raise UsageError(f"unknown target {spec!r} (only 'lab' or 'lab:NAME' so far)")
+    try:
+        module = importlib.import_module("migrator.adapters.lab")
+    except ImportError as exc:
+        raise UsageError("the lab adapter (migrator.adapters.lab) is not available") from exc
+    opener = cast(Callable[[str], Target], module.open_lab_target)
+    target = opener(name or "default")
+    return with_lab_prober(target)
+
+
+def with_lab_prober(target: Target) -> Target:
+    """Give ``target`` a :class:`LabProber` built from its extras unless it has a prober already."""
+    if target.prober is None:
+        dns = find_dns_server(target.cluster.list_services())
+        target.prober = LabProber.from_extras(target.extras, dns_server=dns)
+    return target
+
+
+# ----------------------------------------------------------------------------------------- rendering
+
+
+def _mark(ok: bool | None) -> Text:
+    if ok is None:
+        return Text("·", style="dim")
+    return Text("✓", style="green") if ok else Text("✗", style="bold red")
+
+
+def render_grid(
+    title: str, results: Iterable[ProbeResult], kinds: Iterable[ProbeKind], *, max_cols: int = 60
+) -> RenderableType | None:
+    """A source x destination matrix of ✓/✗ (· not probed).
+
+    Wider than ``max_cols`` destinations, only the rows and columns with a failure are drawn.
+    """
+    g = grid(results, kinds)
+    if not g.sources:
+        return None
+    sources, dests = list(g.sources), list(g.dests)
+    note = ""
+    if len(dests) > max_cols:
+        bad = [k for k, ok in g.cells.items() if not ok]
+        total = len(g.cells)
+        if not bad:
+            return Group(Text(title, style="bold"), Text(f"all {total} pairs ok", style="green"))
+        sources = sorted({s for s, _ in bad})
+        dests = sorted({d for _, d in bad})
+        note = f" (only rows and columns with failures: {len(bad)} of {total} pairs failed)"
+    width = len(str(len(dests) - 1))
+    label_w = max(len(s) for s in sources) + 2
+    lines = [Text(title + note, style="bold")]
+    for digit in range(width):
+        row = Text(" " * label_w)
+        for i in range(len(dests)):
+            row.append(f"{i:>{width}}"[digit], style="dim")
+        lines.append(row)
+    for s in sources:
+        row = Text(f"{s:<{label_w - 1}} ")
+        for d in dests:
+            row.append_text(_mark(g.cell(s, d)))
+        lines.append(row)
+    legend = "  ".join(f"{i}={d}" for i, d in enumerate(dests))
+    lines.append(Text(f"columns: {legend}", style="dim"))
+    return Group(*lines)
+
+
+def render_text(report: VerifyReport, *, max_failures: int = 40) -> RenderableType:
+    s = report.summary
+    verdict = Text("PASSED", style="bold green") if s.passed else Text("FAILED", style="bold red")
+    head = Text.assemble(
+        ("Reachability ", "bold"),
+        (report.target, "bold cyan"),
+        f"  {s.ok}/{s.total} ok in {report.duration_s:.2f}s  ",
+        verdict,
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    for col, justify in (
+        ("kind", "left"),
+        ("probes", "right"),
+        ("ok", "right"),
+        ("failed", "right"),
+        ("never worked", "right"),
+        ("flaky", "right"),
+        ("pass %", "right"),
+        ("threshold %", "right"),
+        ("p50 ms", "right"),
+        ("", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for k in s.kinds:
+        table.add_row(
+            k.kind.value,
+            str(k.total),
+            str(k.ok),
+            str(k.failed),
+            str(k.never_worked) if s.has_baseline else "-",
+            str(k.flaky),
+            f"{k.pass_pct:.1f}",
+            f"{k.threshold_pct:g}",
+            "-" if k.median_latency_ms is None else f"{k.median_latency_ms:.1f}",
+            _mark(k.passed),
+        )
+    parts: list[RenderableType] = [head, table]
+    for title, kinds in (
+        ("Pod to pod (rows: source pod, columns: destination pod)", POD_KINDS),
+        ("Pod to service by ClusterIP and DNS name (both must work)", SERVICE_KINDS),
+    ):
+        rendered = render_grid(title, report.results, kinds)
+        if rendered is not None:
+            parts += [Text(""), rendered]
+    if s.failures:
+        parts.append(Text(""))
+        parts.append(Text(f"Failures ({len(s.failures)})", style="bold"))
+        for r in s.failures[:max_failures]:
+            status = s.statuses.get(pair_key(r))
+            tag = " [never worked]" if status is PairStatus.NEVER_WORKED else ""
+            tag = " [regressed]" if status is PairStatus.REGRESSED else tag
+            parts.append(Text(f"  {r.source} -> {r.dest} ({r.kind.value}): {r.error}{tag}", style="red"))
+        if len(s.failures) > max_failures:
+            parts.append(
+                Text(f"  ... and {len(s.failures) - max_failures} more (-o json for all)", style="dim")
+            )
+    return Group(*parts)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def verify_target(
+    target: Target,
+    *,
+    output: OutputFormat = OutputFormat.TEXT,
+    options: MatrixOptions | None = None,
+    threshold: float = 100.0,
+    baseline: Path | None = None,
+    save: Path | None = None,
+    console: Console | None = None,
+) -> int:
+    """Run, render and return the exit code (0 all ok, 1 failures)."""
+    base = load_baseline(baseline) if baseline else None
+    report = run_verify(target, options=options, baseline=base, threshold=threshold)
+    if save:
+        save_baseline(save, report)
+    out = console or Console()
+    if output is OutputFormat.JSON:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        out.print(render_text(report))
+    return int(ExitCode.OK) if report.passed else int(ExitCode.FAILED_ROLLED_BACK)
+
+
+@app.command("verify")
+def verify(
+    *,
+    target: Annotated[str, typer.Option("--target", "-t", help="lab or lab:NAME")] = "lab",
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TEXT,
+    scope: Annotated[Scope, typer.Option(help="which kinds of probe")] = Scope.ALL,
+    per_source: Annotated[int | None, typer.Option(help="sample: destinations per source")] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    timeout: Annotated[float, typer.Option(help="seconds per probe")] = 1.0,
+    threshold: Annotated[float, typer.Option(help="minimum pass % per kind")] = 100.0,
+    baseline: Annotated[Path | None, typer.Option(help="an earlier run's results")] = None,
+    save: Annotated[Path | None, typer.Option(help="write the results here (a later --baseline)")] = None,
+) -> None:
+    """Probe every kind of communication once and print the matrix (exit 0 all ok, 1 failures)."""
+    try:
+        tgt = open_target(target)
+        code = verify_target(
+            tgt,
+            output=output,
+            options=MatrixOptions(scope=scope, per_source=per_source, seed=seed, timeout=timeout),
+            threshold=threshold,
+            baseline=baseline,
+            save=save,
+        )
+    except MigratorError as exc:
+        Console(stderr=True).print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(int(exc.exit_code)) from exc
+    raise typer.Exit(code)
