@@ -79,7 +79,9 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("status",)),
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
-    ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False),
+    ResourceType(
+        "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
+    ),
     ResourceType("crd.projectcalico.org", "v1", "ippools", "IPPool", False),
     ResourceType("operator.tigera.io", "v1", "installations", "Installation", False),
 )
@@ -121,29 +123,38 @@ def now_iso() -> str:
 
 def parse_label_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
     """Equality- and set-based label selectors (``a=b,c!=d,e,!f,g in (x,y),h notin (z)``)."""
-    tests: list[Callable[[Mapping[str, str]], bool]] = []
+    tests: list[tuple[str, str, frozenset[str]]] = []  # (op, key, values)
     for raw in re.findall(r"[^,(]+(?:\([^)]*\))?", text):
         part = raw.strip()
         if not part:
             continue
         m = re.fullmatch(r"([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)", part)
         if m:
-            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
-            if op == "in":
-                tests.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                tests.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+            tests.append((m.group(2), m.group(1), frozenset(v.strip() for v in m.group(3).split(","))))
         elif "!=" in part:
-            key, value = (s.strip() for s in part.split("!=", 1))
-            tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
+            key, value = (x.strip() for x in part.split("!=", 1))
+            tests.append(("notin", key, frozenset({value})))
         elif "=" in part:
-            key, value = (s.strip() for s in part.replace("==", "=").split("=", 1))
-            tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
+            key, value = (x.strip() for x in part.replace("==", "=").split("=", 1))
+            tests.append(("in", key, frozenset({value})))
         elif part.startswith("!"):
-            tests.append(lambda labels, k=part[1:].strip(): k not in labels)
+            tests.append(("absent", part[1:].strip(), frozenset()))
         else:
-            tests.append(lambda labels, k=part: k in labels)
-    return lambda labels: all(t(labels) for t in tests)
+            tests.append(("exists", part, frozenset()))
+
+    def matches(labels: Mapping[str, str]) -> bool:
+        for op, key, values in tests:
+            if op == "in" and labels.get(key) not in values:
+                return False
+            if op == "notin" and labels.get(key) in values:
+                return False
+            if op == "absent" and key in labels:
+                return False
+            if op == "exists" and key not in labels:
+                return False
+        return True
+
+    return matches
 
 
 def match_label_selector_obj(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -176,17 +187,21 @@ def get_path(obj: Mapping[str, Any], dotted: str) -> Any:
 
 
 def parse_field_selector(text: str) -> Callable[[Obj], bool]:
-    tests: list[Callable[[Obj], bool]] = []
+    tests: list[tuple[bool, str, str]] = []  # (equal, path, value)
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
         if "!=" in part:
             key, value = part.split("!=", 1)
-            tests.append(lambda o, k=key, v=value: str(get_path(o, k) or "") != v)
+            tests.append((False, key, value))
         else:
             key, value = part.replace("==", "=").split("=", 1)
-            tests.append(lambda o, k=key, v=value: str(get_path(o, k) or "") == v)
-    return lambda o: all(t(o) for t in tests)
+            tests.append((True, key, value))
+
+    def matches(obj: Obj) -> bool:
+        return all((str(get_path(obj, k) or "") == v) == eq for eq, k, v in tests)
+
+    return matches
 
 
 # ---------------------------------------------------------------------------------------------- patches
@@ -343,9 +358,15 @@ def make_node(
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "conditions": [{"type": "Ready", "status": "True"}],
             "nodeInfo": {
-                "architecture": "amd64", "bootID": "b", "containerRuntimeVersion": "containerd://1.7.0",
-                "kernelVersion": "6.1.0", "kubeProxyVersion": "v1.30.0", "kubeletVersion": "v1.30.0",
-                "machineID": "m", "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12",
+                "architecture": "amd64",
+                "bootID": "b",
+                "containerRuntimeVersion": "containerd://1.7.0",
+                "kernelVersion": "6.1.0",
+                "kubeProxyVersion": "v1.30.0",
+                "kubeletVersion": "v1.30.0",
+                "machineID": "m",
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12",
                 "systemUUID": "s",
             },
         },
@@ -412,15 +433,25 @@ def make_pod(
     }
 
 
-def make_pdb(name: str, namespace: str, *, selector: Mapping[str, str], min_available: int | None = None,
-             max_unavailable: int | None = None) -> Obj:
+def make_pdb(
+    name: str,
+    namespace: str,
+    *,
+    selector: Mapping[str, str],
+    min_available: int | None = None,
+    max_unavailable: int | None = None,
+) -> Obj:
     spec: Obj = {"selector": {"matchLabels": dict(selector)}}
     if min_available is not None:
         spec["minAvailable"] = min_available
     if max_unavailable is not None:
         spec["maxUnavailable"] = max_unavailable
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(name, namespace),
-            "spec": spec}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(name, namespace),
+        "spec": spec,
+    }
 
 
 def make_daemonset(
@@ -453,8 +484,15 @@ def make_configmap(name: str, namespace: str, data: Mapping[str, str]) -> Obj:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, namespace), "data": dict(data)}
 
 
-def make_service(name: str, namespace: str, *, cluster_ip: str, selector: Mapping[str, str],
-                 ports: list[Obj], type_: str = "ClusterIP") -> Obj:
+def make_service(
+    name: str,
+    namespace: str,
+    *,
+    cluster_ip: str,
+    selector: Mapping[str, str],
+    ports: list[Obj],
+    type_: str = "ClusterIP",
+) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -463,8 +501,7 @@ def make_service(name: str, namespace: str, *, cluster_ip: str, selector: Mappin
     }
 
 
-def make_endpointslice(service: str, namespace: str, *, addresses: list[tuple[str, bool]],
-                       port: int) -> Obj:
+def make_endpointslice(service: str, namespace: str, *, addresses: list[tuple[str, bool]], port: int) -> Obj:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -545,8 +582,15 @@ class FakeKubeApi:
 
     def ensure_namespace(self, name: str) -> None:
         if ("", name) not in self.objects["/namespaces"]:
-            self.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
-                      "status": {"phase": "Active"}}, log=False)
+            self.add(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": name},
+                    "status": {"phase": "Active"},
+                },
+                log=False,
+            )
 
     def _next_rv(self) -> str:
         self.last_rv = next(self.rv)
@@ -564,11 +608,14 @@ class FakeKubeApi:
             found = self.objects[rtype.key].get((namespace if rtype.namespaced else "", name))
             return copy.deepcopy(found) if found is not None else None
 
-    def list(self, kind: str, namespace: str | None = None) -> list[Obj]:
+    def find(self, kind: str, namespace: str | None = None) -> list[Obj]:
         with self.lock:
             rtype = self.rtype(kind)
-            return [copy.deepcopy(o) for (ns, _), o in sorted(self.objects[rtype.key].items())
-                    if namespace is None or ns == namespace]
+            return [
+                copy.deepcopy(o)
+                for (ns, _), o in sorted(self.objects[rtype.key].items())
+                if namespace is None or ns == namespace
+            ]
 
     def update(self, kind: str, name: str, namespace: str, mutate: Callable[[Obj], None]) -> Obj:
         """Change an object in place from a fixture or a controller (logged for watches)."""
@@ -617,19 +664,28 @@ class FakeKubeApi:
             if meta.get("generateName"):
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             else:
-                raise ApiError(422, "Invalid", f"{rtype.kind} \"\" is invalid: metadata.name: Required value",
-                               {"kind": rtype.plural})
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'{rtype.kind} "" is invalid: metadata.name: Required value',
+                    {"kind": rtype.plural},
+                )
         ns = meta.get("namespace", "") if rtype.namespaced else ""
         if rtype.namespaced and not ns:
             raise ApiError(422, "Invalid", "metadata.namespace: Required value")
         if not rtype.namespaced:
             meta.pop("namespace", None)
         if rtype.namespaced and ("", ns) not in self.objects["/namespaces"]:
-            raise ApiError(404, "NotFound", f'namespaces "{ns}" not found',
-                           {"name": ns, "kind": "namespaces"})
+            raise ApiError(
+                404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"}
+            )
         if (ns, meta["name"]) in self.objects[rtype.key]:
-            raise ApiError(409, "AlreadyExists", f'{rtype.plural} "{meta["name"]}" already exists',
-                           {"name": meta["name"], "kind": rtype.plural})
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{rtype.plural} "{meta["name"]}" already exists',
+                {"name": meta["name"], "kind": rtype.plural},
+            )
         obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_iso()
@@ -661,7 +717,9 @@ class FakeKubeApi:
         self._log(etype, rtype, obj)
         if rtype.kind == "DaemonSet":
             self._reconcile_daemonset(ns, meta["name"])
-        elif rtype.kind == "Node" and old is not None and (old["metadata"].get("labels") != meta.get("labels")):
+        elif (
+            rtype.kind == "Node" and old is not None and (old["metadata"].get("labels") != meta.get("labels"))
+        ):
             for ds_ns, ds_name in list(self.objects["apps/daemonsets"]):
                 self._reconcile_daemonset(ds_ns, ds_name)
         return copy.deepcopy(obj)
@@ -693,6 +751,14 @@ class FakeKubeApi:
         pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
         self._store(self.rtype("Pod"), pod)
 
+    def _ready_action(self, ns: str, pod: Obj) -> Callable[[], None]:
+        name, uid = str(pod["metadata"]["name"]), str(pod["metadata"]["uid"])
+
+        def action() -> None:
+            self._set_ready(ns, name, uid)
+
+        return action
+
     def _on_pod_gone(self, pod: Obj) -> None:
         if not self.controllers_enabled:
             return
@@ -700,8 +766,11 @@ class FakeKubeApi:
         if owner is None or owner[0] not in ("ReplicaSet", "StatefulSet", "ReplicationController", "Job"):
             return
         old_node = pod["spec"].get("nodeName")
-        nodes = [n for (_, name), n in sorted(self.objects["/nodes"].items())
-                 if not n.get("spec", {}).get("unschedulable") and name != old_node]
+        nodes = [
+            n
+            for (_, name), n in sorted(self.objects["/nodes"].items())
+            if not n.get("spec", {}).get("unschedulable") and name != old_node
+        ]
         if not nodes:
             return
         new = copy.deepcopy(pod)
@@ -710,8 +779,11 @@ class FakeKubeApi:
         for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "managedFields"):
             meta.pop(key, None)
         new["spec"]["nodeName"] = nodes[0]["metadata"]["name"]
-        new["status"] = {"phase": "Running", "podIP": self._new_pod_ip(),
-                         "conditions": [{"type": "Ready", "status": "False"}]}
+        new["status"] = {
+            "phase": "Running",
+            "podIP": self._new_pod_ip(),
+            "conditions": [{"type": "Ready", "status": "False"}],
+        }
         created = self._create(self.rtype("Pod"), new)
         if self.replacement_ready_delay is not None:
             ns, name, uid = meta["namespace"], created["metadata"]["name"], created["metadata"]["uid"]
@@ -727,8 +799,11 @@ class FakeKubeApi:
         selector = template["spec"].get("nodeSelector") or {}
         generation = int(ds["metadata"].get("generation", 1))
         pod_type = self.rtype("Pod")
-        pods = {p["spec"].get("nodeName"): p for (pns, _), p in self.objects["/pods"].items()
-                if pns == ns and _owner(p) == ("DaemonSet", name)}
+        pods = {
+            p["spec"].get("nodeName"): p
+            for (pns, _), p in self.objects["/pods"].items()
+            if pns == ns and _owner(p) == ("DaemonSet", name)
+        }
         wanted = []
         for (_, node_name), node in sorted(self.objects["/nodes"].items()):
             labels = node["metadata"].get("labels") or {}
@@ -745,16 +820,21 @@ class FakeKubeApi:
             host_network = bool(template["spec"].get("hostNetwork"))
             node_obj = self.objects["/nodes"][("", node_name)]
             ip = node_obj["status"]["addresses"][0]["address"] if host_network else self._new_pod_ip()
-            pod = make_pod(f"{name}-{uuid.uuid4().hex[:5]}", ns, node=node_name, ip=ip,
-                           labels=template["metadata"].get("labels") or {}, owner=("DaemonSet", name),
-                           host_network=host_network, ready=False)
+            pod = make_pod(
+                f"{name}-{uuid.uuid4().hex[:5]}",
+                ns,
+                node=node_name,
+                ip=ip,
+                labels=template["metadata"].get("labels") or {},
+                owner=("DaemonSet", name),
+                host_network=host_network,
+                ready=False,
+            )
             pod["metadata"]["annotations"] = {"fake/generation": str(generation)}
             pod["metadata"]["ownerReferences"][0]["uid"] = ds["metadata"]["uid"]
             created = self._create(pod_type, pod)
             if self.daemonset_ready_delay is not None:
-                pname, uid = created["metadata"]["name"], created["metadata"]["uid"]
-                self.schedule(self.daemonset_ready_delay,
-                              lambda pname=pname, uid=uid: self._set_ready(ns, pname, uid))
+                self.schedule(self.daemonset_ready_delay, self._ready_action(ns, created))
         self._update_daemonset_status(ns, name)
 
     def _update_daemonset_status(self, ns: str, name: str) -> None:
@@ -762,13 +842,21 @@ class FakeKubeApi:
         if ds is None:
             return
         generation = str(ds["metadata"].get("generation", 1))
-        pods = [p for (pns, _), p in self.objects["/pods"].items()
-                if pns == ns and _owner(p) == ("DaemonSet", name)]
+        pods = [
+            p
+            for (pns, _), p in self.objects["/pods"].items()
+            if pns == ns and _owner(p) == ("DaemonSet", name)
+        ]
         selector = ds["spec"]["template"]["spec"].get("nodeSelector") or {}
-        desired = sum(1 for n in self.objects["/nodes"].values()
-                      if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items()))
+        desired = sum(
+            1
+            for n in self.objects["/nodes"].values()
+            if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+        )
         ready = sum(1 for p in pods if pod_ready(p))
-        updated = sum(1 for p in pods if p["metadata"].get("annotations", {}).get("fake/generation") == generation)
+        updated = sum(
+            1 for p in pods if p["metadata"].get("annotations", {}).get("fake/generation") == generation
+        )
         status = {
             "observedGeneration": int(generation),
             "desiredNumberScheduled": desired,
@@ -827,30 +915,47 @@ class FakeKubeApi:
             for (pdb_ns, pdb_name), pdb in sorted(self.objects["policy/poddisruptionbudgets"].items()):
                 if pdb_ns != ns or not match_label_selector_obj(pdb["spec"].get("selector"), labels):
                     continue
-                matching = [p for (pns, _), p in self.objects["/pods"].items()
-                            if pns == ns and match_label_selector_obj(pdb["spec"]["selector"],
-                                                                      p["metadata"].get("labels") or {})]
-                healthy = sum(1 for p in matching if pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
+                matching = [
+                    p
+                    for (pns, _), p in self.objects["/pods"].items()
+                    if pns == ns
+                    and match_label_selector_obj(pdb["spec"]["selector"], p["metadata"].get("labels") or {})
+                ]
+                healthy = sum(
+                    1 for p in matching if pod_ready(p) and not p["metadata"].get("deletionTimestamp")
+                )
                 spec = pdb["spec"]
                 if "minAvailable" in spec:
                     desired = _int_or_percent(spec["minAvailable"], len(matching))
                 else:
                     desired = len(matching) - _int_or_percent(spec.get("maxUnavailable", 0), len(matching))
                 allowed = max(healthy - desired, 0)
-                new_status = {"currentHealthy": healthy, "desiredHealthy": desired,
-                              "disruptionsAllowed": allowed, "expectedPods": len(matching),
-                              "observedGeneration": pdb["metadata"].get("generation", 1)}
+                new_status = {
+                    "currentHealthy": healthy,
+                    "desiredHealthy": desired,
+                    "disruptionsAllowed": allowed,
+                    "expectedPods": len(matching),
+                    "observedGeneration": pdb["metadata"].get("generation", 1),
+                }
                 if pdb.get("status") != new_status:
                     updated = copy.deepcopy(pdb)
                     updated["status"] = new_status
                     self._store(self.rtype("PodDisruptionBudget"), updated)
                 if allowed < 1 and pod_ready(pod):
                     raise ApiError(
-                        429, "TooManyRequests",
+                        429,
+                        "TooManyRequests",
                         "Cannot evict pod as it would violate the pod's disruption budget.",
-                        {"causes": [{"reason": "DisruptionBudget",
-                                     "message": f"The disruption budget {pdb_name} needs {desired} healthy pods "
-                                                f"and has {healthy} currently"}]},
+                        {
+                            "causes": [
+                                {
+                                    "reason": "DisruptionBudget",
+                                    "message": f"The disruption budget {pdb_name} needs {desired} "
+                                    f"healthy pods "
+                                    f"and has {healthy} currently",
+                                }
+                            ]
+                        },
                     )
         if not dry_run:
             self.delete_pod(ns, name)
@@ -897,9 +1002,18 @@ class FakeKubeApi:
             return {"kind": "APIVersions", "versions": ["v1"]}
         if parts == ["apis"]:
             groups = sorted({(r.group, r.version) for r in RESOURCES if r.group})
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
-                 "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}} for g, v in groups]}
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    {
+                        "name": g,
+                        "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+                        "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v},
+                    }
+                    for g, v in groups
+                ],
+            }
         group_version = None
         if parts == ["api", "v1"]:
             group_version = ("", "v1")
@@ -912,13 +1026,30 @@ class FakeKubeApi:
             return None
         resources = []
         for r in found:
-            resources.append({"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
-                              "kind": r.kind, "verbs": ["create", "delete", "get", "list", "patch", "update",
-                                                        "watch"]})
-            resources.extend({"name": f"{r.plural}/{s}", "namespaced": r.namespaced, "kind": r.kind,
-                              "verbs": ["create", "get", "patch"]} for s in r.subresources)
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": found[0].api_version, "resources": resources}
+            resources.append(
+                {
+                    "name": r.plural,
+                    "singularName": r.kind.lower(),
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                }
+            )
+            resources.extend(
+                {
+                    "name": f"{r.plural}/{s}",
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": ["create", "get", "patch"],
+                }
+                for s in r.subresources
+            )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": found[0].api_version,
+            "resources": resources,
+        }
 
     def list_objects(self, rtype: ResourceType, ns: str | None, query: Mapping[str, str]) -> Obj:
         items = self._matching(rtype, ns, query)
@@ -932,10 +1063,11 @@ class FakeKubeApi:
                 raise ApiError(400, "BadRequest", "continue key is not valid") from exc
         meta: Obj = {"resourceVersion": str(self.last_rv)}
         if limit > 0:
-            page = items[start:start + limit]
+            page = items[start : start + limit]
             if start + limit < len(items):
                 meta["continue"] = base64.urlsafe_b64encode(
-                    json.dumps({"start": start + limit, "rv": self.last_rv}).encode()).decode()
+                    json.dumps({"start": start + limit, "rv": self.last_rv}).encode()
+                ).decode()
                 meta["remainingItemCount"] = len(items) - start - limit
         else:
             page = items[start:]
@@ -978,8 +1110,12 @@ class FakeKubeApi:
                 since = int(rv_text)
                 initial = []
                 if since < self.events_dropped_rv:
-                    yield {"type": "ERROR", "object": status_body(
-                        410, "Expired", f"too old resource version: {since} ({self.events_dropped_rv})")}
+                    yield {
+                        "type": "ERROR",
+                        "object": status_body(
+                            410, "Expired", f"too old resource version: {since} ({self.events_dropped_rv})"
+                        ),
+                    }
                     return
         for obj in initial:
             yield {"type": "ADDED", "object": obj}
@@ -999,16 +1135,22 @@ class FakeKubeApi:
             if time.monotonic() >= deadline:
                 return
 
-    def handle(self, method: str, path: str, query: dict[str, str], body: bytes, content_type: str,
-               auth: str | None) -> tuple[int, Obj | Iterator[Obj], dict[str, str]]:
+    def handle(  # noqa: PLR0917
+        self, method: str, path: str, query: dict[str, str], body: bytes, content_type: str, auth: str | None
+    ) -> tuple[int, Obj | Iterator[Obj], dict[str, str]]:
         """Answer one request: ``(status, body or watch event iterator, headers)``."""
         if self.record_requests:
             with self.lock:
                 self.requests.append((method, path, dict(query)))
         fault = self.check_fault(method, path)
         if fault is not None:
-            reason = fault.reason or {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-                                      429: "TooManyRequests"}.get(fault.status, "InternalError")
+            reason = fault.reason or {
+                401: "Unauthorized",
+                403: "Forbidden",
+                404: "NotFound",
+                409: "Conflict",
+                429: "TooManyRequests",
+            }.get(fault.status, "InternalError")
             return fault.status, status_body(fault.status, reason, fault.message), dict(fault.headers)
         if self.token is not None and auth != f"Bearer {self.token}":
             return 401, status_body(401, "Unauthorized", "Unauthorized"), {}
@@ -1023,9 +1165,17 @@ class FakeKubeApi:
         except ApiError as err:
             return err.code, status_body(err.code, err.reason, err.message, err.details), err.headers
 
-    def _dispatch(self, method: str, rtype: ResourceType, ns: str | None, name: str | None, sub: str | None,
-                  query: dict[str, str], body: bytes, content_type: str
-                  ) -> tuple[int, Obj | Iterator[Obj], dict[str, str]]:
+    def _dispatch(  # noqa: PLR0917
+        self,
+        method: str,
+        rtype: ResourceType,
+        ns: str | None,
+        name: str | None,
+        sub: str | None,
+        query: dict[str, str],
+        body: bytes,
+        content_type: str,
+    ) -> tuple[int, Obj | Iterator[Obj], dict[str, str]]:
         dry_run = query.get("dryRun") == "All"
         key_ns = (ns or "") if rtype.namespaced else ""
         if method == "GET" and name is None:
@@ -1037,7 +1187,9 @@ class FakeKubeApi:
             if rtype.namespaced:
                 obj.setdefault("metadata", {}).setdefault("namespace", ns)
                 if obj["metadata"]["namespace"] != ns:
-                    raise ApiError(400, "BadRequest", "the namespace of the object does not match the request")
+                    raise ApiError(
+                        400, "BadRequest", "the namespace of the object does not match the request"
+                    )
             if query.get("fieldManager"):
                 _record_manager(obj, query["fieldManager"], "Update", owned_fields(obj))
             return 201, self._create(rtype, obj, dry_run=dry_run), {}
@@ -1049,8 +1201,12 @@ class FakeKubeApi:
         if method == "PATCH" and "apply-patch" in content_type:
             return self._apply(rtype, key_ns, name, current, body, query, dry_run)
         if current is None:
-            raise ApiError(404, "NotFound", f'{rtype.plural}{"." + rtype.group if rtype.group else ""} '
-                                            f'"{name}" not found', {"name": name, "kind": rtype.plural})
+            raise ApiError(
+                404,
+                "NotFound",
+                f'{rtype.plural}{"." + rtype.group if rtype.group else ""} "{name}" not found',
+                {"name": name, "kind": rtype.plural},
+            )
         if method == "GET":
             return 200, copy.deepcopy(current), {}
         if method == "DELETE":
@@ -1059,9 +1215,13 @@ class FakeKubeApi:
             opts = _parse_body(body, content_type) if body else {}
             pre_rv = (opts.get("preconditions") or {}).get("resourceVersion")
             if pre_rv and pre_rv != current["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rtype.plural} "{name}": '
-                                                "the object has been modified; please apply your changes "
-                                                "to the latest version and try again")
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {rtype.plural} "{name}": '
+                    "the object has been modified; please apply your changes "
+                    "to the latest version and try again",
+                )
             if dry_run:
                 return 200, copy.deepcopy(current), {}
             return 200, self._remove(rtype, key_ns, name), {}
@@ -1069,10 +1229,14 @@ class FakeKubeApi:
             obj = _parse_body(body, content_type)
             sent_rv = obj.get("metadata", {}).get("resourceVersion")
             if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rtype.plural} "{name}": '
-                                                "the object has been modified; please apply your changes "
-                                                "to the latest version and try again",
-                               {"name": name, "kind": rtype.plural})
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {rtype.plural} "{name}": '
+                    "the object has been modified; please apply your changes "
+                    "to the latest version and try again",
+                    {"name": name, "kind": rtype.plural},
+                )
             obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
             for keep in ("uid", "creationTimestamp", "generation", "namespace", "managedFields"):
                 if keep in current["metadata"]:
@@ -1098,10 +1262,15 @@ class FakeKubeApi:
                 new = merge_patch(current, patch)
             new["metadata"]["name"] = current["metadata"]["name"]
             new["metadata"]["uid"] = current["metadata"]["uid"]
-            sent_rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
+            sent_rv = (
+                (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
+            )
             if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rtype.plural} "{name}": '
-                                                "the object has been modified")
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {rtype.plural} "{name}": the object has been modified',
+                )
             new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             manager = query.get("fieldManager") or "unknown"
             changed = {p: v for p, v in owned_fields(new).items() if _get_tuple(current, p) != v}
@@ -1112,18 +1281,31 @@ class FakeKubeApi:
             return 200, self._store(rtype, new), {}
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
 
-    def _apply(self, rtype: ResourceType, ns: str, name: str, current: Obj | None, body: bytes,
-               query: Mapping[str, str], dry_run: bool) -> tuple[int, Obj, dict[str, str]]:
+    def _apply(  # noqa: PLR0917
+        self,
+        rtype: ResourceType,
+        ns: str,
+        name: str,
+        current: Obj | None,
+        body: bytes,
+        query: Mapping[str, str],
+        dry_run: bool,
+    ) -> tuple[int, Obj, dict[str, str]]:
         manager = query.get("fieldManager")
         if not manager:
-            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: "
-                                           "Required value: is required for apply patch")
+            raise ApiError(
+                422,
+                "Invalid",
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
+                "Required value: is required for apply patch",
+            )
         applied = _parse_body(body, "application/yaml")
         if not isinstance(applied, dict):
             raise ApiError(400, "BadRequest", "apply patch must be an object")
         if applied.get("kind") != rtype.kind or applied.get("apiVersion") != rtype.api_version:
-            raise ApiError(400, "BadRequest",
-                           f"apply patch kind {applied.get('kind')!r} does not match {rtype.kind}")
+            raise ApiError(
+                400, "BadRequest", f"apply patch kind {applied.get('kind')!r} does not match {rtype.kind}"
+            )
         meta = applied.setdefault("metadata", {})
         if meta.get("name") != name:
             raise ApiError(400, "BadRequest", "the name of the object does not match the request")
@@ -1143,20 +1325,44 @@ class FakeKubeApi:
                     conflicts.append((str(entry.get("manager")), path))
         if conflicts and not force:
             listed = "; ".join(f'conflict with "{m}": .{".".join(p)}' for m, p in conflicts)
-            raise ApiError(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): {listed}",
-                           {"causes": [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"',
-                                        "field": "." + ".".join(p)} for m, p in conflicts]})
+            raise ApiError(
+                409,
+                "Conflict",
+                f"Apply failed with {len(conflicts)} conflict(s): {listed}",
+                {
+                    "causes": [
+                        {
+                            "reason": "FieldManagerConflict",
+                            "message": f'conflict with "{m}"',
+                            "field": "." + ".".join(p),
+                        }
+                        for m, p in conflicts
+                    ]
+                },
+            )
         new = copy.deepcopy(current)
-        previous = next((e for e in current["metadata"].get("managedFields") or []
-                         if e.get("manager") == manager and e.get("operation") == "Apply"), None)
+        previous = next(
+            (
+                e
+                for e in current["metadata"].get("managedFields") or []
+                if e.get("manager") == manager and e.get("operation") == "Apply"
+            ),
+            None,
+        )
         if previous is not None:
-            others = {p for e in current["metadata"].get("managedFields") or [] if e is not previous
-                      for p in _entry_paths(e)}
+            others = {
+                p
+                for e in current["metadata"].get("managedFields") or []
+                if e is not previous
+                for p in _entry_paths(e)
+            }
             for path in _entry_paths(previous):
                 if path not in fields and path not in others:
                     _del_tuple(new, path)
         applied_meta = {k: v for k, v in meta.items() if k in ("labels", "annotations")}
-        body_rest = {k: v for k, v in applied.items() if k not in ("metadata", "apiVersion", "kind", "status")}
+        body_rest = {
+            k: v for k, v in applied.items() if k not in ("metadata", "apiVersion", "kind", "status")
+        }
         new = _deep_merge(new, body_rest)
         new["metadata"] = _deep_merge(new["metadata"], applied_meta)
         _record_manager(new, manager, "Apply", fields, steal=True)
@@ -1166,8 +1372,12 @@ class FakeKubeApi:
 
     def self_subject_access_review(self, body: Obj) -> Obj:
         attrs = (body.get("spec") or {}).get("resourceAttributes") or {}
-        key = (attrs.get("verb", ""), attrs.get("group", ""), attrs.get("resource", ""),
-               attrs.get("subresource", ""))
+        key = (
+            attrs.get("verb", ""),
+            attrs.get("group", ""),
+            attrs.get("resource", ""),
+            attrs.get("subresource", ""),
+        )
         allowed = key not in self.denied
         body = copy.deepcopy(body)
         body["status"] = {"allowed": allowed, "reason": "" if allowed else "denied by the fake RBAC"}
@@ -1193,8 +1403,9 @@ def _entry_paths(entry: Mapping[str, Any]) -> list[tuple[str, ...]]:
     return [tuple(p.split("\x1f")) for p in entry.get("fieldsV1", {}).get("f:paths", [])]
 
 
-def _record_manager(obj: Obj, manager: str, operation: str, fields: Mapping[tuple[str, ...], Any],
-                    *, steal: bool = False) -> None:
+def _record_manager(
+    obj: Obj, manager: str, operation: str, fields: Mapping[tuple[str, ...], Any], *, steal: bool = False
+) -> None:
     """Record field ownership in ``metadata.managedFields`` (a simplified fieldsV1)."""
     meta = obj.setdefault("metadata", {})
     entries: list[Obj] = list(meta.get("managedFields") or [])
@@ -1207,15 +1418,25 @@ def _record_manager(obj: Obj, manager: str, operation: str, fields: Mapping[tupl
             paths = [p for p in entry.get("fieldsV1", {}).get("f:paths", []) if p not in mine]
             if not paths:
                 continue
-            entry = {**entry, "fieldsV1": {"f:paths": paths}}
-        kept.append(entry)
+            kept.append({**entry, "fieldsV1": {"f:paths": paths}})
+        else:
+            kept.append(entry)
     if operation == "Update":
-        previous = next((e for e in entries if e.get("manager") == manager and e.get("operation") == "Update"),
-                        None)
+        previous = next(
+            (e for e in entries if e.get("manager") == manager and e.get("operation") == "Update"), None
+        )
         if previous is not None:
             mine |= set(previous.get("fieldsV1", {}).get("f:paths", []))
-    kept.append({"manager": manager, "operation": operation, "apiVersion": obj.get("apiVersion", ""),
-                 "time": now_iso(), "fieldsType": "FieldsV1", "fieldsV1": {"f:paths": sorted(mine)}})
+    kept.append(
+        {
+            "manager": manager,
+            "operation": operation,
+            "apiVersion": obj.get("apiVersion", ""),
+            "time": now_iso(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:paths": sorted(mine)},
+        }
+    )
     meta["managedFields"] = kept
 
 
@@ -1240,7 +1461,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _serve(self, method: str) -> None:
@@ -1260,8 +1481,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(201, api.self_subject_access_review(_parse_body(body, content_type)), {})
             return
-        status, payload, headers = api.handle(method, split.path, query, body, content_type,
-                                              self.headers.get("Authorization"))
+        status, payload, headers = api.handle(
+            method, split.path, query, body, content_type, self.headers.get("Authorization")
+        )
         if isinstance(payload, dict):
             self._send(status, payload, headers)
         else:
@@ -1335,8 +1557,12 @@ class FakeApiServer:
     def start(self) -> FakeApiServer:
         self.api.stopping.clear()
         self._server = _Server(self.api)
-        serve = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                 name="fake-kube-api", daemon=True)
+        serve = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="fake-kube-api",
+            daemon=True,
+        )
         timers = threading.Thread(target=self.api.run_timers, name="fake-kube-controllers", daemon=True)
         self._threads = [serve, timers]
         for thread in self._threads:
@@ -1360,7 +1586,7 @@ class FakeApiServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def kubeconfig(self, *, context: str = "fake", token: str = "fake-token") -> Obj:
+    def kubeconfig(self, *, context: str = "fake", token: str = "fake-token") -> Obj:  # noqa: S107
         return {
             "apiVersion": "v1",
             "kind": "Config",
@@ -1370,6 +1596,6 @@ class FakeApiServer:
             "current-context": context,
         }
 
-    def write_kubeconfig(self, path: Path, *, context: str = "fake", token: str = "fake-token") -> Path:
+    def write_kubeconfig(self, path: Path, *, context: str = "fake", token: str = "fake-token") -> Path:  # noqa: S107
         path.write_text(yaml.safe_dump(self.kubeconfig(context=context, token=token)))
         return path
