@@ -398,7 +398,7 @@ class KubeCluster:
         retrying = Retrying(
             retry=retry_if_exception_type(_EvictionsPending),
             stop=stop_after_delay(max(deadline - time.monotonic(), 0.0)) | _stop_on(cancel),
-            wait=wait_exponential(multiplier=0.1, min=0.1, max=2.0),
+            wait=wait_exponential(multiplier=0.1, min=0.1, max=1.0),
             reraise=True,
         )
         try:
