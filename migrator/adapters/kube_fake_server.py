@@ -717,6 +717,8 @@ class FakeKubeApi:
         self._log(etype, rtype, obj)
         if rtype.kind == "DaemonSet":
             self._reconcile_daemonset(ns, meta["name"])
+        elif rtype.kind == "Pod":
+            self._ds_status_on_pod_change(obj)
         elif (
             rtype.kind == "Node" and old is not None and (old["metadata"].get("labels") != meta.get("labels"))
         ):
@@ -731,6 +733,7 @@ class FakeKubeApi:
         self._log("DELETED", rtype, obj)
         if rtype.kind == "Pod":
             self._on_pod_gone(obj)
+            self._ds_status_on_pod_change(obj)
         elif rtype.kind == "DaemonSet":
             for (pns, pname), pod in list(self.objects["/pods"].items()):
                 if pns == ns and _owner(pod) == ("DaemonSet", name):
@@ -1459,6 +1462,7 @@ def _parse_body(body: bytes, content_type: str) -> Any:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
