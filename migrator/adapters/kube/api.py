@@ -131,21 +131,44 @@ class ListResult:
     resource_version: str
 
 
+def client_configuration() -> Any:
+    """A client ``Configuration`` whose urllib3 layer retries only failed connections (not statuses, not
+    ``Retry-After``): every other retry is ours, bounded and visible (:class:`TemporaryError`)."""
+    configuration = k8s.Configuration()
+    configuration.retries = urllib3.util.Retry(
+        total=3,
+        connect=2,
+        read=0,
+        redirect=0,
+        status=0,
+        other=0,
+        backoff_factor=0.1,
+        respect_retry_after_header=False,
+        raise_on_status=False,
+    )
+    return configuration
+
+
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ``ApiClient`` from a kubeconfig (``--kubeconfig``/``--context``, else ``$KUBECONFIG`` or
     ``~/.kube/config``) or, without one, the in-cluster service account."""
     try:
         if kubeconfig is None and context is None:
             try:
-                return k8s_config.new_client_from_config()  # type: ignore[no-untyped-call]
+                return k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+                    client_configuration=client_configuration(), persist_config=False
+                )
             except (ConfigException, FileNotFoundError, OSError):
-                configuration = k8s.Configuration()
+                configuration = client_configuration()
                 k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
                     client_configuration=configuration
                 )
                 return k8s.ApiClient(configuration)
         return k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, context=context, persist_config=False
+            config_file=kubeconfig,
+            context=context,
+            persist_config=False,
+            client_configuration=client_configuration(),
         )
     except (ConfigException, FileNotFoundError, OSError) as exc:
         where = kubeconfig or "the default kubeconfig"
