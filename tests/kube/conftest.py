@@ -48,8 +48,11 @@ def add_nodes(fake: FakeApiServer, workers: int = 3, control_planes: int = 1) ->
     names = []
     for i in range(control_planes):
         name = f"cp{i + 1}"
-        fake.api.add(make_node(name, ip=f"198.18.0.{10 + i}", roles=("control-plane",),
-                               pod_cidr=f"10.244.{100 + i}.0/24"))
+        fake.api.add(
+            make_node(
+                name, ip=f"198.18.0.{10 + i}", roles=("control-plane",), pod_cidr=f"10.244.{100 + i}.0/24"
+            )
+        )
         names.append(name)
     for i in range(workers):
         name = f"w{i + 1}"

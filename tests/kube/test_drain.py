@@ -17,12 +17,28 @@ from migrator.errors import Interrupted, StepFailed, StepTimeout
 def web_app(fake: FakeApiServer, *, replicas_on_w1: int = 2, min_available: int = 1) -> None:
     fake.api.ensure_namespace("shop")
     for i in range(replicas_on_w1):
-        fake.api.add(make_pod(f"web-{i + 1}", "shop", node="w1", ip=f"10.244.0.{10 + i}", labels={"app": "web"},
-                              owner=("ReplicaSet", "web-abc")))
+        fake.api.add(
+            make_pod(
+                f"web-{i + 1}",
+                "shop",
+                node="w1",
+                ip=f"10.244.0.{10 + i}",
+                labels={"app": "web"},
+                owner=("ReplicaSet", "web-abc"),
+            )
+        )
     fake.api.add(make_pdb("web-pdb", "shop", selector={"app": "web"}, min_available=min_available))
     fake.api.ensure_namespace("kube-flannel")
-    fake.api.add(make_pod("kube-flannel-ds-x", "kube-flannel", node="w1", ip="198.18.0.20", host_network=True,
-                          owner=("DaemonSet", "kube-flannel-ds")))
+    fake.api.add(
+        make_pod(
+            "kube-flannel-ds-x",
+            "kube-flannel",
+            node="w1",
+            ip="198.18.0.20",
+            host_network=True,
+            owner=("DaemonSet", "kube-flannel-ds"),
+        )
+    )
     fake.api.add(make_pod("kube-apiserver-w1", "kube-system", node="w1", ip="198.18.0.20", mirror=True))
 
 
@@ -50,8 +66,10 @@ def test_drain_honours_the_pdb_until_a_replacement_is_ready(
     assert left_on_w1 == {"kube-flannel-ds-x", "kube-apiserver-w1"}
     web = [p for p in fake.api.find("Pod", "shop")]
     assert len(web) == 2 and all(p["spec"]["nodeName"] != "w1" for p in web)
-    assert any(e["message"] == "drained (2 pods evicted) by migrator run run-7 for CNI migration"
-               for e in fake.api.find("Event"))
+    assert any(
+        e["message"] == "drained (2 pods evicted) by migrator run run-7 for CNI migration"
+        for e in fake.api.find("Event")
+    )
 
 
 def test_drain_times_out_naming_the_pod_and_the_pdb(
@@ -78,8 +96,11 @@ def test_drain_refuses_emptydir_and_unmanaged_pods_unless_allowed(
 ) -> None:
     add_nodes(fake, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
-    fake.api.add(make_pod("cache-1", "shop", node="w1", ip="10.244.0.9", owner=("ReplicaSet", "cache-x"),
-                          empty_dir=True))
+    fake.api.add(
+        make_pod(
+            "cache-1", "shop", node="w1", ip="10.244.0.9", owner=("ReplicaSet", "cache-x"), empty_dir=True
+        )
+    )
     fake.api.add(make_pod("naked", "shop", node="w1", ip="10.244.0.8"))
     cluster = make_cluster()
     with pytest.raises(StepFailed) as info:
@@ -107,7 +128,9 @@ def test_drain_waits_for_terminating_pods_by_watch(
     assert any(q.get("watch") == "true" for m, p, q in fake.api.requests if p == "/api/v1/pods")
 
 
-def test_drain_timeout_while_pods_terminate(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
+def test_drain_timeout_while_pods_terminate(
+    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+) -> None:
     add_nodes(fake, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
     fake.api.add(make_pod("slow", "shop", node="w1", ip="10.244.0.9", owner=("ReplicaSet", "slow-x")))

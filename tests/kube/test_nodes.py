@@ -26,10 +26,18 @@ def test_identity_is_server_url_and_kube_system_uid(fake: FakeApiServer, cluster
     assert cluster.identity() == f"{fake.url}#kube-system={uid}"
 
 
-def test_list_nodes_paginates_and_maps_roles(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
+def test_list_nodes_paginates_and_maps_roles(
+    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+) -> None:
     add_nodes(fake, workers=6, control_planes=1)
-    fake.api.add(make_node("old-master", ip="198.18.0.99", labels={"node-role.kubernetes.io/master": ""},
-                           annotations={"flannel.alpha.coreos.com/backend-type": "vxlan"}))
+    fake.api.add(
+        make_node(
+            "old-master",
+            ip="198.18.0.99",
+            labels={"node-role.kubernetes.io/master": ""},
+            annotations={"flannel.alpha.coreos.com/backend-type": "vxlan"},
+        )
+    )
     cluster = make_cluster(page_size=3)
     fake.api.requests.clear()
     nodes = {n.name: n for n in cluster.list_nodes()}
@@ -76,32 +84,80 @@ def test_cordon_uncordon_and_events(fake: FakeApiServer, make_cluster: Callable[
 def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
     add_nodes(fake, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
-    fake.api.add(make_pod("web-1", "shop", node="w1", ip="10.244.0.5", labels={"app": "web"},
-                          owner=("ReplicaSet", "web-abc"), ports=(8080,)))
-    fake.api.add(make_pod("web-2", "shop", node="w2", ip="10.244.1.5", labels={"app": "web"},
-                          owner=("ReplicaSet", "web-abc"), ready=False))
-    fake.api.add(make_pod("agent", "kube-system", node="w1", ip="198.18.0.20", host_network=True,
-                          owner=("DaemonSet", "agent")))
-    fake.api.add(make_service("web", "shop", cluster_ip="10.96.0.10", selector={"app": "web"}, type_="NodePort",
-                              ports=[{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080,
-                                      "protocol": "TCP"}]))
-    fake.api.add(make_service("headless", "shop", cluster_ip="None", selector={"app": "x"},
-                              ports=[{"port": 53, "targetPort": "dns", "protocol": "UDP"}]))
-    fake.api.add(make_endpointslice("web", "shop", addresses=[("10.244.0.5", True), ("10.244.1.5", False)],
-                                    port=8080))
+    fake.api.add(
+        make_pod(
+            "web-1",
+            "shop",
+            node="w1",
+            ip="10.244.0.5",
+            labels={"app": "web"},
+            owner=("ReplicaSet", "web-abc"),
+            ports=(8080,),
+        )
+    )
+    fake.api.add(
+        make_pod(
+            "web-2",
+            "shop",
+            node="w2",
+            ip="10.244.1.5",
+            labels={"app": "web"},
+            owner=("ReplicaSet", "web-abc"),
+            ready=False,
+        )
+    )
+    fake.api.add(
+        make_pod(
+            "agent",
+            "kube-system",
+            node="w1",
+            ip="198.18.0.20",
+            host_network=True,
+            owner=("DaemonSet", "agent"),
+        )
+    )
+    fake.api.add(
+        make_service(
+            "web",
+            "shop",
+            cluster_ip="10.96.0.10",
+            selector={"app": "web"},
+            type_="NodePort",
+            ports=[{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}],
+        )
+    )
+    fake.api.add(
+        make_service(
+            "headless",
+            "shop",
+            cluster_ip="None",
+            selector={"app": "x"},
+            ports=[{"port": 53, "targetPort": "dns", "protocol": "UDP"}],
+        )
+    )
+    fake.api.add(
+        make_endpointslice("web", "shop", addresses=[("10.244.0.5", True), ("10.244.1.5", False)], port=8080)
+    )
     cluster = make_cluster(page_size=2)
     pods = {p.key: p for p in cluster.list_pods()}
     assert set(pods) == {"shop/web-1", "shop/web-2", "kube-system/agent"}
     web1 = pods["shop/web-1"]
-    assert (web1.node, web1.ip, web1.owner, web1.ports, web1.ready) == ("w1", "10.244.0.5", "ReplicaSet/web-abc",
-                                                                         (8080,), True)
+    assert (web1.node, web1.ip, web1.owner, web1.ports, web1.ready) == (
+        "w1",
+        "10.244.0.5",
+        "ReplicaSet/web-abc",
+        (8080,),
+        True,
+    )
     assert not pods["shop/web-2"].ready and pods["kube-system/agent"].host_network
     assert {p.key for p in cluster.list_pods(node="w1")} == {"shop/web-1", "kube-system/agent"}
     assert {p.key for p in cluster.list_pods(namespace="shop")} == {"shop/web-1", "shop/web-2"}
     services = {s.name: s for s in cluster.list_services("shop")}
     web = services["web"]
     assert web.cluster_ip == "10.96.0.10" and web.endpoints == ("10.244.0.5",)
-    assert web.ports[0].node_port == 30080 and web.ports[0].target_port == 8080 and web.ports[0].name == "http"
+    assert (
+        web.ports[0].node_port == 30080 and web.ports[0].target_port == 8080 and web.ports[0].name == "http"
+    )
     assert services["headless"].cluster_ip is None and services["headless"].ports[0].protocol == "UDP"
     assert {s.name for s in cluster.list_services()} == {"web", "headless"}
 
@@ -111,12 +167,30 @@ def test_restart_pods_deletes_controller_owned_non_host_network_pods(
 ) -> None:
     add_nodes(fake, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
-    fake.api.add(make_pod("web-1", "shop", node="w1", ip="10.244.0.5", labels={"app": "web"},
-                          owner=("ReplicaSet", "web-abc")))
+    fake.api.add(
+        make_pod(
+            "web-1",
+            "shop",
+            node="w1",
+            ip="10.244.0.5",
+            labels={"app": "web"},
+            owner=("ReplicaSet", "web-abc"),
+        )
+    )
     fake.api.add(make_pod("naked", "shop", node="w1", ip="10.244.0.6"))
-    fake.api.add(make_pod("hostnet", "kube-system", node="w1", ip="198.18.0.20", host_network=True,
-                          owner=("DaemonSet", "kube-proxy")))
-    fake.api.add(make_pod("dns-agent", "kube-system", node="w1", ip="10.244.0.7", owner=("DaemonSet", "agent")))
+    fake.api.add(
+        make_pod(
+            "hostnet",
+            "kube-system",
+            node="w1",
+            ip="198.18.0.20",
+            host_network=True,
+            owner=("DaemonSet", "kube-proxy"),
+        )
+    )
+    fake.api.add(
+        make_pod("dns-agent", "kube-system", node="w1", ip="10.244.0.7", owner=("DaemonSet", "agent"))
+    )
     fake.api.add(make_pod("static", "kube-system", node="w1", ip="198.18.0.20", mirror=True))
     fake.api.add(make_pod("web-2", "shop", node="w2", ip="10.244.1.5", owner=("ReplicaSet", "web-abc")))
     cluster = make_cluster(run_id="r1")

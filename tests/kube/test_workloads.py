@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from conftest import add_nodes
 
@@ -53,8 +51,11 @@ spec: {cidr: 10.244.0.0/16, vxlanMode: Always, blockSize: 24}
 def test_server_side_apply_create_unchanged_configured(fake: FakeApiServer, cluster: KubeCluster) -> None:
     results = cluster.apply(MANIFEST)
     assert [(r.kind, r.action) for r in results] == [
-        ("Namespace", ApplyAction.CREATED), ("ConfigMap", ApplyAction.CREATED),
-        ("DaemonSet", ApplyAction.CREATED), ("IPPool", ApplyAction.CREATED)]
+        ("Namespace", ApplyAction.CREATED),
+        ("ConfigMap", ApplyAction.CREATED),
+        ("DaemonSet", ApplyAction.CREATED),
+        ("IPPool", ApplyAction.CREATED),
+    ]
     assert results[1].ref == "ConfigMap/calico-system/calico-config" and results[3].namespace is None
     patches = [(p, q) for m, p, q in fake.api.requests if m == "PATCH"]
     assert all(q["fieldManager"] == "migrator" and "dryRun" not in q for _, q in patches)
@@ -72,10 +73,15 @@ def test_server_side_dry_run_changes_nothing(fake: FakeApiServer, cluster: KubeC
     rv_before = fake.api.last_rv
     fake.api.requests.clear()
     snapshot = {k: dict(v) for k, v in fake.api.objects.items()}
-    results = cluster.apply(MANIFEST.replace('"1450"', '"1410"').replace("flannel-compat", "new-pool"),
-                            dry_run=True)
-    assert [r.action for r in results] == [ApplyAction.UNCHANGED, ApplyAction.CONFIGURED,
-                                           ApplyAction.UNCHANGED, ApplyAction.CREATED]
+    results = cluster.apply(
+        MANIFEST.replace('"1450"', '"1410"').replace("flannel-compat", "new-pool"), dry_run=True
+    )
+    assert [r.action for r in results] == [
+        ApplyAction.UNCHANGED,
+        ApplyAction.CONFIGURED,
+        ApplyAction.UNCHANGED,
+        ApplyAction.CREATED,
+    ]
     assert all(r.dry_run for r in results)
     assert results[1].obj["data"]["veth_mtu"] == "1410"  # what the server would store
     assert fake.api.last_rv == rv_before
@@ -85,9 +91,15 @@ def test_server_side_dry_run_changes_nothing(fake: FakeApiServer, cluster: KubeC
 
 def test_apply_conflict_and_force(fake: FakeApiServer, cluster: KubeCluster) -> None:
     cluster.apply(MANIFEST)
-    cluster.api.call("edit by someone else", cluster.api.core.patch_namespaced_config_map, "calico-config",
-                     "calico-system", {"data": {"veth_mtu": "1300"}}, field_manager="kubectl-edit",
-                     _content_type="application/merge-patch+json")
+    cluster.api.call(
+        "edit by someone else",
+        cluster.api.core.patch_namespaced_config_map,
+        "calico-config",
+        "calico-system",
+        {"data": {"veth_mtu": "1300"}},
+        field_manager="kubectl-edit",
+        _content_type="application/merge-patch+json",
+    )
     with pytest.raises(ApplyConflict, match="kubectl-edit"):
         cluster.apply(MANIFEST)
     result = cluster.apply(MANIFEST, force_conflicts=True)
@@ -119,11 +131,14 @@ def test_daemonset_scheduling_patch_and_wait_for_its_pod(fake: FakeApiServer, cl
     status = cluster.wait_rollout(RolloutKind.DAEMONSET, "calico-system", "calico-node", timeout=5)
     assert status.complete and status.desired == 1
     # patch the selector away: the DaemonSet then runs on every node; the rollout waits for both
-    cluster.patch_daemonset_scheduling("calico-system", "calico-node", node_selector={"migrator.io/cni": None},
-                                       dry_run=True)
+    cluster.patch_daemonset_scheduling(
+        "calico-system", "calico-node", node_selector={"migrator.io/cni": None}, dry_run=True
+    )
     ds = fake.api.get("DaemonSet", "calico-node", "calico-system")
     assert ds is not None and ds["spec"]["template"]["spec"]["nodeSelector"] == {"migrator.io/cni": "calico"}
-    cluster.patch_daemonset_scheduling("calico-system", "calico-node", node_selector={"migrator.io/cni": None})
+    cluster.patch_daemonset_scheduling(
+        "calico-system", "calico-node", node_selector={"migrator.io/cni": None}
+    )
     status = cluster.wait_rollout(RolloutKind.DAEMONSET, "calico-system", "calico-node", timeout=5)
     assert status.complete and status.desired == 2 and status.available == 2
     assert any(q.get("watch") == "true" for m, p, q in fake.api.requests if p.endswith("/daemonsets"))
@@ -134,6 +149,9 @@ def test_rollout_timeout_is_clear(fake: FakeApiServer, cluster: KubeCluster) -> 
     fake.api.daemonset_ready_delay = None
     fake.api.ensure_namespace("kube-system")
     fake.api.add(make_daemonset("stuck", "kube-system", labels={"app": "stuck"}))
-    with pytest.raises(StepTimeout, match=r"rollout of DaemonSet kube-system/stuck not complete after 1s: "
-                                          r"1/1 updated, 0/1 available"):
+    with pytest.raises(
+        StepTimeout,
+        match=r"rollout of DaemonSet kube-system/stuck not complete after 1s: "
+        r"1/1 updated, 0/1 available",
+    ):
         cluster.wait_rollout(RolloutKind.DAEMONSET, "kube-system", "stuck", timeout=1)
