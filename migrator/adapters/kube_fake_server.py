@@ -554,6 +554,8 @@ class FakeKubeApi:
         self.types_by_path: dict[tuple[str, str, str], ResourceType] = {
             (r.group, r.version, r.plural): r for r in RESOURCES
         }
+        self._sorted_keys: dict[str, list[tuple[str, str]]] = {}
+        self._encoded: dict[tuple[Any, ...], bytes] = {}
         self.events: list[WatchEvent] = []
         self.events_dropped_rv = 0
         self.faults: list[Fault] = []
@@ -695,6 +697,7 @@ class FakeKubeApi:
             return obj
         meta["resourceVersion"] = self._next_rv()
         self.objects[rtype.key][(ns, meta["name"])] = obj
+        self._sorted_keys.pop(rtype.key, None)
         if log:
             self._log("ADDED", rtype, obj)
         if rtype.kind == "DaemonSet" and log:
@@ -728,6 +731,7 @@ class FakeKubeApi:
 
     def _remove(self, rtype: ResourceType, ns: str, name: str) -> Obj:
         obj = self.objects[rtype.key].pop((ns, name))
+        self._sorted_keys.pop(rtype.key, None)
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = self._next_rv()
         self._log("DELETED", rtype, obj)
@@ -1054,6 +1058,27 @@ class FakeKubeApi:
             "resources": resources,
         }
 
+    def encode_items(self, items: list[Obj]) -> bytes:
+        """JSON of list items, cached per object version (lists of thousands of objects stay fast)."""
+        out = []
+        cache = self._encoded
+        for obj in items:
+            meta = obj.get("metadata") or {}
+            key = (
+                obj.get("kind", ""),
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                meta.get("resourceVersion"),
+            )
+            data = cache.get(key)
+            if data is None:
+                data = json.dumps(obj, separators=(",", ":")).encode()
+                if len(cache) > 200_000:
+                    cache.clear()
+                cache[key] = data
+            out.append(data)
+        return b",".join(out)
+
     def list_objects(self, rtype: ResourceType, ns: str | None, query: Mapping[str, str]) -> Obj:
         items = self._matching(rtype, ns, query)
         limit = int(query.get("limit") or 0)
@@ -1080,7 +1105,12 @@ class FakeKubeApi:
         label_test = parse_label_selector(query["labelSelector"]) if query.get("labelSelector") else None
         field_test = parse_field_selector(query["fieldSelector"]) if query.get("fieldSelector") else None
         out = []
-        for (obj_ns, _), obj in sorted(self.objects[rtype.key].items()):
+        store = self.objects[rtype.key]
+        keys = self._sorted_keys.get(rtype.key)
+        if keys is None:
+            keys = self._sorted_keys[rtype.key] = sorted(store)
+        for key in keys:
+            obj_ns, obj = key[0], store[key]
             if ns is not None and obj_ns != ns:
                 continue
             if label_test is not None and not label_test(obj["metadata"].get("labels") or {}):
@@ -1494,7 +1524,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(payload)
 
     def _send(self, status: int, payload: Obj, headers: Mapping[str, str]) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        items = payload.get("items")
+        if isinstance(items, list) and str(payload.get("kind", "")).endswith("List"):
+            head = {k: v for k, v in payload.items() if k != "items"}
+            encoded = self.server.api.encode_items(items)
+            data = json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"items":[' + encoded + b"]}"
+        else:
+            data = json.dumps(payload, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

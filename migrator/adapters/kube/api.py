@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any
 
 import urllib3
@@ -191,12 +192,6 @@ class KubeApi:
         max_pages: int = 10_000,
     ) -> None:
         self.client = api_client
-        self.core = k8s.CoreV1Api(api_client)
-        self.apps = k8s.AppsV1Api(api_client)
-        self.policy = k8s.PolicyV1Api(api_client)
-        self.coordination = k8s.CoordinationV1Api(api_client)
-        self.discovery_v1 = k8s.DiscoveryV1Api(api_client)
-        self.authorization = k8s.AuthorizationV1Api(api_client)
         self.page_size = page_size
         self.request_timeout = request_timeout
         self.read_attempts = max(read_attempts, 1)
@@ -204,6 +199,33 @@ class KubeApi:
         self.max_pages = max_pages
         self._resources: dict[tuple[str, str], tuple[str, bool]] = {}
         self._resources_lock = threading.Lock()
+
+    # The API groups are created on first use: importing one of the client's typed API modules compiles
+    # its validators (about 1 s for CoreV1Api), so a run pays only for the groups it uses.
+
+    @cached_property
+    def core(self) -> Any:
+        return k8s.CoreV1Api(self.client)
+
+    @cached_property
+    def apps(self) -> Any:
+        return k8s.AppsV1Api(self.client)
+
+    @cached_property
+    def policy(self) -> Any:
+        return k8s.PolicyV1Api(self.client)
+
+    @cached_property
+    def coordination(self) -> Any:
+        return k8s.CoordinationV1Api(self.client)
+
+    @cached_property
+    def discovery_v1(self) -> Any:
+        return k8s.DiscoveryV1Api(self.client)
+
+    @cached_property
+    def authorization(self) -> Any:
+        return k8s.AuthorizationV1Api(self.client)
 
     @property
     def host(self) -> str:
