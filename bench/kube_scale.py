@@ -40,7 +40,7 @@ TARGET_RSS_MB = 300.0
 
 
 def build_api(nodes: int, pods_per_node: int):  # type: ignore[no-untyped-def]
-    from migrator.adapters.kube_fake_server import FakeKubeApi, make_node, make_pod
+    from migrator.adapters.kube_fake_server import FakeKubeApi, make_node, make_pod  # noqa: PLC0415
 
     api = FakeKubeApi()
     api.record_requests = False
@@ -51,23 +51,45 @@ def build_api(nodes: int, pods_per_node: int):  # type: ignore[no-untyped-def]
         cp = i < control_planes
         name = f"cp-{i:02d}" if cp else f"node-{i:05d}"
         ip = f"198.18.{i // 250}.{i % 250 + 2}"
-        api.add(make_node(name, ip=ip, roles=("control-plane",) if cp else ("worker",),
-                          pod_cidr=f"10.{64 + i // 256}.{i % 256}.0/24",
-                          annotations={"flannel.alpha.coreos.com/backend-type": "vxlan",
-                                       "flannel.alpha.coreos.com/public-ip": ip}), log=False)
+        api.add(
+            make_node(
+                name,
+                ip=ip,
+                roles=("control-plane",) if cp else ("worker",),
+                pod_cidr=f"10.{64 + i // 256}.{i % 256}.0/24",
+                annotations={
+                    "flannel.alpha.coreos.com/backend-type": "vxlan",
+                    "flannel.alpha.coreos.com/public-ip": ip,
+                },
+            ),
+            log=False,
+        )
         for j in range(pods_per_node):
             if j == 0:
-                pod = make_pod(f"kube-flannel-ds-{i:05d}", "kube-system", node=name, ip=ip, host_network=True,
-                               owner=("DaemonSet", "kube-flannel-ds"))
+                pod = make_pod(
+                    f"kube-flannel-ds-{i:05d}",
+                    "kube-system",
+                    node=name,
+                    ip=ip,
+                    host_network=True,
+                    owner=("DaemonSet", "kube-flannel-ds"),
+                )
             else:
-                pod = make_pod(f"app-{i:05d}-{j}", "shop", node=name, ip=f"10.{64 + i // 256}.{i % 256}.{j + 1}",
-                               labels={"app": f"app-{j}"}, owner=("ReplicaSet", f"app-{j}-abc"), ports=(8080,))
+                pod = make_pod(
+                    f"app-{i:05d}-{j}",
+                    "shop",
+                    node=name,
+                    ip=f"10.{64 + i // 256}.{i % 256}.{j + 1}",
+                    labels={"app": f"app-{j}"},
+                    owner=("ReplicaSet", f"app-{j}-abc"),
+                    ports=(8080,),
+                )
             api.add(pod, log=False)
     return api
 
 
 def serve(args: argparse.Namespace) -> None:
-    from migrator.adapters.kube_fake_server import FakeApiServer
+    from migrator.adapters.kube_fake_server import FakeApiServer  # noqa: PLC0415
 
     api = build_api(args.nodes, args.pods_per_node)
     with FakeApiServer(api) as server:
@@ -89,18 +111,18 @@ def compute_waves(nodes, max_unavailable: str) -> list[list[str]]:  # type: igno
         size = max(1, math.floor(len(nodes) * float(max_unavailable[:-1]) / 100))
     else:
         size = max(1, int(max_unavailable))
-    waves = [workers[i:i + size] for i in range(0, len(workers), size)]
+    waves = [workers[i : i + size] for i in range(0, len(workers), size)]
     waves += [[name] for name in control]
     return waves
 
 
 def client(args: argparse.Namespace) -> None:
     t_import = time.perf_counter()
-    from kubernetes.client import CoreV1Api  # noqa: F401  (the client's one-time validator compile)
+    from kubernetes.client import CoreV1Api  # noqa: F401, PLC0415  (one-time validator compile)
 
-    from migrator.adapters.kube import KubeCluster
-    from migrator.adapters.kube.cluster import PodDisposition
-    from migrator.adapters.kube.mapping import to_node
+    from migrator.adapters.kube import KubeCluster  # noqa: PLC0415
+    from migrator.adapters.kube.cluster import PodDisposition  # noqa: PLC0415
+    from migrator.adapters.kube.mapping import to_node  # noqa: PLC0415
 
     import_seconds = time.perf_counter() - t_import
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -112,8 +134,10 @@ def client(args: argparse.Namespace) -> None:
         requests = math.ceil(len(nodes) / 500)
     else:
         listed = api.call("list nodes", api.core.list_node)["items"]
-        nodes = [to_node(api.call(f"read node {o['metadata']['name']}", api.core.read_node, o["metadata"]["name"]))
-                 for o in listed]
+        nodes = [
+            to_node(api.call(f"read node {o['metadata']['name']}", api.core.read_node, o["metadata"]["name"]))
+            for o in listed
+        ]
         requests = 1 + len(listed)
     waves = compute_waves(nodes, args.max_unavailable)
     plan_seconds = time.perf_counter() - start
@@ -132,39 +156,58 @@ def client(args: argparse.Namespace) -> None:
             evictable[node] = evictable.get(node, 0) + 1
     total_seconds = time.perf_counter() - start
     cluster.close()
-    print(json.dumps({
-        "import_seconds": import_seconds,
-        "seconds": plan_seconds,
-        "total_seconds": total_seconds,
-        "rss_plan_mb": rss_plan,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_before_mb": rss_before,
-        "nodes": len(nodes),
-        "pods": len(pods),
-        "evictable": sum(evictable.values()),
-        "waves": len(waves),
-        "first_wave": waves[0][:3],
-        "last_wave": waves[-1],
-        "requests": requests,
-        "wave_digest": hash(tuple(tuple(w) for w in waves)),
-    }))
+    print(
+        json.dumps(
+            {
+                "import_seconds": import_seconds,
+                "seconds": plan_seconds,
+                "total_seconds": total_seconds,
+                "rss_plan_mb": rss_plan,
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_before_mb": rss_before,
+                "nodes": len(nodes),
+                "pods": len(pods),
+                "evictable": sum(evictable.values()),
+                "waves": len(waves),
+                "first_wave": waves[0][:3],
+                "last_wave": waves[-1],
+                "requests": requests,
+                "wave_digest": hash(tuple(tuple(w) for w in waves)),
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------------------- main
 
 
 def run_client(mode: str, kubeconfig: str, max_unavailable: str) -> dict[str, object]:
-    out = subprocess.run([sys.executable, __file__, "--client", mode, "--kubeconfig", kubeconfig,
-                          "--max-unavailable", max_unavailable],
-                         capture_output=True, text=True, timeout=300, check=False,
-                         env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--client",
+            mode,
+            "--kubeconfig",
+            kubeconfig,
+            "--max-unavailable",
+            max_unavailable,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)},
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{mode} client failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--pods-per-node", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
@@ -183,10 +226,23 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="kube-scale-"))
     kubeconfig = str(workdir / "kubeconfig")
     t0 = time.perf_counter()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", "--nodes", str(args.nodes),
-                               "--pods-per-node", str(args.pods_per_node), "--kubeconfig", kubeconfig],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            "--nodes",
+            str(args.nodes),
+            "--pods-per-node",
+            str(args.pods_per_node),
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     watchdog = threading.Timer(900, server.kill)  # never leave a server behind
     watchdog.start()
     try:
@@ -194,8 +250,10 @@ def main() -> int:
         url = server.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
             raise RuntimeError("the fake API server did not start")
-        print(f"fake API server {url}: {args.nodes} nodes, {args.nodes * args.pods_per_node} pods "
-              f"(built in {time.perf_counter() - t0:.1f}s)")
+        print(
+            f"fake API server {url}: {args.nodes} nodes, {args.nodes * args.pods_per_node} pods "
+            f"(built in {time.perf_counter() - t0:.1f}s)"
+        )
         results: dict[str, list[dict[str, object]]] = {"paginated": [], "naive": []}
         for _ in range(args.runs):
             for mode in ("paginated", "naive"):  # interleaved, so both see the same conditions
@@ -215,27 +273,41 @@ def main() -> int:
 
     page, naive = results["paginated"][0], results["naive"][0]
     assert page["wave_digest"] == naive["wave_digest"], "both ways must plan the same waves"
-    print(f"plan: {page['nodes']} nodes, {page['pods']} pods ({page['evictable']} to evict), "
-          f"{page['waves']} waves of max_unavailable={args.max_unavailable}; first wave starts "
-          f"{page['first_wave']}, last wave {page['last_wave']}")
-    print(f"{'':10} {'nodes+waves s':>14} {'(min-max)':>13} {'+pods s':>8} {'RSS plan MB':>12} "
-          f"{'RSS peak MB':>12} {'requests':>9}")
+    print(
+        f"plan: {page['nodes']} nodes, {page['pods']} pods ({page['evictable']} to evict), "
+        f"{page['waves']} waves of max_unavailable={args.max_unavailable}; first wave starts "
+        f"{page['first_wave']}, last wave {page['last_wave']}"
+    )
+    print(
+        f"{'':10} {'nodes+waves s':>14} {'(min-max)':>13} {'+pods s':>8} {'RSS plan MB':>12} "
+        f"{'RSS peak MB':>12} {'requests':>9}"
+    )
     for mode in ("paginated", "naive"):
         secs = [float(r["seconds"]) for r in results[mode]]  # type: ignore[arg-type]
-        print(f"{mode:10} {med(mode, 'seconds'):14.3f} {min(secs):6.3f}-{max(secs):6.3f} "
-              f"{med(mode, 'total_seconds'):8.3f} {med(mode, 'rss_plan_mb'):12.1f} {med(mode, 'rss_mb'):12.1f} "
-              f"{int(results[mode][0]['requests']):9d}")  # type: ignore[call-overload]
+        print(
+            f"{mode:10} {med(mode, 'seconds'):14.3f} {min(secs):6.3f}-{max(secs):6.3f} "
+            f"{med(mode, 'total_seconds'):8.3f} {med(mode, 'rss_plan_mb'):12.1f} {med(mode, 'rss_mb'):12.1f} "
+            f"{int(results[mode][0]['requests']):9d}"
+        )  # type: ignore[call-overload]
     ratio = med("naive", "seconds") / med("paginated", "seconds")
-    print(f"naive / paginated: nodes+waves time {ratio:.1f}x, with pods "
-          f"{med('naive', 'total_seconds') / med('paginated', 'total_seconds'):.1f}x, peak RSS "
-          f"{med('naive', 'rss_mb') / med('paginated', 'rss_mb'):.2f}x")
-    print(f"one-time client import per process (kubernetes CoreV1Api validators + migrator): "
-          f"{med('paginated', 'import_seconds'):.2f}s, RSS after imports {med('paginated', 'rss_before_mb'):.0f} MB")
+    print(
+        f"naive / paginated: nodes+waves time {ratio:.1f}x, with pods "
+        f"{med('naive', 'total_seconds') / med('paginated', 'total_seconds'):.1f}x, peak RSS "
+        f"{med('naive', 'rss_mb') / med('paginated', 'rss_mb'):.2f}x"
+    )
+    print(
+        f"one-time client import per process (kubernetes CoreV1Api validators + migrator): "
+        f"{med('paginated', 'import_seconds'):.2f}s, "
+        f"RSS after imports {med('paginated', 'rss_before_mb'):.0f} MB"
+    )
     ok_time = med("paginated", "seconds") <= TARGET_SECONDS
     ok_rss = med("paginated", "rss_mb") <= TARGET_RSS_MB
-    print(f"targets: nodes+waves {med('paginated', 'seconds'):.2f}s <= {TARGET_SECONDS}s: "
-          f"{'ok' if ok_time else 'MISSED'}; peak RSS {med('paginated', 'rss_mb'):.0f} MB <= {TARGET_RSS_MB:.0f} MB: "
-          f"{'ok' if ok_rss else 'MISSED'}")
+    print(
+        f"targets: nodes+waves {med('paginated', 'seconds'):.2f}s <= {TARGET_SECONDS}s: "
+        f"{'ok' if ok_time else 'MISSED'}; "
+        f"peak RSS {med('paginated', 'rss_mb'):.0f} MB <= {TARGET_RSS_MB:.0f} MB: "
+        f"{'ok' if ok_rss else 'MISSED'}"
+    )
     return 0 if ok_time and ok_rss else 1
 
 
