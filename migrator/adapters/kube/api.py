@@ -329,6 +329,7 @@ class KubeApi:
                 logger.debug("{}: watch stream broke ({}), reconnecting", what, exc)
                 time.sleep(0.2)
             finally:
+                resp.close()  # never put a half-read watch stream back in the pool
                 resp.release_conn()
         raise PermanentError(f"{what}: too many watch reconnects")
 
