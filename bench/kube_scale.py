@@ -40,51 +40,16 @@ TARGET_RSS_MB = 300.0
 
 
 def build_api(nodes: int, pods_per_node: int):  # type: ignore[no-untyped-def]
-    from migrator.adapters.kube_fake_server import FakeKubeApi, make_node, make_pod  # noqa: PLC0415
+    """A flannel cluster: 3 control-plane nodes, the rest workers; each node runs its kube-flannel pod and
+    workers ``pods_per_node - 1`` app pods (ReplicaSet-owned, under a PDB)."""
+    from migrator.adapters.kube_fake_server import FakeKubeApi, seed_flannel_cluster  # noqa: PLC0415
 
     api = FakeKubeApi()
     api.record_requests = False
     api.controllers_enabled = False
-    api.ensure_namespace("shop")
-    control_planes = 3
-    for i in range(nodes):
-        cp = i < control_planes
-        name = f"cp-{i:02d}" if cp else f"node-{i:05d}"
-        ip = f"198.18.{i // 250}.{i % 250 + 2}"
-        api.add(
-            make_node(
-                name,
-                ip=ip,
-                roles=("control-plane",) if cp else ("worker",),
-                pod_cidr=f"10.{64 + i // 256}.{i % 256}.0/24",
-                annotations={
-                    "flannel.alpha.coreos.com/backend-type": "vxlan",
-                    "flannel.alpha.coreos.com/public-ip": ip,
-                },
-            ),
-            log=False,
-        )
-        for j in range(pods_per_node):
-            if j == 0:
-                pod = make_pod(
-                    f"kube-flannel-ds-{i:05d}",
-                    "kube-system",
-                    node=name,
-                    ip=ip,
-                    host_network=True,
-                    owner=("DaemonSet", "kube-flannel-ds"),
-                )
-            else:
-                pod = make_pod(
-                    f"app-{i:05d}-{j}",
-                    "shop",
-                    node=name,
-                    ip=f"10.{64 + i // 256}.{i % 256}.{j + 1}",
-                    labels={"app": f"app-{j}"},
-                    owner=("ReplicaSet", f"app-{j}-abc"),
-                    ports=(8080,),
-                )
-            api.add(pod, log=False)
+    seed_flannel_cluster(
+        api, workers=nodes - 3, control_planes=3, app_pods_per_node=max(pods_per_node - 1, 0)
+    )
     return api
 
 

@@ -1639,3 +1639,117 @@ class FakeApiServer:
     def write_kubeconfig(self, path: Path, *, context: str = "fake", token: str = "fake-token") -> Path:  # noqa: S107
         path.write_text(yaml.safe_dump(self.kubeconfig(context=context, token=token)))
         return path
+
+
+# ------------------------------------------------------------------------------------------- scenarios
+
+FLANNEL_NET_CONF = {
+    "Network": "10.244.0.0/16",
+    "SubnetLen": 24,
+    "Backend": {"Type": "vxlan", "VNI": 1, "Port": 8472, "DirectRouting": False},
+}
+
+
+def seed_flannel_cluster(
+    api: FakeKubeApi,
+    *,
+    workers: int = 3,
+    control_planes: int = 1,
+    app_pods_per_node: int = 1,
+    log: bool = False,
+) -> list[str]:
+    """A flannel cluster as ``kubeadm`` + kube-flannel leave it: nodes with pod CIDRs and flannel
+    annotations, the kube-flannel DaemonSet, its ``kube-flannel-cfg`` ConfigMap and pods, a ``shop``
+    app (owned by a ReplicaSet, with a PDB of ``minAvailable: 1``) and its NodePort service. Returns the
+    node names, control plane first. ``log=False`` keeps large seeds out of the watch event log."""
+    names: list[str] = []
+    api.ensure_namespace("kube-flannel")
+    api.ensure_namespace("shop")
+    api.add(
+        make_configmap(
+            "kube-flannel-cfg",
+            "kube-flannel",
+            {"net-conf.json": json.dumps(FLANNEL_NET_CONF), "cni-conf.json": "{}"},
+        ),
+        log=log,
+    )
+    total = control_planes + workers
+    for i in range(total):
+        cp = i < control_planes
+        name = f"cp-{i + 1:02d}" if cp else f"node-{i - control_planes + 1:05d}"
+        ip = f"198.18.{i // 250}.{i % 250 + 2}"
+        cidr_third, cidr_second = i % 256, 244 + i // 256
+        annotations = {
+            "flannel.alpha.coreos.com/backend-type": "vxlan",
+            "flannel.alpha.coreos.com/backend-data": json.dumps(
+                {"VNI": 1, "VtepMAC": f"02:42:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}:01"}
+            ),
+            "flannel.alpha.coreos.com/kube-subnet-manager": "true",
+            "flannel.alpha.coreos.com/public-ip": ip,
+        }
+        api.add(
+            make_node(
+                name,
+                ip=ip,
+                roles=("control-plane",) if cp else (),
+                pod_cidr=f"10.{cidr_second}.{cidr_third}.0/24",
+                annotations=annotations,
+            ),
+            log=log,
+        )
+        flannel_pod = make_pod(
+            f"kube-flannel-ds-{i:05d}",
+            "kube-flannel",
+            node=name,
+            ip=ip,
+            host_network=True,
+            labels={"app": "flannel"},
+            owner=("DaemonSet", "kube-flannel-ds"),
+            image="docker.io/flannel/flannel:v0.25.1",
+        )
+        flannel_pod["metadata"]["annotations"] = {"fake/generation": "1"}
+        api.add(flannel_pod, log=log)
+        if cp:
+            api.add(make_pod(f"kube-apiserver-{name}", "kube-system", node=name, ip=ip, mirror=True), log=log)
+        else:
+            for j in range(app_pods_per_node):
+                api.add(
+                    make_pod(
+                        f"web-{i:05d}-{j}",
+                        "shop",
+                        node=name,
+                        ip=f"10.{cidr_second}.{cidr_third}.{j + 2}",
+                        labels={"app": "web"},
+                        owner=("ReplicaSet", "web-5d9c7"),
+                        ports=(8080,),
+                    ),
+                    log=log,
+                )
+        names.append(name)
+    flannel_ds = make_daemonset(
+        "kube-flannel-ds",
+        "kube-flannel",
+        labels={"app": "flannel"},
+        host_network=True,
+        containers=[{"name": "kube-flannel", "image": "docker.io/flannel/flannel:v0.25.1"}],
+    )
+    controllers, api.controllers_enabled = api.controllers_enabled, False
+    try:  # the DaemonSet's pods were seeded above: no reconcile
+        api.add(flannel_ds, log=log)
+    finally:
+        api.controllers_enabled = controllers
+    with api.lock:
+        api._update_daemonset_status("kube-flannel", "kube-flannel-ds")
+    api.add(make_pdb("web", "shop", selector={"app": "web"}, min_available=1), log=log)
+    api.add(
+        make_service(
+            "web",
+            "shop",
+            cluster_ip="10.96.0.80",
+            selector={"app": "web"},
+            type_="NodePort",
+            ports=[{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}],
+        ),
+        log=log,
+    )
+    return names
