@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from conftest import add_nodes
 
-from migrator.adapters.kube import KubeCluster
+from migrator.adapters.kube import KubeCluster, PodDisposition
 from migrator.adapters.kube_fake_server import FakeApiServer, make_pdb, make_pod
 from migrator.errors import Interrupted, StepFailed, StepTimeout
 
@@ -161,3 +161,24 @@ def test_drain_is_idempotent(fake: FakeApiServer, make_cluster: Callable[..., Ku
     assert cluster.drain_node("w1", timeout=5).evicted == ("shop/web-1",)
     again = cluster.drain_node("w1", timeout=5)
     assert again.evicted == () and len(again.skipped) == 2
+
+
+def test_preview_drain_changes_nothing_and_shows_pdb_refusals(
+    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+) -> None:
+    add_nodes(fake, workers=2, control_planes=0)
+    web_app(fake, replicas_on_w1=1, min_available=1)
+    fake.api.add(
+        make_pod("cache", "shop", node="w1", ip="10.244.0.30", owner=("ReplicaSet", "c"), empty_dir=True)
+    )
+    cluster = make_cluster()
+    rv = fake.api.last_rv
+    preview = cluster.preview_drain("w1")
+    assert preview.to_evict == ["shop/web-1"] and preview.refused == ["shop/cache"]
+    assert set(preview.blocked) == {"shop/web-1"} and "disruption budget" in preview.blocked["shop/web-1"]
+    assert preview.pods["kube-system/kube-apiserver-w1"] is PodDisposition.SKIP_MIRROR
+    assert fake.api.get("Pod", "web-1", "shop") is not None
+    assert not fake.api.get("Node", "w1")["spec"].get("unschedulable")  # type: ignore[index]
+    evictions_sent = [q for m, p, q in fake.api.requests if m == "POST" and p.endswith("/eviction")]
+    assert evictions_sent and all(q.get("dryRun") == "All" for q in evictions_sent)
+    assert fake.api.last_rv - rv <= 1  # at most the PDB status refresh; no pod or node changed

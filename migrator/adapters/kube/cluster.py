@@ -104,6 +104,27 @@ class ApplyConflict(PermanentError):
     """Server-side apply refused: fields owned by another manager (retry with ``force_conflicts``)."""
 
 
+@dataclass(frozen=True)
+class DrainPreview:
+    """A drain's plan: every pod of the node with its disposition, and the evictions refused now."""
+
+    node: str
+    pods: Mapping[str, PodDisposition]
+    blocked: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def to_evict(self) -> list[str]:
+        return sorted(k for k, d in self.pods.items() if d is PodDisposition.EVICT)
+
+    @property
+    def refused(self) -> list[str]:
+        return sorted(
+            k
+            for k, d in self.pods.items()
+            if d in (PodDisposition.REFUSE_EMPTYDIR, PodDisposition.REFUSE_UNMANAGED)
+        )
+
+
 class _EvictionsPending(Exception):
     """Some evictions were refused (PDB) or failed for a while; tenacity retries the round."""
 
@@ -416,7 +437,34 @@ class KubeCluster:
         logger.info("drained node {}: {} evicted, {} skipped", name, len(evicted), len(skipped))
         return DrainResult(node=name, evicted=tuple(evicted), skipped=tuple(skipped))
 
-    def _evict(self, namespace: str, name: str) -> None:
+    def preview_drain(
+        self,
+        name: str,
+        *,
+        delete_emptydir_data: bool | None = None,
+        force: bool | None = None,
+        server_dry_run: bool = True,
+    ) -> DrainPreview:
+        """What :meth:`drain_node` would do, changing nothing: each pod's disposition and, with
+        ``server_dry_run``, which evictions the API server refuses now (``dryRun=All`` evictions: PDBs)."""
+        emptydir = self.delete_emptydir_data if delete_emptydir_data is None else delete_emptydir_data
+        force_ = self.force if force is None else force
+        pods: dict[str, PodDisposition] = {}
+        blocked: dict[str, str] = {}
+        for pod in self._list_pods(None, name).items:
+            key = mapping.pod_key(pod)
+            pods[key] = self.classify_pod(pod, delete_emptydir_data=emptydir, force=force_)
+            if server_dry_run and pods[key] is PodDisposition.EVICT:
+                ns, pod_name = key.split("/", 1)
+                try:
+                    self._evict(ns, pod_name, dry_run=True)
+                except KubeNotFound:
+                    continue
+                except TemporaryError as err:
+                    blocked[key] = str(err)
+        return DrainPreview(node=name, pods=pods, blocked=blocked)
+
+    def _evict(self, namespace: str, name: str, *, dry_run: bool = False) -> None:
         body: Obj = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
@@ -430,6 +478,7 @@ class KubeCluster:
             name,
             namespace,
             k8s.V1Eviction.from_dict(body),
+            dry_run="All" if dry_run else None,
         )
 
     def blocking_pdbs(self, pods: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
