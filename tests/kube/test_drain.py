@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from conftest import add_nodes
 
-from migrator.adapters.kube import KubeCluster, PodDisposition
+from migrator.adapters.kube import KubeCluster, KubeNotFound, PodDisposition
 from migrator.adapters.kube_fake_server import FakeApiServer, make_pdb, make_pod
 from migrator.errors import Interrupted, StepFailed, StepTimeout
 
@@ -182,3 +182,49 @@ def test_preview_drain_changes_nothing_and_shows_pdb_refusals(
     evictions_sent = [q for m, p, q in fake.api.requests if m == "POST" and p.endswith("/eviction")]
     assert evictions_sent and all(q.get("dryRun") == "All" for q in evictions_sent)
     assert fake.api.last_rv - rv <= 1  # at most the PDB status refresh; no pod or node changed
+
+
+def test_a_wave_drains_in_parallel_and_the_pdb_serialises_the_evictions(
+    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+) -> None:
+    add_nodes(fake, workers=4, control_planes=0)
+    fake.api.ensure_namespace("shop")
+    for i, node in enumerate(("w1", "w2", "w3")):
+        fake.api.add(
+            make_pod(
+                f"web-{i}",
+                "shop",
+                node=node,
+                ip=f"10.244.{i}.9",
+                labels={"app": "web"},
+                owner=("ReplicaSet", "web-abc"),
+            )
+        )
+    fake.api.add(make_pdb("web-pdb", "shop", selector={"app": "web"}, max_unavailable=1))
+    fake.api.replacement_ready_delay = 0.6
+    cluster = make_cluster()
+    for node in ("w1", "w2"):
+        cluster.set_schedulable(node, False)  # the wave is cordoned first, so replacements avoid it
+    results: dict[str, object] = {}
+
+    def drain(node: str) -> None:
+        try:
+            results[node] = cluster.drain_node(node, timeout=15)
+        except Exception as err:  # reported by the assertion below
+            results[node] = err
+
+    threads = [threading.Thread(target=drain, args=(n,)) for n in ("w1", "w2")]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(not isinstance(r, Exception) for r in results.values()), results
+    assert time.monotonic() - start >= 0.5  # the second eviction waited for the first replacement
+    web_nodes = {p["spec"]["nodeName"] for p in fake.api.find("Pod", "shop")}
+    assert "w1" not in web_nodes and "w2" not in web_nodes
+
+
+def test_drain_of_an_unknown_node_is_a_clear_error(cluster: KubeCluster) -> None:
+    with pytest.raises(KubeNotFound, match="nope"):
+        cluster.drain_node("nope", timeout=2)
