@@ -38,7 +38,7 @@ from migrator.errors import (
     TemporaryError,
     UsageError,
 )
-from migrator.ports import DrainResult, Node, Pod, Service
+from migrator.ports import Cluster, DrainResult, Node, Pod, Service
 
 FIELD_MANAGER = "migrator"
 
@@ -935,3 +935,8 @@ def _documents(manifests: str | Mapping[str, Any] | Sequence[Mapping[str, Any]])
         else:
             out.append(doc)
     return out
+
+
+def _conforms(cluster: KubeCluster) -> Cluster:
+    """mypy checks here that KubeCluster implements the Cluster port."""
+    return cluster
