@@ -155,3 +155,26 @@ def test_rollout_timeout_is_clear(fake: FakeApiServer, cluster: KubeCluster) -> 
         r"1/1 updated, 0/1 available",
     ):
         cluster.wait_rollout(RolloutKind.DAEMONSET, "kube-system", "stuck", timeout=1)
+
+
+def test_daemonset_affinity_patch_and_removal(fake: FakeApiServer, cluster: KubeCluster) -> None:
+    fake.api.add(make_daemonset("kube-flannel-ds", "kube-system", labels={"app": "flannel"}))
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "migrator.io/cni", "operator": "NotIn", "values": ["calico"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    cluster.patch_daemonset_scheduling("kube-system", "kube-flannel-ds", affinity=affinity)
+    spec = fake.api.get("DaemonSet", "kube-flannel-ds", "kube-system")["spec"]["template"]["spec"]  # type: ignore[index]
+    assert spec["affinity"] == affinity
+    cluster.patch_daemonset_scheduling("kube-system", "kube-flannel-ds", remove_affinity=True)
+    spec = fake.api.get("DaemonSet", "kube-flannel-ds", "kube-system")["spec"]["template"]["spec"]  # type: ignore[index]
+    assert "affinity" not in spec
