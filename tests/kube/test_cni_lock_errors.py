@@ -250,8 +250,8 @@ def test_lease_lock_stops_a_second_holder_and_allows_takeover_after_expiry(
 
 
 def test_lease_lock_context_manager_renews(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    with cluster.lock("run-C", duration=0.9) as lock:
-        time.sleep(1.5)  # longer than the duration: the background renewer keeps it
+    with cluster.lock("run-C", duration=1.5) as lock:
+        time.sleep(2.5)  # longer than the duration: the background renewer keeps it
         with pytest.raises(LockHeld):
             cluster.lock("run-D").acquire()
         assert lock.current() is not None

@@ -82,7 +82,7 @@ def test_drain_times_out_naming_the_pod_and_the_pdb(
     with pytest.raises(StepTimeout) as info:
         cluster.drain_node("w1", timeout=1.5)
     elapsed = time.monotonic() - start
-    assert 1.4 <= elapsed < 6
+    assert 1.4 <= elapsed < 10
     message = str(info.value)
     assert "drain of node w1 timed out after 1.5s" in message
     assert "pod shop/web-1" in message and "PodDisruptionBudget shop/web-pdb" in message
@@ -151,7 +151,7 @@ def test_drain_is_cancellable(fake: FakeApiServer, make_cluster: Callable[..., K
             make_cluster().drain_node("w1", timeout=30, cancel=cancel)
     finally:
         timer.cancel()
-    assert time.monotonic() - start < 4
+    assert time.monotonic() - start < 8
 
 
 def test_drain_is_idempotent(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
