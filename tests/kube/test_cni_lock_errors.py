@@ -355,3 +355,19 @@ def test_watch_replays_and_expires(fake: FakeApiServer, cluster: KubeCluster) ->
                 "watch nodes", cluster.api.core.list_node, resource_version=rv, deadline=time.monotonic() + 1
             )
         )
+
+
+def test_background_renewer_reports_a_lost_lock(fake: FakeApiServer, cluster: KubeCluster) -> None:
+    lock = cluster.lock("run-E", duration=1.0)
+    lock.acquire()
+    lock.start_renewing(interval=0.2)
+    try:
+        fake.api.update(
+            "Lease",
+            "migrator-run-lock",
+            "kube-system",
+            lambda lease: lease["metadata"]["annotations"].update({"migrator.io/run-id": "run-F"}),
+        )
+        assert lock.lost.wait(timeout=5)
+    finally:
+        lock.stop_renewing()

@@ -78,6 +78,7 @@ class LeaseLock:
         self.purpose = purpose
         self._rv: str | None = None
         self._stop = threading.Event()
+        self.lost = threading.Event()  # set when the background renewer finds another run holds the lock
         self._renewer: threading.Thread | None = None
 
     @property
@@ -238,8 +239,12 @@ class LeaseLock:
             while not self._stop.wait(period):
                 try:
                     self.renew()
-                except MigratorError as err:
-                    logger.error("could not renew the lock {}: {}", self.what, err)
+                except LockHeld as err:
+                    logger.error("run {} lost the lock {}: {}", self.run_id, self.what, err)
+                    self.lost.set()
+                    return
+                except MigratorError as err:  # the API server may come back before the lease expires
+                    logger.warning("could not renew the lock {}: {}", self.what, err)
 
         self._renewer = threading.Thread(target=loop, name=f"lease-renew-{self.name}", daemon=True)
         self._renewer.start()
