@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from conftest import add_nodes
 
-from migrator.adapters.kube import KubeCluster
+from migrator.adapters.kube import KubeCluster, kube_target
 from migrator.adapters.kube_fake_server import (
     FakeApiServer,
     make_endpointslice,
@@ -201,3 +202,26 @@ def test_restart_pods_deletes_controller_owned_non_host_network_pods(
     assert "web-1" not in left and "dns-agent" not in left
     assert any(n.startswith("web-abc-") for n in left)  # the fake ReplicaSet recreated it
     assert any("restarted 2 pods by migrator run r1" in e["message"] for e in fake.api.find("Event"))
+
+
+def test_server_side_dry_run_of_node_changes(
+    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+) -> None:
+    add_nodes(fake, workers=1, control_planes=0)
+    cluster = make_cluster(run_id="dry")
+    rv = fake.api.last_rv
+    cluster.label_node("w1", {"migrator.io/cni": "calico"}, dry_run=True)
+    cluster.set_schedulable("w1", False, dry_run=True)
+    assert fake.api.last_rv == rv and fake.api.find("Event") == []
+    node = cluster.get_node("w1")
+    assert node.schedulable and "migrator.io/cni" not in node.labels
+    assert [q.get("dryRun") for m, p, q in fake.api.requests if m == "PATCH"] == ["All", "All"]
+
+
+def test_kube_target(fake: FakeApiServer, kubeconfig: Path) -> None:
+    target = kube_target(kubeconfig=str(kubeconfig), run_id="r")
+    try:
+        assert target.name == "kube" and isinstance(target.cluster, KubeCluster)
+        assert target.extras["identity"].startswith(fake.url)
+    finally:
+        target.cluster.close()  # type: ignore[attr-defined]

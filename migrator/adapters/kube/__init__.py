@@ -21,6 +21,7 @@ from migrator.adapters.kube.cluster import (
     Propagation,
     RolloutKind,
     RolloutStatus,
+    kube_target,
 )
 from migrator.adapters.kube.cni import (
     CalicoPool,
@@ -57,6 +58,7 @@ __all__ = [
     "RolloutStatus",
     "WatchExpired",
     "detect_from_objects",
+    "kube_target",
     "load_api_client",
     "translate",
 ]

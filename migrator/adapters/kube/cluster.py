@@ -38,7 +38,7 @@ from migrator.errors import (
     TemporaryError,
     UsageError,
 )
-from migrator.ports import Cluster, DrainResult, Node, Pod, Service
+from migrator.ports import Cluster, DrainResult, Node, Pod, Service, Target
 
 FIELD_MANAGER = "migrator"
 
@@ -216,8 +216,9 @@ class KubeCluster:
     def get_node(self, name: str) -> Node:
         return mapping.to_node(self.api.read(f"read node {name}", self.api.core.read_node, name))
 
-    def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
-        """Set labels (``None`` removes one) with a merge patch; idempotent."""
+    def label_node(self, name: str, labels: Mapping[str, str | None], *, dry_run: bool = False) -> None:
+        """Set labels (``None`` removes one) with a merge patch; idempotent. ``dry_run`` asks the server to
+        validate the patch (existence, RBAC, admission) without storing it."""
         if not labels:
             return
         self.api.call(
@@ -226,26 +227,31 @@ class KubeCluster:
             name,
             {"metadata": {"labels": dict(labels)}},
             field_manager=FIELD_MANAGER,
+            dry_run="All" if dry_run else None,
             _content_type="application/merge-patch+json",
         )
-        changes = ", ".join(f"{k}={v}" if v is not None else f"-{k}" for k, v in sorted(labels.items()))
-        self.record_node_event(name, "MigratorLabel", f"labels {changes} set")
+        if not dry_run:
+            changes = ", ".join(f"{k}={v}" if v is not None else f"-{k}" for k, v in sorted(labels.items()))
+            self.record_node_event(name, "MigratorLabel", f"labels {changes} set")
 
-    def set_schedulable(self, name: str, schedulable: bool) -> None:
-        """Cordon (``False``) or uncordon (``True``) with a patch of ``spec.unschedulable``."""
+    def set_schedulable(self, name: str, schedulable: bool, *, dry_run: bool = False) -> None:
+        """Cordon (``False``) or uncordon (``True``) with a patch of ``spec.unschedulable``; ``dry_run`` as
+        for :meth:`label_node`."""
         self.api.call(
             f"{'uncordon' if schedulable else 'cordon'} node {name}",
             self.api.core.patch_node,
             name,
             {"spec": {"unschedulable": None if schedulable else True}},
             field_manager=FIELD_MANAGER,
+            dry_run="All" if dry_run else None,
             _content_type="application/strategic-merge-patch+json",
         )
-        self.record_node_event(
-            name,
-            "MigratorUncordon" if schedulable else "MigratorCordon",
-            "uncordoned" if schedulable else "cordoned",
-        )
+        if not dry_run:
+            self.record_node_event(
+                name,
+                "MigratorUncordon" if schedulable else "MigratorCordon",
+                "uncordoned" if schedulable else "cordoned",
+            )
 
     # --------------------------------------------------------------------------------------- pods
 
@@ -935,6 +941,20 @@ def _documents(manifests: str | Mapping[str, Any] | Sequence[Mapping[str, Any]])
         else:
             out.append(doc)
     return out
+
+
+def kube_target(
+    *,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    run_id: str | None = None,
+    name: str = "kube",
+    **options: Any,
+) -> Target:
+    """A :class:`~migrator.ports.Target` for a real cluster (the cluster part; no executor or prober yet).
+    Its ``extras["identity"]`` is the cluster identity the run records."""
+    cluster = KubeCluster(kubeconfig=kubeconfig, context=context, run_id=run_id, **options)
+    return Target(name=name, cluster=cluster, extras={"identity": cluster.identity(), "kube": cluster})
 
 
 def _conforms(cluster: KubeCluster) -> Cluster:
