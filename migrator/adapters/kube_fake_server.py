@@ -1292,7 +1292,7 @@ class FakeKubeApi:
             else:
                 if not isinstance(patch, dict):
                     raise ApiError(400, "BadRequest", "merge patch must be an object")
-                new = merge_patch(current, patch)
+                new = merge_patch(copy.deepcopy(current), patch)  # never share dicts with the stored object
             new["metadata"]["name"] = current["metadata"]["name"]
             new["metadata"]["uid"] = current["metadata"]["uid"]
             sent_rv = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -74,3 +76,24 @@ def test_helpers() -> None:
     assert selector({"app": "web", "tier": "fe", "env": "p"})
     assert not selector({"app": "web", "canary": "1", "env": "p"})
     assert not selector({"app": "web", "tier": "db", "env": "p"})
+
+
+def test_watch_replay_keeps_each_version(fake: FakeApiServer, cluster: KubeCluster) -> None:
+    fake.api.add(make_configmap("a", "default", {"k": "v"}))
+    rv = str(fake.api.last_rv)
+    for value in ("1", "2"):
+        cluster.api.core.patch_namespaced_config_map(
+            "a", "default", {"data": {"k": value}}, _content_type="application/merge-patch+json"
+        )
+    events = list(
+        cluster.api.watch(
+            "watch",
+            cluster.api.core.list_namespaced_config_map,
+            "default",
+            resource_version=rv,
+            deadline=time.monotonic() + 1,
+        )
+    )
+    assert [o["data"]["k"] for _, o in events] == ["1", "2"]
+    rvs = [int(o["metadata"]["resourceVersion"]) for _, o in events]
+    assert rvs[0] < rvs[1]
