@@ -550,6 +550,7 @@ class FakeKubeApi:
         self.lock = threading.Condition(threading.RLock())
         self.rv = itertools.count(1000)
         self.last_rv = 1000
+        self.resources: list[ResourceType] = list(RESOURCES)
         self.objects: dict[str, dict[tuple[str, str], Obj]] = {r.key: {} for r in RESOURCES}
         self.types_by_path: dict[tuple[str, str, str], ResourceType] = {
             (r.group, r.version, r.plural): r for r in RESOURCES
@@ -566,6 +567,7 @@ class FakeKubeApi:
         self.replacement_ready_delay: float | None = 0.3
         self.daemonset_ready_delay: float | None = 0.2
         self.pod_termination_seconds = 0.0
+        self.crd_established_delay = 0.2
         self.controllers_enabled = True
         self.ip_counter = itertools.count(1)
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -577,7 +579,7 @@ class FakeKubeApi:
     # -------------------------------------------------------------------------------- helpers
 
     def rtype(self, kind_or_plural: str) -> ResourceType:
-        for r in RESOURCES:
+        for r in self.resources:
             if kind_or_plural in (r.kind, r.plural):
                 return r
         raise KeyError(kind_or_plural)
@@ -702,7 +704,44 @@ class FakeKubeApi:
             self._log("ADDED", rtype, obj)
         if rtype.kind == "DaemonSet" and log:
             self._reconcile_daemonset(ns, meta["name"])
+        if rtype.kind == "CustomResourceDefinition":
+            self._register_crd(obj)
         return copy.deepcopy(obj)
+
+    def _register_crd(self, crd: Obj) -> None:
+        """Serve the CRD's kind (every served version), Established after ``crd_established_delay``."""
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        for version in spec.get("versions") or []:
+            if not version.get("served", True):
+                continue
+            rtype = ResourceType(
+                str(spec.get("group")),
+                str(version.get("name")),
+                str(names.get("plural")),
+                str(names.get("kind")),
+                spec.get("scope", "Namespaced") == "Namespaced",
+            )
+            if (rtype.group, rtype.version, rtype.plural) in self.types_by_path:
+                continue
+            self.resources.append(rtype)
+            self.types_by_path[(rtype.group, rtype.version, rtype.plural)] = rtype
+            self.objects.setdefault(rtype.key, {})
+        name = str(crd["metadata"]["name"])
+
+        def established() -> None:
+            current = self.objects["apiextensions.k8s.io/customresourcedefinitions"].get(("", name))
+            if current is not None:
+                new = copy.deepcopy(current)
+                new["status"] = {
+                    "conditions": [
+                        {"type": "Established", "status": "True"},
+                        {"type": "NamesAccepted", "status": "True"},
+                    ]
+                }
+                self._store(self.rtype("CustomResourceDefinition"), new)
+
+        self.schedule(self.crd_established_delay, established)
 
     def _store(self, rtype: ResourceType, obj: Obj, etype: str = "MODIFIED") -> Obj:
         meta = obj["metadata"]
@@ -1008,7 +1047,7 @@ class FakeKubeApi:
         if parts == ["api"]:
             return {"kind": "APIVersions", "versions": ["v1"]}
         if parts == ["apis"]:
-            groups = sorted({(r.group, r.version) for r in RESOURCES if r.group})
+            groups = sorted({(r.group, r.version) for r in self.resources if r.group})
             return {
                 "kind": "APIGroupList",
                 "apiVersion": "v1",
@@ -1028,7 +1067,7 @@ class FakeKubeApi:
             group_version = (parts[1], parts[2])
         if group_version is None:
             return None
-        found = [r for r in RESOURCES if (r.group, r.version) == group_version]
+        found = [r for r in self.resources if (r.group, r.version) == group_version]
         if not found:
             return None
         resources = []

@@ -178,3 +178,52 @@ def test_daemonset_affinity_patch_and_removal(fake: FakeApiServer, cluster: Kube
     cluster.patch_daemonset_scheduling("kube-system", "kube-flannel-ds", remove_affinity=True)
     spec = fake.api.get("DaemonSet", "kube-flannel-ds", "kube-system")["spec"]["template"]["spec"]  # type: ignore[index]
     assert "affinity" not in spec
+
+
+CRD_BATCH = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.migrator.io}
+spec:
+  group: example.migrator.io
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets, singular: widget}
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}]
+---
+apiVersion: example.migrator.io/v1
+kind: Widget
+metadata: {name: w, namespace: demo}
+spec: {size: 3}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c, namespace: demo}
+data: {a: "1"}
+"""
+
+
+def test_apply_a_batch_with_its_crd_and_namespace(fake: FakeApiServer, cluster: KubeCluster) -> None:
+    preview = cluster.apply(CRD_BATCH, dry_run=True)
+    assert [(r.kind, r.action, r.validated) for r in preview] == [
+        ("Namespace", ApplyAction.CREATED, True),
+        ("CustomResourceDefinition", ApplyAction.CREATED, True),
+        ("Widget", ApplyAction.CREATED, False),
+        ("ConfigMap", ApplyAction.CREATED, False),
+    ]
+    assert "CustomResourceDefinition is created by this apply" in preview[2].note
+    assert "namespace demo is created by this apply" in preview[3].note
+    assert fake.api.get("Namespace", "demo") is None
+    assert fake.api.get("CustomResourceDefinition", "widgets.example.migrator.io") is None
+    results = cluster.apply(CRD_BATCH)
+    assert [(r.kind, r.action, r.validated) for r in results] == [
+        ("Namespace", ApplyAction.CREATED, True),
+        ("CustomResourceDefinition", ApplyAction.CREATED, True),
+        ("Widget", ApplyAction.CREATED, True),
+        ("ConfigMap", ApplyAction.CREATED, True),
+    ]
+    assert fake.api.get("Widget", "w", "demo")["spec"] == {"size": 3}  # type: ignore[index]
+    assert {r.action for r in cluster.apply(CRD_BATCH, dry_run=True)} == {ApplyAction.UNCHANGED}

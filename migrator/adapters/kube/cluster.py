@@ -82,6 +82,8 @@ class ApplyResult:
     action: ApplyAction
     dry_run: bool
     obj: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    validated: bool = True  # False: a dry run could not ask the server (its CRD or namespace comes first)
+    note: str = ""
 
     @property
     def ref(self) -> str:
@@ -647,13 +649,76 @@ class KubeCluster:
         dry_run: bool = False,
         force_conflicts: bool = False,
         default_namespace: str = "default",
+        crd_timeout: float = 60.0,
     ) -> list[ApplyResult]:
-        """Server-side apply (field manager ``migrator``) of YAML text or objects; ``dry_run`` sends
-        ``dryRun=All`` so the server validates and answers without persisting anything."""
-        return [
-            self._apply_one(obj, dry_run=dry_run, force=force_conflicts, default_namespace=default_namespace)
-            for obj in _documents(manifests)
-        ]
+        """Server-side apply (field manager ``migrator``) of YAML text or objects, in order.
+
+        ``dry_run`` sends ``dryRun=All``: the server validates and answers without persisting anything. An
+        object whose CRD or namespace is created earlier in the same batch cannot be checked by the server
+        in a dry run: it is reported with ``validated=False``. A real apply waits (bounded by
+        ``crd_timeout``) for each CRD it creates to be Established before applying the next object."""
+        docs = _documents(manifests)
+        batch_kinds = {
+            (
+                str((d.get("spec") or {}).get("group", "")),
+                str(((d.get("spec") or {}).get("names") or {}).get("kind")),
+            )
+            for d in docs
+            if d.get("kind") == "CustomResourceDefinition"
+        }
+        batch_namespaces = {
+            str((d.get("metadata") or {}).get("name")) for d in docs if d.get("kind") == "Namespace"
+        }
+        results: list[ApplyResult] = []
+        for obj in docs:
+            api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+            meta = obj.get("metadata") or {}
+            group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+            try:
+                result = self._apply_one(
+                    obj, dry_run=dry_run, force=force_conflicts, default_namespace=default_namespace
+                )
+            except KubeNotFound as exc:
+                namespace = meta.get("namespace")
+                if dry_run and (group, kind) in batch_kinds:
+                    note = f"its CustomResourceDefinition is created by this apply: {exc}"
+                elif dry_run and namespace in batch_namespaces:
+                    note = f"its namespace {namespace} is created by this apply: {exc}"
+                else:
+                    raise
+                results.append(
+                    ApplyResult(
+                        api_version,
+                        kind,
+                        str(meta.get("name", "")),
+                        namespace,
+                        ApplyAction.CREATED,
+                        True,
+                        obj,
+                        validated=False,
+                        note=note,
+                    )
+                )
+                logger.info("apply {} {} (dry run): not validated: {}", kind, meta.get("name"), note)
+                continue
+            results.append(result)
+            if kind == "CustomResourceDefinition" and not dry_run:
+                self.wait_crd_established(result.name, timeout=crd_timeout)
+        return results
+
+    def wait_crd_established(self, name: str, *, timeout: float) -> None:
+        """Wait (polling, bounded) until a CustomResourceDefinition is Established and served."""
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        deadline = time.monotonic() + timeout
+        for _ in range(100_000):
+            crd = self.api.request(f"read CustomResourceDefinition {name}", "GET", path)
+            conditions = (crd.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        raise StepTimeout(f"CustomResourceDefinition {name} not Established after {timeout:g}s")
 
     def _apply_one(
         self, obj: Mapping[str, Any], *, dry_run: bool, force: bool, default_namespace: str
