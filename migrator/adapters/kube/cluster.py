@@ -412,7 +412,7 @@ class KubeCluster:
                     return
                 ns, pod_name = key.split("/", 1)
                 try:
-                    self._evict(ns, pod_name)
+                    self._evict(ns, pod_name, deadline=deadline)
                 except KubeNotFound:
                     pass  # already gone
                 except TemporaryError as err:  # 429 (PDB), 5xx, 409: retry in the next round
@@ -472,7 +472,9 @@ class KubeCluster:
                     blocked[key] = str(err)
         return DrainPreview(node=name, pods=pods, blocked=blocked)
 
-    def _evict(self, namespace: str, name: str, *, dry_run: bool = False) -> None:
+    def _evict(
+        self, namespace: str, name: str, *, dry_run: bool = False, deadline: float | None = None
+    ) -> None:
         body: Obj = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
@@ -487,7 +489,14 @@ class KubeCluster:
             namespace,
             k8s.V1Eviction.from_dict(body),
             dry_run="All" if dry_run else None,
+            _request_timeout=self._request_budget(deadline),
         )
+
+    def _request_budget(self, deadline: float | None) -> float:
+        """A request's timeout: the configured one, cut to what is left before ``deadline`` (at least 1 s)."""
+        if deadline is None:
+            return self.api.request_timeout
+        return max(min(self.api.request_timeout, deadline - time.monotonic()), 1.0)
 
     def blocking_pdbs(self, pods: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
         """PodDisruptionBudgets selecting each pod: ``{pod key: ["ns/pdb (status)", ...]}``."""
