@@ -533,6 +533,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     reason: str = ""
     message: str = "injected fault"
+    delay: float = 0.0  # seconds to hang before answering (a slow or stuck API server)
 
 
 @dataclass
@@ -1215,6 +1216,8 @@ class FakeKubeApi:
             with self.lock:
                 self.requests.append((method, path, dict(query)))
         fault = self.check_fault(method, path)
+        if fault is not None and fault.delay > 0:
+            self.stopping.wait(min(fault.delay, MAX_WATCH_SECONDS))
         if fault is not None:
             reason = fault.reason or {
                 401: "Unauthorized",

@@ -10,7 +10,7 @@ import pytest
 from conftest import add_nodes
 
 from migrator.adapters.kube import KubeCluster, KubeNotFound, PodDisposition
-from migrator.adapters.kube_fake_server import FakeApiServer, make_pdb, make_pod
+from migrator.adapters.kube_fake_server import FakeApiServer, Fault, make_pdb, make_pod
 from migrator.errors import Interrupted, StepFailed, StepTimeout
 
 
@@ -228,3 +228,15 @@ def test_a_wave_drains_in_parallel_and_the_pdb_serialises_the_evictions(
 def test_drain_of_an_unknown_node_is_a_clear_error(cluster: KubeCluster) -> None:
     with pytest.raises(KubeNotFound, match="nope"):
         cluster.drain_node("nope", timeout=2)
+
+
+def test_drain_against_a_hung_api_server_ends_at_its_timeout(
+    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+) -> None:
+    add_nodes(fake, workers=2, control_planes=0)
+    web_app(fake, replicas_on_w1=1, min_available=0)
+    fake.api.faults.append(Fault(path="/eviction$", status=504, delay=20, times=5))
+    start = time.monotonic()
+    with pytest.raises(StepTimeout, match="shop/web-1"):
+        make_cluster().drain_node("w1", timeout=2)
+    assert time.monotonic() - start < 8
