@@ -18,6 +18,7 @@ from migrator.adapters.kube import (
     KubeForbidden,
     KubeNotFound,
     WatchExpired,
+    detect_from_objects,
 )
 from migrator.adapters.kube_fake_server import FakeApiServer, Fault, make_configmap, make_daemonset, make_node
 from migrator.errors import LockHeld, PermanentError, TemporaryError, UsageError
@@ -371,3 +372,33 @@ def test_background_renewer_reports_a_lost_lock(fake: FakeApiServer, cluster: Ku
         assert lock.lost.wait(timeout=5)
     finally:
         lock.stop_renewing()
+
+
+def test_migration_blockers_from_objects() -> None:
+    flannel_ds = make_daemonset("kube-flannel-ds", "kube-flannel", labels={"app": "flannel"})
+    cms = {
+        ("kube-flannel", "kube-flannel-cfg"): make_configmap(
+            "kube-flannel-cfg", "kube-flannel", {"net-conf.json": json.dumps(NET_CONF)}
+        )
+    }
+
+    def pool(name: str, cidr: str, **spec: object) -> dict[str, object]:
+        return {"metadata": {"name": name}, "spec": {"cidr": cidr, **spec}}
+
+    good = detect_from_objects(
+        [flannel_ds], cms, [], [pool("compat", "10.244.0.0/16", blockSize=24, vxlanMode="Always")]
+    )
+    assert good.migration_blockers() == []
+    other = detect_from_objects([flannel_ds], cms, [], [pool("far", "192.168.0.0/16", ipipMode="Always")])
+    assert other.migration_blockers() == []  # does not overlap flannel's network
+    bad = detect_from_objects(
+        [flannel_ds], cms, [], [pool("default-ipv4-ippool", "10.244.0.0/16", blockSize=26, ipipMode="Always")]
+    )
+    (problem,) = bad.migration_blockers()
+    assert "Calico IPPool default-ipv4-ippool conflicts with flannel" in problem
+    assert "blockSize 26" in problem and "ipipMode Always" in problem and "vxlanMode" in problem
+    canal = make_daemonset("canal", "kube-system", labels={"k8s-app": "canal"})
+    assert "canal is recognised" in detect_from_objects([canal], {}, [], []).migration_blockers()[0]
+    assert detect_from_objects([], {}, [], []).migration_blockers()[0].startswith("no CNI was recognised")
+    no_conf = detect_from_objects([flannel_ds], {}, [], [])
+    assert "net-conf.json" in no_conf.migration_blockers()[0]

@@ -6,6 +6,7 @@ exists) and node annotations. :func:`detect_from_objects` is pure, so it can be 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,59 @@ class CniInfo:
     def supported_source(self) -> bool:
         """Whether migrator can migrate away from it today (only flannel)."""
         return self.kind is CniKind.FLANNEL
+
+    def migration_blockers(self) -> list[str]:
+        """Why a live, wire-compatible flannel → Calico migration cannot start (empty when it can)."""
+        if self.kind is not CniKind.FLANNEL:
+            if self.kind is CniKind.UNKNOWN:
+                return ["no CNI was recognised on the cluster (flannel, Calico, Canal, Weave Net or Cilium)"]
+            if self.kind is CniKind.CALICO:
+                return ["the cluster already runs Calico: there is nothing to migrate from"]
+            return [
+                f"{self.kind} is recognised as the source CNI, but migrating from it is not supported yet "
+                "(only flannel is)"
+            ]
+        if self.flannel is None:
+            return [
+                "flannel runs but its net-conf.json (ConfigMap kube-flannel-cfg) was not found or not valid"
+            ]
+        problems = self.flannel.migration_blockers()
+        problems.extend(self.conflicting_pools())
+        return problems
+
+    def conflicting_pools(self) -> list[str]:
+        """Enabled Calico IPPools that overlap flannel's network but would not keep it wire-compatible."""
+        if self.flannel is None or not self.flannel.network:
+            return []
+        try:
+            network = ipaddress.ip_network(self.flannel.network, strict=False)
+        except ValueError:
+            return [f"flannel's Network {self.flannel.network!r} is not a valid CIDR"]
+        out = []
+        for pool in self.calico_pools:
+            if pool.disabled:
+                continue
+            try:
+                cidr = ipaddress.ip_network(pool.cidr, strict=False)
+            except ValueError:
+                out.append(f"Calico IPPool {pool.name} has an invalid cidr {pool.cidr!r}")
+                continue
+            if cidr.version != network.version or not cidr.overlaps(network):
+                continue
+            reasons = []
+            if cidr != network:
+                reasons.append(f"cidr {pool.cidr} is not flannel's {self.flannel.network}")
+            if pool.block_size is not None and pool.block_size != self.flannel.subnet_len:
+                reasons.append(
+                    f"blockSize {pool.block_size} is not flannel's SubnetLen {self.flannel.subnet_len}"
+                )
+            if pool.ipip_mode not in (None, "Never"):
+                reasons.append(f"ipipMode {pool.ipip_mode} (flannel's wire format is VXLAN)")
+            if pool.vxlan_mode in (None, "Never"):
+                reasons.append("vxlanMode is not Always")
+            if reasons:
+                out.append(f"Calico IPPool {pool.name} conflicts with flannel: " + "; ".join(reasons))
+        return out
 
 
 def _image_tag(ds: Mapping[str, Any]) -> str | None:
