@@ -82,6 +82,7 @@ def test_detect_flannel_with_its_source_config(fake: FakeApiServer, cluster: Kub
     assert info.flannel.migration_blockers() == []
     assert info.config["configmap"] == "kube-flannel/kube-flannel-cfg"
     n1 = info.flannel_nodes["n1"]
+    assert n1.vtep_ip == "10.244.1.0"
     assert (n1.pod_cidr, n1.public_ip, n1.vtep_mac, n1.vni) == (
         "10.244.1.0/24",
         "198.18.0.2",

@@ -75,6 +75,17 @@ class FlannelNode:
     vtep_mac: str | None
     vni: int | None
 
+    @property
+    def vtep_ip(self) -> str | None:
+        """flannel.1's address: the first address (``.0``) of the node's pod CIDR, as flannel's VXLAN
+        backend assigns it; Calico must keep it for the nodes still on flannel."""
+        if not self.pod_cidr:
+            return None
+        try:
+            return str(ipaddress.ip_network(self.pod_cidr, strict=False).network_address)
+        except ValueError:
+            return None
+
 
 @dataclass(frozen=True)
 class CalicoPool:
