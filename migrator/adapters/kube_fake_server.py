@@ -1685,6 +1685,25 @@ class FakeApiServer:
 
 # ------------------------------------------------------------------------------------------- scenarios
 
+
+def add_nodes(api: FakeKubeApi, workers: int = 3, control_planes: int = 1) -> list[str]:
+    """Plain nodes ``cp1..`` (control plane, 198.18.0.10+) and ``w1..`` (workers, 198.18.0.20+)."""
+    names = []
+    for i in range(control_planes):
+        name = f"cp{i + 1}"
+        api.add(
+            make_node(
+                name, ip=f"198.18.0.{10 + i}", roles=("control-plane",), pod_cidr=f"10.244.{100 + i}.0/24"
+            )
+        )
+        names.append(name)
+    for i in range(workers):
+        name = f"w{i + 1}"
+        api.add(make_node(name, ip=f"198.18.0.{20 + i}", roles=("worker",), pod_cidr=f"10.244.{i}.0/24"))
+        names.append(name)
+    return names
+
+
 FLANNEL_NET_CONF = {
     "Network": "10.244.0.0/16",
     "SubnetLen": 24,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from migrator.adapters.kube import KubeCluster
-from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, make_node
+from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi
 
 
 @pytest.fixture
@@ -42,20 +42,3 @@ def make_cluster(kubeconfig: Path) -> Iterator[Callable[..., KubeCluster]]:
 @pytest.fixture
 def cluster(make_cluster: Callable[..., KubeCluster]) -> KubeCluster:
     return make_cluster()
-
-
-def add_nodes(fake: FakeApiServer, workers: int = 3, control_planes: int = 1) -> list[str]:
-    names = []
-    for i in range(control_planes):
-        name = f"cp{i + 1}"
-        fake.api.add(
-            make_node(
-                name, ip=f"198.18.0.{10 + i}", roles=("control-plane",), pod_cidr=f"10.244.{100 + i}.0/24"
-            )
-        )
-        names.append(name)
-    for i in range(workers):
-        name = f"w{i + 1}"
-        fake.api.add(make_node(name, ip=f"198.18.0.{20 + i}", roles=("worker",), pod_cidr=f"10.244.{i}.0/24"))
-        names.append(name)
-    return names

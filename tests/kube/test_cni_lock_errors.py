@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import add_nodes
 
 from migrator.adapters.kube import (
     CniKind,
@@ -20,7 +19,14 @@ from migrator.adapters.kube import (
     WatchExpired,
     detect_from_objects,
 )
-from migrator.adapters.kube_fake_server import FakeApiServer, Fault, make_configmap, make_daemonset, make_node
+from migrator.adapters.kube_fake_server import (
+    FakeApiServer,
+    Fault,
+    add_nodes,
+    make_configmap,
+    make_daemonset,
+    make_node,
+)
 from migrator.errors import LockHeld, PermanentError, TemporaryError, UsageError
 
 NET_CONF = {
@@ -284,7 +290,7 @@ def test_api_errors_are_translated(
     error: type[Exception],
     text: str,
 ) -> None:
-    add_nodes(fake, workers=1, control_planes=0)
+    add_nodes(fake.api, workers=1, control_planes=0)
     fake.api.faults.append(Fault(path="^/api/v1/nodes/w1$", status=status, headers=headers))
     cluster = make_cluster(read_attempts=1)
     with pytest.raises(error, match=text) as info:
@@ -301,7 +307,7 @@ def test_api_errors_are_translated(
 def test_reads_are_retried_on_temporary_errors(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=1, control_planes=0)
+    add_nodes(fake.api, workers=1, control_planes=0)
     fake.api.faults.append(Fault(path="^/api/v1/nodes/w1$", status=503, times=2))
     assert make_cluster(read_attempts=3).get_node("w1").name == "w1"
 
@@ -341,7 +347,7 @@ def test_missing_kubeconfig_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_watch_replays_and_expires(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    add_nodes(fake, workers=1, control_planes=0)
+    add_nodes(fake.api, workers=1, control_planes=0)
     rv = str(fake.api.last_rv)
     cluster.label_node("w1", {"a": "1"})
     events = list(

@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import add_nodes
 
 from migrator.adapters.kube import KubeCluster, KubeNotFound, PodDisposition
-from migrator.adapters.kube_fake_server import FakeApiServer, Fault, make_pdb, make_pod
+from migrator.adapters.kube_fake_server import FakeApiServer, Fault, add_nodes, make_pdb, make_pod
 from migrator.errors import Interrupted, StepFailed, StepTimeout
 
 
@@ -49,7 +48,7 @@ def evictions(fake: FakeApiServer) -> list[str]:
 def test_drain_honours_the_pdb_until_a_replacement_is_ready(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=3, control_planes=0)
+    add_nodes(fake.api, workers=3, control_planes=0)
     web_app(fake)
     fake.api.replacement_ready_delay = 1.0
     cluster = make_cluster(run_id="run-7")
@@ -75,7 +74,7 @@ def test_drain_honours_the_pdb_until_a_replacement_is_ready(
 def test_drain_times_out_naming_the_pod_and_the_pdb(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     web_app(fake, replicas_on_w1=1, min_available=1)
     cluster = make_cluster()
     start = time.monotonic()
@@ -94,7 +93,7 @@ def test_drain_times_out_naming_the_pod_and_the_pdb(
 def test_drain_refuses_emptydir_and_unmanaged_pods_unless_allowed(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
     fake.api.add(
         make_pod(
@@ -115,7 +114,7 @@ def test_drain_refuses_emptydir_and_unmanaged_pods_unless_allowed(
 def test_drain_waits_for_terminating_pods_by_watch(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
     fake.api.add(make_pod("web-1", "shop", node="w1", ip="10.244.0.9", owner=("ReplicaSet", "web-x")))
     fake.api.pod_termination_seconds = 0.8
@@ -131,7 +130,7 @@ def test_drain_waits_for_terminating_pods_by_watch(
 def test_drain_timeout_while_pods_terminate(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
     fake.api.add(make_pod("slow", "shop", node="w1", ip="10.244.0.9", owner=("ReplicaSet", "slow-x")))
     fake.api.pod_termination_seconds = 30
@@ -140,7 +139,7 @@ def test_drain_timeout_while_pods_terminate(
 
 
 def test_drain_is_cancellable(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     web_app(fake, replicas_on_w1=1, min_available=1)
     cancel = threading.Event()
     timer = threading.Timer(0.5, cancel.set)
@@ -155,7 +154,7 @@ def test_drain_is_cancellable(fake: FakeApiServer, make_cluster: Callable[..., K
 
 
 def test_drain_is_idempotent(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     web_app(fake, replicas_on_w1=1, min_available=0)
     cluster = make_cluster()
     assert cluster.drain_node("w1", timeout=5).evicted == ("shop/web-1",)
@@ -166,7 +165,7 @@ def test_drain_is_idempotent(fake: FakeApiServer, make_cluster: Callable[..., Ku
 def test_preview_drain_changes_nothing_and_shows_pdb_refusals(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     web_app(fake, replicas_on_w1=1, min_available=1)
     fake.api.add(
         make_pod("cache", "shop", node="w1", ip="10.244.0.30", owner=("ReplicaSet", "c"), empty_dir=True)
@@ -187,7 +186,7 @@ def test_preview_drain_changes_nothing_and_shows_pdb_refusals(
 def test_a_wave_drains_in_parallel_and_the_pdb_serialises_the_evictions(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=4, control_planes=0)
+    add_nodes(fake.api, workers=4, control_planes=0)
     fake.api.ensure_namespace("shop")
     for i, node in enumerate(("w1", "w2", "w3")):
         fake.api.add(
@@ -233,7 +232,7 @@ def test_drain_of_an_unknown_node_is_a_clear_error(cluster: KubeCluster) -> None
 def test_drain_against_a_hung_api_server_ends_at_its_timeout(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     web_app(fake, replicas_on_w1=1, min_available=0)
     fake.api.faults.append(Fault(path="/eviction$", status=504, delay=20, times=5))
     start = time.monotonic()

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import add_nodes
-
 from migrator.adapters.kube import KubeCluster, kube_target
 from migrator.adapters.kube_fake_server import (
     FakeApiServer,
+    add_nodes,
     make_endpointslice,
     make_node,
     make_pod,
@@ -30,7 +29,7 @@ def test_identity_is_server_url_and_kube_system_uid(fake: FakeApiServer, cluster
 def test_list_nodes_paginates_and_maps_roles(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=6, control_planes=1)
+    add_nodes(fake.api, workers=6, control_planes=1)
     fake.api.add(
         make_node(
             "old-master",
@@ -56,7 +55,7 @@ def test_list_nodes_paginates_and_maps_roles(
 
 
 def test_label_and_unlabel(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    add_nodes(fake, workers=1, control_planes=0)
+    add_nodes(fake.api, workers=1, control_planes=0)
     cluster.label_node("w1", {"migrator.io/cni": "calico", "extra": "1"})
     assert cluster.get_node("w1").labels["migrator.io/cni"] == "calico"
     cluster.label_node("w1", {"migrator.io/cni": "calico"})  # idempotent
@@ -66,7 +65,7 @@ def test_label_and_unlabel(fake: FakeApiServer, cluster: KubeCluster) -> None:
 
 
 def test_cordon_uncordon_and_events(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
-    add_nodes(fake, workers=1, control_planes=0)
+    add_nodes(fake.api, workers=1, control_planes=0)
     cluster = make_cluster(run_id="run-42")
     cluster.set_schedulable("w1", False)
     assert not cluster.get_node("w1").schedulable
@@ -83,7 +82,7 @@ def test_cordon_uncordon_and_events(fake: FakeApiServer, make_cluster: Callable[
 
 
 def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
     fake.api.add(
         make_pod(
@@ -166,7 +165,7 @@ def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[...,
 def test_restart_pods_deletes_controller_owned_non_host_network_pods(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     fake.api.ensure_namespace("shop")
     fake.api.add(
         make_pod(
@@ -207,7 +206,7 @@ def test_restart_pods_deletes_controller_owned_non_host_network_pods(
 def test_server_side_dry_run_of_node_changes(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake, workers=1, control_planes=0)
+    add_nodes(fake.api, workers=1, control_planes=0)
     cluster = make_cluster(run_id="dry")
     rv = fake.api.last_rv
     cluster.label_node("w1", {"migrator.io/cni": "calico"}, dry_run=True)

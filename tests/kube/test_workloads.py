@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import add_nodes
 
 from migrator.adapters.kube import ApplyAction, ApplyConflict, KubeCluster, RolloutKind
-from migrator.adapters.kube_fake_server import FakeApiServer, make_daemonset
+from migrator.adapters.kube_fake_server import FakeApiServer, add_nodes, make_daemonset
 from migrator.errors import StepTimeout
 
 MANIFEST = """
@@ -119,7 +118,7 @@ def test_delete_with_propagation(fake: FakeApiServer, cluster: KubeCluster) -> N
 
 
 def test_daemonset_scheduling_patch_and_wait_for_its_pod(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    add_nodes(fake, workers=2, control_planes=0)
+    add_nodes(fake.api, workers=2, control_planes=0)
     fake.api.daemonset_ready_delay = 0.5
     cluster.apply(MANIFEST)
     assert fake.api.find("Pod", "calico-system") == []  # no node is labelled for Calico yet
@@ -145,7 +144,7 @@ def test_daemonset_scheduling_patch_and_wait_for_its_pod(fake: FakeApiServer, cl
 
 
 def test_rollout_timeout_is_clear(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    add_nodes(fake, workers=1, control_planes=0)
+    add_nodes(fake.api, workers=1, control_planes=0)
     fake.api.daemonset_ready_delay = None
     fake.api.ensure_namespace("kube-system")
     fake.api.add(make_daemonset("stuck", "kube-system", labels={"app": "stuck"}))
