@@ -329,11 +329,7 @@ class NodesSchedulableCheck(CheckBase):
 
 
 Check = Annotated[
-    DemoMarkersCheck
-    | ReachabilityCheck
-    | ContinuousProbeCheck
-    | NodesReachableCheck
-    | NodesSchedulableCheck,
+    DemoMarkersCheck | ReachabilityCheck | ContinuousProbeCheck | NodesReachableCheck | NodesSchedulableCheck,
     Field(discriminator="type"),
 ]
 

@@ -1,0 +1,64 @@
+"""The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client."""
+
+from migrator.adapters.kube.api import (
+    KubeApi,
+    KubeConflict,
+    KubeForbidden,
+    KubeInvalid,
+    KubeNotFound,
+    WatchExpired,
+    load_api_client,
+    translate,
+)
+from migrator.adapters.kube.cluster import (
+    FIELD_MANAGER,
+    ApplyAction,
+    ApplyConflict,
+    ApplyResult,
+    DrainPreview,
+    KubeCluster,
+    PodDisposition,
+    Propagation,
+    RolloutKind,
+    RolloutStatus,
+    kube_target,
+)
+from migrator.adapters.kube.cni import (
+    CalicoPool,
+    CniInfo,
+    CniKind,
+    FlannelConfig,
+    FlannelNode,
+    detect_from_objects,
+)
+from migrator.adapters.kube.lock import LeaseHolder, LeaseLock
+
+__all__ = [
+    "FIELD_MANAGER",
+    "ApplyAction",
+    "ApplyConflict",
+    "ApplyResult",
+    "CalicoPool",
+    "CniInfo",
+    "CniKind",
+    "DrainPreview",
+    "FlannelConfig",
+    "FlannelNode",
+    "KubeApi",
+    "KubeCluster",
+    "KubeConflict",
+    "KubeForbidden",
+    "KubeInvalid",
+    "KubeNotFound",
+    "LeaseHolder",
+    "LeaseLock",
+    "PodDisposition",
+    "Propagation",
+    "RolloutKind",
+    "RolloutStatus",
+    "WatchExpired",
+    "detect_from_objects",
+    "kube_target",
+    "load_api_client",
+    "translate",
+]

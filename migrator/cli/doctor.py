@@ -1,0 +1,79 @@
+"""``migrator doctor --target kube``: check the connection and every RBAC permission migrator uses."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from migrator.adapters.kube.cluster import KubeCluster
+from migrator.adapters.kube_doctor import CheckStatus, DoctorReport, run_doctor
+from migrator.errors import MigratorError
+
+app = typer.Typer(help="Check that migrator can do its job on a target.", no_args_is_help=False)
+
+
+class DoctorTarget(StrEnum):
+    KUBE = "kube"
+
+
+STYLE = {CheckStatus.OK: "green", CheckStatus.MISSING: "red", CheckStatus.ERROR: "yellow"}
+
+
+def render(report: DoctorReport, console: Console, *, show_all: bool) -> None:
+    if report.error is not None:
+        console.print(f"[red]cannot reach the cluster:[/red] {report.error}")
+        return
+    console.print(f"cluster: {report.identity}")
+    table = Table(title="RBAC permissions (SelfSubjectAccessReview)")
+    table.add_column("verb")
+    table.add_column("resource")
+    table.add_column("status")
+    table.add_column("needed for")
+    for check in report.checks:
+        if check.status is CheckStatus.OK and not show_all:
+            continue
+        table.add_row(
+            check.verb,
+            check.permission.display,
+            f"[{STYLE[check.status]}]{check.status}[/]",
+            check.permission.why,
+        )
+    if table.row_count:
+        console.print(table)
+    missing = len(report.missing)
+    if missing:
+        console.print(
+            f"[red]{missing} of {len(report.checks)} permissions missing[/red]: apply docs/rbac.yaml "
+            "(a least-privilege ClusterRole) to this user or service account"
+        )
+    else:
+        console.print(f"[green]all {len(report.checks)} permissions granted[/green]")
+
+
+@app.callback(invoke_without_command=True)
+def doctor(
+    target: Annotated[DoctorTarget, typer.Option(help="The target to check")] = DoctorTarget.KUBE,
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(help="Path of the kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)"),
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="The kubeconfig context")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="List granted permissions too")] = False,
+) -> None:
+    """Check the connection to the target and every permission migrator uses; exit 1 if any is missing."""
+    console = Console()
+    try:
+        cluster = KubeCluster(kubeconfig=kubeconfig, context=context, read_attempts=1)
+    except MigratorError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from err
+    try:
+        report = run_doctor(cluster)
+    finally:
+        cluster.close()
+    render(report, console, show_all=show_all)
+    raise typer.Exit(0 if report.ok else 1)
