@@ -1,0 +1,371 @@
+"""``AnsibleRunnerExecutor``: the node executor, running real playbooks over SSH through ansible-runner.
+
+One call of :meth:`AnsibleRunnerExecutor.run_playbook` is one ``ansible-playbook`` run in its own private
+data dir (``data_dir``, inside the run folder: artifacts are kept under ``data_dir/artifacts/<ident>/``).
+Results are mapped by :mod:`migrator.adapters.ansible_events`; failures are raised as migrator errors:
+
+- a failed task → :class:`~migrator.adapters.ansible_events.PlaybookFailed` (a ``StepFailed`` naming the
+  host, the task and Ansible's message);
+- unreachable hosts only → :class:`~migrator.adapters.ansible_events.HostsUnreachable` (a
+  ``TemporaryError``: retry);
+- timeout → ``PlaybookTimeout`` (a ``StepTimeout``); cancel event set → ``PlaybookInterrupted`` (an
+  ``Interrupted``).
+
+Every raised error carries ``.result`` (the :class:`PlaybookResult`, per host) when the playbook ran.
+
+Secrets (``request.secret_vars``) never reach the data dir: they are passed to Ansible as ``-e @FILE`` with
+FILE in a private temporary folder (on tmpfs when there is one) that is removed after the run; every event
+is scrubbed before ansible-runner writes it and before it is forwarded; the artifacts are scrubbed again
+after the run. Playbooks must still set ``no_log: true`` on tasks that use secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+from loguru import logger
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from migrator.adapters.ansible_events import (
+    HostsUnreachable,
+    PlaybookFailed,
+    PlaybookInterrupted,
+    SecretScrubber,
+    error_for,
+    host_results,
+    task_event,
+)
+from migrator.adapters.inventory import list_hosts
+from migrator.errors import PermanentError, StepFailed, TemporaryError
+from migrator.paths import playbooks_dir
+from migrator.ports import PlaybookRequest, PlaybookResult, RunnerStatus
+
+EventCallback = Callable[[Mapping[str, Any]], None]
+
+# Environment variables of the ansible-playbook process kept in the ``command`` artifact (ansible-runner
+# writes the whole environment there; the rest of the caller's environment may hold credentials).
+_ENV_KEEP = re.compile(r"^(ANSIBLE_|RUNNER_|PATH$|HOME$|LANG$|LC_|PYTHONPATH$|USER$)")
+_POLL = 0.25  # seconds between ansible-runner's checks of cancel and timeout
+
+
+def default_control_path_dir() -> Path:
+    """A short per-user folder for SSH ControlPath sockets (socket paths are limited to 108 bytes)."""
+    return Path(tempfile.gettempdir()) / f"mgr-cp-{os.getuid()}"
+
+
+class AnsibleRunnerExecutor:
+    """Runs playbooks on nodes through ``ansible_runner.run``; implements ``migrator.ports.NodeExecutor``.
+
+    ``inventory``: the inventory file (host names must equal Kubernetes node names).
+    ``playbooks``: folder that relative playbook paths are resolved against (default ``playbooks/``).
+    ``connect_timeout``: SSH connect timeout in seconds. ``control_persist``: seconds an idle SSH master
+    connection stays up between steps. ``strategy``: Ansible strategy (``linear`` or ``free``; default: the
+    playbook's). ``envvars``: extra ``ANSIBLE_*`` settings. ``verbosity``: ``-v`` count (never with secrets).
+    """
+
+    def __init__(
+        self,
+        inventory: Path,
+        *,
+        playbooks: Path | None = None,
+        connect_timeout: int = 10,
+        control_persist: int = 60,
+        control_path_dir: Path | None = None,
+        strategy: str | None = None,
+        envvars: Mapping[str, str] | None = None,
+        verbosity: int = 0,
+    ) -> None:
+        self.inventory = Path(inventory).resolve()
+        self.playbooks = (playbooks or playbooks_dir()).resolve()
+        self.connect_timeout = connect_timeout
+        self.control_persist = control_persist
+        self.control_path_dir = control_path_dir or default_control_path_dir()
+        self.strategy = strategy
+        self.extra_env = dict(envvars or {})
+        self.verbosity = verbosity
+        self._hosts: list[str] | None = None
+
+    # ------------------------------------------------------------------------------------------ inventory
+
+    def inventory_hosts(self) -> list[str]:
+        """The inventory's host names (parsed once, by ``ansible-inventory``)."""
+        if self._hosts is None:
+            self._hosts = list_hosts(self.inventory)
+        return list(self._hosts)
+
+    # ------------------------------------------------------------------------------------------------ run
+
+    def resolve_playbook(self, playbook: Path) -> Path:
+        path = playbook if playbook.is_absolute() else self.playbooks / playbook
+        if not path.is_file():
+            raise PermanentError(f"playbook {path} does not exist")
+        return path
+
+    def _env(self) -> dict[str, str]:
+        self.control_path_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = {
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_GATHERING": "explicit",
+            "ANSIBLE_SSH_ARGS": (
+                f"-o ControlMaster=auto -o ControlPersist={self.control_persist}s "
+                "-o ServerAliveInterval=5 -o ServerAliveCountMax=3"
+            ),
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
+            "ANSIBLE_SSH_RETRIES": "0",  # the engine retries unreachable hosts (TemporaryError)
+            "ANSIBLE_TIMEOUT": str(self.connect_timeout),
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "True",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_LOCALHOST_WARNING": "False",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+            "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+        }
+        if self.strategy:
+            env["ANSIBLE_STRATEGY"] = self.strategy
+        env.update(self.extra_env)
+        return env
+
+    def run_playbook(
+        self,
+        request: PlaybookRequest,
+        *,
+        data_dir: Path,
+        cancel: threading.Event | None = None,
+        on_event: EventCallback | None = None,
+        raise_on_failure: bool = True,
+    ) -> PlaybookResult:
+        """Run ``request.playbook`` on ``request.hosts``; see the module docstring for the errors.
+
+        With ``raise_on_failure=False`` the result is returned whatever happened (used by ``nodes ping``).
+        """
+        playbook = self.resolve_playbook(request.playbook)
+        hosts = tuple(dict.fromkeys(request.hosts))
+        if not hosts:
+            logger.warning("playbook {}: no hosts, nothing to run", playbook.name)
+            return PlaybookResult(status=RunnerStatus.SUCCESSFUL, hosts={})
+        unknown = sorted(set(hosts) - set(self.inventory_hosts()))
+        if unknown:
+            raise PlaybookFailed(
+                f"hosts not in inventory {self.inventory}: {', '.join(unknown)}", node=unknown[0]
+            )
+        if cancel is not None and cancel.is_set():
+            raise PlaybookInterrupted(f"playbook {playbook.name} not started: canceled")
+
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        ident = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        secrets = {k: v for k, v in request.extra_vars.items() if k in request.secret_vars}
+        public = {k: v for k, v in request.extra_vars.items() if k not in request.secret_vars}
+        scrubber = SecretScrubber(secrets.values())
+        if scrubber and self.verbosity:
+            raise PermanentError("verbose Ansible output is refused for a playbook with secret vars")
+
+        cmdline: list[str] = []
+        if request.check:
+            cmdline.append("--check")
+        if request.diff or request.check:
+            cmdline.append("--diff")
+        if request.become:
+            cmdline.append("--become")
+        secret_dir: Path | None = None
+        if secrets:
+            base = "/dev/shm" if Path("/dev/shm").is_dir() else None  # tmpfs: never on disk
+            secret_dir = Path(tempfile.mkdtemp(prefix="mgr-sec-", dir=base))
+            secret_file = secret_dir / "vars.json"
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(secrets, fh)
+            cmdline += ["-e", f"@{secret_file}"]
+
+        events: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        def handle(event: dict[str, Any]) -> bool:
+            scrubber.scrub_in_place(event)  # ansible-runner writes this very dict to job_events/
+            with lock:
+                events.append(event)
+            if on_event is not None:
+                forwarded = task_event(event)
+                if forwarded is not None:
+                    try:
+                        on_event(forwarded)
+                    except Exception:  # noqa: BLE001 - a broken observer must not kill the run
+                        logger.exception("on_event callback failed")
+            return True
+
+        forks = max(1, min(request.forks, len(hosts)))
+        timeout = max(1, math.ceil(request.timeout))
+        logger.info(
+            "ansible-playbook {} on {} host(s){}{} (data dir {})",
+            playbook.name, len(hosts), " --check" if request.check else "",
+            " --become" if request.become else "", data_dir,
+        )
+        started = time.monotonic()
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(data_dir),
+                ident=ident,
+                playbook=str(playbook),
+                inventory=str(self.inventory),
+                limit=",".join(hosts),
+                extravars=public or None,
+                cmdline=shlex.join(cmdline) if cmdline else None,
+                forks=forks,
+                verbosity=self.verbosity or None,
+                envvars=self._env(),
+                settings={"pexpect_timeout": _POLL},
+                suppress_env_files=True,
+                quiet=True,
+                timeout=timeout,
+                cancel_callback=(lambda: cancel.is_set()) if cancel is not None else (lambda: False),
+                event_handler=handle,
+            )
+        except Exception as exc:  # noqa: BLE001 - ansible-runner raises many types; translate them all
+            raise PlaybookFailed(f"ansible-runner could not run {playbook.name}: {exc}") from exc
+        finally:
+            if secret_dir is not None:
+                shutil.rmtree(secret_dir, ignore_errors=True)
+
+        artifacts = data_dir / "artifacts" / ident
+        _sanitize_artifacts(artifacts, scrubber)
+        try:
+            status = RunnerStatus(runner.status)
+        except ValueError:
+            status = RunnerStatus.FAILED
+        result = PlaybookResult(status=status, hosts=host_results(events, hosts, scrubber),
+                                artifacts_dir=artifacts)
+        logger.info(
+            "ansible-playbook {}: {} in {:.1f}s, changed={}", playbook.name, status.value,
+            time.monotonic() - started, result.changed,
+        )
+        if raise_on_failure:
+            err = error_for(result, playbook=playbook.name, timeout=request.timeout,
+                            output_tail=_output_tail(artifacts, scrubber))
+            if err is not None:
+                raise err
+        return result
+
+    # --------------------------------------------------------------------------------------------- helpers
+
+    def node_facts(
+        self, hosts: tuple[str, ...], *, data_dir: Path, cancel: threading.Event | None = None,
+        timeout: float = 120.0,
+    ) -> dict[str, dict[str, Any]]:
+        """Run ``node-facts.yml`` and return ``{host: facts}`` (see the playbook for the shape)."""
+        facts: dict[str, dict[str, Any]] = {}
+
+        def collect(event: Mapping[str, Any]) -> None:
+            node = event.get("facts", {}).get("migrator_node_facts")
+            if isinstance(node, dict):
+                facts[str(event["host"])] = node
+
+        self.run_playbook(
+            PlaybookRequest(playbook=Path("node-facts.yml"), hosts=hosts, timeout=timeout, forks=len(hosts)),
+            data_dir=data_dir, cancel=cancel, on_event=collect,
+        )
+        return facts
+
+
+def _output_tail(artifacts: Path, scrubber: SecretScrubber, lines: int = 15) -> str:
+    try:
+        text = (artifacts / "stdout").read_text(errors="replace")
+    except OSError:
+        return ""
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return scrubber.text("\n".join(tail))
+
+
+def _sanitize_artifacts(artifacts: Path, scrubber: SecretScrubber) -> None:
+    """Drop the caller's environment from ``command`` and scrub secret values from every artifact."""
+    command = artifacts / "command"
+    try:
+        data = json.loads(command.read_text())
+        data["env"] = {k: v for k, v in (data.get("env") or {}).items() if _ENV_KEEP.match(k)}
+        command.write_text(json.dumps(scrubber.scrub(data)))
+    except (OSError, ValueError) as exc:
+        logger.debug("could not sanitize {}: {}", command, exc)
+    if not scrubber or not artifacts.is_dir():
+        return
+    for path in artifacts.rglob("*"):
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(errors="surrogateescape")
+        except OSError:
+            continue
+        clean = scrubber.text(text)
+        if clean != text:
+            path.write_text(clean, errors="surrogateescape")
+            logger.warning("scrubbed a secret value from {}", path)
+
+
+# ------------------------------------------------------------------------------------------------- retry
+
+
+def run_with_retry(
+    executor: AnsibleRunnerExecutor,
+    request: PlaybookRequest,
+    *,
+    data_dir: Path,
+    attempts: int = 3,
+    cancel: threading.Event | None = None,
+    on_event: EventCallback | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> PlaybookResult:
+    """Run with bounded retries of unreachable hosts (``TemporaryError``), one data dir per attempt.
+
+    Attempt ``n`` uses ``data_dir/attempt-n``. Waits ``error.delay`` seconds between attempts (woken early
+    by ``cancel``). After the last attempt, raises :class:`StepFailed` naming the unreachable hosts.
+    """
+    counter = {"n": 0}
+
+    def wait(state: RetryCallState) -> float:
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        return exc.delay if isinstance(exc, TemporaryError) else 1.0
+
+    def do_sleep(seconds: float) -> None:
+        if sleep is not None:
+            sleep(seconds)
+        elif cancel is not None:
+            cancel.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    def before(state: RetryCallState) -> None:
+        if state.attempt_number > 1:
+            logger.warning("playbook {}: retry {}/{} after unreachable hosts", request.playbook.name,
+                           state.attempt_number, attempts)
+
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts), wait=wait, sleep=do_sleep, before=before,
+        retry=retry_if_exception_type(TemporaryError), reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt:
+                counter["n"] += 1
+                return executor.run_playbook(
+                    request, data_dir=data_dir / f"attempt-{counter['n']}", cancel=cancel, on_event=on_event
+                )
+    except HostsUnreachable as exc:
+        err = StepFailed(
+            f"{exc} (still unreachable after {counter['n']} attempts)",
+            node=exc.hosts[0] if exc.hosts else None, detail=str(exc),
+        )
+        raise err from exc
+    raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
