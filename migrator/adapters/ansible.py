@@ -111,7 +111,7 @@ class AnsibleRunnerExecutor:
     def resolve_playbook(self, playbook: Path) -> Path:
         path = playbook if playbook.is_absolute() else self.playbooks / playbook
         if not path.is_file():
-            raise PermanentError(f"playbook {path} does not exist")
+            raise PlaybookFailed(f"playbook {path} does not exist")
         return path
 
     def _env(self) -> dict[str, str]:
@@ -229,6 +229,8 @@ class AnsibleRunnerExecutor:
                 envvars=self._env(),
                 settings={"pexpect_timeout": _POLL},
                 suppress_env_files=True,
+                # with secrets, the raw output never touches the disk; a scrubbed copy is written after
+                suppress_output_file=bool(scrubber),
                 quiet=True,
                 timeout=timeout,
                 cancel_callback=(lambda: cancel.is_set()) if cancel is not None else (lambda: False),
@@ -241,6 +243,8 @@ class AnsibleRunnerExecutor:
                 shutil.rmtree(secret_dir, ignore_errors=True)
 
         artifacts = data_dir / "artifacts" / ident
+        if scrubber:
+            _write_stdout(artifacts, events)
         _sanitize_artifacts(artifacts, scrubber)
         try:
             status = RunnerStatus(runner.status)
@@ -278,6 +282,15 @@ class AnsibleRunnerExecutor:
             data_dir=data_dir, cancel=cancel, on_event=collect,
         )
         return facts
+
+
+def _write_stdout(artifacts: Path, events: list[dict[str, Any]]) -> None:
+    """The ``stdout`` artifact rebuilt from the (already scrubbed) events."""
+    lines = [str(e.get("stdout", "")) for e in sorted(events, key=lambda e: int(e.get("counter", 0)))]
+    try:
+        (artifacts / "stdout").write_text("\n".join(line for line in lines if line) + "\n")
+    except OSError as exc:
+        logger.debug("could not write {}/stdout: {}", artifacts, exc)
 
 
 def _output_tail(artifacts: Path, scrubber: SecretScrubber, lines: int = 15) -> str:

@@ -1,9 +1,10 @@
 """A throw-away farm of SSH "nodes" for the Ansible executor tests and bench.
 
 Each node is a network namespace ``<prefix>-n<i>`` with ``eth0`` on a bridge in the fabric namespace
-``<prefix>-fab``, running Debian's ``/usr/sbin/sshd`` (key-only, root) inside its own mount namespace:
-``/etc`` is an overlay (the node's writes, e.g. ``/etc/cni/net.d``, stay in the node's folder) and ``/run``
-is a tmpfs. The host reaches the fabric through the veth ``<prefix>h0`` with ``<net>.1/24``; that connected
+``<prefix>-fab``, running Debian's ``/usr/sbin/sshd`` (key-only, root) inside its own mount and UTS namespaces: ``/etc`` is an
+overlay (the node's writes, e.g. ``/etc/cni/net.d``, stay in the node's folder), ``/run`` is a tmpfs and
+``/root`` is the node's own empty home (so the host's shell start-up files do not run in every SSH
+session); the hostname is the node name. The host reaches the fabric through the veth ``<prefix>h0`` with ``<net>.1/24``; that connected
 /24 is the only route this module adds to the host.
 
 Swap this module for the lab (``migrator lab up``) once it is merged: tests only use ``inventory``,
