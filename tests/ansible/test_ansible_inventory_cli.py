@@ -1,0 +1,69 @@
+"""Inventory parsing, the inventory/cluster comparison, and ``migrator nodes ping``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from migrator.adapters.inventory import compare_hosts, load_inventory, require_match
+from migrator.cli.nodes import app
+from migrator.errors import UsageError
+
+from sshnodes import SshNodeFarm
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["example.ini", "example.yaml"])
+def test_example_inventories_parse(name: str) -> None:
+    inv = load_inventory(ROOT / "inventory" / name)
+    assert inv.hosts == ("cp-1", "worker-1", "worker-2", "worker-3")
+    assert inv.group("control_plane") == ("cp-1",)
+    assert set(inv.group("nodes")) == set(inv.hosts)
+    assert inv.hostvars["worker-2"]["ansible_host"] == "10.0.0.22"
+    assert inv.hostvars["worker-2"]["ansible_python_interpreter"] == "/usr/bin/python3"
+
+
+def test_compare_hosts_lists_missing_and_extra() -> None:
+    m = compare_hosts(["a", "b", "c"], ["b", "c", "d"])
+    assert (m.missing, m.extra, m.ok) == (("d",), ("a",), False)
+    assert "missing from the inventory: d" in m.describe() and "not cluster nodes: a" in m.describe()
+    assert compare_hosts(["a"], ["a"]).ok
+    require_match(["a"], ["a"])
+    with pytest.raises(UsageError, match="missing.*d"):
+        require_match(["a"], ["a", "d"])
+
+
+def test_bad_inventory_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        load_inventory(tmp_path / "nope.ini")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("all: [unclosed\n")
+    with pytest.raises(UsageError, match="cannot parse"):
+        load_inventory(bad)
+
+
+@pytest.mark.lab
+def test_nodes_ping_cli(farm: SshNodeFarm) -> None:
+    runner = CliRunner()
+    names = ",".join(farm.nodes)
+    ok = runner.invoke(app, ["ping", "--inventory", str(farm.inventory), "--expect-nodes", names])
+    assert ok.exit_code == 0, ok.output
+    assert "all 3 node(s) reachable" in ok.output and "maps 1:1" in ok.output
+
+    down = list(farm.nodes)[1]
+    farm.stop_sshd(down)
+    try:
+        res = runner.invoke(app, ["ping", "-i", str(farm.inventory), "--nodes", f"ans-n1,{down}",
+                                  "--timeout", "30"])
+    finally:
+        farm.start_sshd(down)
+    assert res.exit_code == 3, res.output
+    assert "unreachable" in res.output and f"not reachable: {down}" in res.output
+
+    bad = runner.invoke(app, ["ping", "-i", str(farm.inventory), "--nodes", "ghost"])
+    assert bad.exit_code == 2 and "ghost" in bad.output
+    mismatch = runner.invoke(app, ["ping", "-i", str(farm.inventory), "--expect-nodes", "ans-n1,other"])
+    assert mismatch.exit_code == 3 and "missing from the inventory: other" in mismatch.output
