@@ -9,7 +9,7 @@ on 1 and on 8 nodes, alternating, and prints the medians and the ratio. Two play
   node. In this lab every "node" shares the controller's CPUs, so that part serializes on the host's cores;
   on a real cluster it runs on each node's own CPU.
 
-Target: 8 nodes ≤ 1.5 × 1 node. Run as root: ``PYTHONPATH=. python bench/ansible_fanout.py [--runs 5]``.
+Target: 8 nodes <= 1.5 x 1 node. Run as root: ``PYTHONPATH=. python bench/ansible_fanout.py [--runs 5]``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "ansible"))
 
 from loguru import logger  # noqa: E402
+from sshnodes import SshNodeFarm  # noqa: E402
 
 from migrator.adapters.ansible import AnsibleRunnerExecutor  # noqa: E402
 from migrator.ports import PlaybookRequest  # noqa: E402
-from sshnodes import SshNodeFarm  # noqa: E402
 
 TARGET = 1.5
 

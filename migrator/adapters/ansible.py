@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ class AnsibleRunnerExecutor:
     ``connect_timeout``: SSH connect timeout in seconds. ``control_persist``: seconds an idle SSH master
     connection stays up between steps. ``strategy``: Ansible strategy (``linear`` or ``free``; default: the
     playbook's). ``envvars``: extra ``ANSIBLE_*`` settings. ``verbosity``: ``-v`` count (never with secrets).
+    ``hosts``: the inventory's host names when the caller already parsed it (saves an ``ansible-inventory``
+    run); otherwise they are parsed on first use.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class AnsibleRunnerExecutor:
         strategy: str | None = None,
         envvars: Mapping[str, str] | None = None,
         verbosity: int = 0,
+        hosts: Sequence[str] | None = None,
     ) -> None:
         self.inventory = Path(inventory).resolve()
         self.playbooks = (playbooks or playbooks_dir()).resolve()
@@ -96,7 +99,7 @@ class AnsibleRunnerExecutor:
         self.strategy = strategy
         self.extra_env = dict(envvars or {})
         self.verbosity = verbosity
-        self._hosts: list[str] | None = None
+        self._hosts: list[str] | None = list(hosts) if hosts is not None else None
 
     # ------------------------------------------------------------------------------------------ inventory
 
@@ -233,10 +236,10 @@ class AnsibleRunnerExecutor:
                 suppress_output_file=bool(scrubber),
                 quiet=True,
                 timeout=timeout,
-                cancel_callback=(lambda: cancel.is_set()) if cancel is not None else (lambda: False),
+                cancel_callback=cancel.is_set if cancel is not None else (lambda: False),
                 event_handler=handle,
             )
-        except Exception as exc:  # noqa: BLE001 - ansible-runner raises many types; translate them all
+        except Exception as exc:
             raise PlaybookFailed(f"ansible-runner could not run {playbook.name}: {exc}") from exc
         finally:
             if secret_dir is not None:

@@ -54,14 +54,14 @@ def ping_table(result: PlaybookResult, addresses: dict[str, str]) -> Table:
 
 @app.command()
 def ping(
-    inventory: Annotated[Path, typer.Option("--inventory", "-i", help="Ansible inventory (INI or YAML).")],
+    inventory: Annotated[Path, typer.Option("--inventory", "-i", help="Ansible inventory (INI or YAML)")],
     nodes: Annotated[str | None, typer.Option(help="Comma-separated node names (default: all).")] = None,
     expect_nodes: Annotated[
         str | None,
         typer.Option(help="Comma-separated cluster node names the inventory must map 1:1 onto."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds for the whole ping.")] = 60.0,
-    keep: Annotated[Path | None, typer.Option(help="Keep the ansible-runner artifacts in this folder.")] = None,
+    keep: Annotated[Path | None, typer.Option(help="Keep ansible-runner's artifacts in this folder.")] = None,
 ) -> None:
     """Check that every node is reachable over SSH through the inventory."""
     console = Console()
@@ -82,7 +82,7 @@ def ping(
         console.print(f"[{style}]{mismatch.describe()}[/{style}]")
         attention = not mismatch.ok
 
-    executor = AnsibleRunnerExecutor(inventory=inventory)
+    executor = AnsibleRunnerExecutor(inventory=inventory, hosts=inv.hosts)
     request = PlaybookRequest(playbook=Path("ping.yml"), hosts=tuple(wanted), timeout=timeout,
                               forks=max(1, len(wanted)))
     with tempfile.TemporaryDirectory(prefix="migrator-ping-") as tmp:

@@ -71,30 +71,31 @@ def main():
         bin_ = module.get_bin_path(tool)
         save_bin = module.get_bin_path(tool + "-save")
         if bin_ is None or save_bin is None:
-            module.fail_json(msg="%s / %s-save not found on the node" % (tool, tool))
+            module.fail_json(msg=f"{tool} / {tool}-save not found on the node")
         for table in module.params["tables"]:
             chains, jumps = plan(module, save_bin, table, prefixes)
-            before_lines += ["%s %s: %s" % (family, table, j) for j in jumps]
-            before_lines += ["%s %s: chain %s" % (family, table, c) for c in chains]
+            before_lines += [f"{family} {table}: {j}" for j in jumps]
+            before_lines += [f"{family} {table}: chain {c}" for c in chains]
             if module.check_mode:
-                removed += ["%s/%s/%s" % (family, table, c) for c in chains]
+                removed += [f"{family}/{table}/{c}" for c in chains]
                 continue
             for line in jumps:
                 argv = shlex.split(line)
                 argv[0] = "-D"
-                rc, out, err = module.run_command([bin_, "-w", "5", "-t", table] + argv)
+                rc, out, err = module.run_command([bin_, "-w", "5", "-t", table, *argv])
                 if rc != 0:
-                    module.fail_json(msg="%s -t %s %s failed: %s" % (tool, table, shlex.join(argv),
-                                                                     (err or out).strip()))
+                    detail = (err or out).strip()
+                    module.fail_json(msg=f"{tool} -t {table} {shlex.join(argv)} failed: {detail}")
             for verb in ("-F", "-X"):
                 for chain in chains:
                     rc, out, err = module.run_command([bin_, "-w", "5", "-t", table, verb, chain])
                     if rc != 0:
-                        module.fail_json(msg="%s -t %s %s %s failed: %s" % (tool, table, verb, chain,
-                                                                            (err or out).strip()))
-            removed += ["%s/%s/%s" % (family, table, c) for c in chains]
+                        detail = (err or out).strip()
+                        module.fail_json(msg=f"{tool} -t {table} {verb} {chain} failed: {detail}")
+            removed += [f"{family}/{table}/{c}" for c in chains]
+    header = "iptables chains and jump rules"
     diff = {"before": "".join(line + "\n" for line in before_lines), "after": "",
-            "before_header": "iptables chains and jump rules", "after_header": "iptables chains and jump rules"}
+            "before_header": header, "after_header": header}
     msg = ("removed chains: " + ", ".join(removed)) if removed else "no matching chains"
     module.exit_json(changed=bool(before_lines), removed=removed, msg=msg, diff=diff)
 

@@ -32,7 +32,7 @@ def main():
         for name in before:
             rc, out, err = module.run_command(["ip", "link", "del", "dev", name])
             if rc != 0 and present(module, name):
-                module.fail_json(msg="ip link del %s failed: %s" % (name, (err or out).strip()), deleted=deleted)
+                module.fail_json(msg=f"ip link del {name} failed: {(err or out).strip()}", deleted=deleted)
             deleted.append(name)
     else:
         deleted = list(before)

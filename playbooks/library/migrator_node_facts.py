@@ -37,7 +37,9 @@ options:
 """
 
 BUILTIN = {"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"}
-OWNERS = (("FLANNEL", "FLANNEL"), ("KUBE-", "KUBE"), ("cali-", "cali"), ("CNI-", "CNI"), ("MIGRATOR", "MIGRATOR"))
+OWNERS = (
+    ("FLANNEL", "FLANNEL"), ("KUBE-", "KUBE"), ("cali-", "cali"), ("CNI-", "CNI"), ("MIGRATOR", "MIGRATOR"),
+)
 TABLES = ("filter", "nat", "mangle", "raw")
 
 
@@ -88,7 +90,7 @@ def interfaces(module, errors):
     by_name = {}
     for a in addrs:
         by_name[a.get("ifname")] = [
-            "%s/%s" % (i.get("local"), i.get("prefixlen")) for i in a.get("addr_info", []) if i.get("local")
+            f"{i.get('local')}/{i.get('prefixlen')}" for i in a.get("addr_info", []) if i.get("local")
         ]
     out = []
     for link in links:
@@ -115,7 +117,7 @@ def iptables(module):
         return facts
     facts["available"] = True
     for table in TABLES:
-        rc, out, err = module.run_command([binary, "-t", table])
+        rc, out, _err = module.run_command([binary, "-t", table])
         if rc != 0:
             continue  # table not present in this kernel
         chains = {}
@@ -148,8 +150,8 @@ def subnet_env(path="/run/flannel/subnet.env"):
         return None
     env = {}
     with open(path) as fh:
-        for line in fh:
-            line = line.strip()
+        for raw in fh:
+            line = raw.strip()
             if line and not line.startswith("#") and "=" in line:
                 key, value = line.split("=", 1)
                 env[key.strip()] = value.strip()

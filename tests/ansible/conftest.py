@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sshnodes import SshNodeFarm
 
 from migrator.adapters.ansible import AnsibleRunnerExecutor
-
-from sshnodes import SshNodeFarm
 
 TESTS_PLAYBOOKS = Path(__file__).parent / "playbooks"
 

@@ -14,10 +14,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor  # noqa: E402
-from migrator.errors import MigratorError  # noqa: E402
-from migrator.ports import PlaybookRequest, PlaybookResult  # noqa: E402
-from sshnodes import SshNodeFarm  # noqa: E402
+from sshnodes import SshNodeFarm
+
+from migrator.adapters.ansible import AnsibleRunnerExecutor
+from migrator.errors import MigratorError
+from migrator.ports import PlaybookRequest, PlaybookResult
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"

@@ -1,11 +1,11 @@
 """A throw-away farm of SSH "nodes" for the Ansible executor tests and bench.
 
 Each node is a network namespace ``<prefix>-n<i>`` with ``eth0`` on a bridge in the fabric namespace
-``<prefix>-fab``, running Debian's ``/usr/sbin/sshd`` (key-only, root) inside its own mount and UTS namespaces: ``/etc`` is an
-overlay (the node's writes, e.g. ``/etc/cni/net.d``, stay in the node's folder), ``/run`` is a tmpfs and
-``/root`` is the node's own empty home (so the host's shell start-up files do not run in every SSH
-session); the hostname is the node name. The host reaches the fabric through the veth ``<prefix>h0`` with ``<net>.1/24``; that connected
-/24 is the only route this module adds to the host.
+``<prefix>-fab``, running Debian's ``/usr/sbin/sshd`` (key-only, root) inside its own mount and UTS
+namespaces: ``/etc`` is an overlay (the node's writes, e.g. ``/etc/cni/net.d``, stay in the node's folder),
+``/run`` is a tmpfs and ``/root`` is the node's own empty home (so the host's shell start-up files do not
+run in every SSH session); the hostname is the node name. The host reaches the fabric through the veth
+``<prefix>h0`` with ``<net>.1/24``; that connected /24 is the only route this module adds to the host.
 
 Swap this module for the lab (``migrator lab up``) once it is merged: tests only use ``inventory``,
 ``nodes``, ``stop_sshd``/``start_sshd`` and ``node_exec``.
@@ -13,6 +13,7 @@ Swap this module for the lab (``migrator lab up``) once it is merged: tests only
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,7 +26,9 @@ from pathlib import Path
 TIMEOUT = 20.0
 
 
-def _run(argv: list[str], *, check: bool = True, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str], *, check: bool = True, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -218,10 +221,8 @@ class SshNodeFarm:
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline and any(_alive(p) for p in pids):
                 time.sleep(0.02)
@@ -235,7 +236,8 @@ class SshNodeFarm:
             while True:
                 proc = _run(["ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no",
                              "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-                             "-o", "ConnectTimeout=2", "-o", "LogLevel=ERROR", f"root@{node.address}", "true"],
+                             "-o", "ConnectTimeout=2", "-o", "LogLevel=ERROR",
+                             f"root@{node.address}", "true"],
                             check=False)
                 if proc.returncode == 0:
                     break

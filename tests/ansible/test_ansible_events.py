@@ -108,7 +108,8 @@ def test_check_mode_diff_is_forwarded_and_kept_per_host() -> None:
         assert h.changed == 1 and h.skipped == 1
         (diff,) = h.diffs
         assert diff["task"] == "Install the CNI config file"
-        assert diff["after_header"] == "/etc/cni/net.d/10-calico.conflist" and "k8s-pod-network" in diff["after"]
+        assert diff["after_header"] == "/etc/cni/net.d/10-calico.conflist"
+        assert "k8s-pod-network" in diff["after"]
     changed = [e for e in forwarded("check_diff") if e["status"] == "changed"]
     assert len(changed) == 2 and all(e["diff"] for e in changed)
 

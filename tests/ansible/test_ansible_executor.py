@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import TESTS_PLAYBOOKS
+from sshnodes import SshNodeFarm
 
 from migrator.adapters.ansible import AnsibleRunnerExecutor, run_with_retry
 from migrator.adapters.ansible_events import HostsUnreachable, PlaybookFailed, PlaybookInterrupted
 from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError
 from migrator.ports import PlaybookRequest, RunnerStatus
-
-from conftest import TESTS_PLAYBOOKS
-from sshnodes import SshNodeFarm
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -205,7 +204,8 @@ def test_secret_never_reaches_the_data_dir(farm: SshNodeFarm, executor: AnsibleR
     assert any(b"hello-public" in p.read_bytes() for p in files)  # public vars are kept
     assert secret not in json.dumps(events)
     assert any(b"********" in p.read_bytes() for p in files)  # the task without no_log was scrubbed
-    assert {e["task"] for e in events} == {"Write the secret on the node", "Echo the secret (no no_log, on purpose)"}
+    assert {e["task"] for e in events} == {"Write the secret on the node",
+                                           "Echo the secret (no no_log, on purpose)"}
     assert not list(Path("/dev/shm").glob("mgr-sec-*"))
 
 
@@ -264,7 +264,7 @@ def test_timeout_and_cancel(executor: AnsibleRunnerExecutor, hosts: tuple[str, .
 
 def test_unknown_hosts_and_missing_playbook_fail_up_front(executor: AnsibleRunnerExecutor,
                                                           tmp_path: Path) -> None:
-    with pytest.raises(StepFailed, match="not in inventory.*ghost"):
+    with pytest.raises(StepFailed, match=r"not in inventory.*ghost"):
         executor.run_playbook(PlaybookRequest(playbook=Path("ping.yml"), hosts=("ghost",)),
                               data_dir=tmp_path / "x")
     with pytest.raises(StepFailed, match="does not exist"):

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sshnodes import SshNodeFarm
 from typer.testing import CliRunner
 
 from migrator.adapters.inventory import compare_hosts, load_inventory, require_match
 from migrator.cli.nodes import app
 from migrator.errors import UsageError
-
-from sshnodes import SshNodeFarm
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +31,7 @@ def test_compare_hosts_lists_missing_and_extra() -> None:
     assert "missing from the inventory: d" in m.describe() and "not cluster nodes: a" in m.describe()
     assert compare_hosts(["a"], ["a"]).ok
     require_match(["a"], ["a"])
-    with pytest.raises(UsageError, match="missing.*d"):
+    with pytest.raises(UsageError, match=r"missing.*d"):
         require_match(["a"], ["a", "d"])
 
 
