@@ -49,7 +49,7 @@ from migrator.adapters.ansible_events import (
     task_event,
 )
 from migrator.adapters.inventory import list_hosts
-from migrator.errors import PermanentError, StepFailed, TemporaryError
+from migrator.errors import PermanentError, StepFailed, TemporaryError, UnsupportedFeature
 from migrator.paths import playbooks_dir
 from migrator.ports import PlaybookRequest, PlaybookResult, RunnerStatus
 
@@ -268,23 +268,63 @@ class AnsibleRunnerExecutor:
 
     # --------------------------------------------------------------------------------------------- helpers
 
+    def collect_facts(
+        self, playbook: Path, fact: str, hosts: tuple[str, ...], *, data_dir: Path,
+        extra_vars: Mapping[str, Any] | None = None, cancel: threading.Event | None = None,
+        on_event: EventCallback | None = None, timeout: float = 120.0,
+    ) -> dict[str, dict[str, Any]]:
+        """Run a facts playbook and return ``{host: <value of the fact>}`` (raises like ``run_playbook``)."""
+        facts: dict[str, dict[str, Any]] = {}
+
+        def collect(event: Mapping[str, Any]) -> None:
+            value = event.get("facts", {}).get(fact)
+            if isinstance(value, dict):
+                facts[str(event["host"])] = value
+            if on_event is not None:
+                on_event(event)
+
+        self.run_playbook(
+            PlaybookRequest(playbook=playbook, hosts=hosts, extra_vars=dict(extra_vars or {}),
+                            timeout=timeout, forks=max(1, len(hosts))),
+            data_dir=data_dir, cancel=cancel, on_event=collect,
+        )
+        return facts
+
     def node_facts(
         self, hosts: tuple[str, ...], *, data_dir: Path, cancel: threading.Event | None = None,
         timeout: float = 120.0,
     ) -> dict[str, dict[str, Any]]:
-        """Run ``node-facts.yml`` and return ``{host: facts}`` (see the playbook for the shape)."""
-        facts: dict[str, dict[str, Any]] = {}
+        """Run ``node-facts.yml``; ``{host: facts}`` (shape: ``playbooks/library/migrator_node_facts.py``)."""
+        return self.collect_facts(Path("node-facts.yml"), "migrator_node_facts", hosts, data_dir=data_dir,
+                                  cancel=cancel, timeout=timeout)
 
-        def collect(event: Mapping[str, Any]) -> None:
-            node = event.get("facts", {}).get("migrator_node_facts")
-            if isinstance(node, dict):
-                facts[str(event["host"])] = node
+    def kernel_features(
+        self, hosts: tuple[str, ...], *, data_dir: Path, cancel: threading.Event | None = None,
+        timeout: float = 120.0,
+    ) -> dict[str, dict[str, Any]]:
+        """Run ``kernel-features.yml``; ``{host: features}`` (see ``require_features``)."""
+        return self.collect_facts(Path("kernel-features.yml"), "migrator_kernel_features", hosts,
+                                  data_dir=data_dir, cancel=cancel, timeout=timeout)
 
-        self.run_playbook(
-            PlaybookRequest(playbook=Path("node-facts.yml"), hosts=hosts, timeout=timeout, forks=len(hosts)),
-            data_dir=data_dir, cancel=cancel, on_event=collect,
-        )
-        return facts
+
+def require_features(features: Mapping[str, Mapping[str, Any]], needed: Sequence[str]) -> None:
+    """Raise :class:`UnsupportedFeature` for the first node lacking one of ``needed``.
+
+    ``features`` is the result of :meth:`AnsibleRunnerExecutor.kernel_features`; ``needed`` holds paths
+    such as ``"qdisc/netem"``, ``"qdisc/tbf"``, ``"link/ipip"``, ``"iptables/statistic"`` or ``"ipvs"``.
+    A node without any features (the probe did not run there) counts as lacking them.
+    """
+    for host in sorted(features):
+        node = features[host]
+        for path in needed:
+            value: Any = node
+            for part in path.split("/"):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            if value is not True:
+                why = str((node.get("errors") or {}).get(path, "")) if isinstance(node, Mapping) else ""
+                name = path.split("/")[-1]
+                hint = f"probe of {path} failed: {why}" if why else ""
+                raise UnsupportedFeature(name, node=host, hint=hint)
 
 
 def _write_stdout(artifacts: Path, events: list[dict[str, Any]]) -> None:

@@ -13,9 +13,9 @@ import pytest
 from conftest import TESTS_PLAYBOOKS
 from sshnodes import SshNodeFarm
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor, run_with_retry
+from migrator.adapters.ansible import AnsibleRunnerExecutor, require_features, run_with_retry
 from migrator.adapters.ansible_events import HostsUnreachable, PlaybookFailed, PlaybookInterrupted
-from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError
+from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError, UnsupportedFeature
 from migrator.ports import PlaybookRequest, RunnerStatus
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -31,7 +31,10 @@ FLANNEL_CONFLIST = {
 def node_state(farm: SshNodeFarm, name: str) -> dict[str, Any]:
     links = json.loads(farm.node_exec(name, ["ip", "-j", "-d", "link", "show"]))
     save = farm.node_exec(name, ["iptables-save"])
-    rules = [line for line in save.splitlines() if not line.startswith("#")]
+    builtin = tuple(f":{c} ACCEPT" for c in ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"))
+    # rules and chains; an empty table with default policies (iptables creates it on first use) is no state
+    rules = [line for line in save.splitlines()
+             if line.startswith(("-A", ":")) and not line.startswith(builtin)]
     cni = farm.node_exec(name, ["sh", "-c", "cd /etc/cni/net.d && sha256sum * 2>/dev/null || true"])
     return {"links": sorted(link["ifname"] for link in links), "iptables": rules, "cni": cni}
 
@@ -270,3 +273,51 @@ def test_unknown_hosts_and_missing_playbook_fail_up_front(executor: AnsibleRunne
     with pytest.raises(StepFailed, match="does not exist"):
         executor.run_playbook(PlaybookRequest(playbook=Path("nope.yml"), hosts=("ans-n1",)),
                               data_dir=tmp_path / "y")
+
+
+def test_kernel_features_probe_and_require(farm: SshNodeFarm, executor: AnsibleRunnerExecutor,
+                                           hosts: tuple[str, ...], tmp_path: Path) -> None:
+    before = {n: node_state(farm, n) for n in hosts}
+    features = executor.kernel_features(hosts, data_dir=tmp_path / "features")
+    assert {n: node_state(farm, n) for n in hosts} == before  # probes leave nothing behind
+    assert set(features) == set(hosts)
+    f = features[hosts[0]]
+    host_has_netem = Path("/sys/module/sch_netem").exists()
+    assert f["qdisc"]["netem"] is host_has_netem
+    assert f["qdisc"]["tbf"] is True and f["qdisc"]["htb"] is True
+    assert f["link"]["vxlan"] is True and f["link"]["bridge"] is True
+    assert f["iptables"]["statistic"] is True
+    require_features(features, ["qdisc/tbf", "link/vxlan", "iptables/statistic"])
+    if not host_has_netem:
+        assert "qdisc/netem" in f["errors"]
+        with pytest.raises(UnsupportedFeature) as info:
+            require_features(features, ["qdisc/tbf", "qdisc/netem"])
+        assert info.value.node == sorted(hosts)[0] and info.value.feature == "netem"
+        assert "netem" in str(info.value) and sorted(hosts)[0] in str(info.value)
+
+
+def test_cni_teardown_in_one_run(farm: SshNodeFarm, executor: AnsibleRunnerExecutor, hosts: tuple[str, ...],
+                                 tmp_path: Path) -> None:
+    node = hosts[0]
+    seed_flannel(farm, node)
+    script = "mkdir -p /run/flannel; echo FLANNEL_MTU=1450 > /run/flannel/subnet.env"
+    farm.node_exec(node, ["sh", "-c", script])
+    try:
+        request = PlaybookRequest(playbook=Path("cni-teardown.yml"), hosts=(node,), extra_vars={
+            "links": ["flannel.1", "cni0"], "chain_prefixes": ["FLANNEL"],
+            "cni_files": ["10-flannel.conflist"], "extra_files": ["/run/flannel/subnet.env"]})
+        before = node_state(farm, node)
+        preview = executor.run_playbook(PlaybookRequest(**{**request.__dict__, "check": True}),
+                                        data_dir=tmp_path / "check")
+        assert node_state(farm, node) == before
+        assert preview.hosts[node].changed == 4 and len(preview.hosts[node].diffs) == 4
+        done = executor.run_playbook(request, data_dir=tmp_path / "apply")
+        assert done.hosts[node].changed == 4
+        facts = executor.node_facts((node,), data_dir=tmp_path / "facts")[node]
+        assert "FLANNEL" not in facts["iptables"]["chains"] and "KUBE" in facts["iptables"]["chains"]
+        assert not {"flannel.1", "cni0"} & {i["name"] for i in facts["interfaces"]}
+        assert facts["cni"]["files"] == [] and facts["flannel_subnet_env"] is None
+        again = executor.run_playbook(request, data_dir=tmp_path / "again")
+        assert again.changed == 0
+    finally:
+        unseed(farm, node)
