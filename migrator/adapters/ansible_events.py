@@ -12,6 +12,8 @@ recorded from real runs.
 
 from __future__ import annotations
 
+import difflib
+import json
 from collections.abc import Collection, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -274,6 +276,49 @@ def host_results(
         )
         for host, r in ((h, per_host[h]) for h in names)
     }
+
+
+# ------------------------------------------------------------------------------------------- preview
+
+
+def _lines(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.splitlines()
+    if isinstance(value, Mapping):
+        return [f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(value.items())]
+    return [json.dumps(value, default=str)]
+
+
+def render_diff(diff: Mapping[str, Any]) -> str:
+    """One Ansible diff dict as unified-diff text (``prepared`` diffs are returned as they are)."""
+    if diff.get("prepared"):
+        return str(diff["prepared"]).rstrip("\n")
+    before_header = str(diff.get("before_header") or "before")
+    after_header = str(diff.get("after_header") or before_header)
+    lines = difflib.unified_diff(_lines(diff.get("before")), _lines(diff.get("after")),
+                                 fromfile=before_header, tofile=after_header, lineterm="")
+    return "\n".join(lines)
+
+
+def preview(result: PlaybookResult) -> dict[str, list[str]]:
+    """Per host, what a check-mode run says would change: one text block per changed task with a diff.
+
+    For the dry-run report: ``{host: ["task 'Install the CNI config file':\n--- before\n+++ ..."]}``.
+    Hosts with nothing to change get an empty list; unreachable or failed hosts get their message.
+    """
+    out: dict[str, list[str]] = {}
+    for name, host in result.hosts.items():
+        blocks: list[str] = []
+        if host.unreachable or host.failed:
+            state = "unreachable" if host.unreachable else "failed"
+            blocks.append(f"{state}: task {host.failed_task!r}: {host.message}")
+        for diff in host.diffs:
+            text, task = render_diff(diff), diff.get("task", "?")
+            blocks.append(f"task {task!r}:\n{text}" if text else f"task {task!r}")
+        out[name] = blocks
+    return out
 
 
 # ------------------------------------------------------------------------------------------- run → error

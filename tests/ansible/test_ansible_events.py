@@ -21,6 +21,8 @@ from migrator.adapters.ansible_events import (
     SecretScrubber,
     error_for,
     host_results,
+    preview,
+    render_diff,
     task_event,
 )
 from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError
@@ -153,3 +155,20 @@ def test_scrubber_edge_cases() -> None:
     assert s.text("x abcdef y abc 1234") == f"x {REDACTED} y {REDACTED} {REDACTED}"
     assert s.scrub({"abc": ["abc", 1, None]}) == {REDACTED: [REDACTED, 1, None]}
     assert not SecretScrubber([])
+
+
+def test_preview_renders_check_mode_diffs_per_host() -> None:
+    blocks = preview(result_of("check_diff"))
+    assert set(blocks) == {"ans-n1", "ans-n2"}
+    (block,) = blocks["ans-n1"]
+    assert block.startswith("task 'Install the CNI config file':")
+    assert "+++ /etc/cni/net.d/10-calico.conflist" in block and '+  "name": "k8s-pod-network"' in block
+    assert preview(result_of("ping_ok")) == {h: [] for h in ("ans-n1", "ans-n2", "ans-n3")}
+    assert preview(result_of("unreachable"))["ans-n3"][0].startswith("unreachable: task 'Ping'")
+
+
+def test_render_diff_shapes() -> None:
+    assert render_diff({"prepared": "--- a\n+++ b\n"}) == "--- a\n+++ b"
+    text = render_diff({"before": {"path": "/x", "state": "file"}, "after": {"path": "/x", "state": "absent"},
+                        "before_header": "/x"})
+    assert "-state: file" in text and "+state: absent" in text
