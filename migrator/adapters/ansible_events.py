@@ -295,7 +295,9 @@ def render_diff(diff: Mapping[str, Any]) -> str:
     """One Ansible diff dict as unified-diff text (``prepared`` diffs are returned as they are)."""
     if diff.get("prepared"):
         return str(diff["prepared"]).rstrip("\n")
-    before_header = str(diff.get("before_header") or "before")
+    before = diff.get("before")
+    path = before.get("path") if isinstance(before, Mapping) else None
+    before_header = str(diff.get("before_header") or path or "before")
     after_header = str(diff.get("after_header") or before_header)
     lines = difflib.unified_diff(_lines(diff.get("before")), _lines(diff.get("after")),
                                  fromfile=before_header, tofile=after_header, lineterm="")

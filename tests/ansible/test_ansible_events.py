@@ -171,4 +171,4 @@ def test_render_diff_shapes() -> None:
     assert render_diff({"prepared": "--- a\n+++ b\n"}) == "--- a\n+++ b"
     text = render_diff({"before": {"path": "/x", "state": "file"}, "after": {"path": "/x", "state": "absent"},
                         "before_header": "/x"})
-    assert "-state: file" in text and "+state: absent" in text
+    assert "-state: file" in text and "+state: absent" in text and "+++ /x" in text

@@ -321,3 +321,12 @@ def test_cni_teardown_in_one_run(farm: SshNodeFarm, executor: AnsibleRunnerExecu
         assert again.changed == 0
     finally:
         unseed(farm, node)
+
+
+def test_become(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path) -> None:
+    # the lab nodes have no sudo: su works for root; a real inventory sets its own become method
+    result = executor.run_playbook(
+        PlaybookRequest(playbook=Path("ping.yml"), hosts=hosts[:1], become=True,
+                        extra_vars={"ansible_become_method": "su"}), data_dir=tmp_path / "become")
+    assert result.status is RunnerStatus.SUCCESSFUL
+    assert "--become" in (result.artifacts_dir / "command").read_text()  # type: ignore[operator]
