@@ -171,8 +171,12 @@ class AnsibleRunnerExecutor:
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         ident = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        secrets = {k: v for k, v in request.extra_vars.items() if k in request.secret_vars}
-        public = {k: v for k, v in request.extra_vars.items() if k not in request.secret_vars}
+        try:  # plain JSON values only (Paths and enums become strings)
+            all_vars: dict[str, Any] = json.loads(json.dumps(dict(request.extra_vars), default=str))
+        except (TypeError, ValueError) as exc:
+            raise PlaybookFailed(f"extra vars of {playbook.name} are not JSON-able: {exc}") from exc
+        secrets = {k: v for k, v in all_vars.items() if k in request.secret_vars}
+        public = {k: v for k, v in all_vars.items() if k not in request.secret_vars}
         scrubber = SecretScrubber(secrets.values())
         if scrubber and self.verbosity:
             raise PermanentError("verbose Ansible output is refused for a playbook with secret vars")

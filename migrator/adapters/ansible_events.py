@@ -56,7 +56,20 @@ class SecretScrubber:
     """Replaces every occurrence of the secret values (as text) with ``********``."""
 
     def __init__(self, values: Iterable[Any]) -> None:
-        texts = {str(v) for v in values if v is not None and str(v) != ""}
+        texts: set[str] = set()
+
+        def leaves(value: Any) -> None:  # a structured secret: scrub each of its values
+            if isinstance(value, Mapping):
+                for v in value.values():
+                    leaves(v)
+            elif isinstance(value, list | tuple | set | frozenset):
+                for v in value:
+                    leaves(v)
+            elif value is not None and not isinstance(value, bool) and str(value) != "":
+                texts.add(str(value))
+
+        for value in values:
+            leaves(value)
         # longest first, so that a secret containing another one is replaced whole
         self.values: tuple[str, ...] = tuple(sorted(texts, key=len, reverse=True))
 

@@ -155,6 +155,8 @@ def test_scrubber_edge_cases() -> None:
     assert s.text("x abcdef y abc 1234") == f"x {REDACTED} y {REDACTED} {REDACTED}"
     assert s.scrub({"abc": ["abc", 1, None]}) == {REDACTED: [REDACTED, 1, None]}
     assert not SecretScrubber([])
+    nested = SecretScrubber([{"user": "admin-x", "tokens": ["t0k3n", True]}])
+    assert nested.text("admin-x:t0k3n True") == f"{REDACTED}:{REDACTED} True"
 
 
 def test_preview_renders_check_mode_diffs_per_host() -> None:
