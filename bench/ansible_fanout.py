@@ -51,7 +51,9 @@ def main() -> int:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     runs = max(3, args.runs)
-    print(f"host: {os.cpu_count()} CPUs; {args.nodes} nodes; {runs} runs per case; target ratio <= {TARGET}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"host: {os.cpu_count()} CPUs, load average {load}; {args.nodes} nodes; {runs} runs per case; "
+          f"target ratio <= {TARGET}")
     ok = True
     with SshNodeFarm(args.nodes) as farm, tempfile.TemporaryDirectory(prefix="bench-ans-") as tmp:
         work = Path(tmp)
