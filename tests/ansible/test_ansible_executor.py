@@ -330,3 +330,12 @@ def test_become(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_pat
                         extra_vars={"ansible_become_method": "su"}), data_dir=tmp_path / "become")
     assert result.status is RunnerStatus.SUCCESSFUL
     assert "--become" in (result.artifacts_dir / "command").read_text()  # type: ignore[operator]
+
+
+def test_broken_playbook_fails_with_ansible_output(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...],
+                                                   tmp_path: Path) -> None:
+    with pytest.raises(StepFailed) as info:
+        executor.run_playbook(PlaybookRequest(playbook=TESTS_PLAYBOOKS / "broken.yml", hosts=hosts),
+                              data_dir=tmp_path / "broken")
+    assert isinstance(info.value, PlaybookFailed) and info.value.node is None
+    assert "conflicting action statements" in str(info.value)
