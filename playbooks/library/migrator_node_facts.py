@@ -8,13 +8,16 @@ Shape::
       "cni": {"dir": str, "exists": bool,
               "files": [{"name", "size", "sha256", "content": <parsed JSON or null>}]},
       "interfaces": [{"name", "kind", "state", "mtu", "mac", "master", "addresses": ["ip/len"],
-                      "vxlan": {"id", "port", "local", "dev"} | null}],
+                      "vxlan": {"id", "port", "local", "dev", "fdb": [{"mac", "dst"}],
+                                "neighbors": [{"ip", "mac", "state"}]} | null}],
       "routes": [<objects of `ip -j route show table main`>],
       "iptables": {"available": bool, "error": str | null,
                    "chains": {owner: {table: [chain, ...]}},   # owner: FLANNEL KUBE cali CNI MIGRATOR other
                    "rules": {owner: int},                      # rules inside the owner's chains
                    "jumps": {owner: int}},                     # rules elsewhere jumping to them
-      "flannel_subnet_env": {KEY: value} | null                # /run/flannel/subnet.env
+      "flannel_subnet_env": {KEY: value} | null,               # /run/flannel/subnet.env
+      "ip_forward": bool | null,                               # net.ipv4.ip_forward
+      "errors": [str]                                          # what could not be read
     }
 """
 
@@ -99,8 +102,14 @@ def interfaces(module, errors):
         vxlan = None
         if kind == "vxlan":
             data = info.get("info_data") or {}
+            name = link.get("ifname")
+            fdb, _ = run_json(module, ["bridge", "-j", "fdb", "show", "dev", name])
+            neigh, _ = run_json(module, ["ip", "-j", "neigh", "show", "dev", name])
             vxlan = {"id": data.get("id"), "port": data.get("port"), "local": data.get("local"),
-                     "dev": data.get("link")}
+                     "dev": data.get("link"),
+                     "fdb": [{"mac": e.get("mac"), "dst": e.get("dst")} for e in fdb if e.get("dst")],
+                     "neighbors": [{"ip": e.get("dst"), "mac": e.get("lladdr"), "state": e.get("state")}
+                                   for e in neigh]}
         out.append({
             "name": link.get("ifname"), "kind": kind, "state": link.get("operstate"), "mtu": link.get("mtu"),
             "mac": link.get("address"), "master": link.get("master"),
@@ -158,6 +167,14 @@ def subnet_env(path="/run/flannel/subnet.env"):
     return env
 
 
+def ip_forward():
+    try:
+        with open("/proc/sys/net/ipv4/ip_forward") as fh:
+            return fh.read().strip() == "1"
+    except OSError:
+        return None
+
+
 def main():
     module = AnsibleModule(
         argument_spec={"cni_dir": {"type": "str", "default": "/etc/cni/net.d"},
@@ -182,6 +199,7 @@ def main():
         "routes": routes,
         "iptables": iptables(module),
         "flannel_subnet_env": subnet_env(),
+        "ip_forward": ip_forward(),
         "errors": errors,
     }
     module.exit_json(changed=False, ansible_facts={"migrator_node_facts": facts})

@@ -49,6 +49,8 @@ def seed_flannel(farm: SshNodeFarm, name: str) -> None:
     ip link add flannel.1 type vxlan id 1 local {node.address} dev eth0 dstport 8472 nolearning
     ip addr add 10.244.{i}.0/32 dev flannel.1 && ip link set flannel.1 up
     ip route add 10.244.250.0/24 via 10.244.250.0 dev flannel.1 onlink
+    ip neigh add 10.244.250.0 lladdr 02:00:00:00:00:fa dev flannel.1 nud permanent
+    bridge fdb add 02:00:00:00:00:fa dev flannel.1 dst 198.19.20.250
     iptables -N FLANNEL-FWD
     iptables -A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
     iptables -A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
@@ -226,6 +228,9 @@ def test_node_facts_report_interfaces_routes_chains_and_cni(
     links = {i["name"]: i for i in f1["interfaces"]}
     assert links["flannel.1"]["kind"] == "vxlan"
     assert links["flannel.1"]["vxlan"]["id"] == 1 and links["flannel.1"]["vxlan"]["port"] == 8472
+    assert links["flannel.1"]["vxlan"]["fdb"] == [{"mac": "02:00:00:00:00:fa", "dst": "198.19.20.250"}]
+    assert links["flannel.1"]["vxlan"]["neighbors"] == [
+        {"ip": "10.244.250.0", "mac": "02:00:00:00:00:fa", "state": ["PERMANENT"]}]
     assert links["cni0"]["kind"] == "bridge"
     assert farm.nodes[hosts[0]].address + "/24" in links["eth0"]["addresses"]
     assert any(r.get("dst") == "10.244.250.0/24" and r.get("dev") == "flannel.1" for r in f1["routes"])
