@@ -14,6 +14,7 @@ Swap this module for the lab (``migrator lab up``) once it is merged: tests only
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -69,6 +70,7 @@ class SshNodeFarm:
         self.inventory = self.folder / "inventory.ini"
         self.nodes: dict[str, SshNode] = {}
         self._anchors: list[subprocess.Popen[bytes]] = []
+        self._lock_fd: int | None = None
         for i in range(1, count + 1):
             name = f"{prefix}-n{i}"
             self.nodes[name] = SshNode(name, f"{net}.{10 + i}", name, self.folder / name)
@@ -87,6 +89,7 @@ class SshNodeFarm:
         self.down()
 
     def up(self) -> None:
+        self._lock()
         self._cleanup_leftovers()
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)])
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.folder / "host_key")])
@@ -176,6 +179,9 @@ class SshNodeFarm:
         self.inventory.write_text("\n".join(lines) + "\n")
 
     def down(self) -> None:
+        if self._lock_fd is None:  # never brought up (or another farm holds the prefix): touch nothing
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
         self._kill_netns_processes(*(n.netns for n in self.nodes.values()), include_anchor=True)
         for anchor in self._anchors:
             try:
@@ -188,6 +194,24 @@ class SshNodeFarm:
         _run(["ip", "link", "del", self.host_if], check=False)
         _run(["ip", "netns", "del", self.fabric], check=False)
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _lock(self, wait: float = 900.0) -> None:
+        """One farm per prefix at a time on this host (tests and bench wait for each other)."""
+        fd = os.open(f"/tmp/{self.prefix}-farm.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise RuntimeError(f"another {self.prefix} farm is still up after {wait:g}s") from None
+                time.sleep(0.5)
+        self._lock_fd = fd
 
     def _cleanup_leftovers(self) -> None:
         """Remove this prefix's objects left by a crashed earlier run (never anything else)."""
