@@ -17,6 +17,8 @@ Shape::
                    "jumps": {owner: int}},                     # rules elsewhere jumping to them
       "flannel_subnet_env": {KEY: value} | null,               # /run/flannel/subnet.env
       "ip_forward": bool | null,                               # net.ipv4.ip_forward
+      "ssh": {"client": ip, "client_port": int, "server": ip, "server_port": int} | null,
+                                   # the SSH path migrator uses (a partition must never cut it)
       "errors": [str]                                          # what could not be read
     }
 """
@@ -167,6 +169,14 @@ def subnet_env(path="/run/flannel/subnet.env"):
     return env
 
 
+def ssh_path():
+    parts = os.environ.get("SSH_CONNECTION", "").split()
+    if len(parts) != 4:
+        return None
+    client, client_port, server, server_port = parts
+    return {"client": client, "client_port": int(client_port), "server": server, "server_port": int(server_port)}
+
+
 def ip_forward():
     try:
         with open("/proc/sys/net/ipv4/ip_forward") as fh:
@@ -200,6 +210,7 @@ def main():
         "iptables": iptables(module),
         "flannel_subnet_env": subnet_env(),
         "ip_forward": ip_forward(),
+        "ssh": ssh_path(),
         "errors": errors,
     }
     module.exit_json(changed=False, ansible_facts={"migrator_node_facts": facts})

@@ -225,6 +225,8 @@ def test_node_facts_report_interfaces_routes_chains_and_cni(
     assert set(facts) == set(hosts)
     f1 = facts[hosts[0]]
     assert f1["hostname"] == hosts[0]
+    assert f1["ssh"]["client"] == f"{farm.net}.1" and f1["ssh"]["server"] == farm.nodes[hosts[0]].address
+    assert f1["ssh"]["server_port"] == 22
     links = {i["name"]: i for i in f1["interfaces"]}
     assert links["flannel.1"]["kind"] == "vxlan"
     assert links["flannel.1"]["vxlan"]["id"] == 1 and links["flannel.1"]["vxlan"]["port"] == 8472
