@@ -174,7 +174,8 @@ def ssh_path():
     if len(parts) != 4:
         return None
     client, client_port, server, server_port = parts
-    return {"client": client, "client_port": int(client_port), "server": server, "server_port": int(server_port)}
+    return {"client": client, "client_port": int(client_port),
+            "server": server, "server_port": int(server_port)}
 
 
 def ip_forward():
