@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ansible_runner
 from loguru import logger
@@ -51,7 +51,7 @@ from migrator.adapters.ansible_events import (
 from migrator.adapters.inventory import list_hosts
 from migrator.errors import PermanentError, StepFailed, TemporaryError, UnsupportedFeature
 from migrator.paths import playbooks_dir
-from migrator.ports import PlaybookRequest, PlaybookResult, RunnerStatus
+from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult, RunnerStatus
 
 EventCallback = Callable[[Mapping[str, Any]], None]
 
@@ -429,3 +429,9 @@ def run_with_retry(
         )
         raise err from exc
     raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
+
+
+if TYPE_CHECKING:  # mypy proves that the adapter implements the port
+
+    def _implements_port(executor: AnsibleRunnerExecutor) -> NodeExecutor:
+        return executor
