@@ -8,7 +8,7 @@ run in every SSH session); the hostname is the node name. The host reaches the f
 ``<prefix>h0`` with ``<net>.1/24``; that connected /24 is the only route this module adds to the host.
 
 Swap this module for the lab (``migrator lab up``) once it is merged: tests only use ``inventory``,
-``nodes``, ``stop_sshd``/``start_sshd`` and ``node_exec``.
+``nodes``, ``stop_sshd``/``start_sshd`` and ``node_exec`` (the ``NodeSet`` protocol).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 TIMEOUT = 20.0
 
@@ -43,6 +44,18 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class NodeSet(Protocol):
+    """What the executor tests need from a set of SSH nodes: this farm today, the lab later."""
+
+    inventory: Path  # host names == node names
+
+    def stop_sshd(self, name: str) -> None: ...
+
+    def start_sshd(self, name: str) -> None: ...
+
+    def node_exec(self, name: str, argv: list[str], *, timeout: float = ...) -> str: ...
 
 
 @dataclass
