@@ -48,7 +48,7 @@ from migrator.adapters.ansible_events import (
     host_results,
     task_event,
 )
-from migrator.adapters.inventory import list_hosts
+from migrator.adapters.inventory import ansible_bin_dir, list_hosts
 from migrator.errors import PermanentError, StepFailed, TemporaryError, UnsupportedFeature
 from migrator.paths import playbooks_dir
 from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult, RunnerStatus
@@ -139,6 +139,9 @@ class AnsibleRunnerExecutor:
         }
         if self.strategy:
             env["ANSIBLE_STRATEGY"] = self.strategy
+        bin_dir = ansible_bin_dir()
+        if bin_dir is not None:  # ansible-playbook of this environment first (and no pyenv shim)
+            env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
         env.update(self.extra_env)
         return env
 
