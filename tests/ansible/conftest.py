@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sshnodes import SshNodeFarm
 
 from migrator.adapters.ansible import AnsibleRunnerExecutor
-
-TESTS_PLAYBOOKS = Path(__file__).parent / "playbooks"
 
 
 @pytest.fixture(scope="session")

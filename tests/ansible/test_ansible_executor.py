@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TESTS_PLAYBOOKS
 from sshnodes import SshNodeFarm
 
 from migrator.adapters.ansible import AnsibleRunnerExecutor, require_features, run_with_retry
@@ -19,6 +18,8 @@ from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError
 from migrator.ports import PlaybookRequest, RunnerStatus
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+TESTS_PLAYBOOKS = Path(__file__).parent / "playbooks"
 
 FLANNEL_CONFLIST = {
     "name": "cbr0",
