@@ -122,7 +122,7 @@ class SshNodeFarm:
 
     def _node_up(self, i: int, node: SshNode) -> None:
         node.folder.mkdir()
-        for sub in ("etc-upper", "etc-work", "root"):
+        for sub in ("etc-upper", "etc-work", "root", "cni-net.d"):
             (node.folder / sub).mkdir()
         _run(["ip", "netns", "add", node.netns])
         _run(["ip", "-n", node.netns, "link", "set", "lo", "up"])
@@ -153,12 +153,15 @@ class SshNodeFarm:
             ])
         )
         # An anchor process holds the node's mount namespace (overlay /etc, tmpfs /run), so that sshd can be
-        # stopped and started again while the node's files survive.
+        # stopped and started again while the node's files survive. /etc/cni/net.d is also bind-mounted from
+        # the node's folder: others may create or delete the host's /etc/cni (the overlay's lower layer) while
+        # the farm is up, and overlayfs does not define what the merged view shows then.
         script = (
             f"mount -t overlay overlay -o lowerdir=/etc,upperdir={node.folder}/etc-upper,"
             f"workdir={node.folder}/etc-work /etc && mount -t tmpfs -o mode=755 tmpfs /run && "
             f"mount --bind {node.folder}/root /root && hostname {node.name} && "
-            "mkdir -p /run/sshd /etc/cni/net.d && exec sleep infinity"
+            f"mkdir -p /run/sshd /etc/cni/net.d && mount --bind {node.folder}/cni-net.d /etc/cni/net.d && "
+            "exec sleep infinity"
         )
         anchor = subprocess.Popen(
             ["ip", "netns", "exec", node.netns, "unshare", "-m", "-u", "--propagation", "private",
