@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,13 @@ _ENV_KEEP = re.compile(r"^(ANSIBLE_|RUNNER_|PATH$|HOME$|LANG$|LC_|PYTHONPATH$|US
 _POLL = 0.25  # seconds between ansible-runner's checks of cancel and timeout
 
 
+class Strategy(StrEnum):
+    """Ansible play strategies: ``linear`` (task by task on all hosts) or ``free`` (each host at its pace)."""
+
+    LINEAR = "linear"
+    FREE = "free"
+
+
 def default_control_path_dir() -> Path:
     """A short per-user folder for SSH ControlPath sockets (socket paths are limited to 108 bytes)."""
     return Path(tempfile.gettempdir()) / f"mgr-cp-{os.getuid()}"
@@ -72,8 +80,10 @@ class AnsibleRunnerExecutor:
     ``inventory``: the inventory file (host names must equal Kubernetes node names).
     ``playbooks``: folder that relative playbook paths are resolved against (default ``playbooks/``).
     ``connect_timeout``: SSH connect timeout in seconds. ``control_persist``: seconds an idle SSH master
-    connection stays up between steps. ``strategy``: Ansible strategy (``linear`` or ``free``; default: the
-    playbook's). ``envvars``: extra ``ANSIBLE_*`` settings. ``verbosity``: ``-v`` count (never with secrets).
+    connection stays up between steps. ``strategy``: force a :class:`Strategy` (default: each play's own).
+    ``host_key_checking``: verify SSH host keys against known_hosts (off by default, for speed and
+    throw-away labs; turn it on for a real cluster with a managed known_hosts). ``envvars``: extra
+    ``ANSIBLE_*`` settings. ``verbosity``: ``-v`` count (never with secrets).
     ``hosts``: the inventory's host names when the caller already parsed it (saves an ``ansible-inventory``
     run); otherwise they are parsed on first use.
     """
@@ -86,7 +96,8 @@ class AnsibleRunnerExecutor:
         connect_timeout: int = 10,
         control_persist: int = 60,
         control_path_dir: Path | None = None,
-        strategy: str | None = None,
+        strategy: Strategy | None = None,
+        host_key_checking: bool = False,
         envvars: Mapping[str, str] | None = None,
         verbosity: int = 0,
         hosts: Sequence[str] | None = None,
@@ -97,6 +108,7 @@ class AnsibleRunnerExecutor:
         self.control_persist = control_persist
         self.control_path_dir = control_path_dir or default_control_path_dir()
         self.strategy = strategy
+        self.host_key_checking = host_key_checking
         self.extra_env = dict(envvars or {})
         self.verbosity = verbosity
         self._hosts: list[str] | None = list(hosts) if hosts is not None else None
@@ -120,7 +132,7 @@ class AnsibleRunnerExecutor:
     def _env(self) -> dict[str, str]:
         self.control_path_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = {
-            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_HOST_KEY_CHECKING": str(self.host_key_checking),
             "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_GATHERING": "explicit",
             "ANSIBLE_SSH_ARGS": (
@@ -138,7 +150,7 @@ class AnsibleRunnerExecutor:
             "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         }
         if self.strategy:
-            env["ANSIBLE_STRATEGY"] = self.strategy
+            env["ANSIBLE_STRATEGY"] = self.strategy.value
         bin_dir = ansible_bin_dir()
         if bin_dir is not None:  # ansible-playbook of this environment first (and no pyenv shim)
             env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
