@@ -347,3 +347,13 @@ def test_broken_playbook_fails_with_ansible_output(executor: AnsibleRunnerExecut
                               data_dir=tmp_path / "broken")
     assert isinstance(info.value, PlaybookFailed) and info.value.node is None
     assert "conflicting action statements" in str(info.value)
+
+
+def test_a_broken_observer_does_not_break_the_run(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...],
+                                                  tmp_path: Path) -> None:
+    def boom(_event: object) -> None:
+        raise RuntimeError("observer bug")
+
+    result = executor.run_playbook(PlaybookRequest(playbook=Path("ping.yml"), hosts=hosts[:1]),
+                                   data_dir=tmp_path / "boom", on_event=boom)
+    assert result.status is RunnerStatus.SUCCESSFUL and result.hosts[hosts[0]].ok == 1
