@@ -2,13 +2,19 @@
 
 ``migrator nodes ping --inventory PATH [--nodes a,b] [--expect-nodes a,b,c]`` runs the ``ping`` module on
 the nodes over SSH and prints a table of reachable and unreachable nodes. Exit code 0 when every node
-answered (and the inventory matches ``--expect-nodes``), 3 (needs attention) otherwise, 2 on bad input.
+answered (and the inventory matches ``--expect-nodes``), 3 (needs attention) otherwise, 2 on bad input,
+130 when interrupted (Ctrl-C cancels the run through the executor's cancel event).
 """
 
 from __future__ import annotations
 
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -18,7 +24,7 @@ from rich.table import Table
 from migrator.adapters.ansible import AnsibleRunnerExecutor
 from migrator.adapters.inventory import compare_hosts, load_inventory
 from migrator.errors import ExitCode, MigratorError
-from migrator.ports import PlaybookRequest, PlaybookResult
+from migrator.ports import PlaybookRequest, PlaybookResult, RunnerStatus
 
 app = typer.Typer(help="Node-level checks over SSH (Ansible).", no_args_is_help=True)
 
@@ -26,6 +32,25 @@ app = typer.Typer(help="Node-level checks over SSH (Ansible).", no_args_is_help=
 @app.callback()
 def _nodes() -> None:
     """Node-level checks over SSH (Ansible)."""
+
+
+@contextmanager
+def cancel_on_sigint() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM while the block runs (main thread only); handlers restored after."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _split(value: str | None) -> list[str]:
@@ -88,10 +113,15 @@ def ping(
     with tempfile.TemporaryDirectory(prefix="migrator-ping-") as tmp:
         data_dir = keep if keep is not None else Path(tmp)
         try:
-            result = executor.run_playbook(request, data_dir=data_dir, raise_on_failure=False)
+            with cancel_on_sigint() as cancel:
+                result = executor.run_playbook(request, data_dir=data_dir, cancel=cancel,
+                                               raise_on_failure=False)
         except MigratorError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(int(exc.exit_code)) from exc
+    if result.status is RunnerStatus.CANCELED:
+        console.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
     addresses = {h: str(inv.hostvars.get(h, {}).get("ansible_host", "")) for h in wanted}
     console.print(ping_table(result, addresses))
     bad = sorted(h.host for h in result.hosts.values() if h.unreachable or h.failed or not h.ok)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +71,26 @@ def test_nodes_ping_cli(farm: SshNodeFarm) -> None:
     assert bad.exit_code == 2 and "ghost" in bad.output
     mismatch = runner.invoke(app, ["ping", "-i", str(farm.inventory), "--expect-nodes", "ans-n1,other"])
     assert mismatch.exit_code == 3 and "missing from the inventory: other" in mismatch.output
+
+
+@pytest.mark.lab
+def test_nodes_ping_ctrl_c_cancels(farm: SshNodeFarm, tmp_path: Path) -> None:
+    # a host whose address does not answer: the SSH connect would wait for its timeout
+    inventory = tmp_path / "inv.ini"
+    inventory.write_text(farm.inventory.read_text() + f"silent ansible_host={farm.net}.99\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from migrator.cli.nodes import app; app()", "ping", "-i", str(inventory),
+         "--keep", str(tmp_path / "keep")],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 30  # until ansible-playbook is running (its first events are written)
+    while not list((tmp_path / "keep").glob("artifacts/*/job_events/*.json")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    time.sleep(1)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and time.monotonic() - started < 5
