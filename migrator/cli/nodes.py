@@ -1,0 +1,133 @@
+"""``migrator nodes``: node-level checks through the Ansible executor.
+
+``migrator nodes ping --inventory PATH [--nodes a,b] [--expect-nodes a,b,c]`` runs the ``ping`` module on
+the nodes over SSH and prints a table of reachable and unreachable nodes. Exit code 0 when every node
+answered (and the inventory matches ``--expect-nodes``), 3 (needs attention) otherwise, 2 on bad input,
+130 when interrupted (Ctrl-C cancels the run through the executor's cancel event).
+"""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from migrator.adapters.ansible import AnsibleRunnerExecutor
+from migrator.adapters.inventory import compare_hosts, load_inventory
+from migrator.errors import ExitCode, MigratorError
+from migrator.ports import PlaybookRequest, PlaybookResult, RunnerStatus
+
+app = typer.Typer(help="Node-level checks over SSH (Ansible).", no_args_is_help=True)
+
+
+@app.callback()
+def _nodes() -> None:
+    """Node-level checks over SSH (Ansible)."""
+
+
+@contextmanager
+def cancel_on_sigint() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM while the block runs (main thread only); handlers restored after."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def ping_table(result: PlaybookResult, addresses: dict[str, str]) -> Table:
+    table = Table(title="Node reachability (ansible ping)")
+    table.add_column("node")
+    table.add_column("address")
+    table.add_column("status")
+    table.add_column("message", overflow="fold")
+    for name in sorted(result.hosts):
+        host = result.hosts[name]
+        if host.unreachable:
+            status = "[red]unreachable[/red]"
+        elif host.failed:
+            status = "[red]failed[/red]"
+        elif host.ok:
+            status = "[green]reachable[/green]"
+        else:
+            status = "[yellow]no result[/yellow]"
+        table.add_row(name, addresses.get(name, ""), status, host.message or "")
+    return table
+
+
+@app.command()
+def ping(
+    inventory: Annotated[Path, typer.Option("--inventory", "-i", help="Ansible inventory (INI or YAML)")],
+    nodes: Annotated[str | None, typer.Option(help="Comma-separated node names (default: all).")] = None,
+    expect_nodes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated cluster node names the inventory must map 1:1 onto."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds for the whole ping.")] = 60.0,
+    keep: Annotated[Path | None, typer.Option(help="Keep ansible-runner's artifacts in this folder.")] = None,
+) -> None:
+    """Check that every node is reachable over SSH through the inventory."""
+    console = Console()
+    try:
+        inv = load_inventory(inventory)
+    except MigratorError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(int(exc.exit_code)) from exc
+    wanted = _split(nodes) or list(inv.hosts)
+    unknown = sorted(set(wanted) - set(inv.hosts))
+    if unknown:
+        console.print(f"[red]error:[/red] not in inventory {inventory}: {', '.join(unknown)}")
+        raise typer.Exit(int(ExitCode.INVALID_INPUT))
+    attention = False
+    if expect_nodes is not None:
+        mismatch = compare_hosts(inv.hosts, _split(expect_nodes))
+        style = "green" if mismatch.ok else "red"
+        console.print(f"[{style}]{mismatch.describe()}[/{style}]")
+        attention = not mismatch.ok
+
+    executor = AnsibleRunnerExecutor(inventory=inventory, hosts=inv.hosts)
+    request = PlaybookRequest(playbook=Path("ping.yml"), hosts=tuple(wanted), timeout=timeout,
+                              forks=max(1, len(wanted)))
+    with tempfile.TemporaryDirectory(prefix="migrator-ping-") as tmp:
+        data_dir = keep if keep is not None else Path(tmp)
+        try:
+            with cancel_on_sigint() as cancel:
+                result = executor.run_playbook(request, data_dir=data_dir, cancel=cancel,
+                                               raise_on_failure=False)
+        except MigratorError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(int(exc.exit_code)) from exc
+    if result.status is RunnerStatus.CANCELED:
+        console.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    addresses = {h: str(inv.hostvars.get(h, {}).get("ansible_host", "")) for h in wanted}
+    console.print(ping_table(result, addresses))
+    bad = sorted(h.host for h in result.hosts.values() if h.unreachable or h.failed or not h.ok)
+    if bad:
+        console.print(f"[red]{len(bad)} of {len(wanted)} node(s) not reachable:[/red] {', '.join(bad)}")
+    else:
+        console.print(f"[green]all {len(wanted)} node(s) reachable[/green]")
+    if bad or attention:
+        raise typer.Exit(int(ExitCode.NEEDS_ATTENTION))
