@@ -114,6 +114,16 @@ class ForEachNodes(Model):
     order: NodeOrder = NodeOrder.WORKERS_FIRST
     max_unavailable: int | Percentage = Field(1, description="Wave size: a node count or a percentage")
 
+    @field_validator("max_unavailable", mode="before")
+    @classmethod
+    def _count_or_percentage(cls, value: Any) -> Any:
+        # one clear message instead of one per branch of the union
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and value.strip().endswith("%"))
+        ):
+            raise ValueError("expected a node count like 2 or a percentage like 25%")
+        return value
+
     @field_validator("max_unavailable")
     @classmethod
     def _positive(cls, value: int | float) -> int | float:
@@ -365,15 +375,16 @@ class Stage(Model):
 
     @model_validator(mode="after")
     def _unique_step_names(self) -> Stage:
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for index, step in enumerate(self.steps):
             name = step.display_name
             if name in seen:
+                field = "name" if step.name else "action"
                 raise ValueError(
-                    f"steps[{index}]: step name {name!r} is used twice in stage {self.name!r};"
-                    " give the steps distinct names"
+                    f"steps[{index}].{field}: duplicate step name {name!r} in stage {self.name!r}"
+                    f" (also steps[{seen[name]}]); give the steps distinct names"
                 )
-            seen.add(name)
+            seen[name] = index
         return self
 
 
@@ -393,11 +404,14 @@ class Spec(Model):
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> Spec:
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for index, stage in enumerate(self.stages):
             if stage.name in seen:
-                raise ValueError(f"stages[{index}].name: stage name {stage.name!r} is used twice")
-            seen.add(stage.name)
+                raise ValueError(
+                    f"stages[{index}].name: duplicate stage name {stage.name!r}"
+                    f" (also stages[{seen[stage.name]}])"
+                )
+            seen[stage.name] = index
         return self
 
 
