@@ -238,11 +238,8 @@ class _Loader:
                     value = coerce_param(pspec, cli_value, from_cli=True)
                 except ValueError as exc:
                     shown = MASK if pspec.secret else cli_value
-                    self.problems.append(
-                        Problem(
-                            Location("--set"), f"{name}={shown}", f"{exc} (param {name!r} is a {pspec.type})"
-                        )
-                    )
+                    message = f"{exc} (param {name!r} has type {pspec.type})"
+                    self.problems.append(Problem(Location("--set"), f"{name}={shown}", message))
                     continue
             elif pspec.default is not None:
                 if pspec.secret:
@@ -250,7 +247,7 @@ class _Loader:
                 try:
                     value = coerce_param(pspec, pspec.default, from_cli=False)
                 except ValueError as exc:
-                    self.at_value((*ppath, "default"), f"{exc} (param {name!r} is a {pspec.type})")
+                    self.at_value((*ppath, "default"), f"{exc} (param {name!r} has type {pspec.type})")
                     continue
             else:
                 self.at_key(ppath, f"param {name!r} has no default; give one or use --set {name}=VALUE")
@@ -567,7 +564,11 @@ def _union_members(tp: Any) -> tuple[Any, ...]:
     tp = _unwrap(tp)
     origin = typing.get_origin(tp)
     if origin is typing.Union or origin is types.UnionType:
-        return tuple(_unwrap(a) for a in typing.get_args(tp) if a is not type(None))
+        members: list[Any] = []
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                members.extend(_union_members(arg))
+        return tuple(members)
     return (tp,)
 
 
