@@ -157,6 +157,8 @@ class _Loader:
         self.overrides = overrides
         self.problems: list[Problem] = []
         self.secrets: set[str] = set()
+        self._values: Mapping[str, Any] = {}
+        self.disabled: list[int] = []
 
     # -- helpers
 
@@ -204,6 +206,7 @@ class _Loader:
         self.raise_problems()
         self.semantic_checks(plan)
         self.raise_problems()
+        plan = self.drop_disabled_stages(plan)
         rendered = self.render_text(masked)
         return LoadedPlan(
             plan=plan, path=path, rendered=rendered, params=dict(values), secrets=frozenset(self.secrets)
@@ -319,7 +322,6 @@ class _Loader:
         return isinstance(stage, dict) and stage.get("for_each") is not None
 
     def validate(self, data: dict[str, Any]) -> Plan:
-        self._validated_data = data
         try:
             return Plan.model_validate(data)
         except ValidationError as exc:
@@ -369,9 +371,23 @@ class _Loader:
                     (*fpath, "nodes", "names"), "names must not be empty (leave it out for all nodes)"
                 )
 
+    def drop_disabled_stages(self, plan: Plan) -> Plan:
+        """Leave out the stages with ``enabled: false`` (they were validated like the others)."""
+        self.disabled = [i for i, stage in enumerate(plan.spec.stages) if not stage.enabled]
+        if not self.disabled:
+            return plan
+        if len(self.disabled) == len(plan.spec.stages):
+            self.at_key(("spec", "stages"), "every stage is disabled (enabled: false); nothing would run")
+            self.raise_problems()
+        stages = [stage for stage in plan.spec.stages if stage.enabled]
+        return plan.model_copy(update={"spec": plan.spec.model_copy(update={"stages": stages})})
+
     def render_text(self, masked: Mapping[str, Any]) -> str:
         self._values = masked
         data = self._subst(self.data, ())
+        disabled = self.disabled
+        if disabled and isinstance(data.get("spec"), dict) and isinstance(data["spec"].get("stages"), list):
+            data["spec"]["stages"] = [s for i, s in enumerate(data["spec"]["stages"]) if i not in disabled]
         spec = data.get("spec")
         if isinstance(spec, dict) and isinstance(spec.get("params"), dict):
             params = spec["params"]

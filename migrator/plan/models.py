@@ -372,6 +372,11 @@ class Stage(Model):
     monitor: list[Check] = Field(default_factory=list)
     on_failure: FailurePolicy = FailurePolicy.ABORT
     approval: bool = Field(False, description="Ask for confirmation on a TTY before the stage")
+    enabled: bool = Field(
+        True,
+        description="A disabled stage is validated, then left out of the loaded plan;"
+        " use a boolean param: enabled: ${{ params.NAME }}",
+    )
 
     @model_validator(mode="after")
     def _unique_step_names(self) -> Stage:
