@@ -105,7 +105,7 @@ class NodeSelector(Model):
     @model_validator(mode="after")
     def _count_xor_percent(self) -> NodeSelector:
         if self.count is not None and self.percent is not None:
-            raise ValueError("give either count or percent, not both")
+            raise ValueError("percent: give either count or percent, not both")
         return self
 
 
@@ -128,9 +128,9 @@ class ForEachNodes(Model):
     @classmethod
     def _positive(cls, value: int | float) -> int | float:
         if isinstance(value, int) and value < 1:
-            raise ValueError("max_unavailable must be at least 1")
+            raise ValueError("must be at least 1")
         if isinstance(value, float) and value <= 0:
-            raise ValueError("max_unavailable must be more than 0%")
+            raise ValueError("must be more than 0%")
         return value
 
 
@@ -151,9 +151,9 @@ class StepBase(Model):
     @model_validator(mode="after")
     def _undo_is_flat(self) -> StepBase:
         if self.undo is not None and self.undo.undo is not None:
-            raise ValueError("an undo step cannot have an undo of its own")
+            raise ValueError("undo.undo: an undo step cannot have an undo of its own")
         if self.undo is not None and self.no_undo:
-            raise ValueError("give either undo or no_undo, not both")
+            raise ValueError("no_undo: give either undo or no_undo, not both")
         return self
 
 
