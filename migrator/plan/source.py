@@ -159,6 +159,10 @@ def _tag(node: Node) -> str:
     return str(value) if value is not None else ""
 
 
+def _shown(tag: str) -> str:
+    return tag.replace(_TAG, "!!")
+
+
 class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
@@ -200,13 +204,12 @@ class _Builder:
     def check_tag(self, node: Node, path: PathKey, expected: str) -> None:
         tag = _tag(node)
         if tag and tag != expected:
-            raise self.fail(node, path, f"YAML tag {tag!r} is not allowed in a plan")
+            raise self.fail(node, path, f"YAML tag {_shown(tag)!r} is not allowed in a plan")
 
     def scalar(self, node: ScalarNode, path: PathKey) -> Any:
         tag = _tag(node)
         if tag not in _PLAIN_TAGS:
-            shown = tag.replace(_TAG, "!!")
-            raise self.fail(node, path, f"YAML tag {shown!r} is not allowed in a plan")
+            raise self.fail(node, path, f"YAML tag {_shown(tag)!r} is not allowed in a plan")
         text: str = node.value
         if tag in (f"{_TAG}str", f"{_TAG}timestamp"):
             return text
@@ -220,7 +223,7 @@ class _Builder:
         try:
             value = self.constructor.construct_object(node, deep=False)
         except (YAMLError, ValueError, OverflowError):
-            raise self.fail(node, path, f"invalid {tag.replace(_TAG, '')} value {text!r}") from None
+            raise self.fail(node, path, f"invalid {_shown(tag)} value {text!r}") from None
         if isinstance(value, bool) or value is None:
             return value
         if isinstance(value, int):
@@ -236,7 +239,7 @@ class _Builder:
             raise self.fail(node, path, "mapping keys must be plain scalars, not lists or mappings")
         tag = _tag(node)
         if tag not in _PLAIN_TAGS:
-            raise self.fail(node, path, f"YAML tag {tag!r} is not allowed in a plan")
+            raise self.fail(node, path, f"YAML tag {_shown(tag)!r} is not allowed in a plan")
         self.count += 1
         return str(node.value)
 
@@ -261,11 +264,21 @@ class _Builder:
             for source in sources:
                 if not isinstance(source, MappingNode):
                     raise self.fail(key_node, path, "a merge key (<<) needs a mapping or a list of mappings")
-                merged = self.build(source, path)
+                outer, self.smap = self.smap, SourceMap(self.file)
+                try:
+                    merged = self.build(source, path)
+                finally:
+                    inner, self.smap = self.smap, outer
                 for key, value in merged.items():
-                    if key not in result:
-                        result[key] = value
-                        self.smap.keys.setdefault((*path, key), _pos(key_node))
+                    if key in result:
+                        continue
+                    result[key] = value
+                    prefix = (*path, key)
+                    self.smap.keys.setdefault(prefix, _pos(key_node))
+                    for table, target in ((inner.keys, self.smap.keys), (inner.values, self.smap.values)):
+                        for sub, pos in table.items():
+                            if sub[: len(prefix)] == prefix:
+                                target.setdefault(sub, pos)
         return result
 
 
@@ -295,7 +308,7 @@ def read_yaml(text: str, file: str) -> tuple[dict[str, Any], SourceMap]:
         raise problem_at(
             Location(file, 1, 1), "", f"the document is nested deeper than {MAX_DEPTH} levels"
         ) from None
-    if root is None:
+    if root is None or (isinstance(root, ScalarNode) and _tag(root) == f"{_TAG}null" and not root.value):
         raise problem_at(
             Location(file, 1, 1),
             "",
