@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Good plans: params, templates, secrets, the rendered text and the shipped plans."""
 
 from __future__ import annotations
