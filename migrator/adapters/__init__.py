@@ -1,0 +1,1 @@
+"""Adapters: implementations of the ports (:mod:`migrator.ports`) for real and fake targets."""

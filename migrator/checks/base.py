@@ -1,0 +1,86 @@
+"""Checks: the registry and the base class.
+
+A check is registered under the plan's ``type`` literal and returns a :class:`CheckResult` (or raises
+:class:`~migrator.errors.CheckFailed`). Checks never change the target.
+
+    @register_check("nodes.schedulable")
+    class Schedulable(Checker[NodesSchedulableCheck]):
+        def run(self, ctx, check): ...
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from migrator.actions.context import CheckContext, PreviewLine
+from migrator.errors import PlanError
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    summary: str
+    details: Any = field(default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "summary": self.summary, "details": self.details}
+
+
+CheckT = TypeVar("CheckT", bound=BaseModel)
+
+
+class Checker(ABC, Generic[CheckT]):
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def run(self, ctx: CheckContext, check: CheckT) -> CheckResult:
+        """Evaluate the check against the target; changes nothing."""
+
+    def preview(self, ctx: CheckContext, check: CheckT) -> list[PreviewLine]:
+        fields = check.model_dump(mode="json", exclude={"type", "name", "timeout"}, exclude_defaults=True)
+        return [f"check {self.name}" + (f" {fields}" if fields else "")]
+
+
+_CHECKS: dict[str, Checker[Any]] = {}
+_UNAVAILABLE: dict[str, str] = {}
+
+C = TypeVar("C", bound=type[Checker[Any]])
+
+
+def register_check(name: str) -> Callable[[C], C]:
+    def decorator(cls: C) -> C:
+        cls.name = name
+        _CHECKS[name] = cls()
+        _UNAVAILABLE.pop(name, None)
+        return cls
+
+    return decorator
+
+
+def mark_unavailable(name: str, reason: str) -> None:
+    if name not in _CHECKS:
+        _UNAVAILABLE[name] = reason
+
+
+def unavailable_checks() -> dict[str, str]:
+    return dict(_UNAVAILABLE)
+
+
+def registered_checks() -> dict[str, Checker[Any]]:
+    return dict(_CHECKS)
+
+
+def get_check(name: str) -> Checker[Any]:
+    from migrator.checks import load_builtins
+
+    load_builtins()
+    if name in _CHECKS:
+        return _CHECKS[name]
+    if name in _UNAVAILABLE:
+        raise PlanError(f"check {name!r} is not available yet: {_UNAVAILABLE[name]}")
+    raise PlanError(f"unknown check type {name!r}")
