@@ -54,6 +54,7 @@ class StepContext:
     attempt: int = 1
     prepared: Any = None
     undoing: bool = False
+    timeout: float | None = None
 
     @property
     def cluster(self) -> Cluster:
@@ -73,9 +74,9 @@ class StepContext:
     def check_cancelled(self) -> None:
         """Raise if the step must stop: :class:`StepTimeout` after the deadline, else :class:`Cancelled`."""
         if time.monotonic() >= self.deadline:
-            raise StepTimeout(
-                f"step {self.step!r} ran out of time", node=self.node.name if self.node else None
-            )
+            limit = f" after {self.timeout:g}s" if self.timeout is not None else ""
+            node = self.node.name if self.node else None
+            raise StepTimeout(f"step {self.step!r} timed out{limit}", node=node)
         if self.cancel.is_set():
             raise Cancelled(f"step {self.step!r} was cancelled")
 

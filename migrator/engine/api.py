@@ -116,7 +116,7 @@ def apply_plan(
         atomic_write_text(rundir.plan_yaml, scrub.text(source.rendered_text))
         atomic_write_json(rundir.plan_json, scrub(plan_to_data(source.plan)))
         rundir.write_meta(
-            {
+            scrub({
                 "run_id": run_id,
                 "plan": source.plan.metadata.name,
                 "plan_path": str(source.path.resolve()) if source.path else None,
@@ -131,7 +131,7 @@ def apply_plan(
                 "host": socket.gethostname(),
                 "migrator": __version__,
                 "dry_run": False,
-            }
+            })
         )
         engine = Engine(
             source,

@@ -202,10 +202,10 @@ class Engine:
     def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
         """Append an event to the journal, fold it into the state, snapshot the state, tell observers."""
         with self._emit_lock:
-            event = self.journal.append(type_, **fields)
-            self.state.apply(event)
+            raw, event = self.journal.write(type_, **fields)
+            self.state.apply(raw)
             if type_ not in ("step.event", "check.start"):
-                self.rundir.write_state(self.state.snapshot())
+                self.rundir.write_state(self.scrub(self.state.snapshot()))
         for observer in self.observers:
             try:
                 observer.on_event(event)
@@ -490,6 +490,7 @@ class Engine:
             attempt=attempt,
             prepared=self.state.prepared.get(key),
             undoing=undoing,
+            timeout=timeout,
         )
 
     def _run_step(
@@ -533,12 +534,22 @@ class Engine:
             try:
                 if key not in self.state.prepared:
                     prepared = self._call(
-                        lambda: action.prepare(ctx, args), ctx.cancel, ctx.deadline, monitor, f"step {key}"
+                        lambda: action.prepare(ctx, args),
+                        ctx.cancel,
+                        ctx.deadline,
+                        monitor,
+                        f"step {key}",
+                        timeout=step.timeout,
                     )
                     self.emit("step.prepared", key=key, prepared=prepared)
                     ctx.prepared = prepared
                 result = self._call(
-                    lambda: action.do(ctx, args), ctx.cancel, ctx.deadline, monitor, f"step {key}"
+                    lambda: action.do(ctx, args),
+                    ctx.cancel,
+                    ctx.deadline,
+                    monitor,
+                    f"step {key}",
+                    timeout=step.timeout,
                 )
             except SimulatedCrash:
                 raise
@@ -617,10 +628,12 @@ class Engine:
         what: str,
         *,
         interruptible: bool = True,
+        timeout: float | None = None,
     ) -> T:
         """Run ``fn`` in a worker thread under ``deadline``; set ``cancel`` on timeout or abort."""
         box: dict[str, Any] = {}
         done = threading.Event()
+        limit = timeout if timeout is not None else max(0.0, deadline - time.monotonic())
 
         def runner() -> None:
             try:
@@ -635,7 +648,7 @@ class Engine:
         reason: BaseException | None = None
         while not done.wait(self.options.poll):
             if time.monotonic() >= deadline:
-                reason = StepTimeout(f"{what} did not finish within its timeout")
+                reason = StepTimeout(f"{what} timed out after {limit:g}s")
                 break
             abort = self._abort_reason(monitor) if interruptible else None
             if abort is not None:
@@ -812,7 +825,7 @@ class Engine:
     def _undo(self, rec: StepRecord) -> None:
         stage = self.plan.spec.stages[rec.stage_index]
         step = stage.steps[rec.step_index]
-        if stage.name != rec.stage or step.display_name != rec.step:
+        if stage.name != rec.stage or (step.display_name != rec.step and "***" not in rec.step):
             raise PermanentError(f"the plan does not match the journal at {rec.key}; cannot undo it")
         node = self._node(rec.node) if rec.node else None
         base = {"key": rec.key, "stage": rec.stage, "step": rec.step, "node": rec.node}

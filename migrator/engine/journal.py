@@ -161,24 +161,28 @@ class Journal:
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
 
     def append(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """Write one event; return it as written (secrets scrubbed)."""
+        return self.write(type_, **fields)[1]
+
+    def write(self, type_: str, **fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Write one event; return ``(raw, written)``: the event before and after scrubbing."""
         with self._lock:
             if self._crashed:
                 raise SimulatedCrash(f"journal crashed after seq {self.crash_after}")
             self.seq += 1
-            event: dict[str, Any] = {"seq": self.seq, "ts": now_iso(), "type": type_, "run_id": self.run_id}
-            event.update(fields)
-            event = self.scrub(event)
-            line = json.dumps(event, default=_json_default, separators=(",", ":"), sort_keys=False)
+            raw: dict[str, Any] = {"seq": self.seq, "ts": now_iso(), "type": type_, "run_id": self.run_id}
+            raw.update(fields)
+            line = json.dumps(self.scrub(raw), default=_json_default, separators=(",", ":"))
             self._fh.write(line.encode() + b"\n")
             self._fh.flush()
             os.fsync(self._fh.fileno())
             if self.crash_after is not None and self.seq >= self.crash_after:
                 self._crashed = True
                 raise SimulatedCrash(f"simulated crash after seq {self.seq}")
-        event = json.loads(line)
+        written: dict[str, Any] = json.loads(line)
         for listener in list(self.listeners):
-            listener(event)
-        return event
+            listener(written)
+        return json.loads(json.dumps(raw, default=_json_default)), written
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,1 @@
+"""The command line: ``migrator`` (``migrator/cli/main.py``); one module per command group."""
