@@ -69,7 +69,7 @@ def dump(data: Any) -> str:
 # -------------------------------------------------------------------------------- random documents
 
 YAML_CHARS = st.sampled_from(
-    list(":-[]{},#&*!|>'\"%@`?\n\n\n  \t") + ["${{", "}}", "<<", "---", "...", "params.", "node.name", "~"]
+    [*list(":-[]{},#&*!|>'\"%@`?\n\n\n  \t"), "${{", "}}", "<<", "---", "...", "params.", "node.name", "~"]
 )
 WORDS = st.sampled_from(
     [
