@@ -393,6 +393,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: exit codes from :class:`ExitCode`; no tracebacks without ``--debug``."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    _setup_logging(0)
     started = time.monotonic()
     code: int
     try:
