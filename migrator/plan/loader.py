@@ -20,15 +20,14 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
-from ruamel.yaml import YAML
 
 from migrator.errors import Location, PlanError, Problem
+from migrator.plan.emit import emit_yaml
 from migrator.plan.models import (
     NodeOrder,
     ParamSpec,
@@ -395,13 +394,8 @@ class _Loader:
                 if isinstance(raw, dict) and name in masked:
                     # the resolved value, so that the rendered plan loads to the same plan
                     params[name] = {**raw, "default": masked[name]}
-        yaml = YAML(typ="safe", pure=True)
-        yaml.default_flow_style = False
-        yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
-        yaml.width = 4096
-        out = StringIO()
-        yaml.dump(data, out)
-        return self.scrub(out.getvalue())
+        header = f"# {self.file} rendered by migrator: params substituted, secret values masked\n"
+        return self.scrub(header + emit_yaml(data))
 
     # -- pydantic errors
 

@@ -26,9 +26,10 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from migrator.errors import Location, PlanError, Problem
 
-MAX_PLAN_BYTES = 64 * 1024
+MAX_PLAN_BYTES = 48 * 1024
 MAX_DEPTH = 32
 MAX_VALUES = 20_000
+MAX_TOKENS = 6_000
 
 PathKey = tuple[str | int, ...]
 
@@ -97,18 +98,33 @@ def format_path(path: PathKey) -> str:
 
 
 def _prescan(text: str, file: str) -> None:
-    """Refuse flow collections nested deeper than MAX_DEPTH before the YAML scanner sees them.
+    """Refuse what would make the pure-Python YAML parser slow, before it sees the text.
+
+    - flow collections nested deeper than MAX_DEPTH (its scanner is quadratic in the flow depth);
+    - more than MAX_TOKENS tokens (words, quoted strings and flow indicators outside comments): the
+      parser costs tens of microseconds a token, so this bounds the load time whatever the layout.
 
     Conservative: brackets inside double-quoted strings, single-quoted strings that start a token and
     comments are skipped; anything else counts.
     """
     depth = 0
+    tokens = 0
     line, column = 1, 0
     in_double = in_single = in_comment = False
     escaped = False
     prev = "\n"
     for char in text:
         column += 1
+        if not (in_double or in_single or in_comment) and (
+            char in "[]{},\"'" or (char not in " \t\r\n" and prev in " \t\r\n[]{},")
+        ):
+            tokens += 1
+            if tokens > MAX_TOKENS:
+                raise problem_at(
+                    Location(file, line, column),
+                    "",
+                    f"the plan is too large (more than {MAX_TOKENS} YAML tokens)",
+                )
         if char == "\n":
             line, column = line + 1, 0
             in_comment = False
