@@ -206,6 +206,7 @@ class _Loader:
         self.semantic_checks(plan)
         self.raise_problems()
         plan = self.drop_disabled_stages(plan)
+        plan = self.mask_secret_defaults(plan)
         rendered = self.render_text(masked)
         return LoadedPlan(
             plan=plan, path=path, rendered=rendered, params=dict(values), secrets=frozenset(self.secrets)
@@ -369,6 +370,17 @@ class _Loader:
                 self.at_value(
                     (*fpath, "nodes", "names"), "names must not be empty (leave it out for all nodes)"
                 )
+
+    def mask_secret_defaults(self, plan: Plan) -> Plan:
+        """The model keeps no secret default (the values are in ``LoadedPlan.params``)."""
+        params = plan.spec.params
+        if not any(p.secret and p.default is not None for p in params.values()):
+            return plan
+        masked = {
+            name: p.model_copy(update={"default": MASK}) if p.secret and p.default is not None else p
+            for name, p in params.items()
+        }
+        return plan.model_copy(update={"spec": plan.spec.model_copy(update={"params": masked})})
 
     def drop_disabled_stages(self, plan: Plan) -> Plan:
         """Leave out the stages with ``enabled: false`` (they were validated like the others)."""

@@ -254,6 +254,8 @@ def test_secrets_are_masked_in_rendered_text_and_messages() -> None:
     assert "s3cr3t-default" not in loaded.rendered
     assert "Bearer ***" in loaded.rendered
     assert loaded.scrub("login with hunter2-xyz") == "login with ***"
+    assert loaded.plan.spec.params["token"].default == "***"
+    assert "s3cr3t" not in loaded.plan.model_dump_json()
 
 
 def test_secret_in_an_error_message_is_masked() -> None:
