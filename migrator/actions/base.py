@@ -18,6 +18,7 @@ Raise :class:`~migrator.errors.TemporaryError` to be retried, anything else to f
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
@@ -80,16 +81,45 @@ def mark_unavailable(name: str, reason: str) -> None:
 
 
 def unavailable_actions() -> dict[str, str]:
+    load_builtins()
     return dict(_UNAVAILABLE)
 
 
 def registered_actions() -> dict[str, Action[Any]]:
+    load_builtins()
     return dict(_ACTIONS)
 
 
-def get_action(name: str) -> Action[Any]:
-    from migrator.actions import load_builtins
+# modules that register actions when they exist; each may be missing while others build it
+OPTIONAL_MODULES = ("migrator.actions.ansible", "migrator.actions.faults")
 
+NOT_YET = {
+    "ansible.playbook": "the Ansible node executor is being built (issue 'Ansible actions')",
+}
+
+_loaded = False
+
+
+def load_builtins() -> None:
+    """Register the built-in actions and the optional ones that are installed. Idempotent."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name, reason in NOT_YET.items():
+        mark_unavailable(name, reason)
+    importlib.import_module("migrator.actions.demo")
+    importlib.import_module("migrator.actions.node")
+    for module in OPTIONAL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def get_action(name: str) -> Action[Any]:
+    """The action registered under ``name``; PlanError when unknown or not available yet."""
     load_builtins()
     if name in _ACTIONS:
         return _ACTIONS[name]

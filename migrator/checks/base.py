@@ -10,6 +10,7 @@ A check is registered under the plan's ``type`` literal and returns a :class:`Ch
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,16 +69,45 @@ def mark_unavailable(name: str, reason: str) -> None:
 
 
 def unavailable_checks() -> dict[str, str]:
+    load_builtins()
     return dict(_UNAVAILABLE)
 
 
 def registered_checks() -> dict[str, Checker[Any]]:
+    load_builtins()
     return dict(_CHECKS)
 
 
-def get_check(name: str) -> Checker[Any]:
-    from migrator.checks import load_builtins
+OPTIONAL_MODULES = ("migrator.checks.reachability", "migrator.checks.nodes", "migrator.checks.probe")
 
+NOT_YET = {
+    "reachability": "the probe engine is being built (issue 'Probes')",
+    "continuous-probe": "the probe engine is being built (issue 'Probes')",
+    "nodes.reachable": "the Ansible node executor is being built (issue 'Ansible actions')",
+}
+
+_loaded = False
+
+
+def load_builtins() -> None:
+    """Register the built-in checks and the optional ones that are installed. Idempotent."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name, reason in NOT_YET.items():
+        mark_unavailable(name, reason)
+    importlib.import_module("migrator.checks.builtin")
+    for module in OPTIONAL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def get_check(name: str) -> Checker[Any]:
+    """The check registered under ``name``; PlanError when unknown or not available yet."""
     load_builtins()
     if name in _CHECKS:
         return _CHECKS[name]

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -27,6 +28,24 @@ from rich.console import Console
 from rich.table import Table
 
 from migrator import __version__
+from migrator.engine import (
+    EngineOptions,
+    RunControl,
+    RunResult,
+    apply_plan,
+    load_plan_file,
+    open_target,
+    resume_run,
+    rollback_run,
+    validate_for_engine,
+)
+from migrator.engine import dry_run as make_dry_run
+from migrator.engine.journal import read_journal
+from migrator.engine.lock import pid_alive
+from migrator.engine.observers import console_observer, describe, dry_run_tree
+from migrator.engine.planio import parse_overrides
+from migrator.engine.rundir import RunDir, find_run, list_runs
+from migrator.engine.state import SagaState
 from migrator.errors import ExitCode, MigratorError, PlanError, UsageError
 
 app = typer.Typer(
@@ -70,7 +89,9 @@ def _setup_logging(verbose: int) -> None:
 
 @app.callback()
 def main_callback(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs on stderr (-vv: debug)")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More logs on stderr (-vv: debug)")
+    ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
 ) -> None:
@@ -85,9 +106,13 @@ def main_callback(
 
 TargetOpt = Annotated[
     str,
-    typer.Option("--target", "-t", help="lab, kube or fake (optionally KIND:NAME); default $MIGRATOR_TARGET or lab"),
+    typer.Option(
+        "--target", "-t", help="lab, kube or fake (optionally KIND:NAME); default $MIGRATOR_TARGET or lab"
+    ),
 ]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a plan parameter: NAME=VALUE (repeatable)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a plan parameter: NAME=VALUE (repeatable)")
+]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
 
 
@@ -96,7 +121,7 @@ def _default_target() -> str:
 
 
 @contextlib.contextmanager
-def _signals(control: Any) -> Iterator[None]:
+def _signals(control: RunControl) -> Iterator[None]:
     """SIGINT/SIGTERM once: cancel (roll back per policy); twice: stop the rollback too."""
     count = 0
 
@@ -113,7 +138,10 @@ def _signals(control: Any) -> Iterator[None]:
         else:
             control.cancel.set()
             control.stop_rollback.set()
-            err.print(f"[red]{name} again: stopping the rollback at the next safe point; the run will need attention[/]")
+            err.print(
+                f"[red]{name} again: stopping the rollback at the next safe point;"
+                " the run will need attention[/]"
+            )
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -124,14 +152,13 @@ def _signals(control: Any) -> Iterator[None]:
 
 
 def _observers(output: Output) -> Any:
-    from migrator.engine.observers import console_observer  # noqa: PLC0415 - keep `migrator --help` fast
 
     if output == Output.JSON:
         return None
     return lambda rundir: [console_observer()]
 
 
-def _finish(result: Any, output: Output) -> None:
+def _finish(result: RunResult, output: Output) -> None:
     if output == Output.JSON:
         out.print_json(json.dumps(result.to_json()))
     else:
@@ -142,7 +169,6 @@ def _finish(result: Any, output: Output) -> None:
 
 
 def _print_dry_run(report: dict[str, Any], output: Output) -> None:
-    from migrator.engine.observers import dry_run_tree  # noqa: PLC0415
 
     if output == Output.JSON:
         out.print_json(json.dumps(report, default=str))
@@ -158,9 +184,11 @@ def _confirm(question: str) -> bool:
 
 
 @app.command("apply")
-def apply_cmd(
+def apply_cmd(  # noqa: PLR0917 - typer maps parameters to options
     plan: Annotated[Path, typer.Argument(help="The plan file")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be done; change nothing")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
     target: TargetOpt = "",
     set_: SetOpt = None,
@@ -170,9 +198,6 @@ def apply_cmd(
     ] = None,
 ) -> None:
     """Run a plan against a target (preview, confirm, run, verify; roll back on failure)."""
-    from migrator.engine import RunControl, apply_plan, dry_run as make_dry_run, load_plan_file, open_target  # noqa: PLC0415
-    from migrator.engine.engine import EngineOptions  # noqa: PLC0415
-    from migrator.engine.planio import parse_overrides  # noqa: PLC0415
 
     spec = target or _default_target()
     source = load_plan_file(plan, parse_overrides(set_ or []))
@@ -189,10 +214,19 @@ def apply_cmd(
             err.print("not applied")
             raise typer.Exit(int(ExitCode.FAILED_ROLLED_BACK))
     control = RunControl()
-    options = EngineOptions(approve=None if yes or not interactive else (lambda stage: _confirm(f"Start stage {stage!r}?")))
+    options = EngineOptions(
+        approve=None if yes or not interactive else (lambda stage: _confirm(f"Start stage {stage!r}?"))
+    )
     with _signals(control):
-        result = apply_plan(source, tgt, target_spec=spec, observers=_observers(output), control=control,
-                            options=options, force_unlock=force_unlock)
+        result = apply_plan(
+            source,
+            tgt,
+            target_spec=spec,
+            observers=_observers(output),
+            control=control,
+            options=options,
+            force_unlock=force_unlock,
+        )
     _finish(result, output)
 
 
@@ -204,8 +238,6 @@ def plan_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Dry run: which nodes, in which waves, which actions with which arguments, which checks."""
-    from migrator.engine import dry_run as make_dry_run, load_plan_file, open_target  # noqa: PLC0415
-    from migrator.engine.planio import parse_overrides  # noqa: PLC0415
 
     spec = target or _default_target()
     source = load_plan_file(plan, parse_overrides(set_ or []))
@@ -228,8 +260,6 @@ def validate_cmd(
 
 def _engine_notes(plans: Sequence[Path], sets: list[str]) -> None:
     """Say (on stderr, without failing) what this build cannot run yet: actions/checks not available."""
-    from migrator.engine import load_plan_file, validate_for_engine  # noqa: PLC0415
-    from migrator.engine.planio import parse_overrides  # noqa: PLC0415
 
     for path in plans:
         try:
@@ -250,7 +280,6 @@ def schema_cmd() -> None:
 @app.command("runs")
 def runs_cmd(output: OutputOpt = Output.TEXT) -> None:
     """List runs: id, plan, target, status, started, duration."""
-    from migrator.engine.rundir import list_runs  # noqa: PLC0415
 
     rows = [_run_row(r) for r in list_runs()]
     if output == Output.JSON:
@@ -258,12 +287,13 @@ def runs_cmd(output: OutputOpt = Output.TEXT) -> None:
         return
     table = Table("run", "plan", "target", "status", "started", "duration")
     for row in rows:
-        table.add_row(row["run_id"], row["plan"], row["target"], row["status"], row["started"], row["duration"])
+        table.add_row(
+            row["run_id"], row["plan"], row["target"], row["status"], row["started"], row["duration"]
+        )
     out.print(table)
 
 
-def _run_row(rundir: Any) -> dict[str, Any]:
-    from migrator.engine.lock import pid_alive  # noqa: PLC0415
+def _run_row(rundir: RunDir) -> dict[str, Any]:
 
     meta, state = rundir.meta(), rundir.state()
     status = str(state.get("status", "unknown"))
@@ -282,7 +312,6 @@ def _run_row(rundir: Any) -> dict[str, Any]:
 
 
 def _duration(start: str, end: Any) -> str:
-    from datetime import datetime  # noqa: PLC0415
 
     try:
         a = datetime.fromisoformat(start.replace("Z", "+00:00"))
@@ -294,12 +323,10 @@ def _duration(start: str, end: Any) -> str:
 
 
 @app.command("status")
-def status_cmd(run: Annotated[str, typer.Argument(help="Run id or unique prefix")], output: OutputOpt = Output.TEXT) -> None:
+def status_cmd(
+    run: Annotated[str, typer.Argument(help="Run id or unique prefix")], output: OutputOpt = Output.TEXT
+) -> None:
     """Where a run is: status, stage, wave, steps in flight, what a rollback would undo."""
-    from migrator.engine.journal import read_journal  # noqa: PLC0415
-    from migrator.engine.observers import describe  # noqa: PLC0415
-    from migrator.engine.rundir import find_run  # noqa: PLC0415
-    from migrator.engine.state import SagaState  # noqa: PLC0415
 
     rundir = find_run(run)
     found = read_journal(rundir.journal)
@@ -331,42 +358,55 @@ def status_cmd(run: Annotated[str, typer.Argument(help="Run id or unique prefix"
         if line:
             out.print(f"  {event['seq']:>4} {line.strip()}", markup=False)
     if not state.status.terminal or "crashed" in row["status"]:
-        out.print(f"continue with: migrator resume {rundir.run_id}   or undo with: migrator rollback {rundir.run_id}")
+        out.print(
+            f"continue with: migrator resume {rundir.run_id}"
+            f"   or undo with: migrator rollback {rundir.run_id}"
+        )
 
 
 @app.command("resume")
 def resume_cmd(
     run: Annotated[str, typer.Argument(help="Run id or unique prefix")],
-    force: Annotated[bool, typer.Option("--force", help="Go on even if the plan file or target changed")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Go on even if the plan file or target changed")
+    ] = False,
     set_: SetOpt = None,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Continue an interrupted (even kill -9) run from its journal, or continue its rollback."""
-    from migrator.engine import RunControl, resume_run  # noqa: PLC0415
-    from migrator.engine.planio import parse_overrides  # noqa: PLC0415
 
     control = RunControl()
     with _signals(control):
-        result = resume_run(run, observers=_observers(output), control=control, force=force,
-                            overrides=parse_overrides(set_ or []))
+        result = resume_run(
+            run,
+            observers=_observers(output),
+            control=control,
+            force=force,
+            overrides=parse_overrides(set_ or []),
+        )
     _finish(result, output)
 
 
 @app.command("rollback")
 def rollback_cmd(
     run: Annotated[str, typer.Argument(help="Run id or unique prefix")],
-    force: Annotated[bool, typer.Option("--force", help="Go on even if the plan file or target changed")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Go on even if the plan file or target changed")
+    ] = False,
     set_: SetOpt = None,
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Undo every completed step of a finished or interrupted run, newest first, then verify."""
-    from migrator.engine import RunControl, rollback_run  # noqa: PLC0415
-    from migrator.engine.planio import parse_overrides  # noqa: PLC0415
 
     control = RunControl()
     with _signals(control):
-        result = rollback_run(run, observers=_observers(output), control=control, force=force,
-                              overrides=parse_overrides(set_ or []))
+        result = rollback_run(
+            run,
+            observers=_observers(output),
+            control=control,
+            force=force,
+            overrides=parse_overrides(set_ or []),
+        )
     _finish(result, output)
 
 

@@ -116,22 +116,24 @@ def apply_plan(
         atomic_write_text(rundir.plan_yaml, scrub.text(source.rendered_text))
         atomic_write_json(rundir.plan_json, scrub(plan_to_data(source.plan)))
         rundir.write_meta(
-            scrub({
-                "run_id": run_id,
-                "plan": source.plan.metadata.name,
-                "plan_path": str(source.path.resolve()) if source.path else None,
-                "plan_hash": source.source_hash,
-                "params": source.masked_params(),
-                "overrides": source.overrides,
-                "secret_params": source.secret_params,
-                "target": target_spec or target.name,
-                "lock": target.name,
-                "started": now_iso(),
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "migrator": __version__,
-                "dry_run": False,
-            })
+            scrub(
+                {
+                    "run_id": run_id,
+                    "plan": source.plan.metadata.name,
+                    "plan_path": str(source.path.resolve()) if source.path else None,
+                    "plan_hash": source.source_hash,
+                    "params": source.masked_params(),
+                    "overrides": source.overrides,
+                    "secret_params": source.secret_params,
+                    "target": target_spec or target.name,
+                    "lock": target.name,
+                    "started": now_iso(),
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "migrator": __version__,
+                    "dry_run": False,
+                }
+            )
         )
         engine = Engine(
             source,
@@ -250,7 +252,7 @@ def _continue(
     if recorded_identity and not force:
         try:
             identity = target.cluster.identity()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to reach it is a usage problem
             raise UsageError(f"cannot reach target {spec!r}: {exc}") from None
         if identity != recorded_identity:
             raise UsageError(
@@ -325,7 +327,10 @@ def rollback_run(
 
 
 def dry_run(source: PlanSource, target: Target, *, target_spec: str | None = None) -> dict[str, Any]:
-    """What ``apply`` would do against ``target``, as data. Reads the target, changes nothing, no run folder."""
+    """What ``apply`` would do against ``target``, as data: reads the target, changes nothing.
+
+    Dry runs take no lock and create no run folder.
+    """
     validate_for_engine(source.plan, source.path)
     plan = source.plan
     scrub = Scrubber(source.secret_values)

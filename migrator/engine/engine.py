@@ -148,7 +148,7 @@ class _Monitor:
                     return
         except SimulatedCrash:
             return
-        except Exception as exc:  # a bug in a check must not kill the run silently
+        except Exception as exc:  # noqa: BLE001 - a bug in a check must not kill the run silently
             self.error = CheckFailed(f"monitor of stage {self.stage.name!r} crashed: {exc}")
             self.abort.set()
             logger.exception("monitor crashed")
@@ -193,6 +193,7 @@ class Engine:
         )
         self._emit_lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
+        self._cancel_seen = False
         self.log = logger.bind(run_id=self.run_id)
         if self.journal.repaired:
             self.emit("journal.repaired", detail=self.journal.repaired)
@@ -210,7 +211,7 @@ class Engine:
             try:
                 observer.on_event(event)
             except Exception:
-                self.log.exception("observer {} failed", type(observer).__name__)
+                self.log.exception(f"observer {type(observer).__name__} failed")
         return event
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -254,8 +255,8 @@ class Engine:
     def _identity(self) -> str | None:
         try:
             return self.target.cluster.identity()
-        except Exception as exc:
-            self.log.warning("cannot read the target identity: {}", exc)
+        except Exception as exc:  # noqa: BLE001 - the identity is informative only
+            self.log.warning(f"cannot read the target identity: {exc}")
             return None
 
     def _drive(self, mode: str) -> tuple[RunStatus, str]:
@@ -286,7 +287,7 @@ class Engine:
             error, reason = exc, RollbackReason.INTERRUPT
         except MigratorError as exc:
             error = exc
-        except Exception as exc:  # a bug or an untranslated library error: still roll back
+        except Exception as exc:  # noqa: BLE001 - a bug or an untranslated error: still roll back
             error = StepFailed(f"internal error: {type(exc).__name__}: {exc}")
             self.emit("run.error", error=str(error), traceback=traceback.format_exc())
         policy = self.plan.spec.rollback
@@ -302,7 +303,8 @@ class Engine:
                 )
             return RunStatus.FAILED_NOT_ROLLED_BACK, (
                 f"failed: {error}. NOT rolled back (rollback: never): the target is as the failure left it."
-                f" Undo with `migrator rollback {self.run_id}` or continue with `migrator resume {self.run_id}`"
+                f" Undo with `migrator rollback {self.run_id}`"
+                f" or continue with `migrator resume {self.run_id}`"
             )
         return self._rollback_and_verify(reason, str(error))
 
@@ -420,7 +422,7 @@ class Engine:
             for step_index, step in enumerate(stage.steps):
                 if stop.is_set():
                     raise _Stop()
-                self._run_step(index, stage, step_index, step, node, monitor)
+                self._run_step(index, stage, step_index, step, node, monitor=monitor)
         except _Stop:
             raise
         except BaseException:
@@ -438,14 +440,24 @@ class Engine:
 
     # ----------------------------------------------------------------------------------- steps
 
+    def _noticed_cancel(self) -> bool:
+        if not self.control.cancel.is_set():
+            return False
+        with self._emit_lock:
+            first = not self._cancel_seen
+            self._cancel_seen = True
+        if first:
+            self.emit("signal", action="cancel", message="interrupt: stopping at the next safe point")
+        return True
+
     def _safe_point(self, monitor: _Monitor | None) -> None:
-        if self.control.cancel.is_set():
+        if self._noticed_cancel():
             raise Interrupted("interrupted: stopped at a safe point")
         if monitor is not None and monitor.abort.is_set():
             raise monitor.error or CheckFailed("a monitor check failed")
 
     def _abort_reason(self, monitor: _Monitor | None) -> MigratorError | None:
-        if self.control.cancel.is_set():
+        if self._noticed_cancel():
             return Interrupted("interrupted while the step was running")
         if monitor is not None and monitor.abort.is_set():
             return monitor.error or CheckFailed("a monitor check failed")
@@ -466,6 +478,7 @@ class Engine:
         step_index: int,
         step: StepBase,
         node: Node | None,
+        *,
         key: str,
         timeout: float,
         attempt: int,
@@ -500,6 +513,7 @@ class Engine:
         step_index: int,
         step: StepBase,
         node: Node | None,
+        *,
         monitor: _Monitor | None,
     ) -> None:
         node_name = node.name if node else None
@@ -528,7 +542,9 @@ class Engine:
             local_attempt += 1
             self._safe_point(monitor)
             number = self.state.attempts.get(key, 0) + 1
-            ctx = self._step_ctx(index, stage, step_index, step, node, key, step.timeout, number)
+            ctx = self._step_ctx(
+                index, stage, step_index, step, node, key=key, timeout=step.timeout, attempt=number
+            )
             self.emit("step.start", **base, attempt=number, args=_dump(args), timeout=step.timeout)
             started = time.monotonic()
             try:
@@ -638,7 +654,7 @@ class Engine:
         def runner() -> None:
             try:
                 box["result"] = fn()
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
                 box["error"] = exc
             finally:
                 done.set()
@@ -756,7 +772,7 @@ class Engine:
             result = CheckResult(False, f"timed out after {check.timeout:g}s")
         except MigratorError as exc:
             result = CheckResult(False, f"{type(exc).__name__}: {exc}")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
             result = CheckResult(False, f"internal error: {type(exc).__name__}: {exc}")
         if journal:
             self.emit(
@@ -789,6 +805,7 @@ class Engine:
         for rec in stack:
             if self.control.stop_rollback.is_set():
                 left = len(stack) - undone
+                self.emit("signal", action="stop-rollback", message="second interrupt: stopping the rollback")
                 self.emit("rollback.end", outcome="stopped", undone=undone, left=left)
                 return RunStatus.NEEDS_ATTENTION, (
                     f"rollback stopped by a second interrupt with {left} steps not undone;"
@@ -798,7 +815,7 @@ class Engine:
                 self._undo(rec)
             except SimulatedCrash:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failed undo needs a human
                 self.emit("rollback.end", outcome="failed", undone=undone, failed=rec.key, error=str(exc))
                 return RunStatus.NEEDS_ATTENTION, (
                     f"{_what(reason, error)}; the undo of {rec.key} failed: {exc}. The target is only partly"
@@ -810,7 +827,8 @@ class Engine:
             self.run_checks(self.plan.spec.preflight, phase="post-rollback")
         except CheckFailed as exc:
             return RunStatus.NEEDS_ATTENTION, (
-                f"{_what(reason, error)}; rolled back {undone} steps, but the post-rollback verification failed:"
+                f"{_what(reason, error)}; rolled back {undone} steps,"
+                " but the post-rollback verification failed:"
                 f" {exc}"
             )
         done = f"rolled back {undone} steps and verified"
@@ -855,7 +873,15 @@ class Engine:
             nonlocal attempts
             attempts += 1
             ctx = self._step_ctx(
-                rec.stage_index, stage, rec.step_index, step, node, rec.key, timeout, attempts, undoing=True
+                rec.stage_index,
+                stage,
+                rec.step_index,
+                step,
+                node,
+                key=rec.key,
+                timeout=timeout,
+                attempt=attempts,
+                undoing=True,
             )
             ctx.prepared = rec.prepared if rec.prepared is not None else self.state.prepared.get(rec.key)
             if undo_step is not None:

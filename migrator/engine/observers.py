@@ -10,6 +10,7 @@ An observer is anything with ``on_event(event)`` and ``close()`` (:class:`migrat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -113,10 +114,8 @@ class JsonLogObserver:
         self.log.bind(event=dict(event)).log(level, describe(event) or str(event.get("type")))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             logger.remove(self._sink)
-        except ValueError:
-            pass
 
 
 class PlainObserver:

@@ -1,7 +1,8 @@
 """Loading plans for the engine and rendering runtime templates.
 
 Plans are read by the plan loader (:func:`migrator.plan.loader.load_plan`). Runtime templates
-``${{ node.name }}``, ``${{ node.address }}`` and ``${{ run.id }}`` are rendered by :func:`render_step` for each node.
+``${{ node.name }}``, ``${{ node.address }}`` and ``${{ run.id }}`` are rendered by :func:`render_step`
+for each node.
 """
 
 from __future__ import annotations

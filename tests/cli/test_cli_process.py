@@ -46,12 +46,14 @@ spec:
 @pytest.fixture
 def env(tmp_path: Path, migrator_home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "MIGRATOR_HOME": str(migrator_home),
-        "MIGRATOR_FAKE_STATE": str(tmp_path / "fake.json"),
-        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        "NO_COLOR": "1",
-    })
+    env.update(
+        {
+            "MIGRATOR_HOME": str(migrator_home),
+            "MIGRATOR_FAKE_STATE": str(tmp_path / "fake.json"),
+            "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            "NO_COLOR": "1",
+        }
+    )
     return env
 
 
@@ -63,13 +65,26 @@ def slow_plan(tmp_path: Path) -> Path:
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "migrator.cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "migrator.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "migrator.cli.main", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrator.cli.main", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def journal(home: Path) -> tuple[str, list[dict[str, Any]]]:
@@ -105,12 +120,15 @@ def markers(tmp_path: Path) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.exists() else set()
 
 
-def test_kill_9_mid_run_then_resume(env: dict[str, str], slow_plan: Path, tmp_path: Path,
-                                    migrator_home: Path) -> None:
+def test_kill_9_mid_run_then_resume(
+    env: dict[str, str], slow_plan: Path, tmp_path: Path, migrator_home: Path
+) -> None:
     proc = start(env, "apply", str(slow_plan), "--yes", "--target", "fake")
     try:
-        run_id, _ = wait_for(migrator_home, lambda e: e["type"] == "step.start" and e.get("step") == "wait"
-                             and e.get("node") == "worker-2")
+        run_id, _ = wait_for(
+            migrator_home,
+            lambda e: e["type"] == "step.start" and e.get("step") == "wait" and e.get("node") == "worker-2",
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -138,14 +156,15 @@ def test_kill_9_mid_run_then_resume(env: dict[str, str], slow_plan: Path, tmp_pa
     assert json.loads(runs.stdout)[0]["status"] == "succeeded"
 
 
-def test_sigint_stops_rolls_back_and_exits_130(env: dict[str, str], slow_plan: Path, tmp_path: Path,
-                                               migrator_home: Path) -> None:
+def test_sigint_stops_rolls_back_and_exits_130(
+    env: dict[str, str], slow_plan: Path, tmp_path: Path, migrator_home: Path
+) -> None:
     proc = start(env, "apply", str(slow_plan), "--yes", "--target", "fake", "--set", "pause=60s")
     try:
         run_id, _ = wait_for(migrator_home, lambda e: e["type"] == "step.start" and e.get("step") == "wait")
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -185,28 +204,50 @@ def test_hello_runs_fails_on_purpose_and_rolls_back(env: dict[str, str], migrato
 def test_lock_held_stale_and_force_unlock(env: dict[str, str], migrator_home: Path) -> None:
     locks = migrator_home / "locks"
     locks.mkdir(parents=True)
-    (locks / "fake.lock").write_text(json.dumps({"run_id": "20260101-000000-other-aaaa", "pid": os.getpid(),
-                                                 "host": os.uname().nodename, "started": "then"}))
+    (locks / "fake.lock").write_text(
+        json.dumps(
+            {
+                "run_id": "20260101-000000-other-aaaa",
+                "pid": os.getpid(),
+                "host": os.uname().nodename,
+                "started": "then",
+            }
+        )
+    )
     held = cli(env, "apply", str(HELLO), "--yes", "--target", "fake")
     assert held.returncode == 2
     assert "locked by run 20260101-000000-other-aaaa" in held.stderr
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (locks / "fake.lock").write_text(json.dumps({"run_id": "20260101-000000-other-aaaa", "pid": dead.pid,
-                                                 "host": os.uname().nodename, "started": "then"}))
+    (locks / "fake.lock").write_text(
+        json.dumps(
+            {
+                "run_id": "20260101-000000-other-aaaa",
+                "pid": dead.pid,
+                "host": os.uname().nodename,
+                "started": "then",
+            }
+        )
+    )
     stale = cli(env, "apply", str(HELLO), "--yes", "--target", "fake")
     assert stale.returncode == 2 and "stale lock" in stale.stderr
     assert "--force-unlock 20260101-000000-other-aaaa" in stale.stderr
-    forced = cli(env, "apply", str(HELLO), "--yes", "--target", "fake", "--force-unlock",
-                 "20260101-000000-other-aaaa")
+    forced = cli(
+        env, "apply", str(HELLO), "--yes", "--target", "fake", "--force-unlock", "20260101-000000-other-aaaa"
+    )
     assert forced.returncode == 0, forced.stderr
     assert not (locks / "fake.lock").exists()
 
 
 def test_bad_input_gets_one_line_and_exit_2(env: dict[str, str], tmp_path: Path) -> None:
-    for args in (["status", "no-such-run"], ["resume", "nope"], ["apply", str(tmp_path / "missing.yaml"), "--yes"],
-                 ["apply", str(HELLO), "--yes", "--target", "mars"], ["plan", str(HELLO), "--target", "lab"],
-                 ["apply", str(HELLO), "--yes", "--target", "fake", "--set", "nope=1"]):
+    for args in (
+        ["status", "no-such-run"],
+        ["resume", "nope"],
+        ["apply", str(tmp_path / "missing.yaml"), "--yes"],
+        ["apply", str(HELLO), "--yes", "--target", "mars"],
+        ["plan", str(HELLO), "--target", "lab"],
+        ["apply", str(HELLO), "--yes", "--target", "fake", "--set", "nope=1"],
+    ):
         result = cli(env, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
@@ -218,8 +259,10 @@ def test_plan_dry_run_json_and_text(env: dict[str, str], migrator_home: Path) ->
     assert data.returncode == 0, data.stderr
     report = json.loads(data.stdout)
     per_node = next(s for s in report["stages"] if s["stage"] == "per-node")
-    assert [[n["node"] for n in w["nodes"]] for w in per_node["waves"]] == [["worker-1", "worker-2"],
-                                                                           ["worker-3", "cp-1"]]
+    assert [[n["node"] for n in w["nodes"]] for w in per_node["waves"]] == [
+        ["worker-1", "worker-2"],
+        ["worker-3", "cp-1"],
+    ]
     text = cli(env, "apply", str(HELLO), "--dry-run", "--target", "fake")
     assert text.returncode == 0
     assert "nothing will be changed" in text.stdout and "node-worker-3" in text.stdout
@@ -232,7 +275,9 @@ def test_validate_and_schema_are_registered(env: dict[str, str]) -> None:
     assert schema.returncode == 0 and json.loads(schema.stdout)["type"] == "object"
 
 
-def test_rollback_command_undoes_a_finished_run(env: dict[str, str], migrator_home: Path, tmp_path: Path) -> None:
+def test_rollback_command_undoes_a_finished_run(
+    env: dict[str, str], migrator_home: Path, tmp_path: Path
+) -> None:
     ok = cli(env, "apply", str(HELLO), "--yes", "--target", "fake", "-o", "json")
     run_id = json.loads(ok.stdout)["run_id"]
     assert markers(tmp_path)

@@ -33,12 +33,19 @@ class SleepRecorder:
         self.waits.append(seconds)
 
 
-def run(plan: Plan, target: Target, *, secrets: tuple[str, ...] = (), params: dict[str, Any] | None = None,
-        **options: Any) -> RunResult:
+def run(
+    plan: Plan,
+    target: Target,
+    *,
+    secrets: tuple[str, ...] = (),
+    params: dict[str, Any] | None = None,
+    **options: Any,
+) -> RunResult:
     options.setdefault("sleep", SleepRecorder())
     options.setdefault("monitor_interval", 0.01)
-    return apply_plan(source_from_plan(plan, params=params, secrets=secrets), target,
-                      options=EngineOptions(**options))
+    return apply_plan(
+        source_from_plan(plan, params=params, secrets=secrets), target, options=EngineOptions(**options)
+    )
 
 
 def events(result: RunResult) -> list[dict[str, Any]]:
@@ -49,7 +56,7 @@ def of_type(evs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in evs if e["type"] == kind]
 
 
-def markers(path: Path) -> set[str]:
+def marker_names(path: Path) -> set[str]:
     return {p.name for p in path.iterdir()} if path.exists() else set()
 
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import SleepRecorder, events, make_plan, markers, of_type, run, state_json, touch
+from engine_helpers import SleepRecorder, events, make_plan, marker_names, of_type, run, state_json, touch
 
 from migrator.adapters.fake import FakeCluster
-from migrator.engine import RunStatus, rollback_run
+from migrator.engine import EngineOptions, RunControl, RunStatus, apply_plan, rollback_run, source_from_plan
 from migrator.engine.lock import lock_path
 from migrator.errors import ExitCode, PlanError, TemporaryError
 from migrator.ports import Target
@@ -24,7 +24,11 @@ def per_node_stage(name: str = "nodes", max_unavailable: object = 2, **kw: objec
     ]
     return {
         "name": name,
-        "for_each": {"nodes": kw.pop("nodes", {}), "order": "workers-first", "max_unavailable": max_unavailable},
+        "for_each": {
+            "nodes": kw.pop("nodes", {}),
+            "order": "workers-first",
+            "max_unavailable": max_unavailable,
+        },
         "steps": steps,
         **kw,
     }
@@ -39,7 +43,13 @@ def test_success_runs_every_stage_and_releases_the_lock(target: Target, markers:
     result = run(plan, target)
     assert result.status == RunStatus.SUCCEEDED
     assert result.exit_code == ExitCode.OK
-    assert globals()["markers"](markers) == {"a", "node-worker-1", "node-worker-2", "node-worker-3", "node-cp-1"}
+    assert marker_names(markers) == {
+        "a",
+        "node-worker-1",
+        "node-worker-2",
+        "node-worker-3",
+        "node-cp-1",
+    }
     evs = events(result)
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
     assert evs[0]["type"] == "run.start" and evs[-1]["type"] == "run.end"
@@ -75,7 +85,7 @@ def test_failure_mid_wave_rolls_back_in_reverse_order(target: Target, markers: P
     post = [e for e in of_type(evs, "check.end") if e["phase"] == "post-rollback"]
     assert post and all(e["ok"] for e in post)
     assert target.cluster.state() == before  # type: ignore[attr-defined]
-    assert globals()["markers"](markers) == set()
+    assert marker_names(markers) == set()
 
 
 def test_failing_undo_needs_attention_exit_3(target: Target) -> None:
@@ -131,17 +141,34 @@ def test_temporary_error_delay_is_a_minimum_wait(target: Target) -> None:
     assert isinstance(cluster, FakeCluster)
     cluster.inject("set_schedulable", "worker-1", TemporaryError("throttled", delay=7), times=1)
     recorder = SleepRecorder()
-    plan = make_plan([per_node_stage(nodes={"names": ["worker-1"]},
-                                     steps=[{"action": "node.cordon", "retry": {"attempts": 2, "backoff": "1s"}}])])
+    plan = make_plan(
+        [
+            per_node_stage(
+                nodes={"names": ["worker-1"]},
+                steps=[{"action": "node.cordon", "retry": {"attempts": 2, "backoff": "1s"}}],
+            )
+        ]
+    )
     assert run(plan, target, sleep=recorder).status == RunStatus.SUCCEEDED
     assert recorder.waits == [7.0]
 
 
 def test_retries_exhausted_fail_the_step(target: Target) -> None:
     recorder = SleepRecorder()
-    plan = make_plan([{"name": "s", "steps": [
-        {"action": "demo.fail", "args": {"temporary": True}, "retry": {"attempts": 3, "backoff": "2s",
-                                                                        "max_backoff": "3s"}}]}])
+    plan = make_plan(
+        [
+            {
+                "name": "s",
+                "steps": [
+                    {
+                        "action": "demo.fail",
+                        "args": {"temporary": True},
+                        "retry": {"attempts": 3, "backoff": "2s", "max_backoff": "3s"},
+                    }
+                ],
+            }
+        ]
+    )
     result = run(plan, target, sleep=recorder)
     assert result.status == RunStatus.FAILED_ROLLED_BACK
     assert recorder.waits == [2.0, 3.0]  # capped by max_backoff
@@ -159,8 +186,17 @@ def test_permanent_errors_are_not_retried(target: Target) -> None:
 
 
 def test_timeout_cancels_the_step(target: Target) -> None:
-    plan = make_plan([{"name": "s", "steps": [touch("a"), {"action": "demo.sleep", "args": {"duration": "60s"},
-                                                           "timeout": "200ms"}]}])
+    plan = make_plan(
+        [
+            {
+                "name": "s",
+                "steps": [
+                    touch("a"),
+                    {"action": "demo.sleep", "args": {"duration": "60s"}, "timeout": "200ms"},
+                ],
+            }
+        ]
+    )
     started = time.monotonic()
     result = run(plan, target)
     assert time.monotonic() - started < 5
@@ -171,15 +207,17 @@ def test_timeout_cancels_the_step(target: Target) -> None:
 
 
 def test_monitor_failure_aborts_the_stage(target: Target, markers: Path) -> None:
-    plan = make_plan([
-        {
-            "name": "watched",
-            "monitor": [{"type": "demo.markers", "name": "no-alarm", "absent": ["alarm"]}],
-            "steps": [touch("a"), {"name": "long", "action": "demo.sleep", "args": {"duration": "60s"}}],
-        }
-    ])
+    plan = make_plan(
+        [
+            {
+                "name": "watched",
+                "monitor": [{"type": "demo.markers", "name": "no-alarm", "absent": ["alarm"]}],
+                "steps": [touch("a"), {"name": "long", "action": "demo.sleep", "args": {"duration": "60s"}}],
+            }
+        ]
+    )
     # the alarm goes off while the long step runs
-    timer = threading.Timer(0.5, lambda: (markers / "alarm").touch())
+    timer = threading.Timer(0.5, (markers / "alarm").touch)
     timer.start()
     started = time.monotonic()
     try:
@@ -203,49 +241,58 @@ def test_rollback_never_leaves_changes_and_says_so(target: Target, markers: Path
     assert result.exit_code == ExitCode.FAILED_ROLLED_BACK
     assert "NOT rolled back" in result.message
     assert not of_type(events(result), "undo.start")
-    assert "a" in globals()["markers"](markers)
+    assert "a" in marker_names(markers)
     # the operator decides: undo it now
     undo = rollback_run(result.run_id, target=target)
     assert undo.status == RunStatus.ROLLED_BACK and undo.exit_code == ExitCode.OK
-    assert globals()["markers"](markers) == set()
+    assert marker_names(markers) == set()
 
 
 def test_rollback_always_restores_after_success(target: Target, markers: Path) -> None:
-    plan = make_plan([{"name": "s", "steps": [touch("a")]}, per_node_stage()], rollback="always",
-                     preflight=[{"type": "nodes.schedulable"}])
+    plan = make_plan(
+        [{"name": "s", "steps": [touch("a")]}, per_node_stage()],
+        rollback="always",
+        preflight=[{"type": "nodes.schedulable"}],
+    )
     result = run(plan, target)
     assert result.status == RunStatus.SUCCEEDED
     assert "rollback: always" in result.message
-    assert globals()["markers"](markers) == set()
+    assert marker_names(markers) == set()
 
 
 def test_on_failure_continue_records_and_goes_on(target: Target, markers: Path) -> None:
-    plan = make_plan([
-        {"name": "optional", "on_failure": "continue", "steps": [touch("x"), touch("y", fail_when="y")]},
-        {"name": "main", "steps": [touch("z")]},
-    ])
+    plan = make_plan(
+        [
+            {"name": "optional", "on_failure": "continue", "steps": [touch("x"), touch("y", fail_when="y")]},
+            {"name": "main", "steps": [touch("z")]},
+        ]
+    )
     result = run(plan, target)
     assert result.status == RunStatus.SUCCEEDED
     assert "optional" in result.message
     evs = events(result)
     assert [e["outcome"] for e in of_type(evs, "stage.end")] == ["failed-continued", "succeeded"]
-    assert globals()["markers"](markers) == {"x", "z"}
+    assert marker_names(markers) == {"x", "z"}
     assert [e["key"] for e in of_type(evs, "undo.start")] == ["optional/touch-y"]
 
 
 def test_preflight_failure_changes_nothing(target: Target, markers: Path) -> None:
     (markers / "a").touch()
-    plan = make_plan([{"name": "s", "steps": [touch("b")]}], preflight=[{"type": "demo.markers", "absent": ["a"]}])
+    plan = make_plan(
+        [{"name": "s", "steps": [touch("b")]}], preflight=[{"type": "demo.markers", "absent": ["a"]}]
+    )
     result = run(plan, target)
     assert result.status == RunStatus.FAILED_PREFLIGHT
     assert result.exit_code == ExitCode.FAILED_ROLLED_BACK
     assert not of_type(events(result), "step.start")
-    assert globals()["markers"](markers) == {"a"}
+    assert marker_names(markers) == {"a"}
 
 
 def test_unavailable_action_is_refused_before_anything(target: Target) -> None:
-    plan = make_plan([{"name": "s", "steps": [{"action": "ansible.playbook", "args": {"playbook": "x.yml"}}]}])
-    with pytest.raises(PlanError, match="action 'ansible.playbook' is not available yet"):
+    plan = make_plan(
+        [{"name": "s", "steps": [{"action": "ansible.playbook", "args": {"playbook": "x.yml"}}]}]
+    )
+    with pytest.raises(PlanError, match=r"action 'ansible\.playbook' is not available yet"):
         run(plan, target)
     assert not any((Path.cwd() / "x").glob("*"))
 
@@ -257,14 +304,24 @@ def test_node_action_outside_for_each_is_refused(target: Target) -> None:
 
 
 def test_explicit_undo_step_replaces_the_actions_undo(target: Target, markers: Path) -> None:
-    plan = make_plan([{"name": "s", "steps": [
-        {"action": "demo.touch", "args": {"marker": "a"},
-         "undo": {"action": "demo.touch", "args": {"marker": "undone-a"}}},
-        touch("b", fail_when="b", no_undo=True),
-    ]}])
+    plan = make_plan(
+        [
+            {
+                "name": "s",
+                "steps": [
+                    {
+                        "action": "demo.touch",
+                        "args": {"marker": "a"},
+                        "undo": {"action": "demo.touch", "args": {"marker": "undone-a"}},
+                    },
+                    touch("b", fail_when="b", no_undo=True),
+                ],
+            }
+        ]
+    )
     result = run(plan, target)
     assert result.status == RunStatus.FAILED_ROLLED_BACK
-    assert globals()["markers"](markers) == {"a", "undone-a"}
+    assert marker_names(markers) == {"a", "undone-a"}
     kinds = {e["key"]: e["kind"] for e in of_type(events(result), "undo.start")}
     assert kinds == {"s/demo.touch": "step:demo.touch", "s/touch-b": "none"}
 
@@ -278,3 +335,48 @@ def test_secrets_are_scrubbed_from_the_run_folder(target: Target) -> None:
         if path.is_file():
             assert secret not in path.read_text(errors="replace"), path
     assert "***" in (result.run_dir / "journal.jsonl").read_text()
+
+
+def test_interrupt_rolls_back_and_a_second_one_stops_the_rollback(target: Target, markers: Path) -> None:
+    plan = make_plan(
+        [
+            {
+                "name": "s",
+                "steps": [
+                    touch("a"),
+                    touch("b"),
+                    {"name": "long", "action": "demo.sleep", "args": {"duration": "60s"}},
+                ],
+            }
+        ]
+    )
+    # once: stop at the next safe point (the running sleep is cancelled), roll back, interrupted (130)
+    control = RunControl()
+    timer = threading.Timer(0.3, control.cancel.set)
+    timer.start()
+    result = apply_plan(
+        source_from_plan(plan), target, control=control, options=EngineOptions(sleep=SleepRecorder())
+    )
+    timer.cancel()
+    assert result.status == RunStatus.INTERRUPTED and result.exit_code == ExitCode.INTERRUPTED
+    evs = events(result)
+    assert of_type(evs, "signal")[0]["action"] == "cancel"
+    assert of_type(evs, "rollback.end")[0]["outcome"] == "succeeded"
+    assert marker_names(markers) == set()
+
+    # twice: the rollback stops at its first safe point; needs attention, with the command to go on
+    control = RunControl()
+    control.stop_rollback.set()
+    timer = threading.Timer(0.3, control.cancel.set)
+    timer.start()
+    result = apply_plan(
+        source_from_plan(plan), target, control=control, options=EngineOptions(sleep=SleepRecorder())
+    )
+    timer.cancel()
+    assert result.status == RunStatus.NEEDS_ATTENTION and result.exit_code == 3
+    assert f"migrator rollback {result.run_id}" in result.message
+    assert of_type(events(result), "rollback.end")[0]["outcome"] == "stopped"
+    assert marker_names(markers) == {"a", "b"}
+    done = rollback_run(result.run_id, target=target)
+    assert done.status == RunStatus.ROLLED_BACK
+    assert marker_names(markers) == set()

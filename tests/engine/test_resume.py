@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import SleepRecorder, events, make_plan, markers, of_type, touch
+from engine_helpers import SleepRecorder, events, make_plan, marker_names, of_type, touch
 
 from migrator.adapters.fake import FakeCluster
 from migrator.engine import EngineOptions, RunStatus, apply_plan, resume_run, rollback_run, source_from_plan
 from migrator.engine.journal import SimulatedCrash, read_journal
 from migrator.engine.lock import lock_path
 from migrator.engine.rundir import list_runs
+from migrator.errors import UsageError
 from migrator.plan.models import Plan
 from migrator.ports import Target
 
@@ -28,16 +30,20 @@ def no_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
 def crash_plan(fail: bool = False) -> Plan:
     return make_plan(
         [
-            {"name": "prep", "steps": [touch("prep"), {"name": "pause", "action": "demo.sleep",
-                                                        "args": {"duration": "1ms"}, "no_undo": True}]},
+            {
+                "name": "prep",
+                "steps": [
+                    touch("prep"),
+                    {"name": "pause", "action": "demo.sleep", "args": {"duration": "1ms"}, "no_undo": True},
+                ],
+            },
             {
                 "name": "nodes",
                 "for_each": {"nodes": {"exclude_control_plane": True}, "max_unavailable": 2},
                 "steps": [
                     {"name": "cordon", "action": "node.cordon"},
                     {"name": "label", "action": "node.label", "args": {"labels": {"cni": "calico"}}},
-                    touch("node-${{ node.name }}", name="mark",
-                          fail_when="node-worker-3" if fail else ""),
+                    touch("node-${{ node.name }}", name="mark", fail_when="node-worker-3" if fail else ""),
                     {"name": "uncordon", "action": "node.uncordon"},
                 ],
                 "verify": [{"type": "demo.markers", "present": ["prep"]}],
@@ -62,7 +68,7 @@ def options(**kw: Any) -> EngineOptions:
 def snapshot(target: Target) -> dict[str, Any]:
     cluster = target.cluster
     assert isinstance(cluster, FakeCluster)
-    return {"cluster": cluster.state(), "markers": sorted(markers(Path(target.extras["markers_dir"])))}
+    return {"cluster": cluster.state(), "markers": sorted(marker_names(Path(target.extras["markers_dir"])))}
 
 
 def _reference(fail: bool) -> tuple[int, dict[str, Any], dict[str, Any]]:
@@ -143,8 +149,6 @@ def test_resume_uses_the_recorded_waves(tmp_path: Path) -> None:
     probe = apply_plan(source_from_plan(plan), new_target(tmp_path / "probe"), options=options())
     stage_seq = next(e["seq"] for e in events(probe) if e["type"] == "stage.start" and e["stage"] == "nodes")
     for run in list_runs():
-        import shutil
-
         shutil.rmtree(run.path)
     run_id = _crash(target, plan, stage_seq)
     # the cluster changes before the resume: a new worker appears; the run keeps its recorded waves
@@ -160,10 +164,9 @@ def test_resume_uses_the_recorded_waves(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_a_finished_run(target: Target) -> None:
-    from migrator.errors import UsageError
-
-    result = apply_plan(source_from_plan(make_plan([{"name": "s", "steps": [touch("a")]}])), target,
-                        options=options())
+    result = apply_plan(
+        source_from_plan(make_plan([{"name": "s", "steps": [touch("a")]}])), target, options=options()
+    )
     assert result.status == RunStatus.SUCCEEDED
     with pytest.raises(UsageError, match="already finished"):
         resume_run(result.run_id[:20], target=target)

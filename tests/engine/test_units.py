@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from engine_helpers import make_plan, touch
 
+from migrator.actions import load_builtins as load_actions
 from migrator.actions import registered_actions, unavailable_actions
 from migrator.actions.context import StepContext
 from migrator.adapters.fake import FakeCluster, fake_target
+from migrator.checks import load_builtins as load_checks
 from migrator.checks import registered_checks, unavailable_checks
 from migrator.engine import dry_run, source_from_plan
 from migrator.engine.journal import Journal, JournalError, Scrubber, read_journal
@@ -23,6 +25,7 @@ from migrator.errors import LockHeld, PlanError
 from migrator.plan.models import (
     EmptyArgs,
     ForEachNodes,
+    NodeDrainArgs,
     NodeLabelArgs,
     NodeOrder,
     NodeSelector,
@@ -44,7 +47,11 @@ def fe(**kw: object) -> ForEachNodes:
 
 def test_waves_from_an_int() -> None:
     assert resolve_waves(nodes(), fe(max_unavailable=2)) == [
-        ["worker-1", "worker-2"], ["worker-3", "worker-4"], ["worker-5", "cp-1"], ["cp-2"]]
+        ["worker-1", "worker-2"],
+        ["worker-3", "worker-4"],
+        ["worker-5", "cp-1"],
+        ["cp-2"],
+    ]
 
 
 def test_waves_from_a_percentage_round_down_at_least_one() -> None:
@@ -59,7 +66,12 @@ def test_waves_from_a_percentage_round_down_at_least_one() -> None:
 
 def test_workers_first_then_control_plane_and_other_orders() -> None:
     mixed = list(reversed(nodes(2, 2)))
-    assert [n.name for n in order_nodes(mixed, NodeOrder.WORKERS_FIRST)] == ["worker-1", "worker-2", "cp-1", "cp-2"]
+    assert [n.name for n in order_nodes(mixed, NodeOrder.WORKERS_FIRST)] == [
+        "worker-1",
+        "worker-2",
+        "cp-1",
+        "cp-2",
+    ]
     assert [n.name for n in order_nodes(mixed, NodeOrder.NAME)] == ["cp-1", "cp-2", "worker-1", "worker-2"]
     listed = ["worker-2", "cp-1", "worker-1"]
     chosen = select_nodes(mixed, NodeSelector(names=listed))
@@ -68,8 +80,10 @@ def test_workers_first_then_control_plane_and_other_orders() -> None:
 
 def test_selectors_exclude_labels_and_unknown_names() -> None:
     all_nodes = nodes(3, 1)
-    assert [n.name for n in select_nodes(all_nodes, NodeSelector(exclude_control_plane=True, exclude=["worker-2"]))] \
-        == ["worker-1", "worker-3"]
+    assert [
+        n.name
+        for n in select_nodes(all_nodes, NodeSelector(exclude_control_plane=True, exclude=["worker-2"]))
+    ] == ["worker-1", "worker-3"]
     sel = NodeSelector.model_validate({"labels": "node-role.kubernetes.io/control-plane"})
     assert [n.name for n in select_nodes(all_nodes, sel)] == ["cp-1"]
     with pytest.raises(PlanError, match="not in the cluster"):
@@ -83,7 +97,9 @@ def test_sampling_is_seeded() -> None:
     c = select_nodes(all_nodes, NodeSelector(count=3, seed=8, exclude_control_plane=True))
     assert [n.name for n in a] == [n.name for n in b] and len(a) == 3
     assert [n.name for n in a] != [n.name for n in c]
-    half = select_nodes(all_nodes, NodeSelector.model_validate({"percent": "50%", "exclude_control_plane": True}))
+    half = select_nodes(
+        all_nodes, NodeSelector.model_validate({"percent": "50%", "exclude_control_plane": True})
+    )
     assert len(half) == 5
     assert split_waves(half, 2)[0] == [half[0].name, half[1].name]
 
@@ -155,9 +171,10 @@ def test_second_run_is_refused_with_the_holders_run_id() -> None:
 
 def test_stale_lock_is_reported_and_taken_over_only_when_forced() -> None:
     path = lock_path("fake")
-    path.write_text(json.dumps({"run_id": "old-run", "pid": dead_pid(), "host": os.uname().nodename,
-                                "started": "x"}))
-    with pytest.raises(LockHeld, match="stale lock of run old-run.*--force-unlock old-run"):
+    path.write_text(
+        json.dumps({"run_id": "old-run", "pid": dead_pid(), "host": os.uname().nodename, "started": "x"})
+    )
+    with pytest.raises(LockHeld, match=r"stale lock of run old-run.*--force-unlock old-run"):
         TargetLock("fake", "new-run").acquire()
     with pytest.raises(LockHeld):
         TargetLock("fake", "new-run").acquire(force_unlock="other-run")
@@ -170,15 +187,17 @@ def test_stale_lock_is_reported_and_taken_over_only_when_forced() -> None:
 
 def test_a_live_lock_cannot_be_forced() -> None:
     path = lock_path("fake")
-    path.write_text(json.dumps({"run_id": "live", "pid": os.getppid(), "host": os.uname().nodename,
-                                "started": "x"}))
+    path.write_text(
+        json.dumps({"run_id": "live", "pid": os.getppid(), "host": os.uname().nodename, "started": "x"})
+    )
     with pytest.raises(LockHeld, match="locked by run live"):
         TargetLock("fake", "new").acquire(force_unlock="live")
 
 
 def test_a_run_takes_back_its_own_stale_lock() -> None:
-    lock_path("fake").write_text(json.dumps({"run_id": "mine", "pid": dead_pid(), "host": os.uname().nodename,
-                                             "started": "x"}))
+    lock_path("fake").write_text(
+        json.dumps({"run_id": "mine", "pid": dead_pid(), "host": os.uname().nodename, "started": "x"})
+    )
     lock = TargetLock("fake", "mine")
     lock.acquire()
     lock.release()
@@ -189,17 +208,22 @@ def test_a_run_takes_back_its_own_stale_lock() -> None:
 
 def test_every_plan_action_and_check_is_implemented_or_declared_unavailable() -> None:
     registered_actions()  # loads the built-ins
-    from migrator.actions import load_builtins as load_actions
-    from migrator.checks import load_builtins as load_checks
-
     load_actions()
     load_checks()
     for name in action_names():
         assert (name in registered_actions()) != (name in unavailable_actions()), name
     for name in check_type_names():
         assert (name in registered_checks()) != (name in unavailable_checks()), name
-    assert {"demo.touch", "demo.sleep", "demo.fail", "node.cordon", "node.uncordon", "node.drain", "node.label",
-            "node.restart-pods"} <= set(registered_actions())
+    assert {
+        "demo.touch",
+        "demo.sleep",
+        "demo.fail",
+        "node.cordon",
+        "node.uncordon",
+        "node.drain",
+        "node.label",
+        "node.restart-pods",
+    } <= set(registered_actions())
     assert {"demo.markers", "nodes.schedulable"} <= set(registered_checks())
     for reason in [*unavailable_actions().values(), *unavailable_checks().values()]:
         assert reason
@@ -209,8 +233,14 @@ def test_every_plan_action_and_check_is_implemented_or_declared_unavailable() ->
 
 
 def ctx_for(target: Target, node: str, tmp: Path, prepared: object = None) -> StepContext:
-    return StepContext(run_id="r", run_dir=tmp, artifacts_dir=tmp, target=target,
-                       node=target.cluster.get_node(node), prepared=prepared)
+    return StepContext(
+        run_id="r",
+        run_dir=tmp,
+        artifacts_dir=tmp,
+        target=target,
+        node=target.cluster.get_node(node),
+        prepared=prepared,
+    )
 
 
 def test_cordon_undo_restores_the_prior_state_even_after_a_redo(tmp_path: Path) -> None:
@@ -249,8 +279,6 @@ def test_label_undo_restores_prior_values_and_absence(tmp_path: Path) -> None:
 
 
 def test_drain_moves_pods_and_undo_uncordons(tmp_path: Path) -> None:
-    from migrator.plan.models import NodeDrainArgs
-
     target = fake_target()
     drain = registered_actions()["node.drain"]
     ctx = ctx_for(target, "worker-1", tmp_path)
@@ -273,12 +301,17 @@ def test_fake_cluster_state_file_survives_a_new_process_view(tmp_path: Path) -> 
 # -------------------------------------------------------------------------------------- dry run
 
 
-def test_dry_run_changes_nothing_and_shows_waves_args_and_previews(target: Target, migrator_home: Path) -> None:
+def test_dry_run_changes_nothing_and_shows_waves_args_and_previews(
+    target: Target, migrator_home: Path
+) -> None:
     plan = make_plan(
         [
             {"name": "s", "steps": [touch("a")]},
-            {"name": "n", "for_each": {"nodes": {"exclude_control_plane": True}, "max_unavailable": 2},
-             "steps": [{"action": "node.drain"}, touch("node-${{ node.name }}", name="mark")]},
+            {
+                "name": "n",
+                "for_each": {"nodes": {"exclude_control_plane": True}, "max_unavailable": 2},
+                "steps": [{"action": "node.drain"}, touch("node-${{ node.name }}", name="mark")],
+            },
         ],
         preflight=[{"type": "nodes.schedulable"}],
     )
@@ -287,12 +320,17 @@ def test_dry_run_changes_nothing_and_shows_waves_args_and_previews(target: Targe
     before = cluster.state()
     report = dry_run(source_from_plan(plan), target)
     assert cluster.state() == before
-    assert not any(op in ("set_schedulable", "drain_node", "label_node", "restart_pods") for op, _ in cluster.calls)
+    assert not any(
+        op in ("set_schedulable", "drain_node", "label_node", "restart_pods") for op, _ in cluster.calls
+    )
     assert not list(Path(target.extras["markers_dir"]).iterdir())
     assert not (migrator_home / "runs").exists() or not list((migrator_home / "runs").iterdir())
     assert not lock_path("fake").exists()
     stage = report["stages"][1]
-    assert [[n["node"] for n in w["nodes"]] for w in stage["waves"]] == [["worker-1", "worker-2"], ["worker-3"]]
+    assert [[n["node"] for n in w["nodes"]] for w in stage["waves"]] == [
+        ["worker-1", "worker-2"],
+        ["worker-3"],
+    ]
     first = stage["waves"][0]["nodes"][0]["steps"]
     assert first[0]["preview"][0]["command"] == "kubectl drain worker-1 --ignore-daemonsets"
     assert first[1]["args"]["marker"] == "node-worker-1"
