@@ -24,12 +24,13 @@ from migrator.plan.loader import load_plan_text
 ROOT = Path(__file__).resolve().parents[2]
 HELLO_TEXT = (ROOT / "plans" / "examples" / "hello.yaml").read_text()
 HELLO_DATA: dict[str, Any] = YAML(typ="safe").load(HELLO_TEXT)
+FLANNEL_DATA: dict[str, Any] = YAML(typ="safe").load((ROOT / "plans" / "flannel-to-calico.yaml").read_text())
 LIMIT_S = 1.0
 
 # MIGRATOR_FUZZ_EXAMPLES=5000 runs a longer, random (not derandomized) campaign
 _EXAMPLES = os.environ.get("MIGRATOR_FUZZ_EXAMPLES")
 FUZZ = settings(
-    max_examples=int(_EXAMPLES) if _EXAMPLES else 120,
+    max_examples=int(_EXAMPLES) if _EXAMPLES else 80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=not _EXAMPLES,
@@ -233,10 +234,13 @@ def mutate(data: dict[str, Any], rnd: random.Random, kind: str, value: Any) -> d
 @given(
     st.lists(st.tuples(st.sampled_from(MUTATIONS), SCALARS), min_size=1, max_size=3),
     st.integers(min_value=0, max_value=2**32),
+    st.sampled_from([HELLO_DATA, FLANNEL_DATA]),
 )
-def test_mutations_of_hello(mutations: list[tuple[str, Any]], seed: int) -> None:
+def test_mutations_of_shipped_plans(
+    mutations: list[tuple[str, Any]], seed: int, base: dict[str, Any]
+) -> None:
     rnd = random.Random(seed)
-    data = HELLO_DATA
+    data = base
     for kind, value in mutations:
         data = mutate(data, rnd, kind, value)
     check_load(dump(data))
