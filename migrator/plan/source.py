@@ -15,7 +15,9 @@ data here, so that:
 from __future__ import annotations
 
 import base64
+import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,7 @@ MAX_VALUES = 20_000
 MAX_TOKENS = 6_000
 
 PathKey = tuple[str | int, ...]
+_SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp", "binary")}
@@ -89,6 +92,8 @@ def format_path(path: PathKey) -> str:
     for item in items:
         if isinstance(item, int):
             out += f"[{item}]"
+        elif not _SIMPLE_KEY.match(item):
+            out += f"[{json.dumps(item, ensure_ascii=False)}]"
         else:
             out += f".{item}" if out else item
     return out

@@ -390,3 +390,16 @@ def test_plan_model_is_frozen() -> None:
     assert isinstance(loaded.plan, Plan)
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
         loaded.plan.metadata.name = "x"  # type: ignore[misc]
+
+
+def test_keys_that_are_not_names_are_quoted_in_paths() -> None:
+    stages = (
+        "    - name: s\n      for_each: {nodes: {}}\n      steps:\n"
+        "        - action: node.label\n          args: {labels: {example.com/role: [x]}}\n"
+    )
+    with pytest.raises(PlanError) as info:
+        load_plan_text(plan_text("", stages), "p.yaml")
+    assert (
+        str(info.value)
+        == 'p.yaml:11:45: stages[0].steps[0].args.labels["example.com/role"]: expected a string'
+    )
