@@ -187,7 +187,8 @@ def _confirm(question: str) -> bool:
 def apply_cmd(  # noqa: PLR0917 - typer maps parameters to options
     plan: Annotated[Path, typer.Argument(help="The plan file")],
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be done; change nothing")
+        bool,
+        typer.Option("--dry-run", help="Show what would be done; change nothing (no lock, no run folder)"),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
     target: TargetOpt = "",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from loguru import logger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -241,9 +241,11 @@ class Engine:
                 )
             try:
                 status, message = self._drive(mode)
-            except MigratorError as exc:
-                status, message = RunStatus.NEEDS_ATTENTION, f"run stopped: {exc}"
-                self.emit("run.error", error=str(exc))
+            except SimulatedCrash:
+                raise
+            except Exception as exc:  # noqa: BLE001 - never end a run without saying how it ended
+                status, message = RunStatus.NEEDS_ATTENTION, f"run stopped: {type(exc).__name__}: {exc}"
+                self.emit("run.error", error=str(exc), traceback=traceback.format_exc())
             self.emit("run.end", status=str(status), message=message, exit_code=int(status.exit_code))
             return RunResult(self.run_id, status, message, self.rundir.path)
         finally:
@@ -676,7 +678,7 @@ class Engine:
             raise reason
         if "error" in box:
             raise box["error"]
-        return box.get("result")  # type: ignore[no-any-return]
+        return cast(T, box.get("result"))
 
     # ----------------------------------------------------------------------------------- checks
 
@@ -728,6 +730,10 @@ class Engine:
         check_type = str(getattr(check, "type", ""))
         checker = get_check(check_type)
         cancel = threading.Event()
+
+        def emit_sub(event: Mapping[str, Any]) -> None:
+            self.emit("check.event", check=name, phase=phase, event=dict(event))
+
         ctx = CheckContext(
             run_id=self.run_id,
             run_dir=self.rundir.path,
@@ -740,7 +746,7 @@ class Engine:
             cancel=cancel,
             deadline=time.monotonic() + check.timeout,
             scrub=self.scrub,
-            emit=lambda e: self.emit("check.event", check=name, phase=phase, event=dict(e)),
+            emit=emit_sub,
         )
         fields = {
             "check": name,

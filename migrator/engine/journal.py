@@ -5,8 +5,36 @@ crash (even ``kill -9``) can at worst tear the *last* line. :func:`read_journal`
 line (it reports it, never loses an earlier event) and rejects corruption anywhere else with a clear
 error. Secret values are replaced by ``***`` before anything reaches the disk.
 
-Every event has ``seq`` (1, 2, 3, ... without gaps), ``ts`` (ISO 8601, UTC), ``type`` and ``run_id``;
-the other fields depend on the type (see ``docs`` in :mod:`migrator.engine`).
+Event schema. Every event has ``seq`` (1, 2, 3, ... without gaps), ``ts`` (ISO 8601 UTC, ms), ``type``
+and ``run_id``. By type (``key`` is ``stage/step`` or ``stage/step@node``):
+
+=================  =====================================================================================
+run.start          plan, target, identity, plan_hash, params (secrets masked), rollback, pid, host
+run.resume         mode (resume|rollback), phase, pid, host
+run.end            status (a :class:`~migrator.engine.state.RunStatus`), message, exit_code
+run.error          error[, traceback]
+journal.repaired   detail (a torn last line was cut before this run appended)
+preflight.start    checks ; preflight.end: outcome (succeeded|failed), failed
+stage.start        stage, stage_index[, waves: [[node, ...], ...], addresses: {node: ip}, resumed]
+stage.end          stage, outcome (succeeded|failed|failed-continued)[, error]
+wave.start         stage, wave (0-based), nodes ; wave.end: stage, wave, outcome, duration[, error]
+step.start         key, stage, stage_index, step, step_index, node, action, attempt, args, timeout
+step.prepared      key, prepared (the action's snapshot before its first attempt)
+step.end           key, ..., attempt, outcome (succeeded|retrying|failed|timeout|cancelled), duration,
+                   result | error + error_type
+step.retry         key, attempt, wait (seconds before the next attempt)
+step.event         key, event (sub-events an action streams, e.g. Ansible task results)
+check.start        check, check_type, phase, stage, nodes ; check.end: + ok, summary, details, duration
+check.event        check, phase, event
+monitor.start      stage, checks ; monitor.failed: stage, check, error, details ; monitor.end: rounds
+rollback.start     reason (failure|interrupt|always|manual), error, steps (undo order)
+undo.start         key, stage, step, node, action, kind (undo|step:ACTION|none)[, completed]
+undo.end           key, ..., outcome (succeeded|failed), attempts, duration[, error, skipped]
+undo.retry         key, attempt, wait
+rollback.end       outcome (succeeded|failed|stopped), undone[, failed, error, left]
+signal             action (cancel|stop-rollback), message
+warning            message[, stage]
+=================  =====================================================================================
 """
 
 from __future__ import annotations

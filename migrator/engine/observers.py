@@ -81,8 +81,10 @@ def describe(event: Mapping[str, Any]) -> str | None:
     if kind == "rollback.start":
         return f"rollback ({event.get('reason')}): {len(event.get('steps') or [])} steps to undo"
     if kind == "undo.start":
-        return f"    undo {event.get('key')}"
+        return None if event.get("kind") == "none" else f"    undo {event.get('key')}"
     if kind == "undo.end":
+        if event.get("skipped"):
+            return f"    undo {event.get('key')}: nothing to undo (no_undo)"
         err = f": {event['error']}" if event.get("error") else ""
         return f"    undo {event.get('key')} {event.get('outcome')}{err}"
     if kind == "rollback.end":
@@ -193,22 +195,24 @@ class RichObserver:
                     "nodes": {n: "" for n in event.get("nodes", [])},
                 }
             elif kind == "wave.end":
-                wave = self.stages.get(str(event["stage"]), {}).get("waves", {}).get(int(event["wave"]))
-                if wave is not None:
-                    wave["status"] = event.get("outcome")
+                found: dict[str, Any] | None = (
+                    self.stages.get(str(event["stage"]), {}).get("waves", {}).get(int(event["wave"]))
+                )
+                if found is not None:
+                    found["status"] = event.get("outcome")
             elif kind in ("step.start", "step.end"):
-                st = self.stages.get(str(event.get("stage")))
-                if st is not None:
+                view = self.stages.get(str(event.get("stage")))
+                if view is not None:
                     text = f"{event.get('step')}" + (
                         "" if kind == "step.start" else f" {event.get('outcome')}"
                     )
                     node = event.get("node")
                     if node is not None:
-                        for wave in st["waves"].values():
+                        for wave in view["waves"].values():
                             if node in wave["nodes"]:
                                 wave["nodes"][node] = ("running:" if kind == "step.start" else "") + text
                     else:
-                        st["steps"][str(event.get("step"))] = (
+                        view["steps"][str(event.get("step"))] = (
                             "running" if kind == "step.start" else str(event.get("outcome"))
                         )
             elif kind in ("rollback.start", "undo.end", "rollback.end", "monitor.failed", "check.end"):

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ruamel.yaml import YAML
 
@@ -84,7 +84,8 @@ def source_from_plan(
 
 
 def plan_to_data(plan: Plan) -> dict[str, Any]:
-    return cast(dict[str, Any], plan.model_dump(mode="json", by_alias=True, exclude_none=True))
+    data: dict[str, Any] = plan.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return data
 
 
 def dump_plan_yaml(plan: Plan) -> str:

@@ -181,7 +181,8 @@ class SagaState:
             self.preflight_ok = event.get("outcome") == "succeeded"
         elif kind == "step.end":
             key = str(event["key"])
-            rec = self.inflight.pop(key, None) or self._record(event)
+            popped = self.inflight.pop(key, None)
+            rec = popped if popped is not None else self._record(event)
             outcome = str(event.get("outcome"))
             if outcome == StepOutcome.SUCCEEDED:
                 rec.completed, rec.result = True, event.get("result")
@@ -199,8 +200,8 @@ class SagaState:
             if event.get("outcome") == "succeeded":
                 if key in self.stack:
                     self.stack.remove(key)
-                rec = self.records.pop(key, None)
-                stage = rec.stage if rec is not None else str(event.get("stage", ""))
+                done = self.records.pop(key, None)
+                stage = done.stage if done is not None else str(event.get("stage", ""))
                 # the stage must run again on a later resume
                 self.stage_outcome.pop(stage, None)
                 for wave_key in [k for k in self.wave_outcome if k.startswith(f"{stage}#")]:

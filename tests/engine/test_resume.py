@@ -12,7 +12,15 @@ import pytest
 from engine_helpers import SleepRecorder, events, make_plan, marker_names, of_type, touch
 
 from migrator.adapters.fake import FakeCluster
-from migrator.engine import EngineOptions, RunStatus, apply_plan, resume_run, rollback_run, source_from_plan
+from migrator.engine import (
+    EngineOptions,
+    RunStatus,
+    apply_plan,
+    load_plan_file,
+    resume_run,
+    rollback_run,
+    source_from_plan,
+)
 from migrator.engine.journal import SimulatedCrash, read_journal
 from migrator.engine.lock import lock_path
 from migrator.engine.rundir import list_runs
@@ -184,3 +192,29 @@ def test_resume_after_a_torn_last_line(tmp_path: Path) -> None:
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
     assert any(e["type"] == "journal.repaired" for e in evs)
     assert snapshot(target) == END_OK
+
+
+def test_resume_refuses_a_changed_plan_file_unless_forced(tmp_path: Path) -> None:
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        "apiVersion: migrator/v1\nkind: Plan\nmetadata: {name: p}\nspec:\n  stages:\n"
+        "    - name: s\n      steps:\n        - {name: a, action: demo.touch, args: {marker: a}}\n"
+        "        - {name: b, action: demo.touch, args: {marker: b}}\n"
+    )
+    target = new_target(tmp_path)
+    with pytest.raises(SimulatedCrash):
+        apply_plan(load_plan_file(path), target, options=options(crash_after=8))
+    (run,) = list_runs()
+    path.write_text(path.read_text() + "# changed\n")
+    with pytest.raises(UsageError, match="changed since run"):
+        resume_run(run.run_id, target=target, options=options())
+    result = resume_run(run.run_id, target=target, options=options(), force=True)
+    assert result.status == RunStatus.SUCCEEDED
+    assert marker_names(Path(target.extras["markers_dir"])) == {"a", "b"}
+
+
+def test_resume_refuses_another_cluster(tmp_path: Path) -> None:
+    target = new_target(tmp_path)
+    run_id = _crash(target, crash_plan(), 10)
+    with pytest.raises(UsageError, match="not the cluster"):
+        resume_run(run_id, target=new_target(tmp_path / "other"), options=options())
