@@ -128,6 +128,9 @@ def coerce_param(spec: ParamSpec, value: Any, *, from_cli: bool) -> Any:
     """
     kind = spec.type
     result: Any
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(text, str) and "${{" in text for text in texts):
+        raise ValueError("templates (${{ ... }}) are not allowed in param values")
     if kind is ParamType.STRING:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ValueError("expected a string")

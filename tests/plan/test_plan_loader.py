@@ -230,7 +230,17 @@ def test_templates_in_param_declarations_are_refused() -> None:
     params = "    a: {type: string, default: x}\n    b: {type: string, default: '${{ params.a }}'}\n"
     with pytest.raises(PlanError) as info:
         load_plan_text(plan_text(params, ONE_STAGE), "p.yaml")
-    assert str(info.value) == "p.yaml:7:32: params.b.default: templates are not allowed in param declarations"
+    assert str(info.value) == (
+        "p.yaml:7:32: params.b.default: templates (${{ ... }}) are not allowed in param values"
+        " (param 'b' has type string)"
+    )
+    params = "    a: {type: string, default: x, description: '${{ params.a }}'}\n"
+    with pytest.raises(PlanError) as info:
+        load_plan_text(plan_text(params, ONE_STAGE), "p.yaml")
+    assert (
+        str(info.value)
+        == "p.yaml:6:48: params.a.description: templates are not allowed in param declarations"
+    )
 
 
 # --------------------------------------------------------------------------------------------- secrets
@@ -402,4 +412,13 @@ def test_keys_that_are_not_names_are_quoted_in_paths() -> None:
     assert (
         str(info.value)
         == 'p.yaml:11:45: stages[0].steps[0].args.labels["example.com/role"]: expected a string'
+    )
+
+
+def test_templates_cannot_be_injected_through_set() -> None:
+    with pytest.raises(PlanError) as info:
+        load_plan(HELLO, {"fail_at": "node-${{ node.name }}"})
+    assert str(info.value) == (
+        "--set: fail_at=node-${{ node.name }}: templates (${{ ... }}) are not allowed in param values"
+        " (param 'fail_at' has type string)"
     )
