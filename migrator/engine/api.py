@@ -171,7 +171,12 @@ def _reload_source(
             )
     secret = list(meta.get("secret_params") or [])
     overridden = set(meta.get("overrides") or [])
-    if secret and path is not None and path.exists():
+    if secret and (path is None or not path.exists()):
+        raise UsageError(
+            f"run {rundir.run_id} used secret parameters {secret} and its plan file {path} is gone;"
+            " the run folder keeps them masked, so it cannot go on without the plan file"
+        )
+    if secret and path is not None:
         missing = [n for n in secret if n in overridden and n not in overrides]
         if missing:
             raise UsageError(

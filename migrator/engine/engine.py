@@ -194,6 +194,7 @@ class Engine:
         self._emit_lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
         self._cancel_seen = False
+        self._attention: list[str] = []
         self.log = logger.bind(run_id=self.run_id)
         if self.journal.repaired:
             self.emit("journal.repaired", detail=self.journal.repaired)
@@ -293,6 +294,10 @@ class Engine:
             error = StepFailed(f"internal error: {type(exc).__name__}: {exc}")
             self.emit("run.error", error=str(error), traceback=traceback.format_exc())
         policy = self.plan.spec.rollback
+        if error is None and self._attention:
+            return RunStatus.NEEDS_ATTENTION, "; ".join(self._attention) + (
+                f". Undo the run with: migrator rollback {self.run_id}"
+            )
         if error is None:
             if policy == RollbackPolicy.ALWAYS:
                 return self._rollback_and_verify(RollbackReason.ALWAYS, None)
@@ -346,6 +351,9 @@ class Engine:
                         continue
                     self._safe_point(monitor)
                     self._run_wave(index, stage, wave_index, names, monitor)
+                if waves and stage.verify:
+                    self._safe_point(monitor)
+                    self.run_checks(stage.verify, phase="stage-verify", stage=stage.name, monitor=monitor)
             else:
                 self._run_node_steps(index, stage, None, monitor, threading.Event())
                 self._safe_point(monitor)
@@ -801,8 +809,12 @@ class Engine:
         """on_failure: continue: undo the stage's failed/in-flight steps now (not its completed ones)."""
         for rec in self.state.rollback_stack():
             if rec.stage == stage.name and not rec.completed:
-                with contextlib.suppress(MigratorError):
+                try:
                     self._undo(rec)
+                except SimulatedCrash:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - recorded; the run will need attention
+                    self._attention.append(f"the undo of failed step {rec.key} failed: {exc}")
 
     def _rollback_and_verify(self, reason: RollbackReason, error: str | None) -> tuple[RunStatus, str]:
         stack = self.state.rollback_stack()

@@ -215,7 +215,7 @@ class SagaState:
         elif kind == "rollback.start":
             self.phase = "rollback"
             self.status = RunStatus.ROLLING_BACK
-            if event.get("reason") and self.rollback_reason is None:
+            if event.get("reason"):
                 self.rollback_reason = RollbackReason(str(event["reason"]))
             if event.get("error"):
                 self.rollback_error = str(event["error"])

@@ -14,6 +14,7 @@ from engine_helpers import SleepRecorder, events, make_plan, marker_names, of_ty
 from migrator.adapters.fake import FakeCluster
 from migrator.engine import (
     EngineOptions,
+    RunControl,
     RunStatus,
     apply_plan,
     load_plan_file,
@@ -218,3 +219,18 @@ def test_resume_refuses_another_cluster(tmp_path: Path) -> None:
     run_id = _crash(target, crash_plan(), 10)
     with pytest.raises(UsageError, match="not the cluster"):
         resume_run(run_id, target=new_target(tmp_path / "other"), options=options())
+
+
+def test_resume_of_an_interrupted_run_starts_again_and_finishes(tmp_path: Path) -> None:
+    target = new_target(tmp_path)
+    plan = make_plan(
+        [{"name": "s", "steps": [touch("a"), touch("b")]}],
+        preflight=[{"type": "demo.markers", "absent": ["a"]}],
+    )
+    control = RunControl()
+    control.cancel.set()  # interrupted at the first safe point
+    first = apply_plan(source_from_plan(plan), target, control=control, options=options())
+    assert first.status == RunStatus.INTERRUPTED
+    result = resume_run(first.run_id, target=target, options=options())
+    assert result.status == RunStatus.SUCCEEDED, result.message
+    assert marker_names(Path(target.extras["markers_dir"])) == {"a", "b"}
