@@ -21,7 +21,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
-import click
 import typer
 from loguru import logger
 from rich.console import Console
@@ -447,13 +446,17 @@ def run(argv: Sequence[str] | None = None) -> None:
         for line in lines:
             err.print(f"error: {line}", markup=False)
         code = int(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         code = int(ExitCode.INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # bad CLI use: unknown option, missing argument, ...
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc}", markup=False)
         code = int(ExitCode.INVALID_INPUT)
     except KeyboardInterrupt:
         err.print("interrupted")

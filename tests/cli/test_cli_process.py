@@ -287,3 +287,41 @@ def test_rollback_command_undoes_a_finished_run(
     assert markers(tmp_path) == set()
     again = cli(env, "rollback", run_id)
     assert again.returncode == 2 and "nothing to roll back" in again.stderr
+
+
+SECRET_PLAN = """\
+apiVersion: migrator/v1
+kind: Plan
+metadata: {name: secret}
+spec:
+  params:
+    token: {type: string, default: "", secret: true}
+  stages:
+    - name: s
+      steps:
+        - {name: use, action: demo.touch, args: {marker: "tok-${{ params.token }}"}}
+        - {name: boom, action: demo.fail}
+"""
+
+
+def test_secret_values_never_reach_the_run_folder(
+    env: dict[str, str], tmp_path: Path, migrator_home: Path
+) -> None:
+    plan = tmp_path / "secret.yaml"
+    plan.write_text(SECRET_PLAN)
+    secret = "SuperSecret123value"
+    result = cli(env, "-vv", "apply", str(plan), "--yes", "--target", "fake", "--set", f"token={secret}")
+    assert result.returncode == 1, result.stderr
+    assert secret not in result.stdout + result.stderr
+    files = [p for p in migrator_home.rglob("*") if p.is_file()]
+    assert any(p.name == "journal.jsonl" for p in files)
+    for path in files:
+        assert secret not in path.read_text(errors="replace"), path
+    assert "tok-***" in next(p for p in files if p.name == "journal.jsonl").read_text()
+
+
+def test_bad_cli_use_exits_2_without_traceback(env: dict[str, str]) -> None:
+    for args in (["apply", str(HELLO), "--no-such-option"], ["no-such-command"], ["status"]):
+        result = cli(env, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
