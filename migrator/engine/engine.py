@@ -195,6 +195,7 @@ class Engine:
         self._nodes: dict[str, Node] = {}
         self._cancel_seen = False
         self._attention: list[str] = []
+        self._continue_rollback = False
         self.log = logger.bind(run_id=self.run_id)
         if self.journal.repaired:
             self.emit("journal.repaired", detail=self.journal.repaired)
@@ -233,6 +234,9 @@ class Engine:
                     host=socket.gethostname(),
                 )
             else:
+                self._continue_rollback = self.state.phase == "rollback" or (
+                    self.state.status == RunStatus.NEEDS_ATTENTION and self.state.rollback_reason is not None
+                )
                 self.emit(
                     "run.resume",
                     mode=mode,
@@ -265,9 +269,7 @@ class Engine:
     def _drive(self, mode: str) -> tuple[RunStatus, str]:
         if mode == "rollback":
             return self._rollback_and_verify(RollbackReason.MANUAL, None)
-        if self.state.phase == "rollback" or (
-            self.state.status == RunStatus.NEEDS_ATTENTION and self.state.rollback_reason is not None
-        ):
+        if self._continue_rollback:
             reason = self.state.rollback_reason or RollbackReason.FAILURE
             return self._rollback_and_verify(reason, self.state.rollback_error or None)
         error: BaseException | None = None

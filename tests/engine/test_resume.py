@@ -25,7 +25,7 @@ from migrator.engine import (
 from migrator.engine.journal import SimulatedCrash, read_journal
 from migrator.engine.lock import lock_path
 from migrator.engine.rundir import list_runs
-from migrator.errors import UsageError
+from migrator.errors import PermanentError, UsageError
 from migrator.plan.models import Plan
 from migrator.ports import Target
 
@@ -234,3 +234,47 @@ def test_resume_of_an_interrupted_run_starts_again_and_finishes(tmp_path: Path) 
     result = resume_run(first.run_id, target=target, options=options())
     assert result.status == RunStatus.SUCCEEDED, result.message
     assert marker_names(Path(target.extras["markers_dir"])) == {"a", "b"}
+
+
+class InjectOnRollback:
+    """An observer that breaks the next uncordon once the rollback starts."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    def on_event(self, event: Any) -> None:
+        if event["type"] == "rollback.start":
+            self.cluster.inject("set_schedulable", "worker-1", PermanentError("api down"), times=1)
+
+    def close(self) -> None:
+        return None
+
+
+def test_resume_of_a_needs_attention_run_continues_its_rollback(tmp_path: Path) -> None:
+    target = new_target(tmp_path)
+    cluster = target.cluster
+    assert isinstance(cluster, FakeCluster)
+    plan = make_plan(
+        [
+            {
+                "name": "n",
+                "for_each": {"nodes": {"names": ["worker-1"]}},
+                "steps": [{"name": "cordon", "action": "node.cordon"}, touch("x", fail_when="x")],
+            }
+        ],
+        preflight=[{"type": "nodes.schedulable"}],
+    )
+    first = apply_plan(
+        source_from_plan(plan),
+        target,
+        options=options(),
+        observers=lambda rundir: [InjectOnRollback(cluster)],
+    )
+    assert first.status == RunStatus.NEEDS_ATTENTION
+    assert not cluster.get_node("worker-1").schedulable
+    result = resume_run(first.run_id, target=target, options=options())
+    assert result.status == RunStatus.FAILED_ROLLED_BACK, result.message
+    assert cluster.get_node("worker-1").schedulable
+    (run,) = list_runs()
+    evs = read_journal(run.journal).events
+    assert [e["type"] for e in evs].count("step.start") == 2  # nothing ran forward again
