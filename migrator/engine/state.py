@@ -190,7 +190,10 @@ class SagaState:
                 if key not in self.stack:
                     self.stack.append(key)
                 self.steps_done += 1
-            elif outcome != StepOutcome.RETRYING:
+            elif outcome == StepOutcome.RETRYING:
+                # the attempt may have changed something: in flight until the next attempt ends
+                self.inflight[key] = rec
+            else:
                 rec.completed = False
                 self.records[key] = rec
                 if key not in self.stack:

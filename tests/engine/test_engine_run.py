@@ -380,3 +380,27 @@ def test_interrupt_rolls_back_and_a_second_one_stops_the_rollback(target: Target
     done = rollback_run(result.run_id, target=target)
     assert done.status == RunStatus.ROLLED_BACK
     assert marker_names(markers) == set()
+
+
+def test_an_interrupt_between_retries_still_undoes_the_half_done_attempt(target: Target) -> None:
+    cluster = target.cluster
+    assert isinstance(cluster, FakeCluster)
+    control = RunControl()
+
+    def sleep_and_interrupt(seconds: float) -> None:
+        control.cancel.set()  # the operator hits Ctrl-C while the engine waits to retry
+
+    cluster.inject("drain_node", "worker-1", TemporaryError("eviction blocked"), times=5)
+    plan = make_plan(
+        [
+            per_node_stage(
+                nodes={"names": ["worker-1"]}, steps=[{"action": "node.drain", "retry": {"attempts": 3}}]
+            )
+        ]
+    )
+    result = apply_plan(
+        source_from_plan(plan), target, control=control, options=EngineOptions(sleep=sleep_and_interrupt)
+    )
+    assert result.status == RunStatus.INTERRUPTED
+    assert [e["key"] for e in of_type(events(result), "undo.start")] == ["nodes/node.drain@worker-1"]
+    assert cluster.get_node("worker-1").schedulable  # the cordon of the half-done drain was undone
