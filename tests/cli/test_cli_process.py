@@ -325,3 +325,50 @@ def test_bad_cli_use_exits_2_without_traceback(env: dict[str, str]) -> None:
         result = cli(env, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+SLOW_UNDO_PLAN = """\
+apiVersion: migrator/v1
+kind: Plan
+metadata: {name: slow-undo}
+spec:
+  stages:
+    - name: s
+      steps:
+        - name: a
+          action: demo.touch
+          args: {marker: a}
+        - name: b
+          action: demo.touch
+          args: {marker: b}
+          undo: {action: demo.sleep, args: {duration: 3s}}
+        - {name: long, action: demo.sleep, args: {duration: 60s}}
+"""
+
+
+def test_second_sigint_stops_the_rollback_needs_attention(
+    env: dict[str, str], tmp_path: Path, migrator_home: Path
+) -> None:
+    plan = tmp_path / "slow-undo.yaml"
+    plan.write_text(SLOW_UNDO_PLAN)
+    proc = start(env, "apply", str(plan), "--yes", "--target", "fake")
+    try:
+        run_id, _ = wait_for(migrator_home, lambda e: e["type"] == "step.start" and e.get("step") == "long")
+        proc.send_signal(signal.SIGINT)
+        wait_for(migrator_home, lambda e: e["type"] == "undo.start" and e.get("step") == "b")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err
+    assert f"migrator rollback {run_id}" in err
+    _, events = journal(migrator_home)
+    assert [e["outcome"] for e in events if e["type"] == "rollback.end"] == ["stopped"]
+    # b's undo (a plain sleep) ran to its end, a safe point; a's undo did not start
+    undone = [e["key"] for e in events if e["type"] == "undo.end" and e["outcome"] == "succeeded"]
+    assert undone == ["s/long", "s/b"]
+    assert "a" in markers(tmp_path)
+    done = cli(env, "rollback", run_id)
+    assert done.returncode == 0, done.stderr
+    assert "a" not in markers(tmp_path)
