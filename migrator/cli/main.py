@@ -349,7 +349,12 @@ def status_cmd(
         out.print(f"at       stage {state.current_stage}{wave}")
     if state.inflight:
         out.print(f"in flight {', '.join(sorted(state.inflight))}")
-    out.print(f"steps done {state.steps_done}; to undo on rollback: {len(state.rollback_stack())}")
+    stack = state.rollback_stack()
+    out.print(f"steps done {state.steps_done}; to undo on rollback: {len(stack)}")
+    for rec in stack[:20]:
+        out.print(f"  undo {rec.key}" + ("" if rec.completed else " (did not finish)"), markup=False)
+    if len(stack) > 20:
+        out.print(f"  ... and {len(stack) - 20} more")
     if found.torn:
         out.print(f"[yellow]journal: {found.torn}[/]")
     out.print("last events:")

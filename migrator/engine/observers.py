@@ -327,6 +327,10 @@ def _step(parent: Tree, step: Mapping[str, Any]) -> None:
     for line in step.get("preview") or []:
         branch.add(Text(str(line) if not isinstance(line, Mapping) else _line(line), style="cyan"))
     undo = step.get("undo")
+    if isinstance(undo, list):
+        undo = "; ".join(_line(u) if isinstance(u, Mapping) else str(u) for u in undo)
+    elif isinstance(undo, Mapping):
+        undo = f"{undo.get('action')} {undo.get('args')}"
     if undo:
         branch.add(Text(f"undo: {undo}", style="dim"))
 
