@@ -123,7 +123,7 @@ def markers(tmp_path: Path) -> set[str]:
 def test_kill_9_mid_run_then_resume(
     env: dict[str, str], slow_plan: Path, tmp_path: Path, migrator_home: Path
 ) -> None:
-    proc = start(env, "apply", str(slow_plan), "--yes", "--target", "fake")
+    proc = start(env, "apply", str(slow_plan), "--yes", "--target", "fake", "--set", "pause=1s")
     try:
         run_id, _ = wait_for(
             migrator_home,
