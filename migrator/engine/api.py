@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ from migrator.engine.state import RunStatus, SagaState
 from migrator.engine.targets import open_target
 from migrator.errors import Location, PlanError, Problem, UsageError
 from migrator.fsutil import atomic_write_json, atomic_write_text
-from migrator.paths import runs_dir
 from migrator.plan.models import CheckBase, Plan, StepBase
 from migrator.ports import Node, Target
 
@@ -334,13 +334,19 @@ def rollback_run(
 def dry_run(source: PlanSource, target: Target, *, target_spec: str | None = None) -> dict[str, Any]:
     """What ``apply`` would do against ``target``, as data: reads the target, changes nothing.
 
-    Dry runs take no lock and create no run folder.
+    Dry runs take no lock and create no run folder; previews that need a scratch folder (Ansible check
+    mode) get a temporary one, removed afterwards.
     """
+    with tempfile.TemporaryDirectory(prefix="migrator-dry-run-") as scratch:
+        return _dry_run(source, target, target_spec=target_spec, scratch=Path(scratch))
+
+
+def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scratch: Path) -> dict[str, Any]:
     validate_for_engine(source.plan, source.path)
     plan = source.plan
     scrub = Scrubber(source.secret_values)
-    run_id = "(dry-run)"
-    fake_dir = runs_dir() / run_id  # never created
+    run_id = "dry-run"
+    fake_dir = scratch
     nodes = target.cluster.list_nodes()
     by_name = {n.name: n for n in nodes}
 
