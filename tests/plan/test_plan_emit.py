@@ -31,7 +31,7 @@ TREES = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@settings(max_examples=80, deadline=None, derandomize=True, database=None)
 @given(st.dictionaries(KEYS, TREES, min_size=1, max_size=5))
 def test_round_trip(data: dict[str, Any]) -> None:
     text = emit_yaml(data)
