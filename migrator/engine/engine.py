@@ -368,7 +368,7 @@ class Engine:
                 monitor.stop()
                 monitor = None
             if stage.on_failure == FailurePolicy.CONTINUE and not isinstance(exc, Interrupted):
-                self._compensate_failed(stage)
+                self._compensate_stage(stage)
                 self.emit("stage.end", stage=stage.name, outcome="failed-continued", error=str(exc))
                 self.emit("warning", stage=stage.name, message=f"stage {stage.name!r} failed: {exc}")
                 return
@@ -807,16 +807,18 @@ class Engine:
 
     # ---------------------------------------------------------------------------------- rollback
 
-    def _compensate_failed(self, stage: Stage) -> None:
-        """on_failure: continue: undo the stage's failed/in-flight steps now (not its completed ones)."""
+    def _compensate_stage(self, stage: Stage) -> None:
+        """on_failure: continue: the stage is all or nothing; undo all of its steps now, newest first."""
         for rec in self.state.rollback_stack():
-            if rec.stage == stage.name and not rec.completed:
+            if rec.stage == stage.name:
                 try:
                     self._undo(rec)
                 except SimulatedCrash:
                     raise
                 except Exception as exc:  # noqa: BLE001 - recorded; the run will need attention
-                    self._attention.append(f"the undo of failed step {rec.key} failed: {exc}")
+                    self._attention.append(
+                        f"the undo of {rec.key} (stage failed, on_failure: continue) failed: {exc}"
+                    )
 
     def _rollback_and_verify(self, reason: RollbackReason, error: str | None) -> tuple[RunStatus, str]:
         stack = self.state.rollback_stack()

@@ -272,8 +272,9 @@ def test_on_failure_continue_records_and_goes_on(target: Target, markers: Path) 
     assert "optional" in result.message
     evs = events(result)
     assert [e["outcome"] for e in of_type(evs, "stage.end")] == ["failed-continued", "succeeded"]
-    assert marker_names(markers) == {"x", "z"}
-    assert [e["key"] for e in of_type(evs, "undo.start")] == ["optional/touch-y"]
+    # the failed stage is compensated as a whole, then the run goes on
+    assert marker_names(markers) == {"z"}
+    assert [e["key"] for e in of_type(evs, "undo.start")] == ["optional/touch-y", "optional/touch-x"]
 
 
 def test_preflight_failure_changes_nothing(target: Target, markers: Path) -> None:
@@ -404,3 +405,61 @@ def test_an_interrupt_between_retries_still_undoes_the_half_done_attempt(target:
     assert result.status == RunStatus.INTERRUPTED
     assert [e["key"] for e in of_type(events(result), "undo.start")] == ["nodes/node.drain@worker-1"]
     assert cluster.get_node("worker-1").schedulable  # the cordon of the half-done drain was undone
+
+
+def test_on_failure_continue_in_a_for_each_stage_skips_its_later_waves(target: Target, markers: Path) -> None:
+    plan = make_plan(
+        [
+            per_node_stage(
+                name="nodes",
+                max_unavailable=1,
+                on_failure="continue",
+                fail_when="node-worker-2",
+                nodes={"exclude_control_plane": True},
+            ),
+            {"name": "after", "steps": [touch("after")]},
+        ]
+    )
+    result = run(plan, target)
+    assert result.status == RunStatus.SUCCEEDED
+    assert marker_names(markers) == {"after"}
+    evs = events(result)
+    assert [e["wave"] for e in of_type(evs, "wave.start")] == [0, 1]  # wave 3 (worker-3) never started
+    # the failed stage was compensated as a whole: every node is schedulable again
+    assert all(n.schedulable for n in target.cluster.list_nodes())
+
+
+def test_stage_approval_is_asked_and_a_refusal_rolls_back(target: Target, markers: Path) -> None:
+    asked: list[str] = []
+
+    def approve(stage: str) -> bool:
+        asked.append(stage)
+        return stage != "risky"
+
+    plan = make_plan(
+        [
+            {"name": "safe", "approval": True, "steps": [touch("a")]},
+            {"name": "risky", "approval": True, "steps": [touch("b")]},
+        ]
+    )
+    result = run(plan, target, approve=approve)
+    assert asked == ["safe", "risky"]
+    assert result.status == RunStatus.FAILED_ROLLED_BACK
+    assert "not approved" in result.message
+    assert marker_names(markers) == set()
+
+
+def test_sampled_waves_are_recorded_at_stage_start(target: Target) -> None:
+    plan = make_plan(
+        [
+            per_node_stage(
+                max_unavailable="50%", nodes={"percent": "67%", "seed": 3, "exclude_control_plane": True}
+            )
+        ]
+    )
+    result = run(plan, target)
+    assert result.status == RunStatus.SUCCEEDED
+    waves = of_type(events(result), "stage.start")[0]["waves"]
+    assert sum(len(w) for w in waves) == 2 and all(len(w) == 1 for w in waves)
+    again = run(plan, target)
+    assert of_type(events(again), "stage.start")[0]["waves"] == waves  # the same seed, the same nodes
