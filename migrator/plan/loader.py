@@ -463,6 +463,11 @@ class _Loader:
             tag = str(ctx.get("tag", ""))
             names = action_names() if disc == "action" else check_type_names()
             what = "action" if disc == "action" else "check type"
+            raw_tag = node.get(disc) if isinstance(node, dict) else None
+            if not isinstance(raw_tag, str) or not raw_tag:
+                expected = "an action name" if disc == "action" else "a check type"
+                message = f"expected {expected} (known: {', '.join(names)})"
+                return Problem(self.smap.value(tpath), format_path(tpath), message)
             hint = suggest(tag, names)
             message = f"unknown {what} {tag!r}{hint}"
             if not hint:

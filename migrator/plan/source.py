@@ -278,6 +278,13 @@ class _Builder:
                 raise self.fail(key_node, (*path, key), f"duplicate key {key!r} (first given on line {line})")
             first[key] = _pos(key_node)
             self.smap.keys[(*path, key)] = _pos(key_node)
+            if (
+                isinstance(value_node, ScalarNode)
+                and not value_node.value
+                and _tag(value_node) == f"{_TAG}null"
+            ):
+                # an empty value ("key:") has no position of its own: point at its key
+                self.smap.values[(*path, key)] = _pos(key_node)
             result[key] = self.build(value_node, (*path, key))
         # merge keys (<<: *base): explicit keys win, earlier merges win over later ones
         for key_node, value_node in merges:

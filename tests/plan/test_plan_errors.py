@@ -509,6 +509,24 @@ CASES: list[tuple[str, str, str, dict[str, str] | None, list[str]]] = [
         None,
         ["plans/x.yaml:15:20: stages[0].steps[0].no_undo: give either undo or no_undo, not both"],
     ),
+    (
+        "action is not a string",
+        "action: demo.touch\n          args: {marker: a}",
+        "action: 5",
+        None,
+        [
+            "plans/x.yaml:12:19: stages[0].steps[0].action: expected an action name (known: demo.touch, demo.sleep, demo.fail, node.cordon, node.uncordon, node.drain, node.label, node.restart-pods, ansible.playbook)"
+        ],
+    ),
+    (
+        "check type is empty",
+        "type: reachability",
+        "type:",
+        None,
+        [
+            "plans/x.yaml:25:11: stages[1].verify[0].type: expected a check type (known: demo.markers, reachability, continuous-probe, nodes.reachable, nodes.schedulable)"
+        ],
+    ),
 ]
 
 

@@ -90,7 +90,6 @@ def test_validate_reports_every_problem_unwrapped(tmp_path: Path) -> None:
     bad.write_text(
         good.read_text()
         .replace("action: demo.sleep", "action: demo.slep")
-        .replace("threshold", "x")
         .replace("timeout: 30s\n        - name: wait", "timeout: 30 seconds\n        - name: wait")
     )
     code, out = run_validate([good, bad, tmp_path / "missing.yaml"])
