@@ -229,8 +229,7 @@ class SagaState:
                     self.stack.append(key)
             self.inflight.clear()
         elif kind == "rollback.end":
-            if event.get("outcome") == "succeeded":
-                self.phase = "forward"
+            pass  # the phase stays "rollback" until run.end: the post-rollback verification is part of it
         elif kind == "run.end":
             self.status = RunStatus(str(event["status"]))
             self.phase = "finished"

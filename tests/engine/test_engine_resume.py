@@ -140,6 +140,11 @@ def test_resume_of_a_failing_run_after_crash_at_every_event(tmp_path: Path, afte
     result = resume_run(run_id, target=target, options=options())
     assert result.status == RunStatus.FAILED_ROLLED_BACK, result.message
     assert snapshot(target) == END_FAIL == START
+    # once a rollback started, nothing runs forward again
+    (run,) = list_runs()
+    kinds = [e["type"] for e in read_journal(run.journal).events]
+    first_rollback = kinds.index("rollback.start")
+    assert "step.start" not in kinds[first_rollback:]
 
 
 @pytest.mark.parametrize("after", range(2, TOTAL_OK, 3))
