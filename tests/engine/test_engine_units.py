@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import make_plan, touch
+from rich.console import Console
 
 from migrator.actions import load_builtins as load_actions
 from migrator.actions import registered_actions, unavailable_actions
@@ -17,9 +19,10 @@ from migrator.actions.context import StepContext
 from migrator.adapters.fake import FakeCluster, fake_target
 from migrator.checks import load_builtins as load_checks
 from migrator.checks import registered_checks, unavailable_checks
-from migrator.engine import dry_run, source_from_plan
+from migrator.engine import EngineOptions, apply_plan, dry_run, source_from_plan
 from migrator.engine.journal import Journal, JournalError, Scrubber, read_journal
 from migrator.engine.lock import TargetLock, lock_path, read_lock
+from migrator.engine.observers import PlainObserver, RichObserver, dry_run_tree
 from migrator.engine.selection import order_nodes, resolve_waves, select_nodes, split_waves, wave_size
 from migrator.errors import LockHeld, PlanError
 from migrator.plan.models import (
@@ -336,3 +339,39 @@ def test_dry_run_changes_nothing_and_shows_waves_args_and_previews(
     assert first[1]["args"]["marker"] == "node-worker-1"
     assert report["preflight"][0]["type"] == "nodes.schedulable"
     json.dumps(report)
+
+
+# ------------------------------------------------------------------------------------- observers
+
+
+def test_observers_render_a_whole_run(target: Target, tmp_path: Path) -> None:
+    plan = make_plan(
+        [
+            {"name": "s", "steps": [touch("a")]},
+            {
+                "name": "n",
+                "for_each": {"nodes": {"exclude_control_plane": True}, "max_unavailable": 2},
+                "steps": [touch("node-${{ node.name }}", name="mark", fail_when="node-worker-3")],
+            },
+        ]
+    )
+    plain, rich_out = io.StringIO(), io.StringIO()
+    observers = [PlainObserver(plain), RichObserver(Console(file=rich_out, force_terminal=True, width=100))]
+    result = apply_plan(
+        source_from_plan(plan),
+        target,
+        observers=lambda rundir: observers,
+        options=EngineOptions(sleep=lambda s: None),
+    )
+    assert result.exit_code == 1
+    lines = plain.getvalue().splitlines()
+    assert any("wave 2: worker-3" in line for line in lines)
+    assert any("undo n/mark@worker-3" in line for line in lines)
+    assert "run failed-rolled-back" in lines[-1]
+    rendered = rich_out.getvalue()
+    assert "stage n" in rendered and "worker-3" in rendered
+    tree = Console(file=io.StringIO(), width=120)
+    tree.print(dry_run_tree(dry_run(source_from_plan(plan), target)))
+    assert "node-worker-1" in tree.file.getvalue()  # type: ignore[attr-defined]
+    log = (result.run_dir / "migrator.log.jsonl").read_text().splitlines()
+    assert json.loads(log[0])["record"]["extra"]["event"]["type"] == "run.start"
