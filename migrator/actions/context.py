@@ -99,7 +99,8 @@ class StepContext:
 @dataclass
 class CheckContext:
     """What a check gets. ``phase`` is ``preflight``, ``wave-verify``, ``stage-verify``, ``verify``,
-    ``monitor`` or ``post-rollback``; ``nodes`` are the nodes of the current wave (empty elsewhere)."""
+    ``monitor`` or ``post-rollback``; ``nodes`` are the nodes of the current wave (for a monitor: the
+    wave running when the round started; empty elsewhere)."""
 
     run_id: str
     run_dir: Path
@@ -114,6 +115,8 @@ class CheckContext:
     dry_run: bool = False
     emit: Callable[[Mapping[str, Any]], None] = _no_emit
     scrub: Callable[[Any], Any] = _no_scrub
+    store: dict[str, Any] = field(default_factory=dict)
+    """Shared by the calls of one monitor (``monitor_start``, each ``run``, ``monitor_stop``)."""
 
     @property
     def cluster(self) -> Cluster:

@@ -42,6 +42,14 @@ class Checker(ABC, Generic[CheckT]):
     def run(self, ctx: CheckContext, check: CheckT) -> CheckResult:
         """Evaluate the check against the target; changes nothing."""
 
+    def monitor_start(self, ctx: CheckContext, check: CheckT) -> None:
+        """Called once when a stage's monitor starts (e.g. start a continuous probe into ``ctx.store``)."""
+        return None
+
+    def monitor_stop(self, ctx: CheckContext, check: CheckT) -> CheckResult | None:
+        """Called once when the stage's work is done; a result that is not ok fails the stage."""
+        return None
+
     def preview(self, ctx: CheckContext, check: CheckT) -> list[PreviewLine]:
         fields = check.model_dump(mode="json", exclude={"type", "name", "timeout"}, exclude_defaults=True)
         return [f"check {self.name}" + (f" {fields}" if fields else "")]

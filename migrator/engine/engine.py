@@ -117,31 +117,56 @@ class _Monitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"monitor-{stage.name}", daemon=True)
         self.rounds = 0
+        self.stores: list[dict[str, Any]] = [{} for _ in stage.monitor]
+        self._stopped = False
 
     def start(self) -> None:
         self.engine.emit(
             "monitor.start", stage=self.stage.name, checks=[c.display_name for c in self.stage.monitor]
         )
+        for check, store in zip(self.stage.monitor, self.stores, strict=True):
+            try:
+                self.engine.run_check(
+                    check,
+                    phase="monitor",
+                    stage=self.stage.name,
+                    journal=False,
+                    call="monitor_start",
+                    store=store,
+                )
+            except CheckFailed as exc:
+                self._fail(check, exc)
+                return
         self._thread.start()
+
+    def _fail(self, check: CheckBase, exc: CheckFailed) -> None:
+        self.error = exc
+        self.abort.set()
+        self.engine.emit(
+            "monitor.failed",
+            stage=self.stage.name,
+            check=check.display_name,
+            error=str(exc),
+            details=exc.details,
+        )
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                for check in self.stage.monitor:
+                for check, store in zip(self.stage.monitor, self.stores, strict=True):
                     if self._stop.is_set():
                         return
                     try:
-                        self.engine.run_check(check, phase="monitor", stage=self.stage.name, journal=False)
-                    except CheckFailed as exc:
-                        self.error = exc
-                        self.abort.set()
-                        self.engine.emit(
-                            "monitor.failed",
+                        self.engine.run_check(
+                            check,
+                            phase="monitor",
                             stage=self.stage.name,
-                            check=check.display_name,
-                            error=str(exc),
-                            details=exc.details,
+                            nodes=self.engine.wave_nodes,
+                            journal=False,
+                            store=store,
                         )
+                    except CheckFailed as exc:
+                        self._fail(check, exc)
                         return
                 self.rounds += 1
                 if self._stop.wait(self.interval):
@@ -153,13 +178,42 @@ class _Monitor:
             self.abort.set()
             logger.exception("monitor crashed")
 
-    def stop(self) -> None:
+    def stop(self) -> CheckFailed | None:
+        """Stop the rounds, let each check conclude (``monitor_stop``); the first failure, if any."""
+        if self._stopped:
+            return None
+        self._stopped = True
         self._stop.set()
-        self._thread.join(timeout=30)
-        with contextlib.suppress(SimulatedCrash):
-            self.engine.emit(
-                "monitor.end", stage=self.stage.name, rounds=self.rounds, aborted=self.abort.is_set()
-            )
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        final: CheckFailed | None = None
+        for check, store in zip(self.stage.monitor, self.stores, strict=True):
+            try:
+                self.engine.run_check(
+                    check,
+                    phase="monitor",
+                    stage=self.stage.name,
+                    journal=False,
+                    call="monitor_stop",
+                    store=store,
+                )
+            except CheckFailed as exc:
+                if final is None and not self.abort.is_set():
+                    final = exc
+                    self.engine.emit(
+                        "monitor.failed",
+                        stage=self.stage.name,
+                        check=check.display_name,
+                        error=str(exc),
+                        details=exc.details,
+                    )
+        self.engine.emit(
+            "monitor.end",
+            stage=self.stage.name,
+            rounds=self.rounds,
+            aborted=self.abort.is_set() or final is not None,
+        )
+        return final
 
 
 class Engine:
@@ -196,6 +250,7 @@ class Engine:
         self._cancel_seen = False
         self._attention: list[str] = []
         self._continue_rollback = False
+        self.wave_nodes: tuple[Node, ...] = ()
         self.log = logger.bind(run_id=self.run_id)
         if self.journal.repaired:
             self.emit("journal.repaired", detail=self.journal.repaired)
@@ -361,6 +416,11 @@ class Engine:
                 self._safe_point(monitor)
                 self.run_checks(stage.verify, phase="stage-verify", stage=stage.name, monitor=monitor)
             self._safe_point(monitor)
+            if monitor is not None:
+                ending, monitor = monitor, None
+                final = ending.stop()
+                if final is not None:
+                    raise final
         except SimulatedCrash:
             raise
         except Exception as exc:
@@ -386,6 +446,7 @@ class Engine:
         started = time.monotonic()
         try:
             nodes = [self._node(n) for n in names]
+            self.wave_nodes = tuple(nodes)
             stop = threading.Event()
             errors: list[BaseException] = []
             with ThreadPoolExecutor(
@@ -410,6 +471,7 @@ class Engine:
         except SimulatedCrash:
             raise
         except BaseException as exc:
+            self.wave_nodes = ()
             self.emit(
                 "wave.end",
                 stage=stage.name,
@@ -419,6 +481,7 @@ class Engine:
                 duration=round(time.monotonic() - started, 3),
             )
             raise
+        self.wave_nodes = ()
         self.emit(
             "wave.end",
             stage=stage.name,
@@ -735,7 +798,10 @@ class Engine:
         nodes: Sequence[Node] = (),
         monitor: _Monitor | None = None,
         journal: bool = True,
+        call: str = "run",
+        store: dict[str, Any] | None = None,
     ) -> CheckResult:
+        """Run one check (``call``: ``run``, ``monitor_start`` or ``monitor_stop``); CheckFailed if not ok."""
         name = check.display_name
         check_type = str(getattr(check, "type", ""))
         checker = get_check(check_type)
@@ -757,7 +823,17 @@ class Engine:
             deadline=time.monotonic() + check.timeout,
             scrub=self.scrub,
             emit=emit_sub,
+            store=store if store is not None else {},
         )
+
+        def evaluate() -> CheckResult:
+            if call == "monitor_start":
+                checker.monitor_start(ctx, check)
+                return CheckResult(True, "monitor started")
+            if call == "monitor_stop":
+                return checker.monitor_stop(ctx, check) or CheckResult(True, "monitor stopped")
+            return checker.run(ctx, check)
+
         fields = {
             "check": name,
             "check_type": check_type,
@@ -771,7 +847,7 @@ class Engine:
         interruptible = phase not in ("post-rollback", "monitor")
         try:
             result = self._call(
-                lambda: checker.run(ctx, check),
+                evaluate,
                 cancel,
                 ctx.deadline,
                 monitor if phase != "monitor" else None,

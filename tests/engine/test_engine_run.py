@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 from engine_helpers import SleepRecorder, events, make_plan, marker_names, of_type, run, state_json, touch
 
+from migrator.actions.context import CheckContext
 from migrator.adapters.fake import FakeCluster
+from migrator.checks import Checker, CheckResult
+from migrator.checks import base as checks_base
 from migrator.engine import EngineOptions, RunControl, RunStatus, apply_plan, rollback_run, source_from_plan
 from migrator.engine.lock import lock_path
 from migrator.errors import ExitCode, PlanError, TemporaryError
+from migrator.plan.models import NodesSchedulableCheck
 from migrator.ports import Target
 
 
@@ -463,3 +467,53 @@ def test_sampled_waves_are_recorded_at_stage_start(target: Target) -> None:
     assert sum(len(w) for w in waves) == 2 and all(len(w) == 1 for w in waves)
     again = run(plan, target)
     assert of_type(events(again), "stage.start")[0]["waves"] == waves  # the same seed, the same nodes
+
+
+class LifecycleCheck(Checker[NodesSchedulableCheck]):
+    """A stand-in for a continuous probe: started once, sampled each round, concluded at the end."""
+
+    def __init__(self, final_ok: bool) -> None:
+        self.final_ok = final_ok
+        self.calls: list[str] = []
+        self.nodes_seen: set[str] = set()
+
+    def monitor_start(self, ctx: CheckContext, check: NodesSchedulableCheck) -> None:
+        ctx.store["started"] = True
+        self.calls.append("start")
+
+    def run(self, ctx: CheckContext, check: NodesSchedulableCheck) -> CheckResult:
+        assert ctx.store.get("started")
+        self.nodes_seen.update(n.name for n in ctx.nodes)
+        if "run" not in self.calls:
+            self.calls.append("run")
+        return CheckResult(True, "fine")
+
+    def monitor_stop(self, ctx: CheckContext, check: NodesSchedulableCheck) -> CheckResult | None:
+        self.calls.append("stop")
+        return CheckResult(self.final_ok, "loss 0%" if self.final_ok else "loss 12% over the stage")
+
+
+@pytest.mark.parametrize("final_ok", [True, False])
+def test_monitor_lifecycle_and_a_failing_conclusion(
+    target: Target, monkeypatch: pytest.MonkeyPatch, final_ok: bool
+) -> None:
+    check = LifecycleCheck(final_ok)
+    monkeypatch.setitem(checks_base._CHECKS, "nodes.schedulable", check)
+    plan = make_plan(
+        [
+            per_node_stage(
+                max_unavailable=1,
+                nodes={"names": ["worker-1", "worker-2"]},
+                steps=[{"action": "demo.sleep", "args": {"duration": "100ms"}}],
+                monitor=[{"type": "nodes.schedulable", "name": "probe"}],
+            )
+        ]
+    )
+    result = run(plan, target, monitor_interval=0.01)
+    assert check.calls == ["start", "run", "stop"]
+    assert check.nodes_seen <= {"worker-1", "worker-2"} and check.nodes_seen
+    if final_ok:
+        assert result.status == RunStatus.SUCCEEDED
+    else:
+        assert result.status == RunStatus.FAILED_ROLLED_BACK
+        assert "loss 12% over the stage" in result.message
