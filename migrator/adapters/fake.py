@@ -380,6 +380,9 @@ def fake_target(
         state_file = Path(os.environ["MIGRATOR_FAKE_STATE"])
     count = int(os.environ.get("MIGRATOR_FAKE_NODES", nodes)) if state_file is not None else nodes
     cluster = FakeCluster.with_nodes(count, state_file=state_file)
+    if state_file is None:
+        # nothing survives the process anyway: let resume/rollback of a demo run find "the same" cluster
+        cluster.ident = "fake:in-memory"
     extras: dict[str, Any] = {}
     if markers_dir is not None:
         extras["markers_dir"] = str(markers_dir)

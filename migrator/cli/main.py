@@ -463,6 +463,11 @@ def run(argv: Sequence[str] | None = None) -> None:
         else:
             err.print(f"error: {exc}", markup=False)
         code = int(ExitCode.INVALID_INPUT)
+    except OSError as exc:  # the state folder or a file cannot be used: say which, no traceback
+        if debug:
+            err.print_exception()
+        err.print(f"error: {exc}", markup=False)
+        code = int(ExitCode.INVALID_INPUT)
     except KeyboardInterrupt:
         err.print("interrupted")
         code = int(ExitCode.INTERRUPTED)
