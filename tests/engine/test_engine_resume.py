@@ -283,3 +283,33 @@ def test_resume_of_a_needs_attention_run_continues_its_rollback(tmp_path: Path) 
     (run,) = list_runs()
     evs = read_journal(run.journal).events
     assert [e["type"] for e in evs].count("step.start") == 2  # nothing ran forward again
+
+
+def test_resume_after_a_failure_without_rollback_retries_the_failed_step(tmp_path: Path) -> None:
+    target = new_target(tmp_path)
+    cluster = target.cluster
+    assert isinstance(cluster, FakeCluster)
+    cluster.inject("set_schedulable", "worker-2", PermanentError("webhook down"), times=1)
+    plan = make_plan(
+        [
+            {
+                "name": "n",
+                "for_each": {"nodes": {"exclude_control_plane": True}},
+                "steps": [
+                    {"name": "cordon", "action": "node.cordon"},
+                    {"name": "uncordon", "action": "node.uncordon"},
+                ],
+            }
+        ],
+        rollback="never",
+    )
+    first = apply_plan(source_from_plan(plan), target, options=options())
+    assert first.status == RunStatus.FAILED_NOT_ROLLED_BACK
+    result = resume_run(first.run_id, target=target, options=options())  # the operator fixed the webhook
+    assert result.status == RunStatus.SUCCEEDED, result.message
+    (run,) = list_runs()
+    evs = read_journal(run.journal).events
+    starts = [e["key"] for e in evs if e["type"] == "step.start"]
+    assert starts.count("n/cordon@worker-1") == 1  # completed steps are not run again
+    assert starts.count("n/cordon@worker-2") == 2
+    assert all(n.schedulable for n in cluster.list_nodes())
