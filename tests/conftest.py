@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,12 +31,3 @@ def markers(tmp_path: Path) -> Path:
 def target(markers: Path) -> Target:
     """A fake target with 1 control plane and 3 workers; demo markers live in ``markers``."""
     return Target(name="fake", cluster=FakeCluster.with_nodes(4), extras={"markers_dir": str(markers)})
-
-
-def plan_data(stages: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "migrator/v1",
-        "kind": "Plan",
-        "metadata": {"name": spec.pop("name", "test")},
-        "spec": {"stages": stages, **spec},
-    }
