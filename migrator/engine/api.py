@@ -34,6 +34,7 @@ from migrator.engine.targets import open_target
 from migrator.errors import Location, PlanError, Problem, UsageError
 from migrator.fsutil import atomic_write_json, atomic_write_text
 from migrator.plan.models import CheckBase, Plan, StepBase
+from migrator.plan.source import read_yaml
 from migrator.ports import Node, Target
 
 ObserverFactory = Callable[[RunDir], Sequence[Observer]]
@@ -43,43 +44,79 @@ ObserverFactory = Callable[[RunDir], Sequence[Observer]]
 
 
 def validate_for_engine(plan: Plan, path: Path | None = None) -> None:
-    """Refuse a plan this build cannot run: unavailable actions/checks, node actions outside for_each."""
-    where = Location(str(path) if path else "<plan>")
-    problems: list[Problem] = []
+    """Refuse a plan this build cannot run: unavailable actions/checks, node actions outside for_each.
 
-    def check_step(step: StepBase, at: str, in_for_each: bool) -> None:
+    Problems point at the file, line and column when the plan file is given.
+    """
+    locate = _locator(path)
+    problems: list[Problem] = []
+    raw_stage = _raw_stage_indexes(path)
+
+    def check_step(step: StepBase, at: tuple[str | int, ...], in_for_each: bool) -> None:
         name = str(getattr(step, "action", ""))
         try:
             action = get_action(name)
         except PlanError as exc:
-            problems.append(Problem(where, f"{at}.action", str(exc)))
+            problems.append(Problem(locate((*at, "action")), _show((*at, "action")), str(exc)))
             return
         if action.needs_node and not in_for_each:
-            problems.append(
-                Problem(where, f"{at}.action", f"action {name!r} needs a node: use it in a for_each stage")
-            )
+            message = f"action {name!r} needs a node: use it in a for_each stage"
+            problems.append(Problem(locate((*at, "action")), _show((*at, "action")), message))
         if step.undo is not None:
-            check_step(step.undo, f"{at}.undo", in_for_each)
+            check_step(step.undo, (*at, "undo"), in_for_each)
 
-    def check_check(check: CheckBase, at: str) -> None:
+    def check_check(check: CheckBase, at: tuple[str | int, ...]) -> None:
         try:
             get_check(str(getattr(check, "type", "")))
         except PlanError as exc:
-            problems.append(Problem(where, f"{at}.type", str(exc)))
+            problems.append(Problem(locate((*at, "type")), _show((*at, "type")), str(exc)))
 
     for i, check in enumerate(plan.spec.preflight):
-        check_check(check, f"preflight[{i}]")
+        check_check(check, ("spec", "preflight", i))
     for i, check in enumerate(plan.spec.verify):
-        check_check(check, f"verify[{i}]")
+        check_check(check, ("spec", "verify", i))
     for s, stage in enumerate(plan.spec.stages):
+        at: tuple[str | int, ...] = ("spec", "stages", raw_stage.get(stage.name, s))
         for i, step in enumerate(stage.steps):
-            check_step(step, f"stages[{s}].steps[{i}]", stage.for_each is not None)
+            check_step(step, (*at, "steps", i), stage.for_each is not None)
         for i, check in enumerate(stage.verify):
-            check_check(check, f"stages[{s}].verify[{i}]")
+            check_check(check, (*at, "verify", i))
         for i, check in enumerate(stage.monitor):
-            check_check(check, f"stages[{s}].monitor[{i}]")
+            check_check(check, (*at, "monitor", i))
     if problems:
         raise PlanError("", problems)
+
+
+def _show(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path[1:] if path and path[0] == "spec" else path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _locator(path: Path | None) -> Callable[[tuple[str | int, ...]], Location]:
+    if path is None or not path.is_file():
+        name = str(path) if path else "<plan>"
+        return lambda at: Location(name)
+    try:
+        _, smap = read_yaml(path.read_text(), str(path))
+    except (PlanError, OSError, UnicodeDecodeError):
+        return lambda at: Location(str(path))
+    return smap.value
+
+
+def _raw_stage_indexes(path: Path | None) -> dict[str, int]:
+    """Stage name -> index in the file (disabled stages are left out of the loaded plan)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data, _ = read_yaml(path.read_text(), str(path))
+    except (PlanError, OSError, UnicodeDecodeError):
+        return {}
+    stages = (data.get("spec") or {}).get("stages") if isinstance(data, dict) else None
+    if not isinstance(stages, list):
+        return {}
+    return {str(st.get("name")): i for i, st in enumerate(stages) if isinstance(st, dict)}
 
 
 # ---------------------------------------------------------------------------------------- apply

@@ -19,7 +19,7 @@ from migrator.actions.context import StepContext
 from migrator.adapters.fake import FakeCluster, fake_target
 from migrator.checks import load_builtins as load_checks
 from migrator.checks import registered_checks, unavailable_checks
-from migrator.engine import EngineOptions, apply_plan, dry_run, source_from_plan
+from migrator.engine import EngineOptions, apply_plan, dry_run, load_plan_file, source_from_plan
 from migrator.engine.journal import Journal, JournalError, Scrubber, read_journal
 from migrator.engine.lock import TargetLock, lock_path, read_lock
 from migrator.engine.observers import PlainObserver, RichObserver, dry_run_tree
@@ -375,3 +375,19 @@ def test_observers_render_a_whole_run(target: Target, tmp_path: Path) -> None:
     assert "node-worker-1" in tree.file.getvalue()  # type: ignore[attr-defined]
     log = (result.run_dir / "migrator.log.jsonl").read_text().splitlines()
     assert json.loads(log[0])["record"]["extra"]["event"]["type"] == "run.start"
+
+
+def test_unavailable_actions_are_located_in_the_plan_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "apiVersion: migrator/v1\nkind: Plan\nmetadata: {name: p}\nspec:\n  stages:\n"
+        "    - name: off\n      enabled: false\n      steps: [{action: demo.sleep, args: {duration: 1s}}]\n"
+        "    - name: s\n      steps:\n        - action: ansible.playbook\n          args: {playbook: x.yml}\n"
+    )
+    source = load_plan_file(path)
+    with pytest.raises(PlanError) as info:
+        dry_run(source, fake_target())
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}:11:19: stages[1].steps[0].action: action 'ansible.playbook' is not available yet:"
+        " the Ansible node executor is being built (issue 'Ansible actions')"
+    ]
