@@ -208,6 +208,12 @@ def _reload_source(
             )
     secret = list(meta.get("secret_params") or [])
     overridden = set(meta.get("overrides") or [])
+    not_secret = sorted(set(overrides) - set(secret))
+    if not_secret:
+        raise UsageError(
+            f"--set {', '.join(not_secret)}: a run goes on with the parameters it started with;"
+            " --set here only gives secret parameters again"
+        )
     if secret and (path is None or not path.exists()):
         raise UsageError(
             f"run {rundir.run_id} used secret parameters {secret} and its plan file {path} is gone;"

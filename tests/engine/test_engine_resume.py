@@ -313,3 +313,10 @@ def test_resume_after_a_failure_without_rollback_retries_the_failed_step(tmp_pat
     assert starts.count("n/cordon@worker-1") == 1  # completed steps are not run again
     assert starts.count("n/cordon@worker-2") == 2
     assert all(n.schedulable for n in cluster.list_nodes())
+
+
+def test_resume_refuses_new_values_for_ordinary_parameters(tmp_path: Path) -> None:
+    target = new_target(tmp_path)
+    run_id = _crash(target, crash_plan(), 10)
+    with pytest.raises(UsageError, match="parameters it started with"):
+        resume_run(run_id, target=target, options=options(), overrides={"pause": "1s"})
