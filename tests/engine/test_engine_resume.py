@@ -320,3 +320,27 @@ def test_resume_refuses_new_values_for_ordinary_parameters(tmp_path: Path) -> No
     run_id = _crash(target, crash_plan(), 10)
     with pytest.raises(UsageError, match="parameters it started with"):
         resume_run(run_id, target=target, options=options(), overrides={"pause": "1s"})
+
+
+def test_resume_of_a_run_with_a_secret_asks_for_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "secret.yaml"
+    path.write_text(
+        "apiVersion: migrator/v1\nkind: Plan\nmetadata: {name: p}\nspec:\n"
+        "  params:\n    token: {type: string, default: '', secret: true}\n  stages:\n"
+        "    - name: s\n      steps:\n"
+        "        - {name: a, action: demo.touch, args: {marker: 'a-${{ params.token }}'}}\n"
+        "        - {name: b, action: demo.touch, args: {marker: b}}\n"
+    )
+    target = new_target(tmp_path)
+    with pytest.raises(SimulatedCrash):
+        apply_plan(load_plan_file(path, {"token": "t0ps3cret"}), target, options=options(crash_after=8))
+    (run,) = list_runs()
+    assert "t0ps3cret" not in run.journal.read_text()
+    with pytest.raises(UsageError, match="give them again with --set"):
+        resume_run(run.run_id, target=target, options=options())
+    result = resume_run(run.run_id, target=target, options=options(), overrides={"token": "t0ps3cret"})
+    assert result.status == RunStatus.SUCCEEDED, result.message
+    assert marker_names(Path(target.extras["markers_dir"])) == {"a-t0ps3cret", "b"}
+    for file in run.path.rglob("*"):
+        if file.is_file():
+            assert "t0ps3cret" not in file.read_text(errors="replace"), file
