@@ -81,7 +81,8 @@ def _setup_logging(verbose: int) -> None:
         sys.stderr,
         level=level,
         format="<level>{level: <8}</level> {message}",
-        filter=lambda record: "event" not in record["extra"],  # journal events have their own observers
+        # journal events have their own observers; -vv shows them on stderr too
+        filter=(lambda record: True) if verbose >= 2 else (lambda record: "event" not in record["extra"]),
         colorize=None,
     )
 
@@ -434,9 +435,20 @@ _register_subapps()
 # ------------------------------------------------------------------------------------------ entry point
 
 
+_GLOBAL_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "--debug")
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """Let ``-v``/``--debug`` also follow the command (``migrator apply plan.yaml -v``)."""
+    if "--" in args:
+        return args
+    flags = [a for a in args if a in _GLOBAL_FLAGS]
+    return flags + [a for a in args if a not in _GLOBAL_FLAGS]
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: exit codes from :class:`ExitCode`; no tracebacks without ``--debug``."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     _setup_logging(0)
     started = time.monotonic()

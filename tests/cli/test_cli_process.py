@@ -372,3 +372,11 @@ def test_second_sigint_stops_the_rollback_needs_attention(
     done = cli(env, "rollback", run_id)
     assert done.returncode == 0, done.stderr
     assert "a" not in markers(tmp_path)
+
+
+def test_verbose_and_debug_may_follow_the_command(env: dict[str, str]) -> None:
+    result = cli(env, "plan", str(HELLO), "--target", "fake", "-o", "json", "-vv")
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)
+    missing = cli(env, "status", "nope", "--debug")
+    assert missing.returncode == 2 and "Traceback" in missing.stderr
