@@ -105,7 +105,7 @@ class NodeSelector(Model):
     @model_validator(mode="after")
     def _count_xor_percent(self) -> NodeSelector:
         if self.count is not None and self.percent is not None:
-            raise ValueError("give either count or percent, not both")
+            raise ValueError("percent: give either count or percent, not both")
         return self
 
 
@@ -114,13 +114,23 @@ class ForEachNodes(Model):
     order: NodeOrder = NodeOrder.WORKERS_FIRST
     max_unavailable: int | Percentage = Field(1, description="Wave size: a node count or a percentage")
 
+    @field_validator("max_unavailable", mode="before")
+    @classmethod
+    def _count_or_percentage(cls, value: Any) -> Any:
+        # one clear message instead of one per branch of the union
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and value.strip().endswith("%"))
+        ):
+            raise ValueError("expected a node count like 2 or a percentage like 25%")
+        return value
+
     @field_validator("max_unavailable")
     @classmethod
     def _positive(cls, value: int | float) -> int | float:
         if isinstance(value, int) and value < 1:
-            raise ValueError("max_unavailable must be at least 1")
+            raise ValueError("must be at least 1")
         if isinstance(value, float) and value <= 0:
-            raise ValueError("max_unavailable must be more than 0%")
+            raise ValueError("must be more than 0%")
         return value
 
 
@@ -141,9 +151,9 @@ class StepBase(Model):
     @model_validator(mode="after")
     def _undo_is_flat(self) -> StepBase:
         if self.undo is not None and self.undo.undo is not None:
-            raise ValueError("an undo step cannot have an undo of its own")
+            raise ValueError("undo.undo: an undo step cannot have an undo of its own")
         if self.undo is not None and self.no_undo:
-            raise ValueError("give either undo or no_undo, not both")
+            raise ValueError("no_undo: give either undo or no_undo, not both")
         return self
 
 
@@ -358,18 +368,24 @@ class Stage(Model):
     monitor: list[Check] = Field(default_factory=list)
     on_failure: FailurePolicy = FailurePolicy.ABORT
     approval: bool = Field(False, description="Ask for confirmation on a TTY before the stage")
+    enabled: bool = Field(
+        True,
+        description="A disabled stage is validated, then left out of the loaded plan;"
+        " use a boolean param: enabled: ${{ params.NAME }}",
+    )
 
     @model_validator(mode="after")
     def _unique_step_names(self) -> Stage:
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for index, step in enumerate(self.steps):
             name = step.display_name
             if name in seen:
+                field = "name" if step.name else "action"
                 raise ValueError(
-                    f"steps[{index}]: step name {name!r} is used twice in stage {self.name!r};"
-                    " give the steps distinct names"
+                    f"steps[{index}].{field}: duplicate step name {name!r} in stage {self.name!r}"
+                    f" (also steps[{seen[name]}]); give the steps distinct names"
                 )
-            seen.add(name)
+            seen[name] = index
         return self
 
 
@@ -389,11 +405,14 @@ class Spec(Model):
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> Spec:
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for index, stage in enumerate(self.stages):
             if stage.name in seen:
-                raise ValueError(f"stages[{index}].name: stage name {stage.name!r} is used twice")
-            seen.add(stage.name)
+                raise ValueError(
+                    f"stages[{index}].name: duplicate stage name {stage.name!r}"
+                    f" (also stages[{seen[stage.name]}])"
+                )
+            seen[stage.name] = index
         return self
 
 

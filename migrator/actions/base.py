@@ -1,0 +1,128 @@
+"""Actions: the registry and the base class.
+
+An action is registered under the same name as the plan's ``action`` literal::
+
+    from migrator.actions.base import Action, register_action
+
+    @register_action("demo.touch")
+    class Touch(Action[DemoTouchArgs]):
+        def do(self, ctx, args): ...
+        def undo(self, ctx, args, result): ...
+        def preview(self, ctx, args): return [f"create marker {args.marker}"]
+
+``do`` and ``undo`` must both be idempotent: the engine re-runs ``do`` after a crash and runs ``undo``
+for a step whose ``do`` failed or was interrupted half-way. ``prepare`` (optional) snapshots the state
+before the first attempt; the engine records it in the journal and hands it back as ``ctx.prepared``.
+Raise :class:`~migrator.errors.TemporaryError` to be retried, anything else to fail the step.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from migrator.actions.context import PreviewLine, StepContext
+from migrator.errors import PlanError
+
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
+
+
+class Action(ABC, Generic[ArgsT]):
+    name: ClassVar[str] = ""
+    needs_node: ClassVar[bool] = False
+    """True: the action only makes sense in a ``for_each: nodes`` stage (``ctx.node`` is set)."""
+
+    def prepare(self, ctx: StepContext, args: ArgsT) -> Any:
+        """Snapshot of what ``undo`` needs to restore, taken once before the first attempt."""
+        return None
+
+    @abstractmethod
+    def do(self, ctx: StepContext, args: ArgsT) -> Any:
+        """Make the change; return a JSON-able result (recorded in the journal) or ``None``."""
+
+    @abstractmethod
+    def undo(self, ctx: StepContext, args: ArgsT, result: Any) -> None:
+        """Compensate ``do``. ``result`` is ``do``'s result, or ``None`` when ``do`` did not finish."""
+
+    @abstractmethod
+    def preview(self, ctx: StepContext, args: ArgsT) -> list[PreviewLine]:
+        """What ``do`` would do, with its exact arguments or commands; changes nothing."""
+
+    def undo_preview(self, ctx: StepContext, args: ArgsT) -> list[PreviewLine]:
+        return []
+
+
+_ACTIONS: dict[str, Action[Any]] = {}
+_UNAVAILABLE: dict[str, str] = {}
+
+A = TypeVar("A", bound=type[Action[Any]])
+
+
+def register_action(name: str) -> Callable[[A], A]:
+    """Class decorator: register an instance of the class under ``name`` (replaces an unavailable one)."""
+
+    def decorator(cls: A) -> A:
+        cls.name = name
+        _ACTIONS[name] = cls()
+        _UNAVAILABLE.pop(name, None)
+        return cls
+
+    return decorator
+
+
+def mark_unavailable(name: str, reason: str) -> None:
+    """Declare an action the plan language knows but this build does not implement yet."""
+    if name not in _ACTIONS:
+        _UNAVAILABLE[name] = reason
+
+
+def unavailable_actions() -> dict[str, str]:
+    load_builtins()
+    return dict(_UNAVAILABLE)
+
+
+def registered_actions() -> dict[str, Action[Any]]:
+    load_builtins()
+    return dict(_ACTIONS)
+
+
+# modules that register actions when they exist; each may be missing while others build it
+OPTIONAL_MODULES = ("migrator.actions.ansible", "migrator.actions.faults")
+
+NOT_YET = {
+    "ansible.playbook": "the Ansible node executor is being built (issue 'Ansible actions')",
+}
+
+_loaded = False
+
+
+def load_builtins() -> None:
+    """Register the built-in actions and the optional ones that are installed. Idempotent."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name, reason in NOT_YET.items():
+        mark_unavailable(name, reason)
+    importlib.import_module("migrator.actions.demo")
+    importlib.import_module("migrator.actions.node")
+    for module in OPTIONAL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def get_action(name: str) -> Action[Any]:
+    """The action registered under ``name``; PlanError when unknown or not available yet."""
+    load_builtins()
+    if name in _ACTIONS:
+        return _ACTIONS[name]
+    if name in _UNAVAILABLE:
+        raise PlanError(f"action {name!r} is not available yet: {_UNAVAILABLE[name]}")
+    raise PlanError(f"unknown action {name!r}")

@@ -1,0 +1,395 @@
+"""An in-memory fake target: :class:`FakeCluster` and :func:`fake_target`.
+
+Used by the tests and by ``--target fake`` (demos). Thread-safe. With ``state_file`` (or the
+``MIGRATOR_FAKE_STATE`` environment variable through :func:`fake_target`) the cluster is backed by a
+JSON file, re-read before and written atomically after every operation, so that a killed process and
+the ``resume`` that follows see the same cluster.
+
+Fault injection: ``cluster.inject("drain_node", node="worker-1", error=TemporaryError("boom"), times=2)``
+makes the next two drains of worker-1 raise; ``times=-1`` means forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from migrator.errors import MigratorError, PermanentError, StepFailed, TemporaryError
+from migrator.fsutil import atomic_write_json
+from migrator.ports import CONTROL_PLANE_ROLE, DrainResult, Node, Pod, Service, ServicePort, Target
+
+_ERRORS: dict[str, type[MigratorError]] = {
+    "temporary": TemporaryError,
+    "permanent": PermanentError,
+    "step": StepFailed,
+}
+
+
+@dataclass
+class Fault:
+    op: str
+    node: str | None
+    error: MigratorError
+    times: int = 1  # -1: forever
+
+
+@dataclass
+class FakeCluster:
+    nodes: dict[str, Node] = field(default_factory=dict)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    state_file: Path | None = None
+    ident: str = field(default_factory=lambda: f"fake-{uuid.uuid4().hex[:8]}")
+    faults: list[Fault] = field(default_factory=list)
+    calls: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        if self.state_file is not None:
+            if self.state_file.exists():
+                self._load()
+            else:
+                self._save()
+
+    # ------------------------------------------------------------------------------- construction
+
+    @classmethod
+    def with_nodes(
+        cls,
+        count: int = 4,
+        *,
+        control_planes: int = 1,
+        pods_per_node: int = 2,
+        state_file: Path | None = None,
+    ) -> FakeCluster:
+        nodes: dict[str, Node] = {}
+        for i in range(count):
+            cp = i < control_planes
+            name = f"cp-{i + 1}" if cp else f"worker-{i - control_planes + 1}"
+            labels = {"kubernetes.io/hostname": name}
+            if cp:
+                labels["node-role.kubernetes.io/control-plane"] = ""
+            else:
+                labels["node-role.kubernetes.io/worker"] = ""
+            nodes[name] = Node(
+                name=name,
+                address=f"198.18.0.{10 + i}",
+                roles=frozenset({CONTROL_PLANE_ROLE} if cp else {"worker"}),
+                labels=labels,
+                pod_cidr=f"10.244.{i}.0/24",
+                cni="flannel",
+            )
+        pods: dict[str, Pod] = {}
+        n = 0
+        for node in nodes.values():
+            if node.is_control_plane:
+                continue
+            for _ in range(pods_per_node):
+                n += 1
+                pod = Pod(
+                    name=f"web-{n}",
+                    namespace="default",
+                    node=node.name,
+                    ip=None,
+                    labels={"app": "web"},
+                    owner="web",
+                    ports=(8080,),
+                )
+                pods[pod.key] = pod
+        services = {
+            "default/web": Service(
+                name="web",
+                namespace="default",
+                cluster_ip="10.96.0.10",
+                ports=(ServicePort(80, 8080),),
+                selector={"app": "web"},
+            )
+        }
+        cluster = cls(nodes=nodes, pods=pods, services=services)
+        cluster._reassign_ips()
+        if state_file is not None:
+            cluster.state_file = state_file
+            if state_file.exists():
+                cluster._load()
+            else:
+                cluster._save()
+        return cluster
+
+    # -------------------------------------------------------------------------------- persistence
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identity": self.ident,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "address": n.address,
+                    "roles": sorted(n.roles),
+                    "labels": dict(n.labels),
+                    "schedulable": n.schedulable,
+                    "pod_cidr": n.pod_cidr,
+                    "cni": n.cni,
+                }
+                for n in self.nodes.values()
+            ],
+            "pods": [
+                {
+                    "name": p.name,
+                    "namespace": p.namespace,
+                    "node": p.node,
+                    "ip": p.ip,
+                    "labels": dict(p.labels),
+                    "owner": p.owner,
+                    "host_network": p.host_network,
+                    "ports": list(p.ports),
+                    "ready": p.ready,
+                }
+                for p in self.pods.values()
+            ],
+            "services": [
+                {
+                    "name": s.name,
+                    "namespace": s.namespace,
+                    "cluster_ip": s.cluster_ip,
+                    "ports": [[p.port, p.target_port, p.protocol, p.name, p.node_port] for p in s.ports],
+                    "selector": dict(s.selector),
+                }
+                for s in self.services.values()
+            ],
+        }
+
+    def state(self) -> dict[str, Any]:
+        """Comparable view of the cluster (nodes and which node each pod is on), for tests."""
+        with self._lock:
+            self._refresh()
+            return {
+                "nodes": {
+                    n.name: {"schedulable": n.schedulable, "labels": dict(sorted(n.labels.items()))}
+                    for n in sorted(self.nodes.values(), key=lambda n: n.name)
+                },
+                "pods": {k: p.node for k, p in sorted(self.pods.items())},
+            }
+
+    def _load(self) -> None:
+        assert self.state_file is not None
+        data = json.loads(self.state_file.read_text())
+        self.ident = data["identity"]
+        self.nodes = {
+            d["name"]: Node(
+                name=d["name"],
+                address=d["address"],
+                roles=frozenset(d["roles"]),
+                labels=dict(d["labels"]),
+                schedulable=d["schedulable"],
+                pod_cidr=d.get("pod_cidr"),
+                cni=d.get("cni"),
+            )
+            for d in data["nodes"]
+        }
+        self.pods = {}
+        for d in data["pods"]:
+            pod = Pod(
+                name=d["name"],
+                namespace=d["namespace"],
+                node=d["node"],
+                ip=d["ip"],
+                labels=d["labels"],
+                owner=d["owner"],
+                host_network=d["host_network"],
+                ports=tuple(d["ports"]),
+                ready=d["ready"],
+            )
+            self.pods[pod.key] = pod
+        self.services = {}
+        for d in data["services"]:
+            svc = Service(
+                name=d["name"],
+                namespace=d["namespace"],
+                cluster_ip=d["cluster_ip"],
+                ports=tuple(ServicePort(p[0], p[1], p[2], p[3], p[4]) for p in d["ports"]),
+                selector=d["selector"],
+            )
+            self.services[f"{svc.namespace}/{svc.name}"] = svc
+
+    def _refresh(self) -> None:
+        if self.state_file is not None and self.state_file.exists():
+            self._load()
+
+    def _save(self) -> None:
+        if self.state_file is not None:
+            atomic_write_json(self.state_file, self.to_json())
+
+    # --------------------------------------------------------------------------------------- faults
+
+    def inject(
+        self, op: str, node: str | None = None, error: MigratorError | None = None, times: int = 1
+    ) -> None:
+        """Make the next ``times`` calls of ``op`` (on ``node``, or any node) raise ``error``."""
+        with self._lock:
+            self.faults.append(
+                Fault(op, node, error or StepFailed(f"injected fault in {op}", node=node), times)
+            )
+
+    def _call(self, op: str, node: str | None = None) -> None:
+        self.calls.append((op, node))
+        for fault in self.faults:
+            if fault.op == op and (fault.node is None or fault.node == node) and fault.times != 0:
+                if fault.times > 0:
+                    fault.times -= 1
+                raise fault.error
+
+    # ------------------------------------------------------------------------------- Cluster port
+
+    def identity(self) -> str:
+        with self._lock:
+            self._refresh()
+            return self.ident
+
+    def list_nodes(self) -> list[Node]:
+        with self._lock:
+            self._refresh()
+            self._call("list_nodes")
+            return sorted(self.nodes.values(), key=lambda n: n.name)
+
+    def get_node(self, name: str) -> Node:
+        with self._lock:
+            self._refresh()
+            self._call("get_node", name)
+            try:
+                return self.nodes[name]
+            except KeyError:
+                raise PermanentError(f"node {name!r} not found in the cluster") from None
+
+    def label_node(self, name: str, labels: Mapping[str, str | None]) -> None:
+        with self._lock:
+            self._refresh()
+            self._call("label_node", name)
+            node = self._node(name)
+            new = dict(node.labels)
+            for key, value in labels.items():
+                if value is None:
+                    new.pop(key, None)
+                else:
+                    new[key] = value
+            self.nodes[name] = replace(node, labels=new)
+            self._save()
+
+    def set_schedulable(self, name: str, schedulable: bool) -> None:
+        with self._lock:
+            self._refresh()
+            self._call("set_schedulable", name)
+            self.nodes[name] = replace(self._node(name), schedulable=schedulable)
+            self._save()
+
+    def drain_node(self, name: str, *, timeout: float, cancel: threading.Event | None = None) -> DrainResult:
+        with self._lock:
+            self._refresh()
+            self._call("drain_node", name)
+            self.nodes[name] = replace(self._node(name), schedulable=False)
+            targets = sorted(
+                n.name
+                for n in self.nodes.values()
+                if n.schedulable and n.name != name and not n.is_control_plane
+            )
+            evicted: list[str] = []
+            skipped: list[str] = []
+            for i, pod in enumerate(
+                sorted((p for p in self.pods.values() if p.node == name), key=lambda p: p.key)
+            ):
+                if pod.host_network or not targets:
+                    skipped.append(pod.key)
+                    continue
+                self.pods[pod.key] = replace(pod, node=targets[i % len(targets)])
+                evicted.append(pod.key)
+            self._reassign_ips()
+            self._save()
+            return DrainResult(node=name, evicted=tuple(evicted), skipped=tuple(skipped))
+
+    def list_pods(self, namespace: str | None = None, node: str | None = None) -> list[Pod]:
+        with self._lock:
+            self._refresh()
+            return [
+                p
+                for p in sorted(self.pods.values(), key=lambda p: p.key)
+                if (namespace is None or p.namespace == namespace) and (node is None or p.node == node)
+            ]
+
+    def list_services(self, namespace: str | None = None) -> list[Service]:
+        with self._lock:
+            self._refresh()
+            return [s for s in self.services.values() if namespace is None or s.namespace == namespace]
+
+    def restart_pods(self, node: str) -> list[str]:
+        with self._lock:
+            self._refresh()
+            self._call("restart_pods", node)
+            self._node(node)
+            restarted = [p.key for p in self.pods.values() if p.node == node and not p.host_network]
+            self._save()
+            return sorted(restarted)
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def _node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise PermanentError(f"node {name!r} not found in the cluster") from None
+
+    def _reassign_ips(self) -> None:
+        per_node: dict[str, int] = {}
+        for key in sorted(self.pods):
+            pod = self.pods[key]
+            node = self.nodes.get(pod.node)
+            if node is None or node.pod_cidr is None:
+                continue
+            per_node[pod.node] = per_node.get(pod.node, 0) + 1
+            base = node.pod_cidr.split("/")[0].rsplit(".", 1)[0]
+            self.pods[key] = replace(pod, ip=f"{base}.{per_node[pod.node] + 1}")
+        for key, svc in list(self.services.items()):
+            endpoints = tuple(
+                f"{p.ip}:{svc.ports[0].target_port if svc.ports else 0}"
+                for p in sorted(self.pods.values(), key=lambda p: p.key)
+                if p.ip and all(p.labels.get(k) == v for k, v in svc.selector.items())
+            )
+            self.services[key] = replace(svc, endpoints=endpoints)
+
+
+class FakeExecutor:
+    """A node executor that records requests and reports success (no Ansible)."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        self.hosts = hosts
+        self.requests: list[Any] = []
+
+    def inventory_hosts(self) -> list[str]:
+        return list(self.hosts)
+
+
+def fake_target(
+    nodes: int = 4, *, state_file: Path | None = None, name: str = "fake", markers_dir: Path | None = None
+) -> Target:
+    """A :class:`Target` over a :class:`FakeCluster`; ``state_file`` defaults to ``$MIGRATOR_FAKE_STATE``."""
+    if state_file is None and os.environ.get("MIGRATOR_FAKE_STATE"):
+        state_file = Path(os.environ["MIGRATOR_FAKE_STATE"])
+    count = int(os.environ.get("MIGRATOR_FAKE_NODES", nodes)) if state_file is not None else nodes
+    cluster = FakeCluster.with_nodes(count, state_file=state_file)
+    if state_file is None:
+        # nothing survives the process anyway: let resume/rollback of a demo run find "the same" cluster
+        cluster.ident = "fake:in-memory"
+    extras: dict[str, Any] = {}
+    if markers_dir is not None:
+        extras["markers_dir"] = str(markers_dir)
+    elif state_file is not None:
+        extras["markers_dir"] = str(state_file.parent / f"{state_file.stem}.markers")
+    return Target(name=name, cluster=cluster, extras=extras)
+
+
+def error_from_name(kind: str, message: str) -> MigratorError:
+    return _ERRORS.get(kind, StepFailed)(message)

@@ -1,0 +1,491 @@
+"""``migrator``: apply, plan, validate, schema, runs, status, resume, rollback (+ sub-apps when present).
+
+:func:`run` is the console-script entry point: it maps :class:`~migrator.errors.MigratorError` to the
+documented exit codes (0 ok, 1 failed and rolled back, 2 invalid input, 3 needs attention, 130
+interrupted) and never shows a traceback for our own errors unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from loguru import logger
+from rich.console import Console
+from rich.table import Table
+
+from migrator import __version__
+from migrator.engine import (
+    EngineOptions,
+    RunControl,
+    RunResult,
+    apply_plan,
+    load_plan_file,
+    open_target,
+    resume_run,
+    rollback_run,
+    validate_for_engine,
+)
+from migrator.engine import dry_run as make_dry_run
+from migrator.engine.journal import read_journal
+from migrator.engine.lock import pid_alive
+from migrator.engine.observers import console_observer, describe, dry_run_tree
+from migrator.engine.planio import parse_overrides
+from migrator.engine.rundir import RunDir, find_run, list_runs
+from migrator.engine.state import SagaState
+from migrator.errors import ExitCode, MigratorError, PlanError, UsageError
+
+app = typer.Typer(
+    name="migrator",
+    help="Plan-driven, verified and reversible network changes for Kubernetes clusters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_WIDTH = None if sys.stdout.isatty() else 200
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# sub-apps other modules add: (command name, module with a typer ``app``)
+SUBAPPS: tuple[tuple[str, str], ...] = (
+    ("lab", "migrator.cli.lab"),
+    ("nodes", "migrator.cli.nodes"),
+    ("verify", "migrator.cli.verify"),
+    ("faults", "migrator.cli.faults"),
+    ("report", "migrator.cli.report"),
+)
+
+
+class Output(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def _setup_logging(verbose: int) -> None:
+    level = "WARNING" if verbose <= 0 else "INFO" if verbose == 1 else "DEBUG"
+    logger.remove()
+    logger.add(
+        sys.stderr,
+        level=level,
+        format="<level>{level: <8}</level> {message}",
+        # journal events have their own observers; -vv shows them on stderr too
+        filter=(lambda record: True) if verbose >= 2 else (lambda record: "event" not in record["extra"]),
+        colorize=None,
+    )
+
+
+@app.callback()
+def main_callback(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More logs on stderr (-vv: debug)")
+    ] = 0,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+) -> None:
+    """Plan-driven, verified and reversible network changes for Kubernetes clusters."""
+    _setup_logging(verbose)
+    if version:
+        out.print(f"migrator {__version__}")
+        raise typer.Exit(0)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        "--target", "-t", help="lab, kube or fake (optionally KIND:NAME); default $MIGRATOR_TARGET or lab"
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a plan parameter: NAME=VALUE (repeatable)")
+]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
+
+
+def _default_target() -> str:
+    return os.environ.get("MIGRATOR_TARGET", "lab")
+
+
+@contextlib.contextmanager
+def _signals(control: RunControl) -> Iterator[None]:
+    """SIGINT/SIGTERM once: cancel (roll back per policy); twice: stop the rollback too."""
+    count = 0
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal count
+        count += 1
+        name = signal.Signals(signum).name
+        if count == 1:
+            control.cancel.set()
+            err.print(
+                f"[yellow]{name}: stopping at the next safe point, then rolling back per the plan's policy"
+                " (send it again to stop the rollback too)[/]"
+            )
+        else:
+            control.cancel.set()
+            control.stop_rollback.set()
+            err.print(
+                f"[red]{name} again: stopping the rollback at the next safe point;"
+                " the run will need attention[/]"
+            )
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _observers(output: Output) -> Any:
+
+    if output == Output.JSON:
+        return None
+    return lambda rundir: [console_observer()]
+
+
+def _finish(result: RunResult, output: Output) -> None:
+    if output == Output.JSON:
+        out.print_json(json.dumps(result.to_json()))
+    else:
+        style = {0: "green", 1: "yellow", 3: "red", 130: "yellow"}.get(int(result.exit_code), "red")
+        err.print(f"[{style}]{result.status}[/]: {result.message}", markup=True)
+        err.print(f"run folder: {result.run_dir}")
+    raise typer.Exit(int(result.exit_code))
+
+
+def _print_dry_run(report: dict[str, Any], output: Output) -> None:
+
+    if output == Output.JSON:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        out.print(dry_run_tree(report))
+
+
+def _confirm(question: str) -> bool:
+    return bool(typer.confirm(question, default=False))
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+@app.command("apply")
+def apply_cmd(  # noqa: PLR0917 - typer maps parameters to options
+    plan: Annotated[Path, typer.Argument(help="The plan file")],
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what would be done; change nothing (no lock, no run folder)"),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    target: TargetOpt = "",
+    set_: SetOpt = None,
+    output: OutputOpt = Output.TEXT,
+    force_unlock: Annotated[
+        str | None, typer.Option("--force-unlock", metavar="RUN", help="Take over the stale lock of run RUN")
+    ] = None,
+) -> None:
+    """Run a plan against a target (preview, confirm, run, verify; roll back on failure)."""
+
+    spec = target or _default_target()
+    source = load_plan_file(plan, parse_overrides(set_ or []))
+    tgt = open_target(spec)
+    if dry_run:
+        _print_dry_run(make_dry_run(source, tgt, target_spec=spec), output)
+        raise typer.Exit(0)
+    interactive = sys.stdin.isatty()
+    if not yes:
+        if not interactive:
+            raise UsageError("apply changes the target: pass --yes to confirm (there is no TTY to ask on)")
+        _print_dry_run(make_dry_run(source, tgt, target_spec=spec), Output.TEXT)
+        if not _confirm(f"Apply plan {source.plan.metadata.name!r} to target {spec!r}?"):
+            err.print("not applied")
+            raise typer.Exit(int(ExitCode.FAILED_ROLLED_BACK))
+    control = RunControl()
+    options = EngineOptions(
+        approve=None if yes or not interactive else (lambda stage: _confirm(f"Start stage {stage!r}?"))
+    )
+    with _signals(control):
+        result = apply_plan(
+            source,
+            tgt,
+            target_spec=spec,
+            observers=_observers(output),
+            control=control,
+            options=options,
+            force_unlock=force_unlock,
+        )
+    _finish(result, output)
+
+
+@app.command("plan")
+def plan_cmd(
+    plan: Annotated[Path, typer.Argument(help="The plan file")],
+    target: TargetOpt = "",
+    set_: SetOpt = None,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Dry run: which nodes, in which waves, which actions with which arguments, which checks."""
+
+    spec = target or _default_target()
+    source = load_plan_file(plan, parse_overrides(set_ or []))
+    _print_dry_run(make_dry_run(source, open_target(spec), target_spec=spec), output)
+
+
+@app.command("validate")
+def validate_cmd(
+    plans: Annotated[list[Path], typer.Argument(help="Plan files")],
+    set_: SetOpt = None,
+) -> None:
+    """Validate plan files: exit 0 when all are valid, 2 otherwise."""
+    from migrator.cli import plan_cmds  # noqa: PLC0415
+
+    code = plan_cmds.validate(plans, plan_cmds.parse_sets(set_ or []))
+    if code == 0:
+        _engine_notes(plans, set_ or [])
+    raise typer.Exit(code)
+
+
+def _engine_notes(plans: Sequence[Path], sets: list[str]) -> None:
+    """Say (on stderr, without failing) what this build cannot run yet: actions/checks not available."""
+
+    for path in plans:
+        try:
+            validate_for_engine(load_plan_file(path, parse_overrides(sets)).plan, path)
+        except PlanError as exc:
+            for line in [str(p) for p in exc.problems] or [str(exc)]:
+                err.print(f"note: {line}", markup=False)
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of plans (for editors)."""
+    from migrator.cli import plan_cmds  # noqa: PLC0415
+
+    typer.echo(plan_cmds.schema())
+
+
+@app.command("runs")
+def runs_cmd(output: OutputOpt = Output.TEXT) -> None:
+    """List runs: id, plan, target, status, started, duration."""
+
+    rows = [_run_row(r) for r in list_runs()]
+    if output == Output.JSON:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("run", "plan", "target", "status", "started", "duration")
+    for row in rows:
+        table.add_row(
+            row["run_id"], row["plan"], row["target"], row["status"], row["started"], row["duration"]
+        )
+    out.print(table)
+
+
+def _run_row(rundir: RunDir) -> dict[str, Any]:
+
+    meta, state = rundir.meta(), rundir.state()
+    status = str(state.get("status", "unknown"))
+    if status in ("running", "rolling-back") and not pid_alive(int(meta.get("pid") or 0)):
+        status = f"{status} (crashed? resume it)"
+    started = str(state.get("started") or meta.get("started") or "")
+    return {
+        "run_id": rundir.run_id,
+        "plan": str(meta.get("plan", "")),
+        "target": str(meta.get("target", "")),
+        "status": status,
+        "started": started.replace("T", " ")[:19],
+        "duration": _duration(started, state.get("ended") or state.get("updated")),
+        "message": state.get("message", ""),
+    }
+
+
+def _duration(start: str, end: Any) -> str:
+
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    seconds = max(0.0, (b - a).total_seconds())
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+@app.command("status")
+def status_cmd(
+    run: Annotated[str, typer.Argument(help="Run id or unique prefix")], output: OutputOpt = Output.TEXT
+) -> None:
+    """Where a run is: status, stage, wave, steps in flight, what a rollback would undo."""
+
+    rundir = find_run(run)
+    found = read_journal(rundir.journal)
+    state = SagaState.replay(found.events)
+    row = _run_row(rundir)
+    snapshot = state.snapshot()
+    snapshot["status_shown"] = row["status"]
+    snapshot["journal_torn"] = found.torn
+    snapshot["meta"] = rundir.meta()
+    if output == Output.JSON:
+        out.print_json(json.dumps(snapshot, default=str))
+        return
+    out.print(f"run      {rundir.run_id}")
+    out.print(f"plan     {row['plan']}  ({snapshot['meta'].get('plan_path')})")
+    out.print(f"target   {row['target']}")
+    out.print(f"status   {row['status']}  {state.message}")
+    out.print(f"started  {row['started']}  duration {row['duration']}")
+    if state.current_stage:
+        wave = f", wave {state.current_wave + 1}" if state.current_wave is not None else ""
+        out.print(f"at       stage {state.current_stage}{wave}")
+    if state.inflight:
+        out.print(f"in flight {', '.join(sorted(state.inflight))}")
+    stack = state.rollback_stack()
+    out.print(f"steps done {state.steps_done}; to undo on rollback: {len(stack)}")
+    for rec in stack[:20]:
+        out.print(f"  undo {rec.key}" + ("" if rec.completed else " (did not finish)"), markup=False)
+    if len(stack) > 20:
+        out.print(f"  ... and {len(stack) - 20} more")
+    if found.torn:
+        out.print(f"[yellow]journal: {found.torn}[/]")
+    out.print("last events:")
+    for event in found.events[-12:]:
+        line = describe(event)
+        if line:
+            out.print(f"  {event['seq']:>4} {line.strip()}", markup=False)
+    if not state.status.terminal or "crashed" in row["status"]:
+        out.print(
+            f"continue with: migrator resume {rundir.run_id}"
+            f"   or undo with: migrator rollback {rundir.run_id}"
+        )
+
+
+@app.command("resume")
+def resume_cmd(
+    run: Annotated[str, typer.Argument(help="Run id or unique prefix")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Go on even if the plan file or target changed")
+    ] = False,
+    set_: SetOpt = None,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Continue an interrupted (even kill -9) run from its journal, or continue its rollback."""
+
+    control = RunControl()
+    with _signals(control):
+        result = resume_run(
+            run,
+            observers=_observers(output),
+            control=control,
+            force=force,
+            overrides=parse_overrides(set_ or []),
+        )
+    _finish(result, output)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    run: Annotated[str, typer.Argument(help="Run id or unique prefix")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Go on even if the plan file or target changed")
+    ] = False,
+    set_: SetOpt = None,
+    output: OutputOpt = Output.TEXT,
+) -> None:
+    """Undo every completed step of a finished or interrupted run, newest first, then verify."""
+
+    control = RunControl()
+    with _signals(control):
+        result = rollback_run(
+            run,
+            observers=_observers(output),
+            control=control,
+            force=force,
+            overrides=parse_overrides(set_ or []),
+        )
+    _finish(result, output)
+
+
+def _register_subapps() -> None:
+    for name, module in SUBAPPS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        sub = getattr(mod, "app", None)
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=name)
+
+
+_register_subapps()
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+
+_GLOBAL_FLAGS = ("-v", "-vv", "-vvv", "--verbose", "--debug")
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """Let ``-v``/``--debug`` also follow the command (``migrator apply plan.yaml -v``)."""
+    if "--" in args:
+        return args
+    flags = [a for a in args if a in _GLOBAL_FLAGS]
+    return flags + [a for a in args if a not in _GLOBAL_FLAGS]
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: exit codes from :class:`ExitCode`; no tracebacks without ``--debug``."""
+    args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args
+    _setup_logging(0)
+    started = time.monotonic()
+    code: int
+    try:
+        result = app(args=args, prog_name="migrator", standalone_mode=False)
+        code = int(result) if isinstance(result, int) else 0
+    except MigratorError as exc:
+        if debug:
+            err.print_exception()
+        lines = [str(p) for p in exc.problems] if isinstance(exc, PlanError) and exc.problems else [str(exc)]
+        for line in lines:
+            err.print(f"error: {line}", markup=False)
+        code = int(exc.exit_code)
+    except typer.Exit as exc:
+        code = int(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        code = int(ExitCode.INTERRUPTED)
+    except typer.TyperException as exc:  # bad CLI use: unknown option, missing argument, ...
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc}", markup=False)
+        code = int(ExitCode.INVALID_INPUT)
+    except OSError as exc:  # the state folder or a file cannot be used: say which, no traceback
+        if debug:
+            err.print_exception()
+        err.print(f"error: {exc}", markup=False)
+        code = int(ExitCode.INVALID_INPUT)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        code = int(ExitCode.INTERRUPTED)
+    logger.debug("migrator exits {} after {:.2f}s", code, time.monotonic() - started)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,513 @@
+"""Entry points of the engine for the CLI (and for tests): apply, resume, rollback, dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from migrator import __version__
+from migrator.actions import StepContext, get_action, registered_actions
+from migrator.actions.context import CheckContext
+from migrator.checks import get_check
+from migrator.engine.engine import Engine, EngineOptions, Observer, RunControl, RunResult
+from migrator.engine.journal import Scrubber, now_iso, read_journal
+from migrator.engine.lock import TargetLock
+from migrator.engine.planio import (
+    PlanSource,
+    file_hash,
+    load_plan_file,
+    plan_to_data,
+    render_step,
+    runtime_context,
+)
+from migrator.engine.rundir import RunDir, find_run, new_run_id
+from migrator.engine.selection import resolve_waves
+from migrator.engine.state import RunStatus, SagaState
+from migrator.engine.targets import open_target
+from migrator.errors import Location, PlanError, Problem, UsageError
+from migrator.fsutil import atomic_write_json, atomic_write_text
+from migrator.plan.models import CheckBase, Plan, StepBase
+from migrator.plan.source import read_yaml
+from migrator.ports import Node, Target
+
+ObserverFactory = Callable[[RunDir], Sequence[Observer]]
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+def validate_for_engine(plan: Plan, path: Path | None = None) -> None:
+    """Refuse a plan this build cannot run: unavailable actions/checks, node actions outside for_each.
+
+    Problems point at the file, line and column when the plan file is given.
+    """
+    locate = _locator(path)
+    problems: list[Problem] = []
+    raw_stage = _raw_stage_indexes(path)
+
+    def check_step(step: StepBase, at: tuple[str | int, ...], in_for_each: bool) -> None:
+        name = str(getattr(step, "action", ""))
+        try:
+            action = get_action(name)
+        except PlanError as exc:
+            problems.append(Problem(locate((*at, "action")), _show((*at, "action")), str(exc)))
+            return
+        if action.needs_node and not in_for_each:
+            message = f"action {name!r} needs a node: use it in a for_each stage"
+            problems.append(Problem(locate((*at, "action")), _show((*at, "action")), message))
+        if step.undo is not None:
+            check_step(step.undo, (*at, "undo"), in_for_each)
+
+    def check_check(check: CheckBase, at: tuple[str | int, ...]) -> None:
+        try:
+            get_check(str(getattr(check, "type", "")))
+        except PlanError as exc:
+            problems.append(Problem(locate((*at, "type")), _show((*at, "type")), str(exc)))
+
+    for i, check in enumerate(plan.spec.preflight):
+        check_check(check, ("spec", "preflight", i))
+    for i, check in enumerate(plan.spec.verify):
+        check_check(check, ("spec", "verify", i))
+    for s, stage in enumerate(plan.spec.stages):
+        at: tuple[str | int, ...] = ("spec", "stages", raw_stage.get(stage.name, s))
+        for i, step in enumerate(stage.steps):
+            check_step(step, (*at, "steps", i), stage.for_each is not None)
+        for i, check in enumerate(stage.verify):
+            check_check(check, (*at, "verify", i))
+        for i, check in enumerate(stage.monitor):
+            check_check(check, (*at, "monitor", i))
+    if problems:
+        raise PlanError("", problems)
+
+
+def _show(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path[1:] if path and path[0] == "spec" else path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _locator(path: Path | None) -> Callable[[tuple[str | int, ...]], Location]:
+    if path is None or not path.is_file():
+        name = str(path) if path else "<plan>"
+        return lambda at: Location(name)
+    try:
+        _, smap = read_yaml(path.read_text(), str(path))
+    except (PlanError, OSError, UnicodeDecodeError):
+        return lambda at: Location(str(path))
+    return smap.value
+
+
+def _raw_stage_indexes(path: Path | None) -> dict[str, int]:
+    """Stage name -> index in the file (disabled stages are left out of the loaded plan)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data, _ = read_yaml(path.read_text(), str(path))
+    except (PlanError, OSError, UnicodeDecodeError):
+        return {}
+    stages = (data.get("spec") or {}).get("stages") if isinstance(data, dict) else None
+    if not isinstance(stages, list):
+        return {}
+    return {str(st.get("name")): i for i, st in enumerate(stages) if isinstance(st, dict)}
+
+
+# ---------------------------------------------------------------------------------------- apply
+
+
+def _engine_observers(rundir: RunDir, factory: ObserverFactory | None) -> list[Observer]:
+    from migrator.engine.observers import JsonLogObserver  # noqa: PLC0415 - avoid an import cycle
+
+    observers: list[Observer] = [JsonLogObserver(rundir)]
+    if factory is not None:
+        observers.extend(factory(rundir))
+    return observers
+
+
+def apply_plan(
+    source: PlanSource,
+    target: Target,
+    *,
+    target_spec: str | None = None,
+    observers: ObserverFactory | None = None,
+    control: RunControl | None = None,
+    options: EngineOptions | None = None,
+    force_unlock: str | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """Start a new run of ``source`` against ``target``. Raises PlanError/LockHeld before any change."""
+    validate_for_engine(source.plan, source.path)
+    run_id = run_id or new_run_id(source.plan.metadata.name)
+    lock = TargetLock(target.name, run_id)
+    lock.acquire(force_unlock=force_unlock)
+    try:
+        rundir = RunDir.create(run_id)
+        scrub = Scrubber(source.secret_values)
+        atomic_write_text(rundir.plan_yaml, scrub.text(source.rendered_text))
+        atomic_write_json(rundir.plan_json, scrub(plan_to_data(source.plan)))
+        rundir.write_meta(
+            scrub(
+                {
+                    "run_id": run_id,
+                    "plan": source.plan.metadata.name,
+                    "plan_path": str(source.path.resolve()) if source.path else None,
+                    "plan_hash": source.source_hash,
+                    "params": source.masked_params(),
+                    "overrides": source.overrides,
+                    "secret_params": source.secret_params,
+                    "target": target_spec or target.name,
+                    "lock": target.name,
+                    "started": now_iso(),
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "migrator": __version__,
+                    "dry_run": False,
+                }
+            )
+        )
+        engine = Engine(
+            source,
+            target,
+            rundir,
+            observers=_engine_observers(rundir, observers),
+            control=control,
+            options=options,
+            target_spec=target_spec or target.name,
+        )
+        return engine.execute("apply")
+    finally:
+        lock.release()
+
+
+# -------------------------------------------------------------------------------- resume/rollback
+
+
+def _reload_source(
+    rundir: RunDir, meta: dict[str, Any], *, force: bool, overrides: dict[str, str]
+) -> PlanSource:
+    path = Path(meta["plan_path"]) if meta.get("plan_path") else None
+    recorded = meta.get("plan_hash")
+    if path is not None and recorded:
+        if not path.exists():
+            if not force:
+                raise UsageError(
+                    f"the plan file {path} of run {rundir.run_id} is gone; pass --force to use the"
+                    " plan recorded in the run folder"
+                )
+        elif file_hash(path) != recorded and not force:
+            raise UsageError(
+                f"the plan file {path} changed since run {rundir.run_id} started; pass --force to"
+                " go on with the plan recorded in the run folder"
+            )
+    secret = list(meta.get("secret_params") or [])
+    overridden = set(meta.get("overrides") or [])
+    not_secret = sorted(set(overrides) - set(secret))
+    if not_secret:
+        raise UsageError(
+            f"--set {', '.join(not_secret)}: a run goes on with the parameters it started with;"
+            " --set here only gives secret parameters again"
+        )
+    if secret and (path is None or not path.exists()):
+        raise UsageError(
+            f"run {rundir.run_id} used secret parameters {secret} and its plan file {path} is gone;"
+            " the run folder keeps them masked, so it cannot go on without the plan file"
+        )
+    if secret and path is not None:
+        missing = [n for n in secret if n in overridden and n not in overrides]
+        if missing:
+            raise UsageError(
+                f"run {rundir.run_id} used secret parameters {missing}: give them again with --set"
+            )
+        params = {k: v for k, v in (meta.get("params") or {}).items() if k in overridden and k not in secret}
+        sets = {k: _as_override(v) for k, v in params.items()}
+        sets.update(overrides)
+        return load_plan_file(path, sets)
+    try:
+        data = json.loads(rundir.plan_json.read_text())
+        plan = Plan.model_validate(data)
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"run {rundir.run_id}: cannot read its recorded plan {rundir.plan_json}: {exc}"
+        ) from None
+    return PlanSource(
+        plan=plan,
+        path=path,
+        rendered_text=rundir.plan_yaml.read_text(),
+        params=dict(meta.get("params") or {}),
+        source_hash=recorded,
+        overrides=sorted(overridden),
+    )
+
+
+def _as_override(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _continue(
+    run_ref: str,
+    mode: str,
+    *,
+    target: Target | None,
+    observers: ObserverFactory | None,
+    control: RunControl | None,
+    options: EngineOptions | None,
+    force: bool,
+    overrides: dict[str, str] | None,
+) -> RunResult:
+    rundir = find_run(run_ref)
+    meta = rundir.meta()
+    if meta.get("dry_run"):
+        raise UsageError(f"run {rundir.run_id} is a dry run; there is nothing to {mode}")
+    found = read_journal(rundir.journal)
+    if found.torn:
+        logger.warning("journal of run {}: {}", rundir.run_id, found.torn)
+    state = SagaState.replay(found.events)
+    if (
+        mode == "resume"
+        and state.phase == "finished"
+        and state.status
+        in (
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED_ROLLED_BACK,
+            RunStatus.ROLLED_BACK,
+            RunStatus.FAILED_PREFLIGHT,
+        )
+    ):
+        raise UsageError(f"run {rundir.run_id} already finished ({state.status}); there is nothing to resume")
+    if (
+        mode == "rollback"
+        and state.phase == "finished"
+        and state.status in (RunStatus.FAILED_ROLLED_BACK, RunStatus.ROLLED_BACK, RunStatus.FAILED_PREFLIGHT)
+        and not state.rollback_stack()
+    ):
+        raise UsageError(f"run {rundir.run_id} is {state.status}; there is nothing to roll back")
+    source = _reload_source(rundir, meta, force=force, overrides=dict(overrides or {}))
+    spec = str(meta.get("target") or state.target or "fake")
+    if target is None:
+        target = open_target(spec)
+    recorded_identity = next((e.get("identity") for e in found.events if e.get("type") == "run.start"), None)
+    if recorded_identity and not force:
+        try:
+            identity = target.cluster.identity()
+        except Exception as exc:  # noqa: BLE001 - any failure to reach it is a usage problem
+            raise UsageError(f"cannot reach target {spec!r}: {exc}") from None
+        if identity != recorded_identity:
+            raise UsageError(
+                f"target {spec!r} is not the cluster run {rundir.run_id} ran against"
+                f" ({identity} != {recorded_identity}); pass --force to go on anyway"
+            )
+    lock = TargetLock(str(meta.get("lock") or target.name), rundir.run_id)
+    lock.acquire()
+    try:
+        engine = Engine(
+            source,
+            target,
+            rundir,
+            observers=_engine_observers(rundir, observers),
+            control=control,
+            options=options,
+            state=state,
+            target_spec=spec,
+        )
+        return engine.execute(mode)
+    finally:
+        lock.release()
+
+
+def resume_run(
+    run_ref: str,
+    *,
+    target: Target | None = None,
+    observers: ObserverFactory | None = None,
+    control: RunControl | None = None,
+    options: EngineOptions | None = None,
+    force: bool = False,
+    overrides: dict[str, str] | None = None,
+) -> RunResult:
+    """Continue an interrupted or crashed run from its journal (or continue its rollback)."""
+    return _continue(
+        run_ref,
+        "resume",
+        target=target,
+        observers=observers,
+        control=control,
+        options=options,
+        force=force,
+        overrides=overrides,
+    )
+
+
+def rollback_run(
+    run_ref: str,
+    *,
+    target: Target | None = None,
+    observers: ObserverFactory | None = None,
+    control: RunControl | None = None,
+    options: EngineOptions | None = None,
+    force: bool = False,
+    overrides: dict[str, str] | None = None,
+) -> RunResult:
+    """Undo every completed step of a finished or interrupted run, newest first, then verify."""
+    return _continue(
+        run_ref,
+        "rollback",
+        target=target,
+        observers=observers,
+        control=control,
+        options=options,
+        force=force,
+        overrides=overrides,
+    )
+
+
+# --------------------------------------------------------------------------------------- dry run
+
+
+def dry_run(source: PlanSource, target: Target, *, target_spec: str | None = None) -> dict[str, Any]:
+    """What ``apply`` would do against ``target``, as data: reads the target, changes nothing.
+
+    Dry runs take no lock and create no run folder; previews that need a scratch folder (Ansible check
+    mode) get a temporary one, removed afterwards.
+    """
+    with tempfile.TemporaryDirectory(prefix="migrator-dry-run-") as scratch:
+        return _dry_run(source, target, target_spec=target_spec, scratch=Path(scratch))
+
+
+def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scratch: Path) -> dict[str, Any]:
+    validate_for_engine(source.plan, source.path)
+    plan = source.plan
+    scrub = Scrubber(source.secret_values)
+    run_id = "dry-run"
+    fake_dir = scratch
+    nodes = target.cluster.list_nodes()
+    by_name = {n.name: n for n in nodes}
+
+    def step_view(index: int, step: StepBase, node: Node | None) -> dict[str, Any]:
+        rendered = render_step(step, runtime_context(run_id, node))
+        action_name = str(getattr(rendered, "action", ""))
+        action = get_action(action_name)
+        args = getattr(rendered, "args", None)
+        ctx = StepContext(
+            run_id=run_id,
+            run_dir=fake_dir,
+            artifacts_dir=fake_dir,
+            target=target,
+            node=node,
+            params=source.params,
+            dry_run=True,
+            step=step.display_name,
+            scrub=scrub,
+        )
+        view: dict[str, Any] = {
+            "step": step.display_name,
+            "action": action_name,
+            "args": args.model_dump(mode="json") if args is not None else None,
+            "timeout": step.timeout,
+            "retry": step.retry.model_dump(mode="json"),
+            "preview": action.preview(ctx, args),
+        }
+        if step.no_undo:
+            view["undo"] = "none (no_undo)"
+        elif rendered.undo is not None:
+            view["undo"] = {
+                "action": getattr(rendered.undo, "action", ""),
+                "args": _dump_args(getattr(rendered.undo, "args", None)),
+            }
+        else:
+            view["undo"] = action.undo_preview(ctx, args) or f"{action_name} undo"
+        return view
+
+    def checks_view(checks: Sequence[CheckBase], phase: str) -> list[dict[str, Any]]:
+        out = []
+        for check in checks:
+            checker = get_check(str(getattr(check, "type", "")))
+            ctx = CheckContext(
+                run_id=run_id,
+                run_dir=fake_dir,
+                artifacts_dir=fake_dir,
+                target=target,
+                phase=phase,
+                params=source.params,
+                dry_run=True,
+            )
+            out.append(
+                {
+                    "check": check.display_name,
+                    "type": str(getattr(check, "type", "")),
+                    "preview": checker.preview(ctx, check),
+                }
+            )
+        return out
+
+    stages: list[dict[str, Any]] = []
+    for index, stage in enumerate(plan.spec.stages):
+        view: dict[str, Any] = {
+            "stage": stage.name,
+            "description": stage.description,
+            "on_failure": str(stage.on_failure),
+            "approval": stage.approval,
+            "verify": checks_view(stage.verify, "verify"),
+            "monitor": checks_view(stage.monitor, "monitor"),
+        }
+        if stage.for_each is not None:
+            waves = resolve_waves(nodes, stage.for_each, where=f"stages[{index}] ({stage.name})")
+            view["for_each"] = {
+                "order": str(stage.for_each.order),
+                "max_unavailable": stage.for_each.max_unavailable,
+            }
+            view["waves"] = [
+                {
+                    "wave": w,
+                    "nodes": [
+                        {
+                            "node": name,
+                            "address": by_name[name].address,
+                            "control_plane": by_name[name].is_control_plane,
+                            "steps": [step_view(i, s, by_name[name]) for i, s in enumerate(stage.steps)],
+                        }
+                        for name in wave
+                    ],
+                }
+                for w, wave in enumerate(waves)
+            ]
+        else:
+            view["steps"] = [step_view(i, s, None) for i, s in enumerate(stage.steps)]
+        stages.append(view)
+    report = {
+        "dry_run": True,
+        "plan": plan.metadata.name,
+        "plan_path": str(source.path) if source.path else None,
+        "target": target_spec or target.name,
+        "nodes": [
+            {
+                "name": n.name,
+                "address": n.address,
+                "control_plane": n.is_control_plane,
+                "schedulable": n.schedulable,
+            }
+            for n in nodes
+        ],
+        "rollback": str(plan.spec.rollback),
+        "params": source.masked_params(),
+        "preflight": checks_view(plan.spec.preflight, "preflight"),
+        "stages": stages,
+        "verify": checks_view(plan.spec.verify, "verify"),
+        "actions_available": sorted(registered_actions()),
+    }
+    result: dict[str, Any] = scrub(report)
+    return result
+
+
+def _dump_args(args: Any) -> Any:
+    return args.model_dump(mode="json") if args is not None and hasattr(args, "model_dump") else args
