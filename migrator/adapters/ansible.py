@@ -233,8 +233,11 @@ class AnsibleRunnerExecutor:
         timeout = max(1, math.ceil(request.timeout))
         logger.info(
             "ansible-playbook {} on {} host(s){}{} (data dir {})",
-            playbook.name, len(hosts), " --check" if request.check else "",
-            " --become" if request.become else "", data_dir,
+            playbook.name,
+            len(hosts),
+            " --check" if request.check else "",
+            " --become" if request.become else "",
+            data_dir,
         )
         started = time.monotonic()
         try:
@@ -272,15 +275,23 @@ class AnsibleRunnerExecutor:
             status = RunnerStatus(runner.status)
         except ValueError:
             status = RunnerStatus.FAILED
-        result = PlaybookResult(status=status, hosts=host_results(events, hosts, scrubber),
-                                artifacts_dir=artifacts)
+        result = PlaybookResult(
+            status=status, hosts=host_results(events, hosts, scrubber), artifacts_dir=artifacts
+        )
         logger.info(
-            "ansible-playbook {}: {} in {:.1f}s, changed={}", playbook.name, status.value,
-            time.monotonic() - started, result.changed,
+            "ansible-playbook {}: {} in {:.1f}s, changed={}",
+            playbook.name,
+            status.value,
+            time.monotonic() - started,
+            result.changed,
         )
         if raise_on_failure:
-            err = error_for(result, playbook=playbook.name, timeout=request.timeout,
-                            output_tail=_output_tail(artifacts, scrubber))
+            err = error_for(
+                result,
+                playbook=playbook.name,
+                timeout=request.timeout,
+                output_tail=_output_tail(artifacts, scrubber),
+            )
             if err is not None:
                 raise err
         return result
@@ -288,9 +299,16 @@ class AnsibleRunnerExecutor:
     # --------------------------------------------------------------------------------------------- helpers
 
     def collect_facts(
-        self, playbook: Path, fact: str, hosts: tuple[str, ...], *, data_dir: Path,
-        extra_vars: Mapping[str, Any] | None = None, cancel: threading.Event | None = None,
-        on_event: EventCallback | None = None, timeout: float = 120.0,
+        self,
+        playbook: Path,
+        fact: str,
+        hosts: tuple[str, ...],
+        *,
+        data_dir: Path,
+        extra_vars: Mapping[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+        on_event: EventCallback | None = None,
+        timeout: float = 120.0,
     ) -> dict[str, dict[str, Any]]:
         """Run a facts playbook and return ``{host: <value of the fact>}`` (raises like ``run_playbook``)."""
         facts: dict[str, dict[str, Any]] = {}
@@ -303,27 +321,54 @@ class AnsibleRunnerExecutor:
                 on_event(event)
 
         self.run_playbook(
-            PlaybookRequest(playbook=playbook, hosts=hosts, extra_vars=dict(extra_vars or {}),
-                            timeout=timeout, forks=max(1, len(hosts))),
-            data_dir=data_dir, cancel=cancel, on_event=collect,
+            PlaybookRequest(
+                playbook=playbook,
+                hosts=hosts,
+                extra_vars=dict(extra_vars or {}),
+                timeout=timeout,
+                forks=max(1, len(hosts)),
+            ),
+            data_dir=data_dir,
+            cancel=cancel,
+            on_event=collect,
         )
         return facts
 
     def node_facts(
-        self, hosts: tuple[str, ...], *, data_dir: Path, cancel: threading.Event | None = None,
+        self,
+        hosts: tuple[str, ...],
+        *,
+        data_dir: Path,
+        cancel: threading.Event | None = None,
         timeout: float = 120.0,
     ) -> dict[str, dict[str, Any]]:
         """Run ``node-facts.yml``; ``{host: facts}`` (shape: ``playbooks/library/migrator_node_facts.py``)."""
-        return self.collect_facts(Path("node-facts.yml"), "migrator_node_facts", hosts, data_dir=data_dir,
-                                  cancel=cancel, timeout=timeout)
+        return self.collect_facts(
+            Path("node-facts.yml"),
+            "migrator_node_facts",
+            hosts,
+            data_dir=data_dir,
+            cancel=cancel,
+            timeout=timeout,
+        )
 
     def kernel_features(
-        self, hosts: tuple[str, ...], *, data_dir: Path, cancel: threading.Event | None = None,
+        self,
+        hosts: tuple[str, ...],
+        *,
+        data_dir: Path,
+        cancel: threading.Event | None = None,
         timeout: float = 120.0,
     ) -> dict[str, dict[str, Any]]:
         """Run ``kernel-features.yml``; ``{host: features}`` (see ``require_features``)."""
-        return self.collect_facts(Path("kernel-features.yml"), "migrator_kernel_features", hosts,
-                                  data_dir=data_dir, cancel=cancel, timeout=timeout)
+        return self.collect_facts(
+            Path("kernel-features.yml"),
+            "migrator_kernel_features",
+            hosts,
+            data_dir=data_dir,
+            cancel=cancel,
+            timeout=timeout,
+        )
 
 
 def require_features(features: Mapping[str, Mapping[str, Any]], needed: Sequence[str]) -> None:
@@ -423,12 +468,20 @@ def run_with_retry(
 
     def before(state: RetryCallState) -> None:
         if state.attempt_number > 1:
-            logger.warning("playbook {}: retry {}/{} after unreachable hosts", request.playbook.name,
-                           state.attempt_number, attempts)
+            logger.warning(
+                "playbook {}: retry {}/{} after unreachable hosts",
+                request.playbook.name,
+                state.attempt_number,
+                attempts,
+            )
 
     retrying = Retrying(
-        stop=stop_after_attempt(attempts), wait=wait, sleep=do_sleep, before=before,
-        retry=retry_if_exception_type(TemporaryError), reraise=True,
+        stop=stop_after_attempt(attempts),
+        wait=wait,
+        sleep=do_sleep,
+        before=before,
+        retry=retry_if_exception_type(TemporaryError),
+        reraise=True,
     )
     try:
         for attempt in retrying:
@@ -440,7 +493,8 @@ def run_with_retry(
     except HostsUnreachable as exc:
         err = StepFailed(
             f"{exc} (still unreachable after {counter['n']} attempts)",
-            node=exc.hosts[0] if exc.hosts else None, detail=str(exc),
+            node=exc.hosts[0] if exc.hosts else None,
+            detail=str(exc),
         )
         raise err from exc
     raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises

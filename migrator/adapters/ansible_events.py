@@ -237,8 +237,16 @@ def host_results(
 
     def rec(host: str) -> dict[str, Any]:
         if host not in per_host:
-            per_host[host] = {"ok": 0, "changed": 0, "failed": 0, "skipped": 0, "unreachable": False,
-                              "failed_task": None, "message": None, "diffs": []}
+            per_host[host] = {
+                "ok": 0,
+                "changed": 0,
+                "failed": 0,
+                "skipped": 0,
+                "unreachable": False,
+                "failed_task": None,
+                "message": None,
+                "diffs": [],
+            }
             if host not in names:
                 names.append(host)
         return per_host[host]
@@ -268,6 +276,7 @@ def host_results(
             r["diffs"].append({"task": te["task"], **d})
 
     if stats is not None:
+
         def count(key: str, host: str) -> int:
             table = stats.get(key) or {}
             return int(table.get(host, 0)) if isinstance(table, Mapping) else 0
@@ -283,8 +292,14 @@ def host_results(
 
     return {
         host: HostResult(
-            host=host, ok=r["ok"], changed=r["changed"], failed=r["failed"], skipped=r["skipped"],
-            unreachable=r["unreachable"], failed_task=r["failed_task"], message=r["message"],
+            host=host,
+            ok=r["ok"],
+            changed=r["changed"],
+            failed=r["failed"],
+            skipped=r["skipped"],
+            unreachable=r["unreachable"],
+            failed_task=r["failed_task"],
+            message=r["message"],
             diffs=tuple(r["diffs"]),
         )
         for host, r in ((h, per_host[h]) for h in names)
@@ -312,8 +327,13 @@ def render_diff(diff: Mapping[str, Any]) -> str:
     path = before.get("path") if isinstance(before, Mapping) else None
     before_header = str(diff.get("before_header") or path or "before")
     after_header = str(diff.get("after_header") or before_header)
-    lines = difflib.unified_diff(_lines(diff.get("before")), _lines(diff.get("after")),
-                                 fromfile=before_header, tofile=after_header, lineterm="")
+    lines = difflib.unified_diff(
+        _lines(diff.get("before")),
+        _lines(diff.get("after")),
+        fromfile=before_header,
+        tofile=after_header,
+        lineterm="",
+    )
     return "\n".join(lines)
 
 
@@ -397,8 +417,7 @@ def error_for(
     elif unreachable:
         names = tuple(h.host for h in unreachable)
         err = HostsUnreachable(
-            f"playbook {playbook}: unreachable: "
-            + "; ".join(f"{h.host} ({h.message})" for h in unreachable),
+            f"playbook {playbook}: unreachable: " + "; ".join(f"{h.host} ({h.message})" for h in unreachable),
             names,
         )
     elif result.status is RunnerStatus.FAILED:

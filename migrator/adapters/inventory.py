@@ -106,7 +106,11 @@ def load_inventory(path: Path, *, timeout: float = INVENTORY_TIMEOUT) -> Invento
     env_extra = {"ANSIBLE_INVENTORY_UNPARSED_FAILED": "True", "ANSIBLE_NOCOLOR": "True"}
     try:
         proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=False,
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
             env={**os.environ, **env_extra},
         )
     except subprocess.TimeoutExpired as exc:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from migrator.adapters.ansible import AnsibleRunnerExecutor
+from migrator.adapters.lab_prober import LabProber
 from migrator.errors import UsageError
 from migrator.lab.agents import node_cni
 from migrator.lab.lab import Lab
@@ -150,9 +152,13 @@ def open_lab_target(name: str = "default") -> Target:
     st = lab.load()
     if st is None or st.phase.value != "up":
         raise UsageError(f"lab {name!r} is not up; run: migrator lab up")
+    extras = lab_extras(lab, st)
+    inventory = Path(st.inventory)
     return Target(
         name=f"lab:{name}",
         cluster=LabCluster(lab),
-        inventory=Path(st.inventory),
-        extras=lab_extras(lab, st),
+        executor=AnsibleRunnerExecutor(inventory=inventory),
+        prober=LabProber.from_extras(extras),
+        inventory=inventory,
+        extras=extras,
     )

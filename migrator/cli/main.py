@@ -63,7 +63,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 SUBAPPS: tuple[tuple[str, str], ...] = (
     ("lab", "migrator.cli.lab"),
     ("nodes", "migrator.cli.nodes"),
-    ("verify", "migrator.cli.verify"),
+    ("doctor", "migrator.cli.doctor"),
     ("faults", "migrator.cli.faults"),
     ("report", "migrator.cli.report"),
 )
@@ -427,6 +427,10 @@ def _register_subapps() -> None:
         sub = getattr(mod, "app", None)
         if isinstance(sub, typer.Typer):
             app.add_typer(sub, name=name)
+    # `verify` is one command, not a group
+    from migrator.cli.verify import verify  # noqa: PLC0415
+
+    app.command("verify")(verify)
 
 
 _register_subapps()

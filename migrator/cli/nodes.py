@@ -108,14 +108,16 @@ def ping(
         attention = not mismatch.ok
 
     executor = AnsibleRunnerExecutor(inventory=inventory, hosts=inv.hosts)
-    request = PlaybookRequest(playbook=Path("ping.yml"), hosts=tuple(wanted), timeout=timeout,
-                              forks=max(1, len(wanted)))
+    request = PlaybookRequest(
+        playbook=Path("ping.yml"), hosts=tuple(wanted), timeout=timeout, forks=max(1, len(wanted))
+    )
     with tempfile.TemporaryDirectory(prefix="migrator-ping-") as tmp:
         data_dir = keep if keep is not None else Path(tmp)
         try:
             with cancel_on_sigint() as cancel:
-                result = executor.run_playbook(request, data_dir=data_dir, cancel=cancel,
-                                               raise_on_failure=False)
+                result = executor.run_playbook(
+                    request, data_dir=data_dir, cancel=cancel, raise_on_failure=False
+                )
         except MigratorError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(int(exc.exit_code)) from exc

@@ -7,12 +7,11 @@ Wire it with ``main_app.add_typer(verify.app)`` or ``main_app.command("verify")(
 
 from __future__ import annotations
 
-import importlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -20,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from migrator.adapters.lab_prober import LabProber
+from migrator.engine.targets import open_target as engine_open_target
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import ProbeKind, ProbeResult, Target
 from migrator.probe.analysis import PairStatus, grid, pair_key
@@ -38,17 +38,11 @@ class OutputFormat(StrEnum):
 
 
 def open_target(spec: str) -> Target:
-    """``lab`` (the lab named ``default``) or ``lab:NAME`` -> that lab's target, with a :class:`LabProber`."""
-    kind, _, name = spec.partition(":")
-    if kind != "lab":
-        raise UsageError(f"unknown target {spec!r} (only 'lab' or 'lab:NAME' so far)")
-    try:
-        module = importlib.import_module("migrator.adapters.lab")
-    except ImportError as exc:
-        raise UsageError("the lab adapter (migrator.adapters.lab) is not available") from exc
-    opener = cast(Callable[[str], Target], module.open_lab_target)
-    target = opener(name or "default")
-    return with_lab_prober(target)
+    """The target named by ``--target`` (see :func:`migrator.engine.targets.open_target`), with a prober."""
+    target = engine_open_target(spec)
+    if target.prober is None:
+        raise UsageError(f"target {spec!r} has no prober yet; `migrator verify` runs against the lab")
+    return target
 
 
 def with_lab_prober(target: Target) -> Target:

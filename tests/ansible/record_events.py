@@ -37,8 +37,13 @@ def record(name: str, ex: AnsibleRunnerExecutor, request: PlaybookRequest, work:
     except MigratorError as exc:
         result = getattr(exc, "result", None)
     assert result is not None and result.artifacts_dir is not None
-    doc = {"scenario": name, "playbook": request.playbook.name, "hosts": list(request.hosts),
-           "status": result.status.value, "events": events_of(result.artifacts_dir)}
+    doc = {
+        "scenario": name,
+        "playbook": request.playbook.name,
+        "hosts": list(request.hosts),
+        "status": result.status.value,
+        "events": events_of(result.artifacts_dir),
+    }
     (DATA / f"{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     print(name, result.status.value, len(doc["events"]), "events")
 
@@ -50,13 +55,32 @@ def main() -> None:
         ex = AnsibleRunnerExecutor(inventory=farm.inventory)
         hosts = tuple(farm.nodes)
         record("ping_ok", ex, PlaybookRequest(playbook=Path("ping.yml"), hosts=hosts), work)
-        record("fail_one", ex, PlaybookRequest(playbook=PB / "fail-on-purpose.yml", hosts=hosts,
-                                               extra_vars={"fail_on": "ans-n2"}), work)
-        record("rescue_loop", ex, PlaybookRequest(playbook=PB / "rescue.yml", hosts=hosts,
-                                                  extra_vars={"fail_on": "ans-n3"}), work)
-        record("check_diff", ex, PlaybookRequest(
-            playbook=Path("cni-config.yml"), hosts=hosts[:2], check=True, diff=True,
-            extra_vars={"cni_file": "10-calico.conflist", "cni_content": {"name": "k8s-pod-network"}}), work)
+        record(
+            "fail_one",
+            ex,
+            PlaybookRequest(
+                playbook=PB / "fail-on-purpose.yml", hosts=hosts, extra_vars={"fail_on": "ans-n2"}
+            ),
+            work,
+        )
+        record(
+            "rescue_loop",
+            ex,
+            PlaybookRequest(playbook=PB / "rescue.yml", hosts=hosts, extra_vars={"fail_on": "ans-n3"}),
+            work,
+        )
+        record(
+            "check_diff",
+            ex,
+            PlaybookRequest(
+                playbook=Path("cni-config.yml"),
+                hosts=hosts[:2],
+                check=True,
+                diff=True,
+                extra_vars={"cni_file": "10-calico.conflist", "cni_content": {"name": "k8s-pod-network"}},
+            ),
+            work,
+        )
         record("node_facts", ex, PlaybookRequest(playbook=Path("node-facts.yml"), hosts=hosts[:1]), work)
         record("timeout", ex, PlaybookRequest(playbook=PB / "sleep.yml", hosts=hosts[:1], timeout=2), work)
         farm.stop_sshd("ans-n3")

@@ -126,31 +126,48 @@ class SshNodeFarm:
             (node.folder / sub).mkdir()
         _run(["ip", "netns", "add", node.netns])
         _run(["ip", "-n", node.netns, "link", "set", "lo", "up"])
-        _run(["ip", "link", "add", f"p{i}", "netns", self.fabric, "type", "veth",
-              "peer", "name", "eth0", "netns", node.netns])
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                f"p{i}",
+                "netns",
+                self.fabric,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                node.netns,
+            ]
+        )
         _run(["ip", "-n", self.fabric, "link", "set", f"p{i}", "master", "br0", "up"])
         _run(["ip", "-n", node.netns, "addr", "add", f"{node.address}/24", "dev", "eth0"])
         _run(["ip", "-n", node.netns, "link", "set", "eth0", "up"])
         (node.folder / "authorized_keys").write_text(Path(f"{self.key}.pub").read_text())
         (node.folder / "sshd_config").write_text(
-            "\n".join([
-                f"ListenAddress {node.address}",
-                "Port 22",
-                f"HostKey {self.folder / 'host_key'}",
-                f"PidFile {node.folder / 'sshd.pid'}",
-                f"AuthorizedKeysFile {node.folder / 'authorized_keys'}",
-                "UsePAM no",
-                "PermitRootLogin prohibit-password",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "StrictModes no",
-                "UseDNS no",
-                "MaxStartups 200",
-                "MaxSessions 200",
-                "LogLevel ERROR",
-                "Subsystem sftp internal-sftp",
-                "",
-            ])
+            "\n".join(
+                [
+                    f"ListenAddress {node.address}",
+                    "Port 22",
+                    f"HostKey {self.folder / 'host_key'}",
+                    f"PidFile {node.folder / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {node.folder / 'authorized_keys'}",
+                    "UsePAM no",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "StrictModes no",
+                    "UseDNS no",
+                    "MaxStartups 200",
+                    "MaxSessions 200",
+                    "LogLevel ERROR",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
         )
         # An anchor process holds the node's mount namespace (overlay /etc, tmpfs /run), so that sshd can be
         # stopped and started again while the node's files survive. /etc/cni/net.d is also bind-mounted from
@@ -164,9 +181,23 @@ class SshNodeFarm:
             "exec sleep infinity"
         )
         anchor = subprocess.Popen(
-            ["ip", "netns", "exec", node.netns, "unshare", "-m", "-u", "--propagation", "private",
-             "sh", "-c", script],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "ip",
+                "netns",
+                "exec",
+                node.netns,
+                "unshare",
+                "-m",
+                "-u",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         self._anchors.append(anchor)
@@ -186,11 +217,25 @@ class SshNodeFarm:
 
     def _write_inventory(self) -> None:
         names = list(self.nodes)
-        lines = ["[control_plane]", names[0], "", "[workers]", *names[1:], "", "[nodes:children]",
-                 "control_plane", "workers", "", "[all:vars]", "ansible_user=root",
-                 f"ansible_ssh_private_key_file={self.key}", "ansible_python_interpreter=/usr/bin/python3",
-                 "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
-                 "", "[all]"]
+        lines = [
+            "[control_plane]",
+            names[0],
+            "",
+            "[workers]",
+            *names[1:],
+            "",
+            "[nodes:children]",
+            "control_plane",
+            "workers",
+            "",
+            "[all:vars]",
+            "ansible_user=root",
+            f"ansible_ssh_private_key_file={self.key}",
+            "ansible_python_interpreter=/usr/bin/python3",
+            "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
+            "",
+            "[all]",
+        ]
         lines += [f"{n.name} ansible_host={n.address}" for n in self.nodes.values()]
         self.inventory.write_text("\n".join(lines) + "\n")
 
@@ -243,8 +288,19 @@ class SshNodeFarm:
 
     def start_sshd(self, name: str, *, wait: bool = True) -> None:
         node = self.nodes[name]
-        _run(["nsenter", "-t", str(node.anchor_pid), "-m", "-n", "-u", "/usr/sbin/sshd",
-              "-f", str(node.folder / "sshd_config")])
+        _run(
+            [
+                "nsenter",
+                "-t",
+                str(node.anchor_pid),
+                "-m",
+                "-n",
+                "-u",
+                "/usr/sbin/sshd",
+                "-f",
+                str(node.folder / "sshd_config"),
+            ]
+        )
         if wait:
             self._wait_ssh([name])
 
@@ -255,8 +311,9 @@ class SshNodeFarm:
     def _kill_netns_processes(self, *netns: str, include_anchor: bool) -> None:
         anchors = set() if include_anchor else {n.anchor_pid for n in self.nodes.values()}
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = [int(p) for ns in netns
-                    for p in _run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+            pids = [
+                int(p) for ns in netns for p in _run(["ip", "netns", "pids", ns], check=False).stdout.split()
+            ]
             pids = [p for p in pids if p not in anchors]
             if not pids:
                 return
@@ -274,11 +331,26 @@ class SshNodeFarm:
             node = self.nodes[name]
             deadline = time.monotonic() + TIMEOUT
             while True:
-                proc = _run(["ssh", "-i", str(self.key), "-o", "StrictHostKeyChecking=no",
-                             "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-                             "-o", "ConnectTimeout=2", "-o", "LogLevel=ERROR",
-                             f"root@{node.address}", "true"],
-                            check=False)
+                proc = _run(
+                    [
+                        "ssh",
+                        "-i",
+                        str(self.key),
+                        "-o",
+                        "StrictHostKeyChecking=no",
+                        "-o",
+                        "UserKnownHostsFile=/dev/null",
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "ConnectTimeout=2",
+                        "-o",
+                        "LogLevel=ERROR",
+                        f"root@{node.address}",
+                        "true",
+                    ],
+                    check=False,
+                )
                 if proc.returncode == 0:
                     break
                 if time.monotonic() > deadline:

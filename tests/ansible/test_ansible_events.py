@@ -53,8 +53,20 @@ def test_ok_run_maps_to_ok_hosts_and_no_error() -> None:
     assert error_for(result, playbook="ping.yml") is None
     events = forwarded("ping_ok")
     assert len(events) == 3 and {e["status"] for e in events} == {"ok"}
-    assert set(events[0]) == {"event", "host", "task", "action", "play", "status", "ignored", "msg", "diff",
-                              "facts", "duration", "created"}
+    assert set(events[0]) == {
+        "event",
+        "host",
+        "task",
+        "action",
+        "play",
+        "status",
+        "ignored",
+        "msg",
+        "diff",
+        "facts",
+        "duration",
+        "created",
+    }
     json.dumps(events)
 
 
@@ -97,8 +109,10 @@ def test_unreachable_host_is_a_temporary_error() -> None:
 
 
 def test_failed_and_unreachable_together_is_a_step_failure() -> None:
-    hosts = {"a": HostResult(host="a", failed=1, failed_task="t", message="boom"),
-             "b": HostResult(host="b", unreachable=True, failed_task="t", message="refused")}
+    hosts = {
+        "a": HostResult(host="a", failed=1, failed_task="t", message="boom"),
+        "b": HostResult(host="b", unreachable=True, failed_task="t", message="refused"),
+    }
     err = error_for(PlaybookResult(status=RunnerStatus.FAILED, hosts=hosts), playbook="p.yml")
     assert isinstance(err, PlaybookFailed) and err.node == "a" and "b: unreachable: refused" in str(err)
 
@@ -134,8 +148,11 @@ def test_timeout_without_stats_and_cancel() -> None:
 
 
 def test_failed_run_without_host_to_blame_uses_output_tail() -> None:
-    err = error_for(PlaybookResult(status=RunnerStatus.FAILED, hosts={"a": HostResult(host="a")}),
-                    playbook="bad.yml", output_tail="ERROR! a syntax error")
+    err = error_for(
+        PlaybookResult(status=RunnerStatus.FAILED, hosts={"a": HostResult(host="a")}),
+        playbook="bad.yml",
+        output_tail="ERROR! a syntax error",
+    )
     assert isinstance(err, PlaybookFailed) and "syntax error" in str(err)
 
 
@@ -171,6 +188,11 @@ def test_preview_renders_check_mode_diffs_per_host() -> None:
 
 def test_render_diff_shapes() -> None:
     assert render_diff({"prepared": "--- a\n+++ b\n"}) == "--- a\n+++ b"
-    text = render_diff({"before": {"path": "/x", "state": "file"}, "after": {"path": "/x", "state": "absent"},
-                        "before_header": "/x"})
+    text = render_diff(
+        {
+            "before": {"path": "/x", "state": "file"},
+            "after": {"path": "/x", "state": "absent"},
+            "before_header": "/x",
+        }
+    )
     assert "-state: file" in text and "+state: absent" in text and "+++ /x" in text

@@ -24,8 +24,10 @@ TESTS_PLAYBOOKS = Path(__file__).parent / "playbooks"
 FLANNEL_CONFLIST = {
     "name": "cbr0",
     "cniVersion": "0.3.1",
-    "plugins": [{"type": "flannel", "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
-                {"type": "portmap", "capabilities": {"portMappings": True}}],
+    "plugins": [
+        {"type": "flannel", "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+    ],
 }
 
 
@@ -34,8 +36,9 @@ def node_state(farm: SshNodeFarm, name: str) -> dict[str, Any]:
     save = farm.node_exec(name, ["iptables-save"])
     builtin = tuple(f":{c} ACCEPT" for c in ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"))
     # rules and chains; an empty table with default policies (iptables creates it on first use) is no state
-    rules = [line for line in save.splitlines()
-             if line.startswith(("-A", ":")) and not line.startswith(builtin)]
+    rules = [
+        line for line in save.splitlines() if line.startswith(("-A", ":")) and not line.startswith(builtin)
+    ]
     cni = farm.node_exec(name, ["sh", "-c", "cd /etc/cni/net.d && sha256sum * 2>/dev/null || true"])
     return {"links": sorted(link["ifname"] for link in links), "iptables": rules, "cni": cni}
 
@@ -81,11 +84,15 @@ def unseed(farm: SshNodeFarm, name: str) -> None:
     farm.node_exec(name, ["sh", "-c", script])
 
 
-def test_playbook_succeeds_on_all_nodes(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...],
-                                        tmp_path: Path) -> None:
+def test_playbook_succeeds_on_all_nodes(
+    executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path
+) -> None:
     events: list[dict[str, Any]] = []
-    result = executor.run_playbook(PlaybookRequest(playbook=Path("ping.yml"), hosts=hosts),
-                                   data_dir=tmp_path / "ping", on_event=lambda e: events.append(dict(e)))
+    result = executor.run_playbook(
+        PlaybookRequest(playbook=Path("ping.yml"), hosts=hosts),
+        data_dir=tmp_path / "ping",
+        on_event=lambda e: events.append(dict(e)),
+    )
     assert result.status is RunnerStatus.SUCCESSFUL
     assert set(result.hosts) == set(hosts)
     assert all(h.ok == 1 and not h.failed and not h.unreachable for h in result.hosts.values())
@@ -96,11 +103,13 @@ def test_playbook_succeeds_on_all_nodes(executor: AnsibleRunnerExecutor, hosts: 
     assert (result.artifacts_dir / "status").read_text() == "successful"
 
 
-def test_failed_task_on_one_node_names_host_and_task(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...],
-                                                     tmp_path: Path) -> None:
+def test_failed_task_on_one_node_names_host_and_task(
+    executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path
+) -> None:
     bad = hosts[1]
-    request = PlaybookRequest(playbook=TESTS_PLAYBOOKS / "fail-on-purpose.yml", hosts=hosts,
-                              extra_vars={"fail_on": bad})
+    request = PlaybookRequest(
+        playbook=TESTS_PLAYBOOKS / "fail-on-purpose.yml", hosts=hosts, extra_vars={"fail_on": bad}
+    )
     with pytest.raises(StepFailed) as info:
         executor.run_playbook(request, data_dir=tmp_path / "fail")
     err = info.value
@@ -132,12 +141,20 @@ def test_unreachable_node_is_temporary_then_retried_then_fails_clearly(
         assert final.value.node == down
         assert "after 3 attempts" in str(final.value) and down in str(final.value)
         assert len(slept) == 2 and sorted(p.name for p in (tmp_path / "retry").iterdir()) == [
-            "attempt-1", "attempt-2", "attempt-3"]
+            "attempt-1",
+            "attempt-2",
+            "attempt-3",
+        ]
         assert time.monotonic() - started < 60
 
         # the node comes back during the back-off: the retry succeeds
-        result = run_with_retry(executor, request, data_dir=tmp_path / "recover", attempts=3,
-                                sleep=lambda _s: farm.start_sshd(down))
+        result = run_with_retry(
+            executor,
+            request,
+            data_dir=tmp_path / "recover",
+            attempts=3,
+            sleep=lambda _s: farm.start_sshd(down),
+        )
         assert result.status is RunnerStatus.SUCCESSFUL and result.hosts[down].ok == 1
     finally:
         farm.start_sshd(down)
@@ -151,22 +168,40 @@ def test_check_mode_changes_nothing_then_apply_then_idempotent(
         seed_flannel(farm, name)
     try:
         steps = [
-            PlaybookRequest(playbook=Path("link-absent.yml"), hosts=targets,
-                            extra_vars={"links": ["flannel.1", "cni0", "no-such-link"]}),
-            PlaybookRequest(playbook=Path("iptables-chains-absent.yml"), hosts=targets,
-                            extra_vars={"chain_prefixes": ["FLANNEL"]}),
-            PlaybookRequest(playbook=Path("cni-config.yml"), hosts=targets,
-                            extra_vars={"cni_file": "10-flannel.conflist", "cni_state": "absent"}),
-            PlaybookRequest(playbook=Path("cni-config.yml"), hosts=targets,
-                            extra_vars={"cni_file": "10-calico.conflist",
-                                        "cni_content": {"name": "k8s-pod-network", "cniVersion": "0.3.1",
-                                                        "plugins": [{"type": "ptp"}]}}),
+            PlaybookRequest(
+                playbook=Path("link-absent.yml"),
+                hosts=targets,
+                extra_vars={"links": ["flannel.1", "cni0", "no-such-link"]},
+            ),
+            PlaybookRequest(
+                playbook=Path("iptables-chains-absent.yml"),
+                hosts=targets,
+                extra_vars={"chain_prefixes": ["FLANNEL"]},
+            ),
+            PlaybookRequest(
+                playbook=Path("cni-config.yml"),
+                hosts=targets,
+                extra_vars={"cni_file": "10-flannel.conflist", "cni_state": "absent"},
+            ),
+            PlaybookRequest(
+                playbook=Path("cni-config.yml"),
+                hosts=targets,
+                extra_vars={
+                    "cni_file": "10-calico.conflist",
+                    "cni_content": {
+                        "name": "k8s-pod-network",
+                        "cniVersion": "0.3.1",
+                        "plugins": [{"type": "ptp"}],
+                    },
+                },
+            ),
         ]
         before = {n: node_state(farm, n) for n in hosts}
         for i, step in enumerate(steps):
             preview = executor.run_playbook(
                 PlaybookRequest(**{**step.__dict__, "check": True, "diff": True}),
-                data_dir=tmp_path / f"check-{i}")
+                data_dir=tmp_path / f"check-{i}",
+            )
             assert preview.changed == len(targets), step.playbook
             assert all(h.diffs for h in preview.hosts.values()), step.playbook
         assert {n: node_state(farm, n) for n in hosts} == before
@@ -190,14 +225,18 @@ def test_check_mode_changes_nothing_then_apply_then_idempotent(
             unseed(farm, name)
 
 
-def test_secret_never_reaches_the_data_dir(farm: SshNodeFarm, executor: AnsibleRunnerExecutor,
-                                           hosts: tuple[str, ...], tmp_path: Path) -> None:
+def test_secret_never_reaches_the_data_dir(
+    farm: SshNodeFarm, executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path
+) -> None:
     secret = "s3cr3t-" + secrets.token_hex(12)
     events: list[dict[str, Any]] = []
     data_dir = tmp_path / "secret"
-    request = PlaybookRequest(playbook=TESTS_PLAYBOOKS / "secret.yml", hosts=hosts,
-                              extra_vars={"db_password": secret, "public_note": "hello-public"},
-                              secret_vars=frozenset({"db_password"}))
+    request = PlaybookRequest(
+        playbook=TESTS_PLAYBOOKS / "secret.yml",
+        hosts=hosts,
+        extra_vars={"db_password": secret, "public_note": "hello-public"},
+        secret_vars=frozenset({"db_password"}),
+    )
     result = executor.run_playbook(request, data_dir=data_dir, on_event=lambda e: events.append(dict(e)))
     assert result.status is RunnerStatus.SUCCESSFUL
     for name in hosts:  # the playbook did get the value
@@ -210,8 +249,10 @@ def test_secret_never_reaches_the_data_dir(farm: SshNodeFarm, executor: AnsibleR
     assert any(b"hello-public" in p.read_bytes() for p in files)  # public vars are kept
     assert secret not in json.dumps(events)
     assert any(b"********" in p.read_bytes() for p in files)  # the task without no_log was scrubbed
-    assert {e["task"] for e in events} == {"Write the secret on the node",
-                                           "Echo the secret (no no_log, on purpose)"}
+    assert {e["task"] for e in events} == {
+        "Write the secret on the node",
+        "Echo the secret (no no_log, on purpose)",
+    }
     assert not list(Path("/dev/shm").glob("mgr-sec-*"))
 
 
@@ -233,7 +274,8 @@ def test_node_facts_report_interfaces_routes_chains_and_cni(
     assert links["flannel.1"]["vxlan"]["id"] == 1 and links["flannel.1"]["vxlan"]["port"] == 8472
     assert links["flannel.1"]["vxlan"]["fdb"] == [{"mac": "02:00:00:00:00:fa", "dst": "198.19.20.250"}]
     assert links["flannel.1"]["vxlan"]["neighbors"] == [
-        {"ip": "10.244.250.0", "mac": "02:00:00:00:00:fa", "state": ["PERMANENT"]}]
+        {"ip": "10.244.250.0", "mac": "02:00:00:00:00:fa", "state": ["PERMANENT"]}
+    ]
     assert links["cni0"]["kind"] == "bridge"
     assert farm.nodes[hosts[0]].address + "/24" in links["eth0"]["addresses"]
     assert any(r.get("dst") == "10.244.250.0/24" and r.get("dev") == "flannel.1" for r in f1["routes"])
@@ -252,8 +294,9 @@ def test_timeout_and_cancel(executor: AnsibleRunnerExecutor, hosts: tuple[str, .
     sleep = TESTS_PLAYBOOKS / "sleep.yml"
     started = time.monotonic()
     with pytest.raises(StepTimeout):
-        executor.run_playbook(PlaybookRequest(playbook=sleep, hosts=hosts[:1], timeout=3),
-                              data_dir=tmp_path / "timeout")
+        executor.run_playbook(
+            PlaybookRequest(playbook=sleep, hosts=hosts[:1], timeout=3), data_dir=tmp_path / "timeout"
+        )
     assert time.monotonic() - started < 15
 
     cancel = threading.Event()
@@ -262,29 +305,35 @@ def test_timeout_and_cancel(executor: AnsibleRunnerExecutor, hosts: tuple[str, .
     started = time.monotonic()
     try:
         with pytest.raises(Interrupted) as info:
-            executor.run_playbook(PlaybookRequest(playbook=sleep, hosts=hosts), data_dir=tmp_path / "cancel",
-                                  cancel=cancel)
+            executor.run_playbook(
+                PlaybookRequest(playbook=sleep, hosts=hosts), data_dir=tmp_path / "cancel", cancel=cancel
+            )
     finally:
         timer.cancel()
     assert isinstance(info.value, PlaybookInterrupted)
     assert time.monotonic() - started < 15
     with pytest.raises(Interrupted):  # already canceled: not even started
-        executor.run_playbook(PlaybookRequest(playbook=sleep, hosts=hosts), data_dir=tmp_path / "c2",
-                              cancel=cancel)
+        executor.run_playbook(
+            PlaybookRequest(playbook=sleep, hosts=hosts), data_dir=tmp_path / "c2", cancel=cancel
+        )
 
 
-def test_unknown_hosts_and_missing_playbook_fail_up_front(executor: AnsibleRunnerExecutor,
-                                                          tmp_path: Path) -> None:
+def test_unknown_hosts_and_missing_playbook_fail_up_front(
+    executor: AnsibleRunnerExecutor, tmp_path: Path
+) -> None:
     with pytest.raises(StepFailed, match=r"not in inventory.*ghost"):
-        executor.run_playbook(PlaybookRequest(playbook=Path("ping.yml"), hosts=("ghost",)),
-                              data_dir=tmp_path / "x")
+        executor.run_playbook(
+            PlaybookRequest(playbook=Path("ping.yml"), hosts=("ghost",)), data_dir=tmp_path / "x"
+        )
     with pytest.raises(StepFailed, match="does not exist"):
-        executor.run_playbook(PlaybookRequest(playbook=Path("nope.yml"), hosts=("ans-n1",)),
-                              data_dir=tmp_path / "y")
+        executor.run_playbook(
+            PlaybookRequest(playbook=Path("nope.yml"), hosts=("ans-n1",)), data_dir=tmp_path / "y"
+        )
 
 
-def test_kernel_features_probe_and_require(farm: SshNodeFarm, executor: AnsibleRunnerExecutor,
-                                           hosts: tuple[str, ...], tmp_path: Path) -> None:
+def test_kernel_features_probe_and_require(
+    farm: SshNodeFarm, executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path
+) -> None:
     before = {n: node_state(farm, n) for n in hosts}
     features = executor.kernel_features(hosts, data_dir=tmp_path / "features")
     assert {n: node_state(farm, n) for n in hosts} == before  # probes leave nothing behind
@@ -304,19 +353,28 @@ def test_kernel_features_probe_and_require(farm: SshNodeFarm, executor: AnsibleR
         assert "netem" in str(info.value) and sorted(hosts)[0] in str(info.value)
 
 
-def test_cni_teardown_in_one_run(farm: SshNodeFarm, executor: AnsibleRunnerExecutor, hosts: tuple[str, ...],
-                                 tmp_path: Path) -> None:
+def test_cni_teardown_in_one_run(
+    farm: SshNodeFarm, executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path
+) -> None:
     node = hosts[0]
     seed_flannel(farm, node)
     script = "mkdir -p /run/flannel; echo FLANNEL_MTU=1450 > /run/flannel/subnet.env"
     farm.node_exec(node, ["sh", "-c", script])
     try:
-        request = PlaybookRequest(playbook=Path("cni-teardown.yml"), hosts=(node,), extra_vars={
-            "links": ["flannel.1", "cni0"], "chain_prefixes": ["FLANNEL"],
-            "cni_files": ["10-flannel.conflist"], "extra_files": ["/run/flannel/subnet.env"]})
+        request = PlaybookRequest(
+            playbook=Path("cni-teardown.yml"),
+            hosts=(node,),
+            extra_vars={
+                "links": ["flannel.1", "cni0"],
+                "chain_prefixes": ["FLANNEL"],
+                "cni_files": ["10-flannel.conflist"],
+                "extra_files": ["/run/flannel/subnet.env"],
+            },
+        )
         before = node_state(farm, node)
-        preview = executor.run_playbook(PlaybookRequest(**{**request.__dict__, "check": True}),
-                                        data_dir=tmp_path / "check")
+        preview = executor.run_playbook(
+            PlaybookRequest(**{**request.__dict__, "check": True}), data_dir=tmp_path / "check"
+        )
         assert node_state(farm, node) == before
         assert preview.hosts[node].changed == 4 and len(preview.hosts[node].diffs) == 4
         done = executor.run_playbook(request, data_dir=tmp_path / "apply")
@@ -334,26 +392,37 @@ def test_cni_teardown_in_one_run(farm: SshNodeFarm, executor: AnsibleRunnerExecu
 def test_become(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path) -> None:
     # the lab nodes have no sudo: su works for root; a real inventory sets its own become method
     result = executor.run_playbook(
-        PlaybookRequest(playbook=Path("ping.yml"), hosts=hosts[:1], become=True,
-                        extra_vars={"ansible_become_method": "su"}), data_dir=tmp_path / "become")
+        PlaybookRequest(
+            playbook=Path("ping.yml"),
+            hosts=hosts[:1],
+            become=True,
+            extra_vars={"ansible_become_method": "su"},
+        ),
+        data_dir=tmp_path / "become",
+    )
     assert result.status is RunnerStatus.SUCCESSFUL
     assert "--become" in (result.artifacts_dir / "command").read_text()  # type: ignore[operator]
 
 
-def test_broken_playbook_fails_with_ansible_output(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...],
-                                                   tmp_path: Path) -> None:
+def test_broken_playbook_fails_with_ansible_output(
+    executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path
+) -> None:
     with pytest.raises(StepFailed) as info:
-        executor.run_playbook(PlaybookRequest(playbook=TESTS_PLAYBOOKS / "broken.yml", hosts=hosts),
-                              data_dir=tmp_path / "broken")
+        executor.run_playbook(
+            PlaybookRequest(playbook=TESTS_PLAYBOOKS / "broken.yml", hosts=hosts),
+            data_dir=tmp_path / "broken",
+        )
     assert isinstance(info.value, PlaybookFailed) and info.value.node is None
     assert "conflicting action statements" in str(info.value)
 
 
-def test_a_broken_observer_does_not_break_the_run(executor: AnsibleRunnerExecutor, hosts: tuple[str, ...],
-                                                  tmp_path: Path) -> None:
+def test_a_broken_observer_does_not_break_the_run(
+    executor: AnsibleRunnerExecutor, hosts: tuple[str, ...], tmp_path: Path
+) -> None:
     def boom(_event: object) -> None:
         raise RuntimeError("observer bug")
 
-    result = executor.run_playbook(PlaybookRequest(playbook=Path("ping.yml"), hosts=hosts[:1]),
-                                   data_dir=tmp_path / "boom", on_event=boom)
+    result = executor.run_playbook(
+        PlaybookRequest(playbook=Path("ping.yml"), hosts=hosts[:1]), data_dir=tmp_path / "boom", on_event=boom
+    )
     assert result.status is RunnerStatus.SUCCESSFUL and result.hosts[hosts[0]].ok == 1

@@ -60,8 +60,9 @@ def test_nodes_ping_cli(farm: SshNodeFarm) -> None:
     down = list(farm.nodes)[1]
     farm.stop_sshd(down)
     try:
-        res = runner.invoke(app, ["ping", "-i", str(farm.inventory), "--nodes", f"ans-n1,{down}",
-                                  "--timeout", "30"])
+        res = runner.invoke(
+            app, ["ping", "-i", str(farm.inventory), "--nodes", f"ans-n1,{down}", "--timeout", "30"]
+        )
     finally:
         farm.start_sshd(down)
     assert res.exit_code == 3, res.output
@@ -79,10 +80,21 @@ def test_nodes_ping_ctrl_c_cancels(farm: SshNodeFarm, tmp_path: Path) -> None:
     inventory = tmp_path / "inv.ini"
     inventory.write_text(farm.inventory.read_text() + f"silent ansible_host={farm.net}.99\n")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from migrator.cli.nodes import app; app()", "ping", "-i", str(inventory),
-         "--keep", str(tmp_path / "keep")],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from migrator.cli.nodes import app; app()",
+            "ping",
+            "-i",
+            str(inventory),
+            "--keep",
+            str(tmp_path / "keep"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 30  # until ansible-playbook is running (its first events are written)
     while not list((tmp_path / "keep").glob("artifacts/*/job_events/*.json")):

@@ -1,5 +1,7 @@
 """The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client."""
 
+import os
+
 from migrator.adapters.kube.api import (
     KubeApi,
     KubeConflict,
@@ -32,6 +34,7 @@ from migrator.adapters.kube.cni import (
     detect_from_objects,
 )
 from migrator.adapters.kube.lock import LeaseHolder, LeaseLock
+from migrator.ports import Target
 
 __all__ = [
     "FIELD_MANAGER",
@@ -60,5 +63,11 @@ __all__ = [
     "detect_from_objects",
     "kube_target",
     "load_api_client",
+    "open_kube_target",
     "translate",
 ]
+
+
+def open_kube_target(context: str | None = None) -> Target:
+    """The ``--target kube[:CONTEXT]`` target: kubeconfig from ``$KUBECONFIG`` (or the default path)."""
+    return kube_target(kubeconfig=os.environ.get("KUBECONFIG") or None, context=context)
