@@ -52,16 +52,20 @@ def main() -> int:
     logger.add(sys.stderr, level="WARNING")
     runs = max(3, args.runs)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"host: {os.cpu_count()} CPUs, load average {load}; {args.nodes} nodes; {runs} runs per case; "
-          f"target ratio <= {TARGET}")
+    print(
+        f"host: {os.cpu_count()} CPUs, load average {load}; {args.nodes} nodes; {runs} runs per case; "
+        f"target ratio <= {TARGET}"
+    )
     ok = True
     with SshNodeFarm(args.nodes) as farm, tempfile.TemporaryDirectory(prefix="bench-ans-") as tmp:
         work = Path(tmp)
         all_hosts = tuple(farm.nodes)
         ex = AnsibleRunnerExecutor(inventory=farm.inventory, control_path_dir=work / "cp")
         ex.inventory_hosts()
-        for name, playbook in (("trivial.yml (raw)", HERE / "playbooks" / "trivial.yml"),
-                               ("ping.yml (module)", Path("ping.yml"))):
+        for name, playbook in (
+            ("trivial.yml (raw)", HERE / "playbooks" / "trivial.yml"),
+            ("ping.yml (module)", Path("ping.yml")),
+        ):
             timed(ex, playbook, all_hosts, work, "warmup")  # SSH masters up, caches warm
             one: list[float] = []
             many: list[float] = []
@@ -71,12 +75,18 @@ def main() -> int:
             m1, mn = statistics.median(one), statistics.median(many)
             ratio = mn / m1
             verdict = "OK" if ratio <= TARGET else "ABOVE TARGET"
-            print(f"{name:20s} 1 node: median {m1:.2f}s  {len(all_hosts)} nodes: median {mn:.2f}s  "
-                  f"ratio {ratio:.2f}  {verdict}")
-            print(f"{'':20s} best-of: 1 node {min(one):.2f}s, {len(all_hosts)} nodes {min(many):.2f}s, "
-                  f"ratio {min(many) / min(one):.2f} (less sensitive to other load on the host)")
-            print(f"{'':20s} runs 1: {' '.join(f'{t:.2f}' for t in one)} | "
-                  f"runs {len(all_hosts)}: {' '.join(f'{t:.2f}' for t in many)}")
+            print(
+                f"{name:20s} 1 node: median {m1:.2f}s  {len(all_hosts)} nodes: median {mn:.2f}s  "
+                f"ratio {ratio:.2f}  {verdict}"
+            )
+            print(
+                f"{'':20s} best-of: 1 node {min(one):.2f}s, {len(all_hosts)} nodes {min(many):.2f}s, "
+                f"ratio {min(many) / min(one):.2f} (less sensitive to other load on the host)"
+            )
+            print(
+                f"{'':20s} runs 1: {' '.join(f'{t:.2f}' for t in one)} | "
+                f"runs {len(all_hosts)}: {' '.join(f'{t:.2f}' for t in many)}"
+            )
             if name.startswith("trivial"):
                 ok = ok and ratio <= TARGET
     return 0 if ok else 1

@@ -94,8 +94,12 @@ def main():
                         module.fail_json(msg=f"{tool} -t {table} {verb} {chain} failed: {detail}")
             removed += [f"{family}/{table}/{c}" for c in chains]
     header = "iptables chains and jump rules"
-    diff = {"before": "".join(line + "\n" for line in before_lines), "after": "",
-            "before_header": header, "after_header": header}
+    diff = {
+        "before": "".join(line + "\n" for line in before_lines),
+        "after": "",
+        "before_header": header,
+        "after_header": header,
+    }
     msg = ("removed chains: " + ", ".join(removed)) if removed else "no matching chains"
     module.exit_json(changed=bool(before_lines), removed=removed, msg=msg, diff=diff)
 

@@ -34,8 +34,13 @@ def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
     tag = f"mgp{os.getpid() % 10_000_000}"
     errors = {}
-    facts = {"qdisc": {}, "link": {}, "ipvs": os.path.exists("/proc/net/ip_vs"), "iptables": {},
-             "errors": errors}
+    facts = {
+        "qdisc": {},
+        "link": {},
+        "ipvs": os.path.exists("/proc/net/ip_vs"),
+        "iptables": {},
+        "errors": errors,
+    }
 
     def run(argv):
         rc, out, err = module.run_command(argv)
@@ -76,8 +81,10 @@ def main():
     chain = f"MIGRATOR-PROBE-{os.getpid() % 10_000_000}"
     created, why = run(["iptables", "-w", "5", "-N", chain])
     try:
-        for match, args in (("statistic", ["-m", "statistic", "--mode", "random", "--probability", "0.5"]),
-                            ("comment", ["-m", "comment", "--comment", "probe"])):
+        for match, args in (
+            ("statistic", ["-m", "statistic", "--mode", "random", "--probability", "0.5"]),
+            ("comment", ["-m", "comment", "--comment", "probe"]),
+        ):
             if not created:
                 facts["iptables"][match] = False
                 errors["iptables/" + match] = why

@@ -21,8 +21,10 @@ def present(module, name):
 
 def main():
     module = AnsibleModule(
-        argument_spec={"names": {"type": "list", "elements": "str", "required": True},
-                       "state": {"type": "str", "choices": ["absent"], "default": "absent"}},
+        argument_spec={
+            "names": {"type": "list", "elements": "str", "required": True},
+            "state": {"type": "str", "choices": ["absent"], "default": "absent"},
+        },
         supports_check_mode=True,
     )
     names = list(dict.fromkeys(module.params["names"]))
@@ -36,8 +38,12 @@ def main():
             deleted.append(name)
     else:
         deleted = list(before)
-    diff = {"before": "".join(n + "\n" for n in before), "after": "",
-            "before_header": "links", "after_header": "links"}
+    diff = {
+        "before": "".join(n + "\n" for n in before),
+        "after": "",
+        "before_header": "links",
+        "after_header": "links",
+    }
     msg = ("deleted: " + ", ".join(deleted)) if deleted else "no such links"
     module.exit_json(changed=bool(before), deleted=deleted, msg=msg, diff=diff)
 

@@ -43,7 +43,11 @@ options:
 
 BUILTIN = {"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"}
 OWNERS = (
-    ("FLANNEL", "FLANNEL"), ("KUBE-", "KUBE"), ("cali-", "cali"), ("CNI-", "CNI"), ("MIGRATOR", "MIGRATOR"),
+    ("FLANNEL", "FLANNEL"),
+    ("KUBE-", "KUBE"),
+    ("cali-", "cali"),
+    ("CNI-", "CNI"),
+    ("MIGRATOR", "MIGRATOR"),
 )
 TABLES = ("filter", "nat", "mangle", "raw")
 
@@ -107,16 +111,28 @@ def interfaces(module, errors):
             name = link.get("ifname")
             fdb, _ = run_json(module, ["bridge", "-j", "fdb", "show", "dev", name])
             neigh, _ = run_json(module, ["ip", "-j", "neigh", "show", "dev", name])
-            vxlan = {"id": data.get("id"), "port": data.get("port"), "local": data.get("local"),
-                     "dev": data.get("link"),
-                     "fdb": [{"mac": e.get("mac"), "dst": e.get("dst")} for e in fdb if e.get("dst")],
-                     "neighbors": [{"ip": e.get("dst"), "mac": e.get("lladdr"), "state": e.get("state")}
-                                   for e in neigh]}
-        out.append({
-            "name": link.get("ifname"), "kind": kind, "state": link.get("operstate"), "mtu": link.get("mtu"),
-            "mac": link.get("address"), "master": link.get("master"),
-            "addresses": by_name.get(link.get("ifname"), []), "vxlan": vxlan,
-        })
+            vxlan = {
+                "id": data.get("id"),
+                "port": data.get("port"),
+                "local": data.get("local"),
+                "dev": data.get("link"),
+                "fdb": [{"mac": e.get("mac"), "dst": e.get("dst")} for e in fdb if e.get("dst")],
+                "neighbors": [
+                    {"ip": e.get("dst"), "mac": e.get("lladdr"), "state": e.get("state")} for e in neigh
+                ],
+            }
+        out.append(
+            {
+                "name": link.get("ifname"),
+                "kind": kind,
+                "state": link.get("operstate"),
+                "mtu": link.get("mtu"),
+                "mac": link.get("address"),
+                "master": link.get("master"),
+                "addresses": by_name.get(link.get("ifname"), []),
+                "vxlan": vxlan,
+            }
+        )
     return out
 
 
@@ -174,8 +190,12 @@ def ssh_path():
     if len(parts) != 4:
         return None
     client, client_port, server, server_port = parts
-    return {"client": client, "client_port": int(client_port),
-            "server": server, "server_port": int(server_port)}
+    return {
+        "client": client,
+        "client_port": int(client_port),
+        "server": server,
+        "server_port": int(server_port),
+    }
 
 
 def ip_forward():
@@ -188,8 +208,10 @@ def ip_forward():
 
 def main():
     module = AnsibleModule(
-        argument_spec={"cni_dir": {"type": "str", "default": "/etc/cni/net.d"},
-                       "include_cni_content": {"type": "bool", "default": True}},
+        argument_spec={
+            "cni_dir": {"type": "str", "default": "/etc/cni/net.d"},
+            "include_cni_content": {"type": "bool", "default": True},
+        },
         supports_check_mode=True,
     )
     errors = []
