@@ -249,6 +249,62 @@ class AnsiblePlaybookStep(StepBase):
     args: AnsiblePlaybookArgs
 
 
+# CNI migration actions (issue 6): migrator.actions.cni, through the CniOps port and the node executor
+
+
+class CniPreflightArgs(Model):
+    expect_vni: int | None = Field(None, description="Refuse unless the source's VXLAN VNI is this")
+    expect_port: int | None = Field(None, description="Refuse unless the source's VXLAN UDP port is this")
+
+
+class CniPreflightStep(StepBase):
+    action: Literal["cni.preflight"]
+    args: CniPreflightArgs = Field(default_factory=CniPreflightArgs)
+
+
+class CniInstallCalicoArgs(Model):
+    mode: Literal["vxlan", "bgp"] = "vxlan"
+    peering: Literal["full-mesh", "route-reflector"] = "full-mesh"
+    reflectors: str = Field("", description="Route reflector node names, comma-separated")
+    manifest: str = Field("", description="The user's Calico manifest (real clusters; server-side apply)")
+
+
+class CniInstallCalicoStep(StepBase):
+    action: Literal["cni.install-calico"]
+    args: CniInstallCalicoArgs = Field(default_factory=CniInstallCalicoArgs)
+
+
+class CniSwitchNodeArgs(Model):
+    fail_at_node: str = Field("", description="Fail the switch on this node (tests the rollback)")
+    ready_timeout: Duration = Field(60.0, description="Longest wait for the new CNI to be ready")
+    drain_timeout: Duration = Field(120.0, description="Drain bound when swapping back (undo)")
+
+
+class CniSwitchNodeStep(StepBase):
+    action: Literal["cni.switch-node"]
+    args: CniSwitchNodeArgs = Field(default_factory=CniSwitchNodeArgs)
+
+
+class CniFinalizeStep(StepBase):
+    action: Literal["cni.finalize"]
+    args: EmptyArgs = Field(default_factory=EmptyArgs)
+
+
+class CniCalicoModeArgs(Model):
+    mode: Literal["vxlan", "bgp"]
+    ready_timeout: Duration = 60.0
+
+
+class CniCalicoModeStep(StepBase):
+    action: Literal["cni.calico-mode"]
+    args: CniCalicoModeArgs
+
+
+class CniRemoveVxlanStep(StepBase):
+    action: Literal["cni.remove-vxlan"]
+    args: EmptyArgs = Field(default_factory=EmptyArgs)
+
+
 Step = Annotated[
     DemoTouchStep
     | DemoSleepStep
@@ -258,7 +314,13 @@ Step = Annotated[
     | NodeDrainStep
     | NodeLabelStep
     | NodeRestartPodsStep
-    | AnsiblePlaybookStep,
+    | AnsiblePlaybookStep
+    | CniPreflightStep
+    | CniInstallCalicoStep
+    | CniSwitchNodeStep
+    | CniFinalizeStep
+    | CniCalicoModeStep
+    | CniRemoveVxlanStep,
     Field(discriminator="action"),
 ]
 
@@ -272,6 +334,12 @@ STEP_TYPES: tuple[type[StepBase], ...] = (
     NodeLabelStep,
     NodeRestartPodsStep,
     AnsiblePlaybookStep,
+    CniPreflightStep,
+    CniInstallCalicoStep,
+    CniSwitchNodeStep,
+    CniFinalizeStep,
+    CniCalicoModeStep,
+    CniRemoveVxlanStep,
 )
 
 
@@ -313,6 +381,11 @@ class ReachabilityCheck(CheckBase):
     compare_baseline: bool = Field(True, description="Pairs that failed at preflight are not blamed")
     sample_per_source: int | None = Field(None, ge=1)
     seed: int = 0
+    # added for issue 5 (additive):
+    preflight_threshold: Percentage | None = Field(
+        None, description="Threshold at preflight, where the baseline is recorded (default: threshold)"
+    )
+    probe_timeout: Duration = Field(1.0, description="Time allowed for each probe")
 
 
 class ContinuousProbeCheck(CheckBase):
@@ -324,6 +397,18 @@ class ContinuousProbeCheck(CheckBase):
     max_outage: Duration | None = Field(None, description="Abort the stage on an outage this long")
     sample_pairs: int | None = Field(64, ge=1)
     seed: int = 0
+    # added for issue 5 (additive):
+    nodeport: str | None = Field(
+        None,
+        description="Also probe this service (NAME or NAMESPACE/NAME) through its NodePort from outside,"
+        " on the nodes outside the current wave",
+    )
+    probe_timeout: Duration = Field(1.0, description="Time allowed for each probe")
+    max_duration: Duration = Field(3600.0, description="Upper bound of the monitor (the stage ends it first)")
+    min_availability: Percentage | None = Field(
+        None, description="Abort when the share of answered probes stays below this for abort_after"
+    )
+    abort_after: Duration = Field(5.0, description="Window of min_availability")
 
 
 class NodesReachableCheck(CheckBase):
@@ -338,8 +423,22 @@ class NodesSchedulableCheck(CheckBase):
     type: Literal["nodes.schedulable"]
 
 
+class CniNodesCheck(CheckBase):
+    """Every node runs the expected CNI (``Node.cni``) and none keeps another CNI's leftovers."""
+
+    type: Literal["cni.nodes"]
+    expect: str = Field(..., description="flannel or calico")
+    no_leftovers_of: list[str] = Field(default_factory=list, description="flannel and/or calico")
+    bgp_established: bool = Field(False, description="Also require BGP sessions to every other node")
+
+
 Check = Annotated[
-    DemoMarkersCheck | ReachabilityCheck | ContinuousProbeCheck | NodesReachableCheck | NodesSchedulableCheck,
+    DemoMarkersCheck
+    | ReachabilityCheck
+    | ContinuousProbeCheck
+    | NodesReachableCheck
+    | NodesSchedulableCheck
+    | CniNodesCheck,
     Field(discriminator="type"),
 ]
 
@@ -349,6 +448,7 @@ CHECK_TYPES: tuple[type[CheckBase], ...] = (
     ContinuousProbeCheck,
     NodesReachableCheck,
     NodesSchedulableCheck,
+    CniNodesCheck,
 )
 
 
