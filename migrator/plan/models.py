@@ -386,6 +386,7 @@ class ReachabilityCheck(CheckBase):
         None, description="Threshold at preflight, where the baseline is recorded (default: threshold)"
     )
     probe_timeout: Duration = Field(1.0, description="Time allowed for each probe")
+    path: str = Field("/", description="HTTP path probed on pods and services (the lab's pods: /healthz)")
 
 
 class ContinuousProbeCheck(CheckBase):
@@ -404,6 +405,7 @@ class ContinuousProbeCheck(CheckBase):
         " on the nodes outside the current wave",
     )
     probe_timeout: Duration = Field(1.0, description="Time allowed for each probe")
+    path: str = Field("/", description="HTTP path probed on pods and services (the lab's pods: /healthz)")
     max_duration: Duration = Field(3600.0, description="Upper bound of the monitor (the stage ends it first)")
     min_availability: Percentage | None = Field(
         None, description="Abort when the share of answered probes stays below this for abort_after"
