@@ -305,6 +305,188 @@ class CniRemoveVxlanStep(StepBase):
     args: EmptyArgs = Field(default_factory=EmptyArgs)
 
 
+# network faults (migrator.actions.faults): installed on nodes through Ansible, each with a duration and a
+# dead man's switch on the node (record under /run/migrator/faults and a detached expiry revert)
+
+
+class FaultTargets(Model):
+    """Blast radius: which nodes get the fault. Seeded sampling without replacement by count or percent."""
+
+    names: list[str] | None = Field(None, description="Only these nodes")
+    labels: LabelSelector | None = None
+    exclude: list[str] = Field(default_factory=list, description="Never these nodes")
+    count: int | None = Field(None, ge=1, description="Pick this many of the matching nodes")
+    percent: Percentage | None = Field(None, description="Pick this share of the matching nodes")
+    seed: int = Field(0, description="Seed of the sampling by count or percent")
+    allow_control_plane: bool = Field(False, description="Control-plane nodes may be faulted")
+    max_share: Percentage = Field(0.5, description="Refuse to fault more than this share of the cluster")
+
+    @model_validator(mode="after")
+    def _count_xor_percent(self) -> FaultTargets:
+        if self.count is not None and self.percent is not None:
+            raise ValueError("percent: give either count or percent, not both")
+        return self
+
+
+class FaultDirection(StrEnum):
+    IN = "in"
+    OUT = "out"
+    BOTH = "both"
+
+
+class FaultProtocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    ALL = "all"
+
+
+class LossMechanism(StrEnum):
+    AUTO = "auto"  # netem where the kernel has it, else iptables statistic
+    NETEM = "netem"
+    IPTABLES = "iptables"
+
+
+class FaultArgsBase(Model):
+    targets: FaultTargets | None = Field(
+        None, description="Blast radius; default: the stage's current node (in a for_each stage)"
+    )
+    duration: Duration = Field(..., description="How long the fault lasts")
+    grace: Duration = Field(10.0, description="Added to the duration for the expiry revert on the node")
+    wait: bool = Field(
+        True,
+        description="Hold the step for the duration, then revert; false: return at once and let the"
+        " fault expire (or the step's undo revert it)",
+    )
+    interface: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.\-]{1,15}$", description="Default: the interface of the node's address"
+    )
+
+    @field_validator("duration")
+    @classmethod
+    def _bounded(cls, value: float) -> float:
+        if not 0 < value <= 3600:
+            raise ValueError("a fault lasts more than 0s and at most 1h")
+        return value
+
+
+class FaultLossArgs(FaultArgsBase):
+    percent: Percentage = Field(..., description="Share of the node's egress packets dropped")
+    correlation: Percentage | None = Field(None, description="netem only")
+    mechanism: LossMechanism = LossMechanism.AUTO
+
+
+class FaultDelayArgs(FaultArgsBase):
+    delay: Duration = Field(..., description="Added egress latency (netem)")
+    jitter: Duration | None = None
+    correlation: Percentage | None = None
+    duplicate: Percentage | None = None
+    corrupt: Percentage | None = None
+
+
+class FaultBandwidthArgs(FaultArgsBase):
+    rate: str = Field(..., pattern=r"^[0-9]+(\.[0-9]+)?([kmg]?bit|[kmg]?bps)$", description="e.g. 1mbit")
+    burst: str = Field("32kbit", pattern=r"^[0-9]+([kmg]?b|[kmg]?bit)?$")
+    latency: Duration = Field(0.4, description="tbf latency (queueing bound)")
+
+
+class FaultPartitionArgs(FaultArgsBase):
+    peers: FaultTargets | None = Field(
+        None, description="The other side: traffic between the targets and these nodes (and their pods) is cut"
+    )
+    cidrs: list[Cidr] = Field(default_factory=list, description="Also cut traffic to/from these CIDRs")
+    ports: list[int] = Field(default_factory=list, description="Only these ports of the CIDRs (default all)")
+    protocol: FaultProtocol = FaultProtocol.ALL
+    direction: FaultDirection = FaultDirection.BOTH
+
+    @model_validator(mode="after")
+    def _something(self) -> FaultPartitionArgs:
+        if self.peers is None and not self.cidrs:
+            raise ValueError("peers: give peers (a node set) or cidrs")
+        if self.ports and self.protocol == FaultProtocol.ALL:
+            raise ValueError("protocol: ports need protocol tcp or udp")
+        return self
+
+
+class FaultBlackholeArgs(FaultArgsBase):
+    service: str = Field(..., pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$", description="namespace/name")
+    port: int | None = Field(None, ge=1, le=65535, description="Default: every port of the service")
+
+
+class FaultDnsArgs(FaultArgsBase):
+    pass
+
+
+class FaultLinkFlapArgs(FaultArgsBase):
+    period: Duration = Field(4.0, description="One down+up cycle")
+    down: Duration = Field(1.0, description="Time down in each cycle")
+
+    @model_validator(mode="after")
+    def _down_in_period(self) -> FaultLinkFlapArgs:
+        if not 0 < self.down < self.period:
+            raise ValueError("down: must be more than 0 and less than period")
+        return self
+
+
+class FaultApiserverArgs(FaultArgsBase):
+    endpoint: str | None = Field(
+        None,
+        pattern=r"^[0-9.]+:[0-9]+$",
+        description="ip:port of the control-plane endpoint; default: every control-plane node, port 6443",
+    )
+
+
+class FaultLossStep(StepBase):
+    action: Literal["fault.loss"]
+    args: FaultLossArgs
+
+
+class FaultDelayStep(StepBase):
+    action: Literal["fault.delay"]
+    args: FaultDelayArgs
+
+
+class FaultBandwidthStep(StepBase):
+    action: Literal["fault.bandwidth"]
+    args: FaultBandwidthArgs
+
+
+class FaultPartitionStep(StepBase):
+    action: Literal["fault.partition"]
+    args: FaultPartitionArgs
+
+
+class FaultBlackholeStep(StepBase):
+    action: Literal["fault.blackhole"]
+    args: FaultBlackholeArgs
+
+
+class FaultDnsStep(StepBase):
+    action: Literal["fault.dns"]
+    args: FaultDnsArgs
+
+
+class FaultLinkFlapStep(StepBase):
+    action: Literal["fault.link-flap"]
+    args: FaultLinkFlapArgs
+
+
+class FaultApiserverStep(StepBase):
+    action: Literal["fault.apiserver"]
+    args: FaultApiserverArgs
+
+
+FAULT_STEP_TYPES: tuple[type[StepBase], ...] = (
+    FaultLossStep,
+    FaultDelayStep,
+    FaultBandwidthStep,
+    FaultPartitionStep,
+    FaultBlackholeStep,
+    FaultDnsStep,
+    FaultLinkFlapStep,
+    FaultApiserverStep,
+)
+
+
 Step = Annotated[
     DemoTouchStep
     | DemoSleepStep
@@ -320,7 +502,15 @@ Step = Annotated[
     | CniSwitchNodeStep
     | CniFinalizeStep
     | CniCalicoModeStep
-    | CniRemoveVxlanStep,
+    | CniRemoveVxlanStep
+    | FaultLossStep
+    | FaultDelayStep
+    | FaultBandwidthStep
+    | FaultPartitionStep
+    | FaultBlackholeStep
+    | FaultDnsStep
+    | FaultLinkFlapStep
+    | FaultApiserverStep,
     Field(discriminator="action"),
 ]
 
@@ -340,6 +530,7 @@ STEP_TYPES: tuple[type[StepBase], ...] = (
     CniFinalizeStep,
     CniCalicoModeStep,
     CniRemoveVxlanStep,
+    *FAULT_STEP_TYPES,
 )
 
 
