@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -194,9 +195,28 @@ class KubeCluster:
         self.eviction_grace_seconds = eviction_grace_seconds
         self.event_namespace = event_namespace
         self._identity: str | None = None
+        self._snapshot: _ReadSnapshot | None = None
 
     def close(self) -> None:
         self.api.client.close()
+
+    # ---------------------------------------------------------------------------------- snapshot
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Serve ``list_nodes``, ``get_node``, ``list_pods`` and ``list_services`` from one paginated list
+        per resource, taken on first use, until the block ends (for dry runs: a per-node preview then
+        costs no request). Any write through this object drops the snapshot."""
+        previous = self._snapshot
+        self._snapshot = _ReadSnapshot()
+        try:
+            yield
+        finally:
+            self._snapshot = previous
+
+    def _invalidate(self) -> None:
+        if self._snapshot is not None:
+            self._snapshot.clear()
 
     # ---------------------------------------------------------------------------------- identity
 
@@ -213,14 +233,23 @@ class KubeCluster:
         return self.api.list_all("list nodes", self.api.core.list_node, label_selector=label_selector).items
 
     def list_nodes(self) -> list[Node]:
+        snap = self._snapshot
+        if snap is not None:
+            return list(snap.nodes(lambda: [mapping.to_node(o) for o in self.list_node_objects()]).values())
         return [mapping.to_node(o) for o in self.list_node_objects()]
 
     def get_node(self, name: str) -> Node:
+        snap = self._snapshot
+        if snap is not None:
+            node = snap.nodes(lambda: [mapping.to_node(o) for o in self.list_node_objects()]).get(name)
+            if node is not None:
+                return node
         return mapping.to_node(self.api.read(f"read node {name}", self.api.core.read_node, name))
 
     def label_node(self, name: str, labels: Mapping[str, str | None], *, dry_run: bool = False) -> None:
         """Set labels (``None`` removes one) with a merge patch; idempotent. ``dry_run`` asks the server to
         validate the patch (existence, RBAC, admission) without storing it."""
+        self._invalidate()
         if not labels:
             return
         self.api.call(
@@ -239,6 +268,7 @@ class KubeCluster:
     def set_schedulable(self, name: str, schedulable: bool, *, dry_run: bool = False) -> None:
         """Cordon (``False``) or uncordon (``True``) with a patch of ``spec.unschedulable``; ``dry_run`` as
         for :meth:`label_node`."""
+        self._invalidate()
         self.api.call(
             f"{'uncordon' if schedulable else 'cordon'} node {name}",
             self.api.core.patch_node,
@@ -282,11 +312,22 @@ class KubeCluster:
         )
 
     def list_pods(self, namespace: str | None = None, node: str | None = None) -> list[Pod]:
+        snap = self._snapshot
+        if snap is not None:
+            by_node = snap.pods(lambda: [mapping.to_pod(o) for o in self.list_pod_objects()])
+            pods = by_node.get(node, []) if node is not None else [p for ps in by_node.values() for p in ps]
+            return [p for p in pods if namespace is None or p.namespace == namespace]
         return [mapping.to_pod(o) for o in self.list_pod_objects(namespace, node)]
 
     # ----------------------------------------------------------------------------------- services
 
     def list_services(self, namespace: str | None = None) -> list[Service]:
+        snap = self._snapshot
+        if snap is not None:
+            return snap.services(namespace, lambda: self._list_services(namespace))
+        return self._list_services(namespace)
+
+    def _list_services(self, namespace: str | None) -> list[Service]:
         if namespace:
             services = self.api.list_all(
                 f"list services in {namespace}", self.api.core.list_namespaced_service, namespace
@@ -369,6 +410,7 @@ class KubeCluster:
         until ``timeout``; then :class:`StepTimeout` names the blocking pods and PDBs. Finally it waits (by
         watch) until the evicted pods are gone. ``cancel`` stops it with :class:`Interrupted`.
         """
+        self._invalidate()
         deadline = time.monotonic() + timeout
         emptydir = self.delete_emptydir_data if delete_emptydir_data is None else delete_emptydir_data
         force_ = self.force if force is None else force
@@ -591,6 +633,7 @@ class KubeCluster:
     ) -> list[str]:
         """Delete the node's non-hostNetwork pods owned by a controller (they are recreated with the node's
         current CNI); return their keys. With ``wait_timeout``, wait until they are gone."""
+        self._invalidate()
         deleted: dict[str, Obj] = {}
         for pod in self._list_pods(None, node).items:
             spec = pod.get("spec") or {}
@@ -666,6 +709,7 @@ class KubeCluster:
         object whose CRD or namespace is created earlier in the same batch cannot be checked by the server
         in a dry run: it is reported with ``validated=False``. A real apply waits (bounded by
         ``crd_timeout``) for each CRD it creates to be Established before applying the next object."""
+        self._invalidate()
         docs = _documents(manifests)
         batch_kinds = {
             (
@@ -783,6 +827,7 @@ class KubeCluster:
     ) -> bool:
         """Delete an object with a propagation policy; ``False`` when it was already absent. With
         ``wait_timeout``, wait (polling GET, bounded) until it is gone."""
+        self._invalidate()
         path = self.api.object_path(api_version, kind, name, namespace)
         body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": str(propagation)}
         if dry_run:
@@ -819,6 +864,7 @@ class KubeCluster:
         dry_run: bool = False,
     ) -> Obj:
         """Patch a DaemonSet's pod ``nodeSelector`` (``None`` values remove keys) and/or ``affinity``."""
+        self._invalidate()
         pod_spec: Obj = {}
         if node_selector is not None:
             pod_spec["nodeSelector"] = dict(node_selector)
@@ -1015,6 +1061,40 @@ def _documents(manifests: str | Mapping[str, Any] | Sequence[Mapping[str, Any]])
         else:
             out.append(doc)
     return out
+
+
+class _ReadSnapshot:
+    """What :meth:`KubeCluster.read_snapshot` serves from (filled lazily, dropped on a write)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        self._nodes: dict[str, Node] | None = None
+        self._pods: dict[str, list[Pod]] | None = None
+        self._services: dict[str | None, list[Service]] = {}
+
+    def nodes(self, load: Callable[[], list[Node]]) -> dict[str, Node]:
+        with self._lock:
+            if self._nodes is None:
+                self._nodes = {n.name: n for n in load()}
+            return self._nodes
+
+    def pods(self, load: Callable[[], list[Pod]]) -> dict[str, list[Pod]]:
+        with self._lock:
+            if self._pods is None:
+                by_node: dict[str, list[Pod]] = {}
+                for pod in load():
+                    by_node.setdefault(pod.node, []).append(pod)
+                self._pods = by_node
+            return self._pods
+
+    def services(self, namespace: str | None, load: Callable[[], list[Service]]) -> list[Service]:
+        with self._lock:
+            if namespace not in self._services:
+                self._services[namespace] = load()
+            return list(self._services[namespace])
 
 
 def kube_target(
