@@ -83,7 +83,7 @@ class Kubelet:
                 code.mkdir()
                 for fname, text in cm["data"].items():
                     (code / fname).write_text(text)
-                proc = subprocess.Popen(  # noqa: S603 - our own runner
+                proc = subprocess.Popen(
                     [
                         sys.executable,
                         "-u",
