@@ -25,7 +25,8 @@ def resolve_targets(
         exclude=list(targets.exclude),
         exclude_control_plane=not targets.allow_control_plane,
         count=targets.count,
-        percent=targets.percent,
+        # a number would be read as percent points again: hand the fraction over as a percentage
+        percent=None if targets.percent is None else f"{targets.percent * 100!r}%",
         seed=targets.seed,
     )
     chosen = select_nodes(nodes, selector, where=where)

@@ -126,7 +126,8 @@ def revert_script(folder, fid, revert_cmds):
         f"[ -f {record} ] || exit 0",
     ]
     lines += [shlex.join(argv) + " >/dev/null 2>&1" for argv in revert_cmds]
-    lines.append(f"rm -f {record}")
+    script = shlex.quote(os.path.join(folder, f"{fid}.revert.sh"))
+    lines.append(f"rm -f {record} {script}")
     return "\n".join(lines) + "\n"
 
 
