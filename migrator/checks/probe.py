@@ -465,6 +465,7 @@ class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
             _start_segment(ctx, state)
         breaches = state.breaches(final=False)
         details = state.details(final=False)
+        details["passed"] = not breaches
         if breaches:
             details["breaches"] = breaches
             details["timeseries_file"] = str(_write(ctx, state, details))
@@ -484,6 +485,7 @@ class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
         details = state.details(final=True)
         details["breaches"] = breaches
         details["errors"] = errors
+        details["passed"] = not breaches and not errors
         details["timeseries_file"] = str(_write(ctx, state, details))
         ctx.store.pop(STORE_KEY, None)
         if errors:

@@ -118,14 +118,14 @@ def render_text(report: VerifyReport, *, max_failures: int = 40) -> RenderableTy
         ("probes", "right"),
         ("ok", "right"),
         ("failed", "right"),
-        ("never worked", "right"),
+        ("never", "right"),
         ("flaky", "right"),
-        ("pass %", "right"),
-        ("threshold %", "right"),
-        ("p50 ms", "right"),
+        ("pass%", "right"),
+        ("min%", "right"),
+        ("p50ms", "right"),
         ("", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for k in s.kinds:
         table.add_row(
             k.kind.value,
