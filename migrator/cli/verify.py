@@ -143,6 +143,10 @@ def render_text(report: VerifyReport, *, max_failures: int = 40) -> RenderableTy
     for title, kinds in (
         ("Pod to pod (rows: source pod, columns: destination pod)", POD_KINDS),
         ("Pod to service by ClusterIP and DNS name (both must work)", SERVICE_KINDS),
+        ("DNS: pod resolves each service name to its ClusterIP", (ProbeKind.DNS,)),
+        ("Node to pod (kubelet probes)", (ProbeKind.NODE_TO_POD,)),
+        ("Outside to NodePort (rows: client, columns: service@node)", (ProbeKind.NODEPORT,)),
+        ("Container to container (localhost inside the pod)", (ProbeKind.CONTAINER,)),
     ):
         rendered = render_grid(title, report.results, kinds)
         if rendered is not None:
