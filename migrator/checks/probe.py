@@ -233,10 +233,12 @@ class MonitorState:
         return False
 
     def account(self, seg: Segment, upto: float) -> None:
-        results = seg.run.snapshot()
+        take = getattr(seg.run, "take", None)  # ContinuousRun: hands over the results once, forgets them
+        if callable(take):
+            results: list[ProbeResult] = take(upto)
+        else:  # any ContinuousProbe: the results of the window not accounted yet
+            results = [r for r in seg.run.snapshot() if seg.horizon <= r.ts < upto]
         for r in results:
-            if r.ts < seg.horizon or r.ts >= upto:
-                continue
             key = (r.source, r.dest, r.kind)
             pair = self.pairs.get(key)
             if pair is None:

@@ -94,3 +94,23 @@ def test_losses_of_pairs_touching_a_wave_node_are_excused(tmp_path: Path) -> Non
     series = state.timeseries()
     assert sum(b["excused"] for b in series) == 2 and sum(b["sent"] for b in series) == 3
     assert state.details(final=True)["lost"] == 2
+
+
+def test_min_availability_aborts_after_a_window_below_it(tmp_path: Path) -> None:
+    check = ContinuousProbeCheck(
+        type="continuous-probe", max_loss="100%", min_availability="90%", abort_after="3s"
+    )
+    start = 1_000_000_000.0
+    state = MonitorState(check, "s", WaveTracker(tmp_path / "none.jsonl", "s"), start)
+    # seconds 0-4 fine, 5-7 answer 50%: three seconds under 90%
+    results = [r("a", "b", not (5 <= i // 10 <= 7 and i % 2), start + i / 10) for i in range(80)]
+    pairs = [ProbeTarget("a", "b", CROSS, "10.0.0.2", 80)]
+    seg = Segment(FakeRun(results), pairs, {}, start, start + 100, frozenset(), horizon=start)
+    state.segments.append(seg)
+    state.account(seg, float("inf"))
+    breaches = state.breaches(final=True)
+    assert len(breaches) == 1 and "availability 50.0% < 90%" in breaches[0]
+    healthy = MonitorState(check, "s", WaveTracker(tmp_path / "none.jsonl", "s"), start)
+    ok_seg = Segment(FakeRun(results[:50]), pairs, {}, start, start + 100, frozenset(), horizon=start)
+    healthy.account(ok_seg, float("inf"))
+    assert healthy.breaches(final=True) == []
