@@ -28,7 +28,7 @@ from migrator.actions.context import PreviewLine, StepContext
 from migrator.errors import StepFailed, UnsupportedFeature
 from migrator.faults import nodes as fnodes
 from migrator.faults.blast import check_share, resolve_targets
-from migrator.faults.spec import ClusterView, FaultKind, FaultPlan, build, fault_id, render
+from migrator.faults.spec import ClusterView, FaultKind, FaultPlan, NodeFacts, build, fault_id, render
 from migrator.plan.models import (
     FaultApiserverArgs,
     FaultArgsBase,
@@ -39,6 +39,7 @@ from migrator.plan.models import (
     FaultLinkFlapArgs,
     FaultLossArgs,
     FaultPartitionArgs,
+    FaultPauseArgs,
 )
 from migrator.ports import Node
 
@@ -80,9 +81,7 @@ class FaultAction(Action[ArgsT]):
         overlap = {n.name for n in targets} & {n.name for n in peers}
         if overlap:
             raise StepFailed(f"step {ctx.step!r}: nodes {sorted(overlap)} are on both sides of the partition")
-        facts = fnodes.gather_facts(
-            ctx.target.executor, targets, data_dir=ctx.artifacts() / "facts", cancel=ctx.cancel
-        )
+        facts = _facts(ctx, targets)
         fid = self.fault_id(ctx, targets)
         services = ctx.cluster.list_services() if isinstance(args, FaultBlackholeArgs) else []
         view = ClusterView(nodes=ctx.cluster.list_nodes(), services=services)
@@ -210,6 +209,24 @@ class FaultAction(Action[ArgsT]):
         return [{"command": render(cmd), "node": p.node} for p in plans for cmd in p.revert]
 
 
+_DRY_RUN_FACTS: dict[tuple[int, str, tuple[str, ...]], dict[str, NodeFacts]] = {}
+
+
+def _facts(ctx: StepContext, targets: list[Node]) -> dict[str, NodeFacts]:
+    """The targets' facts; a dry run reads them once for preview and undo preview."""
+    key = (id(ctx.target), ctx.run_id, tuple(sorted(n.name for n in targets)))
+    if ctx.dry_run and key in _DRY_RUN_FACTS:
+        return _DRY_RUN_FACTS[key]
+    facts = fnodes.gather_facts(
+        ctx.target.executor, targets, data_dir=ctx.artifacts() / "facts", cancel=ctx.cancel
+    )
+    if ctx.dry_run:
+        if len(_DRY_RUN_FACTS) > 64:
+            _DRY_RUN_FACTS.clear()
+        _DRY_RUN_FACTS[key] = facts
+    return facts
+
+
 def _in_effect(plan: FaultPlan, lines: dict[str, list[str]]) -> bool:
     handle = plan.meta.get("qdisc_handle")
     com = plan.meta.get("comment")
@@ -266,3 +283,19 @@ class FaultLinkFlap(FaultAction[FaultLinkFlapArgs]):
 @register_action("fault.apiserver")
 class FaultApiserver(FaultAction[FaultApiserverArgs]):
     kind = FaultKind.APISERVER
+
+
+@register_action("fault.pause")
+class FaultPause(Action[FaultPauseArgs]):
+    """A pause between faults (game days); interruptible by Ctrl-C, a monitor abort or the step timeout."""
+
+    def do(self, ctx: StepContext, args: FaultPauseArgs) -> Any:
+        ctx.emit({"event": "pause", "duration": args.duration, "ts": time.time()})
+        ctx.sleep(args.duration)
+        return {"paused": args.duration}
+
+    def undo(self, ctx: StepContext, args: FaultPauseArgs, result: Any) -> None:
+        return None
+
+    def preview(self, ctx: StepContext, args: FaultPauseArgs) -> list[PreviewLine]:
+        return [f"pause {args.duration:g}s"]

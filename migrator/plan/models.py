@@ -475,6 +475,17 @@ class FaultApiserverStep(StepBase):
     args: FaultApiserverArgs
 
 
+class FaultPauseArgs(Model):
+    duration: Duration = Field(..., description="How long to wait (game days: between faults)")
+
+
+class FaultPauseStep(StepBase):
+    """Wait, interruptibly (Ctrl-C or a monitor abort end it); nothing to undo."""
+
+    action: Literal["fault.pause"]
+    args: FaultPauseArgs
+
+
 FAULT_STEP_TYPES: tuple[type[StepBase], ...] = (
     FaultLossStep,
     FaultDelayStep,
@@ -484,6 +495,7 @@ FAULT_STEP_TYPES: tuple[type[StepBase], ...] = (
     FaultDnsStep,
     FaultLinkFlapStep,
     FaultApiserverStep,
+    FaultPauseStep,
 )
 
 
@@ -510,7 +522,8 @@ Step = Annotated[
     | FaultBlackholeStep
     | FaultDnsStep
     | FaultLinkFlapStep
-    | FaultApiserverStep,
+    | FaultApiserverStep
+    | FaultPauseStep,
     Field(discriminator="action"),
 ]
 
