@@ -216,3 +216,53 @@ def test_dry_run_reads_one_snapshot(
     node_lists = [p for m, p, _ in a.api.requests if m == "GET" and p == "/api/v1/nodes"]
     assert node_gets == [] and len(node_lists) == 1
     assert not [r for r in a.api.requests if r[0] != "GET"], "a dry run changes nothing"
+
+
+def _cli(*args: str, home: Path) -> Any:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "MIGRATOR_HOME": str(home), "MIGRATOR_INVENTORY": ""}
+    env.pop("KUBECONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "migrator.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def test_cli_kube_options_plan_and_lock(
+    two_servers: tuple[FakeApiServer, FakeApiServer], tmp_path: Path, plan_file: Path
+) -> None:
+    a, _ = two_servers
+    config = a.write_kubeconfig(tmp_path / "kc-cli", context="cli")
+    home = tmp_path / "cli-home"
+    planned = _cli(
+        "--kubeconfig",
+        str(config),
+        "--context",
+        "cli",
+        "plan",
+        str(plan_file),
+        "-t",
+        "kube",
+        "-o",
+        "json",
+        home=home,
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert '"w1"' in planned.stdout and '"cp1"' in planned.stdout
+    holder = KubeCluster(kubeconfig=str(config), context="cli").lock("someone-else", duration=300)
+    holder.acquire()
+    refused = _cli("--kubeconfig", str(config), "apply", str(plan_file), "-t", "kube:cli", "--yes", home=home)
+    assert refused.returncode == 2, refused.stderr
+    assert "someone-else" in refused.stderr
+    holder.release()
+    done = _cli("--kubeconfig", str(config), "apply", str(plan_file), "-t", "kube:cli", "--yes", home=home)
+    assert done.returncode == 0, done.stderr
+    assert _lease(a) is None

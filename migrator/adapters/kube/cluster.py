@@ -203,16 +203,34 @@ class KubeCluster:
     # ---------------------------------------------------------------------------------- snapshot
 
     @contextlib.contextmanager
-    def read_snapshot(self) -> Iterator[None]:
+    def read_snapshot(self, *, prefetch: bool = True) -> Iterator[None]:
         """Serve ``list_nodes``, ``get_node``, ``list_pods`` and ``list_services`` from one paginated list
         per resource, taken on first use, until the block ends (for dry runs: a per-node preview then
-        costs no request). Any write through this object drops the snapshot."""
+        costs no request). Any write through this object drops the snapshot. ``prefetch`` lists nodes and
+        pods at once in two threads (the API server encodes one while we decode the other)."""
         previous = self._snapshot
         self._snapshot = _ReadSnapshot()
+        threads: list[threading.Thread] = []
+        if prefetch:
+            for what, fetch in (("pods", self.list_pods), ("nodes", self.list_nodes)):
+                thread = threading.Thread(
+                    target=self._prefetch, args=(what, fetch), name=f"prefetch-{what}", daemon=True
+                )
+                thread.start()
+                threads.append(thread)
         try:
             yield
         finally:
+            for thread in threads:
+                thread.join(self.api.request_timeout)
             self._snapshot = previous
+
+    @staticmethod
+    def _prefetch(what: str, fetch: Callable[[], object]) -> None:
+        try:
+            fetch()
+        except MigratorError as exc:  # the caller's own read raises it again
+            logger.debug("prefetch of {} failed: {}", what, exc)
 
     def _invalidate(self) -> None:
         if self._snapshot is not None:
@@ -1067,7 +1085,7 @@ class _ReadSnapshot:
     """What :meth:`KubeCluster.read_snapshot` serves from (filled lazily, dropped on a write)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._locks = {"nodes": threading.Lock(), "pods": threading.Lock(), "services": threading.Lock()}
         self.clear()
 
     def clear(self) -> None:
@@ -1076,13 +1094,13 @@ class _ReadSnapshot:
         self._services: dict[str | None, list[Service]] = {}
 
     def nodes(self, load: Callable[[], list[Node]]) -> dict[str, Node]:
-        with self._lock:
+        with self._locks["nodes"]:
             if self._nodes is None:
                 self._nodes = {n.name: n for n in load()}
             return self._nodes
 
     def pods(self, load: Callable[[], list[Pod]]) -> dict[str, list[Pod]]:
-        with self._lock:
+        with self._locks["pods"]:
             if self._pods is None:
                 by_node: dict[str, list[Pod]] = {}
                 for pod in load():
@@ -1091,7 +1109,7 @@ class _ReadSnapshot:
             return self._pods
 
     def services(self, namespace: str | None, load: Callable[[], list[Service]]) -> list[Service]:
-        with self._lock:
+        with self._locks["services"]:
             if namespace not in self._services:
                 self._services[namespace] = load()
             return list(self._services[namespace])
