@@ -147,6 +147,10 @@ def _engine_observers(rundir: RunDir, factory: ObserverFactory | None) -> list[O
     observers: list[Observer] = [JsonLogObserver(rundir)]
     if factory is not None:
         observers.extend(factory(rundir))
+    # reports (report.json/.md/.html, junit.xml) at every run end; errors are logged, never raised
+    from migrator.report.observer import ReportObserver  # noqa: PLC0415
+
+    observers.append(ReportObserver(rundir.path))
     return observers
 
 
