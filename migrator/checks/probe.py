@@ -12,13 +12,14 @@ Lifecycle (see :class:`migrator.checks.base.Checker` and the engine's ``_Monitor
 
 Pairs and waves (``exclude_wave_nodes``). A stage's waves change while the monitor runs, and a drain moves
 pods to other nodes under new names, so pairs are re-picked: a new segment starts (fresh pairs from the
-current pods, leaving out the pods on the nodes of a wave in progress) after every wave end. The waves come
-from the run journal (``wave.start``/``wave.end`` of this stage, exact times); without a journal, from the
-changes of ``ctx.nodes`` between rounds. A probe whose pair touches a node (its source pod's or
+current pods, leaving out the pods on the nodes of a wave in progress) after every wave end. The waves
+come from the run journal (``wave.start``/``wave.end`` of this stage, exact times); without a journal,
+from the changes of ``ctx.nodes`` between rounds. A probe whose pair touches a node (its source pod's or
 destination pod's node at pick time, or the node of a NodePort probe) of a wave that started after its
 segment was picked, sent after that wave started, is *excused*: recorded as such, never counted as lost
 (the pods on the changed nodes are expected to go). The first segment is picked before the first wave
-starts, so without this rule every pair touching a later wave's node would fail its budget.
+starts, so without this rule every pair touching a later wave's node would fail its budget. With
+``exclude_wave_nodes: false`` no pod is left out and nothing is excused (pairs are still re-picked).
 
 Pairs by ``scope``: ``cross-node`` (default) pod to pod on other nodes, ``all`` pod to pod anywhere,
 ``services`` pod to ClusterIP (its endpoints may sit on the changed nodes: such losses are not excused).
@@ -224,6 +225,8 @@ class MonitorState:
         return 1.0 / self.check.rate_hz
 
     def excused(self, seg: Segment, r: ProbeResult) -> bool:
+        if not self.check.exclude_wave_nodes:  # every pair is judged, also those on the wave's nodes
+            return False
         nodes = seg.touches.get((r.source, r.dest, r.kind), frozenset())
         if not nodes:
             return False
