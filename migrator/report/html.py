@@ -212,7 +212,8 @@ def _failures(r: Mapping[str, Any]) -> str:
         )
         items.append(
             f'<div class="fail"><span class="w">{e(f["what"])}</span> <code>{e(f["where"])}</code>{at}'
-            f"<pre>{e(_trunc(str(f['message']), 4000))}</pre></div>"
+            + (f"<div class='muted'>also: {e(', '.join(f.get('also') or []))}</div>" if f.get("also") else "")
+            + f"<pre>{e(_trunc(str(f['message']), 4000))}</pre></div>"
         )
     more = (
         f"<p class='muted'>… {len(r['failures']) - 100} more in report.json</p>"
@@ -322,7 +323,9 @@ def _timeline(r: Mapping[str, Any]) -> str:
         return "<p class='muted'>Nothing ran.</p>"
     total = max(end_total, 1e-3)
     label_w, chart_w, row_h, top = TIMELINE_LABEL_W, TIMELINE_CHART_W, 20, 34
-    height = top + row_h * len(rows) + 26
+    bottom = top + row_h * len(rows)
+    lanes = ANNOTATION_LANES if r.get("annotations") else 0
+    height = bottom + 10 + 12 * lanes
     scale = chart_w / total
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + chart_w + 60}" height="{height}" '
@@ -332,7 +335,7 @@ def _timeline(r: Mapping[str, Any]) -> str:
     t = 0.0
     while t <= total + 1e-9:
         x = label_w + t * scale
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height - 22}" stroke="#eaeef2"/>')
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{bottom}" stroke="#eaeef2"/>')
         parts.append(
             f'<text x="{x:.1f}" y="{top - 10}" font-size="11" fill="#57606a" text-anchor="middle">'
             f"{e(_fmt_s(t))}</text>"
@@ -386,7 +389,7 @@ def _timeline(r: Mapping[str, Any]) -> str:
                 f'L{xc - 6:.1f} {yc:.1f} Z" '
                 f'fill="{col}" stroke="#fff" stroke-width="1"><title>{e(tip)}</title></path>'
             )
-    parts += _annotations(r, label_w, scale, top, height)
+    parts += _annotations(r, label_w, scale, top, bottom)
     parts.append("</svg>")
     legend = _legend(
         [
@@ -417,6 +420,7 @@ def run_span(r: Mapping[str, Any]) -> float:
 
 TIMELINE_LABEL_W = 250
 TIMELINE_CHART_W = 1000
+ANNOTATION_LANES = 3
 
 
 def _off(r: Mapping[str, Any], ts: Any) -> float | None:
@@ -439,11 +443,36 @@ def _step_bar(s: Mapping[str, Any]) -> dict[str, Any]:
     return {"start": s["offset_s"], "end": end, "outcome": s["outcome"], "tip": tip, "undone": undone}
 
 
-def _annotations(r: Mapping[str, Any], label_w: int, scale: float, top: int, height: int) -> list[str]:
-    """Vertical markers (rollback, resume, monitor abort, signal) and shaded fault windows."""
+def _annotations(r: Mapping[str, Any], label_w: int, scale: float, top: int, bottom: int) -> list[str]:
+    """Vertical markers (rollback, resume, monitor abort, signal) and shaded fault windows; their labels
+    go under the rows, in up to three lanes so that close markers do not overlap."""
     parts: list[str] = []
     anns = [a for a in r.get("annotations") or [] if a.get("offset_s") is not None]
     open_faults: dict[str, tuple[float, str]] = {}
+    lanes = [-1e9] * ANNOTATION_LANES
+
+    labels: list[tuple[float, str, str]] = []
+
+    def label(x: float, text: str, color: str) -> None:
+        labels.append((x, text, color))
+
+    def place_labels() -> None:
+        for x, text, color in sorted(labels, key=lambda item: item[0]):
+            width = 5.6 * len(text) + 6
+            free = [i for i, end in enumerate(lanes) if x >= end]
+            lane = free[0] if free else min(range(len(lanes)), key=lambda i: lanes[i])
+            lanes[lane] = x + width
+            parts.append(
+                f'<text x="{x + 2:.1f}" y="{bottom + 12 + 12 * lane}" font-size="10" fill="{color}">'
+                f"{e(text)}</text>"
+            )
+
+    def band(x0: float, x1: float, tip: str) -> None:
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{top - 4}" width="{max(2.0, x1 - x0):.1f}" height="{bottom - top + 4}" '
+            f'fill="#bc4c00" fill-opacity="0.12"><title>{e(tip)}</title></rect>'
+        )
+
     for a in anns:
         x = label_w + float(a["offset_s"]) * scale
         kind = str(a.get("kind"))
@@ -454,16 +483,8 @@ def _annotations(r: Mapping[str, Any], label_w: int, scale: float, top: int, hei
                 continue
             if kind == "fault-off" and group in open_faults:
                 x0, name = open_faults.pop(group)
-                parts.append(
-                    f'<rect x="{x0:.1f}" y="{top - 4}" width="{max(2.0, x - x0):.1f}" '
-                    f'height="{height - top - 18}" '
-                    f'fill="#bc4c00" fill-opacity="0.12"><title>fault {e(name)}: {e(a.get("detail"))}</title>'
-                    "</rect>"
-                )
-                parts.append(
-                    f'<text x="{x0 + 2:.1f}" y="{height - 8}" font-size="10" fill="#bc4c00">'
-                    f"⚡ {e(_trunc(name, 30))}</text>"
-                )
+                band(x0, x, f"fault {name}: {a.get('detail')}")
+                label(x0, f"⚡ {_trunc(name, 30)}", "#bc4c00")
                 continue
         color = {
             "rollback": "#8250df",
@@ -472,20 +493,15 @@ def _annotations(r: Mapping[str, Any], label_w: int, scale: float, top: int, hei
             "signal": "#bc4c00",
         }.get(kind, "#bc4c00")
         parts.append(
-            f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 20}" stroke="{color}" '
-            'stroke-width="1.5" '
-            f'stroke-dasharray="4 3"><title>{e(a.get("label"))}: {e(a.get("detail"))}</title></line>'
+            f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{bottom}" stroke="{color}" '
+            f'stroke-width="1.5" stroke-dasharray="4 3"><title>{e(a.get("label"))}: {e(a.get("detail"))}'
+            "</title></line>"
         )
-        parts.append(
-            f'<text x="{x + 3:.1f}" y="{height - 8}" font-size="10" fill="{color}">'
-            f"{e(_trunc(str(a.get('label')), 28))}</text>"
-        )
+        label(x, _trunc(str(a.get("label")), 28), color)
     for name, (x0, _label) in open_faults.items():  # a fault still on at the end
-        parts.append(
-            f'<rect x="{x0:.1f}" y="{top - 4}" width="{max(2.0, label_w + 1000 - x0):.1f}" '
-            f'height="{height - top - 18}" '
-            f'fill="#bc4c00" fill-opacity="0.12"><title>{e(name)} (never turned off)</title></rect>'
-        )
+        band(x0, label_w + TIMELINE_CHART_W, f"fault {name} (never turned off)")
+        label(x0, f"⚡ {_trunc(name, 30)} (still on)", "#bc4c00")
+    place_labels()
     return parts
 
 
@@ -802,7 +818,9 @@ def _continuous(r: Mapping[str, Any], c: Mapping[str, Any]) -> str:
         f"{v['total_loss_pct']:.2f}% ·"
         f" longest outage {v['longest_outage_ms']:.0f} ms{e(excused)}</span></h3>"
     )
-    breaches = "".join(f"<div class='fail'><pre>{e(b)}</pre></div>" for b in v["breaches"][:10])
+    shown = "\n".join(v["breaches"][:20])
+    more = f"\n... {len(v['breaches']) - 20} more" if len(v["breaches"]) > 20 else ""
+    breaches = f"<div class='fail'><pre>{e(shown + more)}</pre></div>" if v["breaches"] else ""
     errors = "".join(f"<div class='fail'><pre>{e(x)}</pre></div>" for x in v.get("errors") or [])
     legend = (
         "<div class='legend'><span><i style='background:#cf222e'></i>lost %</span>"

@@ -69,7 +69,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["### Failures", ""]
         for f in r["failures"][:MAX_ROWS]:
             msg = str(f["message"]).strip().splitlines() or [""]
-            lines.append(f"- **{cell(f['what'])}** `{cell(f['where'])}`: {cell(msg[0])}")
+            also = f" (also: {cell(', '.join(f['also']))})" if f.get("also") else ""
+            lines.append(f"- **{cell(f['what'])}** `{cell(f['where'])}`{also}: {cell(msg[0])}")
             lines += [f"  - {cell(m.strip())}" for m in msg[1:8]]
         lines.append("")
     lines += [

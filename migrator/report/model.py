@@ -25,7 +25,7 @@ the content of ``report.json``. Its shape (``schema: migrator.report/v1``); time
     rollback          {reason, error, started, ended, duration_s, offset_s, outcome, undone,
                         planned: [key], steps: [{key, stage, step, node, outcome, duration_s, error,
                         skipped, offset_s}]} | null
-    failures          [{what: step|check|undo|monitor|run, where, message, ts, offset_s}]
+    failures          [{what: step|check|undo|monitor|run, where, message, ts, offset_s, also: [where]}]
     warnings          [message]
     annotations       [{ts, offset_s, kind, label, detail}]   faults on/off, resumes, rollbacks, ...
     journal           {events, torn, last_seq}
@@ -301,8 +301,15 @@ class _Builder:
         return st
 
     def fail(self, what: str, where: str, message: Any, ts: Any) -> None:
+        """Record a failure; the same message again (a step cancelled by a monitor's abort, say) is
+        listed once, with the other places in ``also``."""
+        text = str(message)
+        for known in self.failures:
+            if known["message"] == text:
+                known["also"].append(f"{what} {where}")
+                return
         self.failures.append(
-            {"what": what, "where": where, "message": str(message), "ts": ts, "offset_s": self.offset(ts)}
+            {"what": what, "where": where, "message": text, "ts": ts, "offset_s": self.offset(ts), "also": []}
         )
 
     def run(self) -> None:

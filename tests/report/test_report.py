@@ -496,3 +496,67 @@ def test_screenshot(fixture: str, migrator_home: Path, tmp_path: Path) -> None:
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1400, 1800)
     assert len(data) > 40_000  # a real page, not a blank one
+
+
+def test_heat_map_of_48_pods_is_grouped_by_node() -> None:
+    """40+ pods stay readable: rows and columns grouped by node, node bands, bounded size and fonts."""
+    from migrator.report.connectivity import reachability_view  # noqa: PLC0415
+    from migrator.report.html import heatmap_svg  # noqa: PLC0415
+
+    nodes = [f"worker-{i:02d}" for i in range(1, 9)]
+    pods = [(f"prod/frontend-{n}-{j}", nodes[n]) for n in range(8) for j in range(6)]
+    results: list[dict[str, Any]] = [
+        {"source": node, "dest": p, "kind": "node-to-pod", "ok": True, "latency_ms": 1.0} for p, node in pods
+    ]
+    cut = {"worker-03", "worker-06"}
+    for s, sn in pods:
+        for d, dn in pods:
+            if s != d:
+                bad = {sn, dn} == cut
+                kind = "pod-same-node" if sn == dn else "pod-cross-node"
+                results.append(
+                    {
+                        "source": s,
+                        "dest": d,
+                        "kind": kind,
+                        "ok": not bad,
+                        "latency_ms": 1.0,
+                        "error": "x" * bad,
+                    }
+                )
+    view = reachability_view({"results": results, "summary": {"kinds": [], "failures": []}}, None)
+    assert view is not None
+    grid = view["grids"][0]
+    assert [r["group"] for r in grid["rows"]][::6] == nodes
+    assert grid["counts"] == {"ok": 48 * 47 - 2 * 36, "failed": 2 * 36}
+    svg = heatmap_svg(grid)
+    root = ET.fromstring(svg)
+    assert int(root.get("width", 0)) < 1000 and int(root.get("height", 0)) < 1000
+    texts = [t for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert {t.text for t in texts} >= set(nodes)  # the node bands are labelled
+    assert min(float(t.get("font-size", 0)) for t in texts) >= 8.5
+
+
+def test_monitor_abort_report(migrator_home: Path, tmp_path: Path) -> None:
+    """A continuous probe over its loss budget aborts the stage: the monitor's failure, its loss over time,
+    the cancelled step (listed once with the monitor's message), the rollback."""
+    run = run_copy("lab-monitor-abort", migrator_home)
+    r = build_report(run)
+    assert r["status"] == "failed-rolled-back"
+    mon = next(c for c in r["checks"] if c["phase"] == "monitor")
+    assert mon["type"] == "continuous-probe" and mon["ok"] is False
+    v = mon["continuous"]
+    assert v["passed"] is False and v["breaches"] and v["lost"] > 0
+    assert v["timeline"] and any(b[2] > 0 for b in v["timeline"]["total"])
+    assert r["stages"][0]["monitor"]["failed"] == ["cross-node"]
+    hold = next(s for s in all_steps(r) if s["step"] == "hold")
+    assert hold["outcome"] in ("cancelled", "failed")
+    assert len(r["failures"]) == 1 and r["failures"][0]["what"] == "monitor"
+    assert r["failures"][0]["also"] == ["step cut/hold"]
+    assert {a["kind"] for a in r["annotations"]} >= {"monitor-failed", "rollback", "fault-on", "fault-off"}
+    page = render(r, ReportFormat.HTML)
+    check_html(page)
+    assert "monitor cross-node" in page and "also: step cut/hold" in page
+    xml = render(r, ReportFormat.JUNIT)
+    validate_junit(xml, tmp_path)
+    assert junit_counts(xml)["checks"]["failures"] == 1
