@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,13 +62,14 @@ def cli(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPro
     )
 
 
-def status(home: Path, lab: Lab) -> dict:  # type: ignore[type-arg]
+def status(home: Path, lab: Lab) -> dict[str, Any]:
     res = cli(home, "lab", "status", "--name", lab.name, "-o", "json", timeout=60)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    data: dict[str, Any] = json.loads(res.stdout)
+    return data
 
 
-def data_plane(st: dict) -> dict[str, tuple]:  # type: ignore[type-arg]
+def data_plane(st: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
     """Per node: kubelet network, devices, CNI files, chains, labels (what must not change in a dry run)."""
     return {
         n["name"]: (
@@ -82,7 +84,7 @@ def data_plane(st: dict) -> dict[str, tuple]:  # type: ignore[type-arg]
     }
 
 
-def device_names(node: dict) -> set[str]:  # type: ignore[type-arg]
+def device_names(node: dict[str, Any]) -> set[str]:
     return {d["name"] if isinstance(d, dict) else str(d) for d in node["devices"]}
 
 
@@ -93,7 +95,7 @@ def run_id(output: str) -> str:
     raise AssertionError(f"no run folder in output:\n{output}")
 
 
-def assert_all_on(st: dict, cni: str) -> None:  # type: ignore[type-arg]
+def assert_all_on(st: dict[str, Any], cni: str) -> None:
     assert {n["name"]: n["cni"] for n in st["nodes"]} == {n["name"]: cni for n in st["nodes"]}
 
 
@@ -102,7 +104,7 @@ def verify_ok(home: Path, lab: Lab) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def monitor_reports(home: Path, rid: str) -> list[dict]:  # type: ignore[type-arg]
+def monitor_reports(home: Path, rid: str) -> list[dict[str, Any]]:
     folder = home / "runs" / rid / "checks"
     return [json.loads(p.read_text()) for p in folder.glob("monitor-*/*-continuous.json")]
 
@@ -138,7 +140,7 @@ def test_failure_at_third_node_rolls_back_to_flannel(home: Path, lab: Lab) -> No
     st = status(home, lab)
     assert_all_on(st, "flannel")
     for n in st["nodes"]:
-        assert device_names(n) >= FLANNEL_DEVICES
+        assert "flannel.1" in device_names(n)  # cni0 comes with the first pod (a drained node has none)
         assert "vxlan.calico" not in device_names(n)
         assert n["schedulable"]
     verify_ok(home, lab)
@@ -148,7 +150,7 @@ def test_rollback_after_success_returns_to_flannel(home: Path, lab: Lab) -> None
     res = cli(home, "apply", str(PLAN), "-t", f"lab:{lab.name}", "--yes")
     assert res.returncode == 0, res.stdout + res.stderr
     rid = run_id(res.stdout + res.stderr)
-    back = cli(home, "rollback", rid, "--yes")
+    back = cli(home, "rollback", rid)
     assert back.returncode == 0, back.stdout + back.stderr
     st = status(home, lab)
     assert_all_on(st, "flannel")
