@@ -97,6 +97,11 @@ class FaultAction(Action[ArgsT]):
     # ---------------------------------------------------------------------------------------------- do
 
     def do(self, ctx: StepContext, args: ArgsT) -> Any:
+        if args.wait and ctx.remaining() < args.duration + 5:
+            raise StepFailed(
+                f"step {ctx.step!r}: the timeout leaves {ctx.remaining():.0f}s for a {args.duration:g}s fault"
+                "; raise the step's timeout (nothing was changed)"
+            )
         fid, targets, plans = self.plan(ctx, args)
         names = [n.name for n in targets]
         ttl = math.ceil(args.duration + args.grace)

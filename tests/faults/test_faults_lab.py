@@ -101,11 +101,12 @@ def records_on(lab: Lab, node: str) -> list[dict[str, Any]]:
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.25) -> bool:
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    while True:  # at least one look, whatever the timeout
         if predicate():
             return True
+        if time.monotonic() >= end:
+            return False
         time.sleep(interval)
-    return False
 
 
 def echo_pods(target: Target) -> dict[str, Pod]:
@@ -251,11 +252,17 @@ def test_kill_9_during_a_20s_fault_heals_within_ttl_plus_2s(
         proc.communicate(timeout=30)
     recs = {n: records_on(fault_lab, n) for n in ("node2", "node3")}
     assert all(len(r) == 1 for r in recs.values()), recs
-    for node, (rec,) in recs.items():
-        assert rec["ttl"] == 22
-        deadline = float(rec["expires_at"]) + 2.0
-        assert wait_for(lambda node=node: node_fault_state(fault_lab, node) == [], deadline - time.time() + 5)
-        assert time.time() <= deadline, f"{node}: the fault outlived TTL + 2 s"
+    assert [r["ttl"] for r in recs["node2"]] == [22]  # the 20 s fault migrator was killed in
+    deadlines = {node: float(rec["expires_at"]) + 2.0 for node, (rec,) in recs.items()}
+    healed: dict[str, float] = {}
+    while len(healed) < len(deadlines) and time.time() < max(deadlines.values()) + 10:
+        for node in deadlines:
+            if node not in healed and node_fault_state(fault_lab, node) == []:
+                healed[node] = time.time()
+        time.sleep(0.2)
+    for node, deadline in deadlines.items():
+        assert node in healed, f"{node}: the fault is still there 10 s after TTL + 2 s"
+        assert healed[node] <= deadline, f"{node}: healed {healed[node] - deadline:.1f}s after TTL + 2 s"
         assert records_on(fault_lab, node) == []
 
 
