@@ -10,6 +10,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -170,7 +172,9 @@ def test_failure_on_one_node_names_host_and_task_and_rolls_back(
         assert "migrator-ra-marker" not in node_files(lab, node)
 
 
-def test_dry_run_shows_check_mode_diff_and_changes_nothing(lab: Lab, target: Target, tmp_path: Path) -> None:
+def test_dry_run_shows_check_mode_diff_and_changes_nothing(
+    lab: Lab, target: Target, tmp_path: Path, home: Path
+) -> None:
     remove_markers(lab)
     lab.exec("node2", ["sh", "-c", f"echo old > {MARKER}"])  # node2: a different content (a diff)
     try:
@@ -191,6 +195,18 @@ def test_dry_run_shows_check_mode_diff_and_changes_nothing(lab: Lab, target: Tar
         assert "-old" in text and "+new" in text
         assert "--check --diff" in text
         assert "+new" in "\n".join(lines["node1"])  # a new file: the whole content is added
+
+        # the same through the CLI: `migrator plan` prints the check-mode diff, and changes nothing
+        env = {**os.environ, "MIGRATOR_HOME": str(home), "PYTHONPATH": str(REPO), "COLUMNS": "250"}
+        env["NO_COLOR"] = "1"
+        argv = [sys.executable, "-m", "migrator.cli.main", "plan", str(path), "-t", f"lab:{lab.name}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "node2 would change task 'Write the marker'" in proc.stdout
+        assert "-old" in proc.stdout and "+new" in proc.stdout
+        assert "node2: check mode: ok=1 changed=1" in proc.stdout
+        assert "undo:" in proc.stdout and "marker-absent.yml" in proc.stdout
+        assert {n: node_state(lab, n) for n in NODES} == before
     finally:
         remove_markers(lab)
 
