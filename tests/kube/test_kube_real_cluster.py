@@ -93,7 +93,7 @@ def test_lock(real: KubeCluster, namespace: str) -> None:
 def test_doctor_and_cni(real: KubeCluster) -> None:
     report = run_doctor(real)
     assert report.error is None and report.checks
-    assert real.detect_cni().kind  # kind's default CNI (kindnet) is reported as unknown
+    assert real.detect_cni_details().kind  # kind's default CNI (kindnet) is reported as unknown
 
 
 @pytest.mark.skipif(

@@ -18,7 +18,8 @@ from kubernetes import client as k8s
 from loguru import logger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from migrator.adapters.kube import mapping
+from migrator import ports
+from migrator.adapters.kube import cniops, mapping
 from migrator.adapters.kube.api import (
     KubeApi,
     KubeConflict,
@@ -1043,9 +1044,39 @@ class KubeCluster:
 
     # ------------------------------------------------------------------------------- CNI and lock
 
-    def detect_cni(self) -> CniInfo:
-        """The cluster's CNI (flannel, Calico, Canal, Weave Net, Cilium) and its source config."""
+    def detect_cni_details(self) -> CniInfo:
+        """The cluster's CNI (flannel, Calico, Canal, Weave Net, Cilium) and its source config, in full."""
         return detect_cni(self)
+
+    # --------------------------------------------------------------- the CniOps port (cniops.py)
+
+    def detect_cni(self) -> ports.CniInfo:
+        """The ``CniOps`` view of :meth:`detect_cni_details`."""
+        return cniops.to_port_info(detect_cni(self), self)
+
+    def apply_cni_agent(
+        self,
+        agent: ports.CniAgent,
+        *,
+        node_selector: Mapping[str, str] | None = None,
+        config: Mapping[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        return cniops.apply_cni_agent(
+            self, agent, node_selector=node_selector, config=config, dry_run=dry_run
+        )
+
+    def delete_cni_agent(self, agent: ports.CniAgent, *, dry_run: bool = False) -> list[str]:
+        return cniops.delete_cni_agent(self, agent, dry_run=dry_run)
+
+    def cni_agent_ready(self, agent: ports.CniAgent, node: str) -> tuple[bool, str]:
+        return cniops.cni_agent_ready(self, agent, node)
+
+    def set_calico_mode(self, node: str, mode: ports.CalicoMode | None) -> None:
+        cniops.set_calico_mode(self, node, mode)
+
+    def resync_cni(self) -> None:
+        """Nothing to do: the CNI agents of a real cluster watch the API server."""
 
     def lock(
         self,
@@ -1131,4 +1162,9 @@ def kube_target(
 
 def _conforms(cluster: KubeCluster) -> Cluster:
     """mypy checks here that KubeCluster implements the Cluster port."""
+    return cluster
+
+
+def _conforms_cni(cluster: KubeCluster) -> ports.CniOps:
+    """... and the CniOps port."""
     return cluster
