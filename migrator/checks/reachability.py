@@ -257,5 +257,12 @@ class Reachability(Checker[ReachabilityCheck]):
     def preview(self, ctx: CheckContext, check: ReachabilityCheck) -> list[PreviewLine]:
         kinds = ", ".join(check.kinds) if check.kinds else f"scope {check.scope.value}"
         sample = f", {check.sample_per_source} destinations per source" if check.sample_per_source else ""
-        base = ", compared with the preflight baseline" if check.compare_baseline else ""
-        return [f"reachability ({kinds}{sample}) at >= {check.threshold * 100:g}%{base}"]
+        threshold = check.threshold
+        if ctx.phase == "preflight":
+            base = "; records the baseline (runs/<id>/baseline.json)"
+            threshold = check.preflight_threshold if check.preflight_threshold is not None else threshold
+        elif ctx.phase == "post-rollback":
+            base = "; must be back to the preflight baseline (no regression)"
+        else:
+            base = ", compared with the preflight baseline" if check.compare_baseline else ""
+        return [f"reachability ({kinds}{sample}) at >= {threshold * 100:g}%{base}"]
