@@ -49,6 +49,20 @@ class RunLock(Protocol):
     def release(self) -> None: ...
 
 
+def _stop_when_lock_lost(lock: RunLock, engine: Engine) -> None:
+    """A lock that can be lost while the run goes on (a target's lease) stops the run at its next safe
+    point, without rolling back (another run owns the target now)."""
+    watch = getattr(lock, "watch_lost", None)
+    if callable(watch):
+
+        def stop(reason: str) -> None:
+            engine.log.error(f"the run lock was lost ({reason}): stopping at the next safe point")
+            engine.control.stop_rollback.set()
+            engine.control.cancel.set()
+
+        watch(stop)
+
+
 def _run_lock(target: Target, lock_name: str, run_id: str) -> RunLock:
     """The target's own lock when it provides one (``extras["lock_factory"]``: run id -> lock, e.g. a
     Kubernetes Lease), else the local lock file."""
@@ -204,6 +218,7 @@ def apply_plan(
             options=options,
             target_spec=target_spec or target.name,
         )
+        _stop_when_lock_lost(lock, engine)
         return engine.execute("apply")
     finally:
         lock.release()
@@ -343,6 +358,7 @@ def _continue(
             state=state,
             target_spec=spec,
         )
+        _stop_when_lock_lost(lock, engine)
         return engine.execute(mode)
     finally:
         lock.release()

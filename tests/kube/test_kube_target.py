@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,34 @@ def test_cli_kube_options_plan_and_lock(
     done = _cli("--kubeconfig", str(config), "apply", str(plan_file), "-t", "kube:cli", "--yes", home=home)
     assert done.returncode == 0, done.stderr
     assert _lease(a) is None
+
+
+def test_run_stops_when_another_run_takes_the_lease(
+    two_servers: tuple[FakeApiServer, FakeApiServer], tmp_path: Path, plan_file: Path
+) -> None:
+    a, _ = two_servers
+    config = a.write_kubeconfig(tmp_path / "kc-lost", context="lost")
+    target = open_kube_target("lost", kubeconfig=str(config), lease_duration=0.9)
+
+    def steal() -> None:  # another run takes the Lease over while this one sleeps in its first stage
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _lease(a) is None:
+            time.sleep(0.05)
+
+        def mutate(lease: dict[str, Any]) -> None:
+            lease["metadata"]["annotations"][RUN_ID_ANNOTATION] = "thief-run"
+            lease["spec"]["holderIdentity"] = "elsewhere/1 run thief-run"
+
+        a.api.update("Lease", "migrator-run-lock", "kube-system", mutate)
+
+    thief = threading.Thread(target=steal, daemon=True)
+    thief.start()
+    result = engine_api.apply_plan(load_plan_file(plan_file, {"pause": "8s"}), target, run_id="victim-run")
+    thief.join(5)
+    assert result.status is not RunStatus.SUCCEEDED, result.message
+    labels = [n["metadata"]["labels"].get("migrator.io/test") for n in a.api.find("Node")]
+    assert labels == [None] * 4, "the run stopped before its node stage"
+    lease = _lease(a)
+    assert lease is not None and lease["metadata"]["annotations"][RUN_ID_ANNOTATION] == "thief-run", (
+        "the thief's lease is left alone"
+    )

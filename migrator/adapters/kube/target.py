@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
@@ -49,6 +50,11 @@ class KubeRunLock:
     def lost(self) -> bool:
         """Another run took the lease over (the renewer could not renew it)."""
         return self.lease.lost.is_set()
+
+    def watch_lost(self, stop: Callable[[str], None]) -> None:
+        """Call ``stop(reason)`` if another run takes the Lease over while this run holds it (the engine
+        then stops at its next safe point without rolling back: the cluster is someone else's now)."""
+        self.lease.on_lost.append(stop)
 
     def acquire(self, *, force_unlock: str | None = None) -> None:
         try:
