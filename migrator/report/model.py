@@ -2,7 +2,8 @@
 
 :func:`build_report` folds ``journal.jsonl`` (read with the engine's tolerant reader, so a torn last line
 is reported, not fatal) plus ``meta.json``, ``state.json`` and ``plan.json`` into one JSON-able dict,
-the content of ``report.json``. Its shape (``schema: migrator.report/v1``); times are ISO 8601 UTC,
+the content of ``report.json``. Its shape (``schema: migrator.report/v1``, as a JSON Schema in
+``migrator/report/report.schema.json``; fields may be added, none removed); times are ISO 8601 UTC,
 ``*_s`` are seconds, ``offset_s`` are seconds since the run started::
 
     schema, generated, run_id, plan, plan_description, target, identity, params, rollback_policy

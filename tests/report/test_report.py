@@ -560,3 +560,22 @@ def test_monitor_abort_report(migrator_home: Path, tmp_path: Path) -> None:
     xml = render(r, ReportFormat.JUNIT)
     validate_junit(xml, tmp_path)
     assert junit_counts(xml)["checks"]["failures"] == 1
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "hello-succeeded",
+        "hello-rolled-back",
+        "lab-verify-succeeded",
+        "lab-partition-rolled-back",
+        "lab-monitor-abort",
+    ],
+)
+def test_report_json_matches_its_schema(fixture: str, migrator_home: Path) -> None:
+    """``report.json`` keeps the documented shape (``migrator/report/report.schema.json``)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "migrator/report/report.schema.json").read_text())
+    run = run_copy(fixture, migrator_home)
+    write_reports(run)
+    jsonschema.validate(json.loads((run / "report.json").read_text()), schema)
