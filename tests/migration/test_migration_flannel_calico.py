@@ -181,3 +181,15 @@ def test_bgp_stage_leaves_bird_sessions_and_no_vxlan(home: Path, lab: Lab) -> No
         assert "vxlan.calico" not in device_names(n) and not (device_names(n) & FLANNEL_DEVICES)
         assert n["bgp"] == "3/3 established", n["bgp"]
     verify_ok(home, lab)
+
+
+def test_preflight_refuses_direct_routing_and_changes_nothing(home: Path, lab: Lab) -> None:
+    # the lab stands for flannel's kube-flannel-cfg ConfigMap with this file (see migrator/adapters/lab.py)
+    conf = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": True}}
+    (home / "labs" / lab.name / "flannel-net-conf.json").write_text(json.dumps(conf))
+    before = data_plane(status(home, lab))
+    res = cli(home, "apply", str(PLAN), "-t", f"lab:{lab.name}", "--yes")
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "DirectRouting" in out
+    assert data_plane(status(home, lab)) == before
