@@ -29,6 +29,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -168,8 +169,10 @@ class KubeProber:
         deploy_timeout: float = 300.0,
         round_margin: float = 30.0,
         poll: float = 1.0,
+        log_readers: int = 16,
     ) -> None:
         self.cluster = cluster
+        self.log_readers = log_readers
         self.image = image
         self.namespace = namespace
         self.deploy_timeout = deploy_timeout
@@ -290,13 +293,23 @@ class KubeProber:
             raise translate(exc, f"read the log of pod {pod.key}") from exc
         return data.decode("utf-8", "replace")
 
-    def collect(self, rnd: str, pods: Mapping[str, Pod]) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
-        """Outcomes of round ``rnd`` by node so far, and the nodes whose runner ended the round."""
-        outcomes: dict[str, list[dict[str, Any]]] = {}
-        ended: set[str] = set()
-        for node, pod in pods.items():
+    def collect(
+        self,
+        rnd: str,
+        pods: Mapping[str, Pod],
+        done: Mapping[str, list[dict[str, Any]]] | None = None,
+    ) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
+        """Outcomes of round ``rnd`` by node so far, and the nodes whose runner ended the round. Nodes in
+        ``done`` (ended before, with their outcomes) are not read again; the others' logs are read in
+        parallel (``log_readers`` at a time)."""
+        outcomes: dict[str, list[dict[str, Any]]] = dict(done or {})
+        ended: set[str] = set(done or {})
+        todo = [(node, pod) for node, pod in pods.items() if node not in ended]
+        with ThreadPoolExecutor(max_workers=max(1, min(self.log_readers, len(todo)))) as pool:
+            logs = list(pool.map(lambda item: self.read_log(item[1]), todo))
+        for (node, pod), text in zip(todo, logs, strict=True):
             found: list[dict[str, Any]] = []
-            for line in self.read_log(pod).splitlines():
+            for line in text.splitlines():
                 head, _, rest = line.partition(" ")
                 if head == runner.RESULT_PREFIX:
                     got, _, payload = rest.partition(" ")
@@ -324,8 +337,10 @@ class KubeProber:
             longest = max(targets[i].timeout for idx in by_node.values() for i in idx)
             deadline = time.monotonic() + longest + self.round_margin
             try:
+                outcomes: dict[str, list[dict[str, Any]]] = {}
+                ended: set[str] = set()
                 while True:
-                    outcomes, ended = self.collect(rnd, pods)
+                    outcomes, ended = self.collect(rnd, pods, {n: outcomes[n] for n in ended})
                     if ended >= set(by_node) or time.monotonic() >= deadline:
                         break
                     time.sleep(min(self.poll, max(0.0, deadline - time.monotonic())))
@@ -405,8 +420,10 @@ class KubeContinuousProbe:
             return list(self.stopped)
         self.prober._end_round(self.names)
         deadline = time.monotonic() + self.prober.round_margin
+        outcomes: dict[str, list[dict[str, Any]]] = {}
+        ended: set[str] = set()
         while True:
-            outcomes, ended = self.prober.collect(self.round, self.pods)
+            outcomes, ended = self.prober.collect(self.round, self.pods, {n: outcomes[n] for n in ended})
             if ended >= set(self.pods) or time.monotonic() >= deadline:
                 break
             time.sleep(self.prober.poll)
