@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -36,13 +37,25 @@ HERE = Path(__file__).resolve().parent
 TARGET = 1.5
 
 
+CPU: dict[str, list[float]] = {}
+"""Controller CPU seconds (user + sys of the ansible-playbook processes) per case, to explain the ratio."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(
     ex: AnsibleRunnerExecutor, playbook: Path, hosts: tuple[str, ...], work: Path, tag: str, forks: int = 0
 ) -> float:
+    cpu = _children_cpu()
     started = time.perf_counter()
     request = PlaybookRequest(playbook=playbook, hosts=hosts, forks=forks or len(hosts))
     ex.run_playbook(request, data_dir=work / tag)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    CPU.setdefault(f"{playbook.name}/{len(hosts)}/{forks or len(hosts)}", []).append(_children_cpu() - cpu)
+    return elapsed
 
 
 def main() -> int:
@@ -125,6 +138,12 @@ def _bench(lab: Lab, work: Path, runs: int) -> bool:
             f"ratio {min(many) / min(one):.2f} (less sensitive to other load on the host)"
         )
         print(f"{'':20s} runs 1: {_fmt(one)} | runs {n}: {_fmt(many)} | naive: {_fmt(naive)}")
+        cpu1 = statistics.median(CPU[f"{playbook.name}/1/1"])
+        cpun = statistics.median(CPU[f"{playbook.name}/{n}/{n}"])
+        print(
+            f"{'':20s} controller CPU (median user+sys of ansible-playbook): 1 node {cpu1:.2f}s, "
+            f"{n} nodes {cpun:.2f}s on {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+        )
         if name.startswith("trivial"):
             ok = ok and ratio <= TARGET
     return ok
