@@ -136,6 +136,12 @@ def _header(r: Mapping[str, Any]) -> str:
         ("exit code", r.get("exit_code")),
         ("started", str(r.get("started") or "").replace("T", " ").replace("Z", " UTC")),
         ("duration", dur(r.get("duration_s"))),
+        (
+            "sessions",
+            " → ".join(str(x.get("mode")) for x in r.get("sessions") or [])
+            if len(r.get("sessions") or []) > 1
+            else None,
+        ),
     ]
     meta_html = "".join(f"<span><b>{e(k)}</b>{e(val)}</span>" for k, val in meta if val not in (None, ""))
     lines = str(r.get("message") or "").strip().splitlines()
@@ -364,7 +370,7 @@ def _timeline(r: Mapping[str, Any]) -> str:
             extra = (
                 ' stroke="#8250df" stroke-width="2" stroke-dasharray="3 2" fill-opacity="0.55"'
                 if b["undone"]
-                else ""
+                else ' stroke="#ffffff" stroke-width="1"'  # adjacent steps of a node stay apart
             )
             parts.append(
                 f'<rect x="{x0:.1f}" y="{yb:.1f}" width="{w:.1f}" height="{h}" rx="2" '

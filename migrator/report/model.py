@@ -109,7 +109,11 @@ def _fault_annotation(sub: Mapping[str, Any], where: Any) -> Annotation | None:
 def builtin_annotations(event: Mapping[str, Any]) -> Annotation | None:
     kind = str(event.get("type"))
     if kind == "run.resume":
-        return {"kind": "resume", "label": f"{event.get('mode')}", "detail": f"pid {event.get('pid')}"}
+        return {
+            "kind": "resume",
+            "label": f"migrator {event.get('mode')}",
+            "detail": f"continued by pid {event.get('pid')} on {event.get('host')}",
+        }
     if kind == "rollback.start":
         return {
             "kind": "rollback",
