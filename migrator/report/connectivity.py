@@ -228,6 +228,12 @@ def reachability_view(details: Any, folder: Path | None) -> dict[str, Any] | Non
         if isinstance(details.get(key), Mapping):
             given = details[key]
     node_of = node_placement(results, given)
+    compact_n2p = (
+        details.get("grids", {}).get("node-to-pod") if isinstance(details.get("grids"), Mapping) else None
+    )
+    if not complete and isinstance(compact_n2p, Mapping):  # a node probes its own pods: placement again
+        for (node, dest), _status in _compact_cells(compact_n2p).items():
+            node_of.setdefault(_pod_of(dest), node)
     nodes = set(node_of.values()) | {r.source for r in results if r.kind is ProbeKind.NODE_TO_POD}
 
     def status_of(r: ProbeResult) -> str:

@@ -579,3 +579,11 @@ def test_report_json_matches_its_schema(fixture: str, migrator_home: Path) -> No
     run = run_copy(fixture, migrator_home)
     write_reports(run)
     jsonschema.validate(json.loads((run / "report.json").read_text()), schema)
+
+
+def test_bounded_grids_are_grouped_by_node_too(lab_ok: Path) -> None:
+    r = build_report(lab_ok)
+    later = [c["connectivity"] for c in r["checks"] if c["phase"] == "wave-verify"]
+    assert later and all(not v["complete"] for v in later)
+    groups = {row["group"] for row in later[0]["grids"][0]["rows"]}
+    assert groups >= {"node1", "node3"} and "other" not in groups
