@@ -25,7 +25,7 @@ MAX_ROWS = 60
 def cell(value: Any) -> str:
     """A value safe inside a Markdown table cell: one line, pipes and HTML escaped."""
     text = "" if value is None else str(value)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("&", "&amp;").replace("<", "&lt;")  # no markup; ">" alone is harmless
     text = text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
     return text.replace("`", "\\`")
 
@@ -64,7 +64,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     if r.get("message"):
-        lines += [f"> {cell(r['message'])}", ""]
+        first = str(r["message"]).strip().splitlines()[0]
+        lines += [f"> {cell(first)}", ""]
     if r["failures"]:
         lines += ["### Failures", ""]
         for f in r["failures"][:MAX_ROWS]:
@@ -122,8 +123,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 f" {ok} | {cell(first)} |"
             )
         lines.append("")
-    for c in r["checks"]:
-        lines += _connectivity(c) + _continuous(c)
+    detail = [line for c in r["checks"] for line in _connectivity(c) + _continuous(c)]
+    if detail:
+        lines += ["### Verifications and monitors", "", *detail, ""]
     rb = r.get("rollback")
     if rb:
         lines += [
@@ -146,19 +148,23 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _title(c: Mapping[str, Any]) -> str:
+def _label(c: Mapping[str, Any]) -> str:
     where = f" · stage {c['stage']}" if c.get("stage") else ""
     nodes = f" · nodes {', '.join(c['nodes'])}" if c.get("nodes") else ""
-    return (
-        f"#### {'✅' if c['ok'] else '❌'} {cell(c['name'])} ({cell(c['phase'])}{cell(where)}{cell(nodes)})"
-    )
+    return f"{'✅' if c['ok'] else '❌'} {cell(c['name'])} ({cell(c['phase'])}{cell(where)}{cell(nodes)})"
+
+
+def _title(c: Mapping[str, Any]) -> str:
+    return f"#### {_label(c)}"
 
 
 def _connectivity(c: Mapping[str, Any]) -> list[str]:
     v = c.get("connectivity")
     if not v:
         return []
-    lines = [_title(c), "", f"{v['ok']}/{v['total']} probes ok", ""]
+    if v.get("passed") and not v["failing"]:
+        return [f"- {_label(c)}: {v['ok']}/{v['total']} probes ok"]
+    lines = ["", _title(c), "", f"{v['ok']}/{v['total']} probes ok", ""]
     if v["kinds"]:
         lines += ["| kind | ok | failed | never worked | pass % | threshold % |", "|---|---|---|---|---|---|"]
         for k in v["kinds"]:
@@ -184,14 +190,14 @@ def _continuous(c: Mapping[str, Any]) -> list[str]:
     v = c.get("continuous")
     if not v:
         return []
-    lines = [
-        _title(c),
-        "",
+    figures = (
         f"{v['total_sent']} probes at {v.get('rate_hz') or '?'} Hz over {v['pairs_count']} pairs:"
         f" loss {v['total_loss_pct']:.2f}%, longest outage {v['longest_outage_ms']:.0f} ms"
-        + (f", {v['excused']} excused (wave nodes)" if v.get("excused") else ""),
-        "",
-    ]
+        + (f", {v['excused']} excused (wave nodes)" if v.get("excused") else "")
+    )
+    if v.get("passed") and not v.get("lost"):
+        return [f"- {_label(c)}: {figures}"]
+    lines = ["", _title(c), "", figures, ""]
     worst = [p for p in v["pairs"] if float(p.get("loss_pct") or 0) > 0][:15]
     if worst:
         lines += ["| source | destination | kind | loss % | longest outage ms |", "|---|---|---|---|---|"]
@@ -201,8 +207,10 @@ def _continuous(c: Mapping[str, Any]) -> list[str]:
                 f" {p.get('loss_pct')} | {p.get('longest_outage_ms')} |"
             )
         lines.append("")
-    for b in v["breaches"][:10]:
+    for b in v["breaches"][:5]:
         lines.append(f"- ❌ {cell(b)}")
+    if len(v["breaches"]) > 5:
+        lines.append(f"- … {len(v['breaches']) - 5} more breaches (see report.json)")
     if v["breaches"]:
         lines.append("")
     return lines
