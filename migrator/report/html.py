@@ -176,12 +176,18 @@ def _cards(r: Mapping[str, Any]) -> str:
     ]
     reach = [c for c in checks if c.get("connectivity")]
     if reach:
-        last = reach[-1]["connectivity"]
+
+        def ratio(c: Mapping[str, Any]) -> float:
+            v = c["connectivity"]
+            return float(v["ok"] or 0) / float(v["total"] or 1)
+
+        worst = min(reach, key=ratio)  # the first of the worst
+        v = worst["connectivity"]
         cards.append(
             (
-                f"{last['ok']}/{last['total']}",
-                "probes ok (last verification)",
-                "good" if last["passed"] else "bad",
+                f"{v['ok']}/{v['total']}",
+                f"probes ok (worst verification: {worst['name']}, {worst['phase']})",
+                "good" if v["passed"] else "bad",
             )
         )
     cont = [c["continuous"] for c in checks if c.get("continuous")]
@@ -918,10 +924,14 @@ def render_html(report: Mapping[str, Any]) -> str:
     cont = [c for c in r["checks"] if c.get("continuous")]
     sections = [_header(r), _cards(r), _failures(r), "<h2 id='timeline'>Timeline</h2>", _timeline(r)]
     if cont:
-        sections.append(f"<h2 id='continuous'>Continuous probes ({len(cont)} monitors)</h2>")
+        sections.append(
+            f"<h2 id='continuous'>Continuous probes ({len(cont)} monitor{'s' if len(cont) > 1 else ''})</h2>"
+        )
         sections += [_continuous(r, c) for c in cont]
     if reach:
-        sections.append(f"<h2 id='connectivity'>Connectivity ({len(reach)} verifications)</h2>")
+        sections.append(
+            f"<h2 id='connectivity'>Connectivity ({len(reach)} verification{'s' if len(reach) > 1 else ''})</h2>"
+        )
         for i, c in enumerate(reach):
             # failing verifications, the first (baseline) and the last are open; passing ones between fold
             shown = i in (0, len(reach) - 1) or not c["connectivity"].get("passed")
