@@ -930,7 +930,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         sections += [_continuous(r, c) for c in cont]
     if reach:
         sections.append(
-            f"<h2 id='connectivity'>Connectivity ({len(reach)} verification{'s' if len(reach) > 1 else ''})</h2>"
+            f"<h2 id='connectivity'>Connectivity ({len(reach)}"
+            f" verification{'s' if len(reach) > 1 else ''})</h2>"
         )
         for i, c in enumerate(reach):
             # failing verifications, the first (baseline) and the last are open; passing ones between fold
