@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from migrator.cli.faults import clear_faults, list_records
+from migrator.engine.lock import TargetLock, read_lock
 from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab.lab import Lab
@@ -264,6 +265,12 @@ def test_kill_9_during_a_20s_fault_heals_within_ttl_plus_2s(
         assert node in healed, f"{node}: the fault is still there 10 s after TTL + 2 s"
         assert healed[node] <= deadline, f"{node}: healed {healed[node] - deadline:.1f}s after TTL + 2 s"
         assert records_on(fault_lab, node) == []
+    # the killed run left its target lock behind (stale: its pid is gone); take it over for the next tests
+    info = read_lock(f"lab:{fault_lab.name}")
+    assert info is not None and info.stale
+    lock = TargetLock(f"lab:{fault_lab.name}", "faults-test-cleanup")
+    lock.acquire(force_unlock=info.run_id)
+    lock.release()
 
 
 def test_faults_list_and_clear(lab_target: Target, fault_lab: Lab, tmp_path: Path) -> None:
