@@ -249,7 +249,21 @@ class KubeCluster:
     # -------------------------------------------------------------------------------------- nodes
 
     def list_node_objects(self, label_selector: str | None = None) -> list[Obj]:
+        snap = self._snapshot
+        if snap is not None and label_selector is None:
+            return snap.node_objects(lambda: self.api.list_all("list nodes", self.api.core.list_node).items)
         return self.api.list_all("list nodes", self.api.core.list_node, label_selector=label_selector).items
+
+    def list_daemonset_objects(self) -> list[Obj]:
+        """Every DaemonSet (all namespaces), paginated."""
+        snap = self._snapshot
+
+        def load() -> list[Obj]:
+            return self.api.list_all(
+                "list daemonsets", self.api.apps.list_daemon_set_for_all_namespaces
+            ).items
+
+        return snap.daemonsets(load) if snap is not None else load()
 
     def list_nodes(self) -> list[Node]:
         snap = self._snapshot
@@ -268,7 +282,8 @@ class KubeCluster:
     def label_node(self, name: str, labels: Mapping[str, str | None], *, dry_run: bool = False) -> None:
         """Set labels (``None`` removes one) with a merge patch; idempotent. ``dry_run`` asks the server to
         validate the patch (existence, RBAC, admission) without storing it."""
-        self._invalidate()
+        if not dry_run:
+            self._invalidate()
         if not labels:
             return
         self.api.call(
@@ -287,7 +302,8 @@ class KubeCluster:
     def set_schedulable(self, name: str, schedulable: bool, *, dry_run: bool = False) -> None:
         """Cordon (``False``) or uncordon (``True``) with a patch of ``spec.unschedulable``; ``dry_run`` as
         for :meth:`label_node`."""
-        self._invalidate()
+        if not dry_run:
+            self._invalidate()
         self.api.call(
             f"{'uncordon' if schedulable else 'cordon'} node {name}",
             self.api.core.patch_node,
@@ -728,7 +744,8 @@ class KubeCluster:
         object whose CRD or namespace is created earlier in the same batch cannot be checked by the server
         in a dry run: it is reported with ``validated=False``. A real apply waits (bounded by
         ``crd_timeout``) for each CRD it creates to be Established before applying the next object."""
-        self._invalidate()
+        if not dry_run:
+            self._invalidate()
         docs = _documents(manifests)
         batch_kinds = {
             (
@@ -846,7 +863,8 @@ class KubeCluster:
     ) -> bool:
         """Delete an object with a propagation policy; ``False`` when it was already absent. With
         ``wait_timeout``, wait (polling GET, bounded) until it is gone."""
-        self._invalidate()
+        if not dry_run:
+            self._invalidate()
         path = self.api.object_path(api_version, kind, name, namespace)
         body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": str(propagation)}
         if dry_run:
@@ -883,7 +901,8 @@ class KubeCluster:
         dry_run: bool = False,
     ) -> Obj:
         """Patch a DaemonSet's pod ``nodeSelector`` (``None`` values remove keys) and/or ``affinity``."""
-        self._invalidate()
+        if not dry_run:
+            self._invalidate()
         pod_spec: Obj = {}
         if node_selector is not None:
             pod_spec["nodeSelector"] = dict(node_selector)
@@ -1046,13 +1065,17 @@ class KubeCluster:
 
     def detect_cni_details(self) -> CniInfo:
         """The cluster's CNI (flannel, Calico, Canal, Weave Net, Cilium) and its source config, in full."""
-        return detect_cni(self)
+        snap = self._snapshot
+        return snap.cni(lambda: detect_cni(self)) if snap is not None else detect_cni(self)
 
     # --------------------------------------------------------------- the CniOps port (cniops.py)
 
     def detect_cni(self) -> ports.CniInfo:
         """The ``CniOps`` view of :meth:`detect_cni_details`."""
-        return cniops.to_port_info(detect_cni(self), self)
+        snap = self._snapshot
+        if snap is not None:
+            return snap.port_cni(lambda: cniops.to_port_info(self.detect_cni_details(), self))
+        return cniops.to_port_info(self.detect_cni_details(), self)
 
     def apply_cni_agent(
         self,
@@ -1116,13 +1139,44 @@ class _ReadSnapshot:
     """What :meth:`KubeCluster.read_snapshot` serves from (filled lazily, dropped on a write)."""
 
     def __init__(self) -> None:
-        self._locks = {"nodes": threading.Lock(), "pods": threading.Lock(), "services": threading.Lock()}
+        self._locks = {
+            k: threading.Lock()
+            for k in ("node_objs", "daemonsets", "cni", "port_cni", "nodes", "pods", "services")
+        }
         self.clear()
 
     def clear(self) -> None:
+        self._node_objs: list[Obj] | None = None
+        self._daemonsets: list[Obj] | None = None
+        self._cni: CniInfo | None = None
+        self._port_cni: ports.CniInfo | None = None
         self._nodes: dict[str, Node] | None = None
         self._pods: dict[str, list[Pod]] | None = None
         self._services: dict[str | None, list[Service]] = {}
+
+    def node_objects(self, load: Callable[[], list[Obj]]) -> list[Obj]:
+        with self._locks["node_objs"]:
+            if self._node_objs is None:
+                self._node_objs = load()
+            return self._node_objs
+
+    def daemonsets(self, load: Callable[[], list[Obj]]) -> list[Obj]:
+        with self._locks["daemonsets"]:
+            if self._daemonsets is None:
+                self._daemonsets = load()
+            return self._daemonsets
+
+    def cni(self, load: Callable[[], CniInfo]) -> CniInfo:
+        with self._locks["cni"]:
+            if self._cni is None:
+                self._cni = load()
+            return self._cni
+
+    def port_cni(self, load: Callable[[], ports.CniInfo]) -> ports.CniInfo:
+        with self._locks["port_cni"]:
+            if self._port_cni is None:
+                self._port_cni = load()
+            return self._port_cni
 
     def nodes(self, load: Callable[[], list[Node]]) -> dict[str, Node]:
         with self._locks["nodes"]:

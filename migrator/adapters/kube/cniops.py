@@ -50,8 +50,7 @@ AGENT_KINDS = {CniAgent.FLANNEL: CniKind.FLANNEL, CniAgent.CALICO: CniKind.CALIC
 
 def find_agent(cluster: KubeCluster, agent: CniAgent) -> Obj | None:
     """The agent's DaemonSet (any namespace), or ``None``."""
-    api = cluster.api
-    for ds in api.list_all("list daemonsets", api.apps.list_daemon_set_for_all_namespaces).items:
+    for ds in cluster.list_daemonset_objects():
         if classify_daemonset(ds) is AGENT_KINDS[agent]:
             return ds
     return None
