@@ -88,7 +88,7 @@ def _setup_logging(verbose: int) -> None:
 
 
 @app.callback()
-def main_callback(
+def main_callback(  # noqa: PLR0917 - typer maps parameters to options
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More logs on stderr (-vv: debug)")
     ] = 0,
