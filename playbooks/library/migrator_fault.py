@@ -186,20 +186,32 @@ def stop_timer(rec):
             os.killpg(int(rec["timer_pid"]), signal.SIGTERM)
 
 
+def revert_now(folder, rec):
+    """Revert a fault while holding the lock (the revert script would wait for it): commands, then files."""
+    fid = str(rec.get("id"))
+    for argv in rec.get("revert") or []:
+        run(argv)
+    stop_timer(rec)
+    for name in (f"{fid}.json", f"{fid}.revert.sh"):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, name))
+
+
 def do_inject(module, folder, spec):
     fid = str(spec["id"])
     ttl = int(spec["ttl"])
     os.makedirs(folder, mode=0o700, exist_ok=True)
     record_path = os.path.join(folder, f"{fid}.json")
     script_path = os.path.join(folder, f"{fid}.revert.sh")
+    failed = None
+    # everything under the lock: an expiry revert that fires meanwhile waits, then removes it all
     with Locked(folder):
         if os.path.exists(record_path):
             with open(record_path) as fh:
                 rec = json.load(fh)
             if timer_alive(rec):  # already installed by an earlier attempt: idempotent
                 return rec, readback(spec.get("readback") or []), False
-            # a stale record without its timer: revert it first, then install again
-            run(["sh", script_path])
+            revert_now(folder, rec)  # a stale record without its timer: revert it, then install again
         now = time.time()
         rec = {
             "id": fid,
@@ -231,20 +243,19 @@ def do_inject(module, folder, spec):
             start_new_session=True,
             cwd="/",
         )
+        devnull.close()
         rec["timer_pid"] = timer.pid
         with open(tmp, "w") as fh:
             json.dump(rec, fh)
         os.replace(tmp, record_path)
-    # install outside the lock (the revert script takes it); a failure reverts at once
-    for argv in rec["install"]:
-        rc, out, err = run(argv)
-        if rc != 0:
-            subprocess.run(["sh", script_path], timeout=CMD_TIMEOUT * 4, check=False)
-            stop_timer(rec)
-            module.fail_json(
-                msg=f"fault {fid}: {shlex.join(argv)} failed (rc={rc}): {(err or out).strip()}; reverted",
-                record=rec,
-            )
+        for argv in rec["install"]:
+            rc, out, err = run(argv)
+            if rc != 0:
+                failed = f"{shlex.join(argv)} failed (rc={rc}): {(err or out).strip()}"
+                revert_now(folder, rec)  # a failure reverts at once
+                break
+    if failed:
+        module.fail_json(msg=f"fault {fid}: {failed}; reverted", record=rec)
     return rec, readback(rec["readback"]), True
 
 

@@ -246,11 +246,23 @@ def test_kill_9_during_a_20s_fault_heals_within_ttl_plus_2s(
     )
     proc = start_cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
     try:
-        assert wait_for(lambda: node_fault_state(fault_lab, "node2") != [], 90), "loss fault never in effect"
+        # fully in effect: the jump from OUTPUT (the last install command) and the record with its timer
+        def installed() -> bool:
+            jump = any("-A OUTPUT" in line for line in node_fault_state(fault_lab, "node2"))
+            return jump and any(r.get("timer_pid") for r in records_on(fault_lab, "node2"))
+
+        assert wait_for(installed, 90), "loss fault never in effect"
+        time.sleep(2.0)  # the step is now holding the fault (ctx.sleep)
         assert any("tbf" in line for line in node_fault_state(fault_lab, "node3"))
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # migrator and its ansible children: kill -9
         proc.communicate(timeout=30)
+        # the killed run leaves its target lock behind (stale: its pid is gone); take it over
+        info = read_lock(f"lab:{fault_lab.name}")
+        if info is not None and info.stale:
+            lock = TargetLock(f"lab:{fault_lab.name}", "faults-test-cleanup")
+            lock.acquire(force_unlock=info.run_id)
+            lock.release()
     recs = {n: records_on(fault_lab, n) for n in ("node2", "node3")}
     assert all(len(r) == 1 for r in recs.values()), recs
     assert [r["ttl"] for r in recs["node2"]] == [22]  # the 20 s fault migrator was killed in
@@ -265,12 +277,6 @@ def test_kill_9_during_a_20s_fault_heals_within_ttl_plus_2s(
         assert node in healed, f"{node}: the fault is still there 10 s after TTL + 2 s"
         assert healed[node] <= deadline, f"{node}: healed {healed[node] - deadline:.1f}s after TTL + 2 s"
         assert records_on(fault_lab, node) == []
-    # the killed run left its target lock behind (stale: its pid is gone); take it over for the next tests
-    info = read_lock(f"lab:{fault_lab.name}")
-    assert info is not None and info.stale
-    lock = TargetLock(f"lab:{fault_lab.name}", "faults-test-cleanup")
-    lock.acquire(force_unlock=info.run_id)
-    lock.release()
 
 
 def test_faults_list_and_clear(lab_target: Target, fault_lab: Lab, tmp_path: Path) -> None:
