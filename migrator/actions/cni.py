@@ -34,6 +34,7 @@ from migrator.plan.models import (
     CniCalicoModeArgs,
     CniInstallCalicoArgs,
     CniPreflightArgs,
+    CniRemoveVxlanArgs,
     CniSwitchNodeArgs,
     EmptyArgs,
 )
@@ -471,11 +472,13 @@ class CalicoModeAction(Action[CniCalicoModeArgs]):
 
 
 @register_action("cni.remove-vxlan")
-class RemoveVxlan(Action[EmptyArgs]):
-    """Once every node routes over BGP: delete ``vxlan.calico`` everywhere. Undo: nothing to do here, the
-    ``cni.calico-mode`` undos (back to VXLAN) recreate the device node by node."""
+class RemoveVxlan(Action[CniRemoveVxlanArgs]):
+    """Once every node routes over BGP: delete ``vxlan.calico`` everywhere (``mode: vxlan``: nothing to do).
+    Undo: nothing here, the ``cni.calico-mode`` undos (back to VXLAN) recreate the device node by node."""
 
-    def do(self, ctx: StepContext, args: EmptyArgs) -> Any:
+    def do(self, ctx: StepContext, args: CniRemoveVxlanArgs) -> Any:
+        if args.mode == CalicoMode.VXLAN.value:
+            return {"removed_from": []}
         nodes = ctx.cluster.list_nodes()
         not_bgp = [n.name for n in nodes if n.labels.get(CALICO_MODE_LABEL) != CalicoMode.BGP.value]
         if not_bgp:
@@ -485,10 +488,12 @@ class RemoveVxlan(Action[EmptyArgs]):
         cni_ops(ctx.target).resync_cni()
         return {"removed_from": hosts}
 
-    def undo(self, ctx: StepContext, args: EmptyArgs, result: Any) -> None:
+    def undo(self, ctx: StepContext, args: CniRemoveVxlanArgs, result: Any) -> None:
         cni_ops(ctx.target).resync_cni()
 
-    def preview(self, ctx: StepContext, args: EmptyArgs) -> list[PreviewLine]:
+    def preview(self, ctx: StepContext, args: CniRemoveVxlanArgs) -> list[PreviewLine]:
+        if args.mode == CalicoMode.VXLAN.value:
+            return ["calico_mode vxlan: vxlan.calico stays"]
         hosts = _all_hosts(ctx)
         return [{"command": playbook_command(LINK_ABSENT_PLAYBOOK, hosts, {"links": ["vxlan.calico"]})}]
 

@@ -264,7 +264,11 @@ class CniPreflightStep(StepBase):
 
 class CniInstallCalicoArgs(Model):
     mode: Literal["vxlan", "bgp"] = "vxlan"
-    peering: Literal["full-mesh", "route-reflector"] = "full-mesh"
+    peering: str = Field(
+        "full-mesh",
+        pattern=r"^(full-mesh|route-reflector|\$\{\{.*\}\})$",
+        description="full-mesh or route-reflector",
+    )
     reflectors: str = Field("", description="Route reflector node names, comma-separated")
     manifest: str = Field("", description="The user's Calico manifest (real clusters; server-side apply)")
 
@@ -291,8 +295,12 @@ class CniFinalizeStep(StepBase):
 
 
 class CniCalicoModeArgs(Model):
-    mode: Literal["vxlan", "bgp"]
+    mode: str = Field(..., pattern=r"^(vxlan|bgp|\$\{\{.*\}\})$", description="vxlan or bgp")
     ready_timeout: Duration = 60.0
+
+
+class CniRemoveVxlanArgs(Model):
+    mode: str = Field("bgp", pattern=r"^(vxlan|bgp|\$\{\{.*\}\})$", description="vxlan: nothing to remove")
 
 
 class CniCalicoModeStep(StepBase):
@@ -302,7 +310,7 @@ class CniCalicoModeStep(StepBase):
 
 class CniRemoveVxlanStep(StepBase):
     action: Literal["cni.remove-vxlan"]
-    args: EmptyArgs = Field(default_factory=EmptyArgs)
+    args: CniRemoveVxlanArgs = Field(default_factory=CniRemoveVxlanArgs)
 
 
 # network faults (migrator.actions.faults): installed on nodes through Ansible, each with a duration and a
@@ -391,7 +399,8 @@ class FaultBandwidthArgs(FaultArgsBase):
 
 class FaultPartitionArgs(FaultArgsBase):
     peers: FaultTargets | None = Field(
-        None, description="The other side: traffic between the targets and these nodes (and their pods) is cut"
+        None,
+        description="The other side: traffic between the targets and these nodes (and their pods) is cut",
     )
     cidrs: list[Cidr] = Field(default_factory=list, description="Also cut traffic to/from these CIDRs")
     ports: list[int] = Field(default_factory=list, description="Only these ports of the CIDRs (default all)")
