@@ -81,7 +81,7 @@ class FaultAction(Action[ArgsT]):
         overlap = {n.name for n in targets} & {n.name for n in peers}
         if overlap:
             raise StepFailed(f"step {ctx.step!r}: nodes {sorted(overlap)} are on both sides of the partition")
-        facts = _facts(ctx, targets)
+        facts = _facts(ctx, targets, become=args.become)
         fid = self.fault_id(ctx, targets)
         services = ctx.cluster.list_services() if isinstance(args, FaultBlackholeArgs) else []
         view = ClusterView(nodes=ctx.cluster.list_nodes(), services=services)
@@ -122,7 +122,12 @@ class FaultAction(Action[ArgsT]):
         reverted = False
         try:
             outcomes = fnodes.inject(
-                ctx.target.executor, plans, ttl, data_dir=ctx.artifacts() / "inject", cancel=ctx.cancel
+                ctx.target.executor,
+                plans,
+                ttl,
+                data_dir=ctx.artifacts() / "inject",
+                cancel=ctx.cancel,
+                become=args.become,
             )
             evidence = {}
             for plan in plans:
@@ -148,21 +153,23 @@ class FaultAction(Action[ArgsT]):
             if not args.wait:
                 return result
             ctx.sleep(args.duration)
-            result["drift"] = self._revert(ctx, fid, names)
+            result["drift"] = self._revert(ctx, fid, names, become=args.become)
             reverted = True
             return result
         finally:
             if args.wait and not reverted:  # failed or cancelled: take the fault away now
                 try:
-                    self._revert(ctx, fid, names)
+                    self._revert(ctx, fid, names, become=args.become)
                 except Exception as exc:  # noqa: BLE001 - the expiry timer on the node still reverts
                     logger.warning(
                         "fault {}: revert after failure failed ({}); the node timer reverts it", fid, exc
                     )
 
-    def _revert(self, ctx: StepContext, fid: str, names: list[str]) -> dict[str, list[str]]:
+    def _revert(
+        self, ctx: StepContext, fid: str, names: list[str], *, become: bool = False
+    ) -> dict[str, list[str]]:
         outcomes = fnodes.revert(
-            ctx.target.executor, names, ids=[fid], data_dir=ctx.artifacts() / "revert", cancel=None
+            ctx.target.executor, names, ids=[fid], data_dir=ctx.artifacts() / "revert", become=become
         )
         drift = {node: out.drift for node, out in outcomes.items()}
         ctx.emit(
@@ -185,7 +192,7 @@ class FaultAction(Action[ArgsT]):
         else:  # do did not finish: recompute the id and nodes (the same ones do would have used)
             targets = self.targets(ctx, args)
             fid, names = self.fault_id(ctx, targets), [n.name for n in targets]
-        self._revert(ctx, fid, names)
+        self._revert(ctx, fid, names, become=args.become)
 
     # ------------------------------------------------------------------------------------------ preview
 
@@ -217,7 +224,7 @@ class FaultAction(Action[ArgsT]):
 _DRY_RUN_FACTS: dict[tuple[int, str, tuple[str, ...]], dict[str, NodeFacts]] = {}
 
 
-def _facts(ctx: StepContext, targets: list[Node]) -> dict[str, NodeFacts]:
+def _facts(ctx: StepContext, targets: list[Node], *, become: bool = False) -> dict[str, NodeFacts]:
     """The targets' facts; a dry run reads them once for preview and undo preview."""
     key = (id(ctx.target), ctx.run_id, tuple(sorted(n.name for n in targets)))
     if ctx.dry_run and key in _DRY_RUN_FACTS:

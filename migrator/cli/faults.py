@@ -32,6 +32,7 @@ TargetOpt = Annotated[
     str, typer.Option("--target", "-t", help="lab[:NAME] or kube:... (default $MIGRATOR_TARGET or lab)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
+BecomeOpt = Annotated[bool, typer.Option("--become", help="Ansible become on the nodes (SSH user not root)")]
 
 
 def _target(spec: str) -> Target:
@@ -51,14 +52,22 @@ def _hosts(target: Target, only: list[str] | None) -> list[str]:
     return names
 
 
-def list_records(target: Target, nodes: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+def list_records(
+    target: Target, nodes: list[str] | None = None, *, become: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix="migrator-faults-") as scratch:
-        return fnodes.list_faults(target.executor, _hosts(target, nodes), data_dir=Path(scratch))
+        return fnodes.list_faults(
+            target.executor, _hosts(target, nodes), data_dir=Path(scratch), become=become
+        )
 
 
-def clear_faults(target: Target, nodes: list[str] | None = None) -> dict[str, fnodes.NodeOutcome]:
+def clear_faults(
+    target: Target, nodes: list[str] | None = None, *, become: bool = False
+) -> dict[str, fnodes.NodeOutcome]:
     with tempfile.TemporaryDirectory(prefix="migrator-faults-") as scratch:
-        return fnodes.revert(target.executor, _hosts(target, nodes), everything=True, data_dir=Path(scratch))
+        return fnodes.revert(
+            target.executor, _hosts(target, nodes), everything=True, data_dir=Path(scratch), become=become
+        )
 
 
 def _when(ts: Any) -> str:
@@ -73,9 +82,10 @@ def list_cmd(
     target: TargetOpt = "",
     node: Annotated[list[str] | None, typer.Option("--node", "-n", help="Only these nodes")] = None,
     as_json: JsonOpt = False,
+    become: BecomeOpt = False,
 ) -> None:
     """Active faults on every node of the target (from the records on the nodes)."""
-    records = list_records(_target(target), node)
+    records = list_records(_target(target), node, become=become)
     if as_json:
         typer.echo(json.dumps(records, indent=2, default=str))
         return
@@ -108,9 +118,10 @@ def clear_cmd(
     target: TargetOpt = "",
     node: Annotated[list[str] | None, typer.Option("--node", "-n", help="Only these nodes")] = None,
     as_json: JsonOpt = False,
+    become: BecomeOpt = False,
 ) -> None:
     """Revert every fault on the nodes now; exit 1 if any state is left behind (drift)."""
-    outcomes = clear_faults(_target(target), node)
+    outcomes = clear_faults(_target(target), node, become=become)
     drift = {n: o.drift for n, o in outcomes.items() if o.drift}
     if as_json:
         data = {n: {"reverted": o.reverted, "drift": o.drift} for n, o in outcomes.items()}

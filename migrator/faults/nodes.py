@@ -40,6 +40,7 @@ def collect(
     cancel: threading.Event | None = None,
     on_event: EventCallback | None = None,
     timeout: float = 120.0,
+    become: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run ``playbook`` on ``hosts`` and return ``{host: {fact: value}}`` for the ``migrator_*`` facts set."""
     out: dict[str, dict[str, Any]] = {}
@@ -59,6 +60,7 @@ def collect(
             extra_vars=dict(extra_vars or {}),
             timeout=timeout,
             forks=max(1, len(hosts)),
+            become=become,
         ),
         data_dir=data_dir,
         cancel=cancel,
@@ -74,6 +76,7 @@ def gather_facts(
     data_dir: Path,
     cancel: threading.Event | None = None,
     on_event: EventCallback | None = None,
+    become: bool = False,
 ) -> dict[str, NodeFacts]:
     raw = collect(
         executor,
@@ -83,6 +86,7 @@ def gather_facts(
         facts=("migrator_kernel_features", FACT),
         cancel=cancel,
         on_event=on_event,
+        become=become,
     )
     result: dict[str, NodeFacts] = {}
     for node in nodes:
@@ -118,6 +122,7 @@ def inject(
     data_dir: Path,
     cancel: threading.Event | None = None,
     on_event: EventCallback | None = None,
+    become: bool = False,
 ) -> dict[str, NodeOutcome]:
     specs = {p.node: p.spec(ttl) for p in plans}
     raw = collect(
@@ -128,6 +133,7 @@ def inject(
         extra_vars={"fault_specs": specs},
         cancel=cancel,
         on_event=on_event,
+        become=become,
     )
     out: dict[str, NodeOutcome] = {}
     for node in specs:
@@ -147,6 +153,7 @@ def revert(
     data_dir: Path,
     cancel: threading.Event | None = None,
     on_event: EventCallback | None = None,
+    become: bool = False,
 ) -> dict[str, NodeOutcome]:
     raw = collect(
         executor,
@@ -156,6 +163,7 @@ def revert(
         extra_vars={"fault_ids": list(ids), "fault_all": everything},
         cancel=cancel,
         on_event=on_event,
+        become=become,
     )
     out: dict[str, NodeOutcome] = {}
     for node in nodes:
@@ -178,8 +186,9 @@ def list_faults(
     *,
     data_dir: Path,
     cancel: threading.Event | None = None,
+    become: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
-    raw = collect(executor, "fault-list.yml", list(nodes), data_dir=data_dir, cancel=cancel)
+    raw = collect(executor, "fault-list.yml", list(nodes), data_dir=data_dir, cancel=cancel, become=become)
     return {node: list((raw.get(node, {}).get(FACT) or {}).get("faults") or []) for node in nodes}
 
 

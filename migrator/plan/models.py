@@ -368,6 +368,7 @@ class FaultArgsBase(Model):
     interface: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.\-]{1,15}$", description="Default: the interface of the node's address"
     )
+    become: bool = Field(False, description="Run the node commands with Ansible become (SSH user not root)")
 
     @field_validator("duration")
     @classmethod
