@@ -7,7 +7,7 @@ DaemonSet ``migrator-probe`` (image a parameter, default ``python:3.12-alpine``;
 so it runs on control-plane nodes too) and a Service ``migrator-probe`` in front of its pods.
 
 A probe round needs no ``exec`` and no inbound connection: migrator writes one ConfigMap per node that
-has work (labelled with the node's hash and the round), each pod's runner polls for its own and runs the
+has work (labelled with the node's hash and the round), each pod's runner watches for its own and runs the
 round with the agent, and prints the outcomes to its log; migrator reads the pod logs
 (``GET pods/NAME/log``), then deletes the round's ConfigMaps. A continuous probe is a round with a rate
 and a bounded duration whose results are printed every second; deleting its ConfigMaps stops it.

@@ -224,10 +224,17 @@ def test_probe_round_results_come_from_pod_logs(
         log = server.api.pod_logs[(NAMESPACE, pods[node].name)]
         assert any(line.startswith(runner.RESULT_PREFIX + " ") and source in line for line in log)
         assert any(line.startswith(runner.END_PREFIX + " ") for line in log)
+        assert not [line for line in log if "cannot list or watch" in line], log
     rounds = [
         cm for cm in server.api.find("ConfigMap", NAMESPACE) if cm["metadata"]["name"] != AGENT_CONFIGMAP
     ]
     assert rounds == [], "a round's ConfigMaps are deleted once read"
+    polls = [
+        p
+        for m, p, q in server.api.requests
+        if m == "GET" and p.endswith("/configmaps") and not q.get("watch")
+    ]
+    assert len(polls) < 30, "runners watch their rounds, they do not poll once a second"
     again = prober.probe(targets[:1])
     assert again[0].ok, "a second round on the same pods"
     prober.cleanup()

@@ -6,13 +6,14 @@ It is shipped next to ``agent.py`` in the ConfigMap ``migrator-probe-agent`` and
 - *Rounds in*: migrator creates, per round and per node, a ConfigMap labelled
   ``migrator.io/probe-node=<node hash>`` and ``migrator.io/probe-round=<round>`` whose ``targets.json`` is
   a JSON object ``{"round", "targets": [agent targets], "continuous": bool, "rate_hz", "duration",
-  "concurrency"}``. The runner polls the API server (``GET configmaps?labelSelector=...&resourceVersion=0``,
-  served from the API server's watch cache) every ``--poll`` seconds with its service account (a Role
-  that only reads ConfigMaps in its own namespace) and runs each round it has not run yet, once.
+  "concurrency"}``. The runner lists its rounds once with its service account (a Role that only reads
+  ConfigMaps in its own namespace), then watches them from that resourceVersion, and runs each new round
+  once (in a thread).
 - *Results out*: through its stdout, that is the pod log: ``MIGRATOR-PROBE <round> <json list of
   outcomes>`` lines (one for a one-off round; one per ``--flush`` seconds for a continuous round) and a
   final ``MIGRATOR-PROBE-END <round> <count>``. Migrator reads them with ``GET pods/NAME/log``.
-- *Stop*: a continuous round stops when its ConfigMap is deleted (or at its bounded ``duration``).
+- *Stop*: a continuous round stops when its ConfigMap is deleted (the watch's DELETED event) or at its
+  bounded ``duration``.
 - It also serves ``GET /`` and ``/healthz`` on ``--port`` (default 8080), so the probe pods are
   destinations too (readiness probe, the ``migrator-probe`` Service).
 
@@ -34,7 +35,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 try:  # inside the package
@@ -88,13 +89,37 @@ class ApiReader:
 
     def rounds(self, namespace: str, node: str) -> list[dict[str, Any]]:
         """This node's round ConfigMaps, oldest first."""
+        return self.list_rounds(namespace, node)[0]
+
+    def list_rounds(self, namespace: str, node: str) -> tuple[list[dict[str, Any]], str]:
+        """This node's round ConfigMaps, oldest first, and the list's resourceVersion."""
         data = self.get(
             f"/api/v1/namespaces/{urllib.parse.quote(namespace)}/configmaps",
             {"labelSelector": f"{NODE_LABEL}={node_hash(node)}", "resourceVersion": "0"},
         )
         items = list(data.get("items") or [])
         items.sort(key=lambda cm: str((cm.get("metadata") or {}).get("name", "")))
-        return items
+        return items, str((data.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_rounds(
+        self, namespace: str, node: str, resource_version: str, seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events of this node's round ConfigMaps from ``resource_version`` for at most ``seconds``."""
+        query = {
+            "labelSelector": f"{NODE_LABEL}={node_hash(node)}",
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(seconds),
+            "allowWatchBookmarks": "true",
+        }
+        path = f"/api/v1/namespaces/{urllib.parse.quote(namespace)}/configmaps"
+        request = urllib.request.Request(f"{self.url}{path}?{urllib.parse.urlencode(query)}")  # noqa: S310 - http(s) only
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=seconds + 10, context=self.context) as resp:  # noqa: S310
+            for line in resp:
+                if line.strip():
+                    yield json.loads(line)
 
 
 def _round_of(cm: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -182,30 +207,70 @@ def serve_rounds(
     poll: float = 1.0,
     max_lifetime: float = 86400.0,
     done: Iterable[str] = (),
+    watch_seconds: int = 60,
 ) -> None:
-    """Poll for this node's rounds and run each once, until ``stop`` or ``max_lifetime``."""
+    """Run each of this node's rounds once, until ``stop`` or ``max_lifetime``.
+
+    One list, then a watch from its resourceVersion (re-opened every ``watch_seconds``; after an error,
+    a new list ``poll`` seconds later): an idle runner costs the API server one open watch, not a request
+    a second. Rounds run in threads; a round whose ConfigMap is deleted is told to stop."""
     seen = set(done)
+    running: dict[str, threading.Event] = {}  # round -> its stop flag
+    lock = threading.Lock()
     deadline = time.monotonic() + max_lifetime
+
+    def safe_emit(line: str) -> None:
+        with lock:
+            emit(line)
+
+    def start(rnd: str, spec: dict[str, Any]) -> None:
+        if rnd in seen:
+            return
+        seen.add(rnd)
+        flag = threading.Event()
+        running[rnd] = flag
+
+        def work() -> None:
+            try:
+                run_round(spec, safe_emit, lambda: not flag.is_set() and not stop.is_set())
+            finally:
+                running.pop(rnd, None)
+
+        threading.Thread(target=work, name=f"round-{rnd}", daemon=True).start()
+
     while not stop.is_set() and time.monotonic() < deadline:
         try:
-            pending = [r for r in (_round_of(cm) for cm in reader.rounds(namespace, node)) if r]
+            items, rv = reader.list_rounds(namespace, node)
+            for cm in items:
+                found = _round_of(cm)
+                if found:
+                    start(*found)
+            listed = {r[0] for r in map(_round_of, items) if r}
+            for rnd, flag in list(running.items()):
+                if rnd not in listed:
+                    flag.set()
+            while not stop.is_set() and time.monotonic() < deadline:
+                seconds = int(max(1, min(watch_seconds, deadline - time.monotonic())))
+                for event in reader.watch_rounds(namespace, node, rv, seconds):
+                    obj = event.get("object") or {}
+                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                    kind = event.get("type")
+                    if kind == "ERROR":
+                        raise ValueError(f"watch error: {obj.get('message', obj)}")
+                    found = _round_of(obj)
+                    if found is None:
+                        continue
+                    if kind in ("ADDED", "MODIFIED"):
+                        start(*found)
+                    elif kind == "DELETED" and found[0] in running:
+                        running[found[0]].set()
+                    if stop.is_set():
+                        break
         except (OSError, ValueError) as exc:
-            emit(f"# migrator-probe: cannot list rounds: {exc}")
+            safe_emit(f"# migrator-probe: cannot list or watch rounds: {exc}")
             stop.wait(poll)
-            continue
-        for rnd, spec in pending:
-            if rnd in seen:
-                continue
-            seen.add(rnd)
-
-            def still_wanted(rnd: str = rnd) -> bool:
-                try:
-                    return any(r and r[0] == rnd for r in map(_round_of, reader.rounds(namespace, node)))
-                except (OSError, ValueError):
-                    return True  # a flaky API server does not stop a round early
-
-            run_round(spec, emit, lambda: still_wanted() and not stop.is_set())
-        stop.wait(poll)
+    for flag in list(running.values()):
+        flag.set()
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
