@@ -65,4 +65,3 @@ __all__ = [
     "open_kube_target",
     "translate",
 ]
-

@@ -36,7 +36,6 @@ RBAC_HINT = (
 )
 
 
-
 try:  # optional: several times faster on the large list pages of big clusters
     import orjson
 
@@ -47,6 +46,7 @@ except ImportError:  # pragma: no cover - orjson is optional
 
     def _loads(data: bytes | str) -> Any:
         return json.loads(data)
+
 
 class KubeNotFound(PermanentError):
     """The object (or the API) does not exist on the cluster."""
