@@ -153,7 +153,9 @@ CASES: list[tuple[str, str, str, dict[str, str] | None, list[str]]] = [
         "action: zzz",
         None,
         [
-            "plans/x.yaml:12:19: stages[0].steps[0].action: unknown action 'zzz' (known: " + ", ".join(action_names()) + ")"
+            "plans/x.yaml:12:19: stages[0].steps[0].action: unknown action 'zzz' (known: "
+            + ", ".join(action_names())
+            + ")"
         ],
     ),
     (
@@ -516,7 +518,9 @@ CASES: list[tuple[str, str, str, dict[str, str] | None, list[str]]] = [
         "action: 5",
         None,
         [
-            "plans/x.yaml:12:19: stages[0].steps[0].action: expected an action name (known: " + ", ".join(action_names()) + ")"
+            "plans/x.yaml:12:19: stages[0].steps[0].action: expected an action name (known: "
+            + ", ".join(action_names())
+            + ")"
         ],
     ),
     (
@@ -525,7 +529,9 @@ CASES: list[tuple[str, str, str, dict[str, str] | None, list[str]]] = [
         "type:",
         None,
         [
-            "plans/x.yaml:25:11: stages[1].verify[0].type: expected a check type (known: " + ", ".join(check_type_names()) + ")"
+            "plans/x.yaml:25:11: stages[1].verify[0].type: expected a check type (known: "
+            + ", ".join(check_type_names())
+            + ")"
         ],
     ),
 ]
