@@ -10,6 +10,9 @@ The ratio compares the *full* matrix (pods, services, DNS, node-to-pod, NodePort
 
     PYTHONPATH=. python bench/verify_matrix.py [--runs 7] [--naive-runs 1] [--naive-sample 0] [--json]
     PYTHONPATH=. python bench/verify_matrix.py --lab default   # a running lab (needs migrator.adapters.lab)
+    PYTHONPATH=. python bench/verify_matrix.py --lab-up rbb --underlay 198.18.22.0/24 --naive-sample 200
+        # brings up a real lab of --nodes x --pods-per-node (8 x 4 echo pods + bookinfo + DNS), runs the
+        # same measurements on it, and always takes it down again
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from loguru import logger  # noqa: E402
 from pbt_fabric import Fabric, rss_mb, session_prefix  # noqa: E402
 
 from migrator.adapters.lab_prober import LabProber  # noqa: E402
-from migrator.ports import ProbeKind, ProbeTarget  # noqa: E402
+from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget  # noqa: E402
 from migrator.probe.analysis import is_flaky, summarize  # noqa: E402
 from migrator.probe.matrix import MatrixOptions, build_matrix, find_dns_server  # noqa: E402
 
@@ -66,13 +69,17 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--lab", help="use the running lab NAME (migrator.adapters.lab) instead of a pbtb fabric")
+    ap.add_argument(
+        "--lab-up", metavar="NAME", help="bring up a real lab NAME for the run, then take it down"
+    )
+    ap.add_argument("--underlay", default="198.18.22.0/24", help="underlay /24 of --lab-up")
     args = ap.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     if os.geteuid() != 0:
         print("needs root (network namespaces)")
         return 2
-    if args.lab and importlib.util.find_spec("migrator.adapters.lab") is None:
+    if (args.lab or args.lab_up) and importlib.util.find_spec("migrator.adapters.lab") is None:
         print("--lab needs migrator.adapters.lab (the lab adapter), which this checkout does not have")
         return 2
 
@@ -80,8 +87,19 @@ def main() -> int:
         prefix=session_prefix("pbtb"), nodes=args.nodes, pods_per_node=args.pods_per_node, lifetime=900
     )
     out: dict[str, object] = {}
+    real_lab = None
     try:
         t0 = time.perf_counter()
+        if args.lab_up:
+            from migrator.lab.lab import Lab  # noqa: PLC0415 - only for this mode
+            from migrator.lab.spec import LabSpec  # noqa: PLC0415
+
+            real_lab = Lab(args.lab_up)
+            spec = LabSpec(
+                name=args.lab_up, nodes=args.nodes, pods_per_node=args.pods_per_node, underlay=args.underlay
+            )
+            real_lab.up(spec)
+            args.lab = args.lab_up
         if args.lab:
             target = importlib.import_module("migrator.adapters.lab").open_lab_target(args.lab)
             cluster = target.cluster
@@ -135,9 +153,10 @@ def main() -> int:
         out["prober_peak_rss_mb"] = round(rss_mb(field="VmHWM"), 1)
         out["rss_before_prober_mb"] = round(rss_before, 1)
 
-        if args.naive_sample:
+        http_pairs = [t for t in pod_pairs if t.protocol is ProbeProtocol.HTTP]  # curl: HTTP pods only
+        if args.naive_sample or len(http_pairs) < len(pod_pairs):
             rng = random.Random(0)
-            sample = rng.sample(pod_pairs, min(args.naive_sample, len(pod_pairs)))
+            sample = rng.sample(http_pairs, min(args.naive_sample or len(http_pairs), len(http_pairs)))
             mode = f"sample of {len(sample)} pod pairs, extrapolated to {len(pod_pairs)}"
         else:
             sample = pod_pairs
@@ -160,6 +179,10 @@ def main() -> int:
         )
     finally:
         fabric.down()
+        if real_lab is not None:
+            res = real_lab.down()
+            if res.leftovers:
+                print(f"lab {args.lab_up}: leftovers after down: {res.leftovers}", file=sys.stderr)
 
     if args.json:
         print(json.dumps(out, indent=2))

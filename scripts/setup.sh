@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs everything migrator and its lab need on a fresh Debian 12 machine (run as root).
 # Idempotent: a second run only checks that everything is there.
+#   --test   also the test-only tools: Debian's chromium (report screenshots) and the dev extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
+with_test=0
+[ "${1:-}" = "--test" ] && with_test=1
 
 DEBIAN_PACKAGES=(
   iproute2 iptables iputils-ping procps psmisc util-linux curl
   containernetworking-plugins bird2 dnsmasq-base openssh-server openssh-client
 )
+
+[ "$with_test" = 1 ] && DEBIAN_PACKAGES+=(chromium fonts-dejavu-core)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -21,5 +26,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # The lab runs its own sshd per node; the host's sshd service is not needed and stays as it was.
 
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev]"
+extras=""
+[ "$with_test" = 1 ] && extras="[dev]"
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".${extras}"
 echo "setup: ok ($(python3 --version), migrator $(python3 -c 'import migrator; print(migrator.__version__)'))"

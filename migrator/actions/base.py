@@ -91,7 +91,7 @@ def registered_actions() -> dict[str, Action[Any]]:
 
 
 # modules that register actions when they exist; each may be missing while others build it
-OPTIONAL_MODULES = ("migrator.actions.ansible", "migrator.actions.faults")
+OPTIONAL_MODULES = ("migrator.actions.ansible", "migrator.actions.faults", "migrator.actions.cni")
 
 NOT_YET = {
     "ansible.playbook": "the Ansible node executor is being built (issue 'Ansible actions')",

@@ -78,6 +78,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
     ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("status",)),
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     ResourceType(
         "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
@@ -574,6 +576,7 @@ class FakeKubeApi:
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
         self.timer_seq = itertools.count()
         self.stopping = threading.Event()
+        self.pod_logs: dict[tuple[str, str], list[str]] = {}  # (namespace, pod) -> lines, see append_log
         self.ensure_namespace("kube-system")
         self.ensure_namespace("default")
 
@@ -782,7 +785,37 @@ class FakeKubeApi:
             for (pns, pname), pod in list(self.objects["/pods"].items()):
                 if pns == ns and _owner(pod) == ("DaemonSet", name):
                     self._remove(self.rtype("Pod"), pns, pname)
+        elif rtype.kind == "Namespace":  # the namespace controller: everything in it goes
+            for other in self.resources:
+                if other.namespaced:
+                    for ons, oname in [k for k in self.objects[other.key] if k[0] == name]:
+                        if (ons, oname) in self.objects[other.key]:
+                            self._remove(other, ons, oname)
+        if rtype.kind == "Pod":
+            self.pod_logs.pop((ns, name), None)
         return obj
+
+    # ----------------------------------------------------------------------------------- pod logs
+
+    def append_log(self, namespace: str, pod: str, line: str) -> None:
+        """What the container of ``namespace/pod`` writes to stdout (served by ``GET .../pods/NAME/log``)."""
+        with self.lock:
+            self.pod_logs.setdefault((namespace, pod), []).append(line.rstrip("\n"))
+
+    def read_log(self, namespace: str, pod: str, query: Mapping[str, str]) -> tuple[int, bytes]:
+        """``tailLines`` and ``limitBytes`` as the kubelet honours them; 404 for an unknown pod."""
+        with self.lock:
+            if (namespace, pod) not in self.objects["/pods"]:
+                return 404, json.dumps(
+                    status_body(404, "NotFound", f'pods "{pod}" not found', {"name": pod, "kind": "pods"})
+                ).encode()
+            lines = list(self.pod_logs.get((namespace, pod), []))
+        if query.get("tailLines"):
+            lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) > 0 else []
+        data = "".join(f"{line}\n" for line in lines).encode()
+        if query.get("limitBytes"):
+            data = data[: int(query["limitBytes"])]
+        return 200, data
 
     # ------------------------------------------------------------------------------ controllers
 
@@ -1556,6 +1589,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(fault.status, status_body(fault.status, "Fault", fault.message), fault.headers)
                 return
             self._send(201, api.self_subject_access_review(_parse_body(body, content_type)), {})
+            return
+        log = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", split.path)
+        if method == "GET" and log is not None:
+            if api.token is not None and self.headers.get("Authorization") != f"Bearer {api.token}":
+                self._send(401, status_body(401, "Unauthorized", "Unauthorized"), {})
+                return
+            code, text = api.read_log(log.group(1), log.group(2), query)
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain" if code == 200 else "application/json")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
             return
         status, payload, headers = api.handle(
             method, split.path, query, body, content_type, self.headers.get("Authorization")

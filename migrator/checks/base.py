@@ -86,7 +86,12 @@ def registered_checks() -> dict[str, Checker[Any]]:
     return dict(_CHECKS)
 
 
-OPTIONAL_MODULES = ("migrator.checks.reachability", "migrator.checks.nodes", "migrator.checks.probe")
+OPTIONAL_MODULES = (
+    "migrator.checks.reachability",
+    "migrator.checks.nodes",
+    "migrator.checks.probe",
+    "migrator.checks.cni",
+)
 
 NOT_YET = {
     "reachability": "the probe engine is being built (issue 'Probes')",

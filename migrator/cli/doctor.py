@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -63,17 +65,43 @@ def doctor(
     ] = None,
     context: Annotated[str | None, typer.Option(help="The kubeconfig context")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="List granted permissions too")] = False,
+    inventory: Annotated[
+        str | None,
+        typer.Option(help="Ansible inventory to compare with the nodes (default: $MIGRATOR_INVENTORY)"),
+    ] = None,
 ) -> None:
-    """Check the connection to the target and every permission migrator uses; exit 1 if any is missing."""
+    """Check the connection to the target and every permission migrator uses; exit 1 if any is missing.
+
+    With an inventory, also check that its host names are exactly the cluster's node names."""
     console = Console()
+    context = context or os.environ.get("MIGRATOR_KUBE_CONTEXT") or None
+    inventory = inventory or os.environ.get("MIGRATOR_INVENTORY") or None
     try:
         cluster = KubeCluster(kubeconfig=kubeconfig, context=context, read_attempts=1)
     except MigratorError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(1) from err
+    inventory_ok = True
     try:
         report = run_doctor(cluster)
+        render(report, console, show_all=show_all)
+        if inventory and report.error is None:
+            inventory_ok = check_inventory(Path(inventory), [n.name for n in cluster.list_nodes()], console)
+        elif report.error is None:
+            console.print("no Ansible inventory given (--inventory): plans with node work cannot run")
+    except MigratorError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from err
     finally:
         cluster.close()
-    render(report, console, show_all=show_all)
-    raise typer.Exit(0 if report.ok else 1)
+    raise typer.Exit(0 if report.ok and inventory_ok else 1)
+
+
+def check_inventory(path: Path, nodes: list[str], console: Console) -> bool:
+    """Compare the inventory's hosts with the node names; print the result."""
+    from migrator.adapters.inventory import compare_hosts, list_hosts  # noqa: PLC0415 - runs ansible-inventory
+
+    mismatch = compare_hosts(list_hosts(path), nodes)
+    style = "green" if mismatch.ok else "red"
+    console.print(f"[{style}]inventory {path}: {mismatch.describe()}[/{style}]")
+    return mismatch.ok

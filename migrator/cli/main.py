@@ -88,15 +88,33 @@ def _setup_logging(verbose: int) -> None:
 
 
 @app.callback()
-def main_callback(
+def main_callback(  # noqa: PLR0917 - typer maps parameters to options
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More logs on stderr (-vv: debug)")
     ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help="kube target: kubeconfig file (default $KUBECONFIG)")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="kube target: kubeconfig context (or -t kube:CONTEXT)")
+    ] = None,
+    inventory: Annotated[
+        str | None,
+        typer.Option("--inventory", help="kube target: Ansible inventory of the nodes ($MIGRATOR_INVENTORY)"),
+    ] = None,
 ) -> None:
     """Plan-driven, verified and reversible network changes for Kubernetes clusters."""
     _setup_logging(verbose)
+    # the kube target reads these (migrator.adapters.kube.target.open_kube_target)
+    for env, value in (
+        ("KUBECONFIG", kubeconfig),
+        ("MIGRATOR_KUBE_CONTEXT", context),
+        ("MIGRATOR_INVENTORY", inventory),
+    ):
+        if value:
+            os.environ[env] = value
     if version:
         out.print(f"migrator {__version__}")
         raise typer.Exit(0)

@@ -1,6 +1,8 @@
 """``migrator verify``: one run of the whole reachability suite against a target (exit 0 all ok, 1 not).
 
-The work is :func:`migrator.probe.suite.run_verify`; this module opens the target, renders the result
+The work is :func:`migrator.checks.reachability.evaluate`, the code path of the ``reachability`` check
+(``-o json`` adds the check's bounded ``details``: per-kind counts, failing pairs, grids); this module
+opens the target, renders the result
 (a per-kind table and source x destination matrices with rich, or JSON) and sets the exit code.
 Wire it with ``main_app.add_typer(verify.app)`` or ``main_app.command("verify")(verify.verify)``.
 """
@@ -19,12 +21,13 @@ from rich.table import Table
 from rich.text import Text
 
 from migrator.adapters.lab_prober import LabProber
+from migrator.checks.reachability import evaluate, report_details
 from migrator.engine.targets import open_target as engine_open_target
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import ProbeKind, ProbeResult, Target
 from migrator.probe.analysis import PairStatus, grid, pair_key
 from migrator.probe.matrix import MatrixOptions, Scope, find_dns_server
-from migrator.probe.suite import VerifyReport, load_baseline, run_verify, save_baseline
+from migrator.probe.suite import VerifyReport, load_baseline, save_baseline
 
 app = typer.Typer(help="Reachability verification.")
 
@@ -115,14 +118,14 @@ def render_text(report: VerifyReport, *, max_failures: int = 40) -> RenderableTy
         ("probes", "right"),
         ("ok", "right"),
         ("failed", "right"),
-        ("never worked", "right"),
+        ("never", "right"),
         ("flaky", "right"),
-        ("pass %", "right"),
-        ("threshold %", "right"),
-        ("p50 ms", "right"),
+        ("pass%", "right"),
+        ("min%", "right"),
+        ("p50ms", "right"),
         ("", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for k in s.kinds:
         table.add_row(
             k.kind.value,
@@ -140,6 +143,10 @@ def render_text(report: VerifyReport, *, max_failures: int = 40) -> RenderableTy
     for title, kinds in (
         ("Pod to pod (rows: source pod, columns: destination pod)", POD_KINDS),
         ("Pod to service by ClusterIP and DNS name (both must work)", SERVICE_KINDS),
+        ("DNS: pod resolves each service name to its ClusterIP", (ProbeKind.DNS,)),
+        ("Node to pod (kubelet probes)", (ProbeKind.NODE_TO_POD,)),
+        ("Outside to NodePort (rows: client, columns: service@node)", (ProbeKind.NODEPORT,)),
+        ("Container to container (localhost inside the pod)", (ProbeKind.CONTAINER,)),
     ):
         rendered = render_grid(title, report.results, kinds)
         if rendered is not None:
@@ -174,12 +181,12 @@ def verify_target(
 ) -> int:
     """Run, render and return the exit code (0 all ok, 1 failures)."""
     base = load_baseline(baseline) if baseline else None
-    report = run_verify(target, options=options, baseline=base, threshold=threshold)
+    report = evaluate(target, options or MatrixOptions(), threshold_pct=threshold, baseline=base)
     if save:
         save_baseline(save, report)
     out = console or Console()
     if output is OutputFormat.JSON:
-        out.print_json(json.dumps(report.to_dict()))
+        out.print_json(json.dumps({**report.to_dict(), "details": report_details(report)}))
     else:
         out.print(render_text(report))
     return int(ExitCode.OK) if report.passed else int(ExitCode.FAILED_ROLLED_BACK)

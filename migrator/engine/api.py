@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -38,6 +39,38 @@ from migrator.plan.source import read_yaml
 from migrator.ports import Node, Target
 
 ObserverFactory = Callable[[RunDir], Sequence[Observer]]
+
+
+class RunLock(Protocol):
+    """What the engine needs of a run lock (``TargetLock``, or the one a target provides)."""
+
+    def acquire(self, *, force_unlock: str | None = None) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def _stop_when_lock_lost(lock: RunLock, engine: Engine) -> None:
+    """A lock that can be lost while the run goes on (a target's lease) stops the run at its next safe
+    point, without rolling back (another run owns the target now)."""
+    watch = getattr(lock, "watch_lost", None)
+    if callable(watch):
+
+        def stop(reason: str) -> None:
+            engine.log.error(f"the run lock was lost ({reason}): stopping at the next safe point")
+            engine.control.stop_rollback.set()
+            engine.control.cancel.set()
+
+        watch(stop)
+
+
+def _run_lock(target: Target, lock_name: str, run_id: str) -> RunLock:
+    """The target's own lock when it provides one (``extras["lock_factory"]``: run id -> lock, e.g. a
+    Kubernetes Lease), else the local lock file."""
+    factory = target.extras.get("lock_factory")
+    if callable(factory):
+        lock: RunLock = factory(run_id)
+        return lock
+    return TargetLock(lock_name, run_id)
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -128,6 +161,10 @@ def _engine_observers(rundir: RunDir, factory: ObserverFactory | None) -> list[O
     observers: list[Observer] = [JsonLogObserver(rundir)]
     if factory is not None:
         observers.extend(factory(rundir))
+    # reports (report.json/.md/.html, junit.xml) at every run end; errors are logged, never raised
+    from migrator.report.observer import ReportObserver  # noqa: PLC0415
+
+    observers.append(ReportObserver(rundir.path))
     return observers
 
 
@@ -145,7 +182,7 @@ def apply_plan(
     """Start a new run of ``source`` against ``target``. Raises PlanError/LockHeld before any change."""
     validate_for_engine(source.plan, source.path)
     run_id = run_id or new_run_id(source.plan.metadata.name)
-    lock = TargetLock(target.name, run_id)
+    lock = _run_lock(target, target.name, run_id)
     lock.acquire(force_unlock=force_unlock)
     try:
         rundir = RunDir.create(run_id)
@@ -181,6 +218,7 @@ def apply_plan(
             options=options,
             target_spec=target_spec or target.name,
         )
+        _stop_when_lock_lost(lock, engine)
         return engine.execute("apply")
     finally:
         lock.release()
@@ -307,7 +345,7 @@ def _continue(
                 f"target {spec!r} is not the cluster run {rundir.run_id} ran against"
                 f" ({identity} != {recorded_identity}); pass --force to go on anyway"
             )
-    lock = TargetLock(str(meta.get("lock") or target.name), rundir.run_id)
+    lock = _run_lock(target, str(meta.get("lock") or target.name), rundir.run_id)
     lock.acquire()
     try:
         engine = Engine(
@@ -320,6 +358,7 @@ def _continue(
             state=state,
             target_spec=spec,
         )
+        _stop_when_lock_lost(lock, engine)
         return engine.execute(mode)
     finally:
         lock.release()
@@ -380,7 +419,11 @@ def dry_run(source: PlanSource, target: Target, *, target_spec: str | None = Non
     Dry runs take no lock and create no run folder; previews that need a scratch folder (Ansible check
     mode) get a temporary one, removed afterwards.
     """
-    with tempfile.TemporaryDirectory(prefix="migrator-dry-run-") as scratch:
+    snapshot = target.extras.get("read_snapshot")  # a target may serve the dry run's reads from one list
+    with (
+        tempfile.TemporaryDirectory(prefix="migrator-dry-run-") as scratch,
+        snapshot() if callable(snapshot) else contextlib.nullcontext(),
+    ):
         return _dry_run(source, target, target_spec=target_spec, scratch=Path(scratch))
 
 

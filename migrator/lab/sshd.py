@@ -2,7 +2,7 @@
 
 Each node has a *holder* process (``sleep infinity``) that owns the node's mount and UTS namespaces: it
 sets the hostname and bind-mounts the node's own ``/etc/cni/net.d``, ``/var/lib/cni`` and
-``/run/flannel``. sshd and the CNI plugins enter those namespaces with ``nsenter``.
+``/run/flannel`` and ``/run/migrator``. sshd and the CNI plugins enter those namespaces with ``nsenter``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ NODE_MOUNTS: dict[str, str] = {
     "/etc/cni/net.d": "etc-cni-net.d",
     "/var/lib/cni": "var-lib-cni",
     "/run/flannel": "run-flannel",
+    "/run/migrator": "run-migrator",  # fault records (migrator.faults), one folder per node
 }
 
 

@@ -249,6 +249,266 @@ class AnsiblePlaybookStep(StepBase):
     args: AnsiblePlaybookArgs
 
 
+# CNI migration actions (issue 6): migrator.actions.cni, through the CniOps port and the node executor
+
+
+class CniPreflightArgs(Model):
+    expect_vni: int | None = Field(None, description="Refuse unless the source's VXLAN VNI is this")
+    expect_port: int | None = Field(None, description="Refuse unless the source's VXLAN UDP port is this")
+
+
+class CniPreflightStep(StepBase):
+    action: Literal["cni.preflight"]
+    args: CniPreflightArgs = Field(default_factory=CniPreflightArgs)
+
+
+class CniInstallCalicoArgs(Model):
+    mode: Literal["vxlan", "bgp"] = "vxlan"
+    peering: str = Field(
+        "full-mesh",
+        pattern=r"^(full-mesh|route-reflector|\$\{\{.*\}\})$",
+        description="full-mesh or route-reflector",
+    )
+    reflectors: str = Field("", description="Route reflector node names, comma-separated")
+    manifest: str = Field("", description="The user's Calico manifest (real clusters; server-side apply)")
+
+
+class CniInstallCalicoStep(StepBase):
+    action: Literal["cni.install-calico"]
+    args: CniInstallCalicoArgs = Field(default_factory=CniInstallCalicoArgs)
+
+
+class CniSwitchNodeArgs(Model):
+    fail_at_node: str = Field("", description="Fail the switch on this node (tests the rollback)")
+    ready_timeout: Duration = Field(60.0, description="Longest wait for the new CNI to be ready")
+    drain_timeout: Duration = Field(120.0, description="Drain bound when swapping back (undo)")
+
+
+class CniSwitchNodeStep(StepBase):
+    action: Literal["cni.switch-node"]
+    args: CniSwitchNodeArgs = Field(default_factory=CniSwitchNodeArgs)
+
+
+class CniFinalizeStep(StepBase):
+    action: Literal["cni.finalize"]
+    args: EmptyArgs = Field(default_factory=EmptyArgs)
+
+
+class CniCalicoModeArgs(Model):
+    mode: str = Field(..., pattern=r"^(vxlan|bgp|\$\{\{.*\}\})$", description="vxlan or bgp")
+    ready_timeout: Duration = 60.0
+
+
+class CniRemoveVxlanArgs(Model):
+    mode: str = Field("bgp", pattern=r"^(vxlan|bgp|\$\{\{.*\}\})$", description="vxlan: nothing to remove")
+
+
+class CniCalicoModeStep(StepBase):
+    action: Literal["cni.calico-mode"]
+    args: CniCalicoModeArgs
+
+
+class CniRemoveVxlanStep(StepBase):
+    action: Literal["cni.remove-vxlan"]
+    args: CniRemoveVxlanArgs = Field(default_factory=CniRemoveVxlanArgs)
+
+
+# network faults (migrator.actions.faults): installed on nodes through Ansible, each with a duration and a
+# dead man's switch on the node (record under /run/migrator/faults and a detached expiry revert)
+
+
+class FaultTargets(Model):
+    """Blast radius: which nodes get the fault. Seeded sampling without replacement by count or percent."""
+
+    names: list[str] | None = Field(None, description="Only these nodes")
+    labels: LabelSelector | None = None
+    exclude: list[str] = Field(default_factory=list, description="Never these nodes")
+    count: int | None = Field(None, ge=1, description="Pick this many of the matching nodes")
+    percent: Percentage | None = Field(None, description="Pick this share of the matching nodes")
+    seed: int = Field(0, description="Seed of the sampling by count or percent")
+    allow_control_plane: bool = Field(False, description="Control-plane nodes may be faulted")
+    max_share: Percentage = Field(0.5, description="Refuse to fault more than this share of the cluster")
+
+    @model_validator(mode="after")
+    def _count_xor_percent(self) -> FaultTargets:
+        if self.count is not None and self.percent is not None:
+            raise ValueError("percent: give either count or percent, not both")
+        return self
+
+
+class FaultDirection(StrEnum):
+    IN = "in"
+    OUT = "out"
+    BOTH = "both"
+
+
+class FaultProtocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    ALL = "all"
+
+
+class LossMechanism(StrEnum):
+    AUTO = "auto"  # netem where the kernel has it, else iptables statistic
+    NETEM = "netem"
+    IPTABLES = "iptables"
+
+
+class FaultArgsBase(Model):
+    targets: FaultTargets | None = Field(
+        None, description="Blast radius; default: the stage's current node (in a for_each stage)"
+    )
+    duration: Duration = Field(..., description="How long the fault lasts")
+    grace: Duration = Field(10.0, description="Added to the duration for the expiry revert on the node")
+    wait: bool = Field(
+        True,
+        description="Hold the step for the duration, then revert; false: return at once and let the"
+        " fault expire (or the step's undo revert it)",
+    )
+    interface: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.\-]{1,15}$", description="Default: the interface of the node's address"
+    )
+    become: bool = Field(False, description="Run the node commands with Ansible become (SSH user not root)")
+
+    @field_validator("duration")
+    @classmethod
+    def _bounded(cls, value: float) -> float:
+        if not 0 < value <= 3600:
+            raise ValueError("a fault lasts more than 0s and at most 1h")
+        return value
+
+
+class FaultLossArgs(FaultArgsBase):
+    percent: Percentage = Field(..., description="Share of the node's egress packets dropped")
+    correlation: Percentage | None = Field(None, description="netem only")
+    mechanism: LossMechanism = LossMechanism.AUTO
+
+
+class FaultDelayArgs(FaultArgsBase):
+    delay: Duration = Field(..., description="Added egress latency (netem)")
+    jitter: Duration | None = None
+    correlation: Percentage | None = None
+    duplicate: Percentage | None = None
+    corrupt: Percentage | None = None
+
+
+class FaultBandwidthArgs(FaultArgsBase):
+    rate: str = Field(..., pattern=r"^[0-9]+(\.[0-9]+)?([kmg]?bit|[kmg]?bps)$", description="e.g. 1mbit")
+    burst: str = Field("32kbit", pattern=r"^[0-9]+([kmg]?b|[kmg]?bit)?$")
+    latency: Duration = Field(0.4, description="tbf latency (queueing bound)")
+
+
+class FaultPartitionArgs(FaultArgsBase):
+    peers: FaultTargets | None = Field(
+        None,
+        description="The other side: traffic between the targets and these nodes (and their pods) is cut",
+    )
+    cidrs: list[Cidr] = Field(default_factory=list, description="Also cut traffic to/from these CIDRs")
+    ports: list[int] = Field(default_factory=list, description="Only these ports of the CIDRs (default all)")
+    protocol: FaultProtocol = FaultProtocol.ALL
+    direction: FaultDirection = FaultDirection.BOTH
+
+    @model_validator(mode="after")
+    def _something(self) -> FaultPartitionArgs:
+        if self.peers is None and not self.cidrs:
+            raise ValueError("peers: give peers (a node set) or cidrs")
+        if self.ports and self.protocol == FaultProtocol.ALL:
+            raise ValueError("protocol: ports need protocol tcp or udp")
+        return self
+
+
+class FaultBlackholeArgs(FaultArgsBase):
+    service: str = Field(..., pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$", description="namespace/name")
+    port: int | None = Field(None, ge=1, le=65535, description="Default: every port of the service")
+
+
+class FaultDnsArgs(FaultArgsBase):
+    pass
+
+
+class FaultLinkFlapArgs(FaultArgsBase):
+    period: Duration = Field(4.0, description="One down+up cycle")
+    down: Duration = Field(1.0, description="Time down in each cycle")
+
+    @model_validator(mode="after")
+    def _down_in_period(self) -> FaultLinkFlapArgs:
+        if not 0 < self.down < self.period:
+            raise ValueError("down: must be more than 0 and less than period")
+        return self
+
+
+class FaultApiserverArgs(FaultArgsBase):
+    endpoint: str | None = Field(
+        None,
+        pattern=r"^[0-9.]+:[0-9]+$",
+        description="ip:port of the control-plane endpoint; default: every control-plane node, port 6443",
+    )
+
+
+class FaultLossStep(StepBase):
+    action: Literal["fault.loss"]
+    args: FaultLossArgs
+
+
+class FaultDelayStep(StepBase):
+    action: Literal["fault.delay"]
+    args: FaultDelayArgs
+
+
+class FaultBandwidthStep(StepBase):
+    action: Literal["fault.bandwidth"]
+    args: FaultBandwidthArgs
+
+
+class FaultPartitionStep(StepBase):
+    action: Literal["fault.partition"]
+    args: FaultPartitionArgs
+
+
+class FaultBlackholeStep(StepBase):
+    action: Literal["fault.blackhole"]
+    args: FaultBlackholeArgs
+
+
+class FaultDnsStep(StepBase):
+    action: Literal["fault.dns"]
+    args: FaultDnsArgs
+
+
+class FaultLinkFlapStep(StepBase):
+    action: Literal["fault.link-flap"]
+    args: FaultLinkFlapArgs
+
+
+class FaultApiserverStep(StepBase):
+    action: Literal["fault.apiserver"]
+    args: FaultApiserverArgs
+
+
+class FaultPauseArgs(Model):
+    duration: Duration = Field(..., description="How long to wait (game days: between faults)")
+
+
+class FaultPauseStep(StepBase):
+    """Wait, interruptibly (Ctrl-C or a monitor abort end it); nothing to undo."""
+
+    action: Literal["fault.pause"]
+    args: FaultPauseArgs
+
+
+FAULT_STEP_TYPES: tuple[type[StepBase], ...] = (
+    FaultLossStep,
+    FaultDelayStep,
+    FaultBandwidthStep,
+    FaultPartitionStep,
+    FaultBlackholeStep,
+    FaultDnsStep,
+    FaultLinkFlapStep,
+    FaultApiserverStep,
+    FaultPauseStep,
+)
+
+
 Step = Annotated[
     DemoTouchStep
     | DemoSleepStep
@@ -258,7 +518,22 @@ Step = Annotated[
     | NodeDrainStep
     | NodeLabelStep
     | NodeRestartPodsStep
-    | AnsiblePlaybookStep,
+    | AnsiblePlaybookStep
+    | CniPreflightStep
+    | CniInstallCalicoStep
+    | CniSwitchNodeStep
+    | CniFinalizeStep
+    | CniCalicoModeStep
+    | CniRemoveVxlanStep
+    | FaultLossStep
+    | FaultDelayStep
+    | FaultBandwidthStep
+    | FaultPartitionStep
+    | FaultBlackholeStep
+    | FaultDnsStep
+    | FaultLinkFlapStep
+    | FaultApiserverStep
+    | FaultPauseStep,
     Field(discriminator="action"),
 ]
 
@@ -272,6 +547,13 @@ STEP_TYPES: tuple[type[StepBase], ...] = (
     NodeLabelStep,
     NodeRestartPodsStep,
     AnsiblePlaybookStep,
+    CniPreflightStep,
+    CniInstallCalicoStep,
+    CniSwitchNodeStep,
+    CniFinalizeStep,
+    CniCalicoModeStep,
+    CniRemoveVxlanStep,
+    *FAULT_STEP_TYPES,
 )
 
 
@@ -313,6 +595,12 @@ class ReachabilityCheck(CheckBase):
     compare_baseline: bool = Field(True, description="Pairs that failed at preflight are not blamed")
     sample_per_source: int | None = Field(None, ge=1)
     seed: int = 0
+    # added for issue 5 (additive):
+    preflight_threshold: Percentage | None = Field(
+        None, description="Threshold at preflight, where the baseline is recorded (default: threshold)"
+    )
+    probe_timeout: Duration = Field(1.0, description="Time allowed for each probe")
+    path: str = Field("/", description="HTTP path probed on pods and services (the lab's pods: /healthz)")
 
 
 class ContinuousProbeCheck(CheckBase):
@@ -324,6 +612,19 @@ class ContinuousProbeCheck(CheckBase):
     max_outage: Duration | None = Field(None, description="Abort the stage on an outage this long")
     sample_pairs: int | None = Field(64, ge=1)
     seed: int = 0
+    # added for issue 5 (additive):
+    nodeport: str | None = Field(
+        None,
+        description="Also probe this service (NAME or NAMESPACE/NAME) through its NodePort from outside,"
+        " on the nodes outside the current wave",
+    )
+    probe_timeout: Duration = Field(1.0, description="Time allowed for each probe")
+    path: str = Field("/", description="HTTP path probed on pods and services (the lab's pods: /healthz)")
+    max_duration: Duration = Field(3600.0, description="Upper bound of the monitor (the stage ends it first)")
+    min_availability: Percentage | None = Field(
+        None, description="Abort when the share of answered probes stays below this for abort_after"
+    )
+    abort_after: Duration = Field(5.0, description="Window of min_availability")
 
 
 class NodesReachableCheck(CheckBase):
@@ -338,8 +639,22 @@ class NodesSchedulableCheck(CheckBase):
     type: Literal["nodes.schedulable"]
 
 
+class CniNodesCheck(CheckBase):
+    """Every node runs the expected CNI (``Node.cni``) and none keeps another CNI's leftovers."""
+
+    type: Literal["cni.nodes"]
+    expect: str = Field(..., description="flannel or calico")
+    no_leftovers_of: list[str] = Field(default_factory=list, description="flannel and/or calico")
+    bgp_established: bool = Field(False, description="Also require BGP sessions to every other node")
+
+
 Check = Annotated[
-    DemoMarkersCheck | ReachabilityCheck | ContinuousProbeCheck | NodesReachableCheck | NodesSchedulableCheck,
+    DemoMarkersCheck
+    | ReachabilityCheck
+    | ContinuousProbeCheck
+    | NodesReachableCheck
+    | NodesSchedulableCheck
+    | CniNodesCheck,
     Field(discriminator="type"),
 ]
 
@@ -349,6 +664,7 @@ CHECK_TYPES: tuple[type[CheckBase], ...] = (
     ContinuousProbeCheck,
     NodesReachableCheck,
     NodesSchedulableCheck,
+    CniNodesCheck,
 )
 
 

@@ -319,6 +319,18 @@ class ContinuousRun:
         with self._lock:
             return sorted(self._results, key=lambda r: r.ts)
 
+    def take(self, before: float) -> list[ProbeResult]:
+        """Remove and return (sorted by send time) the results sent before ``before``.
+
+        A monitor that accounts results as they become final calls this each round, so a long run keeps
+        only the results not accounted yet (``snapshot``/``stop`` then return only those).
+        """
+        with self._lock:
+            taken = [r for r in self._results if r.ts < before]
+            if taken:
+                self._results = [r for r in self._results if r.ts >= before]
+        return sorted(taken, key=lambda r: r.ts)
+
     def stop(self) -> list[ProbeResult]:
         self._stop.set()
         if self._thread.ident is not None:

@@ -1,6 +1,11 @@
 """Fixtures for the Ansible executor tests: a farm of real SSH nodes (see ``sshnodes.py``).
 
-The farm lives in ``sshnodes.py`` so that it can be swapped for the lab once the lab is merged.
+These executor-level tests keep the farm on purpose: they need *blank* nodes (they seed flannel-like
+devices, routes and iptables chains, then tear them down with ``cni-teardown.yml``, which on a lab node
+would collide with, or break, the lab's own flannel) and a private ``/etc`` (``secret.yml``, ``become``),
+while a lab node shares the host's ``/etc`` except ``/etc/cni/net.d``. The same behaviours through the
+plan engine on real lab nodes (success, a failing host, unreachable + retry, check mode, idempotency,
+secrets) are tested in ``tests/actions/`` against a 4-node lab.
 """
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ def test_preflight_failure_changes_nothing(target: Target, markers: Path) -> Non
     assert marker_names(markers) == {"a"}
 
 
-def test_unavailable_action_is_refused_before_anything(target: Target) -> None:
+def test_unavailable_action_is_refused_before_anything(target: Target, ansible_unavailable: None) -> None:
     plan = make_plan(
         [{"name": "s", "steps": [{"action": "ansible.playbook", "args": {"playbook": "x.yml"}}]}]
     )

@@ -377,7 +377,7 @@ def test_observers_render_a_whole_run(target: Target, tmp_path: Path) -> None:
     assert json.loads(log[0])["record"]["extra"]["event"]["type"] == "run.start"
 
 
-def test_unavailable_actions_are_located_in_the_plan_file(tmp_path: Path) -> None:
+def test_unavailable_actions_are_located_in_the_plan_file(tmp_path: Path, ansible_unavailable: None) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(
         "apiVersion: migrator/v1\nkind: Plan\nmetadata: {name: p}\nspec:\n  stages:\n"
@@ -389,5 +389,5 @@ def test_unavailable_actions_are_located_in_the_plan_file(tmp_path: Path) -> Non
         dry_run(source, fake_target())
     assert [str(p) for p in info.value.problems] == [
         f"{path}:11:19: stages[1].steps[0].action: action 'ansible.playbook' is not available yet:"
-        " the Ansible node executor is being built (issue 'Ansible actions')"
+        " switched off for this test"
     ]

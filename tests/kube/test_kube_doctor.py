@@ -65,3 +65,24 @@ def test_doctor_cli_exit_codes(fake: FakeApiServer, kubeconfig: Path) -> None:
 def test_doctor_cli_unreachable_cluster(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--kubeconfig", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "cannot load Kubernetes config" in result.output
+
+
+def test_doctor_compares_the_inventory_with_the_nodes(
+    fake: FakeApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    from migrator.adapters.kube_fake_server import add_nodes  # noqa: PLC0415
+
+    add_nodes(fake.api, workers=2, control_planes=1)
+    good = tmp_path / "good.ini"
+    good.write_text("[nodes]\ncp1\nw1\nw2\n")
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[nodes]\ncp1\nw1\nw9\n")
+    base = ["--target", "kube", "--kubeconfig", str(kubeconfig), "--context", "fake"]
+    ok = CliRunner().invoke(app, [*base, "--inventory", str(good)])
+    assert ok.exit_code == 0, ok.output
+    assert "maps 1:1" in ok.output
+    wrong = CliRunner().invoke(app, [*base, "--inventory", str(bad)])
+    assert wrong.exit_code == 1, wrong.output
+    assert "w2" in wrong.output and "w9" in wrong.output
+    none = CliRunner().invoke(app, base, env={"MIGRATOR_INVENTORY": ""})
+    assert none.exit_code == 0 and "no Ansible inventory" in none.output

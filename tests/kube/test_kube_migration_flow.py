@@ -44,7 +44,7 @@ def test_one_node_of_a_flannel_to_calico_migration(
     assert [n.name for n in planned] == sorted(nodes) and sum(n.is_control_plane for n in planned) == 1
     assert {n.cni for n in planned} == {"flannel"}
 
-    source = cluster.detect_cni()
+    source = cluster.detect_cni_details()
     assert source.kind is CniKind.FLANNEL and source.flannel is not None
     assert source.flannel.migration_blockers() == [] and len(source.flannel_nodes) == 5
 

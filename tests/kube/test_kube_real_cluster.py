@@ -93,7 +93,7 @@ def test_lock(real: KubeCluster, namespace: str) -> None:
 def test_doctor_and_cni(real: KubeCluster) -> None:
     report = run_doctor(real)
     assert report.error is None and report.checks
-    assert real.detect_cni().kind  # kind's default CNI (kindnet) is reported as unknown
+    assert real.detect_cni_details().kind  # kind's default CNI (kindnet) is reported as unknown
 
 
 @pytest.mark.skipif(
@@ -135,3 +135,39 @@ def test_drain_with_pdb(real: KubeCluster, namespace: str) -> None:
             real.drain_node(node, timeout=10)
     finally:
         real.set_schedulable(node, True)
+
+
+def test_kube_prober_on_a_real_cluster(real: KubeCluster) -> None:
+    """Deploys the probe DaemonSet (pulls ``$MIGRATOR_PROBE_IMAGE`` or python:3.12-alpine), probes the
+    probe Service and every probe pod from every node, then removes the namespace."""
+    from migrator.adapters.kube_prober import NAME, NAMESPACE, KubeProber  # noqa: PLC0415
+    from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget  # noqa: PLC0415
+
+    prober = KubeProber(real, image=os.environ.get("MIGRATOR_PROBE_IMAGE", "python:3.12-alpine"))
+    try:
+        prober.deploy()
+        pods = prober.probe_pods()
+        assert pods, "at least one Ready probe pod"
+        svc = next(s for s in real.list_services(NAMESPACE) if s.name == NAME)
+        assert svc.cluster_ip
+        targets = [
+            ProbeTarget(
+                node, f"{NAMESPACE}/{NAME}", ProbeKind.SERVICE_IP, svc.cluster_ip, 80, ProbeProtocol.HTTP
+            )
+            for node in pods
+        ] + [
+            ProbeTarget(src, dst.key, ProbeKind.POD_CROSS_NODE, dst.ip or "", 8080, ProbeProtocol.HTTP)
+            for src in pods
+            for dst in pods.values()
+            if dst.node != src
+        ]
+        results = prober.probe(targets)
+        failed = [r for r in results if not r.ok]
+        assert not failed, failed
+        run = prober.start_continuous(targets[:2], rate_hz=5, max_duration=10)
+        time.sleep(3)
+        assert all(r.ok for r in run.stop())
+    finally:
+        prober.cleanup(wait_timeout=120)
+    with pytest.raises(KubeNotFound):
+        real.api.read("read namespace", real.api.core.read_namespace, NAMESPACE)

@@ -10,6 +10,7 @@ import pytest
 
 from migrator.errors import PlanError
 from migrator.plan.loader import load_plan_text
+from migrator.plan.models import action_names, check_type_names
 
 BASE = """\
 apiVersion: migrator/v1
@@ -152,7 +153,9 @@ CASES: list[tuple[str, str, str, dict[str, str] | None, list[str]]] = [
         "action: zzz",
         None,
         [
-            "plans/x.yaml:12:19: stages[0].steps[0].action: unknown action 'zzz' (known: demo.touch, demo.sleep, demo.fail, node.cordon, node.uncordon, node.drain, node.label, node.restart-pods, ansible.playbook)"
+            "plans/x.yaml:12:19: stages[0].steps[0].action: unknown action 'zzz' (known: "
+            + ", ".join(action_names())
+            + ")"
         ],
     ),
     (
@@ -515,7 +518,9 @@ CASES: list[tuple[str, str, str, dict[str, str] | None, list[str]]] = [
         "action: 5",
         None,
         [
-            "plans/x.yaml:12:19: stages[0].steps[0].action: expected an action name (known: demo.touch, demo.sleep, demo.fail, node.cordon, node.uncordon, node.drain, node.label, node.restart-pods, ansible.playbook)"
+            "plans/x.yaml:12:19: stages[0].steps[0].action: expected an action name (known: "
+            + ", ".join(action_names())
+            + ")"
         ],
     ),
     (
@@ -524,7 +529,9 @@ CASES: list[tuple[str, str, str, dict[str, str] | None, list[str]]] = [
         "type:",
         None,
         [
-            "plans/x.yaml:25:11: stages[1].verify[0].type: expected a check type (known: demo.markers, reachability, continuous-probe, nodes.reachable, nodes.schedulable)"
+            "plans/x.yaml:25:11: stages[1].verify[0].type: expected a check type (known: "
+            + ", ".join(check_type_names())
+            + ")"
         ],
     ),
 ]

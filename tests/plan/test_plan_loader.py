@@ -70,33 +70,33 @@ def test_hello_fail_at() -> None:
     assert loaded.plan.spec.stages[2].for_each.max_unavailable == 3
 
 
-def test_flannel_draft_loads() -> None:
+def test_flannel_plan_loads() -> None:
     loaded = load_plan(FLANNEL)
     stages = loaded.plan.spec.stages
     assert [s.name for s in stages] == ["detect-source", "install-calico", "migrate-nodes", "finalize"]
     migrate = stages[2]
     assert migrate.for_each is not None and migrate.for_each.max_unavailable == 1
+    assert migrate.for_each.order.value == "workers-first"
     assert [s.display_name for s in migrate.steps] == [
+        "settle",
         "cordon",
         "drain",
-        "teardown-flannel",
-        "label-for-calico",
-        "wait-calico-ready",
+        "switch-to-calico",
         "restart-pods",
         "uncordon",
     ]
-    teardown = migrate.steps[2]
-    assert isinstance(teardown, AnsiblePlaybookStep)
-    assert teardown.args.playbook == "flannel-teardown.yml"
-    assert teardown.args.vars == {"node": "${{ node.name }}", "fail_at_node": ""}
-    assert migrate.steps[1].timeout == 300.0
+    switch = migrate.steps[3]
+    assert getattr(switch, "action", None) == "cni.switch-node"
     assert migrate.monitor and migrate.verify
 
 
-def test_flannel_optional_bgp_stage() -> None:
+def test_flannel_optional_bgp_stages() -> None:
     loaded = load_plan(FLANNEL, {"bgp": "true", "calico_mode": "bgp", "max_unavailable": "2"})
-    assert [s.name for s in loaded.plan.spec.stages][-1] == "switch-to-bgp"
+    names = [s.name for s in loaded.plan.spec.stages]
+    assert names[-2:] == ["switch-to-bgp", "remove-vxlan"]
     assert "switch-to-bgp" in loaded.rendered
+    assert loaded.plan.spec.stages[2].for_each is not None
+    assert loaded.plan.spec.stages[2].for_each.max_unavailable == 2
 
 
 def test_flannel_bad_enum_override() -> None:

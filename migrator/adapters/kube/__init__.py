@@ -1,7 +1,5 @@
 """The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client."""
 
-import os
-
 from migrator.adapters.kube.api import (
     KubeApi,
     KubeConflict,
@@ -34,7 +32,7 @@ from migrator.adapters.kube.cni import (
     detect_from_objects,
 )
 from migrator.adapters.kube.lock import LeaseHolder, LeaseLock
-from migrator.ports import Target
+from migrator.adapters.kube.target import KubeRunLock, open_kube_target
 
 __all__ = [
     "FIELD_MANAGER",
@@ -53,6 +51,7 @@ __all__ = [
     "KubeForbidden",
     "KubeInvalid",
     "KubeNotFound",
+    "KubeRunLock",
     "LeaseHolder",
     "LeaseLock",
     "PodDisposition",
@@ -66,8 +65,3 @@ __all__ = [
     "open_kube_target",
     "translate",
 ]
-
-
-def open_kube_target(context: str | None = None) -> Target:
-    """The ``--target kube[:CONTEXT]`` target: kubeconfig from ``$KUBECONFIG`` (or the default path)."""
-    return kube_target(kubeconfig=os.environ.get("KUBECONFIG") or None, context=context)

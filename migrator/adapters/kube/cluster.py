@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,7 +18,8 @@ from kubernetes import client as k8s
 from loguru import logger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from migrator.adapters.kube import mapping
+from migrator import ports
+from migrator.adapters.kube import cniops, mapping
 from migrator.adapters.kube.api import (
     KubeApi,
     KubeConflict,
@@ -194,9 +196,46 @@ class KubeCluster:
         self.eviction_grace_seconds = eviction_grace_seconds
         self.event_namespace = event_namespace
         self._identity: str | None = None
+        self._snapshot: _ReadSnapshot | None = None
 
     def close(self) -> None:
         self.api.client.close()
+
+    # ---------------------------------------------------------------------------------- snapshot
+
+    @contextlib.contextmanager
+    def read_snapshot(self, *, prefetch: bool = True) -> Iterator[None]:
+        """Serve ``list_nodes``, ``get_node``, ``list_pods`` and ``list_services`` from one paginated list
+        per resource, taken on first use, until the block ends (for dry runs: a per-node preview then
+        costs no request). Any write through this object drops the snapshot. ``prefetch`` lists nodes and
+        pods at once in two threads (the API server encodes one while we decode the other)."""
+        previous = self._snapshot
+        self._snapshot = _ReadSnapshot()
+        threads: list[threading.Thread] = []
+        if prefetch:
+            for what, fetch in (("pods", self.list_pods), ("nodes", self.list_nodes)):
+                thread = threading.Thread(
+                    target=self._prefetch, args=(what, fetch), name=f"prefetch-{what}", daemon=True
+                )
+                thread.start()
+                threads.append(thread)
+        try:
+            yield
+        finally:
+            for thread in threads:
+                thread.join(self.api.request_timeout)
+            self._snapshot = previous
+
+    @staticmethod
+    def _prefetch(what: str, fetch: Callable[[], object]) -> None:
+        try:
+            fetch()
+        except MigratorError as exc:  # the caller's own read raises it again
+            logger.debug("prefetch of {} failed: {}", what, exc)
+
+    def _invalidate(self) -> None:
+        if self._snapshot is not None:
+            self._snapshot.clear()
 
     # ---------------------------------------------------------------------------------- identity
 
@@ -210,17 +249,41 @@ class KubeCluster:
     # -------------------------------------------------------------------------------------- nodes
 
     def list_node_objects(self, label_selector: str | None = None) -> list[Obj]:
+        snap = self._snapshot
+        if snap is not None and label_selector is None:
+            return snap.node_objects(lambda: self.api.list_all("list nodes", self.api.core.list_node).items)
         return self.api.list_all("list nodes", self.api.core.list_node, label_selector=label_selector).items
 
+    def list_daemonset_objects(self) -> list[Obj]:
+        """Every DaemonSet (all namespaces), paginated."""
+        snap = self._snapshot
+
+        def load() -> list[Obj]:
+            return self.api.list_all(
+                "list daemonsets", self.api.apps.list_daemon_set_for_all_namespaces
+            ).items
+
+        return snap.daemonsets(load) if snap is not None else load()
+
     def list_nodes(self) -> list[Node]:
+        snap = self._snapshot
+        if snap is not None:
+            return list(snap.nodes(lambda: [mapping.to_node(o) for o in self.list_node_objects()]).values())
         return [mapping.to_node(o) for o in self.list_node_objects()]
 
     def get_node(self, name: str) -> Node:
+        snap = self._snapshot
+        if snap is not None:
+            node = snap.nodes(lambda: [mapping.to_node(o) for o in self.list_node_objects()]).get(name)
+            if node is not None:
+                return node
         return mapping.to_node(self.api.read(f"read node {name}", self.api.core.read_node, name))
 
     def label_node(self, name: str, labels: Mapping[str, str | None], *, dry_run: bool = False) -> None:
         """Set labels (``None`` removes one) with a merge patch; idempotent. ``dry_run`` asks the server to
         validate the patch (existence, RBAC, admission) without storing it."""
+        if not dry_run:
+            self._invalidate()
         if not labels:
             return
         self.api.call(
@@ -239,6 +302,8 @@ class KubeCluster:
     def set_schedulable(self, name: str, schedulable: bool, *, dry_run: bool = False) -> None:
         """Cordon (``False``) or uncordon (``True``) with a patch of ``spec.unschedulable``; ``dry_run`` as
         for :meth:`label_node`."""
+        if not dry_run:
+            self._invalidate()
         self.api.call(
             f"{'uncordon' if schedulable else 'cordon'} node {name}",
             self.api.core.patch_node,
@@ -282,11 +347,22 @@ class KubeCluster:
         )
 
     def list_pods(self, namespace: str | None = None, node: str | None = None) -> list[Pod]:
+        snap = self._snapshot
+        if snap is not None:
+            by_node = snap.pods(lambda: [mapping.to_pod(o) for o in self.list_pod_objects()])
+            pods = by_node.get(node, []) if node is not None else [p for ps in by_node.values() for p in ps]
+            return [p for p in pods if namespace is None or p.namespace == namespace]
         return [mapping.to_pod(o) for o in self.list_pod_objects(namespace, node)]
 
     # ----------------------------------------------------------------------------------- services
 
     def list_services(self, namespace: str | None = None) -> list[Service]:
+        snap = self._snapshot
+        if snap is not None:
+            return snap.services(namespace, lambda: self._list_services(namespace))
+        return self._list_services(namespace)
+
+    def _list_services(self, namespace: str | None) -> list[Service]:
         if namespace:
             services = self.api.list_all(
                 f"list services in {namespace}", self.api.core.list_namespaced_service, namespace
@@ -369,6 +445,7 @@ class KubeCluster:
         until ``timeout``; then :class:`StepTimeout` names the blocking pods and PDBs. Finally it waits (by
         watch) until the evicted pods are gone. ``cancel`` stops it with :class:`Interrupted`.
         """
+        self._invalidate()
         deadline = time.monotonic() + timeout
         emptydir = self.delete_emptydir_data if delete_emptydir_data is None else delete_emptydir_data
         force_ = self.force if force is None else force
@@ -591,6 +668,7 @@ class KubeCluster:
     ) -> list[str]:
         """Delete the node's non-hostNetwork pods owned by a controller (they are recreated with the node's
         current CNI); return their keys. With ``wait_timeout``, wait until they are gone."""
+        self._invalidate()
         deleted: dict[str, Obj] = {}
         for pod in self._list_pods(None, node).items:
             spec = pod.get("spec") or {}
@@ -666,6 +744,8 @@ class KubeCluster:
         object whose CRD or namespace is created earlier in the same batch cannot be checked by the server
         in a dry run: it is reported with ``validated=False``. A real apply waits (bounded by
         ``crd_timeout``) for each CRD it creates to be Established before applying the next object."""
+        if not dry_run:
+            self._invalidate()
         docs = _documents(manifests)
         batch_kinds = {
             (
@@ -783,6 +863,8 @@ class KubeCluster:
     ) -> bool:
         """Delete an object with a propagation policy; ``False`` when it was already absent. With
         ``wait_timeout``, wait (polling GET, bounded) until it is gone."""
+        if not dry_run:
+            self._invalidate()
         path = self.api.object_path(api_version, kind, name, namespace)
         body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": str(propagation)}
         if dry_run:
@@ -819,6 +901,8 @@ class KubeCluster:
         dry_run: bool = False,
     ) -> Obj:
         """Patch a DaemonSet's pod ``nodeSelector`` (``None`` values remove keys) and/or ``affinity``."""
+        if not dry_run:
+            self._invalidate()
         pod_spec: Obj = {}
         if node_selector is not None:
             pod_spec["nodeSelector"] = dict(node_selector)
@@ -979,9 +1063,43 @@ class KubeCluster:
 
     # ------------------------------------------------------------------------------- CNI and lock
 
-    def detect_cni(self) -> CniInfo:
-        """The cluster's CNI (flannel, Calico, Canal, Weave Net, Cilium) and its source config."""
-        return detect_cni(self)
+    def detect_cni_details(self) -> CniInfo:
+        """The cluster's CNI (flannel, Calico, Canal, Weave Net, Cilium) and its source config, in full."""
+        snap = self._snapshot
+        return snap.cni(lambda: detect_cni(self)) if snap is not None else detect_cni(self)
+
+    # --------------------------------------------------------------- the CniOps port (cniops.py)
+
+    def detect_cni(self) -> ports.CniInfo:
+        """The ``CniOps`` view of :meth:`detect_cni_details`."""
+        snap = self._snapshot
+        if snap is not None:
+            return snap.port_cni(lambda: cniops.to_port_info(self.detect_cni_details(), self))
+        return cniops.to_port_info(self.detect_cni_details(), self)
+
+    def apply_cni_agent(
+        self,
+        agent: ports.CniAgent,
+        *,
+        node_selector: Mapping[str, str] | None = None,
+        config: Mapping[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        return cniops.apply_cni_agent(
+            self, agent, node_selector=node_selector, config=config, dry_run=dry_run
+        )
+
+    def delete_cni_agent(self, agent: ports.CniAgent, *, dry_run: bool = False) -> list[str]:
+        return cniops.delete_cni_agent(self, agent, dry_run=dry_run)
+
+    def cni_agent_ready(self, agent: ports.CniAgent, node: str) -> tuple[bool, str]:
+        return cniops.cni_agent_ready(self, agent, node)
+
+    def set_calico_mode(self, node: str, mode: ports.CalicoMode | None) -> None:
+        cniops.set_calico_mode(self, node, mode)
+
+    def resync_cni(self) -> None:
+        """Nothing to do: the CNI agents of a real cluster watch the API server."""
 
     def lock(
         self,
@@ -1017,6 +1135,71 @@ def _documents(manifests: str | Mapping[str, Any] | Sequence[Mapping[str, Any]])
     return out
 
 
+class _ReadSnapshot:
+    """What :meth:`KubeCluster.read_snapshot` serves from (filled lazily, dropped on a write)."""
+
+    def __init__(self) -> None:
+        self._locks = {
+            k: threading.Lock()
+            for k in ("node_objs", "daemonsets", "cni", "port_cni", "nodes", "pods", "services")
+        }
+        self.clear()
+
+    def clear(self) -> None:
+        self._node_objs: list[Obj] | None = None
+        self._daemonsets: list[Obj] | None = None
+        self._cni: CniInfo | None = None
+        self._port_cni: ports.CniInfo | None = None
+        self._nodes: dict[str, Node] | None = None
+        self._pods: dict[str, list[Pod]] | None = None
+        self._services: dict[str | None, list[Service]] = {}
+
+    def node_objects(self, load: Callable[[], list[Obj]]) -> list[Obj]:
+        with self._locks["node_objs"]:
+            if self._node_objs is None:
+                self._node_objs = load()
+            return self._node_objs
+
+    def daemonsets(self, load: Callable[[], list[Obj]]) -> list[Obj]:
+        with self._locks["daemonsets"]:
+            if self._daemonsets is None:
+                self._daemonsets = load()
+            return self._daemonsets
+
+    def cni(self, load: Callable[[], CniInfo]) -> CniInfo:
+        with self._locks["cni"]:
+            if self._cni is None:
+                self._cni = load()
+            return self._cni
+
+    def port_cni(self, load: Callable[[], ports.CniInfo]) -> ports.CniInfo:
+        with self._locks["port_cni"]:
+            if self._port_cni is None:
+                self._port_cni = load()
+            return self._port_cni
+
+    def nodes(self, load: Callable[[], list[Node]]) -> dict[str, Node]:
+        with self._locks["nodes"]:
+            if self._nodes is None:
+                self._nodes = {n.name: n for n in load()}
+            return self._nodes
+
+    def pods(self, load: Callable[[], list[Pod]]) -> dict[str, list[Pod]]:
+        with self._locks["pods"]:
+            if self._pods is None:
+                by_node: dict[str, list[Pod]] = {}
+                for pod in load():
+                    by_node.setdefault(pod.node, []).append(pod)
+                self._pods = by_node
+            return self._pods
+
+    def services(self, namespace: str | None, load: Callable[[], list[Service]]) -> list[Service]:
+        with self._locks["services"]:
+            if namespace not in self._services:
+                self._services[namespace] = load()
+            return list(self._services[namespace])
+
+
 def kube_target(
     *,
     kubeconfig: str | None = None,
@@ -1033,4 +1216,9 @@ def kube_target(
 
 def _conforms(cluster: KubeCluster) -> Cluster:
     """mypy checks here that KubeCluster implements the Cluster port."""
+    return cluster
+
+
+def _conforms_cni(cluster: KubeCluster) -> ports.CniOps:
+    """... and the CniOps port."""
     return cluster

@@ -329,7 +329,7 @@ def detect_from_objects(
 def detect_cni(cluster: KubeCluster) -> CniInfo:
     """Read what detection needs from the cluster, then :func:`detect_from_objects`."""
     api = cluster.api
-    daemonsets = api.list_all("list daemonsets", api.apps.list_daemon_set_for_all_namespaces).items
+    daemonsets = cluster.list_daemonset_objects()
     configmaps: dict[tuple[str, str], Obj] = {}
     for ns, name in (*FLANNEL_CONFIGMAPS, CANAL_CONFIGMAP, CILIUM_CONFIGMAP, *CALICO_CONFIGMAPS):
         try:

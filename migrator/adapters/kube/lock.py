@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -79,6 +80,7 @@ class LeaseLock:
         self._rv: str | None = None
         self._stop = threading.Event()
         self.lost = threading.Event()  # set when the background renewer finds another run holds the lock
+        self.on_lost: list[Callable[[str], None]] = []  # called once with the reason when it is lost
         self._renewer: threading.Thread | None = None
 
     @property
@@ -242,6 +244,11 @@ class LeaseLock:
                 except LockHeld as err:
                     logger.error("run {} lost the lock {}: {}", self.run_id, self.what, err)
                     self.lost.set()
+                    for callback in self.on_lost:
+                        try:
+                            callback(str(err))
+                        except Exception:  # noqa: BLE001 - a callback never kills the renewer's report
+                            logger.exception("lost-lock callback failed")
                     return
                 except MigratorError as err:  # the API server may come back before the lease expires
                     logger.warning("could not renew the lock {}: {}", self.what, err)

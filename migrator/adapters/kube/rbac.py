@@ -76,6 +76,18 @@ PERMISSIONS: tuple[Permission, ...] = (
     ),
     Permission(
         "rbac.authorization.k8s.io",
+        "roles",
+        ("get", "create", "patch", "delete"),
+        "the probe's Role (it only reads ConfigMaps in migrator-probe)",
+    ),
+    Permission(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        ("get", "create", "patch", "delete"),
+        "bind the probe's Role to its ServiceAccount",
+    ),
+    Permission(
+        "rbac.authorization.k8s.io",
         "clusterrolebindings",
         ("get", "create", "patch", "delete"),
         "apply the CNI's own ClusterRoleBindings",

@@ -1,0 +1,135 @@
+"""``open_kube_target``: the full ``--target kube[:CONTEXT]`` target.
+
+- ``cluster``: :class:`KubeCluster` (kubeconfig from the argument, ``$KUBECONFIG``, ``~/.kube/config`` or
+  the in-cluster service account; context from ``kube:CONTEXT``, the argument or
+  ``$MIGRATOR_KUBE_CONTEXT``).
+- ``executor``: :class:`~migrator.adapters.ansible.AnsibleRunnerExecutor` on the inventory given as
+  ``inventory`` or ``$MIGRATOR_INVENTORY`` (host names must equal node names); ``None`` without one, and
+  ``extras["executor_missing"]`` says how to give one (a plan with node work then fails at that step).
+- ``prober``: :class:`~migrator.adapters.kube_prober.KubeProber` (image ``$MIGRATOR_PROBE_IMAGE`` or
+  ``python:3.12-alpine``), deployed on first use.
+- ``extras``: ``identity`` (server URL and kube-system UID, recorded in ``run.start``), ``kube`` (the
+  cluster), ``lock_factory`` (run id -> :class:`KubeRunLock`, the engine's run lock for this target) and
+  ``read_snapshot`` (a context manager the engine's dry run enters: one paginated list per resource
+  instead of one request per node).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from loguru import logger
+
+from migrator.adapters.kube.cluster import KubeCluster
+from migrator.adapters.kube.lock import LeaseLock
+from migrator.errors import LockHeld, MigratorError
+from migrator.ports import NodeExecutor, Target
+
+INVENTORY_ENV = "MIGRATOR_INVENTORY"
+CONTEXT_ENV = "MIGRATOR_KUBE_CONTEXT"
+PROBE_IMAGE_ENV = "MIGRATOR_PROBE_IMAGE"
+NO_INVENTORY = (
+    "the kube target has no node executor: give an Ansible inventory whose host names are the node names"
+    f" with --inventory FILE (or ${INVENTORY_ENV}) for plans with node work (ansible.playbook steps)"
+)
+
+
+class KubeRunLock:
+    """The engine's run lock on a cluster: a renewed :class:`LeaseLock`; releasing it ends the run's
+    session on the cluster (the probe namespace is removed)."""
+
+    def __init__(self, lease: LeaseLock, *, on_release: list[object] | None = None) -> None:
+        self.lease = lease
+        self.run_id = lease.run_id
+        self.on_release = list(on_release or [])
+        self.held = False
+
+    @property
+    def lost(self) -> bool:
+        """Another run took the lease over (the renewer could not renew it)."""
+        return self.lease.lost.is_set()
+
+    def watch_lost(self, stop: Callable[[str], None]) -> None:
+        """Call ``stop(reason)`` if another run takes the Lease over while this run holds it (the engine
+        then stops at its next safe point without rolling back: the cluster is someone else's now)."""
+        self.lease.on_lost.append(stop)
+
+    def acquire(self, *, force_unlock: str | None = None) -> None:
+        try:
+            self.lease.acquire()
+        except LockHeld as exc:
+            if force_unlock is None or force_unlock != exc.holder_run_id:
+                raise
+            logger.warning("taking over the cluster lock of run {} (--force-unlock)", exc.holder_run_id)
+            self.lease.api.call(
+                f"delete {self.lease.what}",
+                self.lease.api.coordination.delete_namespaced_lease,
+                self.lease.name,
+                self.lease.namespace,
+            )
+            self.lease.acquire()
+        self.held = True
+        self.lease.start_renewing()
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        try:
+            for hook in self.on_release:
+                try:
+                    hook()  # type: ignore[operator]
+                except MigratorError as exc:
+                    logger.warning("run {}: cleanup at the end of the run failed: {}", self.run_id, exc)
+        finally:
+            self.lease.release()
+            self.held = False
+
+
+def open_kube_target(
+    context: str | None = None,
+    *,
+    kubeconfig: str | None = None,
+    inventory: str | Path | None = None,
+    probe_image: str | None = None,
+    cluster: KubeCluster | None = None,
+    lease_duration: float = 60.0,
+    name: str = "kube",
+) -> Target:
+    """The ``--target kube[:CONTEXT]`` target (see the module docstring)."""
+    from migrator.adapters.kube_prober import DEFAULT_IMAGE, KubeProber  # noqa: PLC0415 - import cycle
+
+    if cluster is None:
+        cluster = KubeCluster(
+            kubeconfig=kubeconfig or os.environ.get("KUBECONFIG") or None,
+            context=context or os.environ.get(CONTEXT_ENV) or None,
+        )
+    inventory = inventory or os.environ.get(INVENTORY_ENV) or None
+    executor: NodeExecutor | None = None
+    inventory_path = Path(inventory).expanduser() if inventory else None
+    if inventory_path is not None:
+        from migrator.adapters.ansible import AnsibleRunnerExecutor  # noqa: PLC0415 - optional, heavy
+
+        executor = AnsibleRunnerExecutor(inventory=inventory_path)
+    prober = KubeProber(cluster, image=probe_image or os.environ.get(PROBE_IMAGE_ENV) or DEFAULT_IMAGE)
+    extras: dict[str, object] = {
+        "identity": cluster.identity(),
+        "kube": cluster,
+        "read_snapshot": cluster.read_snapshot,
+        "probe_cleanup": prober.cleanup,
+    }
+    if executor is None:
+        extras["executor_missing"] = NO_INVENTORY
+
+    def lock_factory(run_id: str) -> KubeRunLock:
+        def cleanup_probe() -> None:
+            prober.cleanup()
+
+        lease = cluster.lock(run_id, duration=lease_duration)
+        return KubeRunLock(lease, on_release=[cleanup_probe])
+
+    extras["lock_factory"] = lock_factory
+    return Target(
+        name=name, cluster=cluster, executor=executor, prober=prober, inventory=inventory_path, extras=extras
+    )

@@ -1,0 +1,432 @@
+"""``KubeProber``: the :class:`migrator.ports.Prober` of a real cluster.
+
+It deploys, in the dedicated namespace ``migrator-probe``: a ServiceAccount with a Role that only reads
+ConfigMaps there, the ConfigMap ``migrator-probe-agent`` holding the *same* agent code as the lab
+(:mod:`migrator.probe.agent`, standard library only) and the runner (:mod:`migrator.probe.k8s.runner`), a
+DaemonSet ``migrator-probe`` (image a parameter, default ``python:3.12-alpine``; it tolerates every taint,
+so it runs on control-plane nodes too) and a Service ``migrator-probe`` in front of its pods.
+
+A probe round needs no ``exec`` and no inbound connection: migrator writes one ConfigMap per node that
+has work (labelled with the node's hash and the round), each pod's runner watches for its own and runs the
+round with the agent, and prints the outcomes to its log; migrator reads the pod logs
+(``GET pods/NAME/log``), then deletes the round's ConfigMaps. A continuous probe is a round with a rate
+and a bounded duration whose results are printed every second; deleting its ConfigMaps stops it.
+
+Where a probe comes from: a probe's ``source`` is a pod key (``ns/name``) or a node name. The probe runs
+from the probe pod *on that source's node*, on the pod network (same node, same CNI, same routes), not
+from inside the application pod itself (that would need ``exec`` or a privileged ``setns``). ``outside``
+sources (NodePorts from outside the cluster) cannot be probed from inside it: they are reported failed
+with ``unsupported``. A source whose node has no Ready probe pod is reported failed with ``no-probe-pod``.
+
+``cleanup()`` deletes the namespace (and so everything in it); the kube target calls it when its run
+lock is released, i.e. at the end of every run, resume and rollback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from loguru import logger
+
+from migrator.adapters.kube.api import translate
+from migrator.adapters.kube.cluster import KubeCluster, RolloutKind
+from migrator.errors import StepFailed
+from migrator.ports import ContinuousProbe, Pod, ProbeKind, ProbeResult, ProbeTarget
+from migrator.probe.k8s import runner
+
+NAMESPACE = "migrator-probe"
+NAME = "migrator-probe"
+AGENT_CONFIGMAP = "migrator-probe-agent"
+DEFAULT_IMAGE = "python:3.12-alpine"
+APP_LABEL = "app.kubernetes.io/name"
+MANAGED = {"app.kubernetes.io/managed-by": "migrator"}
+MAX_TARGETS_PER_CONFIGMAP = 2000  # ~250 bytes each: well under the 1 MiB ConfigMap limit
+
+
+def _source_code(*parts: str) -> str:
+    return resources.files("migrator.probe").joinpath(*parts).read_text(encoding="utf-8")
+
+
+def probe_manifests(
+    *, image: str = DEFAULT_IMAGE, namespace: str = NAMESPACE, port: int = 8080, poll: float = 1.0
+) -> list[dict[str, Any]]:
+    """Every object the prober deploys, in apply order."""
+    labels = {APP_LABEL: NAME, **MANAGED}
+    meta = {"namespace": namespace, "labels": labels}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": dict(MANAGED)}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, **meta}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": NAME, **meta},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": NAME, **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": namespace}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": AGENT_CONFIGMAP, **meta},
+            "data": {"agent.py": _source_code("agent.py"), "runner.py": _source_code("k8s", "runner.py")},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": NAME, **meta},
+            "spec": {
+                "selector": {"matchLabels": {APP_LABEL: NAME}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": NAME,
+                        "tolerations": [{"operator": "Exists"}],
+                        "terminationGracePeriodSeconds": 2,
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534},
+                        "containers": [
+                            {
+                                "name": "probe",
+                                "image": image,
+                                "command": ["python", "-u", "/opt/migrator-probe/runner.py"],
+                                "args": [f"--poll={poll}", f"--port={port}"],
+                                "env": [
+                                    {
+                                        "name": "NODE_NAME",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                                    },
+                                    {
+                                        "name": "POD_NAMESPACE",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                                    },
+                                ],
+                                "ports": [{"name": "http", "containerPort": port}],
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/healthz", "port": port},
+                                    "periodSeconds": 2,
+                                },
+                                "resources": {
+                                    "requests": {"cpu": "10m", "memory": "32Mi"},
+                                    "limits": {"memory": "128Mi"},
+                                },
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volumeMounts": [{"name": "code", "mountPath": "/opt/migrator-probe"}],
+                            }
+                        ],
+                        "volumes": [{"name": "code", "configMap": {"name": AGENT_CONFIGMAP}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": NAME, **meta},
+            "spec": {
+                "selector": {APP_LABEL: NAME},
+                "ports": [{"name": "http", "port": 80, "targetPort": port}],
+            },
+        },
+    ]
+
+
+def _failed(target: ProbeTarget, error: str) -> ProbeResult:
+    return ProbeResult(target.source, target.dest, target.kind, False, None, error, time.time())
+
+
+class KubeProber:
+    """Probes through the ``migrator-probe`` DaemonSet (see the module docstring).
+
+    ``deploy_timeout`` bounds the first rollout (image pull included); ``round_margin`` is added to the
+    longest probe timeout to bound the wait for a round's results; ``poll`` is the runner's and the log
+    reader's period.
+    """
+
+    def __init__(
+        self,
+        cluster: KubeCluster,
+        *,
+        image: str = DEFAULT_IMAGE,
+        namespace: str = NAMESPACE,
+        deploy_timeout: float = 300.0,
+        round_margin: float = 30.0,
+        poll: float = 1.0,
+        log_readers: int = 16,
+    ) -> None:
+        self.cluster = cluster
+        self.log_readers = log_readers
+        self.image = image
+        self.namespace = namespace
+        self.deploy_timeout = deploy_timeout
+        self.round_margin = round_margin
+        self.poll = poll
+        self.deployed = False
+        self._lock = threading.RLock()
+        self._rounds = itertools.count(1)
+        self._epoch = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def deploy(self) -> None:
+        """Apply the probe objects (idempotent) and wait for the DaemonSet's rollout."""
+        with self._lock:
+            if self.deployed:
+                return
+            logger.info("deploying the probe DaemonSet {}/{} ({})", self.namespace, NAME, self.image)
+            self.cluster.apply(probe_manifests(image=self.image, namespace=self.namespace, poll=self.poll))
+            self.cluster.wait_rollout(
+                RolloutKind.DAEMONSET, self.namespace, NAME, timeout=self.deploy_timeout
+            )
+            self.deployed = True
+
+    def cleanup(self, *, wait_timeout: float | None = 60.0) -> None:
+        """Delete the probe namespace and everything in it (idempotent)."""
+        with self._lock:
+            self.cluster.delete("v1", "Namespace", self.namespace, wait_timeout=wait_timeout)
+            self.deployed = False
+            logger.info("removed the probe namespace {}", self.namespace)
+
+    # ------------------------------------------------------------------------------ routing
+
+    def probe_pods(self) -> dict[str, Pod]:
+        """Node -> its Ready probe pod."""
+        pods = self.cluster.list_pods(namespace=self.namespace)
+        return {p.node: p for p in pods if p.ready and p.labels.get(APP_LABEL) == NAME}
+
+    def _route(
+        self, targets: Sequence[ProbeTarget]
+    ) -> tuple[dict[str, list[int]], dict[int, ProbeResult], dict[str, Pod]]:
+        """(node -> indexes of its targets, failed results by index, node -> probe pod)."""
+        nodes = {n.name for n in self.cluster.list_nodes()}
+        pod_nodes = {p.key: p.node for p in self.cluster.list_pods()}
+        probe_pods = self.probe_pods()
+        by_node: dict[str, list[int]] = {}
+        failed: dict[int, ProbeResult] = {}
+        for i, target in enumerate(targets):
+            node = target.source if target.source in nodes else pod_nodes.get(target.source)
+            if target.source == "outside":
+                failed[i] = _failed(
+                    target, "unsupported: the kube prober probes from inside the cluster only"
+                )
+            elif node is None:
+                failed[i] = _failed(target, f"no-source: {target.source} is neither a node nor a pod")
+            elif node not in probe_pods:
+                failed[i] = _failed(target, f"no-probe-pod: no Ready probe pod on node {node}")
+            else:
+                by_node.setdefault(node, []).append(i)
+        return by_node, failed, probe_pods
+
+    # ------------------------------------------------------------------------------- rounds
+
+    def _start_round(
+        self, targets: Sequence[ProbeTarget], by_node: Mapping[str, list[int]], extra: Mapping[str, Any]
+    ) -> tuple[str, list[str]]:
+        rnd = f"{self._epoch}-{next(self._rounds):05d}"
+        names: list[str] = []
+        objects: list[dict[str, Any]] = []
+        for n, (node, indexes) in enumerate(sorted(by_node.items())):
+            if len(indexes) > MAX_TARGETS_PER_CONFIGMAP:
+                raise StepFailed(
+                    f"{len(indexes)} probes from node {node} in one round (at most"
+                    f" {MAX_TARGETS_PER_CONFIGMAP}): sample the matrix (per_source)"
+                )
+            body = {
+                "round": rnd,
+                "targets": [_spec(targets[i]) for i in indexes],
+                **extra,
+            }
+            name = f"migrator-probe-round-{rnd}-{n:05d}"
+            names.append(name)
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": name,
+                        "namespace": self.namespace,
+                        "labels": {
+                            runner.NODE_LABEL: runner.node_hash(node),
+                            runner.ROUND_LABEL: rnd,
+                            **MANAGED,
+                        },
+                    },
+                    "data": {"targets.json": json.dumps(body, separators=(",", ":"))},
+                }
+            )
+        if objects:
+            self.cluster.apply(objects)
+        return rnd, names
+
+    def _end_round(self, names: Sequence[str]) -> None:
+        for name in names:
+            self.cluster.delete("v1", "ConfigMap", name, self.namespace)
+
+    def read_log(self, pod: Pod) -> str:
+        core = self.cluster.api.core
+        try:
+            resp = core.read_namespaced_pod_log(
+                pod.name,
+                pod.namespace,
+                _preload_content=False,
+                _request_timeout=self.cluster.api.request_timeout,
+            )
+            data: bytes = resp.data
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise translate(exc, f"read the log of pod {pod.key}") from exc
+        return data.decode("utf-8", "replace")
+
+    def collect(
+        self,
+        rnd: str,
+        pods: Mapping[str, Pod],
+        done: Mapping[str, list[dict[str, Any]]] | None = None,
+    ) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
+        """Outcomes of round ``rnd`` by node so far, and the nodes whose runner ended the round. Nodes in
+        ``done`` (ended before, with their outcomes) are not read again; the others' logs are read in
+        parallel (``log_readers`` at a time)."""
+        outcomes: dict[str, list[dict[str, Any]]] = dict(done or {})
+        ended: set[str] = set(done or {})
+        todo = [(node, pod) for node, pod in pods.items() if node not in ended]
+        with ThreadPoolExecutor(max_workers=max(1, min(self.log_readers, len(todo)))) as pool:
+            logs = list(pool.map(lambda item: self.read_log(item[1]), todo))
+        for (node, pod), text in zip(todo, logs, strict=True):
+            found: list[dict[str, Any]] = []
+            for line in text.splitlines():
+                head, _, rest = line.partition(" ")
+                if head == runner.RESULT_PREFIX:
+                    got, _, payload = rest.partition(" ")
+                    if got == rnd:
+                        try:
+                            found.extend(json.loads(payload))
+                        except ValueError:
+                            logger.warning("probe pod {}: unreadable result line", pod.key)
+                elif head == runner.END_PREFIX and rest.split(" ", 1)[0] == rnd:
+                    ended.add(node)
+                    if " error: " in rest:
+                        logger.warning("probe pod {}: {}", pod.key, rest)
+            outcomes[node] = found
+        return outcomes, ended
+
+    # ------------------------------------------------------------------------------- Prober
+
+    def probe(self, targets: Sequence[ProbeTarget], *, concurrency: int = 256) -> list[ProbeResult]:
+        self.deploy()
+        by_node, failed, probe_pods = self._route(targets)
+        pods = {node: probe_pods[node] for node in by_node}
+        results: dict[int, ProbeResult] = dict(failed)
+        if by_node:
+            rnd, names = self._start_round(targets, by_node, {"concurrency": concurrency})
+            longest = max(targets[i].timeout for idx in by_node.values() for i in idx)
+            deadline = time.monotonic() + longest + self.round_margin
+            try:
+                outcomes: dict[str, list[dict[str, Any]]] = {}
+                ended: set[str] = set()
+                while True:
+                    outcomes, ended = self.collect(rnd, pods, {n: outcomes[n] for n in ended})
+                    if ended >= set(by_node) or time.monotonic() >= deadline:
+                        break
+                    time.sleep(min(self.poll, max(0.0, deadline - time.monotonic())))
+            finally:
+                self._end_round(names)
+            for node, indexes in by_node.items():
+                got = outcomes.get(node, [])
+                for pos, i in enumerate(indexes):
+                    if node in ended and pos < len(got):
+                        results[i] = _result(got[pos])
+                    else:
+                        results[i] = _failed(targets[i], f"timeout: no result from the probe pod on {node}")
+        return [results[i] for i in range(len(targets))]
+
+    def start_continuous(
+        self, targets: Sequence[ProbeTarget], *, rate_hz: float, max_duration: float
+    ) -> ContinuousProbe:
+        self.deploy()
+        by_node, failed, probe_pods = self._route(targets)
+        extra = {"continuous": True, "rate_hz": rate_hz, "duration": max_duration}
+        rnd, names = self._start_round(targets, by_node, extra)
+        return KubeContinuousProbe(
+            self, rnd, names, {n: probe_pods[n] for n in by_node}, list(failed.values())
+        )
+
+
+def _spec(target: ProbeTarget) -> dict[str, Any]:
+    return {
+        "source": target.source,
+        "dest": target.dest,
+        "kind": target.kind.value,
+        "host": target.host,
+        "port": target.port,
+        "protocol": target.protocol.value,
+        "path": target.path,
+        "expect_status": target.expect_status,
+        "expect_body": target.expect_body,
+        "timeout": target.timeout,
+    }
+
+
+def _result(raw: Mapping[str, Any]) -> ProbeResult:
+    latency = raw.get("latency_ms")
+    error = raw.get("error")
+    return ProbeResult(
+        source=str(raw.get("source", "")),
+        dest=str(raw.get("dest", "")),
+        kind=ProbeKind(str(raw.get("kind"))),
+        ok=bool(raw.get("ok")),
+        latency_ms=None if latency is None else float(latency),
+        error=None if error is None else str(error),
+        ts=float(raw.get("ts") or 0.0),
+    )
+
+
+class KubeContinuousProbe:
+    """A running continuous round; ``stop`` deletes its ConfigMaps (the runners stop) and collects."""
+
+    def __init__(
+        self, prober: KubeProber, rnd: str, names: list[str], pods: dict[str, Pod], failed: list[ProbeResult]
+    ) -> None:
+        self.prober = prober
+        self.round = rnd
+        self.names = names
+        self.pods = pods
+        self.failed = failed
+        self.stopped: list[ProbeResult] | None = None
+
+    def snapshot(self) -> list[ProbeResult]:
+        if self.stopped is not None:
+            return list(self.stopped)
+        outcomes, _ = self.prober.collect(self.round, self.pods)
+        return self.failed + [_result(o) for found in outcomes.values() for o in found]
+
+    def stop(self) -> list[ProbeResult]:
+        if self.stopped is not None:
+            return list(self.stopped)
+        self.prober._end_round(self.names)
+        deadline = time.monotonic() + self.prober.round_margin
+        outcomes: dict[str, list[dict[str, Any]]] = {}
+        ended: set[str] = set()
+        while True:
+            outcomes, ended = self.prober.collect(self.round, self.pods, {n: outcomes[n] for n in ended})
+            if ended >= set(self.pods) or time.monotonic() >= deadline:
+                break
+            time.sleep(self.prober.poll)
+        results = self.failed + [_result(o) for found in outcomes.values() for o in found]
+        self.stopped = sorted(results, key=lambda r: r.ts)
+        return list(self.stopped)

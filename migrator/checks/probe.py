@@ -1,0 +1,535 @@
+"""The ``continuous-probe`` monitor: pairs probed at a fixed rate for a whole stage, aborting it on loss.
+
+Lifecycle (see :class:`migrator.checks.base.Checker` and the engine's ``_Monitor``), state in ``ctx.store``:
+
+- ``monitor_start`` picks the pairs and starts a continuous run (a *segment*).
+- every ``run`` round (every ``monitor_interval``, 2 s by default) accounts the probes that are final
+  (sent more than ``probe_timeout`` + 0.5 s ago), then fails the check, which aborts the stage, when a pair's
+  loss passes ``max_loss``, its longest outage passes ``max_outage``, or the availability of all probes
+  stayed under ``min_availability`` for ``abort_after``.
+- ``monitor_stop`` stops the run, accounts everything, writes ``<stage>-continuous.json`` to the check's
+  artifacts folder (loss per second, per-pair stats, segments, waves) and returns the final verdict.
+
+Pairs and waves (``exclude_wave_nodes``). A stage's waves change while the monitor runs, and a drain moves
+pods to other nodes under new names, so pairs are re-picked: a new segment starts (fresh pairs from the
+current pods, leaving out the pods on the nodes of a wave in progress) after every wave end. The waves
+come from the run journal (``wave.start``/``wave.end`` of this stage, exact times); without a journal,
+from the changes of ``ctx.nodes`` between rounds. A probe whose pair touches a node (its source pod's or
+destination pod's node at pick time, or the node of a NodePort probe) of a wave that started after its
+segment was picked, sent after that wave started, is *excused*: recorded as such, never counted as lost
+(the pods on the changed nodes are expected to go). The first segment is picked before the first wave
+starts, so without this rule every pair touching a later wave's node would fail its budget. With
+``exclude_wave_nodes: false`` no pod is left out and nothing is excused (pairs are still re-picked).
+
+Pairs by ``scope``: ``cross-node`` (default) pod to pod on other nodes, ``all`` pod to pod anywhere,
+``services`` pod to ClusterIP (its endpoints may sit on the changed nodes: such losses are not excused).
+``nodeport: [NS/]NAME`` adds ``outside`` -> every node outside the current wave on that service's
+NodePort. ``sample_pairs`` keeps a seeded sample of the pod pairs (NodePort probes are not sampled).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from migrator.actions.context import CheckContext, PreviewLine
+from migrator.checks.base import Checker, CheckResult, register_check
+from migrator.errors import UsageError
+from migrator.fsutil import atomic_write_json
+from migrator.plan.models import ContinuousProbeCheck, ProbeScope
+from migrator.ports import Cluster, ContinuousProbe, ProbeKind, ProbeProtocol, ProbeResult, ProbeTarget
+from migrator.probe.engine import CONTINUOUS_MAX_PROBES
+from migrator.probe.matrix import OUTSIDE, MatrixOptions, build_matrix
+from migrator.probe.suite import require_prober
+
+STORE_KEY = "continuous-probe"
+SETTLE_S = 0.5
+"""A probe is final once ``probe_timeout`` + this has passed since it was sent."""
+MAX_LISTED_PAIRS = 200
+
+
+# ------------------------------------------------------------------------------------------ waves
+
+
+@dataclass
+class Wave:
+    index: int
+    nodes: frozenset[str]
+    start: float
+    end: float | None = None
+
+
+def _parse_ts(raw: str) -> float:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class WaveTracker:
+    """The waves of one stage, from the journal (exact) or from ``ctx.nodes`` seen at each round."""
+
+    journal: Path
+    stage: str | None
+    offset: int = 0
+    pending: bytes = b""
+    waves: dict[int, Wave] = field(default_factory=dict)
+    from_journal: bool = False
+    last_nodes: frozenset[str] = frozenset()
+    last_round: float = 0.0
+
+    def update(self, ctx_nodes: frozenset[str], now: float) -> None:
+        self._read_journal()
+        if not self.from_journal:
+            self._from_ctx(ctx_nodes, now)
+        self.last_round = now
+
+    def _read_journal(self) -> None:
+        try:
+            with self.journal.open("rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return
+        self.offset += len(data)
+        data = self.pending + data
+        lines = data.split(b"\n")
+        self.pending = lines.pop()
+        for line in lines:
+            if b'"wave.' not in line:
+                continue
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("stage") != self.stage or ev.get("type") not in ("wave.start", "wave.end"):
+                continue
+            self.from_journal = True
+            index = int(ev.get("wave", 0))
+            ts = _parse_ts(str(ev["ts"]))
+            if ev["type"] == "wave.start":
+                self.waves[index] = Wave(index, frozenset(ev.get("nodes") or ()), ts)
+            elif index in self.waves:
+                self.waves[index].end = ts
+
+    def _from_ctx(self, nodes: frozenset[str], now: float) -> None:
+        if nodes == self.last_nodes:
+            return
+        current = self.in_progress()
+        if current is not None:
+            current.end = now
+        if nodes:
+            # it started at some time since the last round: be conservative
+            start = self.last_round or now
+            index = len(self.waves)
+            self.waves[index] = Wave(index, nodes, start)
+        self.last_nodes = nodes
+
+    def in_progress(self) -> Wave | None:
+        return next((w for w in self.waves.values() if w.end is None), None)
+
+    def ended_since(self, ts: float) -> bool:
+        return any(w.end is not None and w.end >= ts for w in self.waves.values())
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [
+            {"wave": w.index, "nodes": sorted(w.nodes), "start": w.start, "end": w.end}
+            for w in sorted(self.waves.values(), key=lambda w: w.index)
+        ]
+
+
+# -------------------------------------------------------------------------------------- accounting
+
+
+@dataclass
+class PairState:
+    source: str
+    dest: str
+    kind: ProbeKind
+    sent: int = 0
+    lost: int = 0
+    excused: int = 0
+    outages: int = 0
+    longest_outage_s: float = 0.0
+    outage_start: float | None = None
+    last_ts: float = 0.0
+
+    @property
+    def loss_pct(self) -> float:
+        return 0.0 if self.sent == 0 else 100.0 * self.lost / self.sent
+
+    def outage_now_s(self, period: float) -> float:
+        """The longest outage, counting an open one until the last probe plus one period."""
+        open_s = 0.0 if self.outage_start is None else self.last_ts - self.outage_start + period
+        return max(self.longest_outage_s, open_s)
+
+    def add(self, r: ProbeResult) -> None:
+        self.sent += 1
+        self.last_ts = r.ts
+        if r.ok:
+            if self.outage_start is not None:
+                self.longest_outage_s = max(self.longest_outage_s, r.ts - self.outage_start)
+                self.outage_start = None
+        else:
+            self.lost += 1
+            if self.outage_start is None:
+                self.outage_start = r.ts
+                self.outages += 1
+
+    def to_dict(self, period: float) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "dest": self.dest,
+            "kind": self.kind.value,
+            "sent": self.sent,
+            "lost": self.lost,
+            "excused": self.excused,
+            "loss_pct": round(self.loss_pct, 3),
+            "outages": self.outages,
+            "longest_outage_ms": round(self.outage_now_s(period) * 1000.0, 1),
+        }
+
+
+@dataclass
+class Segment:
+    run: ContinuousProbe
+    pairs: list[ProbeTarget]
+    touches: dict[tuple[str, str, ProbeKind], frozenset[str]]
+    picked_at: float
+    ends_at: float
+    excluded: frozenset[str]
+    horizon: float = 0.0  # results sent before this are accounted
+    stopped: bool = False
+
+
+@dataclass
+class MonitorState:
+    check: ContinuousProbeCheck
+    stage: str | None
+    waves: WaveTracker
+    started_at: float
+    segments: list[Segment] = field(default_factory=list)
+    pairs: dict[tuple[str, str, ProbeKind], PairState] = field(default_factory=dict)
+    buckets: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    """second since start -> [sent, lost, excused]"""
+
+    @property
+    def period(self) -> float:
+        return 1.0 / self.check.rate_hz
+
+    def excused(self, seg: Segment, r: ProbeResult) -> bool:
+        if not self.check.exclude_wave_nodes:  # every pair is judged, also those on the wave's nodes
+            return False
+        nodes = seg.touches.get((r.source, r.dest, r.kind), frozenset())
+        if not nodes:
+            return False
+        for w in self.waves.waves.values():
+            if w.nodes & nodes and w.start <= r.ts and (w.end is None or w.end >= seg.picked_at):
+                return True
+        return False
+
+    def account(self, seg: Segment, upto: float) -> None:
+        take = getattr(seg.run, "take", None)  # ContinuousRun: hands over the results once, forgets them
+        if callable(take):
+            results: list[ProbeResult] = take(upto)
+        else:  # any ContinuousProbe: the results of the window not accounted yet
+            results = [r for r in seg.run.snapshot() if seg.horizon <= r.ts < upto]
+        for r in results:
+            key = (r.source, r.dest, r.kind)
+            pair = self.pairs.get(key)
+            if pair is None:
+                pair = self.pairs[key] = PairState(r.source, r.dest, r.kind)
+            bucket = self.buckets[int(max(0.0, r.ts - self.started_at))]
+            if self.excused(seg, r):
+                pair.excused += 1
+                bucket[2] += 1
+                continue
+            pair.add(r)
+            bucket[0] += 1
+            bucket[1] += 0 if r.ok else 1
+        seg.horizon = max(seg.horizon, upto)
+
+    def totals(self) -> tuple[int, int, int]:
+        sent = sum(p.sent for p in self.pairs.values())
+        lost = sum(p.lost for p in self.pairs.values())
+        excused = sum(p.excused for p in self.pairs.values())
+        return sent, lost, excused
+
+    def breaches(self, *, final: bool) -> list[str]:
+        c = self.check
+        out: list[str] = []
+        for p in sorted(self.pairs.values(), key=lambda p: (p.source, p.dest, p.kind.value)):
+            name = f"{p.source} -> {p.dest} ({p.kind.value})"
+            if p.loss_pct > c.max_loss * 100.0 + 1e-9:
+                out.append(f"{name}: loss {p.loss_pct:.1f}% > {c.max_loss * 100:g}% ({p.lost}/{p.sent})")
+            outage = p.outage_now_s(self.period)
+            if c.max_outage is not None and outage > c.max_outage:
+                out.append(f"{name}: outage {outage * 1000:.0f} ms > {c.max_outage * 1000:.0f} ms")
+        if c.min_availability is not None:
+            window = max(1, math.ceil(c.abort_after))
+            done = sorted(self.buckets)
+            last_complete = int(time.time() - self.started_at - c.probe_timeout - SETTLE_S) - 1
+            if final:
+                last_complete = done[-1] if done else -1
+            seconds = [s for s in range(last_complete - window + 1, last_complete + 1) if s >= 0]
+            if len(seconds) == window and all(self.buckets.get(s, [0])[0] > 0 for s in seconds):
+                sent = sum(self.buckets[s][0] for s in seconds)
+                ok = sent - sum(self.buckets[s][1] for s in seconds)
+                if ok / sent < c.min_availability - 1e-9:
+                    out.append(
+                        f"availability {100 * ok / sent:.1f}% < {c.min_availability * 100:g}% "
+                        f"for {window}s (seconds {seconds[0]}-{seconds[-1]} of the stage)"
+                    )
+        return out
+
+    def details(self, *, final: bool) -> dict[str, Any]:
+        sent, lost, excused = self.totals()
+        pairs = sorted(self.pairs.values(), key=lambda p: (-p.lost, p.source, p.dest))
+        return {
+            "stage": self.stage,
+            "rate_hz": self.check.rate_hz,
+            "final": final,
+            "sent": sent,
+            "lost": lost,
+            "excused": excused,
+            "loss_pct": round(0.0 if sent == 0 else 100.0 * lost / sent, 3),
+            "longest_outage_ms": round(
+                max((p.outage_now_s(self.period) for p in self.pairs.values()), default=0.0) * 1000.0, 1
+            ),
+            "pairs_count": len(pairs),
+            "pairs": [p.to_dict(self.period) for p in pairs[:MAX_LISTED_PAIRS]],
+            "segments": len(self.segments),
+            "waves": self.waves.to_list(),
+        }
+
+    def timeseries(self) -> list[dict[str, Any]]:
+        if not self.buckets:
+            return []
+        last = max(self.buckets)
+        out = []
+        for s in range(last + 1):
+            sent, lost, excused = self.buckets.get(s, [0, 0, 0])
+            out.append(
+                {
+                    "t": s,
+                    "sent": sent,
+                    "lost": lost,
+                    "excused": excused,
+                    "loss_pct": round(0.0 if sent == 0 else 100.0 * lost / sent, 3),
+                }
+            )
+        return out
+
+
+# ------------------------------------------------------------------------------------------ pairs
+
+
+def _nodeport_targets(
+    cluster: Cluster, check: ContinuousProbeCheck, exclude: frozenset[str]
+) -> list[ProbeTarget]:
+    assert check.nodeport is not None
+    ns, _, name = check.nodeport.rpartition("/")
+    ns = ns or "default"
+    svc = next((s for s in cluster.list_services(ns) if s.name == name and s.namespace == ns), None)
+    if svc is None:
+        raise UsageError(f"continuous-probe: no service {ns}/{name} for nodeport")
+    port = next((p for p in svc.ports if p.node_port and p.protocol.upper() == "TCP"), None)
+    if port is None or port.node_port is None:
+        raise UsageError(f"continuous-probe: service {ns}/{name} has no TCP NodePort")
+    return [
+        ProbeTarget(
+            source=OUTSIDE,
+            dest=f"{ns}/{name}@{n.name}",
+            kind=ProbeKind.NODEPORT,
+            host=n.address,
+            port=port.node_port,
+            protocol=ProbeProtocol.HTTP,
+            path=check.path,
+            expect_status=200,
+            timeout=check.probe_timeout,
+        )
+        for n in sorted(cluster.list_nodes(), key=lambda n: n.name)
+        if n.name not in exclude
+    ]
+
+
+def pick_pairs(
+    cluster: Cluster, check: ContinuousProbeCheck, exclude: frozenset[str], *, salt: int = 0
+) -> tuple[list[ProbeTarget], dict[tuple[str, str, ProbeKind], frozenset[str]]]:
+    """The pairs of a segment and, for each, the nodes it touches (for excusing wave losses)."""
+    kinds = {
+        ProbeScope.CROSS_NODE: frozenset({ProbeKind.POD_CROSS_NODE}),
+        ProbeScope.ALL: frozenset({ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE}),
+        ProbeScope.SERVICES: frozenset({ProbeKind.SERVICE_IP}),
+    }[check.scope]
+    options = MatrixOptions(
+        kinds=kinds,
+        path=check.path,
+        timeout=check.probe_timeout,
+        exclude_nodes=exclude if check.exclude_wave_nodes else frozenset(),
+    )
+    pairs = build_matrix(cluster, options)
+    if check.sample_pairs is not None and len(pairs) > check.sample_pairs:
+        rng = random.Random(f"{check.seed}|{salt}")
+        pairs = [pairs[i] for i in sorted(rng.sample(range(len(pairs)), check.sample_pairs))]
+    if check.nodeport:
+        pairs += _nodeport_targets(cluster, check, exclude if check.exclude_wave_nodes else frozenset())
+    node_of = {p.key: p.node for p in cluster.list_pods()}
+    touches: dict[tuple[str, str, ProbeKind], frozenset[str]] = {}
+    for t in pairs:
+        nodes = {node_of.get(t.source, "")}
+        if t.kind in (ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE):
+            nodes.add(node_of.get(t.dest, ""))
+        if t.kind is ProbeKind.NODEPORT:
+            nodes = {t.dest.rpartition("@")[2]}
+        touches[(t.source, t.dest, t.kind)] = frozenset(n for n in nodes if n)
+    return pairs, touches
+
+
+# ----------------------------------------------------------------------------------------- check
+
+
+def _state(ctx: CheckContext) -> MonitorState:
+    state = ctx.store.get(STORE_KEY)
+    if not isinstance(state, MonitorState):
+        raise UsageError("continuous-probe: the monitor was not started (monitor_start)")
+    return state
+
+
+def _start_segment(ctx: CheckContext, state: MonitorState) -> Segment | None:
+    check = state.check
+    current = state.waves.in_progress()
+    exclude = frozenset(n.name for n in ctx.nodes) | (current.nodes if current else frozenset())
+    pairs, touches = pick_pairs(ctx.cluster, check, exclude, salt=len(state.segments))
+    if not pairs:
+        logger.warning("continuous-probe: no pair to probe outside nodes {}", sorted(exclude))
+        return None
+    room = CONTINUOUS_MAX_PROBES / (len(pairs) * check.rate_hz) * 0.9
+    duration = max(1.0, min(check.max_duration - (time.time() - state.started_at), room))
+    prober = require_prober(ctx.target)
+    now = time.time()
+    run = prober.start_continuous(pairs, rate_hz=check.rate_hz, max_duration=duration)
+    seg = Segment(run, pairs, touches, picked_at=now, ends_at=now + duration, excluded=exclude, horizon=now)
+    state.segments.append(seg)
+    logger.info(
+        "continuous-probe: segment {} with {} pairs at {:g} Hz (leaving out nodes {})",
+        len(state.segments),
+        len(pairs),
+        check.rate_hz,
+        sorted(exclude) or "none",
+    )
+    ctx.emit({"type": "continuous.segment", "pairs": len(pairs), "excluded": sorted(exclude)})
+    return seg
+
+
+def _stop_segment(state: MonitorState, seg: Segment) -> None:
+    if not seg.stopped:
+        seg.stopped = True
+        seg.run.stop()
+    state.account(seg, math.inf)
+
+
+def _write(ctx: CheckContext, state: MonitorState, details: dict[str, Any]) -> Path:
+    name = (state.stage or "stage").replace("/", "_").replace(" ", "_")
+    path = ctx.artifacts() / f"{name}-continuous.json"
+    atomic_write_json(path, {**details, "started_at": state.started_at, "timeseries": state.timeseries()})
+    return path
+
+
+@register_check("continuous-probe")
+class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
+    def monitor_start(self, ctx: CheckContext, check: ContinuousProbeCheck) -> None:
+        now = time.time()
+        state = MonitorState(check, ctx.stage, WaveTracker(ctx.run_dir / "journal.jsonl", ctx.stage), now)
+        state.waves.update(frozenset(n.name for n in ctx.nodes), now)
+        ctx.store[STORE_KEY] = state
+        if _start_segment(ctx, state) is None:
+            raise UsageError("continuous-probe: no pair to probe (no ready pods outside the wave?)")
+
+    def run(self, ctx: CheckContext, check: ContinuousProbeCheck) -> CheckResult:
+        if STORE_KEY not in ctx.store:  # used as a plain verify check: a short burst
+            return self._burst(ctx, check)
+        state = _state(ctx)
+        now = time.time()
+        state.waves.update(frozenset(n.name for n in ctx.nodes), now)
+        settled = now - check.probe_timeout - SETTLE_S
+        seg = state.segments[-1] if state.segments else None
+        if seg is not None:
+            state.account(seg, settled)
+        renew = seg is None or state.waves.ended_since(seg.picked_at) or now >= seg.ends_at
+        if renew and now - state.started_at < check.max_duration:
+            if seg is not None:
+                _stop_segment(state, seg)
+            _start_segment(ctx, state)
+        breaches = state.breaches(final=False)
+        details = state.details(final=False)
+        details["passed"] = not breaches
+        if breaches:
+            details["breaches"] = breaches
+            details["timeseries_file"] = str(_write(ctx, state, details))
+            return CheckResult(False, _summary(details, breaches), details)
+        return CheckResult(True, _summary(details, []), details)
+
+    def monitor_stop(self, ctx: CheckContext, check: ContinuousProbeCheck) -> CheckResult | None:
+        state = _state(ctx)
+        errors = []
+        for seg in state.segments:
+            try:
+                _stop_segment(state, seg)
+            except Exception as exc:  # noqa: BLE001 - every segment must be stopped; reported below
+                errors.append(str(exc))
+        state.waves.update(frozenset(n.name for n in ctx.nodes), time.time())
+        breaches = state.breaches(final=True)
+        details = state.details(final=True)
+        details["breaches"] = breaches
+        details["errors"] = errors
+        details["passed"] = not breaches and not errors
+        details["timeseries_file"] = str(_write(ctx, state, details))
+        ctx.store.pop(STORE_KEY, None)
+        if errors:
+            return CheckResult(False, f"continuous probe failed: {errors[0]}", details)
+        return CheckResult(not breaches, _summary(details, breaches), details)
+
+    def _burst(self, ctx: CheckContext, check: ContinuousProbeCheck) -> CheckResult:
+        """Outside a monitor: probe for ``abort_after`` seconds (bounded) and judge the result."""
+        self.monitor_start(ctx, check)
+        try:
+            end = time.monotonic() + min(check.abort_after, max(0.5, ctx.remaining() - 5.0))
+            while time.monotonic() < end and not ctx.cancel.is_set():
+                ctx.cancel.wait(min(0.2, max(0.0, end - time.monotonic())))
+        finally:
+            result = self.monitor_stop(ctx, check)
+        assert result is not None
+        return result
+
+    def preview(self, ctx: CheckContext, check: ContinuousProbeCheck) -> list[PreviewLine]:
+        where = "pods not on the wave's nodes" if check.exclude_wave_nodes else "all pods"
+        np = f", plus outside -> NodePort of {check.nodeport}" if check.nodeport else ""
+        limits = f"max loss {check.max_loss * 100:g}%"
+        if check.max_outage is not None:
+            limits += f", max outage {check.max_outage * 1000:.0f} ms"
+        return [
+            f"continuous probe at {check.rate_hz:g} Hz, {check.scope.value} pairs between {where}{np};"
+            f" {limits}"
+        ]
+
+
+def _summary(details: dict[str, Any], breaches: list[str]) -> str:
+    head = (
+        f"{details['sent']} probes, {details['lost']} lost ({details['loss_pct']:.2f}%), "
+        f"longest outage {details['longest_outage_ms']:.0f} ms over {details['pairs_count']} pairs"
+    )
+    if details["excused"]:
+        head += f", {details['excused']} excused (wave nodes)"
+    if not breaches:
+        return head
+    shown = "\n".join(f"  {b}" for b in breaches[:10])
+    more = f"\n  ... {len(breaches) - 10} more" if len(breaches) > 10 else ""
+    return f"{head}; {len(breaches)} breaches:\n{shown}{more}"

@@ -1,0 +1,216 @@
+"""``report.md``: the run for a terminal or a pull-request comment (GitHub-flavoured Markdown)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from migrator.report.model import all_steps
+
+ICON = {
+    "succeeded": "✅",
+    "ok": "✅",
+    "failed": "❌",
+    "timeout": "⏱️",
+    "cancelled": "⊘",
+    "running": "…",
+    "failed-continued": "⚠️",
+    "stopped": "⛔",
+    None: "·",
+}
+VERDICT_ICON = {"ok": "✅", "warn": "⚠️", "bad": "🛑", "running": "⏳"}
+MAX_ROWS = 60
+
+
+def cell(value: Any) -> str:
+    """A value safe inside a Markdown table cell: one line, pipes and HTML escaped."""
+    text = "" if value is None else str(value)
+    text = text.replace("&", "&amp;").replace("<", "&lt;")  # no markup; ">" alone is harmless
+    text = text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+    return text.replace("`", "\\`")
+
+
+def dur(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    s = float(seconds)
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min"
+
+
+def _icon(outcome: Any) -> str:
+    return ICON.get(outcome, "·") if isinstance(outcome, str | None) else "·"
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    r = report
+    v = r["verdict"]
+    lines: list[str] = [
+        f"## {VERDICT_ICON.get(v['level'], '')} {cell(v['title'])}: run `{cell(r['run_id'])}`",
+        "",
+        f"{cell(v['text'])}",
+        "",
+    ]
+    if v.get("next"):
+        lines += ["**Next:**", "", "```sh", *v["next"], "```", ""]
+    lines += [
+        "| plan | target | status | exit | started | duration |",
+        "|---|---|---|---|---|---|",
+        f"| {cell(r['plan'])} | {cell(r['target'])} | {cell(r['status'])} | {cell(r['exit_code'])} |"
+        f" {cell(r['started'])} | {dur(r['duration_s'])} |",
+        "",
+    ]
+    if r.get("message"):
+        first = str(r["message"]).strip().splitlines()[0]
+        lines += [f"> {cell(first)}", ""]
+    if r["failures"]:
+        lines += ["### Failures", ""]
+        for f in r["failures"][:MAX_ROWS]:
+            msg = str(f["message"]).strip().splitlines() or [""]
+            also = f" (also: {cell(', '.join(f['also']))})" if f.get("also") else ""
+            lines.append(f"- **{cell(f['what'])}** `{cell(f['where'])}`{also}: {cell(msg[0])}")
+            lines += [f"  - {cell(m.strip())}" for m in msg[1:8]]
+        lines.append("")
+    lines += [
+        "### Stages",
+        "",
+        "| # | stage | outcome | duration | waves | steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for st in r["stages"]:
+        nsteps = len(st["steps"]) + sum(len(run["steps"]) for w in st["waves"] for run in w["node_runs"])
+        waves = " ".join(
+            f"{_icon(w['outcome'])}{w['index'] + 1}:{cell(','.join(w['nodes']))}" for w in st["waves"]
+        )
+        lines.append(
+            f"| {'' if st['index'] is None else st['index'] + 1} | {cell(st['name'])} |"
+            f" {_icon(st['outcome'])} {cell(st['outcome'] or 'not run')} | {dur(st['duration_s'])} |"
+            f" {waves or '-'} | {nsteps} |"
+        )
+    lines.append("")
+    steps = all_steps(r)
+    if steps:
+        lines += [
+            "<details><summary>Steps</summary>",
+            "",
+            "| step | node | action | outcome | attempts | duration | undo |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for s in steps[:200]:
+            undo = s.get("undo") or {}
+            undo_text = "skipped" if undo.get("skipped") else undo.get("outcome") or ""
+            lines.append(
+                f"| {cell(s['stage'])}/{cell(s['step'])} | {cell(s['node'] or '')} | {cell(s['action'])} |"
+                f" {_icon(s['outcome'])} {cell(s['outcome'])} | {s['attempts']} | {dur(s['duration_s'])} |"
+                f" {cell(undo_text)} |"
+            )
+        lines += ["", "</details>", ""]
+    if r["checks"]:
+        lines += [
+            "### Checks",
+            "",
+            "| check | type | phase | stage | result | summary |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in r["checks"][: MAX_ROWS * 2]:
+            ok = "✅" if c["ok"] else "❌" if c["ok"] is False else "…"
+            first = (str(c["summary"] or "").splitlines() or [""])[0]
+            lines.append(
+                f"| {cell(c['name'])} | {cell(c['type'])} | {cell(c['phase'])} | {cell(c['stage'] or '')} |"
+                f" {ok} | {cell(first)} |"
+            )
+        lines.append("")
+    detail = [line for c in r["checks"] for line in _connectivity(c) + _continuous(c)]
+    if detail:
+        lines += ["### Verifications and monitors", "", *detail, ""]
+    rb = r.get("rollback")
+    if rb:
+        lines += [
+            "### Rollback",
+            "",
+            f"{_icon(rb['outcome'])} {cell(rb['outcome'])}: {rb['undone']} steps undone"
+            f" in {dur(rb['duration_s'])} (reason: {cell(rb['reason'])})",
+            "",
+        ]
+        bad = [u for u in rb["steps"] if u["outcome"] != "succeeded"]
+        for u in bad:
+            lines.append(f"- ❌ undo `{cell(u['key'])}`: {cell(u['error'])}")
+        if bad:
+            lines.append("")
+    if r["warnings"]:
+        lines += ["### Warnings", "", *[f"- {cell(w)}" for w in r["warnings"][:MAX_ROWS]], ""]
+    if r["journal"].get("torn"):
+        lines += [f"> journal: {cell(r['journal']['torn'])}", ""]
+    lines.append(f"<sub>migrator report {cell(r['schema'])} · generated {cell(r['generated'])}</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def _label(c: Mapping[str, Any]) -> str:
+    where = f" · stage {c['stage']}" if c.get("stage") else ""
+    nodes = f" · nodes {', '.join(c['nodes'])}" if c.get("nodes") else ""
+    return f"{'✅' if c['ok'] else '❌'} {cell(c['name'])} ({cell(c['phase'])}{cell(where)}{cell(nodes)})"
+
+
+def _title(c: Mapping[str, Any]) -> str:
+    return f"#### {_label(c)}"
+
+
+def _connectivity(c: Mapping[str, Any]) -> list[str]:
+    v = c.get("connectivity")
+    if not v:
+        return []
+    if v.get("passed") and not v["failing"]:
+        return [f"- {_label(c)}: {v['ok']}/{v['total']} probes ok"]
+    lines = ["", _title(c), "", f"{v['ok']}/{v['total']} probes ok", ""]
+    if v["kinds"]:
+        lines += ["| kind | ok | failed | never worked | pass % | threshold % |", "|---|---|---|---|---|---|"]
+        for k in v["kinds"]:
+            lines.append(
+                f"| {cell(k.get('kind'))} | {k.get('ok')} | {k.get('failed')} | {k.get('never_worked')} |"
+                f" {k.get('pass_pct')} | {k.get('threshold_pct')} |"
+            )
+        lines.append("")
+    if v["failing"]:
+        lines += [f"Failing pairs ({v['failing_total']}):", ""]
+        for f in v["failing"][:30]:
+            lines.append(
+                f"- `{cell(f['source'])}` → `{cell(f['dest'])}` ({cell(f['kind'])}, {cell(f['status'])}):"
+                f" {cell(f['error'])}"
+            )
+        if v["failing_total"] > 30:
+            lines.append(f"- … {v['failing_total'] - 30} more (see report.json)")
+        lines.append("")
+    return lines
+
+
+def _continuous(c: Mapping[str, Any]) -> list[str]:
+    v = c.get("continuous")
+    if not v:
+        return []
+    figures = (
+        f"{v['total_sent']} probes at {v.get('rate_hz') or '?'} Hz over {v['pairs_count']} pairs:"
+        f" loss {v['total_loss_pct']:.2f}%, longest outage {v['longest_outage_ms']:.0f} ms"
+        + (f", {v['excused']} excused (wave nodes)" if v.get("excused") else "")
+    )
+    if v.get("passed") and not v.get("lost"):
+        return [f"- {_label(c)}: {figures}"]
+    lines = ["", _title(c), "", figures, ""]
+    worst = [p for p in v["pairs"] if float(p.get("loss_pct") or 0) > 0][:15]
+    if worst:
+        lines += ["| source | destination | kind | loss % | longest outage ms |", "|---|---|---|---|---|"]
+        for p in worst:
+            lines.append(
+                f"| {cell(p.get('source'))} | {cell(p.get('dest'))} | {cell(p.get('kind'))} |"
+                f" {p.get('loss_pct')} | {p.get('longest_outage_ms')} |"
+            )
+        lines.append("")
+    for b in v["breaches"][:5]:
+        lines.append(f"- ❌ {cell(b)}")
+    if len(v["breaches"]) > 5:
+        lines.append(f"- … {len(v['breaches']) - 5} more breaches (see report.json)")
+    if v["breaches"]:
+        lines.append("")
+    return lines

@@ -1,0 +1,387 @@
+"""Faults on a real 4-node lab (flannel, bookinfo, one echo pod per node), torn down at the end.
+
+Every assertion reads the real node state (``iptables-save``, ``tc qdisc show``, the records under
+``/run/migrator/faults``) or real probes between pods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrator.cli.faults import clear_faults, list_records
+from migrator.engine.lock import TargetLock, read_lock
+from migrator.faults import nodes as fnodes
+from migrator.faults.spec import ClusterView, FaultKind, build
+from migrator.lab.lab import Lab
+from migrator.plan.models import FaultLossArgs
+from migrator.ports import Pod, ProbeKind, ProbeProtocol, ProbeTarget, Target
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "migrator.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrator.cli.main", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
+def write_plan(path: Path, name: str, steps: list[dict[str, Any]]) -> Path:
+    plan = {
+        "apiVersion": "migrator/v1",
+        "kind": "Plan",
+        "metadata": {"name": name},
+        "spec": {"stages": [{"name": "fault", "steps": steps}]},
+    }
+    path.write_text(json.dumps(plan))  # JSON is YAML
+    return path
+
+
+def node_fault_state(lab: Lab, node: str) -> list[str]:
+    """Every fault object on the node: iptables lines of migrator faults (filter, raw), non-default qdiscs."""
+    left: list[str] = []
+    for table in ("filter", "raw"):
+        out = lab.exec(node, ["iptables-save", "-t", table], timeout=20).stdout
+        left += [
+            f"{table}: {line}" for line in out.splitlines() if "migrator-fault" in line or "MGR-F-" in line
+        ]
+    out = lab.exec(node, ["tc", "qdisc", "show"], timeout=20).stdout
+    left += [f"tc: {line}" for line in out.splitlines() if any(k in line for k in ("tbf", "netem", "htb"))]
+    return left
+
+
+def records_on(lab: Lab, node: str) -> list[dict[str, Any]]:
+    out = lab.exec(
+        node, ["sh", "-c", "cat /run/migrator/faults/*.json 2>/dev/null || true"], timeout=20
+    ).stdout
+    decoder = json.JSONDecoder()
+    recs, pos = [], 0
+    out = out.strip()
+    while pos < len(out):
+        rec, end = decoder.raw_decode(out, pos)
+        recs.append(rec)
+        pos = end
+        while pos < len(out) and out[pos].isspace():
+            pos += 1
+    return recs
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.25) -> bool:
+    end = time.monotonic() + timeout
+    while True:  # at least one look, whatever the timeout
+        if predicate():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(interval)
+
+
+def echo_pods(target: Target) -> dict[str, Pod]:
+    pods = [
+        p for p in target.cluster.list_pods(namespace="default") if (p.owner or "").endswith("echo") and p.ip
+    ]
+    return {p.node: p for p in pods}
+
+
+def tcp(src: Pod, dst: Pod, timeout: float = 0.8) -> ProbeTarget:
+    return ProbeTarget(
+        source=src.key,
+        dest=dst.key,
+        kind=ProbeKind.POD_CROSS_NODE,
+        host=str(dst.ip),
+        port=9080,
+        protocol=ProbeProtocol.TCP,
+        timeout=timeout,
+    )
+
+
+def timer_alive(lab: Lab, node: str, rec: dict[str, Any]) -> bool:
+    pid = rec.get("timer_pid")
+    res = lab.exec(node, ["sh", "-c", f"cat /proc/{pid}/cmdline 2>/dev/null | tr '\\0' ' '"], timeout=10)
+    return f"migrator-fault-timer-{rec['id']}" in res.stdout
+
+
+# --------------------------------------------------------------------------------------------- tests
+
+
+def test_loss_30_percent_measured_by_continuous_probes(
+    lab_target: Target, fault_lab: Lab, tmp_path: Path
+) -> None:
+    assert lab_target.prober is not None
+    pods = echo_pods(lab_target)
+    dst = pods["node2"]
+    targets = [tcp(pods[n], dst) for n in ("node1", "node3", "node4")]
+
+    base = lab_target.prober.start_continuous(targets, rate_hz=5, max_duration=3)
+    time.sleep(3.5)
+    before = base.stop()
+    assert before and sum(not r.ok for r in before) / len(before) < 0.05, "loss before the fault"
+
+    plan = write_plan(
+        tmp_path / "loss.yaml",
+        "loss-measure",
+        [
+            {
+                "action": "fault.loss",
+                "args": {
+                    "targets": {"names": ["node2"]},
+                    "percent": "30%",
+                    "duration": "120s",
+                    "wait": False,
+                },
+            }
+        ],
+    )
+    res = cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        assert any("statistic" in line for line in node_fault_state(fault_lab, "node2"))
+        run = lab_target.prober.start_continuous(targets, rate_hz=8, max_duration=25)
+        time.sleep(26)
+        results = run.stop()
+    finally:
+        clear_faults(lab_target, ["node2"])
+    assert len(results) >= 500
+    loss = sum(not r.ok for r in results) / len(results)
+    print(f"measured loss {loss:.3f} over {len(results)} probes")
+    assert 0.23 <= loss <= 0.37, f"loss {loss:.3f} over {len(results)} probes"
+    assert node_fault_state(fault_lab, "node2") == []
+
+
+def test_partition_fails_exactly_the_cross_partition_pairs(
+    lab_target: Target, fault_lab: Lab, tmp_path: Path
+) -> None:
+    assert lab_target.prober is not None
+    pods = echo_pods(lab_target)
+    pairs = [(a, b) for a in sorted(pods) for b in sorted(pods) if a != b]
+    targets = [tcp(pods[a], pods[b], timeout=1.0) for a, b in pairs]
+    assert all(r.ok for r in lab_target.prober.probe(targets)), "pairs failing before the fault"
+
+    plan = write_plan(
+        tmp_path / "partition.yaml",
+        "partition",
+        [
+            {
+                "action": "fault.partition",
+                "timeout": "120s",
+                "args": {"targets": {"names": ["node2"]}, "peers": {"names": ["node3"]}, "duration": "25s"},
+            }
+        ],
+    )
+    proc = start_cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
+    try:
+        assert wait_for(lambda: node_fault_state(fault_lab, "node2") != [], 60), "fault never in effect"
+        during = lab_target.prober.probe(targets)
+        failed = {(r.source, r.dest) for r in during if not r.ok}
+        expected = {(pods["node2"].key, pods["node3"].key), (pods["node3"].key, pods["node2"].key)}
+        assert failed == expected
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert node_fault_state(fault_lab, "node2") == []
+    after = lab_target.prober.probe(targets)
+    assert [r for r in after if not r.ok] == []
+
+
+def test_kill_9_during_a_20s_fault_heals_within_ttl_plus_2s(
+    lab_target: Target, fault_lab: Lab, tmp_path: Path
+) -> None:
+    plan = write_plan(
+        tmp_path / "kill.yaml",
+        "kill-nine",
+        [
+            {
+                "action": "fault.bandwidth",
+                "timeout": "120s",
+                "args": {
+                    "targets": {"names": ["node3"]},
+                    "rate": "1mbit",
+                    "duration": "20s",
+                    "grace": "2s",
+                    "wait": False,
+                },
+            },
+            {
+                "action": "fault.loss",
+                "timeout": "120s",
+                "args": {"targets": {"names": ["node2"]}, "percent": "10%", "duration": "20s", "grace": "2s"},
+            },
+        ],
+    )
+    proc = start_cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
+    try:
+        # fully in effect: the jump from OUTPUT (the last install command) and the record with its timer
+        def installed() -> bool:
+            jump = any("-A OUTPUT" in line for line in node_fault_state(fault_lab, "node2"))
+            return jump and any(r.get("timer_pid") for r in records_on(fault_lab, "node2"))
+
+        assert wait_for(installed, 90), "loss fault never in effect"
+        time.sleep(2.0)  # the step is now holding the fault (ctx.sleep)
+        assert any("tbf" in line for line in node_fault_state(fault_lab, "node3"))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # migrator and its ansible children: kill -9
+        proc.communicate(timeout=30)
+        # the killed run leaves its target lock behind (stale: its pid is gone); take it over
+        info = read_lock(f"lab:{fault_lab.name}")
+        if info is not None and info.stale:
+            lock = TargetLock(f"lab:{fault_lab.name}", "faults-test-cleanup")
+            lock.acquire(force_unlock=info.run_id)
+            lock.release()
+    recs = {n: records_on(fault_lab, n) for n in ("node2", "node3")}
+    assert all(len(r) == 1 for r in recs.values()), recs
+    assert [r["ttl"] for r in recs["node2"]] == [22]  # the 20 s fault migrator was killed in
+    deadlines = {node: float(rec["expires_at"]) + 2.0 for node, (rec,) in recs.items()}
+    healed: dict[str, float] = {}
+    while len(healed) < len(deadlines) and time.time() < max(deadlines.values()) + 10:
+        for node in deadlines:
+            if node not in healed and node_fault_state(fault_lab, node) == []:
+                healed[node] = time.time()
+        time.sleep(0.2)
+    for node, deadline in deadlines.items():
+        assert node in healed, f"{node}: the fault is still there 10 s after TTL + 2 s"
+        assert healed[node] <= deadline, f"{node}: healed {healed[node] - deadline:.1f}s after TTL + 2 s"
+        assert records_on(fault_lab, node) == []
+
+
+def test_faults_list_and_clear(lab_target: Target, fault_lab: Lab, tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path / "clear.yaml",
+        "clear",
+        [
+            {
+                "action": "fault.loss",
+                "args": {
+                    "targets": {"names": ["node4"]},
+                    "percent": "20%",
+                    "duration": "300s",
+                    "wait": False,
+                },
+            }
+        ],
+    )
+    res = cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    listed = cli("faults", "list", "-t", f"lab:{fault_lab.name}", "--json")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [r["kind"] for r in data["node4"]] == ["loss"] and data["node2"] == []
+    (rec,) = data["node4"]
+    assert rec["timer_alive"] and rec["meta"]["mechanism"] == "iptables"
+    assert timer_alive(fault_lab, "node4", rec)
+
+    cleared = cli("faults", "clear", "-t", f"lab:{fault_lab.name}")
+    assert cleared.returncode == 0, cleared.stdout + cleared.stderr
+    assert f"node4: {rec['id']}" in cleared.stdout
+    assert node_fault_state(fault_lab, "node4") == []
+    assert records_on(fault_lab, "node4") == []
+    assert not timer_alive(fault_lab, "node4", rec)
+    assert list_records(lab_target) == {n: [] for n in ("node1", "node2", "node3", "node4")}
+
+
+def test_explicit_and_expiry_revert_racing_leave_a_clean_node(
+    lab_target: Target, fault_lab: Lab, tmp_path: Path
+) -> None:
+    nodes = lab_target.cluster.list_nodes()
+    facts = fnodes.gather_facts(lab_target.executor, nodes, data_dir=tmp_path / "facts")
+    view = ClusterView(nodes)
+    args = FaultLossArgs(percent="5%", duration=1)  # type: ignore[arg-type]
+    ttls = {"node1": 9, "node2": 11, "node3": 13, "node4": 15}  # spread around the revert's arrival
+    specs = {}
+    for node in nodes:
+        plan = build(FaultKind.LOSS, f"race{node.name[-1]}0000000", args, facts[node.name], view)
+        specs[node.name] = plan.spec(ttls[node.name])
+    fnodes.collect(
+        lab_target.executor,
+        "fault-inject.yml",
+        list(specs),
+        data_dir=tmp_path / "inject",
+        extra_vars={"fault_specs": specs},
+    )
+    created = {n: records_on(fault_lab, n)[0] for n in specs}
+    assert all(node_fault_state(fault_lab, n) for n in specs)
+
+    # on node3 also race two runs of the revert script itself (the timer's path) with the explicit revert
+    script = f"/run/migrator/faults/{specs['node3']['id']}.revert.sh"
+    errors: list[str] = []
+
+    def run_script() -> None:
+        res = fault_lab.exec("node3", ["sh", "-c", f"[ ! -f {script} ] || sh {script}"], timeout=90)
+        if res.rc != 0:
+            errors.append(res.stderr)
+
+    start = min(float(r["created_at"]) for r in created.values()) + 8.0  # reaches the nodes 1-5 s later
+    time.sleep(max(0.0, start - time.time()))
+    threads = [threading.Thread(target=run_script) for _ in range(2)]
+    for t in threads:
+        t.start()
+    outcomes = fnodes.revert(
+        lab_target.executor, list(specs), ids=[s["id"] for s in specs.values()], data_dir=tmp_path / "revert"
+    )
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert outcomes["node4"].reverted == [specs["node4"]["id"]]  # explicit before its expiry
+    assert {n: o.drift for n, o in outcomes.items()} == {n: [] for n in specs}
+    time.sleep(max(0.0, max(float(r["expires_at"]) for r in created.values()) + 1.0 - time.time()))
+    for node, rec in created.items():
+        assert node_fault_state(fault_lab, node) == [], node
+        assert records_on(fault_lab, node) == [], node
+        assert not timer_alive(fault_lab, node, rec)
+        left = fault_lab.exec(node, ["sh", "-c", "ls /run/migrator/faults"], timeout=10).stdout.split()
+        assert left == [], left
+
+
+def test_delay_fails_up_front_without_netem_in_apply_and_dry_run(fault_lab: Lab, tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path / "delay.yaml",
+        "delay",
+        [
+            {
+                "action": "fault.delay",
+                "args": {"targets": {"names": ["node3"]}, "delay": "100ms", "duration": "10s"},
+            }
+        ],
+    )
+    message = "kernel feature 'netem' is not available on node node3"
+    dry = cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--dry-run")
+    assert dry.returncode != 0 and message in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+    applied = cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
+    assert applied.returncode != 0 and message in applied.stdout + applied.stderr
+    assert node_fault_state(fault_lab, "node3") == []
+    assert records_on(fault_lab, "node3") == []

@@ -1,0 +1,132 @@
+"""The real ``plans/flannel-to-calico.yaml`` dry run through the ENGINE on the kube target (fake API
+server, real client): correct waves, server-side dry-run results, nothing changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from migrator.adapters.kube import KubeCluster, open_kube_target
+from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, seed_flannel_cluster
+from migrator.engine import dry_run
+from migrator.engine.planio import load_plan_file
+from migrator.ports import CniAgent, CniOps, CniSource
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CALICO_MANIFEST = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: felixconfigurations.crd.projectcalico.org}
+spec:
+  group: crd.projectcalico.org
+  scope: Cluster
+  names:
+    kind: FelixConfiguration
+    plural: felixconfigurations
+    singular: felixconfiguration
+    listKind: FelixConfigurationList
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: calico-node, namespace: kube-system}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: calico-node, namespace: kube-system, labels: {k8s-app: calico-node}}
+spec:
+  selector: {matchLabels: {k8s-app: calico-node}}
+  template:
+    metadata: {labels: {k8s-app: calico-node}}
+    spec:
+      hostNetwork: true
+      containers: [{name: calico-node, image: "docker.io/calico/node:v3.27.0"}]
+"""
+
+
+@pytest.fixture
+def server() -> FakeApiServer:
+    api = FakeKubeApi()
+    seed_flannel_cluster(api, workers=4, control_planes=1)
+    return FakeApiServer(api)
+
+
+def test_flannel_to_calico_dry_run_on_the_kube_target(
+    server: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MIGRATOR_INVENTORY", raising=False)
+    manifest = tmp_path / "calico.yaml"
+    manifest.write_text(CALICO_MANIFEST)
+    with server:
+        target = open_kube_target(None, kubeconfig=str(server.write_kubeconfig(tmp_path / "kc")))
+        assert isinstance(target.cluster, CniOps)
+        before = server.api.last_rv
+        server.api.requests.clear()
+        source = load_plan_file(
+            ROOT / "plans" / "flannel-to-calico.yaml",
+            {"calico_manifest": str(manifest), "max_unavailable": "2"},
+        )
+        report = dry_run(source, target, target_spec="kube")
+        writes = [(m, p, q) for m, p, q in server.api.requests if m != "GET"]
+        assert server.api.last_rv == before, "a dry run stores nothing"
+        assert all(q.get("dryRun") == "All" for _, _, q in writes), writes
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert stages["detect-source"]["steps"][0]["preview"][0]["detect"] == "flannel"
+    assert stages["detect-source"]["steps"][0]["preview"][0]["blockers"] == []
+    install = [line for line in stages["install-calico"]["steps"][0]["preview"] if isinstance(line, str)]
+    text = "\n".join(install)
+    assert (
+        "kube-flannel-ds nodeSelector {} -> {'projectcalico.org/node-network-during-migration': 'flannel'}"
+        in text
+    )
+    assert "DaemonSet kube-system/calico-node created (server dry run)" in text
+    assert "ServiceAccount kube-system/calico-node created (server dry run)" in text
+    assert "IPPool migrator-flannel-compatible created (server dry run)" in text
+    assert "FelixConfiguration default created (server dry run) (not validated" in text
+    waves = [[n["node"] for n in w["nodes"]] for w in stages["migrate-nodes"]["waves"]]
+    assert waves == [["node-00001", "node-00002"], ["node-00003", "node-00004"], ["cp-01"]]
+    first = stages["migrate-nodes"]["waves"][0]["nodes"][0]["steps"]
+    drain = next(s for s in first if s["step"] == "drain")["preview"][0]
+    assert drain["evicts"] == ["shop/web-00001-0"]
+    switch = json.dumps(next(s for s in first if s["step"] == "switch-to-calico")["preview"])
+    assert "no node executor" in switch, "without an inventory the check-mode preview says why it is missing"
+    finalize = "\n".join(str(x) for x in stages["finalize"]["steps"][0]["preview"])
+    assert "DaemonSet kube-flannel/kube-flannel-ds deleted (server dry run)" in finalize
+
+
+def test_cni_ops_on_the_fake_cluster(server: FakeApiServer, tmp_path: Path) -> None:
+    manifest = tmp_path / "calico.yaml"
+    manifest.write_text(CALICO_MANIFEST)
+    with server:
+        cluster = KubeCluster(kubeconfig=str(server.write_kubeconfig(tmp_path / "kc")), watch_chunk=1.0)
+        info = cluster.detect_cni()
+        assert info.source is CniSource.FLANNEL and info.network == "10.244.0.0/16"
+        assert info.nodes["node-00001"].pod_cidr and info.nodes["node-00001"].vtep_mac
+        assert info.agents == {"flannel": {}}
+        label = {"projectcalico.org/node-network-during-migration": "calico"}
+        cluster.apply_cni_agent(CniAgent.CALICO, node_selector=label, config={"manifest": str(manifest)})
+        ds = server.api.get("DaemonSet", "calico-node", "kube-system")
+        assert ds is not None and ds["spec"]["template"]["spec"]["nodeSelector"] == label
+        pool = server.api.get("IPPool", "migrator-flannel-compatible")
+        assert pool is not None and pool["spec"]["blockSize"] == 24 and pool["spec"]["vxlanMode"] == "Always"
+        assert cluster.detect_cni().agents["calico-node"] == label
+        ready, why = cluster.cni_agent_ready(CniAgent.CALICO, "node-00001")
+        assert not ready and "no calico-node pod" in why
+        cluster.label_node("node-00001", label)
+        cluster.wait_daemonset_pod_ready("kube-system", "calico-node", "node-00001", timeout=10)
+        assert cluster.cni_agent_ready(CniAgent.CALICO, "node-00001")[0]
+        cluster.apply_cni_agent(CniAgent.CALICO, node_selector=None)
+        ds = server.api.get("DaemonSet", "calico-node", "kube-system")
+        assert ds is not None and not ds["spec"]["template"]["spec"].get("nodeSelector")
+        assert cluster.delete_cni_agent(CniAgent.FLANNEL) == [
+            "DaemonSet kube-flannel/kube-flannel-ds deleted"
+        ]
+        assert cluster.delete_cni_agent(CniAgent.FLANNEL) == ["flannel DaemonSet already absent"]
+        cluster.close()

@@ -1,0 +1,280 @@
+"""KubeProber against the fake API server: the objects it deploys, rounds through ConfigMaps, results
+from pod logs, continuous probes, cleanup.
+
+The fake API server runs no containers, so the test plays the kubelet: for every probe pod the
+DaemonSet gets, it writes the ``migrator-probe-agent`` ConfigMap's files (the code the prober shipped)
+to a folder and starts ``python runner.py`` from there, as the pod would, with the API URL and token
+in its environment; each line the process prints is appended to that pod's log in the fake server.
+Probes go to 127.0.0.1 only (a local HTTP server and a closed port).
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrator.adapters.kube import KubeCluster, open_kube_target
+from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes, make_pod
+from migrator.adapters.kube_prober import AGENT_CONFIGMAP, NAME, NAMESPACE, KubeProber
+from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget
+from migrator.probe.k8s import runner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def web() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Kubelet:
+    """Starts the shipped runner for each probe pod; its stdout becomes the pod's log."""
+
+    def __init__(self, server: FakeApiServer, workdir: Path) -> None:
+        self.server = server
+        self.workdir = workdir
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + 120
+        while not self.stop.wait(0.05) and time.monotonic() < deadline:
+            cm = self.server.api.get("ConfigMap", AGENT_CONFIGMAP, NAMESPACE)
+            for pod in self.server.api.find("Pod", NAMESPACE):
+                name = pod["metadata"]["name"]
+                if cm is None or name in self.procs:
+                    continue
+                code = self.workdir / name
+                code.mkdir()
+                for fname, text in cm["data"].items():
+                    (code / fname).write_text(text)
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-u",
+                        str(code / "runner.py"),
+                        "--poll=0.1",
+                        "--port=0",
+                        "--max-lifetime=90",
+                    ],
+                    cwd=code,
+                    env={
+                        "PATH": os.environ.get("PATH", ""),
+                        "NODE_NAME": pod["spec"]["nodeName"],
+                        "POD_NAMESPACE": NAMESPACE,
+                        "MIGRATOR_PROBE_API": self.server.url,
+                        "MIGRATOR_PROBE_TOKEN": "test-token",
+                    },
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                self.procs[name] = proc
+                threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
+
+    def _pump(self, pod: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.server.api.append_log(NAMESPACE, pod, line)
+
+    def __enter__(self) -> Kubelet:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        for proc in self.procs.values():
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeApiServer]:
+    api = FakeKubeApi()
+    api.token = "test-token"
+    add_nodes(api, workers=2, control_planes=1)
+    api.add(make_pod("app-1", "default", node="w1", ip="10.244.0.5", ports=(8080,)))
+    api.add(make_pod("app-2", "default", node="w2", ip="10.244.1.5", ports=(8080,)))
+    with FakeApiServer(api) as srv:
+        yield srv
+
+
+@pytest.fixture
+def cluster(server: FakeApiServer, tmp_path: Path) -> Iterator[KubeCluster]:
+    config = server.write_kubeconfig(tmp_path / "kubeconfig", context="fake", token="test-token")
+    made = KubeCluster(kubeconfig=str(config), context="fake", watch_chunk=1.0)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def kubelet(server: FakeApiServer, tmp_path: Path) -> Iterator[Kubelet]:
+    with Kubelet(server, tmp_path) as k:
+        yield k
+
+
+def _targets(web: int, closed: int) -> list[ProbeTarget]:
+    http_ = ProbeProtocol.HTTP
+    return [
+        ProbeTarget("default/app-1", "default/app-2", ProbeKind.POD_CROSS_NODE, "127.0.0.1", web, http_),
+        ProbeTarget("w2", "default/app-2", ProbeKind.NODE_TO_POD, "127.0.0.1", closed, ProbeProtocol.TCP),
+        ProbeTarget("outside", "nodeport@w1", ProbeKind.NODEPORT, "127.0.0.1", web, http_),
+        ProbeTarget("default/app-2", "default/app-1", ProbeKind.POD_CROSS_NODE, "127.0.0.1", web, http_),
+        ProbeTarget(
+            "cp1", "x", ProbeKind.NODE_TO_POD, "127.0.0.1", web, ProbeProtocol.TCP, expect_status=None
+        ),
+    ]
+
+
+def _left_in_namespace(server: FakeApiServer) -> list[str]:
+    return [
+        f"{r.kind}/{name}"
+        for r in server.api.resources
+        for (ns, name) in server.api.objects[r.key]
+        if ns == NAMESPACE or (r.kind == "Namespace" and name == NAMESPACE)
+    ]
+
+
+def test_deploy_objects_have_the_right_spec(cluster: KubeCluster, server: FakeApiServer) -> None:
+    prober = KubeProber(cluster, image="registry.example/python:3.12-slim", poll=0.2)
+    prober.deploy()
+    api = server.api
+    assert api.get("Namespace", NAMESPACE) is not None
+    assert api.get("ServiceAccount", NAME, NAMESPACE) is not None
+    role = api.get("Role", NAME, NAMESPACE)
+    assert role is not None
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = api.get("RoleBinding", NAME, NAMESPACE)
+    assert binding is not None and binding["subjects"][0]["name"] == NAME
+    cm = api.get("ConfigMap", AGENT_CONFIGMAP, NAMESPACE)
+    assert cm is not None
+    assert cm["data"]["agent.py"] == (ROOT / "migrator/probe/agent.py").read_text(), "the SAME agent code"
+    assert cm["data"]["runner.py"] == (ROOT / "migrator/probe/k8s/runner.py").read_text()
+    ds = api.get("DaemonSet", NAME, NAMESPACE)
+    assert ds is not None
+    pod_spec = ds["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    assert container["image"] == "registry.example/python:3.12-slim"
+    assert container["command"] == ["python", "-u", "/opt/migrator-probe/runner.py"]
+    assert "--poll=0.2" in container["args"]
+    assert {e["name"] for e in container["env"]} == {"NODE_NAME", "POD_NAMESPACE"}
+    assert pod_spec["tolerations"] == [{"operator": "Exists"}]
+    assert pod_spec["serviceAccountName"] == NAME
+    assert pod_spec["volumes"][0]["configMap"]["name"] == AGENT_CONFIGMAP
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    svc = api.get("Service", NAME, NAMESPACE)
+    assert svc is not None and svc["spec"]["selector"] == ds["spec"]["selector"]["matchLabels"]
+    assert sorted(prober.probe_pods()) == ["cp1", "w1", "w2"], "one Ready probe pod per node"
+    prober.cleanup()
+    assert _left_in_namespace(server) == []
+
+
+def test_probe_round_results_come_from_pod_logs(
+    cluster: KubeCluster, server: FakeApiServer, kubelet: Kubelet, web: int, closed_port: int
+) -> None:
+    prober = KubeProber(cluster, poll=0.1, round_margin=20)
+    targets = _targets(web, closed_port)
+    results = prober.probe(targets)
+    assert [(r.source, r.dest) for r in results] == [(t.source, t.dest) for t in targets]
+    ok = {r.source: r for r in results}
+    assert ok["default/app-1"].ok and ok["default/app-1"].latency_ms is not None
+    assert ok["default/app-2"].ok and ok["cp1"].ok
+    assert not ok["w2"].ok and (ok["w2"].error or "").startswith("refused")
+    assert not ok["outside"].ok and (ok["outside"].error or "").startswith("unsupported")
+    # each source ran on the probe pod of its node: its log holds the round
+    pods = prober.probe_pods()
+    for node, source in (("w1", "default/app-1"), ("w2", "w2"), ("cp1", "cp1")):
+        log = server.api.pod_logs[(NAMESPACE, pods[node].name)]
+        assert any(line.startswith(runner.RESULT_PREFIX + " ") and source in line for line in log)
+        assert any(line.startswith(runner.END_PREFIX + " ") for line in log)
+        assert not [line for line in log if "cannot list or watch" in line], log
+    rounds = [
+        cm for cm in server.api.find("ConfigMap", NAMESPACE) if cm["metadata"]["name"] != AGENT_CONFIGMAP
+    ]
+    assert rounds == [], "a round's ConfigMaps are deleted once read"
+    polls = [
+        p
+        for m, p, q in server.api.requests
+        if m == "GET" and p.endswith("/configmaps") and not q.get("watch")
+    ]
+    assert len(polls) < 30, "runners watch their rounds, they do not poll once a second"
+    again = prober.probe(targets[:1])
+    assert again[0].ok, "a second round on the same pods"
+    prober.cleanup()
+    assert _left_in_namespace(server) == []
+
+
+def test_continuous_probe_streams_and_stops(
+    cluster: KubeCluster, server: FakeApiServer, kubelet: Kubelet, web: int, closed_port: int
+) -> None:
+    prober = KubeProber(cluster, poll=0.1, round_margin=20)
+    targets = [t for t in _targets(web, closed_port) if t.source in ("default/app-1", "w2")]
+    run = prober.start_continuous(targets, rate_hz=10, max_duration=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(run.snapshot()) < 4:
+        time.sleep(0.2)
+    assert len(run.snapshot()) >= 4, "results stream in while the probe runs"
+    results = run.stop()
+    by_source = {t.source: [r for r in results if r.source == t.source] for t in targets}
+    assert by_source["default/app-1"] and all(r.ok for r in by_source["default/app-1"])
+    assert by_source["w2"] and not any(r.ok for r in by_source["w2"])
+    duration = max(r.ts for r in results) - min(r.ts for r in results)
+    assert duration < 15, "deleting the round's ConfigMaps stopped the runners long before 30 s"
+    rounds = [
+        cm for cm in server.api.find("ConfigMap", NAMESPACE) if cm["metadata"]["name"] != AGENT_CONFIGMAP
+    ]
+    assert rounds == []
+    prober.cleanup()
+    assert _left_in_namespace(server) == []
+
+
+def test_run_lock_release_cleans_up_the_probe(
+    server: FakeApiServer, kubelet: Kubelet, tmp_path: Path, web: int, closed_port: int
+) -> None:
+    config = server.write_kubeconfig(tmp_path / "kc", context="fake", token="test-token")
+    target = open_kube_target("fake", kubeconfig=str(config))
+    lock = target.extras["lock_factory"]("probe-run")
+    lock.acquire()
+    assert target.prober is not None
+    assert target.prober.probe(_targets(web, closed_port)[:1])[0].ok
+    assert server.api.get("DaemonSet", NAME, NAMESPACE) is not None
+    lock.release()  # the end of a run (or of its rollback)
+    assert _left_in_namespace(server) == []
+    assert server.api.get("Lease", "migrator-run-lock", "kube-system") is None

@@ -1,0 +1,37 @@
+"""CniInfo.migration_blockers: what the cni.preflight step refuses (pure, no lab)."""
+
+from __future__ import annotations
+
+from migrator.ports import CalicoPoolInfo, CniInfo, CniSource
+
+
+def flannel(**kw: object) -> CniInfo:
+    base: dict[str, object] = {"source": CniSource.FLANNEL, "network": "10.244.0.0/16"}
+    base.update(kw)
+    return CniInfo(**base)  # type: ignore[arg-type]
+
+
+def test_vxlan_flannel_is_migratable() -> None:
+    assert flannel().migration_blockers() == []
+
+
+def test_non_vxlan_backend_and_direct_routing_are_refused() -> None:
+    problems = flannel(backend="host-gw", direct_routing=True).migration_blockers()
+    assert any("host-gw" in p for p in problems)
+    assert any("DirectRouting" in p for p in problems)
+
+
+def test_conflicting_calico_pool_is_refused_but_a_matching_one_is_not() -> None:
+    bad = CalicoPoolInfo(name="default-ipv4-ippool", cidr="10.244.0.0/16", ipip_mode="Always", block_size=26)
+    assert any("default-ipv4-ippool" in p for p in flannel(calico_pools=(bad,)).migration_blockers())
+    good = CalicoPoolInfo(name="flannel-compat", cidr="10.244.0.0/16", vxlan_mode="Always", block_size=24)
+    assert flannel(calico_pools=(good,)).migration_blockers() == []
+    elsewhere = CalicoPoolInfo(name="other", cidr="192.168.0.0/16", ipip_mode="Always")
+    assert flannel(calico_pools=(elsewhere,)).migration_blockers() == []
+
+
+def test_canal_and_weave_are_recognised_as_not_supported_yet() -> None:
+    for src, word in ((CniSource.CANAL, "canal"), (CniSource.WEAVE, "weave")):
+        problems = CniInfo(source=src).migration_blockers()
+        assert len(problems) == 1 and word in problems[0] and "not supported yet" in problems[0]
+    assert "already runs Calico" in CniInfo(source=CniSource.CALICO).migration_blockers()[0]
