@@ -2,7 +2,7 @@
 
 Built in: ``demo.touch``, ``demo.sleep``, ``demo.fail`` and the node actions ``node.cordon``,
 ``node.uncordon``, ``node.drain``, ``node.label``, ``node.restart-pods``. Other packages register more
-(``migrator.actions.ansible`` for ``ansible.playbook``): :func:`load_builtins` imports them when present.
+(``ansible.playbook``, ``fault.*``, ``cni.*``): :func:`load_builtins` imports them on first use.
 """
 
 from __future__ import annotations

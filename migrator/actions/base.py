@@ -18,7 +18,6 @@ Raise :class:`~migrator.errors.TemporaryError` to be retried, anything else to f
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
@@ -26,7 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from migrator.actions.context import PreviewLine, StepContext
-from migrator.errors import PlanError
+from migrator.registry import Registry
 
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
 
@@ -56,8 +55,19 @@ class Action(ABC, Generic[ArgsT]):
         return []
 
 
-_ACTIONS: dict[str, Action[Any]] = {}
-_UNAVAILABLE: dict[str, str] = {}
+ACTIONS: Registry[Action[Any]] = Registry(
+    "action",
+    "action",
+    (
+        "migrator.actions.demo",
+        "migrator.actions.node",
+        "migrator.actions.ansible",
+        "migrator.actions.faults",
+        "migrator.actions.cni",
+    ),
+)
+_ACTIONS = ACTIONS.items
+_UNAVAILABLE = ACTIONS.unavailable
 
 A = TypeVar("A", bound=type[Action[Any]])
 
@@ -67,62 +77,30 @@ def register_action(name: str) -> Callable[[A], A]:
 
     def decorator(cls: A) -> A:
         cls.name = name
-        _ACTIONS[name] = cls()
-        _UNAVAILABLE.pop(name, None)
+        ACTIONS.register(name, cls())
         return cls
 
     return decorator
 
 
 def mark_unavailable(name: str, reason: str) -> None:
-    """Declare an action the plan language knows but this build does not implement yet."""
-    if name not in _ACTIONS:
-        _UNAVAILABLE[name] = reason
+    """Declare an action the plan language knows but this build does not implement."""
+    ACTIONS.mark_unavailable(name, reason)
 
 
 def unavailable_actions() -> dict[str, str]:
-    load_builtins()
-    return dict(_UNAVAILABLE)
+    return ACTIONS.unavailable_items()
 
 
 def registered_actions() -> dict[str, Action[Any]]:
-    load_builtins()
-    return dict(_ACTIONS)
-
-
-# modules that register actions when they exist; each may be missing while others build it
-OPTIONAL_MODULES = ("migrator.actions.ansible", "migrator.actions.faults", "migrator.actions.cni")
-
-NOT_YET = {
-    "ansible.playbook": "the Ansible node executor is being built (issue 'Ansible actions')",
-}
-
-_loaded = False
+    return ACTIONS.registered()
 
 
 def load_builtins() -> None:
-    """Register the built-in actions and the optional ones that are installed. Idempotent."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for name, reason in NOT_YET.items():
-        mark_unavailable(name, reason)
-    importlib.import_module("migrator.actions.demo")
-    importlib.import_module("migrator.actions.node")
-    for module in OPTIONAL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    """Register the built-in actions. Idempotent."""
+    ACTIONS.load()
 
 
 def get_action(name: str) -> Action[Any]:
-    """The action registered under ``name``; PlanError when unknown or not available yet."""
-    load_builtins()
-    if name in _ACTIONS:
-        return _ACTIONS[name]
-    if name in _UNAVAILABLE:
-        raise PlanError(f"action {name!r} is not available yet: {_UNAVAILABLE[name]}")
-    raise PlanError(f"unknown action {name!r}")
+    """The action registered under ``name``; PlanError when unknown or not available."""
+    return ACTIONS.get(name)

@@ -10,7 +10,6 @@ A check is registered under the plan's ``type`` literal and returns a :class:`Ch
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 
 from migrator.actions.context import CheckContext, PreviewLine
-from migrator.errors import PlanError
+from migrator.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,19 @@ class Checker(ABC, Generic[CheckT]):
         return [f"check {self.name}" + (f" {fields}" if fields else "")]
 
 
-_CHECKS: dict[str, Checker[Any]] = {}
-_UNAVAILABLE: dict[str, str] = {}
+CHECKS: Registry[Checker[Any]] = Registry(
+    "check",
+    "check type",
+    (
+        "migrator.checks.builtin",
+        "migrator.checks.reachability",
+        "migrator.checks.nodes",
+        "migrator.checks.probe",
+        "migrator.checks.cni",
+    ),
+)
+_CHECKS = CHECKS.items
+_UNAVAILABLE = CHECKS.unavailable
 
 C = TypeVar("C", bound=type[Checker[Any]])
 
@@ -64,66 +74,29 @@ C = TypeVar("C", bound=type[Checker[Any]])
 def register_check(name: str) -> Callable[[C], C]:
     def decorator(cls: C) -> C:
         cls.name = name
-        _CHECKS[name] = cls()
-        _UNAVAILABLE.pop(name, None)
+        CHECKS.register(name, cls())
         return cls
 
     return decorator
 
 
 def mark_unavailable(name: str, reason: str) -> None:
-    if name not in _CHECKS:
-        _UNAVAILABLE[name] = reason
+    CHECKS.mark_unavailable(name, reason)
 
 
 def unavailable_checks() -> dict[str, str]:
-    load_builtins()
-    return dict(_UNAVAILABLE)
+    return CHECKS.unavailable_items()
 
 
 def registered_checks() -> dict[str, Checker[Any]]:
-    load_builtins()
-    return dict(_CHECKS)
-
-
-OPTIONAL_MODULES = (
-    "migrator.checks.reachability",
-    "migrator.checks.nodes",
-    "migrator.checks.probe",
-    "migrator.checks.cni",
-)
-
-NOT_YET = {
-    "reachability": "the probe engine is being built (issue 'Probes')",
-    "continuous-probe": "the probe engine is being built (issue 'Probes')",
-    "nodes.reachable": "the Ansible node executor is being built (issue 'Ansible actions')",
-}
-
-_loaded = False
+    return CHECKS.registered()
 
 
 def load_builtins() -> None:
-    """Register the built-in checks and the optional ones that are installed. Idempotent."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for name, reason in NOT_YET.items():
-        mark_unavailable(name, reason)
-    importlib.import_module("migrator.checks.builtin")
-    for module in OPTIONAL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    """Register the built-in checks. Idempotent."""
+    CHECKS.load()
 
 
 def get_check(name: str) -> Checker[Any]:
-    """The check registered under ``name``; PlanError when unknown or not available yet."""
-    load_builtins()
-    if name in _CHECKS:
-        return _CHECKS[name]
-    if name in _UNAVAILABLE:
-        raise PlanError(f"check {name!r} is not available yet: {_UNAVAILABLE[name]}")
-    raise PlanError(f"unknown check type {name!r}")
+    """The check registered under ``name``; PlanError when unknown or not available."""
+    return CHECKS.get(name)
