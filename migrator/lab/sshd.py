@@ -19,6 +19,7 @@ NODE_MOUNTS: dict[str, str] = {
     "/var/lib/cni": "var-lib-cni",
     "/run/flannel": "run-flannel",
     "/run/migrator": "run-migrator",  # fault records (migrator.faults), one folder per node
+    "/root": "root",  # its own root home: SSH sessions do not run the host's shell start-up files
 }
 
 
