@@ -20,9 +20,12 @@ def _prior_schedulable(ctx: StepContext, result: Any) -> bool | None:
     return None
 
 
-@register_action("node.cordon")
-class Cordon(Action[EmptyArgs]):
+class _SetSchedulable(Action[EmptyArgs]):
+    """Cordon or uncordon the current node; undo restores the schedulable state it had before."""
+
     needs_node = True
+    schedulable: bool
+    verb: str
 
     def prepare(self, ctx: StepContext, args: EmptyArgs) -> Any:
         return {"schedulable": ctx.cluster.get_node(ctx.require_node().name).schedulable}
@@ -30,7 +33,7 @@ class Cordon(Action[EmptyArgs]):
     def do(self, ctx: StepContext, args: EmptyArgs) -> Any:
         node = ctx.require_node().name
         before = ctx.cluster.get_node(node).schedulable
-        ctx.cluster.set_schedulable(node, False)
+        ctx.cluster.set_schedulable(node, self.schedulable)
         return {"schedulable": before}
 
     def undo(self, ctx: StepContext, args: EmptyArgs, result: Any) -> None:
@@ -40,33 +43,22 @@ class Cordon(Action[EmptyArgs]):
 
     def preview(self, ctx: StepContext, args: EmptyArgs) -> list[PreviewLine]:
         name = ctx.require_node().name
-        return [{"command": f"kubectl cordon {name}", "node": name}]
+        return [{"command": f"kubectl {self.verb} {name}", "node": name}]
+
+
+@register_action("node.cordon")
+class Cordon(_SetSchedulable):
+    schedulable = False
+    verb = "cordon"
 
     def undo_preview(self, ctx: StepContext, args: EmptyArgs) -> list[PreviewLine]:
         return [f"restore schedulable state of {ctx.require_node().name}"]
 
 
 @register_action("node.uncordon")
-class Uncordon(Action[EmptyArgs]):
-    needs_node = True
-
-    def prepare(self, ctx: StepContext, args: EmptyArgs) -> Any:
-        return {"schedulable": ctx.cluster.get_node(ctx.require_node().name).schedulable}
-
-    def do(self, ctx: StepContext, args: EmptyArgs) -> Any:
-        node = ctx.require_node().name
-        before = ctx.cluster.get_node(node).schedulable
-        ctx.cluster.set_schedulable(node, True)
-        return {"schedulable": before}
-
-    def undo(self, ctx: StepContext, args: EmptyArgs, result: Any) -> None:
-        prior = _prior_schedulable(ctx, result)
-        if prior is not None:
-            ctx.cluster.set_schedulable(ctx.require_node().name, prior)
-
-    def preview(self, ctx: StepContext, args: EmptyArgs) -> list[PreviewLine]:
-        name = ctx.require_node().name
-        return [{"command": f"kubectl uncordon {name}", "node": name}]
+class Uncordon(_SetSchedulable):
+    schedulable = True
+    verb = "uncordon"
 
 
 @register_action("node.drain")

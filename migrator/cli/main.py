@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -388,6 +388,22 @@ def status_cmd(
         )
 
 
+def _continue_cmd(
+    fn: Callable[..., RunResult], run: str, *, force: bool, set_: list[str] | None, output: Output
+) -> None:
+    """Shared body of ``resume`` and ``rollback``: signals, observers, then the exit code."""
+    control = RunControl()
+    with _signals(control):
+        result = fn(
+            run,
+            observers=_observers(output),
+            control=control,
+            force=force,
+            overrides=parse_overrides(set_ or []),
+        )
+    _finish(result, output)
+
+
 @app.command("resume")
 def resume_cmd(
     run: Annotated[str, typer.Argument(help="Run id or unique prefix")],
@@ -399,16 +415,7 @@ def resume_cmd(
 ) -> None:
     """Continue an interrupted (even kill -9) run from its journal, or continue its rollback."""
 
-    control = RunControl()
-    with _signals(control):
-        result = resume_run(
-            run,
-            observers=_observers(output),
-            control=control,
-            force=force,
-            overrides=parse_overrides(set_ or []),
-        )
-    _finish(result, output)
+    _continue_cmd(resume_run, run, force=force, set_=set_, output=output)
 
 
 @app.command("rollback")
@@ -422,16 +429,7 @@ def rollback_cmd(
 ) -> None:
     """Undo every completed step of a finished or interrupted run, newest first, then verify."""
 
-    control = RunControl()
-    with _signals(control):
-        result = rollback_run(
-            run,
-            observers=_observers(output),
-            control=control,
-            force=force,
-            overrides=parse_overrides(set_ or []),
-        )
-    _finish(result, output)
+    _continue_cmd(rollback_run, run, force=force, set_=set_, output=output)
 
 
 def _register_subapps() -> None:
