@@ -10,6 +10,11 @@ An action is registered under the same name as the plan's ``action`` literal::
         def undo(self, ctx, args, result): ...
         def preview(self, ctx, args): return [f"create marker {args.marker}"]
 
+``preflight`` (optional) checks, at the start of a run and in the dry run, before any stage changes
+anything, that the step can run on its target (a kernel feature, a timeout long enough): it reads, never
+changes, and raises a :class:`~migrator.errors.MigratorError` naming what is missing
+(:mod:`migrator.engine.requirements`).
+
 ``do`` and ``undo`` must both be idempotent: the engine re-runs ``do`` after a crash and runs ``undo``
 for a step whose ``do`` failed or was interrupted half-way. ``prepare`` (optional) snapshots the state
 before the first attempt; the engine records it in the journal and hands it back as ``ctx.prepared``.
@@ -35,6 +40,21 @@ class Action(ABC, Generic[ArgsT]):
     needs_node: ClassVar[bool] = False
     """True: the action only makes sense in a ``for_each: nodes`` stage (``ctx.node`` is set)."""
 
+    def preflight(self, ctx: StepContext, args: ArgsT) -> None:
+        """Check the step's requirements on its target before the run changes anything (``ctx.dry_run`` is
+        set: read only). Raise a MigratorError naming the node and what is missing. Default: the hooks
+        registered with :func:`register_preflight` for this action's family, if any."""
+        for family, hook in _PREFLIGHT_HOOKS:
+            if isinstance(self, family):
+                hook(self, ctx, args)
+
+    @property
+    def has_preflight(self) -> bool:
+        """Whether :meth:`preflight` checks anything (the engine skips the others without rendering them)."""
+        return type(self).preflight is not Action.preflight or any(
+            isinstance(self, family) for family, _hook in _PREFLIGHT_HOOKS
+        )
+
     def prepare(self, ctx: StepContext, args: ArgsT) -> Any:
         """Snapshot of what ``undo`` needs to restore, taken once before the first attempt."""
         return None
@@ -55,6 +75,24 @@ class Action(ABC, Generic[ArgsT]):
         return []
 
 
+PreflightHook = Callable[[Any, StepContext, Any], None]
+"""``hook(action, ctx, args)``: a preflight for a family of actions, kept out of their module."""
+_PREFLIGHT_HOOKS: list[tuple[type[Any], PreflightHook]] = []
+
+H = TypeVar("H", bound=PreflightHook)
+
+
+def register_preflight(family: type[Any]) -> Callable[[H], H]:
+    """Decorator: run the function as the preflight of every action that is an instance of ``family``."""
+
+    def decorator(hook: H) -> H:
+        if (family, hook) not in _PREFLIGHT_HOOKS:
+            _PREFLIGHT_HOOKS.append((family, hook))
+        return hook
+
+    return decorator
+
+
 ACTIONS: Registry[Action[Any]] = Registry(
     "action",
     "action",
@@ -64,6 +102,7 @@ ACTIONS: Registry[Action[Any]] = Registry(
         "migrator.actions.ansible",
         "migrator.actions.faults",
         "migrator.actions.cni",
+        "migrator.actions.fault_preflight",
     ),
 )
 _ACTIONS = ACTIONS.items
