@@ -27,6 +27,7 @@ from migrator.actions.context import Cancelled, CheckContext
 from migrator.checks import CheckResult, get_check
 from migrator.engine.journal import Journal, Scrubber, SimulatedCrash
 from migrator.engine.planio import PlanSource, render_step, runtime_context
+from migrator.engine.requirements import check_requirements
 from migrator.engine.rundir import RunDir
 from migrator.engine.selection import resolve_waves
 from migrator.engine.state import RollbackReason, RunStatus, SagaState, StepOutcome, StepRecord, step_key
@@ -332,6 +333,7 @@ class Engine:
         try:
             if not self.state.preflight_ok:
                 try:
+                    check_requirements(self)  # every step's own preflight (kernel features...): issue 7
                     self.run_checks(self.plan.spec.preflight, phase="preflight")
                 except CheckFailed as exc:
                     return RunStatus.FAILED_PREFLIGHT, f"preflight failed, nothing was changed: {exc}"
