@@ -1859,3 +1859,41 @@ def seed_flannel_cluster(
         log=log,
     )
     return names
+
+
+CALICO_CRD_KINDS: tuple[tuple[str, str], ...] = (
+    ("FelixConfiguration", "felixconfigurations"),
+    ("IPAMBlock", "ipamblocks"),
+    ("BlockAffinity", "blockaffinities"),
+    ("IPAMHandle", "ipamhandles"),
+)
+
+
+def calico_crd(kind: str, plural: str) -> Obj:
+    """A cluster-scoped ``crd.projectcalico.org/v1`` CustomResourceDefinition, as Calico's manifests ship
+    them (schemas reduced to ``x-kubernetes-preserve-unknown-fields``)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.crd.projectcalico.org"},
+        "spec": {
+            "group": "crd.projectcalico.org",
+            "scope": "Cluster",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
+
+
+def calico_crds(kinds: tuple[tuple[str, str], ...] = CALICO_CRD_KINDS) -> list[Obj]:
+    """The Calico CRDs migrator uses beyond the built-in ``IPPool`` (Felix configuration and IPAM)."""
+    return [calico_crd(kind, plural) for kind, plural in kinds]

@@ -11,13 +11,16 @@ What each operation does on the API server:
   flannel's network (``blockSize`` = ``SubnetLen``, ``vxlanMode: Always``) and the default
   ``FelixConfiguration`` with flannel's VNI, port and MTU. Without a manifest, an installed calico-node
   only gets its ``nodeSelector`` patched; if none is installed that is an error (a dry run says so).
-- ``delete_cni_agent``: delete the agent's DaemonSet (foreground).
+- ``delete_cni_agent``: delete the agent's DaemonSet (foreground); for calico-node also the IPAM objects
+  and node annotations migrator created.
 - ``cni_agent_ready``: the agent's pod on the node exists and is Ready.
 - ``set_calico_mode``: the node label ``lab.migrator.io/calico-mode`` (per-node IPPool selectors use it).
 - ``resync_cni``: nothing (the agents of a real cluster watch the API server).
 
-Not done here: per-node IPAM blocks and the VTEP address/MAC annotations the port describes (Calico
-allocates its own; see docs/kube-target.md).
+Per node, Calico's IPAM takes over flannel's pod CIDR and VTEP (:mod:`migrator.adapters.kube.calico_ipam`):
+an ``IPAMBlock`` with its ``BlockAffinity`` and the VTEP's ``IPAMHandle``, and the
+``projectcalico.org/IPv4VXLANTunnelAddr``/``VXLANTunnelMACAddr``/``IPv4Address`` node annotations, for
+every node when Calico is installed; deleting calico-node (a rollback of the install) removes them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from migrator.adapters.kube import calico_ipam
 from migrator.adapters.kube.api import Obj
 from migrator.adapters.kube.cni import CniInfo as KubeCniInfo
 from migrator.adapters.kube.cni import CniKind, classify_daemonset
@@ -161,7 +165,15 @@ def apply_cni_agent(
     manifest = (config or {}).get("manifest")
     if agent is CniAgent.CALICO and manifest:
         objects = calico_objects(cluster.detect_cni(), manifest, node_selector)
-        return [_line(r) for r in cluster.apply(objects, dry_run=dry_run, default_namespace="kube-system")]
+        lines = [_line(r) for r in cluster.apply(objects, dry_run=dry_run, default_namespace="kube-system")]
+        crds = {
+            str(((o.get("spec") or {}).get("names") or {}).get("kind"))
+            for o in objects
+            if o.get("kind") == "CustomResourceDefinition"
+            and (o.get("spec") or {}).get("group") == "crd.projectcalico.org"
+        }
+        info = cluster.detect_cni_details()
+        return lines + calico_ipam.ensure_node_ipam(cluster, info, dry_run=dry_run, crds_in_batch=crds)
     if ds is None:
         if dry_run and config is None:
             return [f"{agent.value} is not installed now (an earlier step installs it): selector to be set"]
@@ -187,10 +199,16 @@ def delete_cni_agent(cluster: KubeCluster, agent: CniAgent, *, dry_run: bool) ->
 
     ds = find_agent(cluster, agent)
     if ds is None:
-        return [f"{agent.value} DaemonSet already absent"]
+        lines = [f"{agent.value} DaemonSet already absent"]
+        if agent is CniAgent.CALICO:
+            lines += calico_ipam.remove_node_ipam(cluster, dry_run=dry_run)
+        return lines
     ns, name = _ref(ds)
     cluster.delete("apps/v1", "DaemonSet", name, ns, propagation=Propagation.FOREGROUND, dry_run=dry_run)
-    return [f"DaemonSet {ns}/{name} deleted{' (server dry run)' if dry_run else ''}"]
+    lines = [f"DaemonSet {ns}/{name} deleted{' (server dry run)' if dry_run else ''}"]
+    if agent is CniAgent.CALICO:  # what migrator set up for Calico's IPAM goes with it
+        lines += calico_ipam.remove_node_ipam(cluster, dry_run=dry_run)
+    return lines
 
 
 def cni_agent_ready(cluster: KubeCluster, agent: CniAgent, node: str) -> tuple[bool, str]:

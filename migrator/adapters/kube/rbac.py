@@ -99,8 +99,13 @@ PERMISSIONS: tuple[Permission, ...] = (
         "install Calico's CRDs",
     ),
     Permission(CALICO_GROUP, "ippools", MANAGE, "Calico IP pools (wire-compatible with flannel)"),
-    Permission(CALICO_GROUP, "ipamblocks", MANAGE, "keep each node's flannel pod CIDR as its Calico block"),
+    Permission(
+        CALICO_GROUP, "ipamblocks", MANAGE, "keep each node's flannel pod CIDR as its Calico IPAM block"
+    ),
     Permission(CALICO_GROUP, "blockaffinities", MANAGE, "pin each node's Calico block"),
+    Permission(
+        CALICO_GROUP, "ipamhandles", MANAGE, "the IPAM handle of each node's VTEP address (flannel's .0)"
+    ),
     Permission(CALICO_GROUP, "felixconfigurations", MANAGE, "VXLAN VNI, port and MTU like flannel"),
     Permission(CALICO_GROUP, "bgpconfigurations", MANAGE, "the optional BGP stage"),
     Permission(CALICO_GROUP, "bgppeers", MANAGE, "the optional BGP stage (route reflectors)"),
