@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ from typing import Any
 from migrator.errors import ExitCode, MigratorError
 
 SECRET_MASK = "***"  # noqa: S105 - the mask, not a secret
+KILL_AFTER_ENV = "MIGRATOR_TEST_KILL_AFTER"
+"""Tests only (bench/kill_series.py): ``"TYPE KEY"`` (``KEY`` a step key or a check name), the process
+sends itself SIGKILL right after the first such event is on disk: a real ``kill -9`` at an exact boundary."""
 
 
 class JournalError(MigratorError):
@@ -187,6 +191,7 @@ class Journal:
                     os.fsync(fh.fileno())
                 self.repaired = found.torn
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self._kill_after = os.environ.get(KILL_AFTER_ENV) or None
 
     def append(self, type_: str, **fields: Any) -> dict[str, Any]:
         """Write one event; return it as written (secrets scrubbed)."""
@@ -207,6 +212,10 @@ class Journal:
             if self.crash_after is not None and self.seq >= self.crash_after:
                 self._crashed = True
                 raise SimulatedCrash(f"simulated crash after seq {self.seq}")
+            if self._kill_after is not None:
+                what = raw.get("key") or raw.get("check") or ""
+                if self._kill_after == f"{type_} {what}":
+                    os.kill(os.getpid(), signal.SIGKILL)
         written: dict[str, Any] = json.loads(line)
         for listener in list(self.listeners):
             listener(written)
