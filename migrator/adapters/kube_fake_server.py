@@ -912,6 +912,8 @@ class FakeKubeApi:
             )
             pod["metadata"]["annotations"] = {"fake/generation": str(generation)}
             pod["metadata"]["ownerReferences"][0]["uid"] = ds["metadata"]["uid"]
+            if template["spec"].get("containers"):  # the pod runs the template's containers
+                pod["spec"]["containers"] = copy.deepcopy(template["spec"]["containers"])
             created = self._create(pod_type, pod)
             if self.daemonset_ready_delay is not None:
                 self.schedule(self.daemonset_ready_delay, self._ready_action(ns, created))
@@ -1771,20 +1773,22 @@ def seed_flannel_cluster(
     names: list[str] = []
     api.ensure_namespace("kube-flannel")
     api.ensure_namespace("shop")
+    total = control_planes + workers
+    # a /16 holds 256 node /24s: a bigger cluster gets flannel's network as a /8 (pod CIDRs stay valid)
+    net_conf = FLANNEL_NET_CONF if total <= 256 else {**FLANNEL_NET_CONF, "Network": "10.0.0.0/8"}
     api.add(
         make_configmap(
             "kube-flannel-cfg",
             "kube-flannel",
-            {"net-conf.json": json.dumps(FLANNEL_NET_CONF), "cni-conf.json": "{}"},
+            {"net-conf.json": json.dumps(net_conf), "cni-conf.json": "{}"},
         ),
         log=log,
     )
-    total = control_planes + workers
     for i in range(total):
         cp = i < control_planes
         name = f"cp-{i + 1:02d}" if cp else f"node-{i - control_planes + 1:05d}"
         ip = f"198.18.{i // 250}.{i % 250 + 2}"
-        cidr_third, cidr_second = i % 256, 244 + i // 256
+        cidr_third, cidr_second = i % 256, (244 + i // 256) % 256
         annotations = {
             "flannel.alpha.coreos.com/backend-type": "vxlan",
             "flannel.alpha.coreos.com/backend-data": json.dumps(

@@ -14,9 +14,20 @@ and a bounded duration whose results are printed every second; deleting its Conf
 
 Where a probe comes from: a probe's ``source`` is a pod key (``ns/name``) or a node name. The probe runs
 from the probe pod *on that source's node*, on the pod network (same node, same CNI, same routes), not
-from inside the application pod itself (that would need ``exec`` or a privileged ``setns``). ``outside``
-sources (NodePorts from outside the cluster) cannot be probed from inside it: they are reported failed
-with ``unsupported``. A source whose node has no Ready probe pod is reported failed with ``no-probe-pod``.
+from inside the application pod itself (that would need ``exec`` or a privileged ``setns``). A source
+whose node has no Ready probe pod is reported failed with ``no-probe-pod``.
+
+``outside`` sources (a Service's NodePort on a node, as a user or a load balancer reaches it) run, with
+``outside=OutsideMode.HOST_NETWORK`` (the default), from a second DaemonSet ``migrator-probe-host``: the
+same runner on the nodes' *host* network (no pod IP, no CNI on the path at the source), with no
+listening port. A NodePort probe to node X is sent by the host-network pod of another node (chosen
+deterministically per destination, spread over the nodes), so it crosses the node network and enters X
+through kube-proxy's NodePort rules like traffic from outside; it never starts on X itself (that would
+be local traffic, a different path). This DaemonSet is deployed on the first ``outside`` probe only; it
+needs the namespace's Pod Security level ``privileged`` (``hostNetwork``), which the namespace carries in
+this mode. If it cannot roll out (an admission policy forbids host networking), ``outside`` probes are
+reported failed with ``no-outside-probe-pod`` and the reason; ``OutsideMode.OFF`` reports them failed
+``unsupported`` and never deploys it.
 
 ``cleanup()`` deletes the namespace (and so everything in it); the kube target calls it when its run
 lock is released, i.e. at the end of every run, resume and rollback.
@@ -30,6 +41,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -39,12 +51,15 @@ from loguru import logger
 
 from migrator.adapters.kube.api import translate
 from migrator.adapters.kube.cluster import KubeCluster, RolloutKind
-from migrator.errors import StepFailed
+from migrator.errors import MigratorError, StepFailed
 from migrator.ports import ContinuousProbe, Pod, ProbeKind, ProbeResult, ProbeTarget
 from migrator.probe.k8s import runner
 
 NAMESPACE = "migrator-probe"
 NAME = "migrator-probe"
+HOST_NAME = "migrator-probe-host"  # the host-network DaemonSet of ``outside`` probes
+HOST_SLOT = "host:"  # the runner's --node for a host-network pod: host:<node> (its rounds' label)
+POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "privileged" for mode in ("enforce", "audit", "warn")}
 AGENT_CONFIGMAP = "migrator-probe-agent"
 DEFAULT_IMAGE = "python:3.12-alpine"
 APP_LABEL = "app.kubernetes.io/name"
@@ -52,18 +67,33 @@ MANAGED = {"app.kubernetes.io/managed-by": "migrator"}
 MAX_TARGETS_PER_CONFIGMAP = 2000  # ~250 bytes each: well under the 1 MiB ConfigMap limit
 
 
+class OutsideMode(StrEnum):
+    """Where ``outside`` (NodePort) probes come from."""
+
+    HOST_NETWORK = "host-network"  # the host network of another node (DaemonSet migrator-probe-host)
+    OFF = "off"  # not probed: reported failed "unsupported"
+
+
 def _source_code(*parts: str) -> str:
     return resources.files("migrator.probe").joinpath(*parts).read_text(encoding="utf-8")
 
 
 def probe_manifests(
-    *, image: str = DEFAULT_IMAGE, namespace: str = NAMESPACE, port: int = 8080, poll: float = 1.0
+    *,
+    image: str = DEFAULT_IMAGE,
+    namespace: str = NAMESPACE,
+    port: int = 8080,
+    poll: float = 1.0,
+    host_network: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every object the prober deploys, in apply order."""
+    """Every object the prober deploys first, in apply order. ``host_network``: the namespace allows
+    host-network pods (Pod Security ``privileged``) for the ``outside`` DaemonSet
+    (:func:`outside_manifest`, deployed on first use)."""
     labels = {APP_LABEL: NAME, **MANAGED}
     meta = {"namespace": namespace, "labels": labels}
+    ns_labels = {**MANAGED, **(POD_SECURITY if host_network else {})}
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": dict(MANAGED)}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": ns_labels}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, **meta}},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -148,6 +178,51 @@ def probe_manifests(
     ]
 
 
+def outside_manifest(
+    *, image: str = DEFAULT_IMAGE, namespace: str = NAMESPACE, poll: float = 1.0
+) -> dict[str, Any]:
+    """The DaemonSet ``migrator-probe-host``: the runner on each node's host network, for ``outside``
+    probes. No listening port (it would take a port on the node), no readiness probe (Ready = running);
+    its rounds are labelled with ``host:<node>`` (``--node``), so the pod-network runner of the same node
+    never runs them."""
+    labels = {APP_LABEL: HOST_NAME, **MANAGED}
+    ds = next(
+        o for o in probe_manifests(image=image, namespace=namespace, poll=poll) if o["kind"] == "DaemonSet"
+    )
+    pod = ds["spec"]["template"]["spec"]
+    container = dict(pod["containers"][0])
+    container["args"] = [f"--poll={poll}", "--port=0", f"--node={HOST_SLOT}$(NODE_NAME)"]
+    for key in ("ports", "readinessProbe"):
+        container.pop(key, None)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": HOST_NAME, "namespace": namespace, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": {APP_LABEL: HOST_NAME}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **pod,
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+def outside_source(dest_node: str, candidates: Sequence[str]) -> str | None:
+    """The node whose host network sends the ``outside`` probes to ``dest_node``: never that node itself,
+    the same one for a destination every time, spread over ``candidates``."""
+    others = sorted(n for n in candidates if n != dest_node)
+    if not others:
+        return None
+    return others[int(runner.node_hash(dest_node), 16) % len(others)]
+
+
 def _failed(target: ProbeTarget, error: str) -> ProbeResult:
     return ProbeResult(target.source, target.dest, target.kind, False, None, error, time.time())
 
@@ -170,8 +245,12 @@ class KubeProber:
         round_margin: float = 30.0,
         poll: float = 1.0,
         log_readers: int = 16,
+        outside: OutsideMode = OutsideMode.HOST_NETWORK,
     ) -> None:
         self.cluster = cluster
+        self.outside = outside
+        self.outside_deployed = False
+        self.outside_error: str | None = None
         self.log_readers = log_readers
         self.image = image
         self.namespace = namespace
@@ -191,7 +270,11 @@ class KubeProber:
             if self.deployed:
                 return
             logger.info("deploying the probe DaemonSet {}/{} ({})", self.namespace, NAME, self.image)
-            self.cluster.apply(probe_manifests(image=self.image, namespace=self.namespace, poll=self.poll))
+            host_network = self.outside is OutsideMode.HOST_NETWORK
+            manifests = probe_manifests(
+                image=self.image, namespace=self.namespace, poll=self.poll, host_network=host_network
+            )
+            self.cluster.apply(manifests)
             self.cluster.wait_rollout(
                 RolloutKind.DAEMONSET, self.namespace, NAME, timeout=self.deploy_timeout
             )
@@ -201,31 +284,75 @@ class KubeProber:
         """Delete the probe namespace and everything in it (idempotent)."""
         with self._lock:
             self.cluster.delete("v1", "Namespace", self.namespace, wait_timeout=wait_timeout)
-            self.deployed = False
+            self.deployed = self.outside_deployed = False
+            self.outside_error = None
             logger.info("removed the probe namespace {}", self.namespace)
+
+    def deploy_outside(self) -> str | None:
+        """Deploy the host-network DaemonSet (once) and wait for its rollout; the reason it cannot run,
+        or ``None``. A failure is remembered: ``outside`` probes then fail at once with that reason."""
+        with self._lock:
+            if self.outside is OutsideMode.OFF:
+                return "unsupported: outside probes are off (KubeProber outside=off)"
+            if self.outside_deployed or self.outside_error:
+                return self.outside_error
+            logger.info("deploying the host-network probe DaemonSet {}/{}", self.namespace, HOST_NAME)
+            try:
+                self.cluster.apply(
+                    [outside_manifest(image=self.image, namespace=self.namespace, poll=self.poll)]
+                )
+                self.cluster.wait_rollout(
+                    RolloutKind.DAEMONSET, self.namespace, HOST_NAME, timeout=self.deploy_timeout
+                )
+            except MigratorError as exc:
+                self.outside_error = (
+                    f"no-outside-probe-pod: the host-network DaemonSet {self.namespace}/{HOST_NAME} did not"
+                    f" roll out (host networking forbidden by an admission policy?): {exc}"
+                )
+                logger.warning("{}", self.outside_error)
+                return self.outside_error
+            self.outside_deployed = True
+            return None
 
     # ------------------------------------------------------------------------------ routing
 
-    def probe_pods(self) -> dict[str, Pod]:
-        """Node -> its Ready probe pod."""
+    def probe_pods(self, app: str = NAME) -> dict[str, Pod]:
+        """Node -> its Ready probe pod (``app``: ``HOST_NAME`` for the host-network ones)."""
         pods = self.cluster.list_pods(namespace=self.namespace)
-        return {p.node: p for p in pods if p.ready and p.labels.get(APP_LABEL) == NAME}
+        return {p.node: p for p in pods if p.ready and p.labels.get(APP_LABEL) == app}
 
     def _route(
         self, targets: Sequence[ProbeTarget]
     ) -> tuple[dict[str, list[int]], dict[int, ProbeResult], dict[str, Pod]]:
-        """(node -> indexes of its targets, failed results by index, node -> probe pod)."""
-        nodes = {n.name for n in self.cluster.list_nodes()}
+        """(slot -> indexes of its targets, failed results by index, slot -> probe pod). A slot is a node
+        name (its pod-network probe pod) or ``host:<node>`` (its host-network probe pod)."""
+        node_list = self.cluster.list_nodes()
+        nodes = {n.name for n in node_list}
+        by_address = {n.address: n.name for n in node_list if n.address}
         pod_nodes = {p.key: p.node for p in self.cluster.list_pods()}
-        probe_pods = self.probe_pods()
+        probe_pods: dict[str, Pod] = dict(self.probe_pods())
         by_node: dict[str, list[int]] = {}
         failed: dict[int, ProbeResult] = {}
+        outside_error: str | None = None
+        host_pods: dict[str, Pod] = {}
+        if any(t.source == "outside" for t in targets):
+            outside_error = self.deploy_outside()
+            if outside_error is None:
+                host_pods = self.probe_pods(HOST_NAME)
+                probe_pods.update({f"{HOST_SLOT}{n}": p for n, p in host_pods.items()})
         for i, target in enumerate(targets):
             node = target.source if target.source in nodes else pod_nodes.get(target.source)
             if target.source == "outside":
-                failed[i] = _failed(
-                    target, "unsupported: the kube prober probes from inside the cluster only"
-                )
+                dest = by_address.get(target.host) or target.dest.rpartition("@")[2]
+                sender = outside_source(dest, list(host_pods))
+                if outside_error is not None:
+                    failed[i] = _failed(target, outside_error)
+                elif sender is None:
+                    failed[i] = _failed(
+                        target, f"no-outside-probe-pod: no Ready {HOST_NAME} pod on a node other than {dest}"
+                    )
+                else:
+                    by_node.setdefault(f"{HOST_SLOT}{sender}", []).append(i)
             elif node is None:
                 failed[i] = _failed(target, f"no-source: {target.source} is neither a node nor a pod")
             elif node not in probe_pods:

@@ -25,7 +25,15 @@ import pytest
 
 from migrator.adapters.kube import KubeCluster, open_kube_target
 from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes, make_pod
-from migrator.adapters.kube_prober import AGENT_CONFIGMAP, NAME, NAMESPACE, KubeProber
+from migrator.adapters.kube_prober import (
+    AGENT_CONFIGMAP,
+    HOST_NAME,
+    NAME,
+    NAMESPACE,
+    KubeProber,
+    OutsideMode,
+    outside_source,
+)
 from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget
 from migrator.probe.k8s import runner
 
@@ -83,11 +91,17 @@ class Kubelet:
                 code.mkdir()
                 for fname, text in cm["data"].items():
                     (code / fname).write_text(text)
+                # the container's own args, with $(VAR) expanded as the kubelet does, then the test's
+                args = [
+                    a.replace("$(NODE_NAME)", pod["spec"]["nodeName"])
+                    for a in pod["spec"]["containers"][0].get("args") or []
+                ]
                 proc = subprocess.Popen(
                     [
                         sys.executable,
                         "-u",
                         str(code / "runner.py"),
+                        *args,
                         "--poll=0.1",
                         "--port=0",
                         "--max-lifetime=90",
@@ -217,7 +231,19 @@ def test_probe_round_results_come_from_pod_logs(
     assert ok["default/app-1"].ok and ok["default/app-1"].latency_ms is not None
     assert ok["default/app-2"].ok and ok["cp1"].ok
     assert not ok["w2"].ok and (ok["w2"].error or "").startswith("refused")
-    assert not ok["outside"].ok and (ok["outside"].error or "").startswith("unsupported")
+    # the NodePort probe "from outside" to w1 ran on the host network of another node
+    assert ok["outside"].ok and ok["outside"].kind is ProbeKind.NODEPORT, ok["outside"]
+    host_pods = prober.probe_pods(HOST_NAME)
+    assert sorted(host_pods) == ["cp1", "w1", "w2"]
+    sender = outside_source("w1", list(host_pods))
+    assert sender in ("cp1", "w2")
+    host_log = server.api.pod_logs[(NAMESPACE, host_pods[sender].name)]
+    assert any(line.startswith(runner.RESULT_PREFIX + " ") and "nodeport@w1" in line for line in host_log)
+    for node, pod in host_pods.items():
+        assert pod.host_network and pod.node == node
+        if node != sender:
+            log = server.api.pod_logs.get((NAMESPACE, pod.name), [])
+            assert not [line for line in log if line.startswith(runner.RESULT_PREFIX + " ")], log
     # each source ran on the probe pod of its node: its log holds the round
     pods = prober.probe_pods()
     for node, source in (("w1", "default/app-1"), ("w2", "w2"), ("cp1", "cp1")):
@@ -225,6 +251,7 @@ def test_probe_round_results_come_from_pod_logs(
         assert any(line.startswith(runner.RESULT_PREFIX + " ") and source in line for line in log)
         assert any(line.startswith(runner.END_PREFIX + " ") for line in log)
         assert not [line for line in log if "cannot list or watch" in line], log
+        assert "nodeport@w1" not in "".join(log), "the pod-network runner never runs outside probes"
     rounds = [
         cm for cm in server.api.find("ConfigMap", NAMESPACE) if cm["metadata"]["name"] != AGENT_CONFIGMAP
     ]
@@ -245,7 +272,7 @@ def test_continuous_probe_streams_and_stops(
     cluster: KubeCluster, server: FakeApiServer, kubelet: Kubelet, web: int, closed_port: int
 ) -> None:
     prober = KubeProber(cluster, poll=0.1, round_margin=20)
-    targets = [t for t in _targets(web, closed_port) if t.source in ("default/app-1", "w2")]
+    targets = [t for t in _targets(web, closed_port) if t.source in ("default/app-1", "w2", "outside")]
     run = prober.start_continuous(targets, rate_hz=10, max_duration=30)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(run.snapshot()) < 4:
@@ -255,6 +282,7 @@ def test_continuous_probe_streams_and_stops(
     by_source = {t.source: [r for r in results if r.source == t.source] for t in targets}
     assert by_source["default/app-1"] and all(r.ok for r in by_source["default/app-1"])
     assert by_source["w2"] and not any(r.ok for r in by_source["w2"])
+    assert by_source["outside"] and all(r.ok for r in by_source["outside"]), "NodePort from a host network"
     duration = max(r.ts for r in results) - min(r.ts for r in results)
     assert duration < 15, "deleting the round's ConfigMaps stopped the runners long before 30 s"
     rounds = [
@@ -278,3 +306,49 @@ def test_run_lock_release_cleans_up_the_probe(
     lock.release()  # the end of a run (or of its rollback)
     assert _left_in_namespace(server) == []
     assert server.api.get("Lease", "migrator-run-lock", "kube-system") is None
+
+
+def test_outside_probes_manifest_and_modes(cluster: KubeCluster, server: FakeApiServer) -> None:
+    target = ProbeTarget("outside", "default/web:80@w2", ProbeKind.NODEPORT, "10.0.0.12", 30080)
+    # off: reported unsupported, nothing host-network deployed, the namespace stays at its default level
+    off = KubeProber(cluster, poll=0.2, outside=OutsideMode.OFF)
+    result = off.probe([target])[0]
+    assert not result.ok and (result.error or "").startswith("unsupported")
+    assert server.api.get("DaemonSet", HOST_NAME, NAMESPACE) is None
+    ns = server.api.get("Namespace", NAMESPACE)
+    assert ns is not None and "pod-security.kubernetes.io/enforce" not in ns["metadata"]["labels"]
+    off.cleanup()
+
+    # host-network: the DaemonSet is deployed on the first outside probe only
+    prober = KubeProber(cluster, poll=0.2, deploy_timeout=1.0, round_margin=1.0)
+    prober.deploy()
+    assert server.api.get("DaemonSet", HOST_NAME, NAMESPACE) is None, "not before an outside probe"
+    ns = server.api.get("Namespace", NAMESPACE)
+    assert ns is not None and ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    server.api.daemonset_ready_delay = None  # its pods never become Ready: the rollout times out
+    result = prober.probe([target])[0]
+    assert not result.ok and (result.error or "").startswith("no-outside-probe-pod: the host-network"), result
+    ds = server.api.get("DaemonSet", HOST_NAME, NAMESPACE)
+    assert ds is not None
+    pod_spec = ds["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    assert pod_spec["hostNetwork"] is True and pod_spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert "--node=host:$(NODE_NAME)" in container["args"] and "--port=0" in container["args"]
+    assert "ports" not in container and "readinessProbe" not in container, "takes no port on the node"
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    svc = server.api.get("Service", NAME, NAMESPACE)
+    assert svc is not None and svc["spec"]["selector"] == {"app.kubernetes.io/name": NAME}, "not host pods"
+    again = prober.probe([target])[0]
+    assert again.error == result.error, "the failure is remembered, not waited for again"
+    prober.cleanup()
+    assert _left_in_namespace(server) == []
+
+
+def test_outside_source_is_never_the_destination() -> None:
+    nodes = [f"n{i}" for i in range(7)]
+    picked = {dest: outside_source(dest, nodes) for dest in nodes}
+    assert all(src is not None and src != dest for dest, src in picked.items())
+    assert len(set(picked.values())) > 2, "spread over the nodes"
+    assert picked == {dest: outside_source(dest, list(reversed(nodes))) for dest in nodes}, "deterministic"
+    assert outside_source("n0", ["n0"]) is None
