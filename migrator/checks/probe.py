@@ -263,15 +263,52 @@ class MonitorState:
         return sent, lost, excused
 
     def breaches(self, *, final: bool) -> list[str]:
+        return [str(b["message"]) for b in self.breach_details(final=final)]
+
+    def breach_details(self, *, final: bool) -> list[dict[str, Any]]:
+        """Every abort condition passed: ``{kind: loss|outage|availability, subject, value, threshold, unit,
+        window_s, from_s, to_s, message}`` (reports show value against threshold)."""
         c = self.check
-        out: list[str] = []
+        out: list[dict[str, Any]] = []
+
+        def add(  # noqa: PLR0917 - a local helper, positional like the sentence it builds
+            kind: str, subject: str, value: float, threshold: float, unit: str, message: str, **kw: Any
+        ) -> None:
+            out.append(
+                {
+                    "kind": kind,
+                    "subject": subject,
+                    "value": round(value, 3),
+                    "threshold": round(threshold, 3),
+                    "unit": unit,
+                    "window_s": kw.get("window_s"),
+                    "from_s": kw.get("from_s"),
+                    "to_s": kw.get("to_s"),
+                    "message": message,
+                }
+            )
+
         for p in sorted(self.pairs.values(), key=lambda p: (p.source, p.dest, p.kind.value)):
             name = f"{p.source} -> {p.dest} ({p.kind.value})"
             if p.loss_pct > c.max_loss * 100.0 + 1e-9:
-                out.append(f"{name}: loss {p.loss_pct:.1f}% > {c.max_loss * 100:g}% ({p.lost}/{p.sent})")
+                add(
+                    "loss",
+                    name,
+                    p.loss_pct,
+                    c.max_loss * 100,
+                    "%",
+                    f"{name}: loss {p.loss_pct:.1f}% > {c.max_loss * 100:g}% ({p.lost}/{p.sent})",
+                )
             outage = p.outage_now_s(self.period)
             if c.max_outage is not None and outage > c.max_outage:
-                out.append(f"{name}: outage {outage * 1000:.0f} ms > {c.max_outage * 1000:.0f} ms")
+                add(
+                    "outage",
+                    name,
+                    outage * 1000,
+                    c.max_outage * 1000,
+                    "ms",
+                    f"{name}: outage {outage * 1000:.0f} ms > {c.max_outage * 1000:.0f} ms",
+                )
         if c.min_availability is not None:
             window = max(1, math.ceil(c.abort_after))
             done = sorted(self.buckets)
@@ -283,9 +320,17 @@ class MonitorState:
                 sent = sum(self.buckets[s][0] for s in seconds)
                 ok = sent - sum(self.buckets[s][1] for s in seconds)
                 if ok / sent < c.min_availability - 1e-9:
-                    out.append(
+                    add(
+                        "availability",
+                        "all probes",
+                        100 * ok / sent,
+                        c.min_availability * 100,
+                        "%",
                         f"availability {100 * ok / sent:.1f}% < {c.min_availability * 100:g}% "
-                        f"for {window}s (seconds {seconds[0]}-{seconds[-1]} of the stage)"
+                        f"for {window}s (seconds {seconds[0]}-{seconds[-1]} of the stage)",
+                        window_s=window,
+                        from_s=seconds[0],
+                        to_s=seconds[-1] + 1,
                     )
         return out
 
@@ -468,11 +513,13 @@ class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
             if seg is not None:
                 _stop_segment(state, seg)
             _start_segment(ctx, state)
-        breaches = state.breaches(final=False)
+        found = state.breach_details(final=False)
+        breaches = [str(b["message"]) for b in found]
         details = state.details(final=False)
         details["passed"] = not breaches
         if breaches:
             details["breaches"] = breaches
+            details["breach_details"] = found
             details["timeseries_file"] = str(_write(ctx, state, details))
             return CheckResult(False, _summary(details, breaches), details)
         return CheckResult(True, _summary(details, []), details)
@@ -486,9 +533,11 @@ class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
             except Exception as exc:  # noqa: BLE001 - every segment must be stopped; reported below
                 errors.append(str(exc))
         state.waves.update(frozenset(n.name for n in ctx.nodes), time.time())
-        breaches = state.breaches(final=True)
+        found = state.breach_details(final=True)
+        breaches = [str(b["message"]) for b in found]
         details = state.details(final=True)
         details["breaches"] = breaches
+        details["breach_details"] = found
         details["errors"] = errors
         details["passed"] = not breaches and not errors
         details["timeseries_file"] = str(_write(ctx, state, details))

@@ -415,6 +415,7 @@ def continuous_view(details: Any, folder: Path | None, *, stage: str | None = No
         "pairs_count": int(data.get("pairs_count") or len(pairs)),
         "pairs": pairs[:MAX_LISTED_PAIRS],
         "breaches": breaches,
+        "breach_details": [dict(b) for b in data.get("breach_details") or [] if isinstance(b, Mapping)],
         "errors": [str(e) for e in data.get("errors") or []],
         "timeline": {"bucket_s": 1.0, "total": total} if total else None,
         "waves": waves,

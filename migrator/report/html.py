@@ -915,6 +915,87 @@ def _steps_table(r: Mapping[str, Any]) -> str:
     )
 
 
+# ----------------------------------------------------------------------------------- steady state
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{float(value):.2f}%"
+
+
+def _node_block(block: Mapping[str, Any]) -> str:
+    lines: list[str] = []
+    for node, value in block.items():
+        if isinstance(value, Mapping):
+            for cmd, out in value.items():
+                lines.append(f"[{node}] $ {cmd}")
+                lines += [f"  {line}" for line in list(out or [])[:60]]
+        else:
+            lines += [f"[{node}] {line}" for line in list(value or [])[:60]]
+    return f"<pre>{e(chr(10).join(lines))}</pre>"
+
+
+def _steady_state(r: Mapping[str, Any]) -> str:
+    """Game days: the verdict on the steady-state hypothesis, availability around the faults, the faults'
+    on/off timeline and the node state read back after the install and after the revert."""
+    ss = r.get("steady_state")
+    if not ss:
+        return ""
+    outcome = {True: "succeeded", False: "failed"}.get(ss.get("held"), "cancelled")
+    parts = [
+        "<h2 id='steady-state'>Steady state</h2><div class='panel'>",
+        f"<p>{_pill(str(ss['verdict']), outcome)} {e(ss.get('reason') or '')}</p>",
+    ]
+    if ss.get("during"):
+        parts.append(
+            "<table><tr><th>monitor</th><th>stage</th><th>ok</th><th>availability before the faults</th>"
+            "<th>during</th><th>after</th><th>probes (before / during / after)</th><th>abort when</th></tr>"
+        )
+        for d in ss["during"]:
+            a, n = d.get("availability") or {}, d.get("probes") or {}
+            limits = ", ".join(f"{k} {v}" for k, v in (d.get("threshold") or {}).items())
+            probes = " / ".join(str(n.get(k, 0)) for k in ("before_fault", "during_fault", "after_fault"))
+            ok = _pill("ok", "succeeded") if d.get("ok") else _pill("failed", "failed")
+            parts.append(
+                f"<tr><td>{e(d['name'])}</td><td>{e(d.get('stage'))}</td><td>{ok}</td>"
+                f"<td>{_pct(a.get('before_fault'))}</td><td>{_pct(a.get('during_fault'))}</td>"
+                f"<td>{_pct(a.get('after_fault'))}</td><td>{e(probes)}</td><td>{e(limits)}</td></tr>"
+            )
+        parts.append("</table>")
+    if ss.get("timeline"):
+        parts.append("<table><tr><th>at</th><th>event</th><th></th></tr>")
+        for t in ss["timeline"]:
+            at = "—" if t.get("offset_s") is None else f"+{float(t['offset_s']):.1f} s"
+            parts.append(f"<tr><td>{e(at)}</td><td>{e(t['what'])}</td><td>{e(t['label'])}</td></tr>")
+        parts.append("</table>")
+    for f in ss.get("faults") or []:
+        nodes = ", ".join(str(n) for n in f.get("nodes") or [])
+        clean = (
+            "refused"
+            if f.get("refused")
+            else "no drift after the revert"
+            if f.get("clean")
+            else "not reverted when the journal ends"
+            if f.get("clean") is None
+            else f"drift: {f.get('drift')}"
+        )
+        parts.append(
+            f"<details><summary>fault <code>{e(f['id'])}</code> {e(f.get('kind'))} on {e(nodes)}"
+            f" ({e(clean)})</summary>"
+        )
+        if f.get("refused"):
+            parts.append(f"<p>{e(f['refused'])}</p>")
+        for title, key in (
+            ("commands", "commands"),
+            ("node state after the install", "evidence"),
+            ("node state after the revert", "after_revert"),
+        ):
+            if f.get(key):
+                parts.append(f"<p class='muted'>{e(title)}</p>{_node_block(f[key])}")
+        parts.append("</details>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
 # ---------------------------------------------------------------------------------------- page
 
 
@@ -922,7 +1003,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     r = report
     reach = [c for c in r["checks"] if c.get("connectivity")]
     cont = [c for c in r["checks"] if c.get("continuous")]
-    sections = [_header(r), _cards(r), _failures(r), "<h2 id='timeline'>Timeline</h2>", _timeline(r)]
+    sections = [_header(r), _cards(r), _steady_state(r), _failures(r), "<h2 id='timeline'>Timeline</h2>"]
+    sections.append(_timeline(r))
     if cont:
         sections.append(
             f"<h2 id='continuous'>Continuous probes ({len(cont)} monitor{'s' if len(cont) > 1 else ''})</h2>"

@@ -10,7 +10,10 @@ Choice of test cases, so that a CI job is red exactly when the run needs a look:
 - suite ``steps``: one case per step execution (per node for ``for_each`` stages), retries folded in
   (``system-out`` says how many attempts, and whether it was undone); a cancelled step is ``skipped``,
   a step still in flight when the journal ends is an ``error``;
-- suite ``rollback`` (only when something was undone): one case per undo.
+- suite ``rollback`` (only when something was undone): one case per undo;
+- suite ``steady-state`` (game days only, see :mod:`migrator.report.steadystate`): case ``hypothesis``
+  fails when the steady state was not held (the reason: check, when, value against threshold) and is
+  skipped when it was not judged; one case per fault, failing on drift after its revert.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def render_junit(report: Mapping[str, Any]) -> str:
         out=f"{v['text']}\n{next_cmds}".strip(),
     )
 
+    game_day = _steady_state_suite(r, plan, stamp, host)
     checks = _Suite("checks", stamp, host)
     for c in r["checks"]:
         classname = f"migrator.{plan}.{_slug(c['phase'])}" + (
@@ -197,7 +201,7 @@ def render_junit(report: Mapping[str, Any]) -> str:
                 classname, name, u.get("duration_s"), failure=f"undo failed: {u.get('error')}", kind="undo"
             )
 
-    suites = [run, checks, steps, rollback]
+    suites = [run, *([game_day] if game_day is not None else []), checks, steps, rollback]
     for suite in suites:
         suite.close(root)
     root.set("tests", str(sum(s.tests for s in suites)))
@@ -206,3 +210,55 @@ def render_junit(report: Mapping[str, Any]) -> str:
     root.set("time", _time(r.get("duration_s")))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _steady_state_suite(r: Mapping[str, Any], plan: str, stamp: str | None, host: Any) -> _Suite | None:
+    """Suite ``steady-state`` (game days only): case ``hypothesis`` fails when the steady state was not
+    held and is skipped when it was not judged; one case per fault fails on drift after its revert."""
+    ss = r.get("steady_state")
+    if not ss:
+        return None
+    suite = _Suite("steady-state", stamp, host)
+    rows = []
+    for d in ss.get("during") or []:
+        a = d.get("availability") or {}
+        rows.append(
+            f"{d['name']}: availability before/during/after the faults"
+            f" {a.get('before_fault')}/{a.get('during_fault')}/{a.get('after_fault')} %"
+        )
+    avail = "\n".join(rows)
+    text = f"{ss['verdict']}: {ss.get('reason') or ''}"
+    suite.case(
+        f"migrator.{plan}.steady-state",
+        "hypothesis",
+        r.get("duration_s"),
+        failure=text if ss.get("held") is False else None,
+        skipped=text if ss.get("held") is None else None,
+        kind="steady-state-not-held",
+        out=f"{text}\n{avail}".strip(),
+    )
+    for f in ss.get("faults") or []:
+        name = f"fault {f.get('kind')} {f['id']} on {', '.join(f.get('nodes') or [])}"
+        drift = {n: v for n, v in (f.get("drift") or {}).items() if v}
+        seconds = None
+        if f.get("on_offset_s") is not None and f.get("off_offset_s") is not None:
+            seconds = float(f["off_offset_s"]) - float(f["on_offset_s"])
+        evidence = "\n".join(
+            f"[{node}] {cmd}: {len(lines or [])} lines"
+            for node, block in (f.get("evidence") or {}).items()
+            if isinstance(block, Mapping)
+            for cmd, lines in block.items()
+        )
+        suite.case(
+            f"migrator.{plan}.faults",
+            name,
+            seconds,
+            failure=f"state left on the nodes after the revert: {drift}" if drift else None,
+            error=f"refused: {f['refused']}" if f.get("refused") else None,
+            skipped="not reverted when the journal ends"
+            if f.get("clean") is None and not f.get("refused")
+            else None,
+            kind="fault-drift" if drift else "fault-refused",
+            out=f"mechanism {f.get('mechanism')}, on {f.get('on')}, off {f.get('off')}\n{evidence}".strip(),
+        )
+    return suite

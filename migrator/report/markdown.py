@@ -66,6 +66,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if r.get("message"):
         first = str(r["message"]).strip().splitlines()[0]
         lines += [f"> {cell(first)}", ""]
+    if r.get("steady_state"):
+        lines += _steady_state(r["steady_state"])
     if r["failures"]:
         lines += ["### Failures", ""]
         for f in r["failures"][:MAX_ROWS]:
@@ -213,4 +215,71 @@ def _continuous(c: Mapping[str, Any]) -> list[str]:
         lines.append(f"- … {len(v['breaches']) - 5} more breaches (see report.json)")
     if v["breaches"]:
         lines.append("")
+    return lines
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{float(value):.2f}%"
+
+
+def _steady_state(ss: Mapping[str, Any]) -> list[str]:
+    """The game-day section: verdict and reason, the monitors' availability around the faults, the
+    faults' on/off timeline and the node state read back (tc/iptables) after the install and the revert."""
+    icon = {True: "✅", False: "❌", None: "⚠️"}[ss.get("held")]
+    lines = ["### Steady state", "", f"**{icon} {cell(ss['verdict'])}**: {cell(ss.get('reason') or '')}", ""]
+    if ss.get("during"):
+        lines += [
+            "| monitor | stage | ok | availability before / during / after the faults | probes | abort |",
+            "|---|---|---|---|---|---|",
+        ]
+        for d in ss["during"]:
+            a, n = d.get("availability") or {}, d.get("probes") or {}
+            limits = ", ".join(f"{k} {v}" for k, v in (d.get("threshold") or {}).items())
+            ok = _icon("succeeded" if d.get("ok") else "failed")
+            pct = " / ".join(_pct(a.get(k)) for k in ("before_fault", "during_fault", "after_fault"))
+            probes = " / ".join(str(n.get(k, 0)) for k in ("before_fault", "during_fault", "after_fault"))
+            lines.append(
+                f"| {cell(d['name'])} | {cell(d.get('stage'))} | {ok} | {pct} | {probes} | {cell(limits)} |"
+            )
+        lines.append("")
+    if ss.get("timeline"):
+        lines += ["| at | event |", "|---|---|"]
+        for t in ss["timeline"]:
+            at = "—" if t.get("offset_s") is None else f"+{float(t['offset_s']):.1f} s"
+            lines.append(f"| {at} | **{cell(t['what'])}** {cell(t['label'])} |")
+        lines.append("")
+    for f in (ss.get("faults") or [])[:MAX_ROWS]:
+        lines.append(
+            f"#### Fault `{cell(f['id'])}` {cell(f.get('kind'))} on {cell(', '.join(f.get('nodes') or []))}"
+        )
+        lines.append("")
+        if f.get("refused"):
+            lines += [f"Refused: {cell(f['refused'])}", ""]
+            continue
+        for title, key in (
+            ("Commands", "commands"),
+            ("Node state after the install", "evidence"),
+            ("Node state after the revert", "after_revert"),
+        ):
+            block = f.get(key) or {}
+            if not block:
+                continue
+            lines += [f"{title}:", "", "```"]
+            for node, value in block.items():
+                if isinstance(value, dict):
+                    for cmd, out in value.items():
+                        lines.append(f"[{node}] $ {cmd}")
+                        lines += [f"  {line}" for line in list(out or [])[:40]]
+                else:
+                    lines += [f"[{node}] {line}" for line in list(value or [])[:40]]
+            lines += ["```", ""]
+        drift = {n: v for n, v in (f.get("drift") or {}).items() if v}
+        clean = (
+            "no drift (nothing left on the nodes)"
+            if f.get("clean")
+            else f"drift: {drift}"
+            if drift
+            else "not reverted yet"
+        )
+        lines += [f"After the revert: {cell(clean)}", ""]
     return lines

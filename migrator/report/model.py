@@ -30,6 +30,11 @@ the content of ``report.json``. Its shape (``schema: migrator.report/v1``, as a 
     warnings          [message]
     annotations       [{ts, offset_s, kind, label, detail}]   faults on/off, resumes, rollbacks, ...
     journal           {events, torn, last_seq}
+    steady_state      game days only (see :mod:`migrator.report.steadystate`): the verdict "steady state
+                      held"/"not held" with its reason, the faults' timeline and evidence | null
+
+``preflight`` also has ``requirements`` (the steps' own preflight at run start, see
+:mod:`migrator.engine.requirements`): ``{outcome, checked, failures, skipped, duration}`` when journaled.
 
 Annotations are produced by *annotators* (:func:`register_annotator`): functions from a journal event
 to an annotation (or ``None``). The built-in one marks run resumes, rollback starts, interrupts,
@@ -51,6 +56,7 @@ from migrator.engine.journal import read_journal
 from migrator.engine.rundir import RunDir
 from migrator.engine.state import RunStatus
 from migrator.report.connectivity import analyze_check
+from migrator.report.steadystate import steady_state
 
 SCHEMA = "migrator.report/v1"
 
@@ -276,6 +282,7 @@ class _Builder:
         self.run_end: dict[str, Any] = {}
         self.failed_undo: str | None = None
         self.stage_of_check: dict[str, str] = {}
+        self.requirements: dict[str, Any] | None = None
 
     def offset(self, ts: Any) -> float | None:
         t = parse_ts(ts)
@@ -357,6 +364,17 @@ class _Builder:
             self.fail("run", "run", e.get("error"), ts)
         elif kind == "warning":
             self.warnings.append(str(e.get("message")))
+        elif kind == "preflight.requirements":
+            self.requirements = {
+                k: e.get(k) for k in ("outcome", "checked", "failures", "skipped", "duration")
+            }
+            if e.get("outcome") == "failed":
+                for f in e.get("failures") or []:
+                    where = f"requirements of step {f.get('stage')}/{f.get('step')}" + (
+                        f"@{f['node']}" if f.get("node") else ""
+                    )
+                    self.fail("preflight", where, f.get("error"), ts)
+                self.preflight = {"outcome": "failed", "started": ts, "ended": ts, "checks": []}
         elif kind == "preflight.start":
             self.preflight = {"outcome": None, "started": ts, "ended": None, "checks": []}
         elif kind == "preflight.end" and self.preflight is not None:
@@ -700,6 +718,18 @@ def build_report(run_dir: Path) -> dict[str, Any]:
             b.stages[str(st["name"])].pop("_wave_nodes", None)
     stages = sorted(b.stages.values(), key=lambda s: (s["index"] is None, s["index"] or 0))
     metadata = plan.get("metadata") if isinstance(plan, Mapping) else None
+    if b.requirements is not None:
+        b.preflight = {**(b.preflight or {"outcome": None, "started": None, "ended": None, "checks": []})}
+        b.preflight["requirements"] = b.requirements
+    message = b.run_end.get("message") or state.get("message") or ""
+    game_day = steady_state(
+        plan=plan if isinstance(plan, Mapping) else None,
+        events=found.events,
+        checks=b.checks,
+        status=status,
+        t0=b.t0.isoformat() if b.t0 else None,
+        message=str(message),
+    )
     return {
         "schema": SCHEMA,
         "generated": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -713,7 +743,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "status": status,
         "verdict": verdict(status, run_id, failed_undo=failed_undo, rollback_reason=rollback_reason),
         "exit_code": exit_code,
-        "message": b.run_end.get("message") or state.get("message") or "",
+        "message": message,
         "started": started,
         "ended": ended,
         "duration_s": seconds_between(started, ended or last_ts),
@@ -726,6 +756,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "warnings": b.warnings,
         "annotations": b.annotations,
         "journal": {"events": len(found.events), "torn": found.torn, "last_seq": found.last_seq},
+        "steady_state": game_day,
     }
 
 
