@@ -1243,13 +1243,17 @@ class FakeKubeApi:
             if time.monotonic() >= deadline:
                 return
 
+    def record(self, method: str, path: str, query: Mapping[str, str]) -> None:
+        """Keep ``(method, path, query)`` in ``requests`` (when ``record_requests``)."""
+        if self.record_requests:
+            with self.lock:
+                self.requests.append((method, path, dict(query)))
+
     def handle(  # noqa: PLR0917
         self, method: str, path: str, query: dict[str, str], body: bytes, content_type: str, auth: str | None
     ) -> tuple[int, Obj | Iterator[Obj], dict[str, str]]:
         """Answer one request: ``(status, body or watch event iterator, headers)``."""
-        if self.record_requests:
-            with self.lock:
-                self.requests.append((method, path, dict(query)))
+        self.record(method, path, query)
         fault = self.check_fault(method, path)
         if fault is not None and fault.delay > 0:
             self.stopping.wait(min(fault.delay, MAX_WATCH_SECONDS))
@@ -1583,6 +1587,7 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type") or "application/json"
         api = self.server.api
         if method == "POST" and split.path.endswith("/selfsubjectaccessreviews"):
+            api.record(method, split.path, query)
             if api.token is not None and self.headers.get("Authorization") != f"Bearer {api.token}":
                 self._send(401, status_body(401, "Unauthorized", "Unauthorized"), {})
                 return
@@ -1594,6 +1599,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         log = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", split.path)
         if method == "GET" and log is not None:
+            api.record(method, split.path, query)
             if api.token is not None and self.headers.get("Authorization") != f"Bearer {api.token}":
                 self._send(401, status_body(401, "Unauthorized", "Unauthorized"), {})
                 return
