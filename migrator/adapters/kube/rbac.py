@@ -7,9 +7,10 @@ Regenerate the document after changing the table::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -110,6 +111,40 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(CALICO_GROUP, "bgpconfigurations", MANAGE, "the optional BGP stage"),
     Permission(CALICO_GROUP, "bgppeers", MANAGE, "the optional BGP stage (route reflectors)"),
 )
+
+
+NON_RESOURCE_GROUPS = ("authorization.k8s.io",)  # SelfSubjectAccessReviews: every user may ask
+
+
+def required_permission(method: str, path: str, query: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """``(verb, group, resource[/subresource])`` an API request needs, or ``None`` for discovery and
+    SelfSubjectAccessReviews (allowed to every authenticated user). Used to prove the table complete."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if not rest or group in NON_RESOURCE_GROUPS:
+        return None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        rest = rest[2:]
+    resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else ""
+    if method == "GET":
+        verb = (
+            "get" if name else ("watch" if str(query.get("watch", "")).lower() in ("1", "true") else "list")
+        )
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+        if method == "DELETE" and not name:
+            verb = "deletecollection"
+    return verb, group, f"{resource}/{sub}" if sub else resource
+
+
+def granted(verb: str, group: str, resource_ref: str) -> bool:
+    """Whether the table grants this verb on this (group, resource[/subresource])."""
+    return any(p.group == group and p.resource_ref == resource_ref and verb in p.verbs for p in PERMISSIONS)
 
 
 def checks() -> Iterator[tuple[Permission, str]]:
