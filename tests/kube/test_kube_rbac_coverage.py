@@ -83,8 +83,8 @@ def test_every_request_of_the_flow_is_in_the_rbac_table(
     cluster.identity()
     with cluster.lock("rbac-run", duration=30):
         cluster.detect_cni_details()
-        for node in cluster.list_nodes():
-            cluster.label_node(node.name, {LABEL: "flannel"})
+        for each in cluster.list_nodes():
+            cluster.label_node(each.name, {LABEL: "flannel"})
         cluster.apply_cni_agent(CniAgent.FLANNEL, node_selector={LABEL: "flannel"})
         sel = {LABEL: "calico"}
         cluster.apply_cni_agent(
