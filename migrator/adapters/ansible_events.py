@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Collection, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -119,6 +120,22 @@ def _first_failed_item(res: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+_BAD_KEY_PERMS = re.compile(r"Load key \"(?P<key>[^\"]+)\": bad permissions")
+_NO_IDENTITY = re.compile(r"no such identity: (?P<key>[^:\s]+): No such file")
+
+
+def ssh_hint(message: str) -> str | None:
+    """The fix for an ssh failure (a private key others can read, a missing key), or ``None``."""
+    match = _BAD_KEY_PERMS.search(message)
+    if match:
+        key = match.group("key")
+        return f"ssh ignored the private key {key} because others can read it; run: chmod 600 {key}"
+    match = _NO_IDENTITY.search(message)
+    if match:
+        return f"the SSH private key {match.group('key')} does not exist: fix the path in the inventory"
+    return None
+
+
 def result_message(res: Mapping[str, Any]) -> str:
     """Ansible's message for a task result: ``msg``, plus ``stderr``/``stdout`` for commands."""
     item = _first_failed_item(res)
@@ -140,6 +157,9 @@ def result_message(res: Mapping[str, Any]) -> str:
                 break
         if "rc" in res and res.get("rc") not in (0, None):
             parts.append(f"rc={res['rc']}")
+    hint = ssh_hint(" ".join(parts)) if res.get("unreachable") else None
+    if hint:
+        parts.insert(0, hint)  # first: _short may cut the end
     return _short("; ".join(parts))
 
 

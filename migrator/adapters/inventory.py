@@ -95,6 +95,21 @@ def parse_inventory_json(path: Path, data: Mapping[str, Any]) -> Inventory:
     return Inventory(path=path, hosts=tuple(sorted(hosts)), groups=groups, hostvars=hostvars)
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """ansible-inventory's error on one line: ``[WARNING]``/``[ERROR]`` prefixes and repeats dropped."""
+    parts: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        for prefix in ("[WARNING]:", "[ERROR]:"):
+            line = line.removeprefix(prefix).strip()
+        if not line or line == "<<< caused by >>>" or line.startswith("Origin:"):
+            continue
+        if not any(line.rstrip(".") in part for part in parts):  # ansible repeats the cause
+            parts.append(line)
+    joined = "; ".join(parts) or "no output"
+    return joined if len(joined) <= limit else joined[: limit - 9] + " …(cut)"
+
+
 def load_inventory(path: Path, *, timeout: float = INVENTORY_TIMEOUT) -> Inventory:
     """Parse ``path`` with ``ansible-inventory --list``.
 
@@ -118,7 +133,7 @@ def load_inventory(path: Path, *, timeout: float = INVENTORY_TIMEOUT) -> Invento
     except FileNotFoundError as exc:
         raise PermanentError("ansible-inventory not found: install ansible-core") from exc
     if proc.returncode != 0:
-        raise UsageError(f"cannot parse inventory {path}: {proc.stderr.strip() or proc.stdout.strip()}")
+        raise UsageError(f"cannot parse inventory {path}: {_one_line(proc.stderr or proc.stdout)}")
     try:
         data = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
