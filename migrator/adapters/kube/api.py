@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -183,10 +184,12 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
             persist_config=False,
             client_configuration=client_configuration(),
         )
-    except (ConfigException, FileNotFoundError, OSError) as exc:
+    except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # a malformed kubeconfig raises YAML or plain Python errors from inside the loader: one line
         where = kubeconfig or "the default kubeconfig"
+        detail = " ".join(str(exc).split()) or type(exc).__name__
         raise UsageError(
-            f"cannot load Kubernetes config from {where} (context {context or 'current'}): {exc}"
+            f"cannot load Kubernetes config from {where} (context {context or 'current'}): {detail}"
         ) from exc
 
 
