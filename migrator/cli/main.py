@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from migrator import __version__
+from migrator.cli.inputs import check_target_inputs, one_line
 from migrator.engine import (
     EngineOptions,
     RunControl,
@@ -107,6 +108,9 @@ def main_callback(  # noqa: PLR0917 - typer maps parameters to options
 ) -> None:
     """Plan-driven, verified and reversible network changes for Kubernetes clusters."""
     _setup_logging(verbose)
+    for option, value in (("--kubeconfig", kubeconfig), ("--inventory", inventory)):
+        if value and os.pathsep not in value and not Path(value).expanduser().exists():
+            raise UsageError(f"{option} {value}: no such file")
     # the kube target reads these (migrator.adapters.kube.target.open_kube_target)
     for env, value in (
         ("KUBECONFIG", kubeconfig),
@@ -225,6 +229,7 @@ def apply_cmd(  # noqa: PLR0917 - typer maps parameters to options
         _print_dry_run(make_dry_run(source, tgt, target_spec=spec), output)
         raise typer.Exit(0)
     interactive = sys.stdin.isatty()
+    check_target_inputs(tgt, parse=spec.strip().startswith("kube"))
     if not yes:
         if not interactive:
             raise UsageError("apply changes the target: pass --yes to confirm (there is no TTY to ask on)")
@@ -466,8 +471,20 @@ def _hoist_global_options(args: list[str]) -> list[str]:
     return flags + [a for a in args if a not in _GLOBAL_FLAGS]
 
 
+def _usage_line(exc: typer.TyperException) -> str:
+    """Click's usage error on one line, with the command's ``--help`` to read."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", "") or "migrator"
+    return f"{one_line(message)} (see: {path} --help)"
+
+
 def run(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point: exit codes from :class:`ExitCode`; no tracebacks without ``--debug``."""
+    """Console-script entry point: exit codes from :class:`ExitCode`; no tracebacks without ``--debug``.
+
+    Every error is printed as ``error: ...`` on one line of stderr (a plan with several problems: one line
+    each, naming file:line:column and the field).
+    """
     args = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     _setup_logging(0)
@@ -481,7 +498,7 @@ def run(argv: Sequence[str] | None = None) -> None:
             err.print_exception()
         lines = [str(p) for p in exc.problems] if isinstance(exc, PlanError) and exc.problems else [str(exc)]
         for line in lines:
-            err.print(f"error: {line}", markup=False)
+            err.print(f"error: {one_line(line, limit=1000)}", markup=False)
         code = int(exc.exit_code)
     except typer.Exit as exc:
         code = int(exc.exit_code)
@@ -489,20 +506,26 @@ def run(argv: Sequence[str] | None = None) -> None:
         err.print("aborted")
         code = int(ExitCode.INTERRUPTED)
     except typer.TyperException as exc:  # bad CLI use: unknown option, missing argument, ...
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {_usage_line(exc)}", markup=False)
         code = int(ExitCode.INVALID_INPUT)
     except OSError as exc:  # the state folder or a file cannot be used: say which, no traceback
         if debug:
             err.print_exception()
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {one_line(str(exc))}", markup=False)
         code = int(ExitCode.INVALID_INPUT)
     except KeyboardInterrupt:
         err.print("interrupted")
         code = int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, and the state may need a look
+        if debug:
+            err.print_exception()
+        detail = one_line(str(exc)) or "no message"
+        err.print(
+            f"error: internal error {type(exc).__name__}: {detail} (rerun with --debug for the traceback;"
+            " check `migrator runs` for a run that needs attention)",
+            markup=False,
+        )
+        code = int(ExitCode.NEEDS_ATTENTION)
     logger.debug("migrator exits {} after {:.2f}s", code, time.monotonic() - started)
     sys.exit(code)
 

@@ -22,8 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from migrator.adapters.ansible import AnsibleRunnerExecutor
+from migrator.adapters.ansible_events import ssh_hint
 from migrator.adapters.inventory import compare_hosts, load_inventory
-from migrator.errors import ExitCode, MigratorError
+from migrator.cli.inputs import check_inventory_file, check_inventory_keys, exit_with
+from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import PlaybookRequest, PlaybookResult, RunnerStatus
 
 app = typer.Typer(help="Node-level checks over SSH (Ansible).", no_args_is_help=True)
@@ -77,6 +79,24 @@ def ping_table(result: PlaybookResult, addresses: dict[str, str]) -> Table:
     return table
 
 
+def _why(result: PlaybookResult, name: str) -> str:
+    """One actionable line on why a node did not answer the ping."""
+    host = result.hosts.get(name)
+    message = (host.message if host is not None else None) or ""
+    hint = ssh_hint(message)
+    if hint:
+        return hint
+    lines = [
+        line.strip() for line in message.splitlines() if line.strip() and "Permanently added" not in line
+    ]
+    reason = lines[-1] if lines else "no answer"
+    if "ssh: " in reason:
+        reason = reason[reason.rindex("ssh: ") :]
+    if host is not None and host.unreachable:
+        return f"unreachable: {reason} (is sshd running there, and is ansible_host right in the inventory?)"
+    return reason
+
+
 @app.command()
 def ping(
     inventory: Annotated[Path, typer.Option("--inventory", "-i", help="Ansible inventory (INI or YAML)")],
@@ -90,16 +110,19 @@ def ping(
 ) -> None:
     """Check that every node is reachable over SSH through the inventory."""
     console = Console()
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
+        check_inventory_file(inventory)
         inv = load_inventory(inventory)
+        check_inventory_keys(inventory)
     except MigratorError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(int(exc.exit_code)) from exc
+        raise exit_with(exc) from exc
     wanted = _split(nodes) or list(inv.hosts)
     unknown = sorted(set(wanted) - set(inv.hosts))
     if unknown:
-        console.print(f"[red]error:[/red] not in inventory {inventory}: {', '.join(unknown)}")
-        raise typer.Exit(int(ExitCode.INVALID_INPUT))
+        listed = ", ".join(inv.hosts)
+        refused = UsageError(f"not in inventory {inventory}: {', '.join(unknown)} (it lists {listed})")
+        raise exit_with(refused)
     attention = False
     if expect_nodes is not None:
         mismatch = compare_hosts(inv.hosts, _split(expect_nodes))
@@ -119,8 +142,7 @@ def ping(
                     request, data_dir=data_dir, cancel=cancel, raise_on_failure=False
                 )
         except MigratorError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(int(exc.exit_code)) from exc
+            raise exit_with(exc) from exc
     if result.status is RunnerStatus.CANCELED:
         console.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(int(ExitCode.INTERRUPTED))
@@ -128,7 +150,11 @@ def ping(
     console.print(ping_table(result, addresses))
     bad = sorted(h.host for h in result.hosts.values() if h.unreachable or h.failed or not h.ok)
     if bad:
-        console.print(f"[red]{len(bad)} of {len(wanted)} node(s) not reachable:[/red] {', '.join(bad)}")
+        for name in bad:
+            errors.print(
+                f"error: {name} ({addresses.get(name) or 'no address'}): {_why(result, name)}", markup=False
+            )
+        errors.print(f"[red]{len(bad)} of {len(wanted)} node(s) not reachable:[/red] {', '.join(bad)}")
     else:
         console.print(f"[green]all {len(wanted)} node(s) reachable[/green]")
     if bad or attention:
