@@ -7,14 +7,16 @@ import json
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from loguru import logger
 
 from migrator import __version__
-from migrator.actions import StepContext, get_action, registered_actions
+from migrator.actions import Action, StepContext, get_action, registered_actions
 from migrator.actions.context import CheckContext
 from migrator.checks import get_check
 from migrator.engine.engine import Engine, EngineOptions, Observer, RunControl, RunResult
@@ -25,7 +27,6 @@ from migrator.engine.planio import (
     file_hash,
     load_plan_file,
     plan_to_data,
-    render_step,
     runtime_context,
 )
 from migrator.engine.rundir import RunDir, find_run, new_run_id
@@ -36,6 +37,7 @@ from migrator.errors import Location, PlanError, Problem, UsageError
 from migrator.fsutil import atomic_write_json, atomic_write_text
 from migrator.plan.models import CheckBase, Plan, StepBase
 from migrator.plan.source import read_yaml
+from migrator.plan.templates import RuntimeTemplate
 from migrator.ports import Node, Target
 
 ObserverFactory = Callable[[RunDir], Sequence[Observer]]
@@ -79,45 +81,53 @@ def _run_lock(target: Target, lock_name: str, run_id: str) -> RunLock:
 def validate_for_engine(plan: Plan, path: Path | None = None) -> None:
     """Refuse a plan this build cannot run: unavailable actions/checks, node actions outside for_each.
 
-    Problems point at the file, line and column when the plan file is given.
+    Problems point at the file, line and column when the plan file is given (the file is parsed again
+    for their locations only when there is a problem).
     """
-    locate = _locator(path)
-    problems: list[Problem] = []
-    raw_stage = _raw_stage_indexes(path)
+    found: list[tuple[str | None, tuple[str | int, ...], str]] = []  # (stage, path, message)
 
-    def check_step(step: StepBase, at: tuple[str | int, ...], in_for_each: bool) -> None:
+    def check_step(step: StepBase, stage: str | None, at: tuple[str | int, ...], in_for_each: bool) -> None:
         name = str(getattr(step, "action", ""))
         try:
             action = get_action(name)
         except PlanError as exc:
-            problems.append(Problem(locate((*at, "action")), _show((*at, "action")), str(exc)))
+            found.append((stage, (*at, "action"), str(exc)))
             return
         if action.needs_node and not in_for_each:
             message = f"action {name!r} needs a node: use it in a for_each stage"
-            problems.append(Problem(locate((*at, "action")), _show((*at, "action")), message))
+            found.append((stage, (*at, "action"), message))
         if step.undo is not None:
-            check_step(step.undo, (*at, "undo"), in_for_each)
+            check_step(step.undo, stage, (*at, "undo"), in_for_each)
 
-    def check_check(check: CheckBase, at: tuple[str | int, ...]) -> None:
+    def check_check(check: CheckBase, stage: str | None, at: tuple[str | int, ...]) -> None:
         try:
             get_check(str(getattr(check, "type", "")))
         except PlanError as exc:
-            problems.append(Problem(locate((*at, "type")), _show((*at, "type")), str(exc)))
+            found.append((stage, (*at, "type"), str(exc)))
 
     for i, check in enumerate(plan.spec.preflight):
-        check_check(check, ("spec", "preflight", i))
+        check_check(check, None, ("spec", "preflight", i))
     for i, check in enumerate(plan.spec.verify):
-        check_check(check, ("spec", "verify", i))
+        check_check(check, None, ("spec", "verify", i))
     for s, stage in enumerate(plan.spec.stages):
-        at: tuple[str | int, ...] = ("spec", "stages", raw_stage.get(stage.name, s))
+        at: tuple[str | int, ...] = ("spec", "stages", s)
         for i, step in enumerate(stage.steps):
-            check_step(step, (*at, "steps", i), stage.for_each is not None)
+            check_step(step, stage.name, (*at, "steps", i), stage.for_each is not None)
         for i, check in enumerate(stage.verify):
-            check_check(check, (*at, "verify", i))
+            check_check(check, stage.name, (*at, "verify", i))
         for i, check in enumerate(stage.monitor):
-            check_check(check, (*at, "monitor", i))
-    if problems:
-        raise PlanError("", problems)
+            check_check(check, stage.name, (*at, "monitor", i))
+    if not found:
+        return
+    locate = _locator(path)
+    raw_stage = _raw_stage_indexes(path)
+    problems: list[Problem] = []
+    for stage_name, at, message in found:
+        where = at
+        if stage_name is not None:  # the stage's index in the file (disabled stages are not loaded)
+            where = (*at[:2], raw_stage.get(stage_name, at[2]), *at[3:])
+        problems.append(Problem(locate(where), _show(where), message))
+    raise PlanError("", problems)
 
 
 def _show(path: tuple[str | int, ...]) -> str:
@@ -427,58 +437,132 @@ def dry_run(source: PlanSource, target: Target, *, target_spec: str | None = Non
         return _dry_run(source, target, target_spec=target_spec, scratch=Path(scratch))
 
 
-def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scratch: Path) -> dict[str, Any]:
-    validate_for_engine(source.plan, source.path)
-    plan = source.plan
-    scrub = Scrubber(source.secret_values)
-    run_id = "dry-run"
-    fake_dir = scratch
-    nodes = target.cluster.list_nodes()
-    by_name = {n.name: n for n in nodes}
+@dataclass(frozen=True)
+class _DryRunEnv:
+    """What every preview of one dry run shares."""
 
-    def step_view(index: int, step: StepBase, node: Node | None) -> dict[str, Any]:
-        rendered = render_step(step, runtime_context(run_id, node))
+    run_id: str
+    scratch: Path
+    target: Target
+    params: dict[str, Any]
+    scrub: Scrubber
+    cancel: threading.Event  # a dry run is never cancelled: one event for all the step contexts
+
+
+@dataclass(frozen=True)
+class _RenderedStep:
+    """A step rendered for a node (or for every node), with what its views take from it."""
+
+    step: StepBase
+    action_name: str
+    action: Action[Any]
+    args: Any
+    args_json: Any
+    undo: Any  # the explicit undo's view, None when the action previews its own undo
+
+
+class _StepViews:
+    """The dry-run views of one step, for every node of its stage.
+
+    The step is compiled once (:class:`~migrator.plan.templates.RuntimeTemplate`). A step whose templates
+    do not use ``node.*`` (most steps: ``params`` are rendered at load time) is rendered, and its args and
+    explicit undo dumped, once for the stage; only a step that uses ``node.*`` is rendered for each node.
+    The action's preview and undo preview are asked for every node (they read the node's state). The
+    views of one step share the dumped args, retry and undo: treat the report as read-only.
+    """
+
+    def __init__(self, step: StepBase, env: _DryRunEnv) -> None:
+        self.step = step
+        self.env = env
+        self.template = RuntimeTemplate(step)
+        self.per_node = self.template.uses_node()
+        self._shared: _RenderedStep | None = None
+        self._retry: dict[str, Any] | None = None
+
+    def rendered(self, node: Node | None) -> _RenderedStep:
+        if self.per_node:
+            return self.render(node)
+        if self._shared is None:  # on first use: a stage without nodes renders nothing, as before
+            self._shared = self.render(None)
+        return self._shared
+
+    def render(self, node: Node | None) -> _RenderedStep:
+        rendered = self.template.render(runtime_context(self.env.run_id, node))
         action_name = str(getattr(rendered, "action", ""))
-        action = get_action(action_name)
         args = getattr(rendered, "args", None)
+        undo = None
+        if not rendered.no_undo and rendered.undo is not None:
+            undo = {
+                "action": getattr(rendered.undo, "action", ""),
+                "args": _dump_args(getattr(rendered.undo, "args", None)),
+            }
+        return _RenderedStep(
+            step=rendered,
+            action_name=action_name,
+            action=get_action(action_name),
+            args=args,
+            args_json=args.model_dump(mode="json") if args is not None else None,
+            undo=undo,
+        )
+
+    def view(self, node: Node | None) -> dict[str, Any]:
+        step, env = self.step, self.env
+        rendered = self.rendered(node)
+        if self._retry is None:
+            self._retry = step.retry.model_dump(mode="json")
         ctx = StepContext(
-            run_id=run_id,
-            run_dir=fake_dir,
-            artifacts_dir=fake_dir,
-            target=target,
+            run_id=env.run_id,
+            run_dir=env.scratch,
+            artifacts_dir=env.scratch,
+            target=env.target,
             node=node,
-            params=source.params,
+            params=env.params,
+            cancel=env.cancel,
             dry_run=True,
             step=step.display_name,
-            scrub=scrub,
+            scrub=env.scrub,
         )
+        action, args = rendered.action, rendered.args
         view: dict[str, Any] = {
             "step": step.display_name,
-            "action": action_name,
-            "args": args.model_dump(mode="json") if args is not None else None,
+            "action": rendered.action_name,
+            "args": rendered.args_json,
             "timeout": step.timeout,
-            "retry": step.retry.model_dump(mode="json"),
+            "retry": self._retry,
             "preview": action.preview(ctx, args),
         }
         if step.no_undo:
             view["undo"] = "none (no_undo)"
         elif rendered.undo is not None:
-            view["undo"] = {
-                "action": getattr(rendered.undo, "action", ""),
-                "args": _dump_args(getattr(rendered.undo, "args", None)),
-            }
+            view["undo"] = rendered.undo
         else:
-            view["undo"] = action.undo_preview(ctx, args) or f"{action_name} undo"
+            view["undo"] = action.undo_preview(ctx, args) or f"{rendered.action_name} undo"
         return view
+
+
+def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scratch: Path) -> dict[str, Any]:
+    validate_for_engine(source.plan, source.path)
+    plan = source.plan
+    scrub = Scrubber(source.secret_values)
+    env = _DryRunEnv(
+        run_id="dry-run",
+        scratch=scratch,
+        target=target,
+        params=source.params,
+        scrub=scrub,
+        cancel=threading.Event(),
+    )
+    nodes = target.cluster.list_nodes()
+    by_name = {n.name: n for n in nodes}
 
     def checks_view(checks: Sequence[CheckBase], phase: str) -> list[dict[str, Any]]:
         out = []
         for check in checks:
             checker = get_check(str(getattr(check, "type", "")))
             ctx = CheckContext(
-                run_id=run_id,
-                run_dir=fake_dir,
-                artifacts_dir=fake_dir,
+                run_id=env.run_id,
+                run_dir=scratch,
+                artifacts_dir=scratch,
                 target=target,
                 phase=phase,
                 params=source.params,
@@ -493,6 +577,14 @@ def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scr
             )
         return out
 
+    def node_view(node: Node, steps: Sequence[_StepViews]) -> dict[str, Any]:
+        return {
+            "node": node.name,
+            "address": node.address,
+            "control_plane": node.is_control_plane,
+            "steps": [s.view(node) for s in steps],
+        }
+
     stages: list[dict[str, Any]] = []
     for index, stage in enumerate(plan.spec.stages):
         view: dict[str, Any] = {
@@ -503,6 +595,7 @@ def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scr
             "verify": checks_view(stage.verify, "verify"),
             "monitor": checks_view(stage.monitor, "monitor"),
         }
+        steps = [_StepViews(s, env) for s in stage.steps]
         if stage.for_each is not None:
             waves = resolve_waves(nodes, stage.for_each, where=f"stages[{index}] ({stage.name})")
             view["for_each"] = {
@@ -510,22 +603,11 @@ def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scr
                 "max_unavailable": stage.for_each.max_unavailable,
             }
             view["waves"] = [
-                {
-                    "wave": w,
-                    "nodes": [
-                        {
-                            "node": name,
-                            "address": by_name[name].address,
-                            "control_plane": by_name[name].is_control_plane,
-                            "steps": [step_view(i, s, by_name[name]) for i, s in enumerate(stage.steps)],
-                        }
-                        for name in wave
-                    ],
-                }
+                {"wave": w, "nodes": [node_view(by_name[name], steps) for name in wave]}
                 for w, wave in enumerate(waves)
             ]
         else:
-            view["steps"] = [step_view(i, s, None) for i, s in enumerate(stage.steps)]
+            view["steps"] = [s.view(None) for s in steps]
         stages.append(view)
     report = {
         "dry_run": True,

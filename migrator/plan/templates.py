@@ -4,7 +4,7 @@
 is only a template takes the parameter's typed value, a template inside other text takes its text form.
 ``${{ node.name }}``, ``${{ node.address }}`` and ``${{ run.id }}`` are runtime templates: they stay in the
 loaded plan as text and the engine renders them with :func:`render_runtime` / :func:`render_step` for each
-node.
+node; :class:`RuntimeTemplate` compiles a model once to render it cheaply for many nodes.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -217,8 +217,29 @@ def substitute_params(text: str, values: Mapping[str, Any]) -> Any:
 
 # ----------------------------------------------------------------------------------- runtime rendering
 
+Context = Mapping[str, Mapping[str, str]]
+"""A runtime context: ``{"node": {"name": ..., "address": ...}, "run": {"id": ...}}``."""
 
-def render_runtime(text: str, context: Mapping[str, Mapping[str, str]]) -> str:
+
+def _runtime_error(message: str) -> PlanError:
+    return PlanError(message, [Problem(Location("<runtime>"), "", message)])
+
+
+def _substitute(text: str, refs: Sequence[TemplateRef], context: Context) -> str:
+    out, pos = [], 0
+    for ref in refs:
+        namespace = context.get(ref.namespace)
+        if namespace is None or ref.name not in namespace:
+            where = "outside a for_each stage" if ref.namespace == NODE_NAMESPACE else "here"
+            raise _runtime_error(f"template {ref.text} cannot be rendered {where}")
+        out.append(text[pos : ref.start])
+        out.append(str(namespace[ref.name]))
+        pos = ref.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def render_runtime(text: str, context: Context) -> str:
     """Render the runtime templates of ``text``: ``context = {"node": {"name": ..., "address": ...},
     "run": {"id": ...}}``.
 
@@ -230,52 +251,125 @@ def render_runtime(text: str, context: Mapping[str, Mapping[str, str]]) -> str:
     try:
         refs = find_templates(text)
     except ValueError as exc:
-        raise PlanError(str(exc), [Problem(Location("<runtime>"), "", str(exc))]) from None
-    out, pos = [], 0
-    for ref in refs:
-        namespace = context.get(ref.namespace)
-        if namespace is None or ref.name not in namespace:
-            where = "outside a for_each stage" if ref.namespace == NODE_NAMESPACE else "here"
-            message = f"template {ref.text} cannot be rendered {where}"
-            raise PlanError(message, [Problem(Location("<runtime>"), "", message)])
-        out.append(text[pos : ref.start])
-        out.append(str(namespace[ref.name]))
-        pos = ref.end
-    out.append(text[pos:])
-    return "".join(out)
+        raise _runtime_error(str(exc)) from None
+    return _substitute(text, refs, context)
 
 
 _T = TypeVar("_T")
+_MALFORMED = "<malformed>"  # in RuntimeTemplate.namespaces when a template cannot be parsed
+_Renderer = Callable[[Context], Any]
 
 
-def _render_any(value: Any, context: Mapping[str, Mapping[str, str]]) -> Any:
+def _compile(value: Any, namespaces: set[str]) -> _Renderer | None:
+    """A function that renders the runtime templates of ``value``, or ``None`` when it has none.
+
+    Only the parts that hold a template are visited when rendering: everything else is shared with
+    ``value``. Adds the namespaces the templates use to ``namespaces``.
+    """
     if isinstance(value, str):
-        return render_runtime(value, context)
+        return _compile_text(value, namespaces)
     if isinstance(value, BaseModel):
-        updates: dict[str, Any] = {}
-        for name in type(value).model_fields:
-            old = getattr(value, name)
-            new = _render_any(old, context)
-            if new is not old:
-                updates[name] = new
-        return value.model_copy(update=updates) if updates else value
-    if isinstance(value, list):
-        items = [_render_any(v, context) for v in value]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-    if isinstance(value, tuple):
-        tup = tuple(_render_any(v, context) for v in value)
-        return tup if any(a is not b for a, b in zip(tup, value, strict=True)) else value
+        fields = [
+            (name, fn)
+            for name in type(value).model_fields
+            if (fn := _compile(getattr(value, name), namespaces)) is not None
+        ]
+        if not fields:
+            return None
+        model = value
+
+        def render_model(context: Context) -> Any:
+            return model.model_copy(update={name: fn(context) for name, fn in fields})
+
+        return render_model
+    if isinstance(value, list | tuple):
+        items = [(i, fn) for i, v in enumerate(value) if (fn := _compile(v, namespaces)) is not None]
+        if not items:
+            return None
+        seq, as_tuple = value, isinstance(value, tuple)
+
+        def render_seq(context: Context) -> Any:
+            out = list(seq)
+            for i, fn in items:
+                out[i] = fn(context)
+            return tuple(out) if as_tuple else out
+
+        return render_seq
     if isinstance(value, dict):
-        rendered = {k: _render_any(v, context) for k, v in value.items()}
-        return rendered if any(rendered[k] is not value[k] for k in value) else value
-    return value
+        entries = [(k, fn) for k, v in value.items() if (fn := _compile(v, namespaces)) is not None]
+        if not entries:
+            return None
+        mapping = value
+
+        def render_dict(context: Context) -> Any:
+            out = dict(mapping)
+            for k, fn in entries:
+                out[k] = fn(context)
+            return out
+
+        return render_dict
+    return None
 
 
-def render_step(step: _T, context: Mapping[str, Mapping[str, str]]) -> _T:
+def _compile_text(text: str, namespaces: set[str]) -> _Renderer | None:
+    if "${{" not in text:
+        return None
+    try:
+        refs = find_templates(text)
+    except ValueError as exc:
+        message = str(exc)
+        namespaces.add(_MALFORMED)
+
+        def malformed(context: Context) -> Any:
+            raise _runtime_error(message)
+
+        return malformed
+    namespaces.update(ref.namespace for ref in refs)
+    return lambda context: _substitute(text, refs, context)
+
+
+class RuntimeTemplate(Generic[_T]):
+    """A plan model (a step, a check, any part of a plan) compiled once for runtime rendering.
+
+    Compiling walks the model once and keeps only the paths to its templates, so :meth:`render` costs
+    nothing for a model without templates (it returns the model itself) and, for one with templates, only
+    the strings that hold them are substituted and only the models, lists and dicts on their way are
+    copied (the rest is shared). :attr:`namespaces` says which runtime namespaces the templates use: a
+    step whose templates do not use ``node`` renders to the same model for every node, so the engine can
+    render it once per stage (:meth:`uses_node`).
+    """
+
+    __slots__ = ("_render", "namespaces", "value")
+
+    def __init__(self, value: _T) -> None:
+        self.value = value
+        namespaces: set[str] = set()
+        self._render = _compile(value, namespaces)
+        self.namespaces: frozenset[str] = frozenset(namespaces)
+
+    @property
+    def static(self) -> bool:
+        """No runtime template at all: :meth:`render` returns :attr:`value` itself."""
+        return self._render is None
+
+    def uses_node(self) -> bool:
+        """Whether a template refers to ``node.*`` (a malformed template counts as one, so that its
+        error comes where a per-node rendering would raise it)."""
+        return NODE_NAMESPACE in self.namespaces or _MALFORMED in self.namespaces
+
+    def render(self, context: Context) -> _T:
+        """``value`` with every runtime template rendered (the same rules as :func:`render_runtime`)."""
+        if self._render is None:
+            return self.value
+        result: _T = self._render(context)
+        return result
+
+
+def render_step(step: _T, context: Context) -> _T:
     """A copy of a step (or check, or any plan model) with every runtime template rendered.
 
     Strings are rendered everywhere in the model: its name, its args (nested dicts and lists included)
     and its explicit ``undo``. Unchanged parts are shared, not copied. The copy is not re-validated.
+    To render one model for many nodes, compile it once with :class:`RuntimeTemplate`.
     """
-    result: _T = _render_any(step, context)
-    return result
+    return RuntimeTemplate(step).render(context)

@@ -9,7 +9,7 @@ import pytest
 from migrator.errors import PlanError
 from migrator.plan.loader import load_plan, load_plan_text
 from migrator.plan.models import AnsiblePlaybookStep, DemoMarkersCheck, DemoTouchStep
-from migrator.plan.templates import render_runtime, render_step
+from migrator.plan.templates import RuntimeTemplate, render_runtime, render_step
 
 ROOT = Path(__file__).resolve().parents[2]
 CTX = {"node": {"name": "worker-1", "address": "198.18.0.11"}, "run": {"id": "20260101-abc"}}
@@ -100,3 +100,89 @@ spec:
 def test_render_step_without_templates_returns_the_same_object() -> None:
     check = DemoMarkersCheck(type="demo.markers", present=["a"])
     assert render_step(check, CTX) is check
+
+
+# ------------------------------------------------------------------------ compiled once, rendered per node
+
+
+NODES = [{"name": f"worker-{i}", "address": f"198.18.0.{10 + i}"} for i in range(1, 6)]
+
+
+def _ctx(node: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    return {"run": {"id": "r-1"}, **({"node": node} if node is not None else {})}
+
+
+def test_runtime_template_renders_each_nodes_value() -> None:
+    loaded = load_plan(ROOT / "plans" / "examples" / "hello.yaml", {"fail_at": "node-worker-1"})
+    step = loaded.plan.spec.stages[2].steps[0]
+    template = RuntimeTemplate(step)
+    assert template.uses_node() and template.namespaces == {"node"} and not template.static
+    for node in NODES:
+        rendered = template.render(_ctx(node))
+        assert isinstance(rendered, DemoTouchStep)
+        assert rendered.args.marker == f"node-{node['name']}"
+        assert rendered == render_step(step, _ctx(node))  # the same as a fresh tree walk
+        assert rendered.retry is step.retry  # unchanged parts are shared
+    assert isinstance(step, DemoTouchStep) and step.args.marker == "node-${{ node.name }}"
+
+
+def test_runtime_template_nested_args_undo_and_name_per_node() -> None:
+    text = """\
+apiVersion: migrator/v1
+kind: Plan
+metadata: {name: p}
+spec:
+  stages:
+    - name: s
+      for_each: {nodes: {}}
+      steps:
+        - name: play-${{ node.name }}
+          action: ansible.playbook
+          args:
+            playbook: x.yml
+            vars:
+              host: ${{ node.address }}
+              list: [a, "${{ node.name }}", 3, {run: "${{ run.id }}"}]
+              same: {k: v}
+          undo:
+            action: demo.touch
+            args: {marker: "undo-${{ node.name }}"}
+"""
+    step = load_plan_text(text, "p.yaml").plan.spec.stages[0].steps[0]
+    template = RuntimeTemplate(step)
+    assert template.namespaces == {"node", "run"}
+    for node in NODES:
+        rendered = template.render(_ctx(node))
+        assert isinstance(rendered, AnsiblePlaybookStep) and isinstance(step, AnsiblePlaybookStep)
+        assert rendered.name == f"play-{node['name']}"
+        assert rendered.args.vars == {
+            "host": node["address"],
+            "list": ["a", node["name"], 3, {"run": "r-1"}],
+            "same": {"k": "v"},
+        }
+        assert rendered.args.vars["same"] is step.args.vars["same"]  # no template: shared
+        assert isinstance(rendered.undo, DemoTouchStep)
+        assert rendered.undo.args.marker == f"undo-{node['name']}"
+        assert rendered == render_step(step, _ctx(node))
+
+
+def test_runtime_template_without_node_templates_is_the_same_for_every_node() -> None:
+    check = DemoMarkersCheck(type="demo.markers", present=["a"])
+    static = RuntimeTemplate(check)
+    assert static.static and not static.uses_node() and static.namespaces == frozenset()
+    assert static.render(_ctx(NODES[0])) is check
+    run_only = RuntimeTemplate(DemoMarkersCheck(type="demo.markers", present=["run-${{ run.id }}"]))
+    assert not run_only.uses_node() and run_only.namespaces == {"run"}
+    once = run_only.render(_ctx())  # rendered once, without any node: valid for every node
+    assert once.present == ["run-r-1"]
+    assert all(run_only.render(_ctx(node)) == once for node in NODES)
+
+
+def test_runtime_template_errors_come_when_rendering() -> None:
+    template = RuntimeTemplate(DemoMarkersCheck(type="demo.markers", present=["node-${{ node.name }}"]))
+    with pytest.raises(PlanError, match=r"cannot be rendered outside a for_each stage"):
+        template.render(_ctx())
+    malformed = RuntimeTemplate(DemoMarkersCheck(type="demo.markers", present=["${{ node.name"]))
+    assert malformed.uses_node()  # rendered per node, so that the error comes where it used to
+    with pytest.raises(PlanError, match="unterminated template"):
+        malformed.render(_ctx(NODES[0]))
