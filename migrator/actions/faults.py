@@ -84,7 +84,12 @@ class FaultAction(Action[ArgsT]):
         facts = _facts(ctx, targets, become=args.become)
         fid = self.fault_id(ctx, targets)
         services = ctx.cluster.list_services() if isinstance(args, FaultBlackholeArgs) else []
-        view = ClusterView(nodes=ctx.cluster.list_nodes(), services=services)
+        endpoint = ctx.target.extras.get("apiserver_endpoint")  # the target's control-plane endpoint
+        view = ClusterView(
+            nodes=ctx.cluster.list_nodes(),
+            services=services,
+            api_endpoints=[str(endpoint)] if isinstance(args, FaultApiserverArgs) and endpoint else [],
+        )
         plans = []
         for node in targets:
             try:
@@ -129,11 +134,12 @@ class FaultAction(Action[ArgsT]):
                 cancel=ctx.cancel,
                 become=args.become,
             )
-            evidence = {}
+            evidence, before = {}, {}
             for plan in plans:
                 got = outcomes.get(plan.node)
                 lines = fnodes.relevant(got.evidence if got else {}, plan.meta)
                 evidence[plan.node] = lines
+                before[plan.node] = fnodes.relevant(got.before if got else {}, plan.meta)
                 if not _in_effect(plan, lines):
                     raise StepFailed(
                         f"fault {fid} is not in effect on node {plan.node}: {lines}", node=plan.node
@@ -148,12 +154,13 @@ class FaultAction(Action[ArgsT]):
                 "mechanism": mechanism,
                 "ttl": ttl,
                 "expires_at": time.time() + ttl,
-                "evidence": evidence,
+                "before": before,  # the same readback just before the install
+                "evidence": evidence,  # after the install: the fault in effect
             }
             if not args.wait:
                 return result
             ctx.sleep(args.duration)
-            result["drift"] = self._revert(ctx, fid, names, become=args.become)
+            result["drift"], result["after"] = self._revert(ctx, fid, names, become=args.become, plans=plans)
             reverted = True
             return result
         finally:
@@ -166,12 +173,29 @@ class FaultAction(Action[ArgsT]):
                     )
 
     def _revert(
-        self, ctx: StepContext, fid: str, names: list[str], *, become: bool = False
-    ) -> dict[str, list[str]]:
+        self,
+        ctx: StepContext,
+        fid: str,
+        names: list[str],
+        *,
+        become: bool = False,
+        plans: list[FaultPlan] | None = None,
+    ) -> tuple[dict[str, list[str]], dict[str, dict[str, list[str]]]]:
+        """Revert ``fid`` on ``names``; returns the drift and the readback after, per node."""
         outcomes = fnodes.revert(
             ctx.target.executor, names, ids=[fid], data_dir=ctx.artifacts() / "revert", become=become
         )
         drift = {node: out.drift for node, out in outcomes.items()}
+        metas = {p.node: p.meta for p in plans or []}
+        after = {
+            node: fnodes.relevant(out.evidence, metas.get(node, {})) if node in metas else {}
+            for node, out in outcomes.items()
+        }
+        after = {node: lines for node, lines in after.items() if lines}
+        if after:
+            ctx.emit(
+                fault_event("evidence", fid, self.kind, nodes=names, when="after-revert", evidence=after)
+            )
         ctx.emit(
             fault_event(
                 "off",
@@ -184,7 +208,7 @@ class FaultAction(Action[ArgsT]):
         )
         if any(drift.values()):
             raise StepFailed(f"fault {fid}: state left on the nodes after the revert: {drift}")
-        return drift
+        return drift, after
 
     def undo(self, ctx: StepContext, args: ArgsT, result: Any) -> None:
         if isinstance(result, dict) and result.get("id"):
@@ -243,6 +267,8 @@ def _in_effect(plan: FaultPlan, lines: dict[str, list[str]]) -> bool:
     handle = plan.meta.get("qdisc_handle")
     com = plan.meta.get("comment")
     text = "\n".join(line for group in lines.values() for line in group)
+    if plan.meta.get("in_effect"):  # e.g. the link-flap loop's pid line
+        return str(plan.meta["in_effect"]) in text
     if handle:
         return f" {handle} " in text
     if com:

@@ -110,6 +110,7 @@ class NodeOutcome:
     node: str
     record: dict[str, Any] = field(default_factory=dict)
     evidence: dict[str, str] = field(default_factory=dict)
+    before: dict[str, str] = field(default_factory=dict)  # inject: the readback just before the install
     drift: list[str] = field(default_factory=list)
     reverted: list[str] = field(default_factory=list)
 
@@ -139,7 +140,10 @@ def inject(
     for node in specs:
         fact = raw.get(node, {}).get(FACT) or {}
         out[node] = NodeOutcome(
-            node=node, record=dict(fact.get("record") or {}), evidence=dict(fact.get("evidence") or {})
+            node=node,
+            record=dict(fact.get("record") or {}),
+            evidence=dict(fact.get("evidence") or {}),
+            before=dict(fact.get("before") or {}),
         )
     return out
 

@@ -127,10 +127,12 @@ class FaultPlan:
 
 @dataclass(frozen=True)
 class ClusterView:
-    """The cluster data some faults need: every node and (for blackhole) the services."""
+    """The cluster data some faults need: every node, (for blackhole) the services and (for apiserver) the
+    control-plane endpoints the target knows (``Target.extras["apiserver_endpoint"]``: "ip:port")."""
 
     nodes: Sequence[Node]
     services: Sequence[Service] = ()
+    api_endpoints: Sequence[str] = ()
 
 
 def fault_id(*parts: str) -> str:
@@ -373,22 +375,56 @@ def build_dns(fid: str, args: FaultDnsArgs, facts: NodeFacts, node: Node) -> Fau
     return _plan_chain(fid, FaultKind.DNS, facts, chain, pod_cidr=str(node.pod_cidr))
 
 
-def build_apiserver(fid: str, args: FaultApiserverArgs, facts: NodeFacts, nodes: Sequence[Node]) -> FaultPlan:
+def _host_port(endpoint: str) -> tuple[str, int]:
+    host, port = endpoint.rsplit(":", 1)
+    return host, int(port)
+
+
+def build_apiserver(fid: str, args: FaultApiserverArgs, facts: NodeFacts, view: ClusterView) -> FaultPlan:
+    """Cut the node from the control-plane endpoint: ``args.endpoint``, else the target's own endpoint(s),
+    else every control-plane node on port 6443."""
     if args.endpoint:
-        ep_host, ep_port = args.endpoint.rsplit(":", 1)
-        endpoints = [(ep_host, int(ep_port))]
+        endpoints, source = [_host_port(args.endpoint)], "args.endpoint"
+    elif view.api_endpoints:
+        endpoints, source = [_host_port(e) for e in view.api_endpoints], "target"
     else:
-        endpoints = [(n.address, 6443) for n in nodes if n.is_control_plane]
+        endpoints = [(n.address, 6443) for n in view.nodes if n.is_control_plane]
+        source = "control-plane nodes"
     if not endpoints:
         raise PlanError("fault.apiserver: no control-plane node and no endpoint given")
     chain = _Chain(fid, "filter", facts)
     for host, port_no in endpoints:
         chain.rule(["-d", host, "-p", "tcp", "--dport", str(port_no)], "DROP")
     chain.jump("OUTPUT")
-    return _plan_chain(fid, FaultKind.APISERVER, facts, chain, endpoints=[f"{h}:{p}" for h, p in endpoints])
+    return _plan_chain(
+        fid,
+        FaultKind.APISERVER,
+        facts,
+        chain,
+        endpoints=[f"{h}:{p}" for h, p in endpoints],
+        endpoint_source=source,
+    )
+
+
+def link_state_argv(iface: str, fid: str) -> list[str]:
+    """One line per fact of the flapped link: admin state and carrier counters, and the flap loop's pid."""
+    sysfs = f"/sys/class/net/{iface}"
+    pid_file = f"{FAULT_DIR}/{fid}.flap.pid"
+    script = (
+        f"f=$(cat {sysfs}/flags); a=down; [ $((f & 1)) -eq 1 ] && a=up;"
+        f' echo "link {iface} admin=$a operstate=$(cat {sysfs}/operstate)'
+        f" carrier_up_count=$(cat {sysfs}/carrier_up_count)"
+        f' carrier_down_count=$(cat {sysfs}/carrier_down_count)";'
+        f' if [ -f {pid_file} ]; then echo "flap loop {iface} pid $(cat {pid_file})";'
+        f' else echo "flap loop {iface} stopped"; fi'
+    )
+    return ["sh", "-c", script]
 
 
 def build_link_flap(fid: str, args: FaultLinkFlapArgs, facts: NodeFacts) -> FaultPlan:
+    """``interface`` down for ``down`` every ``period``, for ``duration``: a detached loop (its own session,
+    ``$0`` = ``migrator-fault-flap-<id>``) that ends with the link up; the revert stops it and sets the link
+    up. The install waits (bounded) until the loop runs and has taken the link down once."""
     iface = _iface(args, facts)
     if iface == facts.ssh_interface or (args.interface is None):
         raise PlanError(
@@ -403,7 +439,14 @@ def build_link_flap(fid: str, args: FaultLinkFlapArgs, facts: NodeFacts) -> Faul
         f" ip link set dev {iface} down; sleep {args.down:g}; ip link set dev {iface} up; sleep {up:g}; done;"
         f" ip link set dev {iface} up; rm -f {pid_file}"
     )
-    start = f"setsid sh -c '{loop}' migrator-fault-flap-{fid} </dev/null >/dev/null 2>&1 &"
+    down_count = f"/sys/class/net/{iface}/carrier_down_count"
+    start = (
+        f"n=$(cat {down_count}); setsid sh -c '{loop}' migrator-fault-flap-{fid} </dev/null >/dev/null 2>&1 &"
+        # bounded wait: the loop has written its pid and taken the link down once (or already ended)
+        f" i=0; while [ $i -lt 50 ]; do i=$((i+1));"
+        f" [ -f {pid_file} ] && [ $(cat {down_count}) != $n ] && exit 0;"
+        " sleep 0.1; done; exit 0"
+    )
     stop = f"[ -f {pid_file} ] && kill -TERM -- -$(cat {pid_file}); rm -f {pid_file}; true"
     return FaultPlan(
         id=fid,
@@ -412,8 +455,17 @@ def build_link_flap(fid: str, args: FaultLinkFlapArgs, facts: NodeFacts) -> Faul
         mechanism=Mechanism.LINK,
         install=[["sh", "-c", start]],
         revert=[["sh", "-c", stop], ["ip", "link", "set", "dev", iface, "up"]],
-        readback=[["ip", "-br", "link", "show", "dev", iface]],
-        meta={"interface": iface, "cycles": cycles, "period": args.period, "down": args.down},
+        readback=[["ip", "-br", "link", "show", "dev", iface], link_state_argv(iface, fid)],
+        meta={
+            "interface": iface,
+            "cycles": cycles,
+            "period": args.period,
+            "down": args.down,
+            # drift after a revert: the loop still there, or the link left administratively down
+            "absent_after": [f"flap loop {iface} pid"],
+            "present_after": [f"link {iface} admin=up"],
+            "in_effect": f"flap loop {iface} pid",
+        },
     )
 
 
@@ -442,7 +494,7 @@ def build(  # noqa: PLR0917
             raise PlanError(f"node {facts.name} is not in the cluster")
         return build_dns(fid, args, facts, node)
     if isinstance(args, FaultApiserverArgs):
-        return build_apiserver(fid, args, facts, view.nodes)
+        return build_apiserver(fid, args, facts, view)
     if isinstance(args, FaultLinkFlapArgs):
         return build_link_flap(fid, args, facts)
     raise PlanError(f"unknown fault kind {kind}")

@@ -8,7 +8,9 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -57,6 +59,10 @@ NETNS_ETC = Path("/etc/netns")
 READY_TIMEOUT = 20.0
 HOLDER_TIMEOUT = 10.0
 SSH_TIMEOUT = 15.0
+APISERVER_PORT = 6443
+APISERVER_MAX_CONNS = 64
+# migrator.faults: the detached expiry timers and link-flap loops on the nodes (argv[-1] of their `sh -c`)
+FAULT_PROCESS_RE = re.compile(r"migrator-fault-(timer|flap)-[0-9a-f]+")
 HOST_DIRS = [*sshd.NODE_MOUNTS, "/run/sshd", str(NETNS_ETC)]  # mount points and folders the host may lack
 
 
@@ -322,6 +328,8 @@ class Lab(NodeAgents):
         self._build_nodes(st)
         self._start_holders(st)
         self.store.save(st)
+        self._start_apiserver(st)
+        self.store.save(st)
 
         wls, svcs = workloads.default_objects(spec)
         st.workloads = {w.key: w for w in wls}
@@ -463,6 +471,37 @@ class Lab(NodeAgents):
             assert n.holder_pid and n.sshd_pid
             st.record(ResourceKind.PROCESS, f"holder:{n.name}", n.holder_pid, sh.start_time(n.holder_pid))
 
+    def _start_apiserver(self, st: LabState) -> None:
+        """The control-plane endpoint: a bounded TCP listener (the pod server, ``GET /healthz`` = ``ok``) on
+        ``<control-plane node ip>:6443`` in that node's namespaces, where a real cluster's API server listens.
+
+        The lab has no API server: this gives ``fault.apiserver`` a real endpoint to cut. Recorded in the
+        state (``apiserver``), the inventory (``migrator_apiserver_endpoint``) and the target's extras."""
+        cp = next((n for n in st.nodes.values() if CONTROL_PLANE_LABEL in n.labels), None)
+        if cp is None or not cp.holder_pid:
+            return
+        label = f"apiserver:{cp.name}"
+        st.record(ResourceKind.PROCESS, label)
+        self.store.save(st)
+        script = str(Path(st.dir) / "podserver.py")
+        argv = [PYTHON, "-I", "-S", script, "--bind", cp.ip, "--port", str(APISERVER_PORT)]
+        argv += ["--pod", f"kube-apiserver-{cp.name}", "--namespace", "kube-system", "--node", cp.name]
+        argv += ["--app", "kube-apiserver", "--container", "kube-apiserver"]
+        argv += ["--max-conns", str(APISERVER_MAX_CONNS)]
+        log = Path(st.dir) / "logs" / f"{cp.name}-apiserver.log"
+        pid = sh.spawn(sshd.node_exec_argv(cp.holder_pid, argv), log=log)
+        st.record(ResourceKind.PROCESS, label, pid, sh.start_time(pid))
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not _listening(pid, APISERVER_PORT):
+            if not sh.alive(pid) or time.monotonic() > deadline:
+                raise StepFailed(
+                    f"node {cp.name}: the control-plane endpoint did not listen: {log.read_text()[-300:]}",
+                    node=cp.name,
+                )
+            time.sleep(0.02)
+        st.record(ResourceKind.PROCESS, label, pid, sh.start_time(pid))  # after exec
+        st.apiserver = f"{cp.ip}:{APISERVER_PORT}"
+
     def _write_inventory(self, st: LabState) -> None:
         common = (
             f"ansible_user=root ansible_ssh_private_key_file={st.ssh_key} "
@@ -476,6 +515,8 @@ class Lab(NodeAgents):
         lines += ["", "[workers]"]
         lines += [f"{n.name} ansible_host={n.ip} {common}" for n in workers]
         lines += ["", "[k8s_cluster:children]", "control_plane", "workers", ""]
+        if st.apiserver:  # where a real inventory names the API endpoint (kubespray: apiserver_loadbalancer)
+            lines += ["[k8s_cluster:vars]", f"migrator_apiserver_endpoint={st.apiserver}", ""]
         fsutil.atomic_write_text(Path(st.inventory), "\n".join(lines))
 
     # -------------------------------------------------------------------------------------------- pods
@@ -922,7 +963,18 @@ class Lab(NodeAgents):
         recorded_ns = [r.name for r in st.resources if r.kind == ResourceKind.NETNS] if st else []
         all_ns = net.list_netns()
         lab_ns = sorted(set(recorded_ns) & set(all_ns) | {n for n in all_ns if n.startswith(ns_prefix)})
-        # 1. processes: recorded ones, then anything still inside a lab namespace
+        # 1. processes: pending fault timers and flap loops (their whole group, before they fire into a
+        # half-removed lab), recorded ones, then anything still inside a lab namespace
+        lab_ids = lab_fault_ids(st, lab_ns)
+        faults = fault_processes(st, lab_ns, lab_ids)
+        # their own groups only (they are session leaders: setsid / start_new_session), never ours
+        fault_groups = sorted({g for pid, g, _m in faults if g == pid and g != os.getpgrp()})
+        for pgid in fault_groups:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+        left_faults = sh.kill([(pid, None) for pid, _pgid, _mark in faults])
+        res.removed += [f"fault process {pid} ({mark})" for pid, _pgid, mark in faults]
+        res.leftovers += [f"fault process {p} did not exit" for p in left_faults]
         pids: list[tuple[int, int | None]] = []
         if st is not None:
             pids += [(r.pid, r.start_time) for r in st.resources if r.kind == ResourceKind.PROCESS and r.pid]
@@ -951,6 +1003,10 @@ class Lab(NodeAgents):
             etc_dirs |= {str(p) for p in NETNS_ETC.iterdir() if p.name.startswith(ns_prefix)}
         for d in sorted(etc_dirs):
             shutil.rmtree(d, ignore_errors=True)
+        if st is not None:  # the fault records (their timers are gone): removed with the lab folder
+            for n in st.nodes.values():
+                folder = Path(n.dir) / sshd.NODE_MOUNTS["/run/migrator"] / "faults"
+                res.removed += [f"fault record {n.name}/{p.stem}" for p in sorted(folder.glob("*.json"))]
         shutil.rmtree(lab_dir(self.name), ignore_errors=True)
         # host folders the labs created as mount points: removed (if empty) with the last lab
         others = [p for p in lab_dir(self.name).parent.glob("*/state.json") if p.parent.name != self.name]
@@ -960,6 +1016,8 @@ class Lab(NodeAgents):
         # 5. what is left (should be nothing)
         now_ns = [n for n in net.list_netns() if n.startswith(ns_prefix)]
         res.leftovers += [f"netns {n}" for n in now_ns]
+        still = fault_processes(st, [], lab_ids)
+        res.leftovers += [f"fault process {pid} ({mark})" for pid, _g, mark in still]
         return res
 
     # ------------------------------------------------------------------------------------------ status
@@ -969,6 +1027,58 @@ class Lab(NodeAgents):
         if st is None:
             return {"name": self.name, "phase": "absent"}
         return status_dict(self, st)
+
+
+def lab_fault_ids(st: LabState | None, lab_ns: Sequence[str]) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of what marks a process as the lab's: its node namespaces and fault folders."""
+    paths_: list[str] = [net.netns_path(ns) for ns in lab_ns]
+    if st is not None:
+        paths_ += [str(Path(n.dir) / sshd.NODE_MOUNTS["/run/migrator"]) for n in st.nodes.values()]
+    ids: set[tuple[int, int]] = set()
+    for p in paths_:
+        with contextlib.suppress(OSError):
+            info = os.stat(p)
+            ids.add((info.st_dev, info.st_ino))
+    return ids
+
+
+def fault_processes(
+    st: LabState | None, lab_ns: Sequence[str], ids: set[tuple[int, int]] | None = None
+) -> list[tuple[int, int, str]]:
+    """``(pid, pgid, mark)`` of the fault timers and flap loops (:mod:`migrator.faults`) of this lab.
+
+    A process is the lab's when its network namespace is one of the lab's, or when its ``/run/migrator``
+    is a node's fault folder of this lab (seen through ``/proc/<pid>/root``: also after the namespace is
+    gone or the holder died)."""
+    ids = lab_fault_ids(st, lab_ns) if ids is None else ids
+    if not ids:
+        return []
+    out: list[tuple[int, int, str]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        args = [a for a in cmdline.split("\x00") if a]
+        # the detached processes carry their mark as $0 of `sh -c`: their last argument, exactly
+        if not args or FAULT_PROCESS_RE.fullmatch(args[-1]) is None:
+            continue
+        found = False
+        for p in (entry / "ns" / "net", entry / "root" / "run" / "migrator"):
+            with contextlib.suppress(OSError):
+                info = os.stat(p)
+                found = found or (info.st_dev, info.st_ino) in ids
+        if not found:
+            continue
+        pid = int(entry.name)
+        try:
+            pgid = os.getpgid(pid)
+        except OSError:
+            continue
+        out.append((pid, pgid, args[-1]))
+    return out
 
 
 def _bgp_summary(n: NodeState) -> str | None:
@@ -1067,6 +1177,7 @@ def status_dict(lab: Lab, st: LabState) -> dict[str, Any]:
         "fabric_netns": net.netns_path(st.fabric_netns),
         "inventory": st.inventory,
         "ssh_key": st.ssh_key,
+        "apiserver": st.apiserver,
         "capabilities": [c.model_dump() for c in st.capabilities],
         "nodes": nodes,
         "pods": pods,

@@ -2,7 +2,9 @@
 
 ``GET /`` answers JSON about the pod; when ``--call host:port`` is given (bookinfo's productpage and
 reviews v2/v3) it first calls each upstream over service DNS names and answers 503 if one fails.
-``GET /healthz`` answers ``ok``. HTTP/1.0, one thread per connection, small memory footprint.
+``GET /healthz`` answers ``ok``. HTTP/1.0, one thread per connection, small memory footprint;
+``--max-conns N`` bounds the connections served at once (more are closed at once), as the lab's control-plane
+endpoint does.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def _respond(conn: socket.socket, status: str, body: bytes, ctype: str) -> None:
     conn.sendall(head.encode() + body)
 
 
-def _handle(conn: socket.socket) -> None:
+def _handle(conn: socket.socket, slots: threading.BoundedSemaphore | None = None) -> None:
     try:
         conn.settimeout(5.0)
         data = b""
@@ -74,6 +76,8 @@ def _handle(conn: socket.socket) -> None:
         pass
     finally:
         conn.close()
+        if slots is not None:
+            slots.release()
 
 
 def main(argv: list[str]) -> int:
@@ -96,9 +100,13 @@ def main(argv: list[str]) -> int:
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((bind, port))
     srv.listen(128)
+    slots = threading.BoundedSemaphore(int(opts["max-conns"])) if "max-conns" in opts else None
     while True:
         conn, _ = srv.accept()
-        threading.Thread(target=_handle, args=(conn,), daemon=True).start()
+        if slots is not None and not slots.acquire(blocking=False):
+            conn.close()  # bounded: over the limit, refuse at once
+            continue
+        threading.Thread(target=_handle, args=(conn, slots), daemon=True).start()
 
 
 if __name__ == "__main__":

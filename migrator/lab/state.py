@@ -184,6 +184,7 @@ class LabState(BaseModel):
     services: dict[str, ServiceState] = Field(default_factory=dict)
     resources: list[Resource] = Field(default_factory=list)
     counter: int = 0  # feeds pod-name suffixes and container ids (deterministic with the seed)
+    apiserver: str | None = None  # "ip:port" of the control-plane endpoint (a listener on the control plane)
 
     def record(self, kind: ResourceKind, name: str, pid: int | None = None, start: int | None = None) -> None:
         for res in self.resources:

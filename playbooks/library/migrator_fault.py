@@ -9,7 +9,8 @@ Actions (``action``):
   "meta": {...}}``. In this order: writes the record ``<dir>/<id>.json`` and the revert script
   ``<dir>/<id>.revert.sh``, starts the detached timer (``sleep TTL; sh <id>.revert.sh`` in its own session,
   no resident agent), then runs the install commands. A failing install command reverts at once and fails.
-  Sets ``migrator_fault`` = ``{"record": {...}, "evidence": {cmd: output}}``.
+  Sets ``migrator_fault`` = ``{"record": {...}, "evidence": {cmd: output}, "before": {cmd: output}}``
+  (``before``: the same readback taken just before the install commands).
 - ``revert``: ``ids`` (list; empty with ``all: true`` = every record) → runs each revert script (the same
   one the timer runs) and stops the timer; sets ``migrator_fault`` = ``{"reverted": [id], "evidence": ...,
   "drift": [str]}`` where drift lists what is still there (rule comments, chains, qdisc handles).
@@ -168,6 +169,13 @@ def drift_of(rec, evidence):
     comment = meta.get("comment")
     chain = meta.get("chain")
     handle = meta.get("qdisc_handle")
+    text = "\n".join(out for out in evidence.values() if not out.startswith("rc="))
+    for pattern in meta.get("absent_after") or []:  # e.g. a link-flap loop still running
+        if pattern in text:
+            left.append(f"{pattern!r} still in the readback")
+    for pattern in meta.get("present_after") or []:  # e.g. the flapped link administratively up
+        if pattern not in text:
+            left.append(f"{pattern!r} missing from the readback")
     for cmd, out in evidence.items():
         if out.startswith("rc="):
             continue
@@ -210,7 +218,7 @@ def do_inject(module, folder, spec):
             with open(record_path) as fh:
                 rec = json.load(fh)
             if timer_alive(rec):  # already installed by an earlier attempt: idempotent
-                return rec, readback(spec.get("readback") or []), False
+                return rec, readback(spec.get("readback") or []), {}, False
             revert_now(folder, rec)  # a stale record without its timer: revert it, then install again
         now = time.time()
         rec = {
@@ -248,6 +256,7 @@ def do_inject(module, folder, spec):
         with open(tmp, "w") as fh:
             json.dump(rec, fh)
         os.replace(tmp, record_path)
+        before = readback(rec["readback"])
         for argv in rec["install"]:
             rc, out, err = run(argv)
             if rc != 0:
@@ -256,7 +265,7 @@ def do_inject(module, folder, spec):
                 break
     if failed:
         module.fail_json(msg=f"fault {fid}: {failed}; reverted", record=rec)
-    return rec, readback(rec["readback"]), True
+    return rec, readback(rec["readback"]), before, True
 
 
 def do_revert(folder, ids, everything):
@@ -309,9 +318,10 @@ def main():
         for key in ("id", "ttl"):
             if key not in spec:
                 module.fail_json(msg=f"spec.{key} is required")
-        rec, evidence, changed = do_inject(module, folder, spec)
+        rec, evidence, before, changed = do_inject(module, folder, spec)
         module.exit_json(
-            changed=changed, ansible_facts={"migrator_fault": {"record": rec, "evidence": evidence}}
+            changed=changed,
+            ansible_facts={"migrator_fault": {"record": rec, "evidence": evidence, "before": before}},
         )
     reverted, evidence, drift = do_revert(folder, p["ids"], p["all"])
     module.exit_json(
