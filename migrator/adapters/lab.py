@@ -275,6 +275,7 @@ def lab_extras(lab: Lab, st: LabState) -> dict[str, Any]:
         "outside_ip": st.outside_ip,
         "dns_server": DNS_SERVICE_IP,  # kube-dns ClusterIP (pods also have it in their resolv.conf)
         "host_ip": st.host_ip,
+        "apiserver_endpoint": st.apiserver,  # "ip:port" of the control-plane endpoint (fault.apiserver)
         "underlay": st.spec.underlay,
         "ssh_key": st.ssh_key,
         "state_path": str(lab.store.path),
