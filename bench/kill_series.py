@@ -143,14 +143,17 @@ def all_cases(series: Sequence[str] = ("A", "B")) -> list[Case]:
 
 
 def sample_cases(n: int, seed: int, series: Sequence[str] = ("A", "B")) -> list[Case]:
-    """``n`` cases chosen with ``seed``, spread evenly over the series (the first series gets the extra)."""
+    """``n`` cases chosen with ``seed``, spread evenly over the series (the first series gets the extra),
+    interleaved (A, B, A, B, ...) so that a series cut short still covers both."""
     rng = random.Random(seed)
-    picked: list[Case] = []
     per = [n // len(series) + (1 if i < n % len(series) else 0) for i in range(len(series))]
-    for s, k in zip(series, per, strict=True):
-        pool = [c for c in all_cases([s])]
-        picked += rng.sample(pool, min(k, len(pool)))
-    return picked
+    picks = [
+        rng.sample(all_cases([s]), min(k, len(all_cases([s])))) for s, k in zip(series, per, strict=True)
+    ]
+    out: list[Case] = []
+    for i in range(max((len(p) for p in picks), default=0)):
+        out += [p[i] for p in picks if i < len(p)]
+    return out
 
 
 @dataclass
@@ -555,6 +558,10 @@ def run_series(
                 ref = reference_run(home, lab_name)
                 fresh = False
             for i, case in enumerate(cases, 1):
+                if (home / "STOP").exists():
+                    if say is not None:
+                        say(f"stopped by {home / 'STOP'} after {i - 1} cases")
+                    break
                 if not fresh:
                     leftovers += lab_down(lab)
                     lab = lab_up(lab_name, underlay)
@@ -689,12 +696,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--points", default=None, help="only cases whose name matches this regex")
     ap.add_argument("--lab", default="klb", help="lab name")
     ap.add_argument("--underlay", default="198.18.41.0/24")
-    ap.add_argument("--home", type=Path, default=None, help="MIGRATOR_HOME of the series (a fresh folder)")
+    ap.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="MIGRATOR_HOME of the series (a fresh folder); HOME/STOP ends it",
+    )
     ap.add_argument("--no-reference", action="store_true", help="skip the timed run without a kill")
     ap.add_argument("--out", type=Path, default=None, help="append every case's result here (JSON lines)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument(
+        "--summarize", type=Path, default=None, help="print the figures of an --out file and exit"
+    )
     args = ap.parse_args(argv)
     series = [s.strip().upper() for s in args.series.split(",") if s.strip()]
+    if args.summarize is not None:
+        rows = [CaseResult(**json.loads(ln)) for ln in args.summarize.read_text().splitlines() if ln.strip()]
+        print_summary(summary(rows))
+        return 0 if all(r.ok for r in rows) else 1
     if args.list:
         for c in all_cases(series):
             print(c.name)
@@ -703,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the lab still comes down (finally)
     if os.geteuid() != 0:
         print("kill series: needs root (it builds a network-namespace lab)")
         return 2
