@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from migrator.adapters.kube import ApplyAction, ApplyConflict, KubeCluster, RolloutKind
-from migrator.adapters.kube_fake_server import FakeApiServer, add_nodes, make_daemonset
+from migrator.adapters.kube_fake_server import FakeApiServer, add_nodes, make_daemonset, make_pod
 from migrator.errors import StepTimeout
 
 MANIFEST = """
@@ -115,6 +117,26 @@ def test_delete_with_propagation(fake: FakeApiServer, cluster: KubeCluster) -> N
     assert not cluster.delete("apps/v1", "DaemonSet", "calico-node", "calico-system")
     deletes = [p for m, p, _ in fake.api.requests if m == "DELETE"]
     assert deletes[0] == "/apis/apps/v1/namespaces/calico-system/daemonsets/calico-node"
+
+
+def test_delete_waits_by_watch_until_gone(fake: FakeApiServer, cluster: KubeCluster) -> None:
+    add_nodes(fake.api, workers=1, control_planes=0)
+    fake.api.add(make_pod("slow", "default", node="w1", ip="10.244.0.9"))
+    fake.api.pod_termination_seconds = 1.5  # terminating, then gone
+    fake.api.requests.clear()
+    started = time.monotonic()
+    assert cluster.delete("v1", "Pod", "slow", "default", wait_timeout=10)
+    assert 1.0 < time.monotonic() - started < 8
+    assert fake.api.get("Pod", "slow", "default") is None
+    path = "/api/v1/namespaces/default/pods"
+    gets = [p for m, p, q in fake.api.requests if m == "GET" and p == f"{path}/slow"]
+    watches = [q for m, p, q in fake.api.requests if m == "GET" and p == path and q.get("watch")]
+    assert len(gets) <= 2 and watches, "a watch, not a GET every 0.2 s"
+    assert watches[0]["fieldSelector"] == "metadata.name=slow"
+    fake.api.add(make_pod("stuck", "default", node="w1", ip="10.244.0.10"))
+    fake.api.pod_termination_seconds = 30
+    with pytest.raises(StepTimeout, match="Pod stuck still exists 1s after its deletion"):
+        cluster.delete("v1", "Pod", "stuck", "default", wait_timeout=1)
 
 
 def test_daemonset_scheduling_patch_and_wait_for_its_pod(fake: FakeApiServer, cluster: KubeCluster) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from loguru import logger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -796,18 +797,66 @@ class KubeCluster:
         return results
 
     def wait_crd_established(self, name: str, *, timeout: float) -> None:
-        """Wait (polling, bounded) until a CustomResourceDefinition is Established and served."""
-        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        """Wait (by watch, bounded) until a CustomResourceDefinition is Established and served."""
+
+        def established(crd: Mapping[str, Any] | None) -> bool:
+            conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+            return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+        if not self.wait_object(
+            "apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None, established, timeout=timeout
+        ):
+            raise StepTimeout(f"CustomResourceDefinition {name} not Established after {timeout:g}s")
+
+    def wait_object(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        done: Callable[[Obj | None], bool],
+        *,
+        timeout: float,
+        cancel: threading.Event | None = None,
+    ) -> bool:
+        """Wait by watch (``fieldSelector=metadata.name``, from a GET's resourceVersion) until ``done(obj)``
+        (``obj`` is ``None`` once the object is gone); ``False`` at ``timeout``. Works for any kind."""
+        path = self.api.object_path(api_version, kind, name, namespace)
+        collection = path.rsplit("/", 1)[0]
         deadline = time.monotonic() + timeout
-        for _ in range(100_000):
-            crd = self.api.request(f"read CustomResourceDefinition {name}", "GET", path)
-            conditions = (crd.get("status") or {}).get("conditions") or []
-            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
-                return
+        what = f"watch {kind} {name}"
+        for _ in range(1000):
+            try:
+                current: Obj | None = self.api.request(f"read {kind} {name}", "GET", path)
+            except KubeNotFound:
+                current = None
+            if done(current):
+                return True
+            if current is None:  # absent and not done: wait for it to appear, from the list's version
+                listed = self.api.request(
+                    f"list {kind}", "GET", collection, query={"fieldSelector": f"metadata.name={name}"}
+                )
+                rv = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+            else:
+                rv = str((current.get("metadata") or {}).get("resourceVersion") or "")
+            try:
+                for etype, obj in self.api.watch(
+                    what,
+                    _raw_watch(self.api, collection),
+                    resource_version=rv,
+                    deadline=deadline,
+                    cancel=cancel,
+                    field_selector=f"metadata.name={name}",
+                ):
+                    if done(None if etype == "DELETED" else obj):
+                        return True
+            except WatchExpired:
+                continue
+            if cancel is not None and cancel.is_set():
+                raise Interrupted(f"wait for {kind} {name} cancelled")
             if time.monotonic() >= deadline:
-                break
-            time.sleep(0.25)
-        raise StepTimeout(f"CustomResourceDefinition {name} not Established after {timeout:g}s")
+                return False
+        raise StepFailed(f"wait for {kind} {name}: the watch kept expiring")
 
     def _apply_one(
         self, obj: Mapping[str, Any], *, dry_run: bool, force: bool, default_namespace: str
@@ -862,7 +911,7 @@ class KubeCluster:
         wait_timeout: float | None = None,
     ) -> bool:
         """Delete an object with a propagation policy; ``False`` when it was already absent. With
-        ``wait_timeout``, wait (polling GET, bounded) until it is gone."""
+        ``wait_timeout``, wait (by watch, bounded) until it is gone."""
         if not dry_run:
             self._invalidate()
         path = self.api.object_path(api_version, kind, name, namespace)
@@ -880,14 +929,11 @@ class KubeCluster:
         except KubeNotFound:
             return False
         if wait_timeout is not None and not dry_run:
-            deadline = time.monotonic() + wait_timeout
-            while time.monotonic() < deadline:
-                try:
-                    self.api.request(f"read {kind} {name}", "GET", path)
-                except KubeNotFound:
-                    return True
-                time.sleep(0.2)
-            raise StepTimeout(f"{kind} {name} still exists {wait_timeout:g}s after its deletion")
+            gone = self.wait_object(
+                api_version, kind, name, namespace, lambda obj: obj is None, timeout=wait_timeout
+            )
+            if not gone:
+                raise StepTimeout(f"{kind} {name} still exists {wait_timeout:g}s after its deletion")
         return True
 
     def patch_daemonset_scheduling(
@@ -1112,6 +1158,46 @@ class KubeCluster:
     ) -> LeaseLock:
         """The Lease-based run lock for this cluster (call ``acquire()`` or use it as a context manager)."""
         return LeaseLock(self.api, run_id, namespace=namespace, name=name, duration=duration, holder=holder)
+
+
+def _raw_watch(api: KubeApi, collection: str) -> Callable[..., Any]:
+    """A watch call on a collection path for :meth:`KubeApi.watch`, for kinds without a typed client
+    method (CRDs, any group): the streamed urllib3 response, its status checked."""
+
+    def call(
+        *,
+        watch: bool,
+        resource_version: str,
+        timeout_seconds: int,
+        allow_watch_bookmarks: bool,
+        _preload_content: bool,
+        _request_timeout: Any,
+        field_selector: str | None = None,
+    ) -> Any:
+        query = [
+            ("watch", "true" if watch else "false"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("allowWatchBookmarks", "true" if allow_watch_bookmarks else "false"),
+        ]
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        method, url, headers, body, post = api.client.param_serialize(
+            method="GET",
+            resource_path=collection,
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        resp = api.client.call_api(
+            method, url, header_params=headers, body=body, post_params=post, _request_timeout=_request_timeout
+        )
+        if not 200 <= resp.status <= 299:
+            resp.read()
+            raise ApiException.from_response(http_resp=resp, body=None, data=None)
+        return resp.response
+
+    return call
 
 
 def _documents(manifests: str | Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
