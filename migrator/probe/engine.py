@@ -279,6 +279,7 @@ class ContinuousRun:
         self._results: list[ProbeResult] = []
         self._error: BaseException | None = None
         self._sent = 0
+        self.stats: dict[str, int] = {}
         self._thread = threading.Thread(target=self._work, name="probe-continuous", daemon=True)
 
     @property
@@ -305,8 +306,14 @@ class ContinuousRun:
                     stop=self._stop,
                     sink=self._sink,
                     allow_own_netns=self._options.allow_own_netns,
+                    stats=self.stats,
                 )
             )
+            if self.stats.get("skipped_rounds"):
+                logger.info(
+                    "continuous probe: {} rounds skipped (the prober fell behind its schedule)",
+                    self.stats["skipped_rounds"],
+                )
         except BaseException as exc:  # noqa: BLE001 - reported by stop()
             logger.error("continuous probe failed: {}", exc)
             self._error = exc
