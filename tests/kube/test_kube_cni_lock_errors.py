@@ -301,7 +301,8 @@ def test_api_errors_are_translated(
     else:
         assert isinstance(info.value, TemporaryError)
     if "Retry-After" in headers:
-        assert info.value.delay == float(headers["Retry-After"])  # type: ignore[attr-defined]
+        assert isinstance(info.value, TemporaryError)
+        assert info.value.delay == float(headers["Retry-After"])
 
 
 def test_reads_are_retried_on_temporary_errors(
@@ -344,6 +345,32 @@ def test_refused_connection_is_temporary(tmp_path: Path) -> None:
 def test_missing_kubeconfig_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot load Kubernetes config"):
         KubeCluster(kubeconfig=str(tmp_path / "nope"))
+
+
+def test_in_cluster_service_account_without_a_kubeconfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrator.adapters.kube import api as kube_api  # noqa: PLC0415 - the module's own constant
+
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text("in-cluster-token")
+    (sa / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    monkeypatch.setattr(kube_api, "SERVICE_ACCOUNT_DIR", str(sa))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    client = kube_api.load_api_client()
+    conf = client.configuration
+    assert conf.host == "https://10.96.0.1:443"
+    assert conf.api_key["BearerToken"].lower() == "bearer in-cluster-token"
+    assert conf.ssl_ca_cert == str(sa / "ca.crt")
+    assert conf.retries.status == 0, "migrator's own client configuration (no status retries)"
+    client.close()
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    with pytest.raises(UsageError, match=r"cannot load Kubernetes config.*Service host/port is not set"):
+        kube_api.load_api_client()
 
 
 def test_watch_replays_and_expires(fake: FakeApiServer, cluster: KubeCluster) -> None:

@@ -23,8 +23,10 @@ from migrator.adapters.kube.target import NO_INVENTORY
 from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes
 from migrator.adapters.kube_prober import KubeProber
 from migrator.engine import api as engine_api
+from migrator.engine.journal import read_journal
 from migrator.engine.planio import load_plan_file
 from migrator.engine.state import RunStatus
+from migrator.engine.targets import open_target
 from migrator.errors import LockHeld, UsageError
 from migrator.ports import Target
 
@@ -116,10 +118,10 @@ def test_open_target_resolves_kube_with_context(
 ) -> None:
     a, _ = two_servers
     monkeypatch.setenv("KUBECONFIG", str(a.write_kubeconfig(tmp_path / "kc", context="ctx-a")))
-    target = engine_api.open_target("kube:ctx-a")
+    target = open_target("kube:ctx-a")
     assert target.cluster.identity().startswith(a.url)
     with pytest.raises(UsageError):
-        engine_api.open_target("kube:no-such-context")
+        open_target("kube:no-such-context")
 
 
 def test_apply_holds_a_renewed_lease_and_releases_it(
@@ -192,7 +194,7 @@ def test_rollback_refused_against_another_cluster(
     a, b = two_servers
     result = engine_api.apply_plan(load_plan_file(plan_file), _target(a, tmp_path), run_id="ident-run")
     assert result.status is RunStatus.SUCCEEDED
-    events = engine_api.read_journal(result.run_dir / "journal.jsonl").events
+    events = read_journal(result.run_dir / "journal.jsonl").events
     start = next(e for e in events if e["type"] == "run.start")
     assert start["identity"] == _target(a, tmp_path).cluster.identity()
     with pytest.raises(UsageError, match="is not the cluster run ident-run ran against"):

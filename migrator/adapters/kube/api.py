@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.incluster_config import InClusterConfigLoader
 from kubernetes.watch.watch import iter_resp_lines
 from loguru import logger
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
@@ -163,6 +164,19 @@ def client_configuration() -> Any:
     return configuration
 
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def incluster_client() -> Any:
+    """An ``ApiClient`` from the pod's service account (``$KUBERNETES_SERVICE_HOST``/``_PORT``, the token
+    and CA under :data:`SERVICE_ACCOUNT_DIR`; the token is re-read when it rotates)."""
+    configuration = client_configuration()
+    InClusterConfigLoader(  # type: ignore[no-untyped-call]
+        token_filename=f"{SERVICE_ACCOUNT_DIR}/token", cert_filename=f"{SERVICE_ACCOUNT_DIR}/ca.crt"
+    ).load_and_set(client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
 def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """An ``ApiClient`` from a kubeconfig (``--kubeconfig``/``--context``, else ``$KUBECONFIG`` or
     ``~/.kube/config``) or, without one, the in-cluster service account."""
@@ -173,11 +187,7 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
                     client_configuration=client_configuration(), persist_config=False
                 )
             except (ConfigException, FileNotFoundError, OSError):
-                configuration = client_configuration()
-                k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                    client_configuration=configuration
-                )
-                return k8s.ApiClient(configuration)
+                return incluster_client()
         return k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig,
             context=context,
