@@ -53,6 +53,7 @@ class Scope:
     homes: Sequence[Path] = ()
     underlays: Sequence[str] = ()
     host_fault_dir: Path = Path("/run/migrator/faults")
+    tmp_globs: Sequence[str] = ()  # scratch folders of the runs (bench/bad_inputs.py: migrator-bad-inputs-*)
     ignore_pids: set[int] = field(default_factory=set)
 
 
@@ -164,6 +165,8 @@ def scan_leftovers(scope: Scope) -> list[str]:
         locks = home / "locks"
         if locks.is_dir():
             left += [f"lock {p}" for p in sorted(locks.glob("*.lock"))]
+    for pattern in scope.tmp_globs:
+        left += [f"scratch folder {p}" for p in sorted(Path("/tmp").glob(pattern))]
     if scope.host_fault_dir.is_dir():
         left += [f"fault record {p}" for p in sorted(scope.host_fault_dir.glob("*.json"))]
     return left
@@ -260,7 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bad input FAILED: {f}")
 
     prefixes = sorted({f"m{args.lab}", "mkl"})
-    scope = Scope(prefixes=prefixes, homes=[home], underlays=[args.underlay.rsplit(".", 1)[0] + "."])
+    scope = Scope(
+        prefixes=prefixes,
+        homes=[home, Path("/tmp/migrator-bad-inputs-")],  # also the bad-input runs' homes (a prefix)
+        underlays=[args.underlay.rsplit(".", 1)[0] + "."],
+        tmp_globs=["migrator-bad-inputs-*"],
+    )
     left = scan_leftovers(scope)
     for item in left:
         print(f"leftover: {item}")
