@@ -167,6 +167,36 @@ def test_kube_prober_on_a_real_cluster(real: KubeCluster) -> None:
         run = prober.start_continuous(targets[:2], rate_hz=5, max_duration=10)
         time.sleep(3)
         assert all(r.ok for r in run.stop())
+        # NodePorts "from outside": from the host network of another node (DaemonSet migrator-probe-host)
+        nodes = real.list_nodes()
+        if len(nodes) > 1:
+            (np_svc,) = real.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "migrator-probe-np", "namespace": NAMESPACE},
+                    "spec": {
+                        "type": "NodePort",
+                        "selector": {"app.kubernetes.io/name": NAME},
+                        "ports": [{"port": 80, "targetPort": 8080}],
+                    },
+                }
+            )
+            node_port = int(np_svc.obj["spec"]["ports"][0]["nodePort"])
+            outside = [
+                ProbeTarget(
+                    "outside",
+                    f"{NAMESPACE}/migrator-probe-np@{n.name}",
+                    ProbeKind.NODEPORT,
+                    n.address,
+                    node_port,
+                    ProbeProtocol.HTTP,
+                    path="/healthz",
+                )
+                for n in nodes
+            ]
+            failed = [r for r in prober.probe(outside) if not r.ok]
+            assert not failed, failed
     finally:
         prober.cleanup(wait_timeout=120)
     with pytest.raises(KubeNotFound):
