@@ -26,7 +26,8 @@ the content of ``report.json``. Its shape (``schema: migrator.report/v1``, as a 
     rollback          {reason, error, started, ended, duration_s, offset_s, outcome, undone,
                         planned: [key], steps: [{key, stage, step, node, outcome, duration_s, error,
                         skipped, offset_s}]} | null
-    failures          [{what: step|check|undo|monitor|run|preflight, where, message, ts, offset_s, also: [where]}]
+    failures          [{what: step|check|undo|monitor|run|preflight, where, message, ts, offset_s,
+                        also: [where]}]
     warnings          [message]
     annotations       [{ts, offset_s, kind, label, detail}]   faults on/off, resumes, rollbacks, ...
     journal           {events, torn, last_seq}
