@@ -564,6 +564,9 @@ class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
         limits = f"max loss {check.max_loss * 100:g}%"
         if check.max_outage is not None:
             limits += f", max outage {check.max_outage * 1000:.0f} ms"
+        if check.min_availability is not None:
+            floor = f"{check.min_availability * 100:g}%"
+            limits += f", abort when availability < {floor} for {check.abort_after:g}s"
         return [
             f"continuous probe at {check.rate_hz:g} Hz, {check.scope.value} pairs between {where}{np};"
             f" {limits}"
