@@ -65,8 +65,9 @@ def _node(fake: FakeApiServer, name: str) -> dict[str, object]:
 
 
 def test_install_keeps_each_nodes_pod_cidr_and_vtep(
-    fake: FakeApiServer, seeded: list[str], manifest: str, cluster: KubeCluster
+    fake: FakeApiServer, seeded: list[str], manifest: str, make_cluster: Callable[..., KubeCluster]
 ) -> None:
+    cluster = make_cluster(run_id="ipam-run")
     lines = cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"manifest": manifest})
     for name in seeded:
         node = _node(fake, name)
@@ -100,6 +101,11 @@ def test_install_keeps_each_nodes_pod_cidr_and_vtep(
     assert block is not None and block["spec"]["unallocated"][-1] == 2
     assert block["spec"]["unallocated"][0] == 1
     assert any(line.startswith("node-00001: IPAMBlock 10-244-1-0-24 created") for line in lines), lines
+    events = [e["message"] for e in fake.api.find("Event") if e["involvedObject"]["name"] == "node-00001"]
+    assert (
+        "Calico IPAM block 10.244.1.0/24 and VTEP 10.244.1.0 02:42:00:00:01:01 kept from flannel"
+        " by migrator run ipam-run for CNI migration" in events
+    ), events
 
     # Calico's IPAM owns the block from now on: a second install re-checks and leaves it alone
     fake.api.update("IPAMBlock", "10-244-1-0-24", "", lambda b: b["spec"]["allocations"].__setitem__(7, 1))

@@ -242,6 +242,12 @@ def ensure_one(
             continue
         lines += [_line(r) for r in cluster.apply([obj], dry_run=dry_run)]
     lines += [_line(r) for r in cluster.apply([n.node_patch()], dry_run=dry_run)]
+    if not dry_run:
+        cluster.record_node_event(
+            n.node,
+            "CalicoIPAM",
+            f"Calico IPAM block {n.cidr} and VTEP {n.vtep_ip} {n.vtep_mac} kept from flannel",
+        )
     return lines
 
 
@@ -357,5 +363,7 @@ def remove_node_ipam(cluster: KubeCluster, *, dry_run: bool) -> list[str]:
         # an empty apply: the annotations migrator alone owns go, those another manager took stay
         empty = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": meta["name"]}}
         cluster.apply([empty], dry_run=dry_run)
+        if not dry_run:
+            cluster.record_node_event(str(meta["name"]), "CalicoIPAM", "Calico VTEP annotations removed")
         lines.append(f"Node {meta['name']}: Calico VTEP annotations taken back{dry}")
     return lines
