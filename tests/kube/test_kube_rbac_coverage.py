@@ -71,7 +71,7 @@ def test_every_request_of_the_flow_is_in_the_rbac_table(
     fake: FakeApiServer, make_cluster: Callable[..., KubeCluster], tmp_path: Path
 ) -> None:
     api = fake.api
-    api.crd_established_delay = 0.05
+    api.crd_established_delay = 0.3  # the install waits for its CRDs by watch
     api.daemonset_ready_delay = 0.05
     api.replacement_ready_delay = 0.05
     seed_flannel_cluster(api, workers=2, control_planes=1)
@@ -119,6 +119,7 @@ def test_every_request_of_the_flow_is_in_the_rbac_table(
     missing = sorted(p for p in needed if not granted(*p))
     assert missing == [], f"requests outside docs/rbac.yaml: {missing}"
     resources = {r for _, _, r in needed}
+    assert ("watch", "apiextensions.k8s.io", "customresourcedefinitions") in needed
     for used in (
         "pods/eviction",
         "pods/log",
@@ -129,6 +130,7 @@ def test_every_request_of_the_flow_is_in_the_rbac_table(
         "ipamhandles",
         "customresourcedefinitions",
         "clusterrolebindings",
+        "nodes",
         "daemonsets",
         "deployments",
     ):

@@ -43,7 +43,12 @@ class Permission:
 
 PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "namespaces", ("get",), "cluster identity (kube-system UID)"),
-    Permission("", "namespaces", ("create", "patch", "delete"), "the probe namespace; apply CNI manifests"),
+    Permission(
+        "",
+        "namespaces",
+        ("create", "patch", "delete", "watch"),
+        "the probe namespace (and wait until it is gone); apply CNI manifests",
+    ),
     Permission("", "nodes", ("get", "list", "watch", "patch"), "list nodes, label, cordon and uncordon"),
     Permission(
         "", "pods", ("get", "list", "watch", "delete"), "drain, restart pods, wait for DaemonSet pods"
@@ -96,8 +101,8 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
-        ("get", "list", "create", "patch", "delete"),
-        "install Calico's CRDs",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        "install Calico's CRDs (and wait until they are Established)",
     ),
     Permission(CALICO_GROUP, "ippools", MANAGE, "Calico IP pools (wire-compatible with flannel)"),
     Permission(
