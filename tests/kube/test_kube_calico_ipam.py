@@ -67,7 +67,7 @@ def _node(fake: FakeApiServer, name: str) -> dict[str, object]:
 def test_install_keeps_each_nodes_pod_cidr_and_vtep(
     fake: FakeApiServer, seeded: list[str], manifest: str, make_cluster: Callable[..., KubeCluster]
 ) -> None:
-    cluster = make_cluster(run_id="ipam-run")
+    cluster = make_cluster(run_id="ipam-run", page_size=2)
     lines = cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"manifest": manifest})
     for name in seeded:
         node = _node(fake, name)
@@ -109,7 +109,11 @@ def test_install_keeps_each_nodes_pod_cidr_and_vtep(
 
     # Calico's IPAM owns the block from now on: a second install re-checks and leaves it alone
     fake.api.update("IPAMBlock", "10-244-1-0-24", "", lambda b: b["spec"]["allocations"].__setitem__(7, 1))
+    fake.api.requests.clear()
     again = cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"manifest": manifest})
+    block_reads = [(p, q) for m, p, q in fake.api.requests if m == "GET" and "/v1/ipamblocks" in p]
+    assert all(p.endswith("/ipamblocks") for p, _ in block_reads), "listed, not one GET per node"
+    assert any(q.get("continue") for _, q in block_reads), "paginated (limit/continue)"
     assert "node-00001: IPAMBlock 10-244-1-0-24 exists (left to Calico's IPAM)" in again
     block = fake.api.get("IPAMBlock", "10-244-1-0-24")
     assert block is not None and block["spec"]["allocations"][7] == 1

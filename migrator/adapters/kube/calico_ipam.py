@@ -220,16 +220,22 @@ def _owner_of(existing: Mapping[str, Any]) -> str | None:
 
 
 def ensure_one(
-    cluster: KubeCluster, n: NodeIpam, *, dry_run: bool, crds_in_batch: frozenset[str] = frozenset()
+    cluster: KubeCluster,
+    n: NodeIpam,
+    *,
+    dry_run: bool,
+    crds_in_batch: frozenset[str] = frozenset(),
+    known: Mapping[str, Mapping[str, Obj]] | None = None,
 ) -> list[str]:
-    """Create what is missing for one node; check what exists. Returns readable lines."""
+    """Create what is missing for one node; check what exists. Returns readable lines. ``known``: the
+    objects listed beforehand (kind -> name -> object), instead of one GET per object."""
     lines: list[str] = []
     for obj in n.objects():
         kind, name = str(obj["kind"]), str(obj["metadata"]["name"])
         if dry_run and kind in crds_in_batch:
             lines.append(f"{kind} {name} created (server dry run) (not validated: its CRD comes first)")
             continue
-        existing = _get(cluster, obj)
+        existing = known[kind].get(name) if known is not None else _get(cluster, obj)
         if existing is not None:
             owner = _owner_of(existing)
             if owner is not None and owner != n.node:
@@ -313,8 +319,10 @@ def ensure_node_ipam(
             )
         return lines
 
+    known = {kind: {str(o["metadata"]["name"]): o for o in _list(cluster, kind)} for kind in IPAM_KINDS}
+
     def one(n: NodeIpam) -> list[str]:
-        return [f"{n.node}: {line}" for line in ensure_one(cluster, n, dry_run=False)]
+        return [f"{n.node}: {line}" for line in ensure_one(cluster, n, dry_run=False, known=known)]
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(planned)))) as pool:
         per_node = list(pool.map(one, planned))
@@ -322,7 +330,8 @@ def ensure_node_ipam(
     return [line for lines in per_node for line in lines]
 
 
-def _list_managed(cluster: KubeCluster, kind: str) -> list[Obj]:
+def _list(cluster: KubeCluster, kind: str, label_selector: str | None = None) -> list[Obj]:
+    """Every object of a Calico kind, paginated (``limit``/``continue``)."""
     path = cluster.api.object_path(CALICO_V1, kind, None, None)
     items: list[Obj] = []
     token: str | None = None
@@ -331,11 +340,7 @@ def _list_managed(cluster: KubeCluster, kind: str) -> list[Obj]:
             f"list {kind}",
             "GET",
             path,
-            query={
-                "labelSelector": "app.kubernetes.io/managed-by=migrator",
-                "limit": cluster.api.page_size,
-                "continue": token,
-            },
+            query={"labelSelector": label_selector, "limit": cluster.api.page_size, "continue": token},
         )
         items.extend(page.get("items") or [])
         token = (page.get("metadata") or {}).get("continue")
@@ -352,7 +357,7 @@ def remove_node_ipam(cluster: KubeCluster, *, dry_run: bool) -> list[str]:
     for kind in IPAM_KINDS:
         if kind in missing:
             continue
-        for obj in _list_managed(cluster, kind):
+        for obj in _list(cluster, kind, "app.kubernetes.io/managed-by=migrator"):
             name = str(obj["metadata"]["name"])
             if cluster.delete(CALICO_V1, kind, name, dry_run=dry_run):
                 lines.append(f"{kind} {name} deleted{dry}")
