@@ -1,32 +1,43 @@
-"""Scale benchmark of the ENGINE's dry run against a 5,000-node cluster (fake API server over HTTP).
+"""Scale benchmark of the ENGINE's dry run against 1,000- and 5,000-node clusters (fake API server, HTTP).
 
 ``migrator.engine.dry_run`` of ``plans/flannel-to-calico.yaml`` with the kube target
-(``migrator.adapters.kube.open_kube_target``) against ``migrator.adapters.kube_fake_server`` running in its
-own process (127.0.0.1 only) with ``--nodes`` nodes, 3 of them control plane, ``--pods-per-node`` pods each.
-Each measured run is a fresh client process; it prints wall time (target open + dry run) and peak RSS.
+(``migrator.adapters.kube.open_kube_target``) against a fake flannel cluster served by
+``migrator.adapters.kube_fake_cluster`` in its own process (127.0.0.1 only): ``--nodes`` nodes, 3 of them
+control plane, ``--pods-per-node`` pods each. Each measured run is a fresh client process; it prints
 
-The plan is the real one, with ``calico_manifest`` pointing at a small Calico manifest (a CRD, calico-node's
-ServiceAccount and DaemonSet) so that the install stage's server-side dry run has something to apply. No
-inventory is given: ``cni.switch-node``'s preview would run its playbook in Ansible check mode over SSH on
-each node (real nodes only, and minutes on 5,000 nodes); without an executor the preview says so in one
-line per node and everything else (waves, drain and restart previews, server-side dry runs) is complete.
+- dry run: wall time of target open + ``dry_run`` (the whole preview as data: every stage, wave, node and
+  step with its args, preview and undo);
+- + JSON: the same plus rendering the report to the JSON observer's text (``json.dumps`` as
+  ``migrator plan -o json`` does, without writing it to a terminal);
+- the client's CPU time and its peak RSS (after the JSON text exists).
 
-Two ways, interleaved, same server:
+The plan is the real one, with ``calico_manifest`` pointing at a small Calico manifest so that the install
+stage's server-side dry run has something to apply. No inventory is given: ``cni.switch-node``'s preview
+would run its playbook in Ansible check mode over SSH on each node (real nodes only); without an executor
+the preview says so in one line per node, and everything else is complete.
 
-- snapshot: the kube target as ``open_kube_target`` builds it; the dry run enters its read snapshot, so
-  nodes, pods and services are each one paginated list (``limit``/``continue``, 500 a page);
-- naive: the same target without the snapshot: every per-node preview lists that node's pods
-  (``fieldSelector=spec.nodeName=...``), one request per node and step. It is run once (``--naive-runs``)
-  and cut at ``--naive-timeout`` seconds, which then gives a lower bound of the ratio.
+Ways, interleaved run by run on the same server (all with the kube target's read snapshot: nodes, pods and
+services are each one paginated list):
 
-Targets (snapshot): <= 2 s and <= 300 MB peak RSS. Usage::
+- shared: the engine as it is: each step compiled once (``RuntimeTemplate``) and rendered once per
+  stage unless its templates use ``node.*``; its args, retry and undo dumped once; previews per node;
+- per-node (naive): the engine's dry run as it was before (its per-step view, kept below verbatim):
+  every step rendered by a walk of the whole model, its args, retry and undo dumped and a fresh context
+  event made for every node - 6 steps x 5,000 nodes = 30,000 renders;
+- no-snapshot (``--no-snapshot-runs``, 0 by default: minutes at 5,000 nodes): the target without its read
+  snapshot, so every per-node preview lists that node's pods (one request per node and step); cut at
+  ``--naive-timeout`` seconds, which then gives a lower bound of the ratio.
 
-    PYTHONPATH=. python bench/kube_plan_scale.py [--nodes 5000] [--pods-per-node 4] [--runs 3]
+Every way must produce the same report (a digest of its stages is compared). Targets at 5,000 nodes
+(shared): dry run <= 2 s and peak RSS <= 300 MB. Usage::
+
+    PYTHONPATH=. python bench/kube_plan_scale.py [--nodes 1000 5000] [--runs 5] [--pods-per-node 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -34,7 +45,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,32 +54,56 @@ sys.path.insert(0, str(ROOT))
 
 TARGET_SECONDS = 2.0
 TARGET_RSS_MB = 300.0
+TARGET_NODES = 5000
 PLAN = ROOT / "plans" / "flannel-to-calico.yaml"
-CALICO_MANIFEST = """\
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: felixconfigurations.crd.projectcalico.org}
-spec:
-  group: crd.projectcalico.org
-  scope: Cluster
-  names: {kind: FelixConfiguration, plural: felixconfigurations, singular: felixconfiguration}
-  versions: [{name: v1, served: true, storage: true}]
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: calico-node, namespace: kube-system}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: calico-node, namespace: kube-system, labels: {k8s-app: calico-node}}
-spec:
-  selector: {matchLabels: {k8s-app: calico-node}}
-  template:
-    metadata: {labels: {k8s-app: calico-node}}
-    spec:
-      hostNetwork: true
-      containers: [{name: calico-node, image: "docker.io/calico/node:v3.27.0"}]
-"""
+MODES = ("shared", "per-node", "no-snapshot")
+
+
+def use_per_node_views() -> None:
+    """The naive way: the dry run's step view as it was before it was shared per stage."""
+    from migrator.actions import StepContext, get_action  # noqa: PLC0415
+    from migrator.engine import api  # noqa: PLC0415
+    from migrator.engine.planio import render_step, runtime_context  # noqa: PLC0415
+    from migrator.ports import Node  # noqa: PLC0415
+
+    class PerNodeViews(api._StepViews):  # the bench swaps in the old way
+        def view(self, node: Node | None) -> dict[str, Any]:
+            step, env = self.step, self.env
+            rendered = render_step(step, runtime_context(env.run_id, node))
+            action_name = str(getattr(rendered, "action", ""))
+            action = get_action(action_name)
+            args = getattr(rendered, "args", None)
+            ctx = StepContext(
+                run_id=env.run_id,
+                run_dir=env.scratch,
+                artifacts_dir=env.scratch,
+                target=env.target,
+                node=node,
+                params=env.params,
+                dry_run=True,
+                step=step.display_name,
+                scrub=env.scrub,
+            )
+            view: dict[str, Any] = {
+                "step": step.display_name,
+                "action": action_name,
+                "args": args.model_dump(mode="json") if args is not None else None,
+                "timeout": step.timeout,
+                "retry": step.retry.model_dump(mode="json"),
+                "preview": action.preview(ctx, args),
+            }
+            if step.no_undo:
+                view["undo"] = "none (no_undo)"
+            elif rendered.undo is not None:
+                view["undo"] = {
+                    "action": getattr(rendered.undo, "action", ""),
+                    "args": api._dump_args(getattr(rendered.undo, "args", None)),
+                }
+            else:
+                view["undo"] = action.undo_preview(ctx, args) or f"{action_name} undo"
+            return view
+
+    api._StepViews = PerNodeViews  # type: ignore[misc]
 
 
 def client(args: argparse.Namespace) -> None:
@@ -87,6 +121,8 @@ def client(args: argparse.Namespace) -> None:
     from migrator.engine.planio import load_plan_file  # noqa: PLC0415
 
     import_seconds = time.perf_counter() - t_import
+    if args.client == "per-node":
+        use_per_node_views()
     source = load_plan_file(
         PLAN, {"max_unavailable": str(args.max_unavailable), "calico_manifest": args.manifest}
     )
@@ -95,12 +131,15 @@ def client(args: argparse.Namespace) -> None:
     cpu_before = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     target = open_kube_target(None, kubeconfig=args.kubeconfig)
-    if args.client == "naive":
+    if args.client == "no-snapshot":
         target.extras.pop("read_snapshot")
     report = dry_run(source, target, target_spec="kube")
     seconds = time.perf_counter() - start
+    text = json.dumps(report, default=str)  # what the JSON output renders
+    json_seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_seconds = usage.ru_utime + usage.ru_stime - cpu_before
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stage = next(s for s in report["stages"] if "waves" in s)
     install = next(s for s in report["stages"] if s["stage"] == "install-calico")
     server_dry_run = [
@@ -115,21 +154,26 @@ def client(args: argparse.Namespace) -> None:
         for line in step["preview"]
         if isinstance(line, dict)
     )
+    stages = json.dumps(report["stages"], sort_keys=True, default=str).encode()
     print(
         json.dumps(
             {
                 "import_seconds": import_seconds,
                 "seconds": seconds,
+                "json_seconds": json_seconds,
+                "json_mb": len(text) / 1e6,
                 "cpu_seconds": cpu_seconds,
-                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_mb": rss,
                 "rss_before_mb": rss_before,
                 "nodes": len(report["nodes"]),
                 "waves": len(waves),
+                "node_views": sum(len(w) for w in waves),
+                "step_views": sum(len(n["steps"]) for w in stage["waves"] for n in w["nodes"]),
                 "first_wave": waves[0],
                 "last_wave": waves[-1],
                 "evicts": evicts,
                 "server_dry_run": server_dry_run,
-                "digest": hash(json.dumps(report["stages"], sort_keys=True, default=str)),
+                "digest": hashlib.sha256(stages).hexdigest(),
             }
         )
     )
@@ -167,133 +211,134 @@ def run_client(
     return result
 
 
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} {five:.1f} {fifteen:.1f}"
+
+
+def measure(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, Any]]]:
+    """All the runs of every way against one fake cluster of ``nodes`` nodes; prints them as they come."""
+    from migrator.adapters.kube_fake_cluster import (  # noqa: PLC0415 - not in the clients
+        FakeClusterProcess,
+        write_calico_manifest,
+    )
+
+    kubeconfig = workdir / f"kubeconfig-{nodes}"
+    manifest = str(write_calico_manifest(workdir / "calico.yaml"))
+    runs = {"shared": args.runs, "per-node": args.naive_runs, "no-snapshot": args.no_snapshot_runs}
+    results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    cut: set[str] = set()
+    with FakeClusterProcess(nodes, kubeconfig, pods_per_node=args.pods_per_node) as server:
+        print(
+            f"\n== {nodes} nodes: fake API server {server.url}, {nodes * args.pods_per_node} pods"
+            f" (built in {server.build_seconds:.1f}s), load average {load()}"
+        )
+        for i in range(max(runs.values())):
+            for mode in MODES:  # interleaved, so every way sees the same conditions
+                if i >= runs[mode] or mode in cut:
+                    continue
+                timeout = 900.0 if mode == "shared" else args.naive_timeout
+                started = time.perf_counter()
+                got = run_client(mode, str(kubeconfig), manifest, args.max_unavailable, timeout)
+                if got is None:
+                    cut.add(mode)
+                    print(f"  {mode} run {i + 1}: cut after {time.perf_counter() - started:.0f}s", flush=True)
+                    continue
+                results[mode].append(got)
+                print(
+                    f"  {mode} run {i + 1}: dry run {got['seconds']:.2f}s, + JSON {got['json_seconds']:.2f}s"
+                    f" (client CPU {got['cpu_seconds']:.2f}s), {got['rss_mb']:.0f} MB",
+                    flush=True,
+                )
+    print(f"   load average after: {load()}")
+    return results
+
+
+def report(nodes: int, results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> bool:
+    """Print the medians of one cluster size; whether the targets are met (at TARGET_NODES)."""
+
+    def med(mode: str, key: str) -> float:
+        return statistics.median(float(r[key]) for r in results[mode])
+
+    shared = results["shared"][0]
+    for mode in MODES[1:]:
+        if results[mode]:
+            assert results[mode][0]["digest"] == shared["digest"], f"{mode} rendered another dry run"
+    print(
+        f"-- {nodes} nodes: {shared['waves']} waves of max_unavailable={args.max_unavailable}"
+        f" (first {shared['first_wave']}, last {shared['last_wave']}), {shared['step_views']} step views,"
+        f" {shared['evicts']} pod evictions previewed, JSON {shared['json_mb']:.1f} MB;"
+        " every way gave the same report"
+    )
+    print("   install-calico, server-side dry run: " + "; ".join(shared["server_dry_run"]))
+    print(
+        f"   {'':12} {'dry run s':>9} {'(min-max)':>13} {'+ JSON s':>9} {'client CPU s':>13}"
+        f" {'peak RSS MB':>12} {'runs':>5}"
+    )
+    for mode in MODES:
+        if not results[mode]:
+            continue
+        secs = [float(r["seconds"]) for r in results[mode]]
+        print(
+            f"   {mode:12} {med(mode, 'seconds'):9.2f} {min(secs):6.2f}-{max(secs):6.2f}"
+            f" {med(mode, 'json_seconds'):9.2f} {med(mode, 'cpu_seconds'):13.2f}"
+            f" {med(mode, 'rss_mb'):12.0f} {len(secs):5d}"
+        )
+    for mode in MODES[1:]:
+        if results[mode]:
+            print(
+                f"   {mode} / shared: dry run {med(mode, 'seconds') / med('shared', 'seconds'):.2f}x,"
+                f" client CPU {med(mode, 'cpu_seconds') / med('shared', 'cpu_seconds'):.2f}x,"
+                f" peak RSS {med(mode, 'rss_mb') / med('shared', 'rss_mb'):.2f}x"
+            )
+        elif mode == "no-snapshot" and args.no_snapshot_runs:
+            print(f"   no-snapshot / shared: > {args.naive_timeout / med('shared', 'seconds'):.0f}x (cut)")
+    print(
+        f"   one-time imports per process (measured apart): {med('shared', 'import_seconds'):.2f}s,"
+        f" RSS after imports {med('shared', 'rss_before_mb'):.0f} MB"
+    )
+    if nodes != TARGET_NODES:
+        return True
+    secs, rss = med("shared", "seconds"), med("shared", "rss_mb")
+    ok_time, ok_rss = secs <= TARGET_SECONDS, rss <= TARGET_RSS_MB
+    print(
+        f"   targets at {TARGET_NODES} nodes: dry run {secs:.2f}s <= {TARGET_SECONDS}s:"
+        f" {'ok' if ok_time else 'MISSED'} (+ JSON {med('shared', 'json_seconds'):.2f}s);"
+        f" peak RSS {rss:.0f} MB <= {TARGET_RSS_MB:.0f} MB: {'ok' if ok_rss else 'MISSED'}"
+    )
+    return ok_time and ok_rss
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1000, TARGET_NODES])
     parser.add_argument("--pods-per-node", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--naive-runs", type=int, default=None, help="default: --runs")
-    parser.add_argument("--max-unavailable", type=int, default=1)
-    parser.add_argument("--client", choices=["snapshot", "naive"], help=argparse.SUPPRESS)
-    parser.add_argument("--kubeconfig", help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--naive-runs", type=int, default=None, help="per-node runs (default: --runs)")
+    parser.add_argument("--no-snapshot-runs", type=int, default=0)
     parser.add_argument("--naive-timeout", type=float, default=900.0)
+    parser.add_argument("--max-unavailable", type=int, default=1)
+    parser.add_argument("--client", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--kubeconfig", help=argparse.SUPPRESS)
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         client(args)
         return 0
-
+    if args.naive_runs is None:
+        args.naive_runs = args.runs
     workdir = Path(tempfile.mkdtemp(prefix="kube-plan-scale-"))
-    kubeconfig = str(workdir / "kubeconfig")
-    manifest = workdir / "calico.yaml"
-    manifest.write_text(CALICO_MANIFEST)
-    print(f"plan {PLAN.relative_to(ROOT)} (calico_manifest={manifest.name}, no inventory)")
-    t0 = time.perf_counter()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "kube_scale.py"),
-            "--serve",
-            "--nodes",
-            str(args.nodes),
-            "--pods-per-node",
-            str(args.pods_per_node),
-            "--kubeconfig",
-            kubeconfig,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    watchdog = threading.Timer(1800, server.kill)  # never leave a server behind
-    watchdog.start()
-    results: dict[str, list[dict[str, Any]]] = {"snapshot": [], "naive": []}
-    naive_cut = False
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
-        if not url.startswith("http://127.0.0.1:"):
-            raise RuntimeError("the fake API server did not start")
-        print(
-            f"fake API server {url}: {args.nodes} nodes, {args.nodes * args.pods_per_node} pods "
-            f"(built in {time.perf_counter() - t0:.1f}s)"
-        )
-        naive_runs = args.runs if args.naive_runs is None else args.naive_runs
-        for i in range(max(args.runs, naive_runs)):
-            if i < args.runs:
-                got = run_client("snapshot", kubeconfig, str(manifest), args.max_unavailable, 900)
-                if got is None:
-                    raise RuntimeError("the snapshot dry run took more than 900 s")
-                results["snapshot"].append(got)
-                print(
-                    f"  snapshot run {i + 1}: {got['seconds']:.2f}s (client CPU {got['cpu_seconds']:.2f}s),"
-                    f" {got['rss_mb']:.0f} MB",
-                    flush=True,
-                )
-            if i < naive_runs and not naive_cut:  # interleaved, so both see the same conditions
-                t_naive = time.perf_counter()
-                got = run_client("naive", kubeconfig, str(manifest), args.max_unavailable, args.naive_timeout)
-                if got is None:
-                    naive_cut = True
-                    print(f"  naive run {i + 1}: cut after {time.perf_counter() - t_naive:.0f}s", flush=True)
-                else:
-                    results["naive"].append(got)
-                    print(f"  naive run {i + 1}: {got['seconds']:.2f}s, {got['rss_mb']:.0f} MB", flush=True)
-    finally:
-        watchdog.cancel()
-        if server.stdin is not None:
-            server.stdin.close()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-
-    def med(mode: str, key: str) -> float:
-        return statistics.median(float(r[key]) for r in results[mode])
-
-    snap = results["snapshot"][0]
-    if results["naive"]:
-        assert snap["digest"] == results["naive"][0]["digest"], "both ways must render the same dry run"
     print(
-        f"dry run: {snap['nodes']} nodes, {snap['waves']} waves of max_unavailable={args.max_unavailable}"
-        f" (first {snap['first_wave']}, last {snap['last_wave']}), {snap['evicts']} pod evictions previewed"
+        f"plan {PLAN.relative_to(ROOT)} (calico_manifest=calico.yaml, no inventory), {os.cpu_count()} CPUs,"
+        f" load average {load()}; medians of {args.runs} runs (per-node: {args.naive_runs})"
     )
-    print("install-calico, server-side dry run: " + "; ".join(snap["server_dry_run"]))
-    print(f"{'':9} {'dry run s':>10} {'(min-max)':>15} {'client CPU s':>13} {'peak RSS MB':>12} {'runs':>5}")
-    for mode in ("snapshot", "naive"):
-        if not results[mode]:
-            continue
-        secs = [float(r["seconds"]) for r in results[mode]]
-        print(
-            f"{mode:9} {med(mode, 'seconds'):10.3f} {min(secs):7.3f}-{max(secs):7.3f} "
-            f"{med(mode, 'cpu_seconds'):13.3f} {med(mode, 'rss_mb'):12.1f} {len(secs):5d}"
-        )
-    if naive_cut:
-        print(
-            f"naive / snapshot: time > {args.naive_timeout / med('snapshot', 'seconds'):.0f}x"
-            f" (naive cut after {args.naive_timeout:.0f}s)"
-        )
-    elif results["naive"]:
-        print(
-            f"naive / snapshot: time {med('naive', 'seconds') / med('snapshot', 'seconds'):.1f}x, "
-            f"peak RSS {med('naive', 'rss_mb') / med('snapshot', 'rss_mb'):.2f}x"
-        )
-    print(
-        f"one-time imports per process: {med('snapshot', 'import_seconds'):.2f}s,"
-        f" RSS after imports {med('snapshot', 'rss_before_mb'):.0f} MB"
-    )
-    ok_time = med("snapshot", "seconds") <= TARGET_SECONDS
-    ok_rss = med("snapshot", "rss_mb") <= TARGET_RSS_MB
-    secs, rss = med("snapshot", "seconds"), med("snapshot", "rss_mb")
-    print(
-        f"targets: dry run {secs:.2f}s <= {TARGET_SECONDS}s: {'ok' if ok_time else 'MISSED'};"
-        f" peak RSS {rss:.0f} MB <= {TARGET_RSS_MB:.0f} MB: {'ok' if ok_rss else 'MISSED'}"
-    )
-    return 0 if ok_time and ok_rss else 1
+    ok = True
+    for nodes in args.nodes:
+        results = measure(nodes, args, workdir)
+        ok = report(nodes, results, args) and ok
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Scale benchmark of the Kubernetes target: list a 5,000-node cluster and plan its waves.
 
-A fake API server (``migrator.adapters.kube_fake_server``, 127.0.0.1 only) runs in its own process with
+A fake API server (``migrator.adapters.kube_fake_cluster``, 127.0.0.1 only) runs in its own process with
 ``--nodes`` nodes and ``--pods-per-node`` pods each. Each measured run is a fresh client process that
 builds a ``KubeCluster`` through a kubeconfig, lists nodes and pods, and computes the workers-first waves of
 ``--max-unavailable`` nodes (control-plane nodes last, one at a time) with the evictable pods of each node,
@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,34 +33,6 @@ sys.path.insert(0, str(ROOT))
 
 TARGET_SECONDS = 2.0
 TARGET_RSS_MB = 300.0
-
-
-# --------------------------------------------------------------------------------------------- server
-
-
-def build_api(nodes: int, pods_per_node: int):  # type: ignore[no-untyped-def]
-    """A flannel cluster: 3 control-plane nodes, the rest workers; each node runs its kube-flannel pod and
-    workers ``pods_per_node - 1`` app pods (ReplicaSet-owned, under a PDB)."""
-    from migrator.adapters.kube_fake_server import FakeKubeApi, seed_flannel_cluster  # noqa: PLC0415
-
-    api = FakeKubeApi()
-    api.record_requests = False
-    api.controllers_enabled = False
-    seed_flannel_cluster(
-        api, workers=nodes - 3, control_planes=3, app_pods_per_node=max(pods_per_node - 1, 0)
-    )
-    return api
-
-
-def serve(args: argparse.Namespace) -> None:
-    from migrator.adapters.kube_fake_server import FakeApiServer  # noqa: PLC0415
-
-    api = build_api(args.nodes, args.pods_per_node)
-    with FakeApiServer(api) as server:
-        path = Path(args.kubeconfig)
-        server.write_kubeconfig(path, token="bench")
-        print(server.url, flush=True)
-        sys.stdin.read()  # until the parent closes our stdin (or dies)
 
 
 # --------------------------------------------------------------------------------------------- client
@@ -177,61 +148,28 @@ def main() -> int:
     parser.add_argument("--pods-per-node", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-unavailable", default="5%")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=["paginated", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args)
-        return 0
     if args.client:
         client(args)
         return 0
 
+    from migrator.adapters.kube_fake_cluster import FakeClusterProcess  # noqa: PLC0415 - not in the clients
+
     workdir = Path(tempfile.mkdtemp(prefix="kube-scale-"))
     kubeconfig = str(workdir / "kubeconfig")
-    t0 = time.perf_counter()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--serve",
-            "--nodes",
-            str(args.nodes),
-            "--pods-per-node",
-            str(args.pods_per_node),
-            "--kubeconfig",
-            kubeconfig,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    watchdog = threading.Timer(900, server.kill)  # never leave a server behind
-    watchdog.start()
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
-        if not url.startswith("http://127.0.0.1:"):
-            raise RuntimeError("the fake API server did not start")
+    results: dict[str, list[dict[str, object]]] = {"paginated": [], "naive": []}
+    with FakeClusterProcess(
+        args.nodes, Path(kubeconfig), pods_per_node=args.pods_per_node, lifetime=900
+    ) as server:
         print(
-            f"fake API server {url}: {args.nodes} nodes, {args.nodes * args.pods_per_node} pods "
-            f"(built in {time.perf_counter() - t0:.1f}s)"
+            f"fake API server {server.url}: {args.nodes} nodes, {args.nodes * args.pods_per_node} pods "
+            f"(built in {server.build_seconds:.1f}s)"
         )
-        results: dict[str, list[dict[str, object]]] = {"paginated": [], "naive": []}
         for _ in range(args.runs):
             for mode in ("paginated", "naive"):  # interleaved, so both see the same conditions
                 results[mode].append(run_client(mode, kubeconfig, args.max_unavailable))
-    finally:
-        watchdog.cancel()
-        if server.stdin is not None:
-            server.stdin.close()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
 
     def med(mode: str, key: str) -> float:
         return statistics.median(float(r[key]) for r in results[mode])  # type: ignore[arg-type]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -431,10 +432,29 @@ def dry_run(source: PlanSource, target: Target, *, target_spec: str | None = Non
     """
     snapshot = target.extras.get("read_snapshot")  # a target may serve the dry run's reads from one list
     with (
+        _gc_paused(),
         tempfile.TemporaryDirectory(prefix="migrator-dry-run-") as scratch,
         snapshot() if callable(snapshot) else contextlib.nullcontext(),
     ):
         return _dry_run(source, target, target_spec=target_spec, scratch=Path(scratch))
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (then put it back as it was).
+
+    A dry run builds large trees of new containers and frees next to nothing (the target's snapshot, e.g.
+    20,000 pods, and the report, e.g. 30,000 step views): the collector would traverse them again and
+    again (at 5,000 nodes, ~60% of the dry run's CPU time) to find no cycle. Memory is still freed by
+    reference counting; what cycles there are get collected after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)

@@ -3,67 +3,32 @@ server, real client): correct waves, server-side dry-run results, nothing change
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
 import pytest
 
 from migrator.adapters.kube import KubeCluster, open_kube_target
-from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, seed_flannel_cluster
+from migrator.adapters.kube_fake_cluster import FakeClusterProcess, flannel_api, write_calico_manifest
+from migrator.adapters.kube_fake_server import FakeApiServer
 from migrator.engine import dry_run
 from migrator.engine.planio import load_plan_file
 from migrator.ports import CniAgent, CniOps, CniSource
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CALICO_MANIFEST = """\
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: felixconfigurations.crd.projectcalico.org}
-spec:
-  group: crd.projectcalico.org
-  scope: Cluster
-  names:
-    kind: FelixConfiguration
-    plural: felixconfigurations
-    singular: felixconfiguration
-    listKind: FelixConfigurationList
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: calico-node, namespace: kube-system}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: calico-node, namespace: kube-system, labels: {k8s-app: calico-node}}
-spec:
-  selector: {matchLabels: {k8s-app: calico-node}}
-  template:
-    metadata: {labels: {k8s-app: calico-node}}
-    spec:
-      hostNetwork: true
-      containers: [{name: calico-node, image: "docker.io/calico/node:v3.27.0"}]
-"""
-
 
 @pytest.fixture
 def server() -> FakeApiServer:
-    api = FakeKubeApi()
-    seed_flannel_cluster(api, workers=4, control_planes=1)
-    return FakeApiServer(api)
+    return FakeApiServer(flannel_api(5, control_planes=1, pods_per_node=2))
 
 
 def test_flannel_to_calico_dry_run_on_the_kube_target(
     server: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MIGRATOR_INVENTORY", raising=False)
-    manifest = tmp_path / "calico.yaml"
-    manifest.write_text(CALICO_MANIFEST)
+    manifest = write_calico_manifest(tmp_path / "calico.yaml")
     with server:
         target = open_kube_target(None, kubeconfig=str(server.write_kubeconfig(tmp_path / "kc")))
         assert isinstance(target.cluster, CniOps)
@@ -102,8 +67,7 @@ def test_flannel_to_calico_dry_run_on_the_kube_target(
 
 
 def test_cni_ops_on_the_fake_cluster(server: FakeApiServer, tmp_path: Path) -> None:
-    manifest = tmp_path / "calico.yaml"
-    manifest.write_text(CALICO_MANIFEST)
+    manifest = write_calico_manifest(tmp_path / "calico.yaml")
     with server:
         cluster = KubeCluster(kubeconfig=str(server.write_kubeconfig(tmp_path / "kc")), watch_chunk=1.0)
         info = cluster.detect_cni()
@@ -130,3 +94,21 @@ def test_cni_ops_on_the_fake_cluster(server: FakeApiServer, tmp_path: Path) -> N
         ]
         assert cluster.delete_cni_agent(CniAgent.FLANNEL) == ["flannel DaemonSet already absent"]
         cluster.close()
+
+
+def test_fake_cluster_process_serves_a_flannel_cluster_and_stops(tmp_path: Path) -> None:
+    """The benches' fake cluster in its own process: pod CIDRs inside flannel's network beyond 256 nodes
+    (a /16 holds only 256 node /24s), and no process left behind."""
+    with FakeClusterProcess(300, tmp_path / "kc", pods_per_node=1, lifetime=120) as fake:
+        assert fake.url.startswith("http://127.0.0.1:")
+        cluster = KubeCluster(kubeconfig=str(tmp_path / "kc"))
+        nodes = cluster.list_nodes()
+        assert len(nodes) == 300 and sum(n.is_control_plane for n in nodes) == 3
+        info = cluster.detect_cni()
+        network = ipaddress.ip_network(info.network)
+        cidrs = {ipaddress.ip_network(fl.pod_cidr) for fl in info.nodes.values() if fl.pod_cidr}
+        assert len(cidrs) == 300 and all(c.subnet_of(network) for c in cidrs)
+        cluster.close()
+        proc = fake._proc
+        assert proc is not None and proc.poll() is None
+    assert proc.wait(timeout=1) is not None
