@@ -570,6 +570,8 @@ class FakeKubeApi:
         self.replacement_ready_delay: float | None = 0.3
         self.daemonset_ready_delay: float | None = 0.2
         self.pod_termination_seconds = 0.0
+        # > 0: a deleted Namespace is Terminating (deletionTimestamp, phase) for that long, then goes
+        self.namespace_termination_seconds = 0.0
         self.crd_established_delay = 0.2
         self.controllers_enabled = True
         self.ip_counter = itertools.count(1)
@@ -963,6 +965,24 @@ class FakeKubeApi:
 
     # ----------------------------------------------------------------------------- operations
 
+    def _terminate_namespace(self, name: str, current: Obj) -> Obj:
+        """The namespace controller's way: Terminating first, then (with its contents) gone."""
+        if current["metadata"].get("deletionTimestamp"):
+            return copy.deepcopy(current)
+        marked = copy.deepcopy(current)
+        marked["metadata"]["deletionTimestamp"] = now_iso()
+        marked.setdefault("status", {})["phase"] = "Terminating"
+        stored = self._store(self.rtype("Namespace"), marked)
+        uid = current["metadata"]["uid"]
+
+        def finish() -> None:
+            cur = self.objects["/namespaces"].get(("", name))
+            if cur is not None and cur["metadata"]["uid"] == uid:
+                self._remove(self.rtype("Namespace"), "", name)
+
+        self.schedule(self.namespace_termination_seconds, finish)
+        return stored
+
     def delete_pod(self, ns: str, name: str) -> Obj:
         pod = self.objects["/pods"].get((ns, name))
         if pod is None:
@@ -1338,6 +1358,8 @@ class FakeKubeApi:
                 )
             if dry_run:
                 return 200, copy.deepcopy(current), {}
+            if rtype.kind == "Namespace" and self.namespace_termination_seconds > 0:
+                return 200, self._terminate_namespace(name, current), {}
             return 200, self._remove(rtype, key_ns, name), {}
         if method == "PUT":
             obj = _parse_body(body, content_type)

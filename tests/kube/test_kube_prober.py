@@ -341,8 +341,13 @@ def test_outside_probes_manifest_and_modes(cluster: KubeCluster, server: FakeApi
     assert svc is not None and svc["spec"]["selector"] == {"app.kubernetes.io/name": NAME}, "not host pods"
     again = prober.probe([target])[0]
     assert again.error == result.error, "the failure is remembered, not waited for again"
-    prober.cleanup()
+    server.api.namespace_termination_seconds = 1.0  # Terminating first, as a real namespace is
+    server.api.requests.clear()
+    prober.cleanup(wait_timeout=10)
     assert _left_in_namespace(server) == []
+    assert [
+        q for m, p, q in server.api.requests if m == "GET" and p == "/api/v1/namespaces" and q.get("watch")
+    ]
 
 
 def test_outside_source_is_never_the_destination() -> None:

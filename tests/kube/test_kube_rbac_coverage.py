@@ -110,6 +110,7 @@ def test_every_request_of_the_flow_is_in_the_rbac_table(
             ProbeTarget("outside", "shop/web@cp-01", ProbeKind.NODEPORT, "198.18.0.2", 30080, timeout=0.1),
         ]
         prober.probe(targets)  # no runner in the fake: the results time out, the requests are made
+        api.namespace_termination_seconds = 0.3  # the probe namespace is Terminating for a while
         prober.cleanup()
         cluster.delete_cni_agent(CniAgent.CALICO, dry_run=True)
         cluster.delete_cni_agent(CniAgent.CALICO)
@@ -120,6 +121,7 @@ def test_every_request_of_the_flow_is_in_the_rbac_table(
     assert missing == [], f"requests outside docs/rbac.yaml: {missing}"
     resources = {r for _, _, r in needed}
     assert ("watch", "apiextensions.k8s.io", "customresourcedefinitions") in needed
+    assert ("watch", "", "namespaces") in needed
     for used in (
         "pods/eviction",
         "pods/log",
