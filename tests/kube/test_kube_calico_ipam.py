@@ -200,3 +200,14 @@ def test_missing_ipam_crds_are_reported(
     assert any(
         "skipped: the cluster serves no Calico IPAMBlock, BlockAffinity, IPAMHandle" in x for x in lines
     )
+
+
+def test_install_onto_a_calico_node_already_there_takes_over_too(
+    fake: FakeApiServer, seeded: list[str], cluster: KubeCluster
+) -> None:
+    cluster.apply([*calico_crds(), DAEMONSET])  # the user installed Calico before the run
+    lines = cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"mode": "vxlan"})
+    assert lines[0].startswith("DaemonSet kube-system/calico-node nodeSelector {} ->"), lines
+    assert len(fake.api.find("IPAMBlock")) == len(seeded) == len(fake.api.find("BlockAffinity"))
+    cluster.apply_cni_agent(CniAgent.CALICO, node_selector=None)  # finalize: the selector only
+    assert len(fake.api.find("IPAMHandle")) == len(seeded)

@@ -10,7 +10,8 @@ What each operation does on the API server:
   (``config["manifest"]``, a file) with calico-node's ``nodeSelector`` set, plus an ``IPPool`` equal to
   flannel's network (``blockSize`` = ``SubnetLen``, ``vxlanMode: Always``) and the default
   ``FelixConfiguration`` with flannel's VNI, port and MTU. Without a manifest, an installed calico-node
-  only gets its ``nodeSelector`` patched; if none is installed that is an error (a dry run says so).
+  only gets its ``nodeSelector`` patched (and, with a ``config``, i.e. at the install, the IPAM takeover
+  below); if none is installed that is an error (a dry run says so).
 - ``delete_cni_agent``: delete the agent's DaemonSet (foreground); for calico-node also the IPAM objects
   and node annotations migrator created.
 - ``cni_agent_ready``: the agent's pod on the node exists and is Ready.
@@ -191,7 +192,10 @@ def apply_cni_agent(
     wanted.update(node_selector or {})
     cluster.patch_daemonset_scheduling(ns, name, node_selector=wanted, dry_run=dry_run)
     dry = " (server dry run)" if dry_run else ""
-    return [f"DaemonSet {ns}/{name} nodeSelector {current} -> {node_selector or {}}{dry}"]
+    lines = [f"DaemonSet {ns}/{name} nodeSelector {current} -> {node_selector or {}}{dry}"]
+    if agent is CniAgent.CALICO and config is not None:  # an install onto a calico-node already there
+        lines += calico_ipam.ensure_node_ipam(cluster, cluster.detect_cni_details(), dry_run=dry_run)
+    return lines
 
 
 def delete_cni_agent(cluster: KubeCluster, agent: CniAgent, *, dry_run: bool) -> list[str]:
