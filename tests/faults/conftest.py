@@ -1,7 +1,9 @@
-"""Fixtures of the fault tests: one real 4-node lab (bookinfo) per module, always torn down.
+"""Fixtures of the fault tests: one real 4-node lab (bookinfo) per test module, always torn down.
 
-The lab is named ``rdt<pid>`` on the underlay 198.18.24.0/24; ``MIGRATOR_HOME`` is one folder for the
-module so that the CLI subprocesses see the lab.
+The lab is named ``<prefix><pid>`` (``$MIGRATOR_FAULT_TEST_LAB``, default ``rdt``) on the underlay
+``$MIGRATOR_FAULT_TEST_UNDERLAY`` (default 198.18.24.0/24): one module's lab is down before the next one's is
+up, so they share the underlay. ``MIGRATOR_HOME`` is one folder for the session so that the CLI subprocesses
+see the lab.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from migrator.lab.spec import LabSpec
 from migrator.ports import Target
 
 UNDERLAY = os.environ.get("MIGRATOR_FAULT_TEST_UNDERLAY", "198.18.24.0/24")
+LAB_PREFIX = os.environ.get("MIGRATOR_FAULT_TEST_LAB", "rdt")
 CAN_BUILD_LAB = os.geteuid() == 0 and shutil.which("ip") is not None and Path("/usr/lib/cni/bridge").exists()
 
 
@@ -34,11 +37,11 @@ def migrator_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["MIGRATOR_HOME"] = old
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fault_lab(migrator_home: Path) -> Iterator[Lab]:
     if not CAN_BUILD_LAB:
         pytest.skip("needs root, iproute2 and containernetworking-plugins")
-    name = f"rdt{os.getpid() % 1000}"
+    name = f"{LAB_PREFIX}{os.getpid() % 1000}"
     lab = Lab(name)
     try:
         lab.up(LabSpec(name=name, nodes=4, pods_per_node=1, underlay=UNDERLAY))
@@ -55,6 +58,6 @@ def fault_lab(migrator_home: Path) -> Iterator[Lab]:
         assert not res.leftovers, res.leftovers
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_target(fault_lab: Lab) -> Target:
     return open_lab_target(fault_lab.name)

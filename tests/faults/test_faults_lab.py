@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,115 +21,20 @@ from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab.lab import Lab
 from migrator.plan.models import FaultLossArgs
-from migrator.ports import Pod, ProbeKind, ProbeProtocol, ProbeTarget, Target
+from migrator.ports import Target
+from tests.faults.lab_helpers import (
+    cli,
+    echo_pods,
+    node_fault_state,
+    records_on,
+    start_cli,
+    tcp,
+    timer_alive,
+    wait_for,
+    write_plan,
+)
 
 pytestmark = pytest.mark.lab
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-# ------------------------------------------------------------------------------------------- helpers
-
-
-def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
-
-
-def start_cli(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-
-
-def write_plan(path: Path, name: str, steps: list[dict[str, Any]]) -> Path:
-    plan = {
-        "apiVersion": "migrator/v1",
-        "kind": "Plan",
-        "metadata": {"name": name},
-        "spec": {"stages": [{"name": "fault", "steps": steps}]},
-    }
-    path.write_text(json.dumps(plan))  # JSON is YAML
-    return path
-
-
-def node_fault_state(lab: Lab, node: str) -> list[str]:
-    """Every fault object on the node: iptables lines of migrator faults (filter, raw), non-default qdiscs."""
-    left: list[str] = []
-    for table in ("filter", "raw"):
-        out = lab.exec(node, ["iptables-save", "-t", table], timeout=20).stdout
-        left += [
-            f"{table}: {line}" for line in out.splitlines() if "migrator-fault" in line or "MGR-F-" in line
-        ]
-    out = lab.exec(node, ["tc", "qdisc", "show"], timeout=20).stdout
-    left += [f"tc: {line}" for line in out.splitlines() if any(k in line for k in ("tbf", "netem", "htb"))]
-    return left
-
-
-def records_on(lab: Lab, node: str) -> list[dict[str, Any]]:
-    out = lab.exec(
-        node, ["sh", "-c", "cat /run/migrator/faults/*.json 2>/dev/null || true"], timeout=20
-    ).stdout
-    decoder = json.JSONDecoder()
-    recs, pos = [], 0
-    out = out.strip()
-    while pos < len(out):
-        rec, end = decoder.raw_decode(out, pos)
-        recs.append(rec)
-        pos = end
-        while pos < len(out) and out[pos].isspace():
-            pos += 1
-    return recs
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.25) -> bool:
-    end = time.monotonic() + timeout
-    while True:  # at least one look, whatever the timeout
-        if predicate():
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(interval)
-
-
-def echo_pods(target: Target) -> dict[str, Pod]:
-    pods = [
-        p for p in target.cluster.list_pods(namespace="default") if (p.owner or "").endswith("echo") and p.ip
-    ]
-    return {p.node: p for p in pods}
-
-
-def tcp(src: Pod, dst: Pod, timeout: float = 0.8) -> ProbeTarget:
-    return ProbeTarget(
-        source=src.key,
-        dest=dst.key,
-        kind=ProbeKind.POD_CROSS_NODE,
-        host=str(dst.ip),
-        port=9080,
-        protocol=ProbeProtocol.TCP,
-        timeout=timeout,
-    )
-
-
-def timer_alive(lab: Lab, node: str, rec: dict[str, Any]) -> bool:
-    pid = rec.get("timer_pid")
-    res = lab.exec(node, ["sh", "-c", f"cat /proc/{pid}/cmdline 2>/dev/null | tr '\\0' ' '"], timeout=10)
-    return f"migrator-fault-timer-{rec['id']}" in res.stdout
 
 
 # --------------------------------------------------------------------------------------------- tests
@@ -320,7 +222,7 @@ def test_explicit_and_expiry_revert_racing_leave_a_clean_node(
     nodes = lab_target.cluster.list_nodes()
     facts = fnodes.gather_facts(lab_target.executor, nodes, data_dir=tmp_path / "facts")
     view = ClusterView(nodes)
-    args = FaultLossArgs(percent="5%", duration=1)  # type: ignore[arg-type]
+    args = FaultLossArgs.model_validate({"percent": "5%", "duration": 1})
     ttls = {"node1": 9, "node2": 11, "node3": 13, "node4": 15}  # spread around the revert's arrival
     specs = {}
     for node in nodes:
@@ -333,7 +235,7 @@ def test_explicit_and_expiry_revert_racing_leave_a_clean_node(
         data_dir=tmp_path / "inject",
         extra_vars={"fault_specs": specs},
     )
-    created = {n: records_on(fault_lab, n)[0] for n in specs}
+    created = {n: next(r for r in records_on(fault_lab, n) if r["id"] == specs[n]["id"]) for n in specs}
     assert all(node_fault_state(fault_lab, n) for n in specs)
 
     # on node3 also race two runs of the revert script itself (the timer's path) with the explicit revert
@@ -359,11 +261,11 @@ def test_explicit_and_expiry_revert_racing_leave_a_clean_node(
     assert outcomes["node4"].reverted == [specs["node4"]["id"]]  # explicit before its expiry
     assert {n: o.drift for n, o in outcomes.items()} == {n: [] for n in specs}
     time.sleep(max(0.0, max(float(r["expires_at"]) for r in created.values()) + 1.0 - time.time()))
-    for node, rec in created.items():
-        assert node_fault_state(fault_lab, node) == [], node
-        assert records_on(fault_lab, node) == [], node
-        assert not timer_alive(fault_lab, node, rec)
-        left = fault_lab.exec(node, ["sh", "-c", "ls /run/migrator/faults"], timeout=10).stdout.split()
+    for name, rec in created.items():
+        assert node_fault_state(fault_lab, name) == [], name
+        assert records_on(fault_lab, name) == [], name
+        assert not timer_alive(fault_lab, name, rec)
+        left = fault_lab.exec(name, ["sh", "-c", "ls /run/migrator/faults"], timeout=10).stdout.split()
         assert left == [], left
 
 

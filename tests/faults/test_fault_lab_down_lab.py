@@ -1,0 +1,112 @@
+"""``migrator lab down`` kills the lab's pending fault timers and link-flap loops and removes the records.
+
+A real 2-node lab (one echo pod per node, no app) with two faults with a 10-minute TTL: a loss on node1 and a
+link-flap loop on node2; then ``lab down`` with node2's named namespace already gone (as after a crashed
+``down``), so that ``ip netns pids`` cannot find node2's: every fault process must still go.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from migrator.adapters.lab import open_lab_target
+from migrator.faults import nodes as fnodes
+from migrator.faults.spec import ClusterView, FaultKind, build
+from migrator.lab import net
+from migrator.lab.lab import Lab
+from migrator.lab.spec import AppKind, LabSpec
+from migrator.lab.state import lab_dir
+from migrator.plan.models import FaultLinkFlapArgs, FaultLossArgs
+from tests.faults.conftest import CAN_BUILD_LAB, LAB_PREFIX, UNDERLAY
+from tests.faults.lab_helpers import records_on
+
+pytestmark = pytest.mark.lab
+MARK = re.compile(r"migrator-fault-(timer|flap)-[0-9a-f]+")
+
+
+def fault_pids(ids: list[str]) -> dict[int, str]:
+    """Every process on the machine whose command line names one of the faults (a /proc scan)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(f"migrator-fault-timer-{i}" in cmdline or f"migrator-fault-flap-{i}" in cmdline for i in ids):
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (the machine's pid 1 may reap late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture()
+def small_lab(migrator_home: Path) -> Iterator[Lab]:
+    if not CAN_BUILD_LAB:
+        pytest.skip("needs root, iproute2 and containernetworking-plugins")
+    name = f"{LAB_PREFIX}d{os.getpid() % 1000}"
+    lab = Lab(name)
+    try:
+        lab.up(LabSpec(name=name, nodes=2, pods_per_node=1, app=AppKind.NONE, underlay=UNDERLAY))
+        yield lab
+    finally:
+        res = lab.down()
+        assert not res.leftovers, res.leftovers
+
+
+def test_lab_down_kills_pending_fault_timers_and_removes_the_records(small_lab: Lab, tmp_path: Path) -> None:
+    st = small_lab.require()
+    target = open_lab_target(small_lab.name)
+    nodes = target.cluster.list_nodes()
+    facts = fnodes.gather_facts(target.executor, nodes, data_dir=tmp_path / "facts")
+    view = ClusterView(nodes)
+    loss = FaultLossArgs.model_validate({"percent": "10%", "duration": "600s"})
+    flap = FaultLinkFlapArgs.model_validate(
+        {"interface": "cni0", "period": "300s", "down": "1s", "duration": "600s"}
+    )
+    plans = [
+        build(FaultKind.LOSS, "d0d0d0d0d001", loss, facts["node1"], view),
+        build(FaultKind.LINK_FLAP, "d0d0d0d0d002", flap, facts["node2"], view),
+    ]
+    got = fnodes.inject(target.executor, plans, 610, data_dir=tmp_path / "inject")
+    assert sorted(n for n, o in got.items() if o.record.get("timer_pid")) == ["node1", "node2"]
+    recs = records_on(small_lab, "node1") + records_on(small_lab, "node2")
+    ids = sorted(r["id"] for r in recs)
+    assert sorted(r["kind"] for r in recs) == ["link-flap", "loss"] and all(r["ttl"] == 610 for r in recs)
+    before = fault_pids(ids)
+    marks = {m.group(0) for c in before.values() if (m := MARK.search(c))}
+    assert marks == {f"migrator-fault-timer-{i}" for i in ids} | {
+        f"migrator-fault-flap-{r['id']}" for r in recs if r["kind"] == "link-flap"
+    }
+    records_dirs = [Path(st.nodes[n].dir) / "run-migrator" / "faults" for n in ("node1", "node2")]
+    assert sorted(p.stem for d in records_dirs for p in d.glob("*.json")) == ids
+
+    # as after a crashed down: the node's namespace has lost its name (its processes keep it alive)
+    subprocess.run(["ip", "netns", "del", st.nodes["node2"].netns], check=True, timeout=10)
+    assert st.nodes["node2"].netns not in net.list_netns()
+
+    down = small_lab.down()
+    assert down.leftovers == []
+    killed = [r for r in down.removed if r.startswith("fault process")]
+    assert {m for m in marks if any(m in r for r in killed)} == marks, down.removed
+    assert {f"fault record node1/{ids[0]}", f"fault record node2/{ids[1]}"} <= set(down.removed)
+
+    assert fault_pids(ids) == {}, "a fault process of the lab survived lab down"
+    assert [p for p in before if running(p)] == []
+    assert not lab_dir(small_lab.name).exists() and not any(d.exists() for d in records_dirs)
+    assert [n for n in net.list_netns() if n.startswith(f"{st.prefix}-")] == []
+    assert [link for link in net.host_links() if link.startswith(st.prefix)] == []
