@@ -30,11 +30,13 @@ from migrator.engine.planio import (
     plan_to_data,
     runtime_context,
 )
+from migrator.engine.requirements import CHECK_NAME as REQUIREMENTS_CHECK
+from migrator.engine.requirements import dry_run_requirements
 from migrator.engine.rundir import RunDir, find_run, new_run_id
 from migrator.engine.selection import resolve_waves
 from migrator.engine.state import RunStatus, SagaState
 from migrator.engine.targets import open_target
-from migrator.errors import Location, PlanError, Problem, UsageError
+from migrator.errors import CheckFailed, Location, PlanError, Problem, UsageError
 from migrator.fsutil import atomic_write_json, atomic_write_text
 from migrator.plan.models import CheckBase, Plan, StepBase
 from migrator.plan.source import read_yaml
@@ -574,6 +576,13 @@ def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scr
     )
     nodes = target.cluster.list_nodes()
     by_name = {n.name: n for n in nodes}
+    requirements = dry_run_requirements(source, target, run_id=env.run_id, scratch=scratch, scrub=scrub)
+    if not requirements.ok:  # as the run would fail at its start (issue 7): say it, nothing changes
+        raise CheckFailed(
+            f"preflight would fail, nothing would be changed: {requirements.message()}",
+            check=REQUIREMENTS_CHECK,
+            details=requirements.to_dict(),
+        )
 
     def checks_view(checks: Sequence[CheckBase], phase: str) -> list[dict[str, Any]]:
         out = []
@@ -646,6 +655,7 @@ def _dry_run(source: PlanSource, target: Target, *, target_spec: str | None, scr
         "rollback": str(plan.spec.rollback),
         "params": source.masked_params(),
         "preflight": checks_view(plan.spec.preflight, "preflight"),
+        "requirements": requirements.to_dict(),
         "stages": stages,
         "verify": checks_view(plan.spec.verify, "verify"),
         "actions_available": sorted(registered_actions()),
