@@ -24,10 +24,10 @@ from migrator.actions import base as actions_base
 from migrator.actions.context import StepContext
 from migrator.actions.demo import Touch as DemoTouch
 from migrator.adapters.fake import fake_target
-from migrator.engine import RunStatus, apply_plan
+from migrator.engine import RunStatus, apply_plan, dry_run
 from migrator.engine.planio import load_plan_file
 from migrator.engine.requirements import dry_run_requirements
-from migrator.errors import ExitCode, PlanError, UnsupportedFeature
+from migrator.errors import CheckFailed, ExitCode, PlanError, UnsupportedFeature
 from migrator.faults.blast import resolve_targets
 from migrator.plan.models import FaultTargets
 from migrator.ports import Node
@@ -117,6 +117,8 @@ def test_a_failing_step_preflight_in_stage_2_stops_the_run_before_stage_1(
     # the same walk for the dry run reports it too
     dry = dry_run_requirements(source, target, run_id="dry-run", scratch=tmp_path / "scratch")
     assert not dry.ok and "worker-2" in dry.message()
+    with pytest.raises(CheckFailed, match=r"preflight would fail, nothing would be changed: .*worker-2"):
+        dry_run(source, target)  # the dry run (and the preview before the confirmation) says the same
 
 
 def test_steps_without_a_preflight_are_not_walked(tmp_path: Path) -> None:
@@ -125,6 +127,13 @@ def test_steps_without_a_preflight_are_not_walked(tmp_path: Path) -> None:
     result = apply_plan(source, target)
     assert result.status == RunStatus.SUCCEEDED
     assert "preflight.requirements" not in {e["type"] for e in journal(result.run_dir)}
+    assert dry_run(source, target)["requirements"] == {
+        "outcome": "succeeded",
+        "checked": 0,
+        "failures": [],
+        "skipped": [],
+        "duration": 0.0,
+    }
 
 
 def test_fault_preflight_refuses_a_timeout_shorter_than_the_fault(tmp_path: Path) -> None:
