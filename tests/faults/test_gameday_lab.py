@@ -199,3 +199,60 @@ def test_a_real_game_day_ends_in_a_steady_state_verdict_with_evidence(gd_lab: La
     assert 'name="steady-state"' in junit and 'name="hypothesis"' in junit
     assert "Steady state" in (run_dir / "report.md").read_text()
     assert fault_state(gd_lab, node) == []  # nothing left on the node
+
+
+def test_faults_in_sequence_with_a_pause_then_in_parallel(gd_lab: Lab, tmp_path: Path) -> None:
+    """Sequence: a ``wait: true`` fault, then a ``fault.pause``, then the next fault (no overlap). Parallel:
+    one ``wait: false`` fault on two nodes at once, held by a pause, reverted by the rollback."""
+    plan = tmp_path / "sequence-parallel.yaml"
+    loss = {"action": "fault.loss", "timeout": "2m"}
+    plan.write_text(
+        json.dumps(
+            {
+                "apiVersion": "migrator/v1",
+                "kind": "Plan",
+                "metadata": {"name": "gd-sequence-parallel", "labels": {"kind": "gameday"}},
+                "spec": {
+                    "rollback": "always",
+                    "stages": [
+                        {
+                            "name": "faults",
+                            "steps": [
+                                {
+                                    **loss,
+                                    "name": "first",
+                                    "args": {
+                                        "targets": {"names": ["node2"]},
+                                        "percent": "10%",
+                                        "duration": "2s",
+                                    },
+                                },
+                                {"action": "fault.pause", "args": {"duration": "2s"}},
+                                {
+                                    **loss,
+                                    "name": "both",
+                                    "args": {
+                                        "targets": {"names": ["node2", "node3"], "max_share": "50%"},
+                                        "percent": "10%",
+                                        "duration": "60s",
+                                        "wait": False,
+                                    },
+                                },
+                                {"name": "hold", "action": "fault.pause", "args": {"duration": "3s"}},
+                            ],
+                        }
+                    ],
+                },
+            }
+        )
+    )
+    done = cli("apply", str(plan), "-t", f"lab:{gd_lab.name}", "--yes", timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    ss = json.loads((run_dir_of(out) / "report.json").read_text())["steady_state"]
+    first, both = (next(f for f in ss["faults"] if f["step"] == f"faults/{n}") for n in ("first", "both"))
+    assert first["off_offset_s"] + 2.0 <= both["on_offset_s"]  # one after the other, the pause between
+    assert both["nodes"] == ["node2", "node3"] and sorted(both["evidence"]) == ["node2", "node3"]
+    assert both["off_offset_s"] - both["on_offset_s"] >= 3.0  # on both nodes together, then the rollback
+    assert all(f["clean"] is True for f in ss["faults"]) and len(ss["faults"]) == 2
+    assert fault_state(gd_lab, "node2") == [] and fault_state(gd_lab, "node3") == []
