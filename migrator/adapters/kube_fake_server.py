@@ -116,6 +116,15 @@ def status_body(code: int, reason: str, message: str, details: Obj | None = None
     }
 
 
+def _rfc3339nano(t: float) -> str:
+    """A kubelet log timestamp: RFC 3339 in UTC with nanoseconds."""
+    whole = int(t)
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        + f".{min(round((t - whole) * 1e9), 999_999_999):09d}Z"
+    )
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -579,6 +588,8 @@ class FakeKubeApi:
         self.timer_seq = itertools.count()
         self.stopping = threading.Event()
         self.pod_logs: dict[tuple[str, str], list[str]] = {}  # (namespace, pod) -> lines, see append_log
+        self.pod_log_times: dict[tuple[str, str], list[float]] = {}  # when each line was written
+        self.log_reads: list[tuple[str, str, dict[str, str]]] = []  # (namespace, pod, query) of each read
         self.ensure_namespace("kube-system")
         self.ensure_namespace("default")
 
@@ -795,6 +806,7 @@ class FakeKubeApi:
                             self._remove(other, ons, oname)
         if rtype.kind == "Pod":
             self.pod_logs.pop((ns, name), None)
+            self.pod_log_times.pop((ns, name), None)
         return obj
 
     # ----------------------------------------------------------------------------------- pod logs
@@ -803,15 +815,26 @@ class FakeKubeApi:
         """What the container of ``namespace/pod`` writes to stdout (served by ``GET .../pods/NAME/log``)."""
         with self.lock:
             self.pod_logs.setdefault((namespace, pod), []).append(line.rstrip("\n"))
+            self.pod_log_times.setdefault((namespace, pod), []).append(time.time())
 
     def read_log(self, namespace: str, pod: str, query: Mapping[str, str]) -> tuple[int, bytes]:
-        """``tailLines`` and ``limitBytes`` as the kubelet honours them; 404 for an unknown pod."""
+        """``sinceSeconds``, ``timestamps``, ``tailLines`` and ``limitBytes`` as the kubelet honours them;
+        404 for an unknown pod."""
         with self.lock:
             if (namespace, pod) not in self.objects["/pods"]:
                 return 404, json.dumps(
                     status_body(404, "NotFound", f'pods "{pod}" not found', {"name": pod, "kind": "pods"})
                 ).encode()
             lines = list(self.pod_logs.get((namespace, pod), []))
+            times = list(self.pod_log_times.get((namespace, pod), []))
+        times = [0.0] * (len(lines) - len(times)) + times  # lines added to pod_logs directly
+        self.log_reads.append((namespace, pod, dict(query)))
+        if query.get("sinceSeconds"):
+            cutoff = time.time() - int(query["sinceSeconds"])
+            kept = [(t, line) for t, line in zip(times, lines, strict=True) if t >= cutoff]
+            times, lines = [t for t, _ in kept], [line for _, line in kept]
+        if query.get("timestamps") in ("true", "1", "True"):
+            lines = [f"{_rfc3339nano(t)} {line}" for t, line in zip(times, lines, strict=True)]
         if query.get("tailLines"):
             lines = lines[-int(query["tailLines"]) :] if int(query["tailLines"]) > 0 else []
         data = "".join(f"{line}\n" for line in lines).encode()

@@ -41,6 +41,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from importlib import resources
 from typing import Any
@@ -65,6 +67,31 @@ DEFAULT_IMAGE = "python:3.12-alpine"
 APP_LABEL = "app.kubernetes.io/name"
 MANAGED = {"app.kubernetes.io/managed-by": "migrator"}
 MAX_TARGETS_PER_CONFIGMAP = 2000  # ~250 bytes each: well under the 1 MiB ConfigMap limit
+
+
+LOG_OVERLAP = 5  # seconds read again at each log poll (clock drift, lines written during the read)
+
+
+@dataclass
+class _LogCursor:
+    """How far a pod's log was read: the last kubelet timestamp, the lines taken at it, when."""
+
+    last: tuple[int, int] = (0, 0)
+    at_last: set[str] = field(default_factory=set)
+    read_at: float | None = None
+
+
+def _log_stamp(text: str) -> tuple[int, int] | None:
+    """A kubelet log timestamp (RFC 3339, UTC, up to nanoseconds) as (seconds, nanoseconds)."""
+    if not text.endswith("Z") or "T" not in text:
+        return None
+    main, _, frac = text[:-1].partition(".")
+    try:
+        seconds = int(datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
+        nanos = int((frac + "000000000")[:9]) if frac else 0
+    except ValueError:
+        return None
+    return seconds, nanos
 
 
 class OutsideMode(StrEnum):
@@ -260,6 +287,10 @@ class KubeProber:
         self.deployed = False
         self._lock = threading.RLock()
         self._rounds = itertools.count(1)
+        self._log_lock = threading.Lock()
+        self._cursors: dict[str, _LogCursor] = {}  # pod key -> what was read of its log
+        self._outcomes: dict[str, dict[str, list[dict[str, Any]]]] = {}  # round -> slot -> outcomes
+        self._ended: dict[str, set[str]] = {}  # round -> slots whose runner ended it
         self._epoch = time.strftime("%Y%m%d%H%M%S", time.gmtime())
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -367,6 +398,7 @@ class KubeProber:
         self, targets: Sequence[ProbeTarget], by_node: Mapping[str, list[int]], extra: Mapping[str, Any]
     ) -> tuple[str, list[str]]:
         rnd = f"{self._epoch}-{next(self._rounds):05d}"
+        self._track(rnd)
         names: list[str] = []
         objects: list[dict[str, Any]] = []
         for n, (node, indexes) in enumerate(sorted(by_node.items())):
@@ -406,12 +438,15 @@ class KubeProber:
         for name in names:
             self.cluster.delete("v1", "ConfigMap", name, self.namespace)
 
-    def read_log(self, pod: Pod) -> str:
+    def read_log(self, pod: Pod, *, since_seconds: int | None = None) -> str:
+        """The pod's log with kubelet timestamps (``timestamps=true``), the last ``since_seconds`` only."""
         core = self.cluster.api.core
         try:
             resp = core.read_namespaced_pod_log(
                 pod.name,
                 pod.namespace,
+                timestamps=True,
+                since_seconds=since_seconds,
                 _preload_content=False,
                 _request_timeout=self.cluster.api.request_timeout,
             )
@@ -420,37 +455,88 @@ class KubeProber:
             raise translate(exc, f"read the log of pod {pod.key}") from exc
         return data.decode("utf-8", "replace")
 
+    def new_log_lines(self, pod: Pod) -> list[str]:
+        """The lines ``pod`` printed since the previous call (the first call: all of them).
+
+        Each read asks only for the last seconds since the previous one (``sinceSeconds``, plus
+        ``LOG_OVERLAP`` seconds for clock drift and lines written during the read), and the kubelet's
+        timestamps drop what was read already: a long continuous probe costs each poll the new lines,
+        not the whole log, and lines read before the kubelet rotates the log file are kept here."""
+        with self._log_lock:
+            cursor = self._cursors.setdefault(pod.key, _LogCursor())
+            since = None if cursor.read_at is None else int(time.monotonic() - cursor.read_at) + LOG_OVERLAP
+            started = time.monotonic()
+        text = self.read_log(pod, since_seconds=since)
+        fresh: list[str] = []
+        with self._log_lock:
+            for raw in text.splitlines():
+                stamp_text, _, line = raw.partition(" ")
+                stamp = _log_stamp(stamp_text)
+                if stamp is None:  # no timestamp: keep the line as it is
+                    fresh.append(raw)
+                    continue
+                if stamp < cursor.last or (stamp == cursor.last and line in cursor.at_last):
+                    continue
+                if stamp > cursor.last:
+                    cursor.last, cursor.at_last = stamp, set()
+                cursor.at_last.add(line)
+                fresh.append(line)
+            cursor.read_at = started
+        return fresh
+
+    def _track(self, rnd: str) -> None:
+        with self._log_lock:
+            self._outcomes.setdefault(rnd, {})
+            self._ended.setdefault(rnd, set())
+
+    def _forget(self, rnd: str) -> None:
+        with self._log_lock:
+            self._outcomes.pop(rnd, None)
+            self._ended.pop(rnd, None)
+
     def collect(
         self,
         rnd: str,
         pods: Mapping[str, Pod],
         done: Mapping[str, list[dict[str, Any]]] | None = None,
     ) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
-        """Outcomes of round ``rnd`` by node so far, and the nodes whose runner ended the round. Nodes in
-        ``done`` (ended before, with their outcomes) are not read again; the others' logs are read in
-        parallel (``log_readers`` at a time)."""
-        outcomes: dict[str, list[dict[str, Any]]] = dict(done or {})
-        ended: set[str] = set(done or {})
-        todo = [(node, pod) for node, pod in pods.items() if node not in ended]
-        with ThreadPoolExecutor(max_workers=max(1, min(self.log_readers, len(todo)))) as pool:
-            logs = list(pool.map(lambda item: self.read_log(item[1]), todo))
-        for (node, pod), text in zip(todo, logs, strict=True):
-            found: list[dict[str, Any]] = []
-            for line in text.splitlines():
-                head, _, rest = line.partition(" ")
-                if head == runner.RESULT_PREFIX:
-                    got, _, payload = rest.partition(" ")
-                    if got == rnd:
-                        try:
-                            found.extend(json.loads(payload))
-                        except ValueError:
-                            logger.warning("probe pod {}: unreadable result line", pod.key)
-                elif head == runner.END_PREFIX and rest.split(" ", 1)[0] == rnd:
-                    ended.add(node)
-                    if " error: " in rest:
-                        logger.warning("probe pod {}: {}", pod.key, rest)
-            outcomes[node] = found
-        return outcomes, ended
+        """Outcomes of round ``rnd`` by slot so far, and the slots whose runner ended the round.
+
+        The pods not done with the round are read (``log_readers`` at a time, new lines only: see
+        :meth:`new_log_lines`); their lines go to every round being tracked (one-off and continuous
+        rounds share pods), so nothing read is lost for another round. ``done`` is accepted for
+        compatibility: what was read before is kept here anyway."""
+        del done
+        self._track(rnd)
+        with self._log_lock:
+            ended_now = set(self._ended[rnd])
+        todo = [(slot, pod) for slot, pod in pods.items() if slot not in ended_now]
+        with ThreadPoolExecutor(max_workers=max(1, min(self.log_readers, len(todo) or 1))) as pool:
+            read = list(pool.map(lambda item: self.new_log_lines(item[1]), todo))
+        slot_of = {pod.key: slot for slot, pod in pods.items()}
+        with self._log_lock:
+            for (_, pod), lines in zip(todo, read, strict=True):
+                self._dispatch(pod, slot_of[pod.key], lines)
+            outcomes = {slot: list(self._outcomes[rnd].get(slot, [])) for slot in pods}
+            return outcomes, set(self._ended[rnd])
+
+    def _dispatch(self, pod: Pod, slot: str, lines: Sequence[str]) -> None:
+        """Parse result lines into the tracked rounds' outcomes (called with ``_log_lock`` held)."""
+        for line in lines:
+            head, _, rest = line.partition(" ")
+            if head == runner.RESULT_PREFIX:
+                got, _, payload = rest.partition(" ")
+                if got in self._outcomes:
+                    try:
+                        self._outcomes[got].setdefault(slot, []).extend(json.loads(payload))
+                    except ValueError:
+                        logger.warning("probe pod {}: unreadable result line", pod.key)
+            elif head == runner.END_PREFIX:
+                got = rest.split(" ", 1)[0]
+                if got in self._ended:
+                    self._ended[got].add(slot)
+                if " error: " in rest:
+                    logger.warning("probe pod {}: {}", pod.key, rest)
 
     # ------------------------------------------------------------------------------- Prober
 
@@ -464,15 +550,14 @@ class KubeProber:
             longest = max(targets[i].timeout for idx in by_node.values() for i in idx)
             deadline = time.monotonic() + longest + self.round_margin
             try:
-                outcomes: dict[str, list[dict[str, Any]]] = {}
-                ended: set[str] = set()
                 while True:
-                    outcomes, ended = self.collect(rnd, pods, {n: outcomes[n] for n in ended})
+                    outcomes, ended = self.collect(rnd, pods)
                     if ended >= set(by_node) or time.monotonic() >= deadline:
                         break
                     time.sleep(min(self.poll, max(0.0, deadline - time.monotonic())))
             finally:
                 self._end_round(names)
+                self._forget(rnd)
             for node, indexes in by_node.items():
                 got = outcomes.get(node, [])
                 for pos, i in enumerate(indexes):
@@ -547,13 +632,12 @@ class KubeContinuousProbe:
             return list(self.stopped)
         self.prober._end_round(self.names)
         deadline = time.monotonic() + self.prober.round_margin
-        outcomes: dict[str, list[dict[str, Any]]] = {}
-        ended: set[str] = set()
         while True:
-            outcomes, ended = self.prober.collect(self.round, self.pods, {n: outcomes[n] for n in ended})
+            outcomes, ended = self.prober.collect(self.round, self.pods)
             if ended >= set(self.pods) or time.monotonic() >= deadline:
                 break
             time.sleep(self.prober.poll)
+        self.prober._forget(self.round)
         results = self.failed + [_result(o) for found in outcomes.values() for o in found]
         self.stopped = sorted(results, key=lambda r: r.ts)
         return list(self.stopped)
