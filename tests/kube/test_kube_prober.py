@@ -11,6 +11,7 @@ Probes go to 127.0.0.1 only (a local HTTP server and a closed port).
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import socket
 import subprocess
@@ -24,7 +25,13 @@ from typing import Any
 import pytest
 
 from migrator.adapters.kube import KubeCluster, open_kube_target
-from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes, make_pod
+from migrator.adapters.kube_fake_server import (
+    FakeApiServer,
+    FakeKubeApi,
+    add_nodes,
+    make_pod,
+    seed_flannel_cluster,
+)
 from migrator.adapters.kube_prober import (
     AGENT_CONFIGMAP,
     HOST_NAME,
@@ -36,6 +43,7 @@ from migrator.adapters.kube_prober import (
 )
 from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget
 from migrator.probe.k8s import runner
+from migrator.probe.matrix import MatrixOptions, build_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -366,3 +374,40 @@ def test_outside_source_is_never_the_destination() -> None:
     assert len(set(picked.values())) > 2, "spread over the nodes"
     assert picked == {dest: outside_source(dest, list(reversed(nodes))) for dest in nodes}, "deterministic"
     assert outside_source("n0", ["n0"]) is None
+
+
+def test_outside_targets_from_the_matrix_go_to_another_nodes_host_pod(
+    fake: FakeApiServer, tmp_path: Path
+) -> None:
+    """The NodePort targets the probe matrix builds on a kube cluster, routed and written as rounds."""
+    names = seed_flannel_cluster(fake.api, workers=3, control_planes=1)
+    fake.api.daemonset_ready_delay = 0.05
+    config = fake.write_kubeconfig(tmp_path / "kc", context="fake", token="test-token")
+    cluster = KubeCluster(kubeconfig=str(config), context="fake", watch_chunk=1.0)
+    try:
+        targets = build_matrix(cluster, MatrixOptions(kinds=frozenset({ProbeKind.NODEPORT}), path="/healthz"))
+        nodes = {n.name: n for n in cluster.list_nodes()}
+        assert sorted(t.dest.rpartition("@")[2] for t in targets) == sorted(names)
+        assert {(t.source, t.port) for t in targets} == {("outside", 30080)}
+        prober = KubeProber(cluster, poll=0.2, deploy_timeout=10)
+        prober.deploy()
+        by_slot, failed, _pods = prober._route(targets)
+        assert failed == {}
+        for slot, indexes in by_slot.items():
+            assert slot.startswith("host:")
+            for i in indexes:
+                dest = targets[i].dest.rpartition("@")[2]
+                assert targets[i].host == nodes[dest].address and slot != f"host:{dest}"
+        rnd, cms = prober._start_round(targets, by_slot, {"concurrency": 8})
+        written = [fake.api.get("ConfigMap", name, NAMESPACE) for name in cms]
+        for slot, cm in zip(sorted(by_slot), written, strict=True):
+            assert cm is not None and cm["metadata"]["labels"][runner.NODE_LABEL] == runner.node_hash(slot)
+            body = json.loads(cm["data"]["targets.json"])
+            assert body["round"] == rnd
+            assert [(t["source"], t["kind"], t["host"], t["port"], t["path"]) for t in body["targets"]] == [
+                ("outside", "nodeport", targets[i].host, 30080, "/healthz") for i in by_slot[slot]
+            ]
+        prober._end_round(cms)
+        prober.cleanup()
+    finally:
+        cluster.close()
