@@ -93,9 +93,14 @@ class RequirementsResult:
 
 
 def _planned(
-    stages: list[Stage], nodes: list[Node], skip: Callable[[Stage], bool], skipped: list[str]
+    stages: list[Stage],
+    list_nodes: Callable[[], list[Node]],
+    skip: Callable[[Stage], bool],
+    skipped: list[str],
 ) -> Iterator[tuple[int, Stage, int, StepBase, Node | None]]:
-    """(stage index, stage, step index, step, node) of every step whose action has a preflight."""
+    """(stage index, stage, step index, step, node) of every step whose action has a preflight; the nodes
+    are listed only when a ``for_each`` stage has such a step (a plan without one costs no API call)."""
+    nodes: list[Node] | None = None
     for index, stage in enumerate(stages):
         if skip(stage):
             continue
@@ -110,6 +115,8 @@ def _planned(
             for i, s in wanted:
                 yield index, stage, i, s, None
             continue
+        if nodes is None:
+            nodes = list_nodes()
         try:
             waves = resolve_waves(nodes, stage.for_each, where=f"stages[{index}] ({stage.name})")
         except MigratorError as exc:
@@ -136,9 +143,8 @@ def step_requirements(
     """Call the preflight of every planned step (see the module docstring); never raises for a step."""
     started = time.monotonic()
     result = RequirementsResult()
-    nodes = target.cluster.list_nodes()
     for index, stage, step_index, step, node in _planned(
-        source.plan.spec.stages, nodes, skip, result.skipped
+        source.plan.spec.stages, target.cluster.list_nodes, skip, result.skipped
     ):
         key = step_key(stage.name, step.display_name, node.name if node else None)
         action_name = str(getattr(step, "action", ""))
