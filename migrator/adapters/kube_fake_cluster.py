@@ -139,6 +139,16 @@ class FakeClusterProcess:
         self.build_seconds = time.perf_counter() - started
         return self
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used so far (Linux ``/proc``; ``None`` elsewhere)."""
+        if self._proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
