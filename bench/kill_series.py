@@ -115,9 +115,9 @@ def kill_points() -> list[KillPoint]:
         KillPoint("step.start", "migrate-nodes/switch-to-calico@node3", delay=3.5),
         KillPoint("step.start", "migrate-nodes/switch-to-calico@node4", delay=5.5),  # waiting for calico
         KillPoint("step.start", "migrate-nodes/switch-to-calico@node1", delay=7.0),  # unblock playbook
-        KillPoint("check.start", "migrate-nodes", delay=0.2, nth=2),  # a wave's reachability check
+        KillPoint("check.start", "reachability@migrate-nodes", delay=0.2, nth=2),  # a wave's verification
         KillPoint("step.start", "finalize/finalize", delay=2.0),
-        KillPoint("check.start", "finalize", delay=1.0),  # cni.nodes: node facts over Ansible
+        KillPoint("check.start", "cni.nodes@finalize", delay=1.0),  # cni.nodes: node facts over Ansible
         KillPoint("check.start", "final-reachability", delay=0.2),
     ]
     return points
@@ -267,9 +267,13 @@ def _parse_lines(data: bytes) -> list[dict[str, Any]]:
 
 
 def _matches(event: dict[str, Any], kind: str, key: str) -> bool:
+    """``key``: a step key, or a check name, or ``NAME@STAGE`` for a stage's verification check."""
     if event.get("type") != kind:
         return False
-    return (event.get("check") if kind.startswith("check.") else event.get("key")) == key
+    if not kind.startswith("check."):
+        return event.get("key") == key
+    name, _, stage = key.partition("@")
+    return event.get("check") == name and (not stage or event.get("stage") == stage)
 
 
 @dataclass

@@ -75,7 +75,7 @@ def test_kill_points_cover_every_step_boundary_of_the_plan() -> None:
     inside = {p.key for p in points if p.delay}
     assert {f"migrate-nodes/switch-to-calico@{n}" for n in ("node1", "node2", "node3", "node4")} <= inside
     assert {"migrate-nodes/drain@node3", "migrate-nodes/settle@node2", "finalize/finalize"} <= inside
-    assert {"baseline", "migrate-nodes", "final-reachability"} <= inside
+    assert {"baseline", "reachability@migrate-nodes", "cni.nodes@finalize", "final-reachability"} <= inside
     cases = all_cases()
     assert len(cases) == 2 * len(points) and len({c.name for c in cases}) == len(cases)
 
@@ -153,6 +153,16 @@ def test_kill_9_then_recover_leaves_a_consistent_lab(case: Case, kill_lab: LabBo
     )
     assert result.ok, f"MIGRATOR_KILL_SEED={SEED} {case.name}: {result.problems}"
     assert result.recover_rc == 0
+
+
+def test_check_points_match_the_checks_the_plan_journals() -> None:
+    from bench.kill_series import _matches  # noqa: PLC0415
+
+    wave_check = {"type": "check.start", "check": "reachability", "stage": "migrate-nodes"}
+    assert _matches(wave_check, "check.start", "reachability@migrate-nodes")
+    assert not _matches({**wave_check, "stage": None}, "check.start", "reachability@migrate-nodes")
+    assert _matches({"type": "check.start", "check": "baseline", "stage": None}, "check.start", "baseline")
+    assert _matches({"type": "step.end", "key": "a/b@node2"}, "step.end", "a/b@node2")
 
 
 def test_a_boundary_point_kills_exactly_there() -> None:
