@@ -25,6 +25,7 @@ import typer
 from loguru import logger
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from migrator import __version__
 from migrator.cli.inputs import check_target_inputs, one_line
@@ -48,8 +49,64 @@ from migrator.engine.rundir import RunDir, find_run, list_runs
 from migrator.engine.state import SagaState
 from migrator.errors import ExitCode, MigratorError, PlanError, UsageError
 
+# sub-apps other modules add: (command name, module with a typer ``app``)
+SUBAPPS: tuple[tuple[str, str], ...] = (
+    ("lab", "migrator.cli.lab"),
+    ("nodes", "migrator.cli.nodes"),
+    ("doctor", "migrator.cli.doctor"),
+    ("faults", "migrator.cli.faults"),
+    ("report", "migrator.cli.report"),
+)
+
+
+def _load_lazy(name: str) -> Any:
+    """The click command of sub-app ``name`` (or of ``verify``), imported on first use."""
+    if name == "verify":  # one command, not a group
+        from migrator.cli.verify import verify  # noqa: PLC0415
+
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command("verify")(verify)
+        return typer.main.get_command(single)
+    module = dict(SUBAPPS)[name]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+    sub = getattr(mod, "app", None)
+    if not isinstance(sub, typer.Typer):
+        return None
+    command = typer.main.get_command(sub)
+    command.name = name
+    # as with add_typer: completion options belong to the top-level command only
+    command.params = [p for p in command.params if p.name not in ("install_completion", "show_completion")]
+    return command
+
+
+_LAZY = (*(name for name, _ in SUBAPPS), "verify")
+
+
+class _LazyGroup(TyperGroup):
+    """Sub-apps (lab, nodes, doctor, faults, report, verify) are imported only when they run or when the
+    help lists them: ``migrator status RUN`` does not pay for the kubernetes client or the lab."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        own = super().list_commands(ctx)
+        return [*own, *(name for name in _LAZY if name not in own)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _LAZY:
+            command = _load_lazy(cmd_name)
+            if command is not None:
+                self.commands[cmd_name] = command
+        return command
+
+
 app = typer.Typer(
     name="migrator",
+    cls=_LazyGroup,
     help="Plan-driven, verified and reversible network changes for Kubernetes clusters.",
     no_args_is_help=True,
     add_completion=False,
@@ -59,15 +116,6 @@ app = typer.Typer(
 _WIDTH = None if sys.stdout.isatty() else 200
 out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-# sub-apps other modules add: (command name, module with a typer ``app``)
-SUBAPPS: tuple[tuple[str, str], ...] = (
-    ("lab", "migrator.cli.lab"),
-    ("nodes", "migrator.cli.nodes"),
-    ("doctor", "migrator.cli.doctor"),
-    ("faults", "migrator.cli.faults"),
-    ("report", "migrator.cli.report"),
-)
 
 
 class Output(StrEnum):
@@ -437,26 +485,6 @@ def rollback_cmd(
     _continue_cmd(rollback_run, run, force=force, set_=set_, output=output)
 
 
-def _register_subapps() -> None:
-    for name, module in SUBAPPS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                continue
-            raise
-        sub = getattr(mod, "app", None)
-        if isinstance(sub, typer.Typer):
-            app.add_typer(sub, name=name)
-    # `verify` is one command, not a group
-    from migrator.cli.verify import verify  # noqa: PLC0415
-
-    app.command("verify")(verify)
-
-
-_register_subapps()
-
-
 # ------------------------------------------------------------------------------------------ entry point
 
 
@@ -473,7 +501,7 @@ def _hoist_global_options(args: list[str]) -> list[str]:
 
 def _usage_line(exc: typer.TyperException) -> str:
     """Click's usage error on one line, with the command's ``--help`` to read."""
-    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = exc.format_message()
     ctx = getattr(exc, "ctx", None)
     path = getattr(ctx, "command_path", "") or "migrator"
     return f"{one_line(message)} (see: {path} --help)"
@@ -506,7 +534,8 @@ def run(argv: Sequence[str] | None = None) -> None:
         err.print("aborted")
         code = int(ExitCode.INTERRUPTED)
     except typer.TyperException as exc:  # bad CLI use: unknown option, missing argument, ...
-        err.print(f"error: {_usage_line(exc)}", markup=False)
+        if exc.format_message().strip():  # (no message: a group without a command has shown its help)
+            err.print(f"error: {_usage_line(exc)}", markup=False)
         code = int(ExitCode.INVALID_INPUT)
     except OSError as exc:  # the state folder or a file cannot be used: say which, no traceback
         if debug:
