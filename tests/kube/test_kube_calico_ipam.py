@@ -17,7 +17,10 @@ from migrator.adapters.kube.calico_ipam import (
     ANN_VXLAN_MAC,
     affinity_name,
     cidr_name,
+    plan_node_ipam,
 )
+from migrator.adapters.kube.cni import CniInfo as KubeCniInfo
+from migrator.adapters.kube.cni import CniKind, FlannelConfig, FlannelNode
 from migrator.adapters.kube_fake_server import (
     CALICO_CRD_KINDS,
     FakeApiServer,
@@ -211,3 +214,29 @@ def test_install_onto_a_calico_node_already_there_takes_over_too(
     assert len(fake.api.find("IPAMBlock")) == len(seeded) == len(fake.api.find("BlockAffinity"))
     cluster.apply_cni_agent(CniAgent.CALICO, node_selector=None)  # finalize: the selector only
     assert len(fake.api.find("IPAMHandle")) == len(seeded)
+
+
+def test_plan_refuses_nodes_calico_cannot_take_over() -> None:
+    def node(name: str, cidr: str | None, mac: str | None = "02:00:00:00:00:01") -> FlannelNode:
+        return FlannelNode(name, cidr, "198.18.0.9", "vxlan", mac, 1)
+
+    info = KubeCniInfo(
+        CniKind.FLANNEL,
+        flannel=FlannelConfig(network="10.244.0.0/16", subnet_len=24),
+        flannel_nodes={
+            "ok": node("ok", "10.244.7.0/24"),
+            "big": node("big", "10.244.8.0/23"),
+            "away": node("away", "10.9.0.0/24"),
+            "nomac": node("nomac", "10.244.9.0/24", mac=None),
+            "nocidr": node("nocidr", None),
+        },
+    )
+    planned, problems = plan_node_ipam(info, in_use={"ok": ["10.244.7.2", "10.1.1.1"]})
+    assert [(p.node, p.cidr, p.vtep_ip) for p in planned] == [("ok", "10.244.7.0/24", "10.244.7.0")]
+    assert planned[0].block()["spec"]["unallocated"][-1] == 2, "in-use addresses last, others ignored"
+    text = "\n".join(problems)
+    assert "node big: pod CIDR 10.244.8.0/23 is not a /24" in text
+    assert "node away: pod CIDR 10.9.0.0/24 is outside flannel's network 10.244.0.0/16" in text
+    assert "node nomac: no flannel VTEP MAC" in text and "node nocidr: no flannel pod CIDR" in text
+    long_name = affinity_name("n" * 250, "10.244.7.0/24")  # hashed as Calico does past 253 characters
+    assert len(long_name) == 252 and long_name.rsplit("-", 1)[0].endswith("n-10-244-7-0-24")

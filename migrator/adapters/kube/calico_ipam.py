@@ -31,6 +31,7 @@ field another manager owns now stays).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -162,8 +163,13 @@ def plan_node_ipam(
     info: CniInfo, *, in_use: Mapping[str, Sequence[str]] | None = None
 ) -> tuple[list[NodeIpam], list[str]]:
     """Per node, what to take over from flannel; and why nodes cannot be (missing annotations, a pod CIDR
-    whose size is not flannel's ``SubnetLen``, so not one Calico block)."""
+    whose size is not flannel's ``SubnetLen``, so not one Calico block, or outside flannel's network, so
+    outside the IPPool)."""
     subnet_len = info.flannel.subnet_len if info.flannel else None
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    if info.flannel is not None:
+        with contextlib.suppress(ValueError):  # a broken Network is the preflight's refusal
+            network = ipaddress.ip_network(info.flannel.network, strict=False)
     planned: list[NodeIpam] = []
     problems: list[str] = []
     for name in sorted(info.flannel_nodes):
@@ -191,6 +197,9 @@ def plan_node_ipam(
             continue
         if subnet_len is not None and net.prefixlen != subnet_len:
             problems.append(f"node {name}: pod CIDR {net} is not a /{subnet_len} (flannel's SubnetLen)")
+            continue
+        if network is not None and (net.version != network.version or not net.subnet_of(network)):
+            problems.append(f"node {name}: pod CIDR {net} is outside flannel's network {network}")
             continue
         planned.append(
             NodeIpam(
@@ -293,7 +302,11 @@ def ensure_node_ipam(
                 in_use.setdefault(pod.node, []).append(pod.ip)
     planned, problems = plan_node_ipam(info, in_use=in_use)
     if problems:
-        raise StepFailed("cannot keep flannel's pod CIDRs and VTEPs in Calico: " + "; ".join(problems))
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        message = f"cannot keep flannel's pod CIDRs and VTEPs in Calico ({len(problems)} node(s)): {shown}"
+        if dry_run:
+            return [f"would fail: {message}"]
+        raise StepFailed(message)
     if not planned:
         return ["no flannel node to take over (no flannel.alpha.coreos.com annotations)"]
     unserved = ipam_served(cluster)
