@@ -2,7 +2,9 @@
 
 :func:`run` is the console-script entry point: it maps :class:`~migrator.errors.MigratorError` to the
 documented exit codes (0 ok, 1 failed and rolled back, 2 invalid input, 3 needs attention, 130
-interrupted) and never shows a traceback for our own errors unless ``--debug`` is given.
+interrupted) and never shows a traceback unless ``--debug`` is given: every error is one ``error: ...``
+line on stderr (bad CLI use names the ``--help`` to read; an unexpected exception, a bug of ours, exits 3
+because the state of a run it interrupted is unknown).
 """
 
 from __future__ import annotations
