@@ -21,7 +21,7 @@ from migrator.adapters.kube import KubeCluster, KubeRunLock, open_kube_target
 from migrator.adapters.kube.lock import RUN_ID_ANNOTATION
 from migrator.adapters.kube.target import NO_INVENTORY
 from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes
-from migrator.adapters.kube_prober import KubeProber
+from migrator.adapters.kube_prober import KubeProber, OutsideMode
 from migrator.engine import api as engine_api
 from migrator.engine.journal import read_journal
 from migrator.engine.planio import load_plan_file
@@ -111,6 +111,14 @@ def test_open_kube_target_gives_a_full_target(
     with_inventory = _target(a, tmp_path)
     assert with_inventory.executor is not None and with_inventory.inventory == inventory
     assert "executor_missing" not in with_inventory.extras
+    prober = with_inventory.prober
+    assert isinstance(prober, KubeProber) and prober.outside is OutsideMode.HOST_NETWORK
+    monkeypatch.setenv("MIGRATOR_PROBE_OUTSIDE", "off")
+    prober = _target(a, tmp_path).prober
+    assert isinstance(prober, KubeProber) and prober.outside is OutsideMode.OFF
+    monkeypatch.setenv("MIGRATOR_PROBE_OUTSIDE", "lan")
+    with pytest.raises(UsageError, match="MIGRATOR_PROBE_OUTSIDE is 'lan': one of host-network, off"):
+        _target(a, tmp_path)
 
 
 def test_open_target_resolves_kube_with_context(

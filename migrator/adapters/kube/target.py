@@ -7,7 +7,8 @@
   ``inventory`` or ``$MIGRATOR_INVENTORY`` (host names must equal node names); ``None`` without one, and
   ``extras["executor_missing"]`` says how to give one (a plan with node work then fails at that step).
 - ``prober``: :class:`~migrator.adapters.kube_prober.KubeProber` (image ``$MIGRATOR_PROBE_IMAGE`` or
-  ``python:3.12-alpine``), deployed on first use.
+  ``python:3.12-alpine``; ``$MIGRATOR_PROBE_OUTSIDE``: ``host-network``, the default, or ``off``, where
+  NodePort probes from outside come from), deployed on first use.
 - ``extras``: ``identity`` (server URL and kube-system UID, recorded in ``run.start``), ``kube`` (the
   cluster), ``lock_factory`` (run id -> :class:`KubeRunLock`, the engine's run lock for this target) and
   ``read_snapshot`` (a context manager the engine's dry run enters: one paginated list per resource
@@ -24,12 +25,13 @@ from loguru import logger
 
 from migrator.adapters.kube.cluster import KubeCluster
 from migrator.adapters.kube.lock import LeaseLock
-from migrator.errors import LockHeld, MigratorError
+from migrator.errors import LockHeld, MigratorError, UsageError
 from migrator.ports import NodeExecutor, Target
 
 INVENTORY_ENV = "MIGRATOR_INVENTORY"
 CONTEXT_ENV = "MIGRATOR_KUBE_CONTEXT"
 PROBE_IMAGE_ENV = "MIGRATOR_PROBE_IMAGE"
+PROBE_OUTSIDE_ENV = "MIGRATOR_PROBE_OUTSIDE"  # host-network (default) or off: where NodePort probes come from
 NO_INVENTORY = (
     "the kube target has no node executor: give an Ansible inventory whose host names are the node names"
     f" with --inventory FILE (or ${INVENTORY_ENV}) for plans with node work (ansible.playbook steps)"
@@ -98,7 +100,11 @@ def open_kube_target(
     name: str = "kube",
 ) -> Target:
     """The ``--target kube[:CONTEXT]`` target (see the module docstring)."""
-    from migrator.adapters.kube_prober import DEFAULT_IMAGE, KubeProber  # noqa: PLC0415 - import cycle
+    from migrator.adapters.kube_prober import (  # noqa: PLC0415 - import cycle
+        DEFAULT_IMAGE,
+        KubeProber,
+        OutsideMode,
+    )
 
     if cluster is None:
         cluster = KubeCluster(
@@ -112,7 +118,15 @@ def open_kube_target(
         from migrator.adapters.ansible import AnsibleRunnerExecutor  # noqa: PLC0415 - optional, heavy
 
         executor = AnsibleRunnerExecutor(inventory=inventory_path)
-    prober = KubeProber(cluster, image=probe_image or os.environ.get(PROBE_IMAGE_ENV) or DEFAULT_IMAGE)
+    outside_text = os.environ.get(PROBE_OUTSIDE_ENV) or OutsideMode.HOST_NETWORK.value
+    try:
+        outside = OutsideMode(outside_text)
+    except ValueError:
+        choices = ", ".join(m.value for m in OutsideMode)
+        raise UsageError(f"${PROBE_OUTSIDE_ENV} is {outside_text!r}: one of {choices}") from None
+    prober = KubeProber(
+        cluster, image=probe_image or os.environ.get(PROBE_IMAGE_ENV) or DEFAULT_IMAGE, outside=outside
+    )
     extras: dict[str, object] = {
         "identity": cluster.identity(),
         "kube": cluster,
