@@ -5,16 +5,19 @@ one). The unreachable node is an inventory host in the test lab's own underlay t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.bad_inputs import Context, cases, fake_kube, fuzz, lab_context, make_files, run_cli
+from bench.bad_inputs import Case, Context, cases, check, fake_kube, fuzz, lab_context, make_files, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY = "198.18.45.0/24"
@@ -104,3 +107,29 @@ def test_bench_fuzz_pass_is_bounded_and_clean() -> None:
     stats = fuzz(45)
     assert stats["tried"] >= 45 and not stats["failures"], stats["failures"]
     assert stats["passed"] == stats["tried"] and stats["max_load_s"] < 1.0
+
+
+def test_a_node_whose_sshd_is_stopped_gets_one_line_and_exit_3(
+    tmp_path: Path, bad_lab: tuple[str, Path] | None
+) -> None:
+    """Last in this module: it stops node2's sshd for good (the lab is torn down right after)."""
+    if bad_lab is None:
+        pytest.skip("needs a lab")
+    name, home = bad_lab
+    state = json.loads((home / "labs" / name / "state.json").read_text())
+    pid = int(state["nodes"]["node2"]["sshd_pid"])
+    assert b"sshd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    inventory = home / "labs" / name / "inventory.ini"
+    case = Case(
+        "ping-sshd-stopped",
+        ("nodes", "ping", "-i", str(inventory), "--nodes", "node2", "--timeout", "60"),
+        code=3,
+        lines=2,
+        expect=("node2", "Connection refused", "is sshd running"),
+    )
+    outcome = check(case, Context(tmp=tmp_path, home=home))
+    assert outcome.ok, outcome.problems
