@@ -146,6 +146,20 @@ spec:
       steps: [{name: b, action: demo.touch, args: {marker: b}}]
 """
 
+TYPED_PLAN = """\
+apiVersion: migrator/v1
+kind: Plan
+metadata: {name: typed}
+spec:
+  params:
+    pause: {type: duration, default: 1s}
+    wave: {type: integer, default: 1}
+  stages:
+    - name: s
+      steps:
+        - {name: a, action: demo.sleep, args: {duration: "${{ params.pause }}"}}
+"""
+
 # reading the plan as an unprivileged user (root reads every file): warm the imports as root, then drop
 UNREADABLE_AS_NOBODY = """\
 import contextlib, io, os, sys
@@ -171,6 +185,8 @@ def make_files(ctx: Context) -> None:
     (t / "unknown-field.yaml").write_text(UNKNOWN_FIELD_PLAN)
     (t / "duplicate-stage.yaml").write_text(DUPLICATE_STAGE_PLAN)
     (t / "list.yaml").write_text("- just\n- a list\n")
+    (t / "typed.yaml").write_text(TYPED_PLAN)
+    (t / "empty-inventory-dir").mkdir()
     ctx.open_dir = Path(tempfile.mkdtemp(prefix="migrator-bad-inputs-open-"))
     ctx.open_dir.chmod(0o755)
     locked = ctx.locked_plan
@@ -272,6 +288,16 @@ def cases(ctx: Context) -> list[Case]:
             ("plan", p("duplicate-stage.yaml"), *fake),
             expect=("duplicate-stage.yaml:8:", "'s'"),
         ),
+        Case(
+            "set-wrong-type-duration",
+            ("plan", p("typed.yaml"), *fake, "--set", "pause=soon"),
+            expect=("pause", "soon"),
+        ),
+        Case(
+            "set-wrong-type-int",
+            ("plan", p("typed.yaml"), *fake, "--set", "wave=two"),
+            expect=("wave", "two"),
+        ),
         # ---- run ids
         Case(
             "status-no-such-run",
@@ -342,6 +368,11 @@ def cases(ctx: Context) -> list[Case]:
             "ping-inventory-malformed",
             ("nodes", "ping", "-i", p("bad-inventory.ini")),
             expect=("bad-inventory.ini", "parse"),
+        ),
+        Case(
+            "ping-inventory-empty-dir",
+            ("nodes", "ping", "-i", p("empty-inventory-dir")),
+            expect=("empty-inventory-dir",),
         ),
         Case(
             "ping-ssh-key-mode-0644",
