@@ -27,7 +27,7 @@ from migrator.errors import MigratorError, UsageError
 KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 _KEY_RE = re.compile(
     r"^\s*(?P<host>[^\s#\[=:]+)?[^\n#]*?\b(?:ansible_ssh_private_key_file|ansible_private_key_file)"
-    r"\s*[=:]\s*(?P<q>['\"]?)(?P<path>[^\s'\"#]+)(?P=q)",
+    r"\s*[=:]\s*(?P<q>['\"]?)(?P<path>[^\s'\"#,}\]]+)(?P=q)",
     re.MULTILINE,
 )
 _MAX_FILE = 2_000_000
@@ -134,7 +134,7 @@ def one_line(message: str, limit: int = 400) -> str:
         if line and line not in parts:
             parts.append(line)
     text = "; ".join(parts)
-    return text if len(text) <= limit else text[: limit - 12] + " …(cut)"
+    return text if len(text) <= limit else text[: limit - 7] + " …(cut)"
 
 
 def exit_with(exc: MigratorError) -> typer.Exit:
