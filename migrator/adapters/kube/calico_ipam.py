@@ -362,26 +362,37 @@ def _list(cluster: KubeCluster, kind: str, label_selector: str | None = None) ->
     return items
 
 
-def remove_node_ipam(cluster: KubeCluster, *, dry_run: bool) -> list[str]:
-    """Delete the IPAM objects migrator created and take its node annotations back (idempotent)."""
-    lines: list[str] = []
+def remove_node_ipam(cluster: KubeCluster, *, dry_run: bool, workers: int = 8) -> list[str]:
+    """Delete the IPAM objects migrator created and take its node annotations back (idempotent; up to
+    ``workers`` requests at a time)."""
     dry = " (server dry run)" if dry_run else ""
     missing = ipam_served(cluster)
-    for kind in IPAM_KINDS:
-        if kind in missing:
-            continue
-        for obj in _list(cluster, kind, "app.kubernetes.io/managed-by=migrator"):
-            name = str(obj["metadata"]["name"])
-            if cluster.delete(CALICO_V1, kind, name, dry_run=dry_run):
-                lines.append(f"{kind} {name} deleted{dry}")
-    for node in cluster.list_node_objects():
-        meta = node.get("metadata") or {}
-        if not set(ANNOTATIONS) & set(meta.get("annotations") or {}):
-            continue
+    objects = [
+        (kind, str(obj["metadata"]["name"]))
+        for kind in IPAM_KINDS
+        if kind not in missing
+        for obj in _list(cluster, kind, "app.kubernetes.io/managed-by=migrator")
+    ]
+    nodes = [
+        str((n.get("metadata") or {}).get("name"))
+        for n in cluster.list_node_objects()
+        if set(ANNOTATIONS) & set((n.get("metadata") or {}).get("annotations") or {})
+    ]
+
+    def delete(item: tuple[str, str]) -> str | None:
+        kind, name = item
+        return (
+            f"{kind} {name} deleted{dry}" if cluster.delete(CALICO_V1, kind, name, dry_run=dry_run) else None
+        )
+
+    def take_back(node: str) -> str:
         # an empty apply: the annotations migrator alone owns go, those another manager took stay
-        empty = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": meta["name"]}}
-        cluster.apply([empty], dry_run=dry_run)
+        cluster.apply([{"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}], dry_run=dry_run)
         if not dry_run:
-            cluster.record_node_event(str(meta["name"]), "CalicoIPAM", "Calico VTEP annotations removed")
-        lines.append(f"Node {meta['name']}: Calico VTEP annotations taken back{dry}")
-    return lines
+            cluster.record_node_event(node, "CalicoIPAM", "Calico VTEP annotations removed")
+        return f"Node {node}: Calico VTEP annotations taken back{dry}"
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        deleted = [line for line in pool.map(delete, objects) if line is not None]
+        taken = list(pool.map(take_back, nodes))
+    return deleted + taken
