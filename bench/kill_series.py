@@ -424,9 +424,13 @@ def lab_consistent(home: Path, lab: str, cni: str) -> list[str]:
     if res.returncode != 0:
         lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "fail" in ln.lower() or "✗" in ln]
         problems.append(f"not fully on {cni} / not reachable: " + " | ".join(lines[-4:]))
-    res = cli(home, "verify", "-t", f"lab:{lab}", timeout=300)
+    # the same probe timeout as the plan's checks (3 s): the default 1 s is too short on a loaded machine
+    res = cli(home, "verify", "-t", f"lab:{lab}", "--timeout", "3", timeout=300)
     if res.returncode != 0:
-        problems.append("migrator verify: " + (res.stdout + res.stderr).strip().splitlines()[-1][:300])
+        out = res.stdout + res.stderr
+        (home / f"verify-{time.strftime('%H%M%S')}.log").write_text(out)
+        bad = [ln.strip() for ln in out.splitlines() if re.search(r"fail|✗|error", ln, re.IGNORECASE)]
+        problems.append("migrator verify: " + " | ".join(bad[:6])[:500])
     locks = sorted(p.name for p in (home / "locks").glob("*.lock")) if (home / "locks").is_dir() else []
     if locks:
         problems.append(f"locks left: {locks}")
@@ -710,6 +714,9 @@ def run(
     cases = sample_cases(sample, seed, series) if sample else all_cases(series)
     if points:
         cases = [c for c in cases if re.search(points, c.name)]
+    if out is not None and out.exists():  # go on with a series that was stopped: skip the cases done
+        done = {json.loads(ln)["case"] for ln in out.read_text().splitlines() if ln.strip()}
+        cases = [c for c in cases if c.name not in done]
     say(f"kill series: {len(cases)} cases, seed {seed} (MIGRATOR_KILL_SEED={seed} reproduces the sample)")
     base = home or Path(os.environ.get("MIGRATOR_HOME", "/tmp/migrator-kill-series")) / f"kills-{os.getpid()}"
     figures = run_series(
