@@ -12,7 +12,9 @@ migrator is killed. The node's tc/iptables state is read back and emitted as evi
 reverts too (idempotent with the expiry timer: both take a flock on the node).
 
 Events (``ctx.emit``) carry a ``fault`` key: ``{"id", "kind", "phase": "on"|"evidence"|"off"|"refused",
-"nodes", "mechanism", ...}`` so that reports can draw the fault's on/off timeline and show the evidence.
+"nodes", "mechanism", ...}`` so that reports can draw the fault's on/off timeline and show the evidence:
+``evidence`` events carry ``when`` = ``after-inject`` (with ``before``, the readback just before the install)
+or ``after-revert``. The step result holds the same: ``before``, ``evidence`` and (``wait: true``) ``after``.
 """
 
 from __future__ import annotations
@@ -144,9 +146,9 @@ class FaultAction(Action[ArgsT]):
                     raise StepFailed(
                         f"fault {fid} is not in effect on node {plan.node}: {lines}", node=plan.node
                     )
-            ctx.emit(
-                fault_event("evidence", fid, self.kind, nodes=names, when="after-inject", evidence=evidence)
-            )
+            # ``before``: the same readback just before the install (for a before/after view)
+            shown = {"when": "after-inject", "evidence": evidence, "before": before}
+            ctx.emit(fault_event("evidence", fid, self.kind, nodes=names, **shown))
             result: dict[str, Any] = {
                 "id": fid,
                 "kind": self.kind.value,

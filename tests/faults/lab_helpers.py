@@ -75,6 +75,12 @@ def step_results(run_dir: Path) -> dict[str, Any]:
     return {e["action"]: e.get("result") for e in journal(run_dir) if e.get("type") == "step.end"}
 
 
+def report_faults(run_dir: Path) -> list[dict[str, Any]]:
+    """The faults of the run's report (``report.json``: ``steady_state.faults``)."""
+    report = json.loads((run_dir / "report.json").read_text())
+    return list((report.get("steady_state") or {}).get("faults") or [])
+
+
 def fault_events(run_dir: Path) -> list[dict[str, Any]]:
     return [
         e["event"]["fault"]

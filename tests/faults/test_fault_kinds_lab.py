@@ -23,16 +23,18 @@ import pytest
 from migrator.adapters.ansible import AnsibleRunnerExecutor
 from migrator.cli.faults import clear_faults
 from migrator.faults import nodes as fnodes
+from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab.lab import Lab
+from migrator.plan.models import FaultPartitionArgs
 from migrator.ports import ProbeResult, Target
 from tests.faults.lab_helpers import (
-    cli,
     dns_query,
     echo_pods,
     healthz,
     node_fault_state,
     node_snapshot,
     records_on,
+    report_faults,
     run_folder,
     snapshot_diff,
     start_cli,
@@ -84,6 +86,19 @@ def no_drift(lab: Lab, node: str, before: list[str], timeout: float = 8.0) -> No
     assert wait_for(same, timeout, interval=0.5), f"{node} drifted: {seen}"
 
 
+def assert_in_report(out: str, results: list[dict[str, Any]], reverted: bool = True) -> None:
+    """The report shows the same readback as the step results: before, after the install, after the revert."""
+    faults = {f["id"]: f for f in report_faults(run_folder(out))}
+    assert sorted(faults) == sorted(r["id"] for r in results)
+    for result in results:
+        fault = faults[result["id"]]
+        assert fault["evidence"] == result["evidence"] and fault["before"] == result["before"]
+        if reverted:
+            after = {n: v for n, v in result["after"].items() if any(v.values())}
+            assert fault["after_revert"] in (after, result["after"])
+            assert fault["drift"] == result["drift"]
+
+
 def evidence_text(result: dict[str, Any], key: str, node: str) -> str:
     return "\n".join(line for lines in result[key][node].values() for line in lines)
 
@@ -91,96 +106,81 @@ def evidence_text(result: dict[str, Any], key: str, node: str) -> str:
 # --------------------------------------------------------------------------------------------- tests
 
 
-def test_blackhole_cuts_one_service_port_on_the_node_only(
-    lab_target: Target, fault_lab: Lab, tmp_path: Path
-) -> None:
+def installed(lab: Lab, node: str, kind: str) -> bool:
+    """The node has a record of a ``kind`` fault and its DROP rule."""
+    if not any(r.get("kind") == kind for r in records_on(lab, node)):
+        return False
+    return any("-j DROP" in x for x in node_fault_state(lab, node))
+
+
+def test_blackhole_then_dns_outage_on_one_node(lab_target: Target, fault_lab: Lab, tmp_path: Path) -> None:
+    """One run, two steps on node3, each held 6 s then reverted by the step: a blackhole of one service's
+    ClusterIP:port, then a DNS outage for the node's pods."""
     pods = echo_pods(lab_target)
+    p3, p2 = pods["node3"].key, pods["node2"].key
     details, ratings = service_ip(lab_target, "details"), service_ip(lab_target, "ratings")
-    targets = [
-        to_address(pods["node3"].key, "details", details, 9080),
-        to_address(pods["node3"].key, "ratings", ratings, 9080),
-        to_address(pods["node2"].key, "details", details, 9080),
+    name = "details.default.svc.cluster.local"
+    blackhole_probes = [
+        to_address(p3, "details", details, 9080),
+        to_address(p3, "ratings", ratings, 9080),
+        to_address(p2, "details", details, 9080),
     ]
-    assert all(oks(probe(lab_target, targets)).values()), "service probes failing before the fault"
+    dns_probes = [dns_query(p3, name, details), dns_query(p2, name, details)]
+    dns_probes.append(to_address(p3, "details", details, 9080))  # not DNS: still works
+    assert all(oks(probe(lab_target, blackhole_probes + dns_probes)).values()), "failing before the faults"
     before = node_snapshot(fault_lab, "node3")
+    timeout, held = "90s", "6s"
     plan = write_plan(
-        tmp_path / "blackhole.yaml",
-        "blackhole",
+        tmp_path / "blackhole-dns.yaml",
+        "blackhole-dns",
         [
             {
                 "action": "fault.blackhole",
-                "timeout": "90s",
+                "timeout": timeout,
                 "args": {
                     "targets": {"names": ["node3"]},
                     "service": "default/details",
                     "port": 9080,
-                    "duration": "4s",
+                    "duration": held,
                 },
-            }
-        ],
-    )
-    proc = start_cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
-    try:
-        assert wait_for(lambda: records_on(fault_lab, "node3") != [], 60), "fault never installed"
-        assert wait_for(lambda: any("-j DROP" in x for x in node_fault_state(fault_lab, "node3")), 10)
-        during = oks(probe(lab_target, targets))
-    finally:
-        out = finish(proc)
-    assert during == {
-        f"details<-{pods['node3'].key}": False,  # the service's ClusterIP:port from the faulted node
-        f"ratings<-{pods['node3'].key}": True,  # another service from the same node
-        f"details<-{pods['node2'].key}": True,  # the same service from another node
-    }
-    result = step_results(run_folder(out))["fault.blackhole"]
-    shown = evidence_text(result, "evidence", "node3")
-    assert f"-d {details}/32 -p tcp -m tcp --dport 9080" in shown and "-j DROP" in shown, shown
-    assert result["drift"] == {"node3": []}
-    assert evidence_text(result, "after", "node3") == ""  # no rule, no chain of the fault after the revert
-    no_drift(fault_lab, "node3", before)
-    assert all(oks(probe(lab_target, targets)).values())
-
-
-def test_dns_outage_for_the_pods_of_the_node(lab_target: Target, fault_lab: Lab, tmp_path: Path) -> None:
-    pods = echo_pods(lab_target)
-    details = service_ip(lab_target, "details")
-    name = "details.default.svc.cluster.local"
-    targets = [
-        dns_query(pods["node3"].key, name, details),
-        dns_query(pods["node2"].key, name, details),
-        to_address(pods["node3"].key, "details", details, 9080),  # not DNS: still works
-    ]
-    assert all(oks(probe(lab_target, targets)).values()), "probes failing before the fault"
-    before = node_snapshot(fault_lab, "node3")
-    plan = write_plan(
-        tmp_path / "dns.yaml",
-        "dns",
-        [
+            },
             {
                 "action": "fault.dns",
-                "timeout": "90s",
-                "args": {"targets": {"names": ["node3"]}, "duration": "4s"},
-            }
+                "timeout": timeout,
+                "args": {"targets": {"names": ["node3"]}, "duration": held},
+            },
         ],
     )
     proc = start_cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
     try:
-        assert wait_for(lambda: records_on(fault_lab, "node3") != [], 60), "fault never installed"
-        assert wait_for(lambda: any("-j DROP" in x for x in node_fault_state(fault_lab, "node3")), 10)
-        during = oks(probe(lab_target, targets))
+        assert wait_for(lambda: installed(fault_lab, "node3", "blackhole"), 90), "blackhole never installed"
+        during_blackhole = oks(probe(lab_target, blackhole_probes))
+        assert wait_for(lambda: installed(fault_lab, "node3", "dns"), 90), "dns fault never installed"
+        assert [r["kind"] for r in records_on(fault_lab, "node3")] == ["dns"]  # the blackhole is reverted
+        during_dns = oks(probe(lab_target, dns_probes))
     finally:
         out = finish(proc)
-    assert during == {
-        f"dns:{name}<-{pods['node3'].key}": False,
-        f"dns:{name}<-{pods['node2'].key}": True,
-        f"details<-{pods['node3'].key}": True,
+    assert during_blackhole == {
+        f"details<-{p3}": False,  # the service's ClusterIP:port from the faulted node
+        f"ratings<-{p3}": True,  # another service from the same node
+        f"details<-{p2}": True,  # the same service from another node
     }
-    result = step_results(run_folder(out))["fault.dns"]
-    shown = evidence_text(result, "evidence", "node3")
+    assert during_dns == {f"dns:{name}<-{p3}": False, f"dns:{name}<-{p2}": True, f"details<-{p3}": True}
+
+    results = step_results(run_folder(out))
+    blackhole, dns = results["fault.blackhole"], results["fault.dns"]
+    shown = evidence_text(blackhole, "evidence", "node3")
+    assert f"-d {details}/32 -p tcp -m tcp --dport 9080" in shown and "-j DROP" in shown, shown
     cidr = next(n.pod_cidr for n in lab_target.cluster.list_nodes() if n.name == "node3")
+    shown = evidence_text(dns, "evidence", "node3")
     assert f"-s {cidr} -p udp -m udp --dport 53" in shown and f"-s {cidr} -p tcp -m tcp --dport 53" in shown
-    assert result["drift"] == {"node3": []} and evidence_text(result, "after", "node3") == ""
+    for result in (blackhole, dns):
+        assert result["drift"] == {"node3": []}
+        assert evidence_text(result, "after", "node3") == ""  # no rule, no chain of the fault after revert
+        assert evidence_text(result, "before", "node3") == ""
+    assert_in_report(out, [blackhole, dns])
     no_drift(fault_lab, "node3", before)
-    assert all(oks(probe(lab_target, targets)).values())
+    assert all(oks(probe(lab_target, blackhole_probes + dns_probes)).values())
 
 
 def test_apiserver_cut_then_healed_by_the_expiry_timer(
@@ -211,21 +211,23 @@ def test_apiserver_cut_then_healed_by_the_expiry_timer(
         (rec,) = records_on(fault_lab, "node3")
         during = oks(probe(lab_target, targets))
         during_at = time.time()
+        assert rec["ttl"] == 9 and timer_alive(fault_lab, "node3", rec)
+        # not reverted by anyone but the node's timer: gone within TTL + 2 s (polled from here, not after
+        # the CLI's exit, which may come later on a loaded machine)
+        deadline = float(rec["expires_at"]) + 2.0
+        healed = wait_for(lambda: records_on(fault_lab, "node3") == [], max(0.0, deadline - time.time()), 0.2)
+        healed_at = time.time()
     finally:
         out = finish(proc)
     assert during_at < float(rec["expires_at"]), "probed after the expiry: the machine is too slow"
     assert during == {f"{endpoint}<-node3": False, f"{endpoint}<-node2": True}
+    assert healed and healed_at <= deadline + 1.0, f"healed {healed_at - deadline:.1f}s after TTL + 2 s"
     result = step_results(run_folder(out))["fault.apiserver"]
+    assert_in_report(out, [result], reverted=False)
     host, port = endpoint.rsplit(":", 1)
     shown = evidence_text(result, "evidence", "node3")
     assert f"-d {host}/32 -p tcp -m tcp --dport {port}" in shown and "-j DROP" in shown, shown
-    assert "drift" not in result  # wait: false, not reverted by the step: the node's timer does it
-    assert rec["ttl"] == 9 and timer_alive(fault_lab, "node3", rec)
-
-    deadline = float(rec["expires_at"]) + 2.0
-    assert wait_for(lambda: records_on(fault_lab, "node3") == [], max(0.0, deadline - time.time()))
-    healed_at = time.time()
-    assert healed_at <= deadline + 0.5, f"healed {healed_at - deadline:.1f}s after TTL + 2 s"
+    assert "drift" not in result  # wait: false, not reverted by the step: the node's timer did it
     no_drift(fault_lab, "node3", before, timeout=2.0)
     assert not timer_alive(fault_lab, "node3", rec)
     assert all(oks(probe(lab_target, targets)).values())
@@ -257,8 +259,11 @@ def test_link_flap_takes_the_link_down_and_up_and_leaves_it_up(
     )
     samples: list[str] = []
 
-    def sample() -> None:  # operstate of cni0 every 0.1 s for 7 s, on the node (bounded loop)
-        script = "i=0; while [ $i -lt 70 ]; do i=$((i+1)); cat /sys/class/net/cni0/operstate; sleep 0.1; done"
+    def sample() -> None:  # cni0's admin state (IFF_UP) every 0.1 s for 7 s, on the node (bounded loop)
+        script = (
+            "i=0; while [ $i -lt 70 ]; do i=$((i+1)); f=$(cat /sys/class/net/cni0/flags);"
+            " [ $((f & 1)) -eq 1 ] && echo up || echo down; sleep 0.1; done"
+        )
         samples.extend(fault_lab.exec("node4", ["sh", "-c", script], timeout=30).stdout.split())
 
     assert lab_target.prober is not None
@@ -279,6 +284,7 @@ def test_link_flap_takes_the_link_down_and_up_and_leaves_it_up(
     assert any(not r.ok for r in probes) and any(r.ok for r in probes), [r.ok for r in probes]
 
     result = step_results(run_folder(out))["fault.link-flap"]
+    assert_in_report(out, [result])
 
     def counts(key: str) -> tuple[int, str]:
         text = evidence_text(result, key, "node4")
@@ -309,26 +315,24 @@ def test_full_partition_never_cuts_the_ssh_path(lab_target: Target, fault_lab: L
     targets += [tcp(pods[n], pods["node3"], timeout=0.5) for n in others]
     assert all(oks(probe(lab_target, targets)).values())
     before = node_snapshot(fault_lab, "node3")
-    plan = write_plan(
-        tmp_path / "partition.yaml",
-        "full-partition",
-        [
-            {
-                "action": "fault.partition",
-                "args": {
-                    "targets": {"names": ["node3"]},
-                    "peers": {"names": others, "allow_control_plane": True},
-                    "cidrs": ["0.0.0.0/0"],
-                    "direction": "both",
-                    "duration": "120s",
-                    "wait": False,
-                },
-            }
-        ],
+    # the commands of the step (FaultPartition with peers = every other node, cidrs 0.0.0.0/0), installed
+    # with their dead man's switch by the same playbook, without a run around them
+    nodes = lab_target.cluster.list_nodes()
+    node3 = [n for n in nodes if n.name == "node3"]
+    facts = fnodes.gather_facts(lab_target.executor, node3, data_dir=tmp_path / "facts")
+    args = FaultPartitionArgs.model_validate(
+        {"peers": {"names": others}, "cidrs": ["0.0.0.0/0"], "direction": "both", "duration": "120s"}
     )
-    res = cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
+    peers = [n for n in nodes if n.name in others]
+    plan = build(FaultKind.PARTITION, "f0f0f0f0f0f0", args, facts["node3"], ClusterView(nodes), peers)
     try:
-        assert res.returncode == 0, res.stdout + res.stderr
+        got = fnodes.inject(lab_target.executor, [plan], 130, data_dir=tmp_path / "inject")
+        shown = "\n".join(got["node3"].evidence.values())
+        # everything dropped (0.0.0.0/0 prints as no address), after the RETURN rules of the SSH path
+        drop_all = '-A MGR-F-f0f0f0f0f0f0 -m comment --comment "migrator-fault:f0f0f0f0f0f0" -j DROP'
+        lines = [x for x in shown.splitlines() if x.startswith("-A MGR-F-f0f0f0f0f0f0 ")]
+        assert drop_all in lines and "--dport 22" in shown, shown
+        assert max(i for i, x in enumerate(lines) if "-j RETURN" in x) < lines.index(drop_all)
         assert [r.ok for r in probe(lab_target, targets).values()] == [False] * len(targets)
         # Ansible on a new SSH connection (its own control path: no master to share) still reaches the node
         st = fault_lab.require()
