@@ -12,8 +12,10 @@ its ``timeout``). :func:`steady_state` folds the report's checks and the journal
                    before: {ok, checks: [{name, ok, summary}]}, during: [{name, stage, ok, summary,
                    threshold, availability: {before_fault, during_fault, after_fault} (percent, or null
                    without probes), probes: {before_fault, during_fault, after_fault}}],
-                   after: {ok, checks: [...]}, faults: [fault], timeline: [{ts, offset_s, what, label}]}
-    fault         {id, kind, step, nodes, mechanism, duration_s, ttl_s, on, on_offset_s, off, off_offset_s,
+                   after: {ok, checks: [...]}, faults: [fault], timeline: [{ts, offset_s,
+                   what: fault-on|fault-in-effect|fault-off|fault-refused|breach, label}]}
+    fault         {id, kind, step, nodes, mechanism, duration_s, ttl_s, on, on_offset_s, in_effect,
+                   in_effect_offset_s (when the read-back showed it installed), off, off_offset_s,
                    refused, commands: {node: [cmd]}, evidence: {node: {cmd: [line]}} (read back after the
                    install), before: {...} (before it, when recorded), after_revert: {...}, drift: {node:
                    [leftover]}, clean: true|false|null}
@@ -102,6 +104,8 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
                 "ttl_s": None,
                 "on": None,
                 "on_offset_s": None,
+                "in_effect": None,
+                "in_effect_offset_s": None,
                 "off": None,
                 "off_offset_s": None,
                 "refused": None,
@@ -131,6 +135,8 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
                 "after-revert": "after_revert",
             }.get(when, "evidence")
             item[slot].update(dict(f.get("evidence") or {}))
+            if slot == "evidence" and item["in_effect"] is None:  # read back in effect on the nodes
+                item["in_effect"], item["in_effect_offset_s"] = _iso(ts), offset(ts)
             if isinstance(f.get("before"), Mapping):
                 item["before"].update(dict(f["before"]))
         elif phase == "off":
@@ -305,6 +311,15 @@ def steady_state(
         if f["on"]:
             timeline.append(
                 {"ts": f["on"], "offset_s": f["on_offset_s"], "what": "fault-on", "label": _label(f)}
+            )
+        if f["in_effect"]:
+            timeline.append(
+                {
+                    "ts": f["in_effect"],
+                    "offset_s": f["in_effect_offset_s"],
+                    "what": "fault-in-effect",
+                    "label": f"{_label(f)}: read back on the node(s)",
+                }
             )
         if f["off"]:
             clean = "" if f["clean"] is not False else " (drift!)"
