@@ -443,10 +443,24 @@ def status_cmd(
         )
 
 
+def _check_run_inputs(run: str) -> None:
+    """Before resuming or rolling back: the run's target inventory and SSH keys are usable (exit 2 with
+    the fix, not a failed undo half-way). A target that cannot be opened is left to the engine to report."""
+    spec = str(find_run(run).meta().get("target") or "")
+    if not spec:
+        return
+    try:
+        tgt = open_target(spec)
+    except MigratorError:
+        return
+    check_target_inputs(tgt)
+
+
 def _continue_cmd(
     fn: Callable[..., RunResult], run: str, *, force: bool, set_: list[str] | None, output: Output
 ) -> None:
     """Shared body of ``resume`` and ``rollback``: signals, observers, then the exit code."""
+    _check_run_inputs(run)
     control = RunControl()
     with _signals(control):
         result = fn(

@@ -133,3 +133,47 @@ def test_a_node_whose_sshd_is_stopped_gets_one_line_and_exit_3(
     )
     outcome = check(case, Context(tmp=tmp_path, home=home))
     assert outcome.ok, outcome.problems
+
+
+RESUME_PLAN = """\
+apiVersion: migrator/v1
+kind: Plan
+metadata: {name: keyed}
+spec:
+  stages:
+    - name: s
+      steps:
+        - {name: wait, action: demo.sleep, args: {duration: 10ms}}
+"""
+
+
+def test_rollback_of_a_run_whose_ssh_key_went_bad_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """resume/rollback check the run's inventory keys first: exit 2 naming the key, nothing undone."""
+    from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes  # noqa: PLC0415
+
+    key = tmp_path / "ssh" / "id_ed25519"
+    key.parent.mkdir()
+    key.write_text("not a real key\n")
+    key.chmod(0o600)
+    inventory = tmp_path / "inventory.ini"
+    hosts = "\n".join(f"{n} ansible_host=127.0.0.{i + 1}" for i, n in enumerate(("cp1", "w1", "w2", "w3")))
+    inventory.write_text(f"[k8s]\n{hosts}\n\n[all:vars]\nansible_ssh_private_key_file={key}\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(RESUME_PLAN)
+    home = tmp_path / "home"
+    server = FakeApiServer(FakeKubeApi())
+    add_nodes(server.api)
+    with server:
+        config = server.write_kubeconfig(tmp_path / "kubeconfig", context="keyed")
+        common = ("--kubeconfig", str(config), "--inventory", str(inventory))
+        done = _migrator(home, *common, "apply", str(plan), "-t", "kube:keyed", "--yes", "-o", "json")
+        assert done.returncode == 0, done.stderr
+        run_id = json.loads(done.stdout)["run_id"]
+        key.chmod(0o644)
+        refused = _migrator(home, *common, "rollback", run_id)
+        assert refused.returncode == 2, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"chmod 600 {key}" in lines[0] and "Traceback" not in refused.stderr
+        key.chmod(0o600)
+        undone = _migrator(home, *common, "rollback", run_id)
+        assert undone.returncode == 0, undone.stderr
