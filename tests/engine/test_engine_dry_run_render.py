@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter
 from typing import Any
@@ -13,6 +14,7 @@ from engine_helpers import make_plan, touch
 from migrator.actions.node import Drain
 from migrator.engine import dry_run, source_from_plan
 from migrator.engine.planio import render_step, runtime_context
+from migrator.errors import PlanError
 from migrator.plan.models import Plan
 from migrator.plan.templates import RuntimeTemplate
 from migrator.ports import Target
@@ -95,3 +97,29 @@ def test_the_report_is_the_same_as_rendering_every_step_for_every_node(
     per_node = json.dumps(dry_run(source_from_plan(plan), target), sort_keys=True)
     assert shared == per_node
     assert "node-worker-1" in shared and "undo-" in shared
+
+
+def test_the_garbage_collector_is_paused_during_the_dry_run_and_restored(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    preview = Drain.preview
+
+    def recording_preview(self: Drain, ctx: Any, args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return preview(self, ctx, args)
+
+    monkeypatch.setattr(Drain, "preview", recording_preview)
+    plan = _plan()
+    assert gc.isenabled()
+    dry_run(source_from_plan(plan), target)
+    assert seen and not any(seen) and gc.isenabled()
+    gc.disable()
+    try:
+        dry_run(source_from_plan(plan), target)
+        assert not gc.isenabled()  # left as it was
+    finally:
+        gc.enable()
+    with pytest.raises(PlanError):  # also after a failure
+        dry_run(source_from_plan(make_plan([{"name": "s", "steps": [{"action": "node.cordon"}]}])), target)
+    assert gc.isenabled()
