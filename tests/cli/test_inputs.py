@@ -94,3 +94,24 @@ def test_ssh_failures_get_the_fix() -> None:
 def test_one_line() -> None:
     assert one_line("[WARNING]: a\n\n[ERROR]: b\na\n") == "a; b"
     assert len(one_line("x" * 1000, limit=50)) == 50
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug of ours (not a MigratorError) gives no traceback without --debug: one line, exit 3."""
+    import migrator.cli.main as cli_main  # noqa: PLC0415
+
+    def broken() -> list[object]:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli_main, "list_runs", broken)
+    with pytest.raises(SystemExit) as exited:
+        cli_main.run(["runs"])
+    assert exited.value.code == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: internal error RuntimeError: boom; second line") and "--debug" in err
+    with pytest.raises(SystemExit):
+        cli_main.run(["runs", "--debug"])
+    assert "Traceback" in capsys.readouterr().err
