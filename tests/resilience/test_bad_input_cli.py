@@ -109,6 +109,19 @@ def test_bench_fuzz_pass_is_bounded_and_clean() -> None:
     assert stats["passed"] == stats["tried"] and stats["max_load_s"] < 1.0
 
 
+UNREACHABLE_PLAN = """\
+apiVersion: migrator/v1
+kind: Plan
+metadata: {name: unreachable}
+spec:
+  stages:
+    - name: facts
+      for_each: {nodes: {names: [node1, node2]}, max_unavailable: 2}
+      steps:
+        - {name: facts, action: ansible.playbook, args: {playbook: node-facts.yml}, no_undo: true}
+"""
+
+
 def test_a_node_whose_sshd_is_stopped_gets_one_line_and_exit_3(
     tmp_path: Path, bad_lab: tuple[str, Path] | None
 ) -> None:
@@ -133,6 +146,15 @@ def test_a_node_whose_sshd_is_stopped_gets_one_line_and_exit_3(
     )
     outcome = check(case, Context(tmp=tmp_path, home=home))
     assert outcome.ok, outcome.problems
+    # a run that needs the node fails, names it and the reason, and rolls back: exit 1
+    plan = tmp_path / "unreachable.yaml"
+    plan.write_text(UNREACHABLE_PLAN)
+    run = _migrator(home, "apply", str(plan), "-t", f"lab:{name}", "--yes")
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    status = run.stderr.strip().splitlines()[0]
+    assert status.startswith("failed-rolled-back:") and "unreachable: node2" in status
+    assert "Connection refused" in status
 
 
 RESUME_PLAN = """\
