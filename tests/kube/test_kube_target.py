@@ -19,7 +19,7 @@ import pytest
 
 from migrator.adapters.kube import KubeCluster, KubeRunLock, open_kube_target
 from migrator.adapters.kube.lock import RUN_ID_ANNOTATION
-from migrator.adapters.kube.target import NO_INVENTORY
+from migrator.adapters.kube.target import NO_INVENTORY, apiserver_endpoint
 from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes
 from migrator.adapters.kube_prober import KubeProber, OutsideMode
 from migrator.engine import api as engine_api
@@ -105,6 +105,7 @@ def test_open_kube_target_gives_a_full_target(
     assert identity == target.cluster.identity() and identity.startswith(a.url)
     assert identity != _target(b, tmp_path, "b").cluster.identity()
     assert isinstance(target.extras["lock_factory"]("r1"), KubeRunLock)
+    assert target.extras["apiserver_endpoint"] == a.url.split("://", 1)[1]  # fault.apiserver's default
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("[nodes]\ncp1\nw1\nw2\nw3\n")
     monkeypatch.setenv("MIGRATOR_INVENTORY", str(inventory))
@@ -119,6 +120,20 @@ def test_open_kube_target_gives_a_full_target(
     monkeypatch.setenv("MIGRATOR_PROBE_OUTSIDE", "lan")
     with pytest.raises(UsageError, match="MIGRATOR_PROBE_OUTSIDE is 'lan': one of host-network, off"):
         _target(a, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("https://198.18.0.10:6443", "198.18.0.10:6443"),
+        ("https://198.18.0.10", "198.18.0.10:443"),
+        ("http://127.0.0.1:8080/", "127.0.0.1:8080"),
+        ("https://api.example.com:6443", None),  # a DNS name: fault.apiserver falls back to the nodes
+        ("https://[fd00::1]:6443", None),
+    ],
+)
+def test_apiserver_endpoint_from_the_server_url(url: str, endpoint: str | None) -> None:
+    assert apiserver_endpoint(url) == endpoint
 
 
 def test_open_target_resolves_kube_with_context(

@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,6 +91,24 @@ class KubeRunLock:
             self.held = False
 
 
+def apiserver_endpoint(server_url: str) -> str | None:
+    """``ip:port`` of the API server from the kubeconfig's server URL, or None when its host is a DNS
+    name (iptables rules need an address; ``fault.apiserver`` then falls back to the control-plane
+    nodes on port 6443, or takes ``args.endpoint``)."""
+    parsed = urllib.parse.urlsplit(server_url)
+    try:
+        ip = ipaddress.ip_address(parsed.hostname or "")
+    except ValueError:
+        return None
+    if ip.version != 4:
+        return None
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    return f"{ip}:{port or (443 if parsed.scheme != 'http' else 80)}"
+
+
 def open_kube_target(
     context: str | None = None,
     *,
@@ -133,6 +153,9 @@ def open_kube_target(
         "read_snapshot": cluster.read_snapshot,
         "probe_cleanup": prober.cleanup,
     }
+    endpoint = apiserver_endpoint(cluster.api.host)
+    if endpoint is not None:
+        extras["apiserver_endpoint"] = endpoint  # fault.apiserver cuts this one by default
     if executor is None:
         extras["executor_missing"] = NO_INVENTORY
 
