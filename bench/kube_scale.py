@@ -133,7 +133,12 @@ def run_client(mode: str, kubeconfig: str, max_unavailable: str) -> dict[str, ob
         text=True,
         timeout=300,
         check=False,
-        env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(ROOT)},
+        env={  # bytecode cached as an installed package has it (this machine sets PYTHONDONTWRITEBYTECODE)
+            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+            "PYTHONHASHSEED": "0",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "migrator-bench-pycache"),
+        },
     )
     if out.returncode != 0:
         raise RuntimeError(f"{mode} client failed:\n{out.stderr[-3000:]}")
