@@ -285,6 +285,7 @@ class _Killed:
     exited_early: bool = False
     inexact: str = ""
     orphans: list[str] = field(default_factory=list)
+    mux: int = 0  # ssh ControlPersist masters still idling after the kill
 
 
 def _host_netns(pid: int) -> bool:
@@ -375,11 +376,17 @@ def apply_and_kill(home: Path, lab: str, point: KillPoint, *, timeout: float = 6
     while alive and time.monotonic() < end:
         time.sleep(0.2)
         alive = [p for p in alive if _alive(p)]
-    orphans = [f"pid {p} ({_cmdline(p)})" for p in alive]
+    # an ssh ControlPersist master ("ssh: <path> [mux]") idles until ControlPersist (60 s) runs out, after
+    # a kill as after any run: a connection cache, not work going on. Noted, left to expire.
+    mux = [p for p in alive if _cmdline(p).startswith("ssh: ") and "[mux]" in _cmdline(p)]
+    orphans = [f"pid {p} ({_cmdline(p)})" for p in alive if p not in mux]
     for p in alive:
-        with contextlib.suppress(OSError):
-            os.kill(p, signal.SIGKILL)
-    return _Killed(run, _parse_lines(data), data, elapsed, inexact=inexact, orphans=orphans)
+        if p not in mux:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+    killed = _Killed(run, _parse_lines(data), data, elapsed, inexact=inexact, orphans=orphans)
+    killed.mux = len(mux)
+    return killed
 
 
 def tear_journal(journal: Path, next_seq: int) -> bytes:
@@ -486,6 +493,8 @@ def run_case(home: Path, lab: str, case: Case) -> CaseResult:
     if killed.inexact:
         res.notes.append(killed.inexact)
     res.problems += [f"orphan after the kill: {o}" for o in killed.orphans]
+    if killed.mux:
+        res.notes.append(f"{killed.mux} ssh ControlPersist master(s) idle after the kill (expire after 60 s)")
     at_kill = killed.events
     res.events_at_kill = len(at_kill)
     last = at_kill[-1] if at_kill else {}
