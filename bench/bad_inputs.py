@@ -332,7 +332,7 @@ def cases(ctx: Context) -> list[Case]:
         Case(
             "kubeconfig-unknown-context",
             (*kc, "plan", h, "-t", "kube:nosuch"),
-            expect=("nosuch",),
+            expect=("no context 'nosuch'", "the contexts are:"),
             needs="kube",
         ),
         # ---- inventory and SSH keys (kube target: the inventory is the operator's)

@@ -26,7 +26,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.incluster_config import InClusterConfigLoader
 from kubernetes.watch.watch import iter_resp_lines
 from loguru import logger
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
+from tenacity import AttemptManager, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from migrator.errors import MigratorError, PermanentError, TemporaryError, UsageError
 
@@ -198,9 +198,21 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
         # a malformed kubeconfig raises YAML or plain Python errors from inside the loader: one line
         where = kubeconfig or "the default kubeconfig"
         detail = " ".join(str(exc).split()) or type(exc).__name__
+        known = _context_names(kubeconfig) if context else None
+        if known is not None and context not in known:
+            detail = f"no context {context!r}; the contexts are: {', '.join(known) or '(none)'}"
         raise UsageError(
             f"cannot load Kubernetes config from {where} (context {context or 'current'}): {detail}"
         ) from exc
+
+
+def _context_names(kubeconfig: str | None) -> list[str] | None:
+    """The context names of a kubeconfig, or None when it cannot be read (the caller's error stands)."""
+    try:
+        contexts, _active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except Exception:  # noqa: BLE001 - only to improve an error message that is already being raised
+        return None
+    return sorted(str(c.get("name")) for c in contexts or [] if isinstance(c, dict))
 
 
 class KubeApi:
@@ -280,9 +292,21 @@ class KubeApi:
             wait=wait_exponential(multiplier=0.2, max=2.0),
             reraise=True,
         )
-        for attempt in retrying:
-            with attempt:
-                return self.call(what, func, *args, **kwargs)
+        attempt: AttemptManager | None = None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self.call(what, func, *args, **kwargs)
+        except MigratorError as exc:
+            # The attempt keeps the error (its outcome) and tenacity's frames in its traceback keep the
+            # attempt: a reference cycle that would keep the callers' frames (e.g. a dry run's snapshot of
+            # every pod) alive until a full collection. Cut it: the error is raised from here, and the
+            # locals that hold the attempt are dropped as it leaves (a KubeNotFound is routine).
+            exc.__traceback__ = None
+            raise
+        finally:
+            del retrying
+            attempt = None
         raise PermanentError(f"{what}: no attempt made")  # pragma: no cover - tenacity always attempts
 
     def list_all(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> ListResult:
