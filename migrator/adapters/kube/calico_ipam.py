@@ -187,9 +187,8 @@ def plan_node_ipam(
             problems.append(f"node {name}: no flannel {', '.join(missing)} (flannel.alpha.coreos.com/*)")
             continue
         assert fl.pod_cidr and fl.vtep_mac and fl.public_ip and fl.vtep_ip
-        try:
-            net = ipaddress.ip_network(fl.pod_cidr, strict=False)
-        except ValueError:
+        net = fl.pod_network  # parsed once per node (detection read it too)
+        if net is None:
             problems.append(f"node {name}: pod CIDR {fl.pod_cidr!r} is not a network")
             continue
         if net.version != 4:
@@ -198,7 +197,7 @@ def plan_node_ipam(
         if subnet_len is not None and net.prefixlen != subnet_len:
             problems.append(f"node {name}: pod CIDR {net} is not a /{subnet_len} (flannel's SubnetLen)")
             continue
-        if network is not None and (net.version != network.version or not net.subnet_of(network)):
+        if network is not None and (net.version != network.version or not _inside(net, network)):
             problems.append(f"node {name}: pod CIDR {net} is outside flannel's network {network}")
             continue
         planned.append(
@@ -207,6 +206,14 @@ def plan_node_ipam(
             )
         )
     return planned, problems
+
+
+def _inside(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network, network: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> bool:
+    """``net.subnet_of(network)`` for networks of one version, in integers (no broadcast addresses made)."""
+    inside = int(net.network_address) & int(network.netmask) == int(network.network_address)
+    return net.prefixlen >= network.prefixlen and inside
 
 
 def _get(cluster: KubeCluster, obj: Mapping[str, Any]) -> Obj | None:
