@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 import yaml
@@ -38,6 +38,7 @@ from tenacity import (
 from migrator.errors import MigratorError, PermanentError, TemporaryError, UsageError
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 RBAC_HINT = (
     "migrator lacks a Kubernetes permission: apply the ClusterRole in docs/rbac.yaml to its user or "
@@ -319,16 +320,31 @@ class KubeApi:
     def list_all(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> ListResult:
         """Every item of a list call, page by page (``limit``/``continue``)."""
         items: list[Obj] = []
-        token: str | None = None
         rv = ""
+        for page in self.pages(what, func, *args, **kwargs):
+            items.extend(page.get("items") or [])
+            rv = rv or str((page.get("metadata") or {}).get("resourceVersion") or "")
+        return ListResult(items, rv)
+
+    def list_converted(
+        self, what: str, convert: Callable[[Obj], T], func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> list[T]:
+        """Every item of a list call through ``convert``, a page at a time: only one page of the raw JSON
+        objects is alive at once (e.g. 20,000 pods: their port view is a fraction of their JSON)."""
+        out: list[T] = []
+        for page in self.pages(what, func, *args, **kwargs):
+            out.extend(map(convert, page.get("items") or ()))
+        return out
+
+    def pages(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Obj]:
+        """The pages of a list call (``limit``/``continue``), each read with retries."""
+        token: str | None = None
         for _ in range(self.max_pages):
             page = self.read(what, func, *args, limit=self.page_size, _continue=token, **kwargs)
-            items.extend(page.get("items") or [])
-            meta = page.get("metadata") or {}
-            rv = rv or str(meta.get("resourceVersion") or "")
-            token = meta.get("continue")
+            token = (page.get("metadata") or {}).get("continue")
+            yield page
             if not token:
-                return ListResult(items, rv)
+                return
         raise PermanentError(f"{what}: more than {self.max_pages} pages of {self.page_size}")
 
     def watch(

@@ -350,7 +350,11 @@ class KubeCluster:
     def list_pods(self, namespace: str | None = None, node: str | None = None) -> list[Pod]:
         snap = self._snapshot
         if snap is not None:
-            by_node = snap.pods(lambda: [mapping.to_pod(o) for o in self.list_pod_objects()])
+            by_node = snap.pods(
+                lambda: self.api.list_converted(
+                    "list pods", mapping.to_pod, self.api.core.list_pod_for_all_namespaces
+                )
+            )
             pods = by_node.get(node, []) if node is not None else [p for ps in by_node.values() for p in ps]
             return [p for p in pods if namespace is None or p.namespace == namespace]
         return [mapping.to_pod(o) for o in self.list_pod_objects(namespace, node)]

@@ -86,25 +86,39 @@ def pod_key(obj: Mapping[str, Any]) -> str:
 
 
 def to_pod(obj: Mapping[str, Any]) -> Pod:
+    """The port's view of a pod: only the fields it has are read (a dry run maps every pod of the
+    cluster, e.g. 20,000; the same as :func:`controller_of` and :func:`is_ready`, inlined)."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    owner = controller_of(obj)
-    ports = tuple(
-        int(port["containerPort"])
-        for container in spec.get("containers") or []
-        for port in container.get("ports") or []
-        if port.get("containerPort") is not None
-    )
+    status = obj.get("status") or {}
+    owner = None
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("controller"):
+            owner = f"{ref.get('kind')!s}/{ref.get('name')!s}"
+            break
+    ports: tuple[int, ...] = ()
+    for container in spec.get("containers") or ():
+        if container.get("ports"):
+            ports += tuple(
+                int(port["containerPort"])
+                for port in container["ports"]
+                if port.get("containerPort") is not None
+            )
+    ready = False
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "Ready":
+            ready = cond.get("status") == "True"
+            break
     return Pod(
         name=str(meta["name"]),
         namespace=str(meta.get("namespace", "")),
         node=str(spec.get("nodeName") or ""),
-        ip=(obj.get("status") or {}).get("podIP"),
+        ip=status.get("podIP"),
         labels=dict(meta.get("labels") or {}),
-        owner=f"{owner[0]}/{owner[1]}" if owner else None,
+        owner=owner,
         host_network=bool(spec.get("hostNetwork")),
         ports=ports,
-        ready=is_ready(obj) and not meta.get("deletionTimestamp"),
+        ready=ready and not meta.get("deletionTimestamp"),
     )
 
 
