@@ -51,6 +51,9 @@ class FakeCluster:
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
+        # list_pods' index: (the pods dict it was built from, its size, every pod by key, pods by node);
+        # rebuilt when ``pods`` is replaced (a state-file reload), changes size, or is written here
+        self._pod_index: tuple[dict[str, Pod], int, list[Pod], dict[str, list[Pod]]] | None = None
         if self.state_file is not None:
             if self.state_file.exists():
                 self._load()
@@ -314,11 +317,21 @@ class FakeCluster:
     def list_pods(self, namespace: str | None = None, node: str | None = None) -> list[Pod]:
         with self._lock:
             self._refresh()
-            return [
-                p
-                for p in sorted(self.pods.values(), key=lambda p: p.key)
-                if (namespace is None or p.namespace == namespace) and (node is None or p.node == node)
-            ]
+            every, by_node = self._pods_index()
+            pods = every if node is None else by_node.get(node, [])
+            return [p for p in pods if namespace is None or p.namespace == namespace]
+
+    def _pods_index(self) -> tuple[list[Pod], dict[str, list[Pod]]]:
+        """Every pod sorted by key, and per node (built once, not per call: a dry run lists the pods of
+        each node, 5,000 of them, and sorting every pod each time made it quadratic)."""
+        index = self._pod_index
+        if index is None or index[0] is not self.pods or index[1] != len(self.pods):
+            every = sorted(self.pods.values(), key=lambda p: p.key)
+            by_node: dict[str, list[Pod]] = {}
+            for pod in every:
+                by_node.setdefault(pod.node, []).append(pod)
+            index = self._pod_index = (self.pods, len(self.pods), every, by_node)
+        return index[2], index[3]
 
     def list_services(self, namespace: str | None = None) -> list[Service]:
         with self._lock:
@@ -352,6 +365,7 @@ class FakeCluster:
             per_node[pod.node] = per_node.get(pod.node, 0) + 1
             base = node.pod_cidr.split("/")[0].rsplit(".", 1)[0]
             self.pods[key] = replace(pod, ip=f"{base}.{per_node[pod.node] + 1}")
+        self._pod_index = None
         for key, svc in list(self.services.items()):
             endpoints = tuple(
                 f"{p.ip}:{svc.ports[0].target_port if svc.ports else 0}"
