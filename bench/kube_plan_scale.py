@@ -24,6 +24,8 @@ services are each one paginated list):
 
 - shared: the engine as it is: each step compiled once (``RuntimeTemplate``) and rendered once per
   stage unless its templates use ``node.*``; its args, retry and undo dumped once; previews per node;
+- baseline (``--baseline DIR``, none by default): the shared way of another source tree, e.g.
+  ``git archive <commit> | tar -x -C DIR``, to measure a change before/after in one series;
 - shared-gc: the same with the cyclic garbage collector running during the dry run (as before);
 - per-node (naive): the engine's dry run as it was before (its per-step view, kept below verbatim, and
   the garbage collector running): every step rendered by a walk of the whole model, its args, retry and
@@ -60,7 +62,7 @@ TARGET_SECONDS = 2.0
 TARGET_RSS_MB = 300.0
 TARGET_NODES = 5000
 PLAN = ROOT / "plans" / "flannel-to-calico.yaml"
-MODES = ("shared", "shared-gc", "per-node", "no-snapshot")
+MODES = ("shared", "baseline", "shared-gc", "per-node", "no-snapshot")
 
 
 def keep_gc_running() -> None:
@@ -195,16 +197,23 @@ def client(args: argparse.Namespace) -> None:
 
 
 def run_client(
-    mode: str, kubeconfig: str, manifest: str, max_unavailable: int, timeout: float
+    mode: str,
+    kubeconfig: str,
+    manifest: str,
+    max_unavailable: int,
+    timeout: float,
+    baseline: Path | None = None,
 ) -> dict[str, Any] | None:
-    """One measured client process; ``None`` when it ran past ``timeout``."""
+    """One measured client process; ``None`` when it ran past ``timeout``. ``baseline`` mode: the shared
+    way of another source tree (its own copy of this bench), e.g. ``git archive`` of an earlier commit."""
+    root = baseline if mode == "baseline" and baseline is not None else ROOT
     try:
         out = subprocess.run(
             [
                 sys.executable,
-                __file__,
+                str(root / "bench" / Path(__file__).name),
                 "--client",
-                mode,
+                "shared" if mode == "baseline" else mode,
                 "--kubeconfig",
                 kubeconfig,
                 "--manifest",
@@ -216,7 +225,7 @@ def run_client(
             text=True,
             timeout=timeout,
             check=False,
-            env=client_env(),
+            env=client_env(root),
         )
     except subprocess.TimeoutExpired:
         return None
@@ -226,13 +235,13 @@ def run_client(
     return result
 
 
-def client_env() -> dict[str, str]:
+def client_env(root: Path = ROOT) -> dict[str, str]:
     """As an installed package runs: with compiled bytecode (cached outside the source tree, since
     this machine sets PYTHONDONTWRITEBYTECODE), no inventory."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     cache = Path(tempfile.gettempdir()) / "migrator-bench-pycache"
     env.update(
-        PYTHONHASHSEED="0", PYTHONPATH=str(ROOT), MIGRATOR_INVENTORY="", PYTHONPYCACHEPREFIX=str(cache)
+        PYTHONHASHSEED="0", PYTHONPATH=str(root), MIGRATOR_INVENTORY="", PYTHONPYCACHEPREFIX=str(cache)
     )
     return env
 
@@ -253,6 +262,7 @@ def measure(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, li
     manifest = str(write_calico_manifest(workdir / "calico.yaml"))
     runs = {
         "shared": args.runs,
+        "baseline": args.runs if args.baseline else 0,
         "shared-gc": args.naive_runs,
         "per-node": args.naive_runs,
         "no-snapshot": args.no_snapshot_runs,
@@ -266,14 +276,18 @@ def measure(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, li
         )
         for mode in MODES:  # unmeasured: the first run of a process writes the bytecode cache
             if runs[mode] and mode != "no-snapshot":
-                run_client(mode, str(kubeconfig), manifest, args.max_unavailable, args.naive_timeout)
+                run_client(
+                    mode, str(kubeconfig), manifest, args.max_unavailable, args.naive_timeout, args.baseline
+                )
         for i in range(max(runs.values())):
             for mode in MODES:  # interleaved, so every way sees the same conditions
                 if i >= runs[mode] or mode in cut:
                     continue
-                timeout = 900.0 if mode == "shared" else args.naive_timeout
+                timeout = 900.0 if mode in ("shared", "baseline") else args.naive_timeout
                 started, server_cpu = time.perf_counter(), server.cpu_seconds()
-                got = run_client(mode, str(kubeconfig), manifest, args.max_unavailable, timeout)
+                got = run_client(
+                    mode, str(kubeconfig), manifest, args.max_unavailable, timeout, args.baseline
+                )
                 if got is None:
                     cut.add(mode)
                     print(f"  {mode} run {i + 1}: cut after {time.perf_counter() - started:.0f}s", flush=True)
@@ -336,10 +350,10 @@ def report(nodes: int, results: dict[str, list[dict[str, Any]]], args: argparse.
     )
     if nodes != TARGET_NODES:
         return True
-    secs, rss = med("shared", "seconds"), med("shared", "rss_mb")
-    ok_time, ok_rss = secs <= TARGET_SECONDS, rss <= TARGET_RSS_MB
+    dry, rss = med("shared", "seconds"), med("shared", "rss_mb")
+    ok_time, ok_rss = dry <= TARGET_SECONDS, rss <= TARGET_RSS_MB
     print(
-        f"   targets at {TARGET_NODES} nodes: dry run {secs:.2f}s <= {TARGET_SECONDS}s:"
+        f"   targets at {TARGET_NODES} nodes: dry run {dry:.2f}s <= {TARGET_SECONDS}s:"
         f" {'ok' if ok_time else 'MISSED'} (+ JSON {med('shared', 'json_seconds'):.2f}s);"
         f" peak RSS {rss:.0f} MB <= {TARGET_RSS_MB:.0f} MB: {'ok' if ok_rss else 'MISSED'}"
     )
@@ -357,6 +371,11 @@ def main() -> int:
     parser.add_argument("--no-snapshot-runs", type=int, default=0)
     parser.add_argument("--naive-timeout", type=float, default=900.0)
     parser.add_argument("--max-unavailable", type=int, default=1)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another source tree (e.g. git archive of an earlier commit): its shared way, interleaved",
+    )
     parser.add_argument("--client", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", help=argparse.SUPPRESS)
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
