@@ -158,13 +158,14 @@ def scan_leftovers(scope: Scope) -> list[str]:
             for p in sorted(etc.iterdir())
             if any(p.name.startswith(f"{x}-") for x in scope.prefixes)
         ]
-    for home in scope.homes:
-        labs = home / "labs"
-        if labs.is_dir():
-            left += [f"lab folder {p}" for p in sorted(labs.iterdir())]
-        locks = home / "locks"
-        if locks.is_dir():
-            left += [f"lock {p}" for p in sorted(locks.glob("*.lock"))]
+    for home in scope.homes:  # the home and its sub-folders (one home per test or bench run)
+        for base in [home, *(sorted(p for p in home.iterdir() if p.is_dir()) if home.is_dir() else [])]:
+            labs = base / "labs"
+            if labs.is_dir():
+                left += [f"under labs/: {p}" for p in sorted(labs.iterdir())]
+            locks = base / "locks"
+            if locks.is_dir():
+                left += [f"lock {p}" for p in sorted(locks.glob("*.lock"))]
     for pattern in scope.tmp_globs:
         left += [f"scratch folder {p}" for p in sorted(Path("/tmp").glob(pattern))]
     if scope.host_fault_dir.is_dir():
