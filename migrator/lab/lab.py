@@ -86,10 +86,13 @@ def _mount_points_in_use() -> set[str]:
 
 
 def _host_dirs_list(update: Callable[[list[str]], list[str]]) -> list[str]:
-    """Read-modify-write the shared list of host folders created by labs (under a lock)."""
+    """Read-modify-write the shared list of host folders created by labs (under a lock on the labs folder
+    itself, so no lock file is left behind once the list is empty)."""
     path = paths.labs_dir() / ".host-dirs.json"
-    with open(path.with_suffix(".lock"), "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             known: list[str] = json.loads(path.read_text()) if path.exists() else []
         except ValueError:
@@ -99,6 +102,9 @@ def _host_dirs_list(update: Callable[[list[str]], list[str]]) -> list[str]:
             fsutil.atomic_write_text(path, json.dumps(new))
         else:
             path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # releases the flock
+    path.with_suffix(".lock").unlink(missing_ok=True)  # the lock file of older versions
     return known
 
 
