@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import io
 import json
 import os
 import random
@@ -493,104 +491,6 @@ def run_cli(ctx: Context, *, workers: int = 3, only: Sequence[str] = ()) -> list
 
 # --------------------------------------------------------------------------------------------- fuzz
 
-FUZZ_TOKENS = [
-    *list(":-[]{},#&*!|>'\"%@`?\n\n\n  \t"),
-    "${{",
-    "}}",
-    "<<",
-    "---",
-    "...",
-    "apiVersion",
-    "kind",
-    "Plan",
-    "metadata",
-    "name",
-    "spec",
-    "stages",
-    "steps",
-    "action",
-    "demo.touch",
-    "args",
-    "timeout",
-    "30s",
-    "for_each",
-    "nodes",
-    "max_unavailable",
-    "25%",
-    "migrator/v1",
-    "1e309",
-    "0x1F",
-    "true",
-    "null",
-    "&a",
-    "*a",
-    "!!str",
-    "!tag",
-    "- ",
-    ": ",
-]
-
-
-def _dump(data: Any) -> str:
-    from ruamel.yaml import YAML  # noqa: PLC0415
-
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    buf = io.StringIO()
-    yaml.dump(data, buf)
-    return buf.getvalue()
-
-
-def _nested(depth: int) -> Any:
-    value: Any = "x"
-    for level in range(depth):
-        value = [value] if level % 2 else {"k": value}
-    return value
-
-
-def _paths(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(data, dict):
-        for key, value in data.items():
-            found.extend(_paths(value, (*prefix, key)))
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            found.extend(_paths(value, (*prefix, index)))
-    return found
-
-
-def _mutate(base: dict[str, Any], rnd: random.Random, value: Any) -> str:
-    data = copy.deepcopy(base)
-    for _ in range(rnd.randint(1, 3)):
-        candidates = _paths(data)[1:]
-        if not candidates:
-            break
-        path = rnd.choice(candidates)
-        parent: Any = data
-        for part in path[:-1]:
-            parent = parent[part]
-        last = path[-1]
-        kind = rnd.choice(["replace", "huge", "deep", "unknown-key", "delete", "dup-stage", "template"])
-        if kind == "replace":
-            parent[last] = value
-        elif kind == "huge":
-            parent[last] = rnd.choice([10**100, -(2**63), "x" * 30000])
-        elif kind == "deep":
-            parent[last] = _nested(rnd.choice([20, 40, 100]))
-        elif kind == "unknown-key" and isinstance(parent, dict):
-            parent[rnd.choice(["tiemout", "nmae", "x"])] = value
-        elif kind == "delete":
-            del parent[last]
-        elif kind == "dup-stage" and isinstance(data.get("spec"), dict):
-            stages = data["spec"].get("stages")
-            if isinstance(stages, list) and stages:
-                stages.append(copy.deepcopy(rnd.choice(stages)))
-        elif kind == "template":
-            parent[last] = rnd.choice(
-                ["${{ params.nope }}", "${{ x }}", "${{ params.fail_at", "${{ node.name }}"]
-            )
-    return _dump(data)
-
 
 def fuzz(examples: int = 200, seed: int = 0) -> dict[str, Any]:
     """``examples`` hypothesis-generated plans through the loader (a third each: token soup, random
@@ -600,53 +500,40 @@ def fuzz(examples: int = 200, seed: int = 0) -> dict[str, Any]:
     from hypothesis import strategies as st  # noqa: PLC0415
     from ruamel.yaml import YAML  # noqa: PLC0415
 
-    from migrator.errors import PlanError  # noqa: PLC0415
-    from migrator.plan.loader import load_plan_text  # noqa: PLC0415
+    from tests.fuzzplans import (  # noqa: PLC0415
+        DOCUMENTS,
+        MUTATIONS,
+        SCALARS,
+        SOUPS,
+        dump,
+        load_checked,
+        mutate,
+    )
 
     hello: dict[str, Any] = YAML(typ="safe").load(HELLO.read_text())
     stats: dict[str, Any] = {"tried": 0, "passed": 0, "valid": 0, "max_load_s": 0.0, "failures": []}
 
     def load(text: str) -> None:
         stats["tried"] += 1
-        start = time.process_time()
-        problem = ""
         try:
-            load_plan_text(text, "fuzz.yaml", None)
-            stats["valid"] += 1
-        except PlanError as exc:
-            if not exc.problems:
-                problem = f"PlanError without problems: {exc}"
-            for p in exc.problems:
-                if p.location.file != "fuzz.yaml" or not p.location.line or not p.location.column:
-                    problem = f"no line:column in {p}"
+            result = load_checked(text)
         except Exception as exc:  # that is the finding
             problem = f"{type(exc).__name__}: {exc}"
-        elapsed = time.process_time() - start
-        stats["max_load_s"] = max(stats["max_load_s"], elapsed)
-        if elapsed >= 1.0:
-            problem = problem or f"took {elapsed:.2f}s of CPU"
+        else:
+            problem = result.problem
+            stats["valid"] += result.valid
+            stats["max_load_s"] = max(stats["max_load_s"], result.seconds)
         if problem:
             stats["failures"].append(f"fuzz: {problem[:300]} (input {text[:80]!r})")
         else:
             stats["passed"] += 1
 
-    scalars = st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(min_value=-(10**30), max_value=10**30),
-        st.floats(allow_nan=False),
-        st.text(max_size=20),
-        st.sampled_from(["30s", "25%", "${{ params.x }}", "role=worker"]),
-    )
-    keys = st.one_of(
-        st.sampled_from(["apiVersion", "kind", "metadata", "spec", "stages", "steps", "name"]),
-        st.text(max_size=6),
-    )
-    trees = st.recursive(
-        scalars,
-        lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)),
-        max_leaves=30,
-    )
+    def mutated(rnd: random.Random, value: Any) -> str:
+        data = hello
+        for _ in range(rnd.randint(1, 3)):
+            data = mutate(data, rnd, rnd.choice(MUTATIONS), value)
+        return dump(data)
+
     each = max(1, examples // 3)
     opts = settings(
         max_examples=each,
@@ -657,19 +544,19 @@ def fuzz(examples: int = 200, seed: int = 0) -> dict[str, Any]:
     )
 
     @opts
-    @given(st.lists(st.one_of(st.sampled_from(FUZZ_TOKENS), st.text(max_size=4)), max_size=60))
+    @given(SOUPS)
     def soup(parts: list[str]) -> None:
         load("".join(parts))
 
     @opts
-    @given(st.dictionaries(keys, trees, max_size=6))
+    @given(DOCUMENTS)
     def documents(data: dict[str, Any]) -> None:
-        load(_dump(data))
+        load(dump(data))
 
     @opts
-    @given(st.integers(min_value=0, max_value=2**32), scalars)
+    @given(st.integers(min_value=0, max_value=2**32), SCALARS)
     def mutations(n: int, value: Any) -> None:
-        load(_mutate(hello, random.Random(n + seed), value))
+        load(mutated(random.Random(n + seed), value))
 
     for test in (soup, documents, mutations):
         test()
