@@ -8,7 +8,7 @@ import pytest
 
 from migrator.errors import PlanError
 from migrator.plan.loader import load_plan, load_plan_text
-from migrator.plan.models import AnsiblePlaybookStep, DemoMarkersCheck, DemoTouchStep
+from migrator.plan.models import AnsiblePlaybookStep, DemoMarkersCheck, DemoTouchStep, Step
 from migrator.plan.templates import RuntimeTemplate, render_runtime, render_step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +62,8 @@ def test_render_step_of_hello() -> None:
     assert step.args.marker == "node-${{ node.name }}"  # the original is untouched
 
 
-def test_render_step_nested_args_undo_and_name() -> None:
-    text = """\
+# a playbook step whose name, nested args and undo hold templates (and one part, ``same``, none)
+PLAYBOOK_PLAN = """\
 apiVersion: migrator/v1
 kind: Plan
 metadata: {name: p}
@@ -78,20 +78,29 @@ spec:
             playbook: x.yml
             vars:
               host: ${{ node.address }}
-              list: [a, "${{ node.name }}", 3]
+              list: [a, "${{ node.name }}", 3, {run: "${{ run.id }}"}]
               deep: {run: "${{ run.id }}"}
+              same: {k: v}
           undo:
             action: demo.touch
             args: {marker: "undo-${{ node.name }}"}
 """
-    step = load_plan_text(text, "p.yaml").plan.spec.stages[0].steps[0]
+
+
+def playbook_step() -> Step:
+    return load_plan_text(PLAYBOOK_PLAN, "p.yaml").plan.spec.stages[0].steps[0]
+
+
+def test_render_step_nested_args_undo_and_name() -> None:
+    step = playbook_step()
     rendered = render_step(step, CTX)
     assert isinstance(rendered, AnsiblePlaybookStep)
     assert rendered.name == "play-worker-1"
     assert rendered.args.vars == {
         "host": "198.18.0.11",
-        "list": ["a", "worker-1", 3],
+        "list": ["a", "worker-1", 3, {"run": "20260101-abc"}],
         "deep": {"run": "20260101-abc"},
+        "same": {"k": "v"},
     }
     assert isinstance(rendered.undo, DemoTouchStep)
     assert rendered.undo.args.marker == "undo-worker-1"
@@ -127,28 +136,7 @@ def test_runtime_template_renders_each_nodes_value() -> None:
 
 
 def test_runtime_template_nested_args_undo_and_name_per_node() -> None:
-    text = """\
-apiVersion: migrator/v1
-kind: Plan
-metadata: {name: p}
-spec:
-  stages:
-    - name: s
-      for_each: {nodes: {}}
-      steps:
-        - name: play-${{ node.name }}
-          action: ansible.playbook
-          args:
-            playbook: x.yml
-            vars:
-              host: ${{ node.address }}
-              list: [a, "${{ node.name }}", 3, {run: "${{ run.id }}"}]
-              same: {k: v}
-          undo:
-            action: demo.touch
-            args: {marker: "undo-${{ node.name }}"}
-"""
-    step = load_plan_text(text, "p.yaml").plan.spec.stages[0].steps[0]
+    step = playbook_step()
     template = RuntimeTemplate(step)
     assert template.namespaces == {"node", "run"}
     for node in NODES:
@@ -158,6 +146,7 @@ spec:
         assert rendered.args.vars == {
             "host": node["address"],
             "list": ["a", node["name"], 3, {"run": "r-1"}],
+            "deep": {"run": "r-1"},
             "same": {"k": "v"},
         }
         assert rendered.args.vars["same"] is step.args.vars["same"]  # no template: shared
