@@ -218,6 +218,14 @@ def cases(ctx: Context) -> list[Case]:
     p, h = ctx.p, str(HELLO)
     fake = ("-t", "fake")
     kc = ("--kubeconfig", str(ctx.kubeconfig)) if ctx.kubeconfig else ()
+
+    def kube_apply(inventory: str) -> tuple[str, ...]:
+        """``apply`` hello.yaml on the fake kube target with that inventory (of the temporary folder)."""
+        return (*kc, "--inventory", p(inventory), "apply", h, "-t", "kube", "--yes")
+
+    def ping(inventory: str, *more: str) -> tuple[str, ...]:
+        return ("nodes", "ping", "-i", p(inventory), *more)
+
     table = [
         # ---- CLI use
         Case("unknown-command", ("aply", h), expect=("No such command 'aply'", "migrator --help")),
@@ -341,45 +349,29 @@ def cases(ctx: Context) -> list[Case]:
         ),
         Case(
             "inventory-malformed",
-            (*kc, "--inventory", p("bad-inventory.ini"), "apply", h, "-t", "kube", "--yes"),
+            kube_apply("bad-inventory.ini"),
             expect=("bad-inventory.ini", "parse"),
             needs="kube",
         ),
         Case(
             "ssh-key-mode-0644",
-            (*kc, "--inventory", p("inv-key-0644.ini"), "apply", h, "-t", "kube", "--yes"),
+            kube_apply("inv-key-0644.ini"),
             expect=("id_ed25519", "0644", "chmod 600"),
             needs="kube",
         ),
         Case(
             "ssh-key-missing",
-            (*kc, "--inventory", p("inv-no-key.ini"), "apply", h, "-t", "kube", "--yes"),
+            kube_apply("inv-no-key.ini"),
             expect=("missing_key", "does not exist"),
             needs="kube",
         ),
-        Case(
-            "ping-inventory-missing",
-            ("nodes", "ping", "-i", p("noinv.ini")),
-            expect=("noinv.ini", "does not exist"),
-        ),
-        Case(
-            "ping-inventory-malformed",
-            ("nodes", "ping", "-i", p("bad-inventory.ini")),
-            expect=("bad-inventory.ini", "parse"),
-        ),
-        Case(
-            "ping-inventory-empty-dir",
-            ("nodes", "ping", "-i", p("empty-inventory-dir")),
-            expect=("empty-inventory-dir",),
-        ),
-        Case(
-            "ping-ssh-key-mode-0644",
-            ("nodes", "ping", "-i", p("inv-key-0644.ini")),
-            expect=("id_ed25519", "chmod 600"),
-        ),
+        Case("ping-inventory-missing", ping("noinv.ini"), expect=("noinv.ini", "does not exist")),
+        Case("ping-inventory-malformed", ping("bad-inventory.ini"), expect=("bad-inventory.ini", "parse")),
+        Case("ping-inventory-empty-dir", ping("empty-inventory-dir"), expect=("empty-inventory-dir",)),
+        Case("ping-ssh-key-mode-0644", ping("inv-key-0644.ini"), expect=("id_ed25519", "chmod 600")),
         Case(
             "ping-node-not-in-inventory",
-            ("nodes", "ping", "-i", p("inv-ok.ini"), "--nodes", "ghost"),
+            ping("inv-ok.ini", "--nodes", "ghost"),
             expect=("ghost", "inv-ok.ini"),
         ),
     ]
@@ -387,7 +379,7 @@ def cases(ctx: Context) -> list[Case]:
         table.append(
             Case(
                 "ping-unreachable-node",
-                ("nodes", "ping", "-i", p("inv-ghost.ini"), "--timeout", "60"),
+                ping("inv-ghost.ini", "--timeout", "60"),
                 code=3,
                 lines=2,
                 expect=("ghost", ctx.ghost_ip, "unreachable", "sshd"),
