@@ -17,6 +17,9 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import yaml
 
 from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, seed_flannel_cluster
 
@@ -57,6 +60,28 @@ spec:
       hostNetwork: true
       containers: [{name: calico-node, image: "docker.io/calico/node:v3.27.0"}]
 """
+
+
+def calico_node_daemonset(
+    *,
+    image: str | None = None,
+    node_selector: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A fresh copy of calico-node's DaemonSet of :data:`CALICO_MANIFEST` (for tests that apply their own
+    Calico objects), with another ``image``, a pod ``nodeSelector`` or container ``env`` if given."""
+    daemonset: dict[str, Any] = next(
+        d for d in yaml.safe_load_all(CALICO_MANIFEST) if d["kind"] == "DaemonSet"
+    )
+    pod = daemonset["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    if image is not None:
+        container["image"] = image
+    if node_selector is not None:
+        pod["nodeSelector"] = dict(node_selector)
+    if env is not None:
+        container["env"] = [{"name": name, "value": value} for name, value in env.items()]
+    return daemonset
 
 
 def write_calico_manifest(path: Path) -> Path:

@@ -21,6 +21,7 @@ from migrator.adapters.kube.calico_ipam import (
 )
 from migrator.adapters.kube.cni import CniInfo as KubeCniInfo
 from migrator.adapters.kube.cni import CniKind, FlannelConfig, FlannelNode
+from migrator.adapters.kube_fake_cluster import calico_node_daemonset
 from migrator.adapters.kube_fake_server import (
     CALICO_CRD_KINDS,
     FakeApiServer,
@@ -30,21 +31,7 @@ from migrator.adapters.kube_fake_server import (
 from migrator.errors import StepFailed
 from migrator.ports import CniAgent
 
-DAEMONSET = {
-    "apiVersion": "apps/v1",
-    "kind": "DaemonSet",
-    "metadata": {"name": "calico-node", "namespace": "kube-system", "labels": {"k8s-app": "calico-node"}},
-    "spec": {
-        "selector": {"matchLabels": {"k8s-app": "calico-node"}},
-        "template": {
-            "metadata": {"labels": {"k8s-app": "calico-node"}},
-            "spec": {
-                "hostNetwork": True,
-                "containers": [{"name": "calico-node", "image": "calico/node:v3.28.0"}],
-            },
-        },
-    },
-}
+DAEMONSET = calico_node_daemonset(image="calico/node:v3.28.0")
 LABEL = {"projectcalico.org/node-network-during-migration": "calico"}
 
 

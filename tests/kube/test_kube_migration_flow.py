@@ -5,32 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from migrator.adapters.kube import ApplyAction, CniKind, KubeCluster, RolloutKind
+from migrator.adapters.kube_fake_cluster import calico_node_daemonset
 from migrator.adapters.kube_fake_server import FakeApiServer, seed_flannel_cluster
 
-CALICO = """
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: calico-node, namespace: kube-system, labels: {k8s-app: calico-node}}
-spec:
-  selector: {matchLabels: {k8s-app: calico-node}}
-  template:
-    metadata: {labels: {k8s-app: calico-node}}
-    spec:
-      hostNetwork: true
-      nodeSelector: {migrator.io/cni: calico}
-      containers:
-      - name: calico-node
-        image: quay.io/calico/node:v3.28.0
-        env:
-        - {name: CALICO_NETWORKING_BACKEND, value: vxlan}
-        - {name: FELIX_VXLANVNI, value: "1"}
-        - {name: FELIX_VXLANPORT, value: "8472"}
----
-apiVersion: crd.projectcalico.org/v1
-kind: IPPool
-metadata: {name: flannel-compat}
-spec: {cidr: 10.244.0.0/16, blockSize: 24, vxlanMode: Always, natOutgoing: true}
-"""
+CALICO = [
+    calico_node_daemonset(
+        image="quay.io/calico/node:v3.28.0",
+        node_selector={"migrator.io/cni": "calico"},
+        env={"CALICO_NETWORKING_BACKEND": "vxlan", "FELIX_VXLANVNI": "1", "FELIX_VXLANPORT": "8472"},
+    ),
+    {
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "IPPool",
+        "metadata": {"name": "flannel-compat"},
+        "spec": {"cidr": "10.244.0.0/16", "blockSize": 24, "vxlanMode": "Always", "natOutgoing": True},
+    },
+]
 
 
 def test_one_node_of_a_flannel_to_calico_migration(

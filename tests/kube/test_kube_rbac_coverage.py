@@ -11,6 +11,7 @@ import yaml
 
 from migrator.adapters.kube import KubeCluster
 from migrator.adapters.kube.rbac import granted, required_permission
+from migrator.adapters.kube_fake_cluster import calico_node_daemonset
 from migrator.adapters.kube_fake_server import FakeApiServer, calico_crds, seed_flannel_cluster
 from migrator.adapters.kube_prober import KubeProber
 from migrator.ports import CniAgent, ProbeKind, ProbeProtocol, ProbeTarget
@@ -36,21 +37,7 @@ CALICO = [
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "calico-node"},
         "subjects": [{"kind": "ServiceAccount", "name": "calico-node", "namespace": "kube-system"}],
     },
-    {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": "calico-node", "namespace": "kube-system", "labels": {"k8s-app": "calico-node"}},
-        "spec": {
-            "selector": {"matchLabels": {"k8s-app": "calico-node"}},
-            "template": {
-                "metadata": {"labels": {"k8s-app": "calico-node"}},
-                "spec": {
-                    "hostNetwork": True,
-                    "containers": [{"name": "calico-node", "image": "calico/node"}],
-                },
-            },
-        },
-    },
+    calico_node_daemonset(image="calico/node"),
     {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
