@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.clihelp import migrator_env, run_migrator, start_migrator
+
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "plans" / "examples" / "hello.yaml"
 
@@ -45,16 +47,7 @@ spec:
 
 @pytest.fixture
 def env(tmp_path: Path, migrator_home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "MIGRATOR_HOME": str(migrator_home),
-            "MIGRATOR_FAKE_STATE": str(tmp_path / "fake.json"),
-            "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-            "NO_COLOR": "1",
-        }
-    )
-    return env
+    return migrator_env(migrator_home, MIGRATOR_FAKE_STATE=str(tmp_path / "fake.json"), NO_COLOR="1")
 
 
 @pytest.fixture
@@ -65,26 +58,11 @@ def slow_plan(tmp_path: Path) -> Path:
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run_migrator(*args, env=env, timeout=timeout)
 
 
 def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
+    return start_migrator(*args, env=env)
 
 
 def journal(home: Path) -> tuple[str, list[dict[str, Any]]]:

@@ -7,45 +7,27 @@ Every read of a node goes through ``Lab.exec`` (nsenter into the node's namespac
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from migrator.lab.lab import Lab
 from migrator.ports import Pod, ProbeKind, ProbeProtocol, ProbeTarget, Target
+from tests.clihelp import run_migrator, start_migrator
 
 ROOT = Path(__file__).resolve().parents[2]
 DNS_IP = "10.96.0.10"
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
+    return run_migrator(*args, timeout=timeout)
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    """Stdout and stderr merged, in a session of its own (the tests signal its group)."""
+    return start_migrator(*args, merge_stderr=True, new_session=True)
 
 
 def write_plan(path: Path, name: str, steps: list[dict[str, Any]]) -> Path:

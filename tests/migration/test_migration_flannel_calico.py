@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 
 from migrator.lab.lab import Lab
 from migrator.lab.spec import AppKind, LabSpec
+from tests.clihelp import migrator_env, run_migrator
 
 UNDERLAY = "198.18.23.0/24"
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,16 +50,7 @@ def lab(home: Path) -> Iterator[Lab]:
 
 
 def cli(home: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MIGRATOR_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
+    return run_migrator(*args, env=migrator_env(home), timeout=timeout)
 
 
 def status(home: Path, lab: Lab) -> dict[str, Any]:

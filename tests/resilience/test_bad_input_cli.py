@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.bad_inputs import Case, Context, cases, check, fake_kube, fuzz, lab_context, make_files, run_cli
+from tests.clihelp import migrator_env, run_migrator
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY = "198.18.45.0/24"
@@ -25,16 +25,7 @@ CAN_BUILD_LAB = os.geteuid() == 0 and shutil.which("ip") is not None and Path("/
 
 
 def _migrator(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MIGRATOR_HOME": str(home), "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_migrator(*args, env=migrator_env(home, NO_COLOR="1"), timeout=timeout)
 
 
 @pytest.fixture(scope="module")

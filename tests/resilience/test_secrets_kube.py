@@ -11,9 +11,7 @@ grepped for the token, the key (raw and base64) and the secret value.
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pytest
 import yaml
 
 from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes
+from tests.clihelp import migrator_env, run_migrator
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "kcTokenX9f2Qv7LmZwq"
@@ -64,20 +63,10 @@ def test_kubeconfig_tokens_and_secret_vars_never_reach_the_run_folder(
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(config))
     home = tmp_path / "home"
-    env = {**os.environ, "MIGRATOR_HOME": str(home), "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
-    env.pop("KUBECONFIG", None)
-    env.pop("MIGRATOR_INVENTORY", None)
+    env = migrator_env(home, drop=("KUBECONFIG", "MIGRATOR_INVENTORY"), NO_COLOR="1")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "migrator.cli.main", "-vv", "--kubeconfig", str(kubeconfig), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_migrator("-vv", "--kubeconfig", str(kubeconfig), *args, env=env, timeout=300)
 
     outputs: list[str] = []
     for name, text, code in (("ok", PLAN, 0), ("failing", FAILING, 1)):
