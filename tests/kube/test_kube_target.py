@@ -245,21 +245,10 @@ def test_dry_run_reads_one_snapshot(
 
 
 def _cli(*args: str, home: Path) -> Any:
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    from tests.clihelp import migrator_env, run_migrator  # noqa: PLC0415
 
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "MIGRATOR_HOME": str(home), "MIGRATOR_INVENTORY": ""}
-    env.pop("KUBECONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    env = migrator_env(home, drop=("KUBECONFIG",), MIGRATOR_INVENTORY="")
+    return run_migrator(*args, env=env, timeout=120)
 
 
 def test_cli_kube_options_plan_and_lock(

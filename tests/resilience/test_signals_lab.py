@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.clihelp import migrator_env, run_migrator, start_migrator
+
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY = "198.18.45.0/24"
 CAN_BUILD_LAB = os.geteuid() == 0 and shutil.which("ip") is not None and Path("/usr/lib/cni/bridge").exists()
@@ -65,28 +67,13 @@ class SigLab:
         return f"lab:{self.name}"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "MIGRATOR_HOME": str(self.home), "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+        return migrator_env(self.home, NO_COLOR="1")
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "migrator.cli.main", *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_migrator(*args, env=self.env(), timeout=timeout)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "migrator.cli.main", *args],
-            env=self.env(),
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-        )
+        return start_migrator(*args, env=self.env())
 
     def apply(self) -> subprocess.Popen[str]:
         return self.start("apply", str(self.plan), "--yes", "-t", self.target)
