@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import pytest
 from migrator.adapters.lab import open_lab_target
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
+from tests.clihelp import migrator_env, run_migrator
 
 pytestmark = pytest.mark.lab
 
@@ -56,15 +56,7 @@ def gd_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "migrator.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
-        cwd=ROOT,
-        check=False,
-    )
+    return run_migrator(*args, env=migrator_env(COLUMNS="200"), timeout=timeout)
 
 
 def run_dir_of(out: str) -> Path:
