@@ -986,6 +986,10 @@ class Lab(NodeAgents):
             pids += [(r.pid, r.start_time) for r in st.resources if r.kind == ResourceKind.PROCESS and r.pid]
         for ns in lab_ns:
             pids += [(pid, None) for pid in net.netns_pids(ns)]
+        # and anything else inside a node's mount namespace (e.g. an SSH session whose sshd was killed)
+        # or a lab namespace: also found when a namespace lost its name, which `ip netns pids` cannot see
+        known = {pid for pid, _ in pids}
+        pids += [(pid, None) for pid in lab_processes(lab_ids) if pid not in known]
         left = sh.kill(pids)
         res.removed += [f"process {p}" for p, _ in pids]
         res.leftovers += [f"process {p} did not exit" for p in left]
@@ -1024,6 +1028,7 @@ class Lab(NodeAgents):
         res.leftovers += [f"netns {n}" for n in now_ns]
         still = fault_processes(st, [], lab_ids)
         res.leftovers += [f"fault process {pid} ({mark})" for pid, _g, mark in still]
+        res.leftovers += [f"process {pid} still in the lab's namespaces" for pid in lab_processes(lab_ids)]
         return res
 
     # ------------------------------------------------------------------------------------------ status
@@ -1046,6 +1051,30 @@ def lab_fault_ids(st: LabState | None, lab_ns: Sequence[str]) -> set[tuple[int, 
             info = os.stat(p)
             ids.add((info.st_dev, info.st_ino))
     return ids
+
+
+def _marked(entry: Path, ids: set[tuple[int, int]]) -> bool:
+    """Whether process ``entry`` (``/proc/<pid>``) is in a namespace or mount view named by ``ids``."""
+    for p in (entry / "ns" / "net", entry / "root" / "run" / "migrator"):
+        with contextlib.suppress(OSError):
+            info = os.stat(p)
+            if (info.st_dev, info.st_ino) in ids:
+                return True
+    return False
+
+
+def lab_processes(ids: set[tuple[int, int]]) -> list[int]:
+    """Every process (but this one) in one of the lab's network namespaces, or whose ``/run/migrator`` is a
+    node's folder of the lab (it runs in a node's mount namespace: sshd and its sessions, Ansible
+    modules, fault timers), by namespace and folder identity, so names that are gone do not matter."""
+    if not ids:
+        return []
+    me = os.getpid()
+    return [
+        int(e.name)
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit() and int(e.name) != me and _marked(e, ids)
+    ]
 
 
 def fault_processes(
@@ -1071,12 +1100,7 @@ def fault_processes(
         # the detached processes carry their mark as $0 of `sh -c`: their last argument, exactly
         if not args or FAULT_PROCESS_RE.fullmatch(args[-1]) is None:
             continue
-        found = False
-        for p in (entry / "ns" / "net", entry / "root" / "run" / "migrator"):
-            with contextlib.suppress(OSError):
-                info = os.stat(p)
-                found = found or (info.st_dev, info.st_ino) in ids
-        if not found:
+        if not _marked(entry, ids):
             continue
         pid = int(entry.name)
         try:

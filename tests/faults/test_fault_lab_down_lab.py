@@ -2,7 +2,8 @@
 
 A real 2-node lab (one echo pod per node, no app) with two faults with a 10-minute TTL: a loss on node1 and a
 link-flap loop on node2; then ``lab down`` with node2's named namespace already gone (as after a crashed
-``down``), so that ``ip netns pids`` cannot find node2's: every fault process must still go.
+``down``), so that ``ip netns pids`` cannot find node2's: every fault process must still go, and so must
+every other process in node2's namespaces (an SSH session outlives the sshd that accepted it).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from migrator.adapters.lab import open_lab_target
 from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab import net
-from migrator.lab.lab import Lab
+from migrator.lab.lab import Lab, lab_fault_ids, lab_processes
 from migrator.lab.spec import AppKind, LabSpec
-from migrator.lab.state import lab_dir
+from migrator.lab.state import LabState, lab_dir
 from migrator.plan.models import FaultLinkFlapArgs, FaultLossArgs
 from tests.faults.conftest import CAN_BUILD_LAB, LAB_PREFIX, UNDERLAY
-from tests.faults.lab_helpers import records_on
+from tests.faults.lab_helpers import records_on, wait_for
 
 pytestmark = pytest.mark.lab
 MARK = re.compile(r"migrator-fault-(timer|flap)-[0-9a-f]+")
@@ -95,6 +96,32 @@ def test_lab_down_kills_pending_fault_timers_and_removes_the_records(small_lab: 
     records_dirs = [Path(st.nodes[n].dir) / "run-migrator" / "faults" for n in ("node1", "node2")]
     assert sorted(p.stem for d in records_dirs for p in d.glob("*.json")) == ids
 
+    # an SSH session into node2 that stays open (as an Ansible ControlPersist master's does)
+    session = subprocess.Popen(
+        ["ssh", "-i", st.ssh_key, "-o", "BatchMode=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+         f"root@{st.nodes['node2'].ip}", "sleep 600"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        node2_ids = lab_fault_ids(st, [st.nodes["node2"].netns])
+        sshd_pid = st.nodes["node2"].sshd_pid
+        assert wait_for(lambda: any(p != sshd_pid for p in lab_processes(node2_ids) if running(p)), 15)
+        _test_down(small_lab, st, ids, marks, before, records_dirs, node2_ids)
+    finally:
+        session.kill()
+        session.wait(timeout=10)
+
+
+def _test_down(
+    small_lab: Lab,
+    st: LabState,
+    ids: list[str],
+    marks: set[str],
+    before: dict[int, str],
+    records_dirs: list[Path],
+    node2_ids: set[tuple[int, int]],
+) -> None:
     # as after a crashed down: the node's namespace has lost its name (its processes keep it alive)
     subprocess.run(["ip", "netns", "del", st.nodes["node2"].netns], check=True, timeout=10)
     assert st.nodes["node2"].netns not in net.list_netns()
@@ -107,6 +134,9 @@ def test_lab_down_kills_pending_fault_timers_and_removes_the_records(small_lab: 
 
     assert fault_pids(ids) == {}, "a fault process of the lab survived lab down"
     assert [p for p in before if running(p)] == []
+    assert [p for p in lab_processes(node2_ids) if running(p)] == [], (
+        "a process survived in node2's namespaces"
+    )
     assert not lab_dir(small_lab.name).exists() and not any(d.exists() for d in records_dirs)
     assert [n for n in net.list_netns() if n.startswith(f"{st.prefix}-")] == []
     assert [link for link in net.host_links() if link.startswith(st.prefix)] == []
