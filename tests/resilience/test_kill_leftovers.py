@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.resilience import Scope, bad_inputs, scan_leftovers
+from bench.resilience import Scope, scan_leftovers
 
 PREFIX = f"mklz{os.getpid() % 100}"  # nothing else uses it: the scan only looks at this prefix
 CAN_PLANT = os.geteuid() == 0 and shutil.which("ip") is not None and shutil.which("iptables") is not None
@@ -76,9 +76,3 @@ def test_the_scan_finds_every_planted_leftover_and_nothing_once_they_are_gone(
     while (left := scan_leftovers(scope)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert left == []
-
-
-def test_bad_inputs_figure_is_read_or_reported_missing() -> None:
-    if Path(__file__).resolve().parents[2].joinpath("bench", "bad_inputs.py").exists():
-        pytest.skip("bench/bad_inputs.py exists: its run() is exercised by bench/resilience.py")
-    assert "bench/bad_inputs.py is not there" in bad_inputs()["missing"]
