@@ -436,7 +436,10 @@ class Lab(NodeAgents):
             st.record(ResourceKind.PROCESS, f"holder:{n.name}")
         self.store.save(st)
         for n in st.nodes.values():
-            pid = sh.spawn(sshd.holder_argv(n.netns, n.name, Path(n.dir)), log=logs / f"{n.name}-holder.log")
+            pid = sh.spawn(
+                sshd.holder_argv(n.netns, n.name, Path(n.dir), keep=Path(st.dir).resolve()),
+                log=logs / f"{n.name}-holder.log",
+            )
             n.holder_pid = pid
             st.record(ResourceKind.PROCESS, f"holder:{n.name}", pid, sh.start_time(pid))
         self.store.save(st)

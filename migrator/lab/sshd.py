@@ -62,16 +62,25 @@ def sshd_config(*, listen: str, host_key: Path, authorized_keys: Path, pid_file:
     )
 
 
-def holder_argv(netns: str, hostname: str, node_dir: Path) -> list[str]:
+def holder_argv(netns: str, hostname: str, node_dir: Path, keep: Path | None = None) -> list[str]:
     """The holder: node netns + its own mount/UTS namespaces with the node's bind mounts.
 
-    Its argv[0] is ``<netns>-holder`` so that the process list names the lab it belongs to."""
-    mounts = " && ".join(
-        f"mount --bind {shlex.quote(str(node_dir / sub))} {shlex.quote(target)}"
-        for target, sub in NODE_MOUNTS.items()
-    )
+    ``keep`` (the lab's folder) stays visible at its own path inside the node even when a node mount
+    hides it: with the default ``MIGRATOR_HOME`` (``~/.local/state/migrator``) the lab lives under
+    ``/root``, which the node replaces with its own home. Its argv[0] is ``<netns>-holder`` so that the
+    process list names the lab it belongs to."""
+    steps: list[str] = []
+    for target, sub in NODE_MOUNTS.items():
+        src = node_dir / sub
+        if keep is not None and keep.is_relative_to(target):
+            inner = src / keep.relative_to(target)  # bound in this namespace only (propagation: slave)
+            q_inner = shlex.quote(str(inner))
+            steps += [f"mkdir -p {q_inner}", f"mount --bind {shlex.quote(str(keep))} {q_inner}"]
+            steps.append(f"mount --rbind {shlex.quote(str(src))} {shlex.quote(target)}")
+        else:
+            steps.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(target)}")
     marker = shlex.quote(f"{netns}-holder")
-    script = f"{mounts} && hostname {shlex.quote(hostname)} && exec -a {marker} sleep infinity"
+    script = f"{' && '.join(steps)} && hostname {shlex.quote(hostname)} && exec -a {marker} sleep infinity"
     return [
         "ip",
         "netns",

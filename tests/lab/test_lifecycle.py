@@ -130,3 +130,27 @@ def test_down_with_unreadable_state_removes_by_prefix(migrator_home: Path) -> No
     finally:
         lab.down()
     assert _wait_gone(name) == []
+
+
+def test_a_lab_under_root_home_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default MIGRATOR_HOME is under /root, which every node replaces with its own home: the lab's
+    folder must stay visible inside the nodes (sshd's config, the control-plane endpoint's script, bird's
+    config). The rest of the suite runs with homes under /tmp, which never showed it."""
+    home = Path("/root/.cache") / f"migrator-test-home-{os.getpid()}"
+    monkeypatch.setenv("MIGRATOR_HOME", str(home))
+    name, underlay = unique_lab("r")
+    lab = Lab(name)
+    try:
+        st = lab.up(LabSpec(name=name, nodes=2, pods_per_node=0, underlay=underlay)).state
+        assert st.apiserver  # sshd and the control-plane endpoint started inside node1's namespaces
+
+        def node2(*argv: str) -> list[str]:
+            cmd = lab.exec_argv("node2", list(argv))
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout.split()
+
+        assert "inventory.ini" in node2("ls", st.dir)  # the lab folder is seen from inside the node
+        assert node2("ls", "-A", "/root") == [".cache"]  # in the node's own /root: only the way to it
+    finally:
+        res = lab.down()
+        subprocess.run(["rm", "-rf", str(home)], check=False, timeout=30)
+    assert not res.leftovers
