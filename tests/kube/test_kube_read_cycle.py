@@ -15,6 +15,7 @@ import pytest
 
 from migrator.adapters.kube.api import KubeNotFound
 from migrator.adapters.kube.cluster import KubeCluster
+from migrator.engine.api import _gc_paused
 
 
 class _Held:
@@ -23,14 +24,9 @@ class _Held:
 
 @pytest.fixture
 def no_collector() -> Iterator[None]:
-    enabled = gc.isenabled()
     gc.collect()
-    gc.disable()
-    try:
+    with _gc_paused():  # as a dry run does
         yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _read_missing(cluster: KubeCluster) -> weakref.ref[_Held]:
