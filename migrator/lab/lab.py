@@ -61,6 +61,7 @@ HOLDER_TIMEOUT = 10.0
 SSH_TIMEOUT = 15.0
 APISERVER_PORT = 6443
 APISERVER_MAX_CONNS = 64
+KILL_ROUNDS = 10  # lab down: scan-and-kill rounds until nothing in the lab's namespaces is left
 # migrator.faults: the detached expiry timers and link-flap loops on the nodes (argv[-1] of their `sh -c`)
 FAULT_PROCESS_RE = re.compile(r"migrator-fault-(timer|flap)-[0-9a-f]+")
 HOST_DIRS = [*sshd.NODE_MOUNTS, "/run/sshd", str(NETNS_ETC)]  # mount points and folders the host may lack
@@ -995,7 +996,17 @@ class Lab(NodeAgents):
         pids += [(pid, None) for pid in lab_processes(lab_ids) if pid not in known]
         left = sh.kill(pids)
         res.removed += [f"process {p}" for p, _ in pids]
-        res.leftovers += [f"process {p} did not exit" for p in left]
+        # a process can fork between the scan and the kill (an SSH session being set up forks its session
+        # after authentication; a flap loop its next `ip`): scan again until a scan finds nothing new
+        seen = {pid for pid, _ in pids}
+        for _ in range(KILL_ROUNDS):
+            more = [(pid, None) for pid in lab_processes(lab_ids) if pid not in left]
+            if not more:
+                break
+            left += sh.kill(more)
+            res.removed += [f"process {p}" for p, _ in more if p not in seen]
+            seen |= {p for p, _ in more}
+        res.leftovers += [f"process {p} did not exit" for p in sorted(set(left))]
         # 2. namespaces (their interfaces, routes and iptables rules go with them)
         net.delete_netns(lab_ns)
         res.removed += [f"netns {n}" for n in lab_ns]
@@ -1053,7 +1064,31 @@ def lab_fault_ids(st: LabState | None, lab_ns: Sequence[str]) -> set[tuple[int, 
         with contextlib.suppress(OSError):
             info = os.stat(p)
             ids.add((info.st_dev, info.st_ino))
-    return ids
+    return ids | _node_netns_ids(ids)
+
+
+def _node_netns_ids(ids: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The network namespaces of the processes that run in a node's mount view (``/run/migrator`` is a
+    node's folder of ``ids``): a node's namespace is found this way also after it lost its name, and with it
+    the processes in it whose root is elsewhere (sshd's chrooted pre-authentication child, for one). Never
+    the host's own namespace."""
+    own: set[tuple[int, int]] = set()
+    for p in ("/proc/self/ns/net", "/proc/1/ns/net"):
+        with contextlib.suppress(OSError):
+            info = os.stat(p)
+            own.add((info.st_dev, info.st_ino))
+    found: set[tuple[int, int]] = set()
+    if not ids:
+        return found
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            root = os.stat(entry / "root" / "run" / "migrator")
+            if (root.st_dev, root.st_ino) in ids:
+                info = os.stat(entry / "ns" / "net")
+                found.add((info.st_dev, info.st_ino))
+    return found - own
 
 
 def _marked(entry: Path, ids: set[tuple[int, int]]) -> bool:

@@ -3,13 +3,15 @@
 A real 2-node lab (one echo pod per node, no app) with two faults with a 10-minute TTL: a loss on node1 and a
 link-flap loop on node2; then ``lab down`` with node2's named namespace already gone (as after a crashed
 ``down``), so that ``ip netns pids`` cannot find node2's: every fault process must still go, and so must
-every other process in node2's namespaces (an SSH session outlives the sshd that accepted it).
+every other process in node2's namespaces (an SSH session outlives the sshd that accepted it; sshd's chrooted
+pre-authentication child of a half-open connection is in node2's network namespace but not in its mount view).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +55,29 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def chrooted_in(netns_ino: int, node_dir: Path) -> list[int]:
+    """Processes in the network namespace ``netns_ino`` whose ``/run/migrator`` is not the node's folder."""
+    mine = os.stat(node_dir / "run-migrator")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry / "ns" / "net").st_ino != netns_ino:
+                continue
+        except OSError:
+            continue
+        try:
+            seen = os.stat(entry / "root" / "run" / "migrator")
+            if (seen.st_dev, seen.st_ino) == (mine.st_dev, mine.st_ino):
+                continue
+        except OSError:
+            pass
+        if running(int(entry.name)):
+            found.append(int(entry.name))
+    return found
 
 
 @pytest.fixture()
@@ -103,12 +128,22 @@ def test_lab_down_kills_pending_fault_timers_and_removes_the_records(small_lab: 
          f"root@{st.nodes['node2'].ip}", "sleep 600"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    # and one stopped half-way through the handshake: sshd's unprivileged pre-authentication child is
+    # chrooted (its root is not the node's), so only its network namespace says it is the lab's
+    half = socket.create_connection((st.nodes["node2"].ip, 22), timeout=10)
     try:
+        assert half.recv(256).startswith(b"SSH-2.0-")
+        half.sendall(b"SSH-2.0-migrator-test\r\n")
         node2_ids = lab_fault_ids(st, [st.nodes["node2"].netns])
         sshd_pid = st.nodes["node2"].sshd_pid
         assert wait_for(lambda: any(p != sshd_pid for p in lab_processes(node2_ids) if running(p)), 15)
+        netns = os.stat(net.netns_path(st.nodes["node2"].netns))
+        assert wait_for(lambda: chrooted_in(netns.st_ino, Path(st.nodes["node2"].dir)), 15), (
+            "no chrooted sshd child in node2"
+        )
         _test_down(small_lab, st, ids, marks, before, records_dirs, node2_ids)
     finally:
+        half.close()
         session.kill()
         session.wait(timeout=10)
 
