@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 from migrator import paths
 from migrator.errors import UsageError
 from migrator.fsutil import atomic_write_json
+
+STAMP_LEN = len("20260101-000000")  # a run id starts with its start second (UTC)
 
 
 def new_run_id(plan_name: str, now: datetime | None = None) -> str:
@@ -92,11 +95,18 @@ class RunDir:
 
 
 def list_runs() -> list[RunDir]:
+    """Every run, oldest first. Run ids sort by their start second; runs started in the same second are
+    ordered by the start time (milliseconds) in their ``meta.json``."""
     root = paths.runs_dir()
-    return sorted(
-        (RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "journal.jsonl").exists()),
-        key=lambda r: r.run_id,
-    )
+    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "journal.jsonl").exists()]
+    seconds = Counter(r.run_id[:STAMP_LEN] for r in runs)
+
+    def order(run: RunDir) -> tuple[str, str, str]:
+        second = run.run_id[:STAMP_LEN]
+        started = str(run.meta().get("started") or "") if seconds[second] > 1 else ""
+        return second, started, run.run_id
+
+    return sorted(runs, key=order)
 
 
 def find_run(ref: str) -> RunDir:

@@ -391,3 +391,25 @@ def test_unavailable_actions_are_located_in_the_plan_file(tmp_path: Path, ansibl
         f"{path}:11:19: stages[1].steps[0].action: action 'ansible.playbook' is not available yet:"
         " switched off for this test"
     ]
+
+
+def test_runs_started_in_the_same_second_are_listed_in_start_order() -> None:
+    from migrator.engine.rundir import RunDir, list_runs  # noqa: PLC0415
+
+    # the random suffix sorts the other way round: the start time in meta.json decides
+    made = [
+        ("20261126-155342-hello-e483", "2026-11-26T15:53:42.100Z"),
+        ("20261126-155342-hello-0a1b", "2026-11-26T15:53:42.900Z"),
+        ("20261126-155341-hello-ffff", "2026-11-26T15:53:41.999Z"),
+        ("20261126-155343-hello-0000", "2026-11-26T15:53:43.000Z"),
+    ]
+    for run_id, started in made:
+        run = RunDir.create(run_id)
+        run.write_meta({"run_id": run_id, "started": started})
+        run.journal.write_text("")
+    assert [r.run_id for r in list_runs()] == [
+        "20261126-155341-hello-ffff",
+        "20261126-155342-hello-e483",
+        "20261126-155342-hello-0a1b",
+        "20261126-155343-hello-0000",
+    ]
