@@ -67,7 +67,7 @@ class SigLab:
         return f"lab:{self.name}"
 
     def env(self) -> dict[str, str]:
-        return migrator_env(self.home, NO_COLOR="1")
+        return migrator_env(self.home, NO_COLOR="1", PYTHONFAULTHANDLER="1")
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return run_migrator(*args, env=self.env(), timeout=timeout)
@@ -78,31 +78,56 @@ class SigLab:
     def apply(self) -> subprocess.Popen[str]:
         return self.start("apply", str(self.plan), "--yes", "-t", self.target)
 
-    def journal(self, run_id: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-        runs = self.home / "runs"
-        folders = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.exists() else []
-        if run_id is not None:
-            folders = [p for p in folders if p.name == run_id]
-        if not folders or not (folders[-1] / "journal.jsonl").exists():
-            return "", []
-        events = []
-        for line in (folders[-1] / "journal.jsonl").read_text().splitlines():
+    def journal(self, run_id: str) -> list[dict[str, Any]]:
+        """The events of run ``run_id`` up to the first line that does not parse."""
+        path = self.home / "runs" / run_id / "journal.jsonl"
+        events: list[dict[str, Any]] = []
+        if not path.exists():
+            return events
+        for line in path.read_text().splitlines():
             try:
                 events.append(json.loads(line))
             except ValueError:
                 break
-        return folders[-1].name, events
+        return events
 
     def wait_for(
-        self, predicate: Callable[[dict[str, Any]], bool], *, after: int = 0, timeout: float = 120
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        proc: subprocess.Popen[str],
+        known: set[str],
+        *,
+        timeout: float = 120,
     ) -> tuple[str, list[dict[str, Any]]]:
+        """Wait until the run that ``proc`` started (the one run folder not in ``known``; run ids made in
+        the same second do not sort by time) has an event matching ``predicate``; fails at once, with its
+        output, when ``proc`` ended first."""
         end = time.monotonic() + timeout
+        new: set[str] = set()
         while time.monotonic() < end:
-            run_id, events = self.journal()
-            if len(list((self.home / "runs").glob("*"))) > after and any(predicate(e) for e in events):
-                return run_id, events
+            new = _runs(self.home) - known
+            assert len(new) <= 1, f"more than one new run: {sorted(new)}"
+            if new:
+                run_id = next(iter(new))
+                events = self.journal(run_id)
+                if any(predicate(e) for e in events):
+                    return run_id, events
+            if proc.poll() is not None:
+                out, err = proc.communicate(timeout=30)
+                raise AssertionError(
+                    f"migrator exited {proc.returncode} first:\n{out[-2000:]}\n{err[-4000:]}"
+                )
             time.sleep(0.05)
-        raise AssertionError(f"timed out; journal tail: {self.journal()[1][-5:]}")
+        tails = {r: self.journal(r)[-3:] for r in sorted(new)}
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: where it is stuck, in its stderr
+            time.sleep(2)
+            proc.kill()
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError(
+            f"timed out; new runs and their journal tails: {tails};"
+            f" migrator exit {proc.returncode}:\n{out[-2000:]}\n{err[-6000:]}"
+        )
 
     def schedulable(self) -> dict[str, bool]:
         code = (
@@ -125,9 +150,10 @@ class SigLab:
         return self.home / "locks" / f"lab_{self.name}.lock"
 
 
-def _runs(home: Path) -> int:
+def _runs(home: Path) -> set[str]:
+    """The run folders of ``home``."""
     folder = home / "runs"
-    return len(list(folder.iterdir())) if folder.exists() else 0
+    return {p.name for p in folder.iterdir() if p.is_dir()} if folder.exists() else set()
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +186,7 @@ def test_sigint_once_rolls_back_and_exits_130(sig_lab: SigLab) -> None:
     proc = sig_lab.apply()
     try:
         run_id, _ = sig_lab.wait_for(
-            lambda e: e["type"] == "step.start" and e.get("step") == "long", after=before
+            lambda e: e["type"] == "step.start" and e.get("step") == "long", proc, before
         )
         assert sig_lab.schedulable()["node2"] is False  # a real change is in flight
         sent = time.monotonic()
@@ -172,7 +198,7 @@ def test_sigint_once_rolls_back_and_exits_130(sig_lab: SigLab) -> None:
     assert time.monotonic() - sent < 60
     assert "Traceback" not in err
     assert "stopping at the next safe point" in err
-    _, events = sig_lab.journal(run_id)
+    events = sig_lab.journal(run_id)
     assert [e["outcome"] for e in events if e["type"] == "rollback.end"] == ["succeeded"]
     assert events[-1]["type"] == "run.end" and events[-1]["status"] == "interrupted"
     assert all(sig_lab.schedulable().values())
@@ -186,10 +212,10 @@ def test_sigint_twice_stops_the_rollback_needs_attention_then_rollback_finishes(
     proc = sig_lab.apply()
     try:
         run_id, _ = sig_lab.wait_for(
-            lambda e: e["type"] == "step.start" and e.get("step") == "long", after=before
+            lambda e: e["type"] == "step.start" and e.get("step") == "long", proc, before
         )
         proc.send_signal(signal.SIGINT)
-        sig_lab.wait_for(lambda e: e["type"] == "undo.start" and e.get("step") == "settle", after=before)
+        sig_lab.wait_for(lambda e: e["type"] == "undo.start" and e.get("step") == "settle", proc, before)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -198,7 +224,7 @@ def test_sigint_twice_stops_the_rollback_needs_attention_then_rollback_finishes(
     assert "Traceback" not in err
     command = f"migrator rollback {run_id}"
     assert command in err, err
-    _, events = sig_lab.journal(run_id)
+    events = sig_lab.journal(run_id)
     assert [e["outcome"] for e in events if e["type"] == "rollback.end"] == ["stopped"]
     # settle's undo (a plain wait) ran to its end, a safe point; cordon's undo did not start: node2 is
     # still cordoned, and the state says so
@@ -222,7 +248,7 @@ def test_second_apply_is_refused_then_a_killed_holders_lock_is_taken_with_force_
     holder = sig_lab.apply()
     try:
         run_id, _ = sig_lab.wait_for(
-            lambda e: e["type"] == "step.start" and e.get("step") == "long", after=before
+            lambda e: e["type"] == "step.start" and e.get("step") == "long", holder, before
         )
         second = sig_lab.cli("apply", str(sig_lab.plan), "--yes", "-t", sig_lab.target)
         assert second.returncode == 2, second.stderr
@@ -248,7 +274,7 @@ def test_second_apply_is_refused_then_a_killed_holders_lock_is_taken_with_force_
     again = sig_lab.apply()
     try:
         run2, _ = sig_lab.wait_for(
-            lambda e: e["type"] == "step.start" and e.get("step") == "long", after=before + 1
+            lambda e: e["type"] == "step.start" and e.get("step") == "long", again, before | {run_id}
         )
         again.send_signal(signal.SIGKILL)
         again.communicate(timeout=30)
@@ -256,7 +282,7 @@ def test_second_apply_is_refused_then_a_killed_holders_lock_is_taken_with_force_
         _stop(again)
     forced = sig_lab.start("apply", str(sig_lab.plan), "--yes", "-t", sig_lab.target, "--force-unlock", run2)
     try:
-        run3, _ = sig_lab.wait_for(lambda e: e["type"] == "run.start", after=before + 2)
+        run3, _ = sig_lab.wait_for(lambda e: e["type"] == "run.start", forced, before | {run_id, run2})
         assert run3 != run2
         assert json.loads(sig_lab.lock().read_text())["run_id"] == run3
         forced.send_signal(signal.SIGINT)
