@@ -1,5 +1,6 @@
-"""fault.blackhole, fault.dns, fault.apiserver, fault.link-flap and the SSH path under a full partition, on a
-real 4-node lab (flannel, bookinfo, one echo pod per node; the lab's control-plane endpoint on node1:6443).
+"""fault.blackhole, fault.dns, fault.apiserver, fault.link-flap, fault.bandwidth (its rate measured by a
+bounded TCP transfer) and the SSH path under a full partition, on a real 4-node lab (flannel, bookinfo, one
+echo pod per node; the lab's control-plane endpoint on node1:6443).
 
 Each test proves with bounded probes from lab namespaces that the fault is in effect, finds the node's
 readback (iptables / ip link) in the step result, and reads the node back after the revert (by the step, by
@@ -25,7 +26,7 @@ from migrator.cli.faults import clear_faults
 from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab.lab import Lab
-from migrator.plan.models import FaultPartitionArgs
+from migrator.plan.models import FaultBandwidthArgs, FaultPartitionArgs
 from migrator.ports import ProbeResult, Target
 from tests.faults.lab_helpers import (
     dns_query,
@@ -372,3 +373,75 @@ def test_full_partition_never_cuts_the_ssh_path(lab_target: Target, fault_lab: L
     assert cleared["node3"].drift == [] and len(cleared["node3"].reverted) == 1
     no_drift(fault_lab, "node3", before)
     assert all(oks(probe(lab_target, targets)).values())
+
+
+# a bounded TCP transfer between two nodes' own namespaces: the receiver times first byte to last
+RECEIVER = """
+import socket, sys, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(1); srv.settimeout(20)
+print("listening", flush=True)
+conn, _ = srv.accept(); conn.settimeout(20)
+got, first = 0, None
+while got < int(sys.argv[3]):
+    data = conn.recv(65536)
+    if not data:
+        break
+    first = first or time.monotonic()
+    got += len(data)
+print(got, time.monotonic() - first, flush=True)
+"""
+SENDER = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+s.sendall(b"x" * int(sys.argv[3])); s.close()
+"""
+TRANSFER_PORT = 45999
+
+
+def transfer_mbit(lab: Lab, src: str, dst: str, size: int) -> float:
+    """Goodput in Mbit/s of ``size`` bytes sent from node ``src`` to node ``dst`` (both bounded to 20 s)."""
+    ip = lab.require().nodes[dst].ip
+    args = [ip, str(TRANSFER_PORT), str(size)]
+    receiver = subprocess.Popen(
+        lab.exec_argv(dst, ["python3", "-c", RECEIVER, *args]), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert receiver.stdout is not None and receiver.stdout.readline().strip() == "listening"
+        sent = lab.exec(src, ["python3", "-c", SENDER, *args], timeout=30)
+        assert sent.ok, sent.stderr
+        out, _ = receiver.communicate(timeout=30)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.communicate(timeout=10)
+    got, seconds = out.split()
+    assert int(got) == size
+    return size * 8 / float(seconds) / 1e6
+
+
+def test_bandwidth_throttles_egress_to_the_rate_then_restores_it(
+    lab_target: Target, fault_lab: Lab, tmp_path: Path
+) -> None:
+    size = 384 * 1024  # 3.1 Mbit: about 3 s at 1 Mbit/s
+    free = transfer_mbit(fault_lab, "node3", "node1", size)
+    assert free > 10, f"{free:.1f} Mbit/s before the fault: the lab is too slow to tell"
+    before = node_snapshot(fault_lab, "node3")
+    nodes = lab_target.cluster.list_nodes()
+    node3 = [n for n in nodes if n.name == "node3"]
+    facts = fnodes.gather_facts(lab_target.executor, node3, data_dir=tmp_path / "facts")
+    args = FaultBandwidthArgs.model_validate({"rate": "1mbit", "duration": "120s"})
+    plan = build(FaultKind.BANDWIDTH, "b0b0b0b0b0b0", args, facts["node3"], ClusterView(nodes))
+    try:
+        got = fnodes.inject(lab_target.executor, [plan], 130, data_dir=tmp_path / "inject")
+        assert "tbf" in "\n".join(got["node3"].evidence.values())
+        throttled = transfer_mbit(fault_lab, "node3", "node1", size)
+        # the shaped rate counts headers too: the goodput is a little under 1 Mbit/s, never above it
+        assert 0.7 <= throttled <= 1.05, f"{throttled:.2f} Mbit/s under a 1mbit tbf"
+        # egress only: the other way is not shaped
+        assert transfer_mbit(fault_lab, "node1", "node3", size) > 10 * throttled
+    finally:
+        cleared = clear_faults(lab_target, ["node3"])
+    assert cleared["node3"].drift == [] and len(cleared["node3"].reverted) == 1
+    no_drift(fault_lab, "node3", before)
+    assert transfer_mbit(fault_lab, "node3", "node1", size) > 10
