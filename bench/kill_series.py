@@ -59,6 +59,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from migrator.engine.journal import KILL_AFTER_ENV, read_journal  # noqa: E402
+from migrator.lab import sh  # noqa: E402
 from migrator.lab.lab import Lab  # noqa: E402
 from migrator.lab.spec import AppKind, LabSpec  # noqa: E402
 
@@ -229,14 +230,6 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")[:120]
@@ -372,10 +365,10 @@ def apply_and_kill(home: Path, lab: str, point: KillPoint, *, timeout: float = 6
     # children in the host namespace (ansible-playbook, ssh): none may go on after migrator died. (The
     # lab's pods that migrator started live in their own namespaces and belong to the lab.)
     end = time.monotonic() + ORPHAN_GRACE
-    alive = [p for p in kids if _alive(p)]
+    alive = [p for p in kids if sh.alive(p)]
     while alive and time.monotonic() < end:
         time.sleep(0.2)
-        alive = [p for p in alive if _alive(p)]
+        alive = [p for p in alive if sh.alive(p)]
     # an ssh ControlPersist master ("ssh: <path> [mux]") idles until ControlPersist (60 s) runs out, after
     # a kill as after any run: a connection cache, not work going on. Noted, left to expire.
     mux = [p for p in alive if _cmdline(p).startswith("ssh: ") and "[mux]" in _cmdline(p)]

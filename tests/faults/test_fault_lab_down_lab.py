@@ -21,7 +21,7 @@ import pytest
 from migrator.adapters.lab import open_lab_target
 from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
-from migrator.lab import net
+from migrator.lab import net, sh
 from migrator.lab.lab import Lab, lab_fault_ids, lab_processes
 from migrator.lab.spec import AppKind, LabSpec
 from migrator.lab.state import LabState, lab_dir
@@ -48,15 +48,6 @@ def fault_pids(ids: list[str]) -> dict[int, str]:
     return found
 
 
-def running(pid: int) -> bool:
-    """Alive and not a zombie (the machine's pid 1 may reap late)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def chrooted_in(netns_ino: int, node_dir: Path) -> list[int]:
     """Processes in the network namespace ``netns_ino`` whose ``/run/migrator`` is not the node's folder."""
     mine = os.stat(node_dir / "run-migrator")
@@ -75,7 +66,7 @@ def chrooted_in(netns_ino: int, node_dir: Path) -> list[int]:
                 continue
         except OSError:
             pass
-        if running(int(entry.name)):
+        if sh.alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 
@@ -136,7 +127,7 @@ def test_lab_down_kills_pending_fault_timers_and_removes_the_records(small_lab: 
         half.sendall(b"SSH-2.0-migrator-test\r\n")
         node2_ids = lab_fault_ids(st, [st.nodes["node2"].netns])
         sshd_pid = st.nodes["node2"].sshd_pid
-        assert wait_for(lambda: any(p != sshd_pid for p in lab_processes(node2_ids) if running(p)), 15)
+        assert wait_for(lambda: any(p != sshd_pid for p in lab_processes(node2_ids) if sh.alive(p)), 15)
         netns = os.stat(net.netns_path(st.nodes["node2"].netns))
         assert wait_for(lambda: chrooted_in(netns.st_ino, Path(st.nodes["node2"].dir)), 15), (
             "no chrooted sshd child in node2"
@@ -168,8 +159,8 @@ def _test_down(
     assert {f"fault record node1/{ids[0]}", f"fault record node2/{ids[1]}"} <= set(down.removed)
 
     assert fault_pids(ids) == {}, "a fault process of the lab survived lab down"
-    assert [p for p in before if running(p)] == []
-    assert [p for p in lab_processes(node2_ids) if running(p)] == [], (
+    assert [p for p in before if sh.alive(p)] == []
+    assert [p for p in lab_processes(node2_ids) if sh.alive(p)] == [], (
         "a process survived in node2's namespaces"
     )
     assert not lab_dir(small_lab.name).exists() and not any(d.exists() for d in records_dirs)
