@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from migrator.engine import EngineOptions, RunResult, apply_plan, source_from_plan
+from migrator.engine.engine import Observer
 from migrator.engine.journal import read_journal
+from migrator.engine.rundir import RunDir
 from migrator.plan.models import Plan
 from migrator.ports import Target
 
@@ -33,18 +36,42 @@ class SleepRecorder:
         self.waits.append(seconds)
 
 
+class _OnEvent:
+    def __init__(self, type_: str, step: str, action: Callable[[], object]) -> None:
+        self.type, self.step, self.action, self.done = type_, step, action, False
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        if not self.done and event.get("type") == self.type and event.get("step") == self.step:
+            self.done = True
+            self.action()
+
+    def close(self) -> None:
+        pass
+
+
+def when(type_: str, step: str, action: Callable[[], object]) -> Callable[[RunDir], Sequence[Observer]]:
+    """An observer factory for ``apply_plan``: ``action()`` once, as soon as the journal has the first event
+    of ``type_`` for step ``step`` (e.g. interrupt a run while its long step runs: no timer to race)."""
+    observer = _OnEvent(type_, step, action)
+    return lambda _rundir: [observer]
+
+
 def run(
     plan: Plan,
     target: Target,
     *,
     secrets: tuple[str, ...] = (),
     params: dict[str, Any] | None = None,
+    observers: Callable[[RunDir], Sequence[Observer]] | None = None,
     **options: Any,
 ) -> RunResult:
     options.setdefault("sleep", SleepRecorder())
     options.setdefault("monitor_interval", 0.01)
     return apply_plan(
-        source_from_plan(plan, params=params, secrets=secrets), target, options=EngineOptions(**options)
+        source_from_plan(plan, params=params, secrets=secrets),
+        target,
+        options=EngineOptions(**options),
+        observers=observers,
     )
 
 

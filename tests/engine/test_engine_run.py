@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import SleepRecorder, events, make_plan, marker_names, of_type, run, state_json, touch
+from engine_helpers import (
+    SleepRecorder,
+    events,
+    make_plan,
+    marker_names,
+    of_type,
+    run,
+    state_json,
+    touch,
+    when,
+)
 
 from migrator.actions.context import CheckContext
 from migrator.adapters.fake import FakeCluster
@@ -221,13 +230,10 @@ def test_monitor_failure_aborts_the_stage(target: Target, markers: Path) -> None
         ]
     )
     # the alarm goes off while the long step runs
-    timer = threading.Timer(0.5, (markers / "alarm").touch)
-    timer.start()
     started = time.monotonic()
-    try:
-        result = run(plan, target, monitor_interval=0.01)
-    finally:
-        timer.cancel()
+    result = run(
+        plan, target, monitor_interval=0.01, observers=when("step.start", "long", (markers / "alarm").touch)
+    )
     assert time.monotonic() - started < 10
     assert result.status == RunStatus.FAILED_ROLLED_BACK
     evs = events(result)
@@ -357,12 +363,13 @@ def test_interrupt_rolls_back_and_a_second_one_stops_the_rollback(target: Target
     )
     # once: stop at the next safe point (the running sleep is cancelled), roll back, interrupted (130)
     control = RunControl()
-    timer = threading.Timer(0.3, control.cancel.set)
-    timer.start()
     result = apply_plan(
-        source_from_plan(plan), target, control=control, options=EngineOptions(sleep=SleepRecorder())
+        source_from_plan(plan),
+        target,
+        control=control,
+        options=EngineOptions(sleep=SleepRecorder()),
+        observers=when("step.start", "long", control.cancel.set),
     )
-    timer.cancel()
     assert result.status == RunStatus.INTERRUPTED and result.exit_code == ExitCode.INTERRUPTED
     evs = events(result)
     assert of_type(evs, "signal")[0]["action"] == "cancel"
@@ -372,12 +379,13 @@ def test_interrupt_rolls_back_and_a_second_one_stops_the_rollback(target: Target
     # twice: the rollback stops at its first safe point; needs attention, with the command to go on
     control = RunControl()
     control.stop_rollback.set()
-    timer = threading.Timer(0.3, control.cancel.set)
-    timer.start()
     result = apply_plan(
-        source_from_plan(plan), target, control=control, options=EngineOptions(sleep=SleepRecorder())
+        source_from_plan(plan),
+        target,
+        control=control,
+        options=EngineOptions(sleep=SleepRecorder()),
+        observers=when("step.start", "long", control.cancel.set),
     )
-    timer.cancel()
     assert result.status == RunStatus.NEEDS_ATTENTION and result.exit_code == 3
     assert f"migrator rollback {result.run_id}" in result.message
     assert of_type(events(result), "rollback.end")[0]["outcome"] == "stopped"
