@@ -60,6 +60,8 @@ EventCallback = Callable[[Mapping[str, Any]], None]
 # writes the whole environment there; the rest of the caller's environment may hold credentials).
 _ENV_KEEP = re.compile(r"^(ANSIBLE_|RUNNER_|PATH$|HOME$|LANG$|LC_|PYTHONPATH$|USER$)")
 _POLL = 0.25  # seconds between ansible-runner's checks of cancel and timeout
+CALLBACKS_DIR = Path(__file__).with_name("ansible_callbacks")  # migrator_deadman.py
+DEADMAN_PARENT_ENV = "MIGRATOR_PLAYBOOK_PARENT"  # = migrator_deadman.PARENT_ENV (not imported: ansible)
 
 
 class Strategy(StrEnum):
@@ -151,6 +153,10 @@ class AnsibleRunnerExecutor:
         }
         if self.strategy:
             env["ANSIBLE_STRATEGY"] = self.strategy.value
+        # the playbook dies with migrator (ansible-runner ignores SIGHUP in it): migrator_deadman.py
+        env["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACKS_DIR)
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "migrator_deadman"
+        env[DEADMAN_PARENT_ENV] = str(os.getpid())
         bin_dir = ansible_bin_dir()
         if bin_dir is not None:  # ansible-playbook of this environment first (and no pyenv shim)
             env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
