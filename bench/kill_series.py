@@ -364,11 +364,13 @@ def apply_and_kill(home: Path, lab: str, point: KillPoint, *, timeout: float = 6
     data = (run / "journal.jsonl").read_bytes()
     # children in the host namespace (ansible-playbook, ssh): none may go on after migrator died. (The
     # lab's pods that migrator started live in their own namespaces and belong to the lab.)
+    # A child seen in the host namespace while it was being started into a pod (`ip netns exec` before its
+    # exec: a lab pod migrator was starting) is the lab's once it runs there: only the host's count.
     end = time.monotonic() + ORPHAN_GRACE
-    alive = [p for p in kids if sh.alive(p)]
+    alive = [p for p in kids if sh.alive(p) and _host_netns(p)]
     while alive and time.monotonic() < end:
         time.sleep(0.2)
-        alive = [p for p in alive if sh.alive(p)]
+        alive = [p for p in alive if sh.alive(p) and _host_netns(p)]
     # an ssh ControlPersist master ("ssh: <path> [mux]") idles until ControlPersist (60 s) runs out, after
     # a kill as after any run: a connection cache, not work going on. Noted, left to expire.
     mux = [p for p in alive if _cmdline(p).startswith("ssh: ") and "[mux]" in _cmdline(p)]
