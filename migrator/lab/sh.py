@@ -121,6 +121,23 @@ def alive(pid: int | None, start: int | None = None) -> bool:
     return start is None or st == start
 
 
+def cmdlines() -> dict[int, str]:
+    """pid -> command line (NULs as spaces) of every process but this one, from one ``/proc`` scan
+    (zombies and kernel threads have an empty one)."""
+    me = os.getpid()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            found[int(entry.name)] = (
+                (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+        except OSError:
+            continue
+    return found
+
+
 def reap(pid: int) -> None:
     proc = _CHILDREN.pop(pid, None)
     if proc is not None:

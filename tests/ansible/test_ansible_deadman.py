@@ -39,17 +39,7 @@ executor.run_playbook(
 
 def processes(needle: str) -> list[int]:
     """Live processes (not zombies) whose command line contains ``needle``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmdline and sh.alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, cmd in sh.cmdlines().items() if needle in cmd and sh.alive(pid)]
 
 
 def parent(pid: int) -> int:

@@ -35,17 +35,8 @@ MARK = re.compile(r"migrator-fault-(timer|flap)-[0-9a-f]+")
 
 def fault_pids(ids: list[str]) -> dict[int, str]:
     """Every process on the machine whose command line names one of the faults (a /proc scan)."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(f"migrator-fault-timer-{i}" in cmdline or f"migrator-fault-flap-{i}" in cmdline for i in ids):
-            found[int(entry.name)] = cmdline
-    return found
+    marks = [f"migrator-fault-{kind}-{i}" for i in ids for kind in ("timer", "flap")]
+    return {pid: cmd for pid, cmd in sh.cmdlines().items() if any(m in cmd for m in marks)}
 
 
 def chrooted_in(netns_ino: int, node_dir: Path) -> list[int]:
