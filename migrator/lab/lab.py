@@ -990,14 +990,12 @@ class Lab(NodeAgents):
             pids += [(r.pid, r.start_time) for r in st.resources if r.kind == ResourceKind.PROCESS and r.pid]
         for ns in lab_ns:
             pids += [(pid, None) for pid in net.netns_pids(ns)]
-        # and anything else inside a node's mount namespace (e.g. an SSH session whose sshd was killed)
-        # or a lab namespace: also found when a namespace lost its name, which `ip netns pids` cannot see
-        known = {pid for pid, _ in pids}
-        pids += [(pid, None) for pid in lab_processes(lab_ids) if pid not in known]
         left = sh.kill(pids)
         res.removed += [f"process {p}" for p, _ in pids]
-        # a process can fork between the scan and the kill (an SSH session being set up forks its session
-        # after authentication; a flap loop its next `ip`): scan again until a scan finds nothing new
+        # then anything else inside a node's mount namespace (e.g. an SSH session whose sshd was killed) or a
+        # lab namespace, also when a namespace lost its name (`ip netns pids` cannot see those); scanned
+        # again until a scan finds nothing, as a process can fork between the scan and the kill (an SSH
+        # session being set up forks its session after authentication; a flap loop its next `ip`)
         seen = {pid for pid, _ in pids}
         for _ in range(KILL_ROUNDS):
             more = [(pid, None) for pid in lab_processes(lab_ids) if pid not in left]
