@@ -28,10 +28,10 @@ from pathlib import Path
 
 from loguru import logger
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor
 from migrator.lab.lab import Lab
 from migrator.lab.spec import AppKind, LabSpec
 from migrator.ports import PlaybookRequest
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor
 
 HERE = Path(__file__).resolve().parent
 TARGET = 1.5

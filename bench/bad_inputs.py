@@ -10,7 +10,7 @@ Run::
 Every case must end with the exit code of README's table (2 for bad use, plans, files, run ids, locks;
 3 when nodes need attention), print no traceback, and print ONE line on stderr, ``error: ...``, that
 names the thing (file, field, key, node, run id) and, where there is one, the fix. Cases that need the
-kube target run against the fake API server (:mod:`migrator.adapters.kube_fake_server`, 127.0.0.1). The
+kube target run against the fake API server (:mod:`migrator.testing.kube_server`, 127.0.0.1). The
 unreachable-node case only runs with a lab that is up (an inventory host in the lab's own underlay that
 does not exist): nothing is ever probed outside the lab's namespaces.
 
@@ -161,7 +161,7 @@ spec:
 # reading the plan as an unprivileged user (root reads every file): warm the imports as root, then drop
 UNREADABLE_AS_NOBODY = """\
 import contextlib, io, os, sys
-import migrator.adapters.fake
+import migrator.testing.fake
 import migrator.cli.main as m
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     for args in (["plan", sys.argv[2], "-t", "fake"], ["plan", sys.argv[1] + ".nope", "-t", "fake"]):
@@ -447,7 +447,7 @@ def check(case: Case, ctx: Context) -> Outcome:
 @contextlib.contextmanager
 def fake_kube(ctx: Context) -> Iterator[None]:
     """The fake API server on 127.0.0.1 with a kubeconfig in ``ctx.tmp``."""
-    from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes  # noqa: PLC0415
+    from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, add_nodes  # noqa: PLC0415
 
     server = FakeApiServer(FakeKubeApi())
     server.api.token = "bad-inputs-token"

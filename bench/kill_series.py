@@ -58,10 +58,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from migrator.engine.journal import KILL_AFTER_ENV, read_journal  # noqa: E402
 from migrator.lab import sh  # noqa: E402
 from migrator.lab.lab import Lab  # noqa: E402
 from migrator.lab.spec import AppKind, LabSpec  # noqa: E402
+from migrator.runs.journal import KILL_AFTER_ENV, read_journal  # noqa: E402
 
 PLAN = ROOT / "plans" / "flannel-to-calico.yaml"
 # waves of the plan on a 4-node lab: workers first, control plane (node1) last; one node a wave

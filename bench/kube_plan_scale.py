@@ -1,8 +1,8 @@
 """Scale benchmark of the ENGINE's dry run against 1,000- and 5,000-node clusters (fake API server, HTTP).
 
 ``migrator.engine.dry_run`` of ``plans/flannel-to-calico.yaml`` with the kube target
-(``migrator.adapters.kube.open_kube_target``) against a fake flannel cluster served by
-``migrator.adapters.kube_fake_cluster`` in its own process (127.0.0.1 only): ``--nodes`` nodes, 3 of them
+(``migrator.targets.kube.open_kube_target``) against a fake flannel cluster served by
+``migrator.testing.kube_cluster`` in its own process (127.0.0.1 only): ``--nodes`` nodes, 3 of them
 control plane, ``--pods-per-node`` pods each. Each measured run is a fresh client process; it prints
 
 - dry run: wall time of target open + ``dry_run`` (the whole preview as data: every stage, wave, node and
@@ -131,9 +131,9 @@ def client(args: argparse.Namespace) -> None:
         PolicyV1Api,
     )
 
-    from migrator.adapters.kube import open_kube_target  # noqa: PLC0415
     from migrator.engine import dry_run  # noqa: PLC0415
     from migrator.engine.planio import load_plan_file  # noqa: PLC0415
+    from migrator.targets.kube import open_kube_target  # noqa: PLC0415
 
     import_seconds = time.perf_counter() - t_import
     if args.client in ("shared-gc", "per-node"):
@@ -253,7 +253,7 @@ def load() -> str:
 
 def measure(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, Any]]]:
     """All the runs of every way against one fake cluster of ``nodes`` nodes; prints them as they come."""
-    from migrator.adapters.kube_fake_cluster import (  # noqa: PLC0415 - not in the clients
+    from migrator.testing.kube_cluster import (  # noqa: PLC0415 - not in the clients
         FakeClusterProcess,
         write_calico_manifest,
     )

@@ -1,6 +1,6 @@
 """Scale benchmark of the Kubernetes target: list a 5,000-node cluster and plan its waves.
 
-A fake API server (``migrator.adapters.kube_fake_cluster``, 127.0.0.1 only) runs in its own process with
+A fake API server (``migrator.testing.kube_cluster``, 127.0.0.1 only) runs in its own process with
 ``--nodes`` nodes and ``--pods-per-node`` pods each. Each measured run is a fresh client process that
 builds a ``KubeCluster`` through a kubeconfig, lists nodes and pods, and computes the workers-first waves of
 ``--max-unavailable`` nodes (control-plane nodes last, one at a time) with the evictable pods of each node,
@@ -56,9 +56,9 @@ def client(args: argparse.Namespace) -> None:
     t_import = time.perf_counter()
     from kubernetes.client import CoreV1Api  # noqa: F401, PLC0415  (one-time validator compile)
 
-    from migrator.adapters.kube import KubeCluster  # noqa: PLC0415
-    from migrator.adapters.kube.cluster import PodDisposition  # noqa: PLC0415
-    from migrator.adapters.kube.mapping import to_node  # noqa: PLC0415
+    from migrator.targets.kube import KubeCluster  # noqa: PLC0415
+    from migrator.targets.kube.cluster import PodDisposition  # noqa: PLC0415
+    from migrator.targets.kube.types import to_node  # noqa: PLC0415
 
     import_seconds = time.perf_counter() - t_import
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -160,7 +160,7 @@ def main() -> int:
         client(args)
         return 0
 
-    from migrator.adapters.kube_fake_cluster import FakeClusterProcess  # noqa: PLC0415 - not in the clients
+    from migrator.testing.kube_cluster import FakeClusterProcess  # noqa: PLC0415 - not in the clients
 
     workdir = Path(tempfile.mkdtemp(prefix="kube-scale-"))
     kubeconfig = str(workdir / "kubeconfig")

@@ -9,7 +9,7 @@ The ratio compares the *full* matrix (pods, services, DNS, node-to-pod, NodePort
 *pod pairs only*, so it understates the gain.
 
     PYTHONPATH=. python bench/verify_matrix.py [--runs 7] [--naive-runs 1] [--naive-sample 0] [--json]
-    PYTHONPATH=. python bench/verify_matrix.py --lab default   # a running lab (needs migrator.adapters.lab)
+    PYTHONPATH=. python bench/verify_matrix.py --lab default   # a running lab
     PYTHONPATH=. python bench/verify_matrix.py --lab-up rbb --underlay 198.18.22.0/24 --naive-sample 200
         # brings up a real lab of --nodes x --pods-per-node (8 x 4 echo pods + bookinfo + DNS), runs the
         # same measurements on it, and always takes it down again
@@ -36,10 +36,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "probe")]
 from loguru import logger  # noqa: E402
 from pbt_fabric import Fabric, rss_mb, session_prefix  # noqa: E402
 
-from migrator.adapters.lab_prober import LabProber  # noqa: E402
 from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget  # noqa: E402
 from migrator.probe.analysis import is_flaky, summarize  # noqa: E402
 from migrator.probe.matrix import MatrixOptions, build_matrix, find_dns_server  # noqa: E402
+from migrator.targets.lab.prober import LabProber  # noqa: E402
 
 POD_KINDS = {ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE}
 
@@ -68,7 +68,7 @@ def main() -> int:
     ap.add_argument("--naive-sample", type=int, default=0, help="0: all pod pairs; N: sample and extrapolate")
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--lab", help="use the running lab NAME (migrator.adapters.lab) instead of a pbtb fabric")
+    ap.add_argument("--lab", help="use the running lab NAME instead of a pbtb fabric")
     ap.add_argument(
         "--lab-up", metavar="NAME", help="bring up a real lab NAME for the run, then take it down"
     )
@@ -79,8 +79,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces)")
         return 2
-    if (args.lab or args.lab_up) and importlib.util.find_spec("migrator.adapters.lab") is None:
-        print("--lab needs migrator.adapters.lab (the lab adapter), which this checkout does not have")
+    if (args.lab or args.lab_up) and importlib.util.find_spec("migrator.targets.lab.cluster") is None:
+        print("--lab needs migrator.targets.lab.cluster (the lab adapter), which this checkout does not have")
         return 2
 
     fabric = Fabric(
@@ -101,7 +101,7 @@ def main() -> int:
             real_lab.up(spec)
             args.lab = args.lab_up
         if args.lab:
-            target = importlib.import_module("migrator.adapters.lab").open_lab_target(args.lab)
+            target = importlib.import_module("migrator.targets.lab.cluster").open_lab_target(args.lab)
             cluster = target.cluster
             netns = dict(target.extras["netns"])
             prober = LabProber.from_extras(target.extras, dns_server=find_dns_server(cluster.list_services()))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.adapters.fake import FakeCluster
 from migrator.ports import Target
+from migrator.testing.fake import FakeCluster
 
 
 @pytest.fixture(autouse=True)

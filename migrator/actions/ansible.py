@@ -31,10 +31,10 @@ from loguru import logger
 
 from migrator.actions.base import Action, register_action
 from migrator.actions.context import PreviewLine, StepContext
-from migrator.adapters.ansible_events import preview as check_mode_preview
 from migrator.errors import MigratorError, PermanentError, PlanError
 from migrator.plan.models import AnsiblePlaybookArgs
 from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult
+from migrator.targets.ansible.events import preview as check_mode_preview
 
 DEFAULT_TIMEOUT = 300.0
 """Timeout of a check-mode run in a dry run (no step deadline there)."""

@@ -1,7 +1,7 @@
 """``nodes.reachable``: the inventory maps 1:1 onto the cluster's nodes and every node answers Ansible.
 
 The check compares the node executor's inventory hosts with the cluster's node names
-(:func:`migrator.adapters.inventory.compare_hosts`: missing and extra hosts are listed), then runs
+(:func:`migrator.targets.ansible.inventory.compare_hosts`: missing and extra hosts are listed), then runs
 ``playbooks/ping.yml`` on every inventory host that is a cluster node. It fails listing the missing,
 extra, unreachable and failed hosts. It changes nothing on the nodes.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from migrator.actions.context import CheckContext, PreviewLine
-from migrator.adapters.inventory import compare_hosts
 from migrator.checks.base import Checker, CheckResult, register_check
 from migrator.errors import MigratorError
 from migrator.plan.models import NodesReachableCheck
 from migrator.ports import PlaybookRequest, PlaybookResult
+from migrator.targets.ansible.inventory import compare_hosts
 
 PING_PLAYBOOK = Path("ping.yml")
 

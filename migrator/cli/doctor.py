@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from migrator.adapters.kube.cluster import KubeCluster
-from migrator.adapters.kube_doctor import CheckStatus, DoctorReport, run_doctor
 from migrator.errors import MigratorError
+from migrator.targets.kube.cluster import KubeCluster
+from migrator.targets.kube.doctor import CheckStatus, DoctorReport, run_doctor
 
 app = typer.Typer(help="Check that migrator can do its job on a target.", no_args_is_help=False)
 
@@ -99,7 +99,7 @@ def doctor(
 
 def check_inventory(path: Path, nodes: list[str], console: Console) -> bool:
     """Compare the inventory's hosts with the node names; print the result."""
-    from migrator.adapters.inventory import compare_hosts, list_hosts  # noqa: PLC0415 - runs ansible-inventory
+    from migrator.targets.ansible.inventory import compare_hosts, list_hosts  # noqa: PLC0415 - runs ansible-inventory
 
     mismatch = compare_hosts(list_hosts(path), nodes)
     style = "green" if mismatch.ok else "red"

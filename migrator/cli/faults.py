@@ -20,9 +20,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from migrator.engine.targets import open_target
 from migrator.faults import nodes as fnodes
 from migrator.ports import Target
+from migrator.targets.open import open_target
 
 app = typer.Typer(help="Network faults on the target's nodes: list them, clear them (revert all now).")
 out = Console(highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ actionable line: which file, which host, and the command that fixes it.
 SSH keys are found in the inventory text (``ansible_ssh_private_key_file`` / ``ansible_private_key_file``
 in INI or YAML, plus ``group_vars``/``host_vars`` next to it), which costs no ``ansible-inventory`` run;
 keys set through templates, ``ansible.cfg`` or an ssh agent are not checked here (ssh's own error is then
-turned into the same hint by :func:`migrator.adapters.ansible_events.ssh_hint`).
+turned into the same hint by :func:`migrator.targets.ansible.events.ssh_hint`).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def check_target_inputs(target: Any, *, parse: bool = False) -> None:
     path = Path(inventory)
     check_inventory_file(path)
     if parse:
-        from migrator.adapters.inventory import load_inventory  # noqa: PLC0415 - heavy, optional
+        from migrator.targets.ansible.inventory import load_inventory  # noqa: PLC0415 - heavy, optional
 
         load_inventory(path)
     check_inventory_keys(path)

@@ -30,6 +30,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from migrator import __version__
+from migrator.cli.console import console_observer, dry_run_tree
 from migrator.cli.inputs import check_target_inputs, one_line
 from migrator.engine import (
     EngineOptions,
@@ -43,13 +44,13 @@ from migrator.engine import (
     validate_for_engine,
 )
 from migrator.engine import dry_run as make_dry_run
-from migrator.engine.journal import read_journal
 from migrator.engine.lock import pid_alive
-from migrator.engine.observers import console_observer, describe, dry_run_tree
+from migrator.engine.observers import describe
 from migrator.engine.planio import parse_overrides
-from migrator.engine.rundir import RunDir, find_run, list_runs
 from migrator.engine.state import SagaState
 from migrator.errors import ExitCode, MigratorError, PlanError, UsageError
+from migrator.runs.journal import read_journal
+from migrator.runs.rundir import RunDir, find_run, list_runs
 
 # sub-apps other modules add: (command name, module with a typer ``app``)
 SUBAPPS: tuple[tuple[str, str], ...] = (
@@ -161,7 +162,7 @@ def main_callback(  # noqa: PLR0917 - typer maps parameters to options
     for option, value in (("--kubeconfig", kubeconfig), ("--inventory", inventory)):
         if value and os.pathsep not in value and not Path(value).expanduser().exists():
             raise UsageError(f"{option} {value}: no such file")
-    # the kube target reads these (migrator.adapters.kube.target.open_kube_target)
+    # the kube target reads these (migrator.targets.kube.target.open_kube_target)
     for env, value in (
         ("KUBECONFIG", kubeconfig),
         ("MIGRATOR_KUBE_CONTEXT", context),

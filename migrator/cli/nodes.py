@@ -21,12 +21,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor
-from migrator.adapters.ansible_events import ssh_hint
-from migrator.adapters.inventory import compare_hosts, load_inventory
 from migrator.cli.inputs import check_inventory_file, check_inventory_keys, exit_with
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import PlaybookRequest, PlaybookResult, RunnerStatus
+from migrator.targets.ansible.events import ssh_hint
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor
+from migrator.targets.ansible.inventory import compare_hosts, load_inventory
 
 app = typer.Typer(help="Node-level checks over SSH (Ansible).", no_args_is_help=True)
 

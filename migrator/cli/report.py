@@ -13,10 +13,10 @@ from typing import Annotated
 
 import typer
 
-from migrator.engine.rundir import find_run
 from migrator.errors import UsageError
 from migrator.fsutil import atomic_write_text
 from migrator.report import FILENAMES, ReportFormat, build_report, render, write_reports
+from migrator.runs.rundir import find_run
 
 app = typer.Typer(
     name="report",

@@ -20,14 +20,14 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from migrator.adapters.lab_prober import LabProber
 from migrator.checks.reachability import evaluate, report_details
-from migrator.engine.targets import open_target as engine_open_target
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import ProbeKind, ProbeResult, Target
 from migrator.probe.analysis import PairStatus, grid, pair_key
 from migrator.probe.matrix import MatrixOptions, Scope, find_dns_server
 from migrator.probe.suite import VerifyReport, load_baseline, save_baseline
+from migrator.targets.lab.prober import LabProber
+from migrator.targets.open import open_target as engine_open_target
 
 app = typer.Typer(help="Reachability verification.")
 
@@ -41,7 +41,7 @@ class OutputFormat(StrEnum):
 
 
 def open_target(spec: str) -> Target:
-    """The target named by ``--target`` (see :func:`migrator.engine.targets.open_target`), with a prober."""
+    """The target named by ``--target`` (see :func:`migrator.targets.open.open_target`), with a prober."""
     target = engine_open_target(spec)
     if target.prober is None:
         raise UsageError(f"target {spec!r} has no prober yet; `migrator verify` runs against the lab")

@@ -21,7 +21,6 @@ from migrator.actions import Action, StepContext, get_action, registered_actions
 from migrator.actions.context import CheckContext
 from migrator.checks import get_check
 from migrator.engine.engine import Engine, EngineOptions, Observer, RunControl, RunResult
-from migrator.engine.journal import Scrubber, now_iso, read_journal
 from migrator.engine.lock import TargetLock
 from migrator.engine.planio import (
     PlanSource,
@@ -32,16 +31,18 @@ from migrator.engine.planio import (
 )
 from migrator.engine.requirements import CHECK_NAME as REQUIREMENTS_CHECK
 from migrator.engine.requirements import dry_run_requirements
-from migrator.engine.rundir import RunDir, find_run, new_run_id
-from migrator.engine.selection import resolve_waves
-from migrator.engine.state import RunStatus, SagaState
-from migrator.engine.targets import open_target
+from migrator.engine.state import SagaState
 from migrator.errors import CheckFailed, Location, PlanError, Problem, UsageError
 from migrator.fsutil import atomic_write_json, atomic_write_text
 from migrator.plan.models import CheckBase, Plan, StepBase
+from migrator.plan.selection import resolve_waves
 from migrator.plan.source import read_yaml
 from migrator.plan.templates import RuntimeTemplate
 from migrator.ports import Node, Target
+from migrator.runs.events import RunStatus
+from migrator.runs.journal import Scrubber, now_iso, read_journal
+from migrator.runs.rundir import RunDir, find_run, new_run_id
+from migrator.targets.open import open_target
 
 ObserverFactory = Callable[[RunDir], Sequence[Observer]]
 

@@ -1,6 +1,6 @@
 """The engine: gate (preflight) -> stages (waves of nodes) -> verify, with a saga rollback.
 
-The engine never prints: it writes events to the journal (:mod:`migrator.engine.journal`), folds them
+The engine never prints: it writes events to the journal (:mod:`migrator.runs.journal`), folds them
 into its :class:`~migrator.engine.state.SagaState` (written to ``state.json`` after every transition)
 and hands them to observers. It takes a :class:`RunControl` whose events the CLI sets on signals.
 """
@@ -25,12 +25,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from migrator.actions import StepContext, get_action
 from migrator.actions.context import Cancelled, CheckContext
 from migrator.checks import CheckResult, get_check
-from migrator.engine.journal import Journal, Scrubber, SimulatedCrash
 from migrator.engine.planio import PlanSource, render_step, runtime_context
 from migrator.engine.requirements import check_requirements
-from migrator.engine.rundir import RunDir
-from migrator.engine.selection import resolve_waves
-from migrator.engine.state import RollbackReason, RunStatus, SagaState, StepOutcome, StepRecord, step_key
+from migrator.engine.state import SagaState, StepRecord, step_key
 from migrator.errors import (
     CheckFailed,
     ExitCode,
@@ -42,7 +39,11 @@ from migrator.errors import (
     TemporaryError,
 )
 from migrator.plan.models import CheckBase, FailurePolicy, RetryPolicy, RollbackPolicy, Stage, StepBase
+from migrator.plan.selection import resolve_waves
 from migrator.ports import Node, Target
+from migrator.runs.events import RollbackReason, RunStatus, StepOutcome
+from migrator.runs.journal import Journal, Scrubber, SimulatedCrash
+from migrator.runs.rundir import RunDir
 
 T = TypeVar("T")
 

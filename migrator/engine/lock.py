@@ -20,8 +20,8 @@ from typing import Any
 from loguru import logger
 
 from migrator import paths
-from migrator.engine.journal import now_iso
 from migrator.errors import LockHeld
+from migrator.runs.journal import now_iso
 
 
 def pid_alive(pid: int) -> bool:

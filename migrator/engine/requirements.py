@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from migrator.actions import StepContext, get_action
-from migrator.engine.journal import Scrubber
 from migrator.engine.planio import PlanSource, render_step, runtime_context
-from migrator.engine.selection import resolve_waves
 from migrator.engine.state import step_key
 from migrator.errors import CheckFailed, MigratorError
 from migrator.plan.models import Stage, StepBase
+from migrator.plan.selection import resolve_waves
 from migrator.ports import Node, Target
+from migrator.runs.journal import Scrubber
 
 if TYPE_CHECKING:
     from migrator.engine.engine import Engine

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from migrator.engine.selection import select_nodes
 from migrator.errors import PlanError
 from migrator.plan.models import FaultTargets, NodeSelector
+from migrator.plan.selection import select_nodes
 from migrator.ports import Node
 
 

@@ -53,11 +53,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from migrator.engine.journal import read_journal
-from migrator.engine.rundir import RunDir
-from migrator.engine.state import RunStatus
 from migrator.report.connectivity import analyze_check
 from migrator.report.steadystate import steady_state
+from migrator.runs.events import RunStatus
+from migrator.runs.journal import read_journal
+from migrator.runs.rundir import RunDir
 
 SCHEMA = "migrator.report/v1"
 

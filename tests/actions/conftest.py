@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from migrator.adapters.lab import open_lab_target
 from migrator.lab.lab import Lab
 from migrator.lab.spec import AppKind, LabSpec
 from migrator.ports import Target
+from migrator.targets.lab.cluster import open_lab_target
 
 UNDERLAY = "198.18.21.0/24"
 CAN_BUILD_LAB = os.geteuid() == 0 and shutil.which("ip") is not None and Path("/usr/lib/cni/bridge").exists()

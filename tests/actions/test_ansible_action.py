@@ -20,15 +20,15 @@ import pytest
 import yaml
 
 from migrator.actions.context import CheckContext
-from migrator.adapters.ansible import AnsibleRunnerExecutor
 from migrator.checks.base import get_check
 from migrator.engine import EngineOptions, RunResult, apply_plan
 from migrator.engine.api import dry_run
-from migrator.engine.journal import read_journal
 from migrator.engine.planio import load_plan_file
 from migrator.lab.lab import Lab
 from migrator.plan.models import NodesReachableCheck
 from migrator.ports import Target
+from migrator.runs.journal import read_journal
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -10,10 +10,10 @@ from migrator.actions.ansible import AnsiblePlaybook, host_summary, secret_names
 from migrator.actions.base import get_action
 from migrator.actions.context import StepContext
 from migrator.checks.base import get_check
-from migrator.engine.journal import Scrubber
 from migrator.errors import PlanError
 from migrator.plan.models import AnsiblePlaybookArgs
 from migrator.ports import HostResult, PlaybookResult, RunnerStatus, Target
+from migrator.runs.journal import Scrubber
 
 
 def ctx(tmp_path: Path, secrets: tuple[str, ...] = ()) -> StepContext:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from sshnodes import SshNodeFarm
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor
 
 
 @pytest.fixture(scope="session")

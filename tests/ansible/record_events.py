@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sshnodes import SshNodeFarm
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor
 from migrator.errors import MigratorError
 from migrator.ports import PlaybookRequest, PlaybookResult
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor
 
 HERE = Path(__file__).parent
 DATA = HERE / "data"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sshnodes import SshNodeFarm
 
-from migrator.adapters.ansible import CALLBACKS_DIR, DEADMAN_PARENT_ENV
 from migrator.lab import sh
+from migrator.targets.ansible.executor import CALLBACKS_DIR, DEADMAN_PARENT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 SLEEP = Path(__file__).parent / "playbooks" / "sleep.yml"
@@ -26,7 +26,7 @@ SECONDS = "43.21"  # a duration no one else sleeps: finds the remote sleep on th
 RUNNER = """
 import sys
 from pathlib import Path
-from migrator.adapters.ansible import AnsibleRunnerExecutor
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor
 from migrator.ports import PlaybookRequest
 inventory, cp, playbook, host, seconds, data = sys.argv[1:]
 executor = AnsibleRunnerExecutor(inventory=Path(inventory), connect_timeout=3, control_path_dir=Path(cp))

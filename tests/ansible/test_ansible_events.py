@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from migrator.adapters.ansible_events import (
+from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError
+from migrator.ports import HostResult, PlaybookResult, RunnerStatus
+from migrator.targets.ansible.events import (
     REDACTED,
     HostsUnreachable,
     PlaybookFailed,
@@ -25,8 +27,6 @@ from migrator.adapters.ansible_events import (
     render_diff,
     task_event,
 )
-from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError
-from migrator.ports import HostResult, PlaybookResult, RunnerStatus
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sshnodes import SshNodeFarm
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor, require_features, run_with_retry
-from migrator.adapters.ansible_events import HostsUnreachable, PlaybookFailed, PlaybookInterrupted
 from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError, UnsupportedFeature
 from migrator.ports import PlaybookRequest, RunnerStatus
+from migrator.targets.ansible.events import HostsUnreachable, PlaybookFailed, PlaybookInterrupted
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor, require_features, run_with_retry
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -13,9 +13,9 @@ import pytest
 from sshnodes import SshNodeFarm
 from typer.testing import CliRunner
 
-from migrator.adapters.inventory import compare_hosts, load_inventory, require_match
 from migrator.cli.nodes import app
 from migrator.errors import UsageError
+from migrator.targets.ansible.inventory import compare_hosts, load_inventory, require_match
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,16 +18,16 @@ from typing import Any
 import pytest
 
 from migrator.actions.context import CheckContext
-from migrator.adapters.lab import open_lab_target
 from migrator.checks.probe import ContinuousProbeChecker, pick_pairs
 from migrator.checks.reachability import BASELINE_FILE, Reachability
 from migrator.engine.api import apply_plan
 from migrator.engine.planio import load_plan_file
-from migrator.engine.state import RunStatus
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
 from migrator.plan.models import ContinuousProbeCheck, ProbeScope, ReachabilityCheck
 from migrator.ports import ProbeKind, Target
+from migrator.runs.events import RunStatus
+from migrator.targets.lab.cluster import open_lab_target
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

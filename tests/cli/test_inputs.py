@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from migrator.adapters.ansible_events import result_message, ssh_hint
-from migrator.adapters.fake import FakeCluster
 from migrator.cli.inputs import (
     check_inventory_file,
     check_inventory_keys,
@@ -18,6 +16,8 @@ from migrator.cli.inputs import (
 )
 from migrator.errors import UsageError
 from migrator.ports import Target
+from migrator.targets.ansible.events import result_message, ssh_hint
+from migrator.testing.fake import FakeCluster
 
 
 def _key(path: Path, mode: int) -> Path:

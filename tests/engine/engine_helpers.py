@@ -9,10 +9,10 @@ from typing import Any
 
 from migrator.engine import EngineOptions, RunResult, apply_plan, source_from_plan
 from migrator.engine.engine import Observer
-from migrator.engine.journal import read_journal
-from migrator.engine.rundir import RunDir
 from migrator.plan.models import Plan
 from migrator.ports import Target
+from migrator.runs.journal import read_journal
+from migrator.runs.rundir import RunDir
 
 
 def plan_data(stages: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:

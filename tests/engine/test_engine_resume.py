@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from engine_helpers import SleepRecorder, events, make_plan, marker_names, of_type, touch
 
-from migrator.adapters.fake import FakeCluster
 from migrator.engine import (
     EngineOptions,
     RunControl,
@@ -22,12 +21,13 @@ from migrator.engine import (
     rollback_run,
     source_from_plan,
 )
-from migrator.engine.journal import SimulatedCrash, read_journal
 from migrator.engine.lock import lock_path
-from migrator.engine.rundir import list_runs
 from migrator.errors import PermanentError, UsageError
 from migrator.plan.models import Plan
 from migrator.ports import Target
+from migrator.runs.journal import SimulatedCrash, read_journal
+from migrator.runs.rundir import list_runs
+from migrator.testing.fake import FakeCluster
 
 
 @pytest.fixture(autouse=True)

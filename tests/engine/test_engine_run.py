@@ -19,7 +19,6 @@ from engine_helpers import (
 )
 
 from migrator.actions.context import CheckContext
-from migrator.adapters.fake import FakeCluster
 from migrator.checks import Checker, CheckResult
 from migrator.checks import base as checks_base
 from migrator.engine import EngineOptions, RunControl, RunStatus, apply_plan, rollback_run, source_from_plan
@@ -27,6 +26,7 @@ from migrator.engine.lock import lock_path
 from migrator.errors import ExitCode, PlanError, TemporaryError
 from migrator.plan.models import NodesSchedulableCheck
 from migrator.ports import Target
+from migrator.testing.fake import FakeCluster
 
 
 def per_node_stage(name: str = "nodes", max_unavailable: object = 2, **kw: object) -> dict[str, object]:

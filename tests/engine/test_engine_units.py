@@ -16,14 +16,11 @@ from rich.console import Console
 from migrator.actions import load_builtins as load_actions
 from migrator.actions import registered_actions, unavailable_actions
 from migrator.actions.context import StepContext
-from migrator.adapters.fake import FakeCluster, fake_target
 from migrator.checks import load_builtins as load_checks
 from migrator.checks import registered_checks, unavailable_checks
+from migrator.cli.console import PlainObserver, RichObserver, dry_run_tree
 from migrator.engine import EngineOptions, apply_plan, dry_run, load_plan_file, source_from_plan
-from migrator.engine.journal import Journal, JournalError, Scrubber, read_journal
 from migrator.engine.lock import TargetLock, lock_path, read_lock
-from migrator.engine.observers import PlainObserver, RichObserver, dry_run_tree
-from migrator.engine.selection import order_nodes, resolve_waves, select_nodes, split_waves, wave_size
 from migrator.errors import LockHeld, PlanError
 from migrator.plan.models import (
     EmptyArgs,
@@ -35,7 +32,10 @@ from migrator.plan.models import (
     action_names,
     check_type_names,
 )
+from migrator.plan.selection import order_nodes, resolve_waves, select_nodes, split_waves, wave_size
 from migrator.ports import Node, Target
+from migrator.runs.journal import Journal, JournalError, Scrubber, read_journal
+from migrator.testing.fake import FakeCluster, fake_target
 
 # ------------------------------------------------------------------------------------ selection
 
@@ -394,7 +394,7 @@ def test_unavailable_actions_are_located_in_the_plan_file(tmp_path: Path, ansibl
 
 
 def test_runs_started_in_the_same_second_are_listed_in_start_order() -> None:
-    from migrator.engine.rundir import RunDir, list_runs  # noqa: PLC0415
+    from migrator.runs.rundir import RunDir, list_runs  # noqa: PLC0415
 
     # the random suffix sorts the other way round: the start time in meta.json decides
     made = [

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from migrator.adapters.lab import open_lab_target
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
 from migrator.ports import Target
+from migrator.targets.lab.cluster import open_lab_target
 
 UNDERLAY = os.environ.get("MIGRATOR_FAULT_TEST_UNDERLAY", "198.18.24.0/24")
 LAB_PREFIX = os.environ.get("MIGRATOR_FAULT_TEST_LAB", "rdt")

@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor
 from migrator.cli.faults import clear_faults
 from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab.lab import Lab
 from migrator.plan.models import FaultBandwidthArgs, FaultPartitionArgs
 from migrator.ports import ProbeResult, Target
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor
 from tests.faults.lab_helpers import (
     dns_query,
     echo_pods,

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from migrator.adapters.lab import open_lab_target
 from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab import net, sh
@@ -26,6 +25,7 @@ from migrator.lab.lab import Lab, lab_fault_ids, lab_processes
 from migrator.lab.spec import AppKind, LabSpec
 from migrator.lab.state import LabState, lab_dir
 from migrator.plan.models import FaultLinkFlapArgs, FaultLossArgs
+from migrator.targets.lab.cluster import open_lab_target
 from tests.faults.conftest import CAN_BUILD_LAB, LAB_PREFIX, UNDERLAY
 from tests.faults.lab_helpers import records_on, wait_for
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from migrator.adapters.lab import open_lab_target
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
+from migrator.targets.lab.cluster import open_lab_target
 from tests.clihelp import migrator_env, run_migrator
 
 pytestmark = pytest.mark.lab

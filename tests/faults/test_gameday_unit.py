@@ -23,7 +23,6 @@ import pytest
 from migrator.actions import base as actions_base
 from migrator.actions.context import StepContext
 from migrator.actions.demo import Touch as DemoTouch
-from migrator.adapters.fake import fake_target
 from migrator.engine import RunStatus, apply_plan, dry_run
 from migrator.engine.planio import load_plan_file
 from migrator.engine.requirements import dry_run_requirements
@@ -31,6 +30,7 @@ from migrator.errors import CheckFailed, ExitCode, PlanError, UnsupportedFeature
 from migrator.faults.blast import resolve_targets
 from migrator.plan.models import FaultTargets
 from migrator.ports import Node
+from migrator.testing.fake import fake_target
 
 ROOT = Path(__file__).resolve().parents[2]
 

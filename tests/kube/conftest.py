@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.adapters.kube import KubeCluster
-from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi
+from migrator.targets.kube import KubeCluster
+from migrator.testing.kube_server import FakeApiServer, FakeKubeApi
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from migrator.adapters.kube import KubeCluster
-from migrator.adapters.kube.calico_ipam import (
+from migrator.errors import StepFailed
+from migrator.ports import CniAgent
+from migrator.targets.kube import KubeCluster
+from migrator.targets.kube.calico_ipam import (
     ANN_IPV4_ADDRESS,
     ANN_VXLAN_ADDR,
     ANN_VXLAN_MAC,
@@ -19,17 +21,15 @@ from migrator.adapters.kube.calico_ipam import (
     cidr_name,
     plan_node_ipam,
 )
-from migrator.adapters.kube.cni import CniInfo as KubeCniInfo
-from migrator.adapters.kube.cni import CniKind, FlannelConfig, FlannelNode
-from migrator.adapters.kube_fake_cluster import calico_node_daemonset
-from migrator.adapters.kube_fake_server import (
+from migrator.targets.kube.cni import CniInfo as KubeCniInfo
+from migrator.targets.kube.cni import CniKind, FlannelConfig, FlannelNode
+from migrator.testing.kube_cluster import calico_node_daemonset
+from migrator.testing.kube_server import (
     CALICO_CRD_KINDS,
     FakeApiServer,
     calico_crds,
     seed_flannel_cluster,
 )
-from migrator.errors import StepFailed
-from migrator.ports import CniAgent
 
 DAEMONSET = calico_node_daemonset(image="calico/node:v3.28.0")
 LABEL = {"projectcalico.org/node-network-during-migration": "calico"}

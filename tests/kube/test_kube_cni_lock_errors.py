@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from migrator.adapters.kube import (
+from migrator.errors import LockHeld, PermanentError, TemporaryError, UsageError
+from migrator.targets.kube import (
     CniKind,
     KubeCluster,
     KubeConflict,
@@ -19,7 +20,7 @@ from migrator.adapters.kube import (
     WatchExpired,
     detect_from_objects,
 )
-from migrator.adapters.kube_fake_server import (
+from migrator.testing.kube_server import (
     FakeApiServer,
     Fault,
     add_nodes,
@@ -27,7 +28,6 @@ from migrator.adapters.kube_fake_server import (
     make_daemonset,
     make_node,
 )
-from migrator.errors import LockHeld, PermanentError, TemporaryError, UsageError
 
 NET_CONF = {
     "Network": "10.244.0.0/16",
@@ -350,7 +350,7 @@ def test_missing_kubeconfig_is_a_usage_error(tmp_path: Path) -> None:
 def test_in_cluster_service_account_without_a_kubeconfig(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from migrator.adapters.kube import api as kube_api  # noqa: PLC0415 - the module's own constant
+    from migrator.targets.kube import api as kube_api  # noqa: PLC0415 - the module's own constant
 
     sa = tmp_path / "serviceaccount"
     sa.mkdir()

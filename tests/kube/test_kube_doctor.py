@@ -7,18 +7,18 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from migrator.adapters.kube import KubeCluster
-from migrator.adapters.kube.rbac import PERMISSIONS, checks, cluster_role_rules, render_rbac_yaml
-from migrator.adapters.kube_doctor import CheckStatus, run_doctor
-from migrator.adapters.kube_fake_server import FakeApiServer
 from migrator.cli.doctor import app
+from migrator.targets.kube import KubeCluster
+from migrator.targets.kube.doctor import CheckStatus, run_doctor
+from migrator.targets.kube.rbac import PERMISSIONS, checks, cluster_role_rules, render_rbac_yaml
+from migrator.testing.kube_server import FakeApiServer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "rbac.yaml"
 
 
 def test_rbac_doc_is_generated_from_the_doctor_table() -> None:
     assert DOC.read_text() == render_rbac_yaml(), (
-        "docs/rbac.yaml is stale: regenerate it from migrator/adapters/kube/rbac.py"
+        "docs/rbac.yaml is stale: regenerate it from migrator/targets/kube/rbac.py"
     )
     role = next(d for d in yaml.safe_load_all(DOC.read_text()) if d["kind"] == "ClusterRole")
     granted = {
@@ -70,7 +70,7 @@ def test_doctor_cli_unreachable_cluster(tmp_path: Path) -> None:
 def test_doctor_compares_the_inventory_with_the_nodes(
     fake: FakeApiServer, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    from migrator.adapters.kube_fake_server import add_nodes  # noqa: PLC0415
+    from migrator.testing.kube_server import add_nodes  # noqa: PLC0415
 
     add_nodes(fake.api, workers=2, control_planes=1)
     good = tmp_path / "good.ini"

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from migrator.adapters.kube import KubeCluster, KubeNotFound, PodDisposition
-from migrator.adapters.kube_fake_server import FakeApiServer, Fault, add_nodes, make_pdb, make_pod
 from migrator.errors import Interrupted, StepFailed, StepTimeout
+from migrator.targets.kube import KubeCluster, KubeNotFound, PodDisposition
+from migrator.testing.kube_server import FakeApiServer, Fault, add_nodes, make_pdb, make_pod
 
 
 def web_app(fake: FakeApiServer, *, replicas_on_w1: int = 2, min_available: int = 1) -> None:

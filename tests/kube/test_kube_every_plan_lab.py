@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 
-from migrator.adapters.kube import open_kube_target
-from migrator.adapters.kube_fake_cluster import flannel_api, write_calico_manifest
-from migrator.adapters.kube_fake_server import FakeApiServer
 from migrator.engine import RunStatus, apply_plan, dry_run
 from migrator.engine.planio import load_plan_file
 from migrator.errors import CheckFailed
 from migrator.lab.lab import Lab
 from migrator.lab.spec import AppKind, LabSpec
 from migrator.ports import Target
+from migrator.targets.kube import open_kube_target
+from migrator.testing.kube_cluster import flannel_api, write_calico_manifest
+from migrator.testing.kube_server import FakeApiServer
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY = "198.18.52.0/24"

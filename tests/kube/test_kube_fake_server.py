@@ -8,8 +8,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from migrator.adapters.kube import KubeCluster
-from migrator.adapters.kube_fake_server import (
+from migrator.targets.kube import KubeCluster
+from migrator.testing.kube_server import (
     FakeApiServer,
     json_patch,
     make_configmap,

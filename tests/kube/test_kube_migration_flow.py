@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from migrator.adapters.kube import ApplyAction, CniKind, KubeCluster, RolloutKind
-from migrator.adapters.kube_fake_cluster import calico_node_daemonset
-from migrator.adapters.kube_fake_server import FakeApiServer, seed_flannel_cluster
+from migrator.targets.kube import ApplyAction, CniKind, KubeCluster, RolloutKind
+from migrator.testing.kube_cluster import calico_node_daemonset
+from migrator.testing.kube_server import FakeApiServer, seed_flannel_cluster
 
 CALICO = [
     calico_node_daemonset(

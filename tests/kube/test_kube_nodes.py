@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from migrator.adapters.kube import KubeCluster, kube_target
-from migrator.adapters.kube_fake_server import (
+from migrator.ports import Cluster
+from migrator.targets.kube import KubeCluster, kube_target
+from migrator.testing.kube_server import (
     FakeApiServer,
     add_nodes,
     make_endpointslice,
@@ -14,7 +15,6 @@ from migrator.adapters.kube_fake_server import (
     make_pod,
     make_service,
 )
-from migrator.ports import Cluster
 
 
 def test_kube_cluster_implements_the_port(cluster: KubeCluster) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from migrator.adapters.kube import KubeCluster, open_kube_target
-from migrator.adapters.kube_fake_cluster import FakeClusterProcess, flannel_api, write_calico_manifest
-from migrator.adapters.kube_fake_server import FakeApiServer
 from migrator.engine import dry_run
 from migrator.engine.planio import load_plan_file
 from migrator.ports import CniAgent, CniOps, CniSource
+from migrator.targets.kube import KubeCluster, open_kube_target
+from migrator.testing.kube_cluster import FakeClusterProcess, flannel_api, write_calico_manifest
+from migrator.testing.kube_server import FakeApiServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,15 +24,11 @@ from typing import Any
 
 import pytest
 
-from migrator.adapters.kube import KubeCluster, open_kube_target
-from migrator.adapters.kube_fake_server import (
-    FakeApiServer,
-    FakeKubeApi,
-    add_nodes,
-    make_pod,
-    seed_flannel_cluster,
-)
-from migrator.adapters.kube_prober import (
+from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget
+from migrator.probe.k8s import runner
+from migrator.probe.matrix import MatrixOptions, build_matrix
+from migrator.targets.kube import KubeCluster, open_kube_target
+from migrator.targets.kube.prober import (
     AGENT_CONFIGMAP,
     HOST_NAME,
     NAME,
@@ -41,9 +37,13 @@ from migrator.adapters.kube_prober import (
     OutsideMode,
     outside_source,
 )
-from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget
-from migrator.probe.k8s import runner
-from migrator.probe.matrix import MatrixOptions, build_matrix
+from migrator.testing.kube_server import (
+    FakeApiServer,
+    FakeKubeApi,
+    add_nodes,
+    make_pod,
+    seed_flannel_cluster,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from migrator.adapters.kube.api import KubeNotFound
-from migrator.adapters.kube.cluster import KubeCluster
 from migrator.engine.api import _gc_paused
+from migrator.targets.kube.api import KubeNotFound
+from migrator.targets.kube.cluster import KubeCluster
 
 
 class _Held:

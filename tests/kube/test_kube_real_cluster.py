@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from migrator.adapters.kube import ApplyAction, KubeCluster, KubeNotFound, RolloutKind
-from migrator.adapters.kube_doctor import run_doctor
 from migrator.errors import LockHeld, StepTimeout
+from migrator.targets.kube import ApplyAction, KubeCluster, KubeNotFound, RolloutKind
+from migrator.targets.kube.doctor import run_doctor
 
 KUBECONFIG = os.environ.get("MIGRATOR_TEST_KUBECONFIG")
 CONTEXT = os.environ.get("MIGRATOR_TEST_CONTEXT")
@@ -140,8 +140,8 @@ def test_drain_with_pdb(real: KubeCluster, namespace: str) -> None:
 def test_kube_prober_on_a_real_cluster(real: KubeCluster) -> None:
     """Deploys the probe DaemonSet (pulls ``$MIGRATOR_PROBE_IMAGE`` or python:3.12-alpine), probes the
     probe Service and every probe pod from every node, then removes the namespace."""
-    from migrator.adapters.kube_prober import NAME, NAMESPACE, KubeProber  # noqa: PLC0415
     from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget  # noqa: PLC0415
+    from migrator.targets.kube.prober import NAME, NAMESPACE, KubeProber  # noqa: PLC0415
 
     prober = KubeProber(real, image=os.environ.get("MIGRATOR_PROBE_IMAGE", "python:3.12-alpine"))
     try:

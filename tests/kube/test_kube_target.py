@@ -17,18 +17,18 @@ from typing import Any
 
 import pytest
 
-from migrator.adapters.kube import KubeCluster, KubeRunLock, open_kube_target
-from migrator.adapters.kube.lock import RUN_ID_ANNOTATION
-from migrator.adapters.kube.target import NO_INVENTORY, apiserver_endpoint
-from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes
-from migrator.adapters.kube_prober import KubeProber, OutsideMode
 from migrator.engine import api as engine_api
-from migrator.engine.journal import read_journal
 from migrator.engine.planio import load_plan_file
-from migrator.engine.state import RunStatus
-from migrator.engine.targets import open_target
 from migrator.errors import LockHeld, UsageError
 from migrator.ports import Target
+from migrator.runs.events import RunStatus
+from migrator.runs.journal import read_journal
+from migrator.targets.kube import KubeCluster, KubeRunLock, open_kube_target
+from migrator.targets.kube.lock import RUN_ID_ANNOTATION
+from migrator.targets.kube.prober import KubeProber, OutsideMode
+from migrator.targets.kube.target import NO_INVENTORY, apiserver_endpoint
+from migrator.targets.open import open_target
+from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, add_nodes
 
 PLAN = """\
 apiVersion: migrator/v1

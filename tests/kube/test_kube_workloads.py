@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from migrator.adapters.kube import ApplyAction, ApplyConflict, KubeCluster, RolloutKind
-from migrator.adapters.kube_fake_server import FakeApiServer, add_nodes, make_daemonset, make_pod
 from migrator.errors import StepTimeout
+from migrator.targets.kube import ApplyAction, ApplyConflict, KubeCluster, RolloutKind
+from migrator.testing.kube_server import FakeApiServer, add_nodes, make_daemonset, make_pod
 
 MANIFEST = """
 apiVersion: v1

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from migrator.adapters.lab import LabCluster
 from migrator.lab.calico import MODE_LABEL
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
 from migrator.lab.state import PodPhase
+from migrator.targets.lab.cluster import LabCluster
 from tests.lab.conftest import unique_lab
 from tests.lab.test_lab import http
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from migrator.adapters.lab import LabCluster, open_lab_target
 from migrator.cli.lab import app
 from migrator.errors import UsageError
 from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
 from migrator.lab.state import LabState, PodPhase, PodState, lab_dir
 from migrator.ports import Cluster
+from migrator.targets.lab.cluster import LabCluster, open_lab_target
 from tests.lab.conftest import host_traces, unique_lab
 
 pytestmark = pytest.mark.lab

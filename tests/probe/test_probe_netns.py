@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from pbt_fabric import POD_PORT, Fabric
 
-from migrator.adapters.lab_prober import LabProber
 from migrator.errors import UsageError
 from migrator.ports import ProbeKind, ProbeProtocol, ProbeResult, ProbeTarget
 from migrator.probe import agent
 from migrator.probe.analysis import check_continuous, continuous_stats, summarize
 from migrator.probe.engine import EngineOptions, ProbeEngine
 from migrator.probe.matrix import MatrixOptions, build_matrix
+from migrator.targets.lab.prober import LabProber
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]

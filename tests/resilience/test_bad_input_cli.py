@@ -162,7 +162,7 @@ spec:
 
 def test_rollback_of_a_run_whose_ssh_key_went_bad_is_refused_with_the_fix(tmp_path: Path) -> None:
     """resume/rollback check the run's inventory keys first: exit 2 naming the key, nothing undone."""
-    from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes  # noqa: PLC0415
+    from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, add_nodes  # noqa: PLC0415
 
     key = tmp_path / "ssh" / "id_ed25519"
     key.parent.mkdir()

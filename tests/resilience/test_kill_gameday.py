@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from bench.kill_series import cli, home_env, journal_problems, lab_down, lab_up
-from migrator.engine.journal import read_journal
 from migrator.lab.lab import Lab
+from migrator.runs.journal import read_journal
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, add_nodes
+from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, add_nodes
 from tests.clihelp import migrator_env, run_migrator
 
 ROOT = Path(__file__).resolve().parents[2]

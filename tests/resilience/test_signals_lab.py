@@ -131,7 +131,7 @@ class SigLab:
 
     def schedulable(self) -> dict[str, bool]:
         code = (
-            "import json; from migrator.adapters.lab import open_lab_target;"
+            "import json; from migrator.targets.lab.cluster import open_lab_target;"
             f" t = open_lab_target({self.name!r});"
             " print(json.dumps({n.name: n.schedulable for n in t.cluster.list_nodes()}))"
         )

@@ -1,7 +1,7 @@
 """``migrator doctor --target kube``: can this kubeconfig do everything migrator does?
 
 It reaches the cluster, then asks the API server, with one SelfSubjectAccessReview per verb and resource of
-:data:`migrator.adapters.kube.rbac.PERMISSIONS` (the table ``docs/rbac.yaml`` is generated from), which
+:data:`migrator.targets.kube.rbac.PERMISSIONS` (the table ``docs/rbac.yaml`` is generated from), which
 permissions are missing.
 """
 
@@ -15,10 +15,10 @@ from enum import StrEnum
 from kubernetes import client as k8s
 from loguru import logger
 
-from migrator.adapters.kube.api import KubeApi
-from migrator.adapters.kube.cluster import KubeCluster
-from migrator.adapters.kube.rbac import PERMISSIONS, Permission
 from migrator.errors import MigratorError
+from migrator.targets.kube.api import KubeApi
+from migrator.targets.kube.cluster import KubeCluster
+from migrator.targets.kube.rbac import PERMISSIONS, Permission
 
 
 class CheckStatus(StrEnum):

@@ -1,6 +1,6 @@
 """The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client."""
 
-from migrator.adapters.kube.api import (
+from migrator.targets.kube.api import (
     KubeApi,
     KubeConflict,
     KubeForbidden,
@@ -10,7 +10,7 @@ from migrator.adapters.kube.api import (
     load_api_client,
     translate,
 )
-from migrator.adapters.kube.cluster import (
+from migrator.targets.kube.cluster import (
     FIELD_MANAGER,
     ApplyAction,
     ApplyConflict,
@@ -23,7 +23,7 @@ from migrator.adapters.kube.cluster import (
     RolloutStatus,
     kube_target,
 )
-from migrator.adapters.kube.cni import (
+from migrator.targets.kube.cni import (
     CalicoPool,
     CniInfo,
     CniKind,
@@ -31,8 +31,8 @@ from migrator.adapters.kube.cni import (
     FlannelNode,
     detect_from_objects,
 )
-from migrator.adapters.kube.lock import LeaseHolder, LeaseLock
-from migrator.adapters.kube.target import KubeRunLock, open_kube_target
+from migrator.targets.kube.lock import LeaseHolder, LeaseLock
+from migrator.targets.kube.target import KubeRunLock, open_kube_target
 
 __all__ = [
     "FIELD_MANAGER",

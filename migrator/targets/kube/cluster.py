@@ -20,18 +20,6 @@ from loguru import logger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from migrator import ports
-from migrator.adapters.kube import cniops, mapping
-from migrator.adapters.kube.api import (
-    KubeApi,
-    KubeConflict,
-    KubeNotFound,
-    ListResult,
-    Obj,
-    WatchExpired,
-    load_api_client,
-)
-from migrator.adapters.kube.cni import CniInfo, detect_cni
-from migrator.adapters.kube.lock import LeaseLock
 from migrator.errors import (
     Interrupted,
     MigratorError,
@@ -42,6 +30,18 @@ from migrator.errors import (
     UsageError,
 )
 from migrator.ports import Cluster, DrainResult, Node, Pod, Service, Target
+from migrator.targets.kube import cniops, types
+from migrator.targets.kube.api import (
+    KubeApi,
+    KubeConflict,
+    KubeNotFound,
+    ListResult,
+    Obj,
+    WatchExpired,
+    load_api_client,
+)
+from migrator.targets.kube.cni import CniInfo, detect_cni
+from migrator.targets.kube.lock import LeaseLock
 
 FIELD_MANAGER = "migrator"
 
@@ -269,16 +269,16 @@ class KubeCluster:
     def list_nodes(self) -> list[Node]:
         snap = self._snapshot
         if snap is not None:
-            return list(snap.nodes(lambda: [mapping.to_node(o) for o in self.list_node_objects()]).values())
-        return [mapping.to_node(o) for o in self.list_node_objects()]
+            return list(snap.nodes(lambda: [types.to_node(o) for o in self.list_node_objects()]).values())
+        return [types.to_node(o) for o in self.list_node_objects()]
 
     def get_node(self, name: str) -> Node:
         snap = self._snapshot
         if snap is not None:
-            node = snap.nodes(lambda: [mapping.to_node(o) for o in self.list_node_objects()]).get(name)
+            node = snap.nodes(lambda: [types.to_node(o) for o in self.list_node_objects()]).get(name)
             if node is not None:
                 return node
-        return mapping.to_node(self.api.read(f"read node {name}", self.api.core.read_node, name))
+        return types.to_node(self.api.read(f"read node {name}", self.api.core.read_node, name))
 
     def label_node(self, name: str, labels: Mapping[str, str | None], *, dry_run: bool = False) -> None:
         """Set labels (``None`` removes one) with a merge patch; idempotent. ``dry_run`` asks the server to
@@ -352,12 +352,12 @@ class KubeCluster:
         if snap is not None:
             by_node = snap.pods(
                 lambda: self.api.list_converted(
-                    "list pods", mapping.to_pod, self.api.core.list_pod_for_all_namespaces
+                    "list pods", types.to_pod, self.api.core.list_pod_for_all_namespaces
                 )
             )
             pods = by_node.get(node, []) if node is not None else [p for ps in by_node.values() for p in ps]
             return [p for p in pods if namespace is None or p.namespace == namespace]
-        return [mapping.to_pod(o) for o in self.list_pod_objects(namespace, node)]
+        return [types.to_pod(o) for o in self.list_pod_objects(namespace, node)]
 
     # ----------------------------------------------------------------------------------- services
 
@@ -376,7 +376,7 @@ class KubeCluster:
             services = self.api.list_all("list services", self.api.core.list_service_for_all_namespaces).items
         endpoints = self._service_endpoints(namespace)
         return [
-            mapping.to_service(
+            types.to_service(
                 s, endpoints.get((s["metadata"].get("namespace", ""), s["metadata"]["name"]), [])
             )
             for s in services
@@ -399,7 +399,7 @@ class KubeCluster:
                 svc = (meta.get("labels") or {}).get("kubernetes.io/service-name")
                 if svc:
                     out.setdefault((str(meta.get("namespace", "")), str(svc)), []).extend(
-                        mapping.slice_addresses(sl)
+                        types.slice_addresses(sl)
                     )
             return out
         except KubeNotFound:
@@ -412,7 +412,7 @@ class KubeCluster:
             eps = self.api.list_all("list endpoints", self.api.core.list_endpoints_for_all_namespaces).items
         for ep in eps:
             meta = ep.get("metadata") or {}
-            out[(str(meta.get("namespace", "")), str(meta["name"]))] = mapping.endpoints_addresses(ep)
+            out[(str(meta.get("namespace", "")), str(meta["name"]))] = types.endpoints_addresses(ep)
         return out
 
     # -------------------------------------------------------------------------------------- drain
@@ -421,17 +421,17 @@ class KubeCluster:
         self, pod: Mapping[str, Any], *, delete_emptydir_data: bool, force: bool
     ) -> PodDisposition:
         """What ``kubectl drain`` would do with the pod."""
-        if mapping.is_mirror(pod):
+        if types.is_mirror(pod):
             return PodDisposition.SKIP_MIRROR
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             return PodDisposition.SKIP_TERMINATING
-        owner = mapping.controller_of(pod)
+        owner = types.controller_of(pod)
         if owner is not None and owner[0] == "DaemonSet":
             return PodDisposition.SKIP_DAEMONSET
         phase = (pod.get("status") or {}).get("phase")
         if owner is None and phase not in ("Succeeded", "Failed") and not force:
             return PodDisposition.REFUSE_UNMANAGED
-        if mapping.has_empty_dir(pod) and not delete_emptydir_data:
+        if types.has_empty_dir(pod) and not delete_emptydir_data:
             return PodDisposition.REFUSE_EMPTYDIR
         return PodDisposition.EVICT
 
@@ -461,7 +461,7 @@ class KubeCluster:
         refused: dict[PodDisposition, list[str]] = {}
         for pod in pods:
             disposition = self.classify_pod(pod, delete_emptydir_data=emptydir, force=force_)
-            key = mapping.pod_key(pod)
+            key = types.pod_key(pod)
             if disposition is PodDisposition.EVICT:
                 to_evict[key] = pod
             elif disposition in (PodDisposition.REFUSE_EMPTYDIR, PodDisposition.REFUSE_UNMANAGED):
@@ -542,7 +542,7 @@ class KubeCluster:
         pods: dict[str, PodDisposition] = {}
         blocked: dict[str, str] = {}
         for pod in self._list_pods(None, name).items:
-            key = mapping.pod_key(pod)
+            key = types.pod_key(pod)
             pods[key] = self.classify_pod(pod, delete_emptydir_data=emptydir, force=force_)
             if server_dry_run and pods[key] is PodDisposition.EVICT:
                 ns, pod_name = key.split("/", 1)
@@ -594,9 +594,9 @@ class KubeCluster:
                 ).items
             labels = pod["metadata"].get("labels") or {}
             for pdb in by_ns[ns]:
-                if mapping.selector_matches(pdb.get("spec", {}).get("selector"), labels):
+                if types.selector_matches(pdb.get("spec", {}).get("selector"), labels):
                     st = pdb.get("status") or {}
-                    out.setdefault(mapping.pod_key(pod), []).append(
+                    out.setdefault(types.pod_key(pod), []).append(
                         f"PodDisruptionBudget {ns}/{pdb['metadata']['name']} (disruptionsAllowed="
                         f"{st.get('disruptionsAllowed', '?')}, "
                         f"currentHealthy={st.get('currentHealthy', '?')}, "
@@ -677,11 +677,11 @@ class KubeCluster:
         deleted: dict[str, Obj] = {}
         for pod in self._list_pods(None, node).items:
             spec = pod.get("spec") or {}
-            if spec.get("hostNetwork") or mapping.is_mirror(pod) or mapping.controller_of(pod) is None:
+            if spec.get("hostNetwork") or types.is_mirror(pod) or types.controller_of(pod) is None:
                 continue
             if (pod.get("metadata") or {}).get("deletionTimestamp"):
                 continue
-            key = mapping.pod_key(pod)
+            key = types.pod_key(pod)
             ns, name = key.split("/", 1)
             try:
                 self.api.call(f"delete pod {key}", self.api.core.delete_namespaced_pod, name, ns)
@@ -984,7 +984,7 @@ class KubeCluster:
             f"read DaemonSet {namespace}/{name}", self.api.apps.read_namespaced_daemon_set, name, namespace
         )
         uid = ds["metadata"]["uid"]
-        selector = mapping.label_selector((ds.get("spec") or {}).get("selector", {}).get("matchLabels") or {})
+        selector = types.label_selector((ds.get("spec") or {}).get("selector", {}).get("matchLabels") or {})
         last: Obj | None = None
 
         def mine(pod: Obj) -> bool:
@@ -998,8 +998,8 @@ class KubeCluster:
             for pod in listed.items:
                 if mine(pod):
                     last = pod
-                    if mapping.is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
-                        return mapping.to_pod(pod)
+                    if types.is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+                        return types.to_pod(pod)
             try:
                 for etype, pod in self.api.watch(
                     f"watch pods of DaemonSet {namespace}/{name} on {node}",
@@ -1013,15 +1013,15 @@ class KubeCluster:
                 ):
                     if etype != "DELETED" and mine(pod):
                         last = pod
-                        if mapping.is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
-                            return mapping.to_pod(pod)
+                        if types.is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+                            return types.to_pod(pod)
             except WatchExpired:
                 continue
             if cancel is not None and cancel.is_set():
                 raise Interrupted(f"wait for DaemonSet {namespace}/{name} on {node} cancelled")
             if time.monotonic() >= deadline:
                 state = (
-                    f"pod {mapping.pod_key(last)} is not Ready"
+                    f"pod {types.pod_key(last)} is not Ready"
                     if last is not None
                     else "no pod is scheduled there (check the DaemonSet's nodeSelector and the node labels)"
                 )

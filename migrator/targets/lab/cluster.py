@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from migrator.adapters.ansible import AnsibleRunnerExecutor
-from migrator.adapters.lab_prober import LabProber
 from migrator.errors import UsageError
 from migrator.lab import calico as lab_calico
 from migrator.lab.agents import node_cni
@@ -30,6 +28,8 @@ from migrator.ports import (
     ServicePort,
     Target,
 )
+from migrator.targets.ansible.executor import AnsibleRunnerExecutor
+from migrator.targets.lab.prober import LabProber
 
 AGENT_DAEMONSETS = {
     CniAgent.FLANNEL: "kube-flannel/kube-flannel-ds",

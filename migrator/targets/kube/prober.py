@@ -51,11 +51,11 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from loguru import logger
 
-from migrator.adapters.kube.api import translate
-from migrator.adapters.kube.cluster import KubeCluster, RolloutKind
 from migrator.errors import MigratorError, StepFailed
 from migrator.ports import ContinuousProbe, Pod, ProbeKind, ProbeResult, ProbeTarget
 from migrator.probe.k8s import runner
+from migrator.targets.kube.api import translate
+from migrator.targets.kube.cluster import KubeCluster, RolloutKind
 
 NAMESPACE = "migrator-probe"
 NAME = "migrator-probe"

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from migrator.adapters.kube.api import KubeNotFound, Obj
 from migrator.errors import MigratorError
+from migrator.targets.kube.api import KubeNotFound, Obj
 
 if TYPE_CHECKING:
-    from migrator.adapters.kube.cluster import KubeCluster
+    from migrator.targets.kube.cluster import KubeCluster
 
 FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/"
 FLANNEL_CONFIGMAPS = (("kube-flannel", "kube-flannel-cfg"), ("kube-system", "kube-flannel-cfg"))

@@ -20,8 +20,8 @@ from typing import Any
 from kubernetes import client as k8s
 from loguru import logger
 
-from migrator.adapters.kube.api import KubeApi, KubeConflict, KubeNotFound, Obj
 from migrator.errors import LockHeld, MigratorError
+from migrator.targets.kube.api import KubeApi, KubeConflict, KubeNotFound, Obj
 
 RUN_ID_ANNOTATION = "migrator.io/run-id"
 PURPOSE_ANNOTATION = "migrator.io/purpose"

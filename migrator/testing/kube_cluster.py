@@ -2,7 +2,7 @@
 that ``plans/flannel-to-calico.yaml`` installs, and the fake API server in a process of its own.
 
 Shared by ``bench/kube_scale.py``, ``bench/kube_plan_scale.py`` and ``tests/kube/test_kube_plan_dry_run.py``.
-``python -m migrator.adapters.kube_fake_cluster --nodes N --kubeconfig PATH`` serves one on 127.0.0.1
+``python -m migrator.testing.kube_cluster --nodes N --kubeconfig PATH`` serves one on 127.0.0.1
 (it writes the URL on its first output line) until its stdin closes.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from migrator.adapters.kube_fake_server import FakeApiServer, FakeKubeApi, seed_flannel_cluster
+from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, seed_flannel_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,10 +3,10 @@
 - ``cluster``: :class:`KubeCluster` (kubeconfig from the argument, ``$KUBECONFIG``, ``~/.kube/config`` or
   the in-cluster service account; context from ``kube:CONTEXT``, the argument or
   ``$MIGRATOR_KUBE_CONTEXT``).
-- ``executor``: :class:`~migrator.adapters.ansible.AnsibleRunnerExecutor` on the inventory given as
+- ``executor``: :class:`~migrator.targets.ansible.executor.AnsibleRunnerExecutor` on the inventory given as
   ``inventory`` or ``$MIGRATOR_INVENTORY`` (host names must equal node names); ``None`` without one, and
   ``extras["executor_missing"]`` says how to give one (a plan with node work then fails at that step).
-- ``prober``: :class:`~migrator.adapters.kube_prober.KubeProber` (image ``$MIGRATOR_PROBE_IMAGE`` or
+- ``prober``: :class:`~migrator.targets.kube.prober.KubeProber` (image ``$MIGRATOR_PROBE_IMAGE`` or
   ``python:3.12-alpine``; ``$MIGRATOR_PROBE_OUTSIDE``: ``host-network``, the default, or ``off``, where
   NodePort probes from outside come from), deployed on first use.
 - ``extras``: ``identity`` (server URL and kube-system UID, recorded in ``run.start``), ``kube`` (the
@@ -25,10 +25,10 @@ from pathlib import Path
 
 from loguru import logger
 
-from migrator.adapters.kube.cluster import KubeCluster
-from migrator.adapters.kube.lock import LeaseLock
 from migrator.errors import LockHeld, MigratorError, UsageError
 from migrator.ports import NodeExecutor, Target
+from migrator.targets.kube.cluster import KubeCluster
+from migrator.targets.kube.lock import LeaseLock
 
 INVENTORY_ENV = "MIGRATOR_INVENTORY"
 CONTEXT_ENV = "MIGRATOR_KUBE_CONTEXT"
@@ -120,7 +120,7 @@ def open_kube_target(
     name: str = "kube",
 ) -> Target:
     """The ``--target kube[:CONTEXT]`` target (see the module docstring)."""
-    from migrator.adapters.kube_prober import (  # noqa: PLC0415 - import cycle
+    from migrator.targets.kube.prober import (  # noqa: PLC0415 - import cycle
         DEFAULT_IMAGE,
         KubeProber,
         OutsideMode,
@@ -135,7 +135,7 @@ def open_kube_target(
     executor: NodeExecutor | None = None
     inventory_path = Path(inventory).expanduser() if inventory else None
     if inventory_path is not None:
-        from migrator.adapters.ansible import AnsibleRunnerExecutor  # noqa: PLC0415 - optional, heavy
+        from migrator.targets.ansible.executor import AnsibleRunnerExecutor  # noqa: PLC0415 - optional, heavy
 
         executor = AnsibleRunnerExecutor(inventory=inventory_path)
     outside_text = os.environ.get(PROBE_OUTSIDE_ENV) or OutsideMode.HOST_NETWORK.value

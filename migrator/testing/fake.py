@@ -407,3 +407,8 @@ def fake_target(
 
 def error_from_name(kind: str, message: str) -> MigratorError:
     return _ERRORS.get(kind, StepFailed)(message)
+
+
+def open_fake_target(name: str | None) -> Target:
+    """``--target fake[:NAME]`` (the ``migrator.targets`` entry point ``fake``)."""
+    return fake_target(name="fake" if not name else f"fake:{name}")

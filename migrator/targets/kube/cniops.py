@@ -2,7 +2,7 @@
 
 What each operation does on the API server:
 
-- ``detect_cni``: :func:`migrator.adapters.kube.cni.detect_cni` (DaemonSets, ``kube-flannel-cfg``,
+- ``detect_cni``: :func:`migrator.targets.kube.cni.detect_cni` (DaemonSets, ``kube-flannel-cfg``,
   node annotations, Calico IPPools) mapped onto the port's ``CniInfo``, with the installed agents and
   their node selectors.
 - ``apply_cni_agent(FLANNEL, node_selector)``: a patch of the flannel DaemonSet's pod ``nodeSelector``.
@@ -18,7 +18,7 @@ What each operation does on the API server:
 - ``set_calico_mode``: the node label ``lab.migrator.io/calico-mode`` (per-node IPPool selectors use it).
 - ``resync_cni``: nothing (the agents of a real cluster watch the API server).
 
-Per node, Calico's IPAM takes over flannel's pod CIDR and VTEP (:mod:`migrator.adapters.kube.calico_ipam`):
+Per node, Calico's IPAM takes over flannel's pod CIDR and VTEP (:mod:`migrator.targets.kube.calico_ipam`):
 an ``IPAMBlock`` with its ``BlockAffinity`` and the VTEP's ``IPAMHandle``, and the
 ``projectcalico.org/IPv4VXLANTunnelAddr``/``VXLANTunnelMACAddr``/``IPv4Address`` node annotations, for
 every node when Calico is installed; deleting calico-node (a rollback of the install) removes them.
@@ -32,10 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from migrator.adapters.kube import calico_ipam
-from migrator.adapters.kube.api import Obj
-from migrator.adapters.kube.cni import CniInfo as KubeCniInfo
-from migrator.adapters.kube.cni import CniKind, classify_daemonset
 from migrator.errors import StepFailed, UsageError
 from migrator.ports import (
     CalicoMode,
@@ -45,9 +41,13 @@ from migrator.ports import (
     CniNodeInfo,
     CniSource,
 )
+from migrator.targets.kube import calico_ipam
+from migrator.targets.kube.api import Obj
+from migrator.targets.kube.cni import CniInfo as KubeCniInfo
+from migrator.targets.kube.cni import CniKind, classify_daemonset
 
 if TYPE_CHECKING:
-    from migrator.adapters.kube.cluster import ApplyResult, KubeCluster
+    from migrator.targets.kube.cluster import ApplyResult, KubeCluster
 
 CALICO_MODE_LABEL = "lab.migrator.io/calico-mode"
 AGENT_KINDS = {CniAgent.FLANNEL: CniKind.FLANNEL, CniAgent.CALICO: CniKind.CALICO}
@@ -199,7 +199,7 @@ def apply_cni_agent(
 
 
 def delete_cni_agent(cluster: KubeCluster, agent: CniAgent, *, dry_run: bool) -> list[str]:
-    from migrator.adapters.kube.cluster import Propagation  # noqa: PLC0415 - import cycle
+    from migrator.targets.kube.cluster import Propagation  # noqa: PLC0415 - import cycle
 
     ds = find_agent(cluster, agent)
     if ds is None:

@@ -2,7 +2,7 @@
 
 Regenerate the document after changing the table::
 
-    python -c "from migrator.adapters.kube.rbac import write_rbac_yaml; write_rbac_yaml('docs/rbac.yaml')"
+    python -c "from migrator.targets.kube.rbac import write_rbac_yaml; write_rbac_yaml('docs/rbac.yaml')"
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def cluster_role_rules() -> list[dict[str, list[str]]]:
 def render_rbac_yaml(namespace: str = "kube-system", service_account: str = ROLE_NAME) -> str:
     """``docs/rbac.yaml``: the ClusterRole, a ServiceAccount and the binding (edit the subject for a user)."""
     header = (
-        "# Least-privilege RBAC for migrator (generated from migrator/adapters/kube/rbac.py: do not edit).\n"
+        "# Least-privilege RBAC for migrator (generated from migrator/targets/kube/rbac.py: do not edit).\n"
         "# Check a kubeconfig against it with: migrator doctor --target kube [--kubeconfig F] [--context C]\n"
         "# Why each rule exists:\n"
         + "".join(f"#   {p.display}: {', '.join(p.verbs)}: {p.why}\n" for p in PERMISSIONS)

@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from migrator.adapters.kube.api import KubeNotFound, Obj
 from migrator.errors import StepFailed
+from migrator.targets.kube.api import KubeNotFound, Obj
 
 if TYPE_CHECKING:
-    from migrator.adapters.kube.cluster import KubeCluster
-    from migrator.adapters.kube.cni import CniInfo
+    from migrator.targets.kube.cluster import KubeCluster
+    from migrator.targets.kube.cni import CniInfo
 
 CALICO_V1 = "crd.projectcalico.org/v1"
 MANAGED = {"app.kubernetes.io/managed-by": "migrator"}

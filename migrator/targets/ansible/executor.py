@@ -2,11 +2,11 @@
 
 One call of :meth:`AnsibleRunnerExecutor.run_playbook` is one ``ansible-playbook`` run in its own private
 data dir (``data_dir``, inside the run folder: artifacts are kept under ``data_dir/artifacts/<ident>/``).
-Results are mapped by :mod:`migrator.adapters.ansible_events`; failures are raised as migrator errors:
+Results are mapped by :mod:`migrator.targets.ansible.events`; failures are raised as migrator errors:
 
-- a failed task → :class:`~migrator.adapters.ansible_events.PlaybookFailed` (a ``StepFailed`` naming the
+- a failed task → :class:`~migrator.targets.ansible.events.PlaybookFailed` (a ``StepFailed`` naming the
   host, the task and Ansible's message);
-- unreachable hosts only → :class:`~migrator.adapters.ansible_events.HostsUnreachable` (a
+- unreachable hosts only → :class:`~migrator.targets.ansible.events.HostsUnreachable` (a
   ``TemporaryError``: retry);
 - timeout → ``PlaybookTimeout`` (a ``StepTimeout``); cancel event set → ``PlaybookInterrupted`` (an
   ``Interrupted``).
@@ -40,7 +40,10 @@ import ansible_runner
 from loguru import logger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from migrator.adapters.ansible_events import (
+from migrator.errors import PermanentError, StepFailed, TemporaryError, UnsupportedFeature
+from migrator.paths import playbooks_dir
+from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult, RunnerStatus
+from migrator.targets.ansible.events import (
     HostsUnreachable,
     PlaybookFailed,
     PlaybookInterrupted,
@@ -49,10 +52,7 @@ from migrator.adapters.ansible_events import (
     host_results,
     task_event,
 )
-from migrator.adapters.inventory import ansible_bin_dir, list_hosts
-from migrator.errors import PermanentError, StepFailed, TemporaryError, UnsupportedFeature
-from migrator.paths import playbooks_dir
-from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult, RunnerStatus
+from migrator.targets.ansible.inventory import ansible_bin_dir, list_hosts
 
 EventCallback = Callable[[Mapping[str, Any]], None]
 
@@ -60,7 +60,7 @@ EventCallback = Callable[[Mapping[str, Any]], None]
 # writes the whole environment there; the rest of the caller's environment may hold credentials).
 _ENV_KEEP = re.compile(r"^(ANSIBLE_|RUNNER_|PATH$|HOME$|LANG$|LC_|PYTHONPATH$|USER$)")
 _POLL = 0.25  # seconds between ansible-runner's checks of cancel and timeout
-CALLBACKS_DIR = Path(__file__).with_name("ansible_callbacks")  # migrator_deadman.py
+CALLBACKS_DIR = Path(__file__).with_name("callbacks")  # migrator_deadman.py
 DEADMAN_PARENT_ENV = "MIGRATOR_PLAYBOOK_PARENT"  # = migrator_deadman.PARENT_ENV (not imported: ansible)
 
 

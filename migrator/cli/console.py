@@ -1,0 +1,255 @@
+"""How people see a run on a terminal: the engine only emits events; these render them.
+
+- :class:`RichObserver`: a live tree (stage / wave / node) with spinners on running steps, for a TTY.
+- :class:`PlainObserver`: one line per event, for pipes, CI and ``NO_COLOR``.
+- :func:`console_observer` picks the rich or the plain one.
+- :func:`dry_run_tree`: a dry run's report as a tree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from migrator.engine.observers import describe
+
+
+class PlainObserver:
+    """One line per interesting event on ``stream`` (stdout by default)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        line = describe(event)
+        if line is None:
+            return
+        ts = str(event.get("ts", ""))[11:19]
+        with self._lock:
+            self.stream.write(f"{ts} {line}\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        return None
+
+
+_ICONS = {
+    "succeeded": "[green]✓[/]",
+    "failed": "[red]✗[/]",
+    "failed-continued": "[yellow]![/]",
+    "timeout": "[red]⏱[/]",
+    "cancelled": "[yellow]⊘[/]",
+    "retrying": "[yellow]↻[/]",
+}
+
+
+class RichObserver:
+    """A live tree: stages, their waves and nodes, a spinner on each running step; a log of undos."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._lock = threading.Lock()
+        self.title = "migrator"
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.footer: list[str] = []
+        self.status = ""
+        self._live = Live(
+            get_renderable=self._render, console=self.console, refresh_per_second=8, transient=False
+        )
+        self._started = False
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        kind = str(event.get("type"))
+        with self._lock:
+            if not self._started:
+                self._live.start()
+                self._started = True
+            if kind in ("run.start", "run.resume"):
+                self.title = f"run {event.get('run_id')}" + (
+                    f" · {event.get('plan')}" if event.get("plan") else ""
+                )
+            elif kind == "stage.start":
+                self.stages[str(event["stage"])] = {
+                    "status": "running",
+                    "waves": {},
+                    "steps": {},
+                    "wave_nodes": event.get("waves"),
+                }
+            elif kind == "stage.end":
+                self.stages.setdefault(str(event["stage"]), {"waves": {}, "steps": {}})["status"] = event.get(
+                    "outcome"
+                )
+            elif kind == "wave.start":
+                st = self.stages.setdefault(
+                    str(event["stage"]), {"waves": {}, "steps": {}, "status": "running"}
+                )
+                st["waves"][int(event["wave"])] = {
+                    "status": "running",
+                    "nodes": {n: "" for n in event.get("nodes", [])},
+                }
+            elif kind == "wave.end":
+                found: dict[str, Any] | None = (
+                    self.stages.get(str(event["stage"]), {}).get("waves", {}).get(int(event["wave"]))
+                )
+                if found is not None:
+                    found["status"] = event.get("outcome")
+            elif kind in ("step.start", "step.end"):
+                view = self.stages.get(str(event.get("stage")))
+                if view is not None:
+                    text = f"{event.get('step')}" + (
+                        "" if kind == "step.start" else f" {event.get('outcome')}"
+                    )
+                    node = event.get("node")
+                    if node is not None:
+                        for wave in view["waves"].values():
+                            if node in wave["nodes"]:
+                                wave["nodes"][node] = ("running:" if kind == "step.start" else "") + text
+                    else:
+                        view["steps"][str(event.get("step"))] = (
+                            "running" if kind == "step.start" else str(event.get("outcome"))
+                        )
+            elif kind in ("rollback.start", "undo.end", "rollback.end", "monitor.failed", "check.end"):
+                line = describe(event)
+                if line and (kind != "check.end" or not event.get("ok")):
+                    self.footer.append(line.strip())
+                    self.footer = self.footer[-12:]
+            elif kind == "run.end":
+                self.status = f"{event.get('status')}: {event.get('message')}"
+
+    def _render(self) -> RenderableType:
+        with self._lock:
+            tree = Tree(Text(self.title, style="bold"))
+            for name, st in self.stages.items():
+                status = str(st.get("status"))
+                label: RenderableType
+                if status == "running":
+                    label = Spinner("dots", text=Text(f"stage {name}"))
+                else:
+                    label = Text.from_markup(f"{_ICONS.get(status, '·')} stage {name}")
+                branch = tree.add(label)
+                for step, sstatus in st["steps"].items():
+                    if sstatus == "running":
+                        branch.add(Spinner("dots", text=Text(step)))
+                    else:
+                        branch.add(Text.from_markup(f"{_ICONS.get(sstatus, '·')} {step}"))
+                for index, wave in sorted(st["waves"].items()):
+                    wstatus = str(wave["status"])
+                    wlabel = f"wave {index + 1}"
+                    wbranch = branch.add(
+                        Spinner("dots", text=Text(wlabel))
+                        if wstatus == "running"
+                        else Text.from_markup(f"{_ICONS.get(wstatus, '·')} {wlabel}")
+                    )
+                    for node, text in wave["nodes"].items():
+                        if str(text).startswith("running:"):
+                            wbranch.add(Spinner("dots", text=Text(f"{node}: {text[8:]}")))
+                        else:
+                            wbranch.add(Text(f"{node}: {text}"))
+            parts: list[RenderableType] = [tree]
+            if self.footer:
+                table = Table.grid()
+                for line in self.footer:
+                    table.add_row(Text(line))
+                parts.append(table)
+            if self.status:
+                parts.append(Text(self.status, style="bold"))
+            return Group(*parts)
+
+    def close(self) -> None:
+        with self._lock:
+            started = self._started
+        if started:
+            self._live.refresh()
+            self._live.stop()
+
+
+def console_observer(stream: TextIO | None = None) -> RichObserver | PlainObserver:
+    """The rich live tree when the stream is a TTY and ``NO_COLOR`` is unset; plain lines otherwise."""
+    out = stream or sys.stdout
+    if out.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb":
+        return RichObserver(Console(file=out))
+    return PlainObserver(out)
+
+
+# -------------------------------------------------------------------------------------- dry runs
+
+
+def dry_run_tree(report: Mapping[str, Any]) -> Tree:
+    """A rich tree of a dry-run report (:func:`migrator.engine.api.dry_run`)."""
+    root = Tree(
+        Text(
+            f"dry run: plan {report['plan']} on target {report['target']}"
+            f" (rollback: {report['rollback']}); nothing will be changed",
+            style="bold",
+        )
+    )
+    if report.get("params"):
+        root.add(Text(f"params: {report['params']}"))
+    _checks(root, "preflight", report.get("preflight") or [])
+    for stage in report["stages"]:
+        extra = ""
+        if "for_each" in stage:
+            extra = (
+                f" for each node, order {stage['for_each']['order']}, max_unavailable"
+                f" {stage['for_each']['max_unavailable']}"
+            )
+        branch = root.add(
+            Text(f"stage {stage['stage']}{extra} (on_failure: {stage['on_failure']})", style="bold")
+        )
+        _checks(branch, "monitor", stage.get("monitor") or [])
+        for step in stage.get("steps") or []:
+            _step(branch, step)
+        for wave in stage.get("waves") or []:
+            wbranch = branch.add(
+                Text(f"wave {wave['wave'] + 1}: {', '.join(n['node'] for n in wave['nodes'])}")
+            )
+            for node in wave["nodes"]:
+                cp = " (control plane)" if node.get("control_plane") else ""
+                nbranch = wbranch.add(Text(f"node {node['node']} {node['address']}{cp}"))
+                for step in node["steps"]:
+                    _step(nbranch, step)
+        if "waves" in stage and not stage["waves"]:
+            branch.add(Text("no node selected", style="yellow"))
+        _checks(branch, "verify", stage.get("verify") or [])
+    _checks(root, "verify", report.get("verify") or [])
+    return root
+
+
+def _step(parent: Tree, step: Mapping[str, Any]) -> None:
+    branch = parent.add(Text(f"{step['step']}: {step['action']} {step['args']}"))
+    for line in step.get("preview") or []:
+        branch.add(Text(str(line) if not isinstance(line, Mapping) else _line(line), style="cyan"))
+    undo = step.get("undo")
+    if isinstance(undo, list):
+        undo = "; ".join(_line(u) if isinstance(u, Mapping) else str(u) for u in undo)
+    elif isinstance(undo, Mapping):
+        undo = f"{undo.get('action')} {undo.get('args')}"
+    if undo:
+        branch.add(Text(f"undo: {undo}", style="dim"))
+
+
+def _line(line: Mapping[str, Any]) -> str:
+    if "command" in line:
+        rest = {k: v for k, v in line.items() if k not in ("command", "node")}
+        return f"$ {line['command']}" + (f"  {rest}" if rest else "")
+    return str(dict(line))
+
+
+def _checks(parent: Tree, phase: str, checks: list[Mapping[str, Any]]) -> None:
+    if not checks:
+        return
+    branch = parent.add(Text(f"{phase} checks", style="magenta"))
+    for check in checks:
+        preview = "; ".join(str(p) for p in check.get("preview") or [])
+        branch.add(Text(f"{check['check']} ({check['type']}): {preview}"))
