@@ -149,7 +149,7 @@ def client(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     target = open_kube_target(None, kubeconfig=args.kubeconfig)
     if args.client == "no-snapshot":
-        target.extras.pop("read_snapshot")
+        target.read_snapshot = None
     report = dry_run(source, target, target_spec="kube")
     seconds = time.perf_counter() - start
     text = json.dumps(report, default=str)  # what the JSON output renders

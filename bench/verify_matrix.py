@@ -38,7 +38,7 @@ from pbt_fabric import Fabric, rss_mb, session_prefix  # noqa: E402
 
 from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget  # noqa: E402
 from migrator.probe.analysis import is_flaky, summarize  # noqa: E402
-from migrator.probe.matrix import MatrixOptions, build_matrix, find_dns_server  # noqa: E402
+from migrator.probe.matrix import MatrixOptions, build_matrix  # noqa: E402
 from migrator.targets.lab.prober import LabProber  # noqa: E402
 
 POD_KINDS = {ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE}
@@ -103,8 +103,9 @@ def main() -> int:
         if args.lab:
             target = importlib.import_module("migrator.targets.lab.cluster").open_lab_target(args.lab)
             cluster = target.cluster
-            netns = dict(target.extras["netns"])
-            prober = LabProber.from_extras(target.extras, dns_server=find_dns_server(cluster.list_services()))
+            prober = target.prober
+            assert isinstance(prober, LabProber)
+            netns = prober.sources()
             out["fabric"] = (
                 f"lab {args.lab}: {len(cluster.list_nodes())} nodes, {len(cluster.list_pods())} pods"
             )

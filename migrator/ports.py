@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from migrator.errors import PermanentError
 
 CONTROL_PLANE_ROLE = "control-plane"
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
@@ -246,20 +249,53 @@ class Prober(Protocol):
 # ------------------------------------------------------------------------------------------------ target
 
 
+class RunLock(Protocol):
+    """The lock a run holds on its target from start to end (the engine's local lock file, or one the
+    target provides, e.g. a Kubernetes Lease)."""
+
+    def acquire(self, *, force_unlock: str | None = None) -> None: ...
+
+    def release(self) -> None: ...
+
+
+@runtime_checkable
+class LosableLock(RunLock, Protocol):
+    """A run lock that another run can take over while this one holds it (a lease that is not renewed)."""
+
+    def watch_lost(self, stop: Callable[[str], None]) -> None:
+        """Call ``stop(reason)`` when the lock is lost."""
+        ...
+
+
 @dataclass
 class Target:
-    """Everything a run needs to reach one target."""
+    """Everything a run needs to reach one target, and what it offers beyond the ports.
+
+    ``executor`` is ``None`` on a target without node access; ``no_executor`` then says why (and how to
+    give one), in the error of every step that needs it. ``apiserver_endpoint`` (``ip:port``) is the
+    control-plane endpoint ``fault.apiserver`` cuts by default. ``run_lock`` (run id -> lock) replaces the
+    engine's local lock file; ``read_snapshot`` is a context manager a dry run enters so that its reads are
+    served from one listing per resource. ``markers_dir`` is where the demo actions keep their markers
+    (``None``: the run folder).
+    """
 
     name: str
     cluster: Cluster
     executor: NodeExecutor | None = None
     prober: Prober | None = None
     inventory: Path | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    no_executor: str | None = None
+    apiserver_endpoint: str | None = None
+    run_lock: Callable[[str], RunLock] | None = None
+    read_snapshot: Callable[[], AbstractContextManager[object]] | None = None
+    markers_dir: Path | None = None
 
-    def nodes_by_name(self, names: Iterable[str]) -> list[Node]:
-        wanted = set(names)
-        return [n for n in self.cluster.list_nodes() if n.name in wanted]
+    def node_executor(self, what: str) -> NodeExecutor:
+        """The node executor; :class:`~migrator.errors.PermanentError` naming ``what`` needs it if none."""
+        if self.executor is None:
+            why = self.no_executor or "no Ansible inventory"
+            raise PermanentError(f"target {self.name} has no node executor ({why}): {what}")
+        return self.executor
 
 
 # ----------------------------------------------------------------------------------------------- CNI ops

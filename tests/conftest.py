@@ -30,4 +30,4 @@ def markers(tmp_path: Path) -> Path:
 @pytest.fixture
 def target(markers: Path) -> Target:
     """A fake target with 1 control plane and 3 workers; demo markers live in ``markers``."""
-    return Target(name="fake", cluster=FakeCluster.with_nodes(4), extras={"markers_dir": str(markers)})
+    return Target(name="fake", cluster=FakeCluster.with_nodes(4), markers_dir=markers)

@@ -31,7 +31,7 @@ from loguru import logger
 
 from migrator.actions.base import Action, register_action
 from migrator.actions.context import PreviewLine, StepContext
-from migrator.errors import MigratorError, PermanentError, PlanError
+from migrator.errors import MigratorError, PlanError
 from migrator.plan.models import AnsiblePlaybookArgs
 from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult
 from migrator.targets.ansible.events import preview as check_mode_preview
@@ -41,13 +41,7 @@ DEFAULT_TIMEOUT = 300.0
 
 
 def executor_of(ctx: StepContext) -> NodeExecutor:
-    executor = ctx.target.executor
-    if executor is None:
-        raise PermanentError(
-            f"target {ctx.target.name} has no node executor (no Ansible inventory): "
-            f"step {ctx.step!r} cannot run playbooks"
-        )
-    return executor
+    return ctx.target.node_executor(f"step {ctx.step!r} cannot run playbooks")
 
 
 def step_hosts(ctx: StepContext, executor: NodeExecutor) -> tuple[str, ...]:

@@ -91,9 +91,7 @@ def cni_ops(target: Target) -> CniOps:
 
 
 def _executor(target: Target) -> NodeExecutor:
-    if target.executor is None:
-        raise PermanentError(f"target {target.name} has no node executor (Ansible inventory)")
-    return target.executor
+    return target.node_executor("the CNI migration runs playbooks on the nodes")
 
 
 def run_playbook(

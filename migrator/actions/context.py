@@ -131,8 +131,7 @@ class CheckContext:
 
 
 def markers_dir(run_dir: Path, target: Target) -> Path:
-    """Where the demo actions keep their marker files: ``target.extras["markers_dir"]`` or the run folder."""
-    raw = target.extras.get("markers_dir")
-    path = Path(raw) if raw else run_dir / "markers"
+    """Where the demo actions keep their marker files: ``target.markers_dir`` or the run folder."""
+    path = target.markers_dir or run_dir / "markers"
     path.mkdir(parents=True, exist_ok=True)
     return path

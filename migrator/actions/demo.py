@@ -1,4 +1,4 @@
-"""Demo actions: act on marker files (``ctx`` run folder or ``target.extras["markers_dir"]``)."""
+"""Demo actions: act on marker files (``ctx`` run folder or ``target.markers_dir``)."""
 
 from __future__ import annotations
 

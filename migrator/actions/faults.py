@@ -86,7 +86,7 @@ class FaultAction(Action[ArgsT]):
         facts = _facts(ctx, targets, become=args.become)
         fid = self.fault_id(ctx, targets)
         services = ctx.cluster.list_services() if isinstance(args, FaultBlackholeArgs) else []
-        endpoint = ctx.target.extras.get("apiserver_endpoint")  # the target's control-plane endpoint
+        endpoint = ctx.target.apiserver_endpoint  # the target's control-plane endpoint
         view = ClusterView(
             nodes=ctx.cluster.list_nodes(),
             services=services,

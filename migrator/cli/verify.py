@@ -24,9 +24,8 @@ from migrator.checks.reachability import evaluate, report_details
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import ProbeKind, ProbeResult, Target
 from migrator.probe.analysis import PairStatus, grid, pair_key
-from migrator.probe.matrix import MatrixOptions, Scope, find_dns_server
+from migrator.probe.matrix import MatrixOptions, Scope
 from migrator.probe.suite import VerifyReport, load_baseline, save_baseline
-from migrator.targets.lab.prober import LabProber
 from migrator.targets.open import open_target as engine_open_target
 
 app = typer.Typer(help="Reachability verification.")
@@ -45,14 +44,6 @@ def open_target(spec: str) -> Target:
     target = engine_open_target(spec)
     if target.prober is None:
         raise UsageError(f"target {spec!r} has no prober yet; `migrator verify` runs against the lab")
-    return target
-
-
-def with_lab_prober(target: Target) -> Target:
-    """Give ``target`` a :class:`LabProber` built from its extras unless it has a prober already."""
-    if target.prober is None:
-        dns = find_dns_server(target.cluster.list_services())
-        target.prober = LabProber.from_extras(target.extras, dns_server=dns)
     return target
 
 

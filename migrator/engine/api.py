@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from loguru import logger
 
@@ -38,7 +38,7 @@ from migrator.plan.models import CheckBase, Plan, StepBase
 from migrator.plan.selection import resolve_waves
 from migrator.plan.source import read_yaml
 from migrator.plan.templates import RuntimeTemplate
-from migrator.ports import Node, Target
+from migrator.ports import LosableLock, Node, RunLock, Target
 from migrator.runs.events import RunStatus
 from migrator.runs.journal import Scrubber, now_iso, read_journal
 from migrator.runs.rundir import RunDir, find_run, new_run_id
@@ -47,35 +47,24 @@ from migrator.targets.open import open_target
 ObserverFactory = Callable[[RunDir], Sequence[Observer]]
 
 
-class RunLock(Protocol):
-    """What the engine needs of a run lock (``TargetLock``, or the one a target provides)."""
-
-    def acquire(self, *, force_unlock: str | None = None) -> None: ...
-
-    def release(self) -> None: ...
-
-
 def _stop_when_lock_lost(lock: RunLock, engine: Engine) -> None:
     """A lock that can be lost while the run goes on (a target's lease) stops the run at its next safe
     point, without rolling back (another run owns the target now)."""
-    watch = getattr(lock, "watch_lost", None)
-    if callable(watch):
+    if isinstance(lock, LosableLock):
 
         def stop(reason: str) -> None:
             engine.log.error(f"the run lock was lost ({reason}): stopping at the next safe point")
             engine.control.stop_rollback.set()
             engine.control.cancel.set()
 
-        watch(stop)
+        lock.watch_lost(stop)
 
 
 def _run_lock(target: Target, lock_name: str, run_id: str) -> RunLock:
-    """The target's own lock when it provides one (``extras["lock_factory"]``: run id -> lock, e.g. a
-    Kubernetes Lease), else the local lock file."""
-    factory = target.extras.get("lock_factory")
-    if callable(factory):
-        lock: RunLock = factory(run_id)
-        return lock
+    """The target's own lock when it provides one (``Target.run_lock``, e.g. a Kubernetes Lease), else
+    the local lock file."""
+    if target.run_lock is not None:
+        return target.run_lock(run_id)
     return TargetLock(lock_name, run_id)
 
 
@@ -433,11 +422,11 @@ def dry_run(source: PlanSource, target: Target, *, target_spec: str | None = Non
     Dry runs take no lock and create no run folder; previews that need a scratch folder (Ansible check
     mode) get a temporary one, removed afterwards.
     """
-    snapshot = target.extras.get("read_snapshot")  # a target may serve the dry run's reads from one list
+    snapshot = target.read_snapshot  # a target may serve the dry run's reads from one list
     with (
         _gc_paused(),
         tempfile.TemporaryDirectory(prefix="migrator-dry-run-") as scratch,
-        snapshot() if callable(snapshot) else contextlib.nullcontext(),
+        snapshot() if snapshot is not None else contextlib.nullcontext(),
     ):
         return _dry_run(source, target, target_spec=target_spec, scratch=Path(scratch))
 

@@ -128,7 +128,7 @@ class FaultPlan:
 @dataclass(frozen=True)
 class ClusterView:
     """The cluster data some faults need: every node, (for blackhole) the services and (for apiserver) the
-    control-plane endpoints the target knows (``Target.extras["apiserver_endpoint"]``: "ip:port")."""
+    control-plane endpoints the target knows (``Target.apiserver_endpoint``: "ip:port")."""
 
     nodes: Sequence[Node]
     services: Sequence[Service] = ()

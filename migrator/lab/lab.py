@@ -486,7 +486,8 @@ class Lab(NodeAgents):
         ``<control-plane node ip>:6443`` in that node's namespaces, where a real cluster's API server listens.
 
         The lab has no API server: this gives ``fault.apiserver`` a real endpoint to cut. Recorded in the
-        state (``apiserver``), the inventory (``migrator_apiserver_endpoint``) and the target's extras."""
+        state (``apiserver``), the inventory (``migrator_apiserver_endpoint``) and the target
+        (``Target.apiserver_endpoint``)."""
         cp = next((n for n in st.nodes.values() if CONTROL_PLANE_LABEL in n.labels), None)
         if cp is None or not cp.holder_pid:
             return

@@ -397,12 +397,9 @@ def fake_target(
     if state_file is None:
         # nothing survives the process anyway: let resume/rollback of a demo run find "the same" cluster
         cluster.ident = "fake:in-memory"
-    extras: dict[str, Any] = {}
-    if markers_dir is not None:
-        extras["markers_dir"] = str(markers_dir)
-    elif state_file is not None:
-        extras["markers_dir"] = str(state_file.parent / f"{state_file.stem}.markers")
-    return Target(name=name, cluster=cluster, extras=extras)
+    if markers_dir is None and state_file is not None:
+        markers_dir = state_file.parent / f"{state_file.stem}.markers"
+    return Target(name=name, cluster=cluster, markers_dir=markers_dir)
 
 
 def error_from_name(kind: str, message: str) -> MigratorError:

@@ -28,6 +28,7 @@ from migrator.plan.models import ContinuousProbeCheck, ProbeScope, ReachabilityC
 from migrator.ports import ProbeKind, Target
 from migrator.runs.events import RunStatus
 from migrator.targets.lab.cluster import open_lab_target
+from migrator.targets.lab.prober import LabProber
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -68,7 +69,9 @@ def ctx(target: Target, run_dir: Path, phase: str, **kw: Any) -> CheckContext:
 
 
 def netns_of(target: Target, source: str) -> str:
-    return Path(target.extras["netns_map"]()[source]).name
+    prober = target.prober
+    assert isinstance(prober, LabProber)
+    return Path(prober.sources()[source]).name
 
 
 def iptables(netns: str, *args: str) -> None:

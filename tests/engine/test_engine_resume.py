@@ -67,7 +67,7 @@ def crash_plan(fail: bool = False) -> Plan:
 def new_target(tmp: Path) -> Target:
     mdir = tmp / "markers"
     mdir.mkdir(parents=True, exist_ok=True)
-    return Target(name="fake", cluster=FakeCluster.with_nodes(4), extras={"markers_dir": str(mdir)})
+    return Target(name="fake", cluster=FakeCluster.with_nodes(4), markers_dir=mdir)
 
 
 def options(**kw: Any) -> EngineOptions:
@@ -77,7 +77,7 @@ def options(**kw: Any) -> EngineOptions:
 def snapshot(target: Target) -> dict[str, Any]:
     cluster = target.cluster
     assert isinstance(cluster, FakeCluster)
-    return {"cluster": cluster.state(), "markers": sorted(marker_names(Path(target.extras["markers_dir"])))}
+    return {"cluster": cluster.state(), "markers": sorted(marker_names(target.markers_dir))}
 
 
 def _reference(fail: bool) -> tuple[int, dict[str, Any], dict[str, Any]]:
@@ -216,7 +216,7 @@ def test_resume_refuses_a_changed_plan_file_unless_forced(tmp_path: Path) -> Non
         resume_run(run.run_id, target=target, options=options())
     result = resume_run(run.run_id, target=target, options=options(), force=True)
     assert result.status == RunStatus.SUCCEEDED
-    assert marker_names(Path(target.extras["markers_dir"])) == {"a", "b"}
+    assert marker_names(target.markers_dir) == {"a", "b"}
 
 
 def test_resume_refuses_another_cluster(tmp_path: Path) -> None:
@@ -238,7 +238,7 @@ def test_resume_of_an_interrupted_run_starts_again_and_finishes(tmp_path: Path) 
     assert first.status == RunStatus.INTERRUPTED
     result = resume_run(first.run_id, target=target, options=options())
     assert result.status == RunStatus.SUCCEEDED, result.message
-    assert marker_names(Path(target.extras["markers_dir"])) == {"a", "b"}
+    assert marker_names(target.markers_dir) == {"a", "b"}
 
 
 class InjectOnRollback:
@@ -340,7 +340,7 @@ def test_resume_of_a_run_with_a_secret_asks_for_it_again(tmp_path: Path) -> None
         resume_run(run.run_id, target=target, options=options())
     result = resume_run(run.run_id, target=target, options=options(), overrides={"token": "t0ps3cret"})
     assert result.status == RunStatus.SUCCEEDED, result.message
-    assert marker_names(Path(target.extras["markers_dir"])) == {"a-t0ps3cret", "b"}
+    assert marker_names(target.markers_dir) == {"a-t0ps3cret", "b"}
     for file in run.path.rglob("*"):
         if file.is_file():
             assert "t0ps3cret" not in file.read_text(errors="replace"), file

@@ -326,7 +326,7 @@ def test_dry_run_changes_nothing_and_shows_waves_args_and_previews(
     assert not any(
         op in ("set_schedulable", "drain_node", "label_node", "restart_pods") for op, _ in cluster.calls
     )
-    assert not list(Path(target.extras["markers_dir"]).iterdir())
+    assert not list(target.markers_dir.iterdir())
     assert not (migrator_home / "runs").exists() or not list((migrator_home / "runs").iterdir())
     assert not lock_path("fake").exists()
     stage = report["stages"][1]

@@ -187,7 +187,7 @@ def test_blackhole_then_dns_outage_on_one_node(lab_target: Target, fault_lab: La
 def test_apiserver_cut_then_healed_by_the_expiry_timer(
     lab_target: Target, fault_lab: Lab, tmp_path: Path
 ) -> None:
-    endpoint = lab_target.extras["apiserver_endpoint"]
+    endpoint = lab_target.apiserver_endpoint
     st = fault_lab.require()
     assert endpoint == st.apiserver == f"{st.nodes['node1'].ip}:6443"
     inventory = Path(st.inventory).read_text()

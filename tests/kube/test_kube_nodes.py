@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from migrator.ports import Cluster
-from migrator.targets.kube import KubeCluster, kube_target
+from migrator.targets.kube import KubeCluster, open_kube_target
 from migrator.testing.kube_server import (
     FakeApiServer,
     add_nodes,
@@ -218,9 +218,9 @@ def test_server_side_dry_run_of_node_changes(
 
 
 def test_kube_target(fake: FakeApiServer, kubeconfig: Path) -> None:
-    target = kube_target(kubeconfig=str(kubeconfig), run_id="r")
+    target = open_kube_target(kubeconfig=str(kubeconfig))
     try:
         assert target.name == "kube" and isinstance(target.cluster, KubeCluster)
-        assert target.extras["identity"].startswith(fake.url)
+        assert target.cluster.identity().startswith(fake.url)
     finally:
         target.cluster.close()  # type: ignore[attr-defined]

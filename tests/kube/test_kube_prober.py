@@ -315,7 +315,8 @@ def test_run_lock_release_cleans_up_the_probe(
 ) -> None:
     config = server.write_kubeconfig(tmp_path / "kc", context="fake", token="test-token")
     target = open_kube_target("fake", kubeconfig=str(config))
-    lock = target.extras["lock_factory"]("probe-run")
+    assert target.run_lock is not None
+    lock = target.run_lock("probe-run")
     lock.acquire()
     assert target.prober is not None
     assert target.prober.probe(_targets(web, closed_port)[:1])[0].ok

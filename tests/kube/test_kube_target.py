@@ -99,19 +99,19 @@ def test_open_kube_target_gives_a_full_target(
     target = _target(a, tmp_path)
     assert isinstance(target.cluster, KubeCluster)
     assert isinstance(target.prober, KubeProber)
-    assert target.executor is None and target.extras["executor_missing"] == NO_INVENTORY
+    assert target.executor is None and target.no_executor == NO_INVENTORY
     assert "--inventory" in NO_INVENTORY
-    identity = target.extras["identity"]
-    assert identity == target.cluster.identity() and identity.startswith(a.url)
+    identity = target.cluster.identity()
+    assert identity.startswith(a.url)
     assert identity != _target(b, tmp_path, "b").cluster.identity()
-    assert isinstance(target.extras["lock_factory"]("r1"), KubeRunLock)
-    assert target.extras["apiserver_endpoint"] == a.url.split("://", 1)[1]  # fault.apiserver's default
+    assert target.run_lock is not None and isinstance(target.run_lock("r1"), KubeRunLock)
+    assert target.apiserver_endpoint == a.url.split("://", 1)[1]  # fault.apiserver's default
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("[nodes]\ncp1\nw1\nw2\nw3\n")
     monkeypatch.setenv("MIGRATOR_INVENTORY", str(inventory))
     with_inventory = _target(a, tmp_path)
     assert with_inventory.executor is not None and with_inventory.inventory == inventory
-    assert "executor_missing" not in with_inventory.extras
+    assert with_inventory.no_executor is None
     prober = with_inventory.prober
     assert isinstance(prober, KubeProber) and prober.outside is OutsideMode.HOST_NETWORK
     monkeypatch.setenv("MIGRATOR_PROBE_OUTSIDE", "off")

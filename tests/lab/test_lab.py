@@ -18,6 +18,7 @@ from migrator.lab.spec import LabSpec
 from migrator.lab.state import LabState, PodPhase, PodState, lab_dir
 from migrator.ports import Cluster
 from migrator.targets.lab.cluster import LabCluster, open_lab_target
+from migrator.targets.lab.prober import LabProber
 from tests.lab.conftest import host_traces, unique_lab
 
 pytestmark = pytest.mark.lab
@@ -199,10 +200,12 @@ def test_adapter_implements_cluster_port(lab: Lab) -> None:
     assert nodes[0].is_control_plane and not nodes[1].is_control_plane
     assert cluster.get_node("node2").pod_cidr == "10.244.1.0/24"
     assert target.inventory is not None and target.inventory.exists()
-    netns = target.extras["netns"]
+    prober = target.prober
+    assert isinstance(prober, LabProber)
+    netns = prober.sources()
     assert Path(netns["outside"]).exists() and Path(netns["node1"]).exists()
-    assert target.extras["dns_server"] == "10.96.0.10"
-    assert target.extras["netns_map"]() == netns
+    assert prober.options.dns_server == "10.96.0.10"
+    assert lab.netns_map() == netns
     pods = cluster.list_pods(namespace="default")
     assert pods and all(Path(netns[p.key]).exists() for p in pods if p.ready)
     svcs = {s.name: s for s in cluster.list_services()}

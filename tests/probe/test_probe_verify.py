@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from migrator.cli import verify as verify_cli
 from migrator.errors import CheckFailed, UsageError
 from migrator.ports import ProbeKind, ProbeResult, ProbeTarget, Target
-from migrator.probe.matrix import MatrixOptions
+from migrator.probe.matrix import MatrixOptions, find_dns_server
 from migrator.probe.suite import (
     load_results,
     monitor_verdict,
@@ -24,16 +24,15 @@ from migrator.probe.suite import (
     run_verify,
     start_monitor,
 )
+from migrator.targets.lab.prober import LabProber
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
 def target(fabric: Fabric) -> Target:
-    return verify_cli.with_lab_prober(
-        Target(
-            name="pbt", cluster=fabric.cluster, extras={"netns": fabric.netns, "dns_server": fabric.dns_ip}
-        )
+    return Target(
+        name="pbt", cluster=fabric.cluster, prober=LabProber(fabric.netns, dns_server=fabric.dns_ip)
     )
 
 
@@ -132,10 +131,9 @@ def test_continuous_refuses_unbounded_memory(target: Target) -> None:
 
 
 def test_lab_prober_dns_defaults_to_cluster_dns(fabric: Fabric) -> None:
-    tgt = verify_cli.with_lab_prober(
-        Target(name="pbt", cluster=fabric.cluster, extras={"netns": fabric.netns})
-    )
-    assert isinstance(tgt.prober, verify_cli.LabProber)
+    dns = find_dns_server(fabric.cluster.list_services())
+    tgt = Target(name="pbt", cluster=fabric.cluster, prober=LabProber(fabric.netns, dns_server=dns))
+    assert isinstance(tgt.prober, LabProber)
     assert tgt.prober.options.dns_server == fabric.dns_ip
 
 
@@ -146,7 +144,7 @@ def test_lab_prober_refreshes_mapping(fabric: Fabric) -> None:
         calls.append(1)
         return dict(fabric.netns)
 
-    prober = verify_cli.LabProber.from_extras({"netns": {}, "netns_map": fresh})
+    prober = LabProber({}, refresh=fresh)
     pod = fabric.pod("default/web-1-0")
     t = ProbeTarget("default/web-0-0", pod.key, ProbeKind.POD_CROSS_NODE, pod.ip or "", POD_PORT)
     assert prober.probe([t])[0].ok and prober.probe([t])[0].ok

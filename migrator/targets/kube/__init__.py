@@ -21,7 +21,6 @@ from migrator.targets.kube.cluster import (
     Propagation,
     RolloutKind,
     RolloutStatus,
-    kube_target,
 )
 from migrator.targets.kube.cni import (
     CalicoPool,
@@ -60,7 +59,6 @@ __all__ = [
     "RolloutStatus",
     "WatchExpired",
     "detect_from_objects",
-    "kube_target",
     "load_api_client",
     "open_kube_target",
     "translate",

@@ -29,7 +29,7 @@ from migrator.errors import (
     TemporaryError,
     UsageError,
 )
-from migrator.ports import Cluster, DrainResult, Node, Pod, Service, Target
+from migrator.ports import Cluster, DrainResult, Node, Pod, Service
 from migrator.targets.kube import cniops, types
 from migrator.targets.kube.api import (
     KubeApi,
@@ -1288,20 +1288,6 @@ class _ReadSnapshot:
             if namespace not in self._services:
                 self._services[namespace] = load()
             return list(self._services[namespace])
-
-
-def kube_target(
-    *,
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    run_id: str | None = None,
-    name: str = "kube",
-    **options: Any,
-) -> Target:
-    """A :class:`~migrator.ports.Target` for a real cluster (the cluster part; no executor or prober yet).
-    Its ``extras["identity"]`` is the cluster identity the run records."""
-    cluster = KubeCluster(kubeconfig=kubeconfig, context=context, run_id=run_id, **options)
-    return Target(name=name, cluster=cluster, extras={"identity": cluster.identity(), "kube": cluster})
 
 
 def _conforms(cluster: KubeCluster) -> Cluster:

@@ -5,14 +5,14 @@
   ``$MIGRATOR_KUBE_CONTEXT``).
 - ``executor``: :class:`~migrator.targets.ansible.executor.AnsibleRunnerExecutor` on the inventory given as
   ``inventory`` or ``$MIGRATOR_INVENTORY`` (host names must equal node names); ``None`` without one, and
-  ``extras["executor_missing"]`` says how to give one (a plan with node work then fails at that step).
+  ``no_executor`` says how to give one (a plan with node work then fails at that step, saying so).
 - ``prober``: :class:`~migrator.targets.kube.prober.KubeProber` (image ``$MIGRATOR_PROBE_IMAGE`` or
   ``python:3.12-alpine``; ``$MIGRATOR_PROBE_OUTSIDE``: ``host-network``, the default, or ``off``, where
   NodePort probes from outside come from), deployed on first use.
-- ``extras``: ``identity`` (server URL and kube-system UID, recorded in ``run.start``), ``kube`` (the
-  cluster), ``lock_factory`` (run id -> :class:`KubeRunLock`, the engine's run lock for this target) and
-  ``read_snapshot`` (a context manager the engine's dry run enters: one paginated list per resource
-  instead of one request per node).
+- ``run_lock``: run id -> :class:`KubeRunLock`, the engine's run lock for this target (a Lease);
+  ``read_snapshot``: the context manager the engine's dry run enters (one paginated list per resource
+  instead of one request per node); ``apiserver_endpoint``: the kubeconfig's server when it is an IPv4
+  address (what ``fault.apiserver`` cuts by default).
 """
 
 from __future__ import annotations
@@ -147,26 +147,22 @@ def open_kube_target(
     prober = KubeProber(
         cluster, image=probe_image or os.environ.get(PROBE_IMAGE_ENV) or DEFAULT_IMAGE, outside=outside
     )
-    extras: dict[str, object] = {
-        "identity": cluster.identity(),
-        "kube": cluster,
-        "read_snapshot": cluster.read_snapshot,
-        "probe_cleanup": prober.cleanup,
-    }
-    endpoint = apiserver_endpoint(cluster.api.host)
-    if endpoint is not None:
-        extras["apiserver_endpoint"] = endpoint  # fault.apiserver cuts this one by default
-    if executor is None:
-        extras["executor_missing"] = NO_INVENTORY
 
-    def lock_factory(run_id: str) -> KubeRunLock:
+    def run_lock(run_id: str) -> KubeRunLock:
         def cleanup_probe() -> None:
             prober.cleanup()
 
         lease = cluster.lock(run_id, duration=lease_duration)
         return KubeRunLock(lease, on_release=[cleanup_probe])
 
-    extras["lock_factory"] = lock_factory
     return Target(
-        name=name, cluster=cluster, executor=executor, prober=prober, inventory=inventory_path, extras=extras
+        name=name,
+        cluster=cluster,
+        executor=executor,
+        prober=prober,
+        inventory=inventory_path,
+        no_executor=NO_INVENTORY if executor is None else None,
+        apiserver_endpoint=apiserver_endpoint(cluster.api.host),
+        run_lock=run_lock,
+        read_snapshot=cluster.read_snapshot,
     )

@@ -266,37 +266,20 @@ class LabCluster:
         self.lab.reconcile()
 
 
-def lab_extras(lab: Lab, st: LabState) -> dict[str, Any]:
-    """What a prober or executor needs to reach the lab: netns paths, addresses, exec helpers."""
-    return {
-        "lab": lab.name,
-        "netns": lab.netns_map(st),  # pod key / node name / "outside" -> /run/netns/<name>
-        "node_ips": {n.name: n.ip for n in st.nodes.values()},
-        "outside_ip": st.outside_ip,
-        "dns_server": DNS_SERVICE_IP,  # kube-dns ClusterIP (pods also have it in their resolv.conf)
-        "host_ip": st.host_ip,
-        "apiserver_endpoint": st.apiserver,  # "ip:port" of the control-plane endpoint (fault.apiserver)
-        "underlay": st.spec.underlay,
-        "ssh_key": st.ssh_key,
-        "state_path": str(lab.store.path),
-        "netns_map": lab.netns_map,  # () -> fresh mapping (pods move on drain/restart)
-        "exec_argv": lab.exec_argv,  # (target, argv) -> argv that runs argv inside that node/pod/outside
-    }
-
-
 def open_lab_target(name: str = "default") -> Target:
     """A :class:`Target` for lab ``name``; raises :class:`UsageError` if the lab is not up."""
     lab = Lab(name)
     st = lab.load()
     if st is None or st.phase.value != "up":
         raise UsageError(f"lab {name!r} is not up; run: migrator lab up")
-    extras = lab_extras(lab, st)
     inventory = Path(st.inventory)
     return Target(
         name=f"lab:{name}",
         cluster=LabCluster(lab),
         executor=AnsibleRunnerExecutor(inventory=inventory),
-        prober=LabProber.from_extras(extras),
+        # every pod key / node name / "outside" -> its netns, read again at each probe run (pods move on
+        # drain/restart); the kube-dns ClusterIP for sources without a resolv.conf of their own
+        prober=LabProber(lab.netns_map(st), refresh=lab.netns_map, dns_server=DNS_SERVICE_IP),
         inventory=inventory,
-        extras=extras,
+        apiserver_endpoint=st.apiserver,  # "ip:port" of the control-plane endpoint
     )

@@ -11,15 +11,10 @@ are drained or pods restarted).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from migrator.errors import UsageError
 from migrator.ports import ContinuousProbe, ProbeResult, ProbeTarget
 from migrator.probe.engine import DEFAULT_CONCURRENCY, ContinuousRun, EngineOptions, ProbeEngine
-
-EXTRAS_NETNS_KEYS = ("netns", "probe_netns", "netns_by_source")
-EXTRAS_REFRESH_KEYS = ("netns_map",)
-EXTRAS_DNS_KEYS = ("dns_server", "cluster_dns")
 
 
 class LabProber:
@@ -50,34 +45,22 @@ class LabProber:
             dns_server=dns_server, dns_for=dns_for, allow_own_netns=False, retries=retries
         )
 
-    @classmethod
-    def from_extras(cls, extras: Mapping[str, Any], *, dns_server: str | None = None) -> LabProber:
-        """Build from ``Target.extras`` as the lab adapter fills them.
-
-        Uses ``extras["netns"]`` (source -> netns path) and, when callable, ``extras["netns_map"]`` (a
-        fresh mapping). The DNS server comes from the extras when they name one, else from ``dns_server``
-        (for example the ClusterIP of kube-dns, :func:`migrator.probe.matrix.find_dns_server`).
-        """
-        mapping: Any = next((extras[k] for k in EXTRAS_NETNS_KEYS if k in extras), None)
-        refresh: Any = next((extras[k] for k in EXTRAS_REFRESH_KEYS if callable(extras.get(k))), None)
-        if mapping is None and refresh is None:
-            raise UsageError(
-                f"target extras hold no netns mapping (looked for {', '.join(EXTRAS_NETNS_KEYS)})"
-            )
-        if mapping is not None and not (isinstance(mapping, Mapping) or callable(mapping)):
-            raise UsageError("target extras netns entry is neither a mapping nor a callable")
-        dns: Any = next((extras[k] for k in EXTRAS_DNS_KEYS if k in extras), None)
-        return cls(mapping or {}, refresh=refresh, dns_server=str(dns) if dns is not None else dns_server)
+    def sources(self) -> dict[str, str]:
+        """The current probe source -> netns path mapping (fresh when a ``refresh`` callable was given)."""
+        netns = self._netns
+        if self._refresh is not None:
+            fresh = dict(self._refresh())
+            return {**netns, **fresh} if isinstance(netns, Mapping) else fresh
+        if isinstance(netns, Mapping):
+            return dict(netns)
+        raise UsageError("this prober maps sources with a function: it has no list of sources")
 
     @property
     def engine(self) -> ProbeEngine:
         """An engine over the current mapping (refreshed when a ``refresh`` callable was given)."""
         netns: Callable[[str], str | None] | Mapping[str, str] = self._netns
         if self._refresh is not None:
-            fresh = dict(self._refresh())
-            if isinstance(self._netns, Mapping):
-                fresh = {**self._netns, **fresh}
-            netns = fresh
+            netns = self.sources()
         return ProbeEngine(netns, self.options)
 
     def probe(
