@@ -1,0 +1,1 @@
+"""CNI drivers: one vocabulary (CniKind, CniInfo) and a driver per CNI."""
