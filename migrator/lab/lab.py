@@ -182,10 +182,6 @@ class Lab(NodeAgents):
             raise UsageError(f"lab {self.name!r} is not up; run: migrator lab up")
         return st
 
-    def is_up(self) -> bool:
-        st = self.store.load()
-        return st is not None and st.phase == LabPhase.UP
-
     # ---------------------------------------------------------------------------------------------- up
 
     def up(self, spec: LabSpec) -> UpResult:

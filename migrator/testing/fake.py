@@ -20,15 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from migrator.errors import MigratorError, PermanentError, StepFailed, TemporaryError
+from migrator.errors import MigratorError, PermanentError, StepFailed
 from migrator.fsutil import atomic_write_json
 from migrator.ports import CONTROL_PLANE_ROLE, DrainResult, Node, Pod, Service, ServicePort, Target
-
-_ERRORS: dict[str, type[MigratorError]] = {
-    "temporary": TemporaryError,
-    "permanent": PermanentError,
-    "step": StepFailed,
-}
 
 
 @dataclass
@@ -375,17 +369,6 @@ class FakeCluster:
             self.services[key] = replace(svc, endpoints=endpoints)
 
 
-class FakeExecutor:
-    """A node executor that records requests and reports success (no Ansible)."""
-
-    def __init__(self, hosts: list[str]) -> None:
-        self.hosts = hosts
-        self.requests: list[Any] = []
-
-    def inventory_hosts(self) -> list[str]:
-        return list(self.hosts)
-
-
 def fake_target(
     nodes: int = 4, *, state_file: Path | None = None, name: str = "fake", markers_dir: Path | None = None
 ) -> Target:
@@ -400,10 +383,6 @@ def fake_target(
     if markers_dir is None and state_file is not None:
         markers_dir = state_file.parent / f"{state_file.stem}.markers"
     return Target(name=name, cluster=cluster, markers_dir=markers_dir)
-
-
-def error_from_name(kind: str, message: str) -> MigratorError:
-    return _ERRORS.get(kind, StepFailed)(message)
 
 
 def open_fake_target(name: str | None) -> Target:
