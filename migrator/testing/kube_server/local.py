@@ -83,7 +83,9 @@ class LocalResponse:
 
 def _read_timeout(timeout: Any) -> float | None:
     if isinstance(timeout, urllib3.Timeout):
-        read = timeout.read_timeout
+        started = timeout.clone()  # its read timeout counts from the connection (made at once here)
+        started.start_connect()
+        read = started.read_timeout
         return float(read) if isinstance(read, int | float) else None
     return float(timeout) if isinstance(timeout, int | float) else None
 
@@ -108,7 +110,7 @@ class LocalPool:
         if fields:
             raise ValueError("the fake API server takes no form fields")
         split = urlsplit(url)
-        headers = dict(headers or {})
+        headers = urllib3.HTTPHeaderDict(dict(headers or {}))  # names are case-insensitive
         request = Request(
             method=method.upper(),
             path=split.path,
@@ -144,6 +146,11 @@ class LocalKube:
         self.api = api or FakeKubeApi()
         self._clusters: list[KubeCluster] = []
         self._running = False
+
+    @property
+    def url(self) -> str:
+        """The server URL the clients are given (never resolved)."""
+        return HOST
 
     def start(self) -> LocalKube:
         self.api.start_timers()
