@@ -14,15 +14,14 @@ snapshot and the node Events):
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from migrator import ports
-from migrator.ports import Cluster, DrainResult, Node, Pod, Service
+from migrator.ports import Cluster
 from migrator.targets.kube import cniops
-from migrator.targets.kube.api import FIELD_MANAGER, KubeApi, Obj, load_api_client
+from migrator.targets.kube.api import FIELD_MANAGER, KubeApi, load_api_client
 from migrator.targets.kube.cni import CniInfo, detect_cni
 from migrator.targets.kube.drain import Drainer, DrainPreview, PodDisposition
 from migrator.targets.kube.events import NodeEvents
@@ -46,6 +45,31 @@ __all__ = [  # the names callers import from here (they live in the modules of t
     "RolloutKind",
     "RolloutStatus",
 ]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Via(Generic[P, R]):
+    """A method of :class:`KubeCluster` that is the method of the same name of one of its parts
+    (``cluster.drain_node(...)`` is ``cluster.drainer.drain_node(...)``); mypy sees its signature."""
+
+    def __init__(self, part: str, method: Callable[Concatenate[Any, P], R]) -> None:
+        self.part = part
+        self.name = method.__name__
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Via[P, R]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type) -> Callable[P, R]: ...
+
+    def __get__(self, obj: object | None, owner: type) -> Any:
+        if obj is None:
+            return self
+        return getattr(getattr(obj, self.part), self.name)
 
 
 class KubeCluster:
@@ -124,148 +148,25 @@ class KubeCluster:
             self._identity = f"{self.api.host}#kube-system={ns['metadata']['uid']}"
         return self._identity
 
-    # ------------------------------------------------------------------------------ nodes, events
-
-    def list_node_objects(self, label_selector: str | None = None) -> list[Obj]:
-        return self.nodes.list_node_objects(label_selector)
-
-    def list_nodes(self) -> list[Node]:
-        return self.nodes.list_nodes()
-
-    def get_node(self, name: str) -> Node:
-        return self.nodes.get_node(name)
-
-    def label_node(self, name: str, labels: Mapping[str, str | None], *, dry_run: bool = False) -> None:
-        self.nodes.label_node(name, labels, dry_run=dry_run)
-
-    def set_schedulable(self, name: str, schedulable: bool, *, dry_run: bool = False) -> None:
-        self.nodes.set_schedulable(name, schedulable, dry_run=dry_run)
-
-    def record_node_event(self, node: str, reason: str, action: str, *, type_: str = "Normal") -> None:
-        self.events.record(node, reason, action, type_=type_)
-
-    # ------------------------------------------------------------------------- pods and services
-
-    def list_pod_objects(
-        self, namespace: str | None = None, node: str | None = None, label_selector: str | None = None
-    ) -> list[Obj]:
-        return self.pods.list_pod_objects(namespace, node, label_selector)
-
-    def list_pods(self, namespace: str | None = None, node: str | None = None) -> list[Pod]:
-        return self.pods.list_pods(namespace, node)
-
-    def restart_pods(
-        self, node: str, *, wait_timeout: float | None = None, cancel: threading.Event | None = None
-    ) -> list[str]:
-        return self.pods.restart_pods(node, wait_timeout=wait_timeout, cancel=cancel)
-
-    def list_services(self, namespace: str | None = None) -> list[Service]:
-        return self.services.list_services(namespace)
-
-    # -------------------------------------------------------------------------------------- drain
-
-    def drain_node(
-        self,
-        name: str,
-        *,
-        timeout: float,
-        cancel: threading.Event | None = None,
-        delete_emptydir_data: bool | None = None,
-        force: bool | None = None,
-    ) -> DrainResult:
-        return self.drainer.drain_node(
-            name, timeout=timeout, cancel=cancel, delete_emptydir_data=delete_emptydir_data, force=force
-        )
-
-    def preview_drain(
-        self,
-        name: str,
-        *,
-        delete_emptydir_data: bool | None = None,
-        force: bool | None = None,
-        server_dry_run: bool = True,
-    ) -> DrainPreview:
-        return self.drainer.preview_drain(
-            name, delete_emptydir_data=delete_emptydir_data, force=force, server_dry_run=server_dry_run
-        )
-
-    # ---------------------------------------------------------------------- manifests, workloads
-
-    def apply(
-        self,
-        manifests: str | Mapping[str, Any] | Sequence[Mapping[str, Any]],
-        *,
-        dry_run: bool = False,
-        force_conflicts: bool = False,
-        default_namespace: str = "default",
-        crd_timeout: float = 60.0,
-    ) -> list[ApplyResult]:
-        return self.manifests.apply(
-            manifests,
-            dry_run=dry_run,
-            force_conflicts=force_conflicts,
-            default_namespace=default_namespace,
-            crd_timeout=crd_timeout,
-        )
-
-    def delete(
-        self,
-        api_version: str,
-        kind: str,
-        name: str,
-        namespace: str | None = None,
-        *,
-        propagation: Propagation = Propagation.BACKGROUND,
-        dry_run: bool = False,
-        wait_timeout: float | None = None,
-    ) -> bool:
-        return self.manifests.delete(
-            api_version,
-            kind,
-            name,
-            namespace,
-            propagation=propagation,
-            dry_run=dry_run,
-            wait_timeout=wait_timeout,
-        )
-
-    def list_daemonset_objects(self) -> list[Obj]:
-        return self.workloads.list_daemonset_objects()
-
-    def patch_daemonset_scheduling(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        node_selector: Mapping[str, str | None] | None = None,
-        affinity: Mapping[str, Any] | None = None,
-        remove_affinity: bool = False,
-        dry_run: bool = False,
-    ) -> Obj:
-        return self.workloads.patch_daemonset_scheduling(
-            namespace,
-            name,
-            node_selector=node_selector,
-            affinity=affinity,
-            remove_affinity=remove_affinity,
-            dry_run=dry_run,
-        )
-
-    def wait_daemonset_pod_ready(
-        self, namespace: str, name: str, node: str, *, timeout: float, cancel: threading.Event | None = None
-    ) -> Pod:
-        return self.workloads.wait_daemonset_pod_ready(namespace, name, node, timeout=timeout, cancel=cancel)
-
-    def wait_rollout(
-        self,
-        kind: RolloutKind,
-        namespace: str,
-        name: str,
-        *,
-        timeout: float,
-        cancel: threading.Event | None = None,
-    ) -> RolloutStatus:
-        return self.workloads.wait_rollout(kind, namespace, name, timeout=timeout, cancel=cancel)
+    # The port's methods and the others callers use, each from the part that does it (signatures there).
+    list_node_objects = _Via("nodes", NodeOps.list_node_objects)
+    list_nodes = _Via("nodes", NodeOps.list_nodes)
+    get_node = _Via("nodes", NodeOps.get_node)
+    label_node = _Via("nodes", NodeOps.label_node)
+    set_schedulable = _Via("nodes", NodeOps.set_schedulable)
+    record_node_event = _Via("events", NodeEvents.record)
+    list_pod_objects = _Via("pods", PodOps.list_pod_objects)
+    list_pods = _Via("pods", PodOps.list_pods)
+    restart_pods = _Via("pods", PodOps.restart_pods)
+    list_services = _Via("services", ServiceOps.list_services)
+    drain_node = _Via("drainer", Drainer.drain_node)
+    preview_drain = _Via("drainer", Drainer.preview_drain)
+    apply = _Via("manifests", Manifests.apply)
+    delete = _Via("manifests", Manifests.delete)
+    list_daemonset_objects = _Via("workloads", Workloads.list_daemonset_objects)
+    patch_daemonset_scheduling = _Via("workloads", Workloads.patch_daemonset_scheduling)
+    wait_daemonset_pod_ready = _Via("workloads", Workloads.wait_daemonset_pod_ready)
+    wait_rollout = _Via("workloads", Workloads.wait_rollout)
 
     # ------------------------------------------------------------------------------- CNI and lock
 
