@@ -2,7 +2,7 @@
 
 ``migrator.engine.dry_run`` of ``plans/flannel-to-calico.yaml`` with the kube target
 (``migrator.targets.kube.open_kube_target``) against a fake flannel cluster served by
-``migrator.testing.kube_cluster`` in its own process (127.0.0.1 only): ``--nodes`` nodes, 3 of them
+``migrator.testing.kube_server`` in its own process (127.0.0.1 only): ``--nodes`` nodes, 3 of them
 control plane, ``--pods-per-node`` pods each. Each measured run is a fresh client process; it prints
 
 - dry run: wall time of target open + ``dry_run`` (the whole preview as data: every stage, wave, node and
@@ -253,7 +253,7 @@ def load() -> str:
 
 def measure(nodes: int, args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, Any]]]:
     """All the runs of every way against one fake cluster of ``nodes`` nodes; prints them as they come."""
-    from migrator.testing.kube_cluster import (  # noqa: PLC0415 - not in the clients
+    from migrator.testing.kube_server import (  # noqa: PLC0415 - not in the clients
         FakeClusterProcess,
         write_calico_manifest,
     )

@@ -1,6 +1,6 @@
 """Scale benchmark of the Kubernetes target: list a 5,000-node cluster and plan its waves.
 
-A fake API server (``migrator.testing.kube_cluster``, 127.0.0.1 only) runs in its own process with
+A fake API server (``migrator.testing.kube_server``, 127.0.0.1 only) runs in its own process with
 ``--nodes`` nodes and ``--pods-per-node`` pods each. Each measured run is a fresh client process that
 builds a ``KubeCluster`` through a kubeconfig, lists nodes and pods, and computes the workers-first waves of
 ``--max-unavailable`` nodes (control-plane nodes last, one at a time) with the evictable pods of each node,
@@ -57,7 +57,7 @@ def client(args: argparse.Namespace) -> None:
     from kubernetes.client import CoreV1Api  # noqa: F401, PLC0415  (one-time validator compile)
 
     from migrator.targets.kube import KubeCluster  # noqa: PLC0415
-    from migrator.targets.kube.cluster import PodDisposition  # noqa: PLC0415
+    from migrator.targets.kube.drain import PodDisposition, classify_pod  # noqa: PLC0415
     from migrator.targets.kube.types import to_node  # noqa: PLC0415
 
     import_seconds = time.perf_counter() - t_import
@@ -87,7 +87,7 @@ def client(args: argparse.Namespace) -> None:
         requests += 1
     evictable: dict[str, int] = {}
     for pod in pods:
-        if cluster.classify_pod(pod, delete_emptydir_data=False, force=False) is PodDisposition.EVICT:
+        if classify_pod(pod, delete_emptydir_data=False, force=False) is PodDisposition.EVICT:
             node = pod["spec"]["nodeName"]
             evictable[node] = evictable.get(node, 0) + 1
     total_seconds = time.perf_counter() - start
@@ -160,7 +160,7 @@ def main() -> int:
         client(args)
         return 0
 
-    from migrator.testing.kube_cluster import FakeClusterProcess  # noqa: PLC0415 - not in the clients
+    from migrator.testing.kube_server import FakeClusterProcess  # noqa: PLC0415 - not in the clients
 
     workdir = Path(tempfile.mkdtemp(prefix="kube-scale-"))
     kubeconfig = str(workdir / "kubeconfig")

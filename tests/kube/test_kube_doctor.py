@@ -11,7 +11,7 @@ from migrator.cli.doctor import app
 from migrator.targets.kube import KubeCluster
 from migrator.targets.kube.doctor import CheckStatus, run_doctor
 from migrator.targets.kube.rbac import PERMISSIONS, checks, cluster_role_rules, render_rbac_yaml
-from migrator.testing.kube_server import FakeApiServer
+from migrator.testing.kube_server import FakeApiServer, LocalKube
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "rbac.yaml"
 
@@ -38,10 +38,10 @@ def test_rbac_doc_is_generated_from_the_doctor_table() -> None:
     ) in granted
 
 
-def test_doctor_lists_missing_permissions(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    assert run_doctor(cluster).ok
-    fake.api.denied = {("create", "", "pods", "eviction"), ("update", "coordination.k8s.io", "leases", "")}
-    report = run_doctor(cluster)
+def test_doctor_lists_missing_permissions(local: LocalKube, local_cluster: KubeCluster) -> None:
+    assert run_doctor(local_cluster).ok
+    local.api.denied = {("create", "", "pods", "eviction"), ("update", "coordination.k8s.io", "leases", "")}
+    report = run_doctor(local_cluster)
     assert not report.ok
     assert sorted(c.label for c in report.missing) == [
         "create pods/eviction",

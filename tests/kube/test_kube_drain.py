@@ -1,4 +1,7 @@
-"""Drain like kubectl drain: Eviction API, PodDisruptionBudgets, skips, timeouts and cancellation."""
+"""Drain like kubectl drain: Eviction API, PodDisruptionBudgets, skips, timeouts and cancellation.
+
+The tests that check what goes over the wire (evictions sent, watches, dry-run queries, a hung server)
+use the HTTP fake server (``fake``); the others the same fake in-process (``local``)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ import pytest
 
 from migrator.errors import Interrupted, StepFailed, StepTimeout
 from migrator.targets.kube import KubeCluster, KubeNotFound, PodDisposition
-from migrator.testing.kube_server import FakeApiServer, Fault, add_nodes, make_pdb, make_pod
+from migrator.testing.kube_server import FakeApiServer, Fault, LocalKube, add_nodes, make_pdb, make_pod
 
 
-def web_app(fake: FakeApiServer, *, replicas_on_w1: int = 2, min_available: int = 1) -> None:
+def web_app(fake: FakeApiServer | LocalKube, *, replicas_on_w1: int = 2, min_available: int = 1) -> None:
     fake.api.ensure_namespace("shop")
     for i in range(replicas_on_w1):
         fake.api.add(
@@ -72,11 +75,11 @@ def test_drain_honours_the_pdb_until_a_replacement_is_ready(
 
 
 def test_drain_times_out_naming_the_pod_and_the_pdb(
-    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+    local: LocalKube, make_local_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake.api, workers=2, control_planes=0)
-    web_app(fake, replicas_on_w1=1, min_available=1)
-    cluster = make_cluster()
+    add_nodes(local.api, workers=2, control_planes=0)
+    web_app(local, replicas_on_w1=1, min_available=1)
+    cluster = make_local_cluster()
     start = time.monotonic()
     with pytest.raises(StepTimeout) as info:
         cluster.drain_node("w1", timeout=1.5)
@@ -87,7 +90,7 @@ def test_drain_times_out_naming_the_pod_and_the_pdb(
     assert "pod shop/web-1" in message and "PodDisruptionBudget shop/web-pdb" in message
     assert "disruptionsAllowed=0" in message
     assert info.value.node == "w1"
-    assert fake.api.get("Pod", "web-1", "shop") is not None  # nothing was forced
+    assert local.api.get("Pod", "web-1", "shop") is not None  # nothing was forced
 
 
 def test_drain_refuses_emptydir_and_unmanaged_pods_unless_allowed(
@@ -128,35 +131,35 @@ def test_drain_waits_for_terminating_pods_by_watch(
 
 
 def test_drain_timeout_while_pods_terminate(
-    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+    local: LocalKube, make_local_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake.api, workers=2, control_planes=0)
-    fake.api.ensure_namespace("shop")
-    fake.api.add(make_pod("slow", "shop", node="w1", ip="10.244.0.9", owner=("ReplicaSet", "slow-x")))
-    fake.api.pod_termination_seconds = 30
+    add_nodes(local.api, workers=2, control_planes=0)
+    local.api.ensure_namespace("shop")
+    local.api.add(make_pod("slow", "shop", node="w1", ip="10.244.0.9", owner=("ReplicaSet", "slow-x")))
+    local.api.pod_termination_seconds = 30
     with pytest.raises(StepTimeout, match="waiting for evicted pods to terminate: shop/slow"):
-        make_cluster().drain_node("w1", timeout=1.2)
+        make_local_cluster().drain_node("w1", timeout=1.2)
 
 
-def test_drain_is_cancellable(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
-    add_nodes(fake.api, workers=2, control_planes=0)
-    web_app(fake, replicas_on_w1=1, min_available=1)
+def test_drain_is_cancellable(local: LocalKube, make_local_cluster: Callable[..., KubeCluster]) -> None:
+    add_nodes(local.api, workers=2, control_planes=0)
+    web_app(local, replicas_on_w1=1, min_available=1)
     cancel = threading.Event()
     timer = threading.Timer(0.5, cancel.set)
     timer.start()
     start = time.monotonic()
     try:
         with pytest.raises(Interrupted, match="cancelled"):
-            make_cluster().drain_node("w1", timeout=30, cancel=cancel)
+            make_local_cluster().drain_node("w1", timeout=30, cancel=cancel)
     finally:
         timer.cancel()
     assert time.monotonic() - start < 8
 
 
-def test_drain_is_idempotent(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
-    add_nodes(fake.api, workers=2, control_planes=0)
-    web_app(fake, replicas_on_w1=1, min_available=0)
-    cluster = make_cluster()
+def test_drain_is_idempotent(local: LocalKube, make_local_cluster: Callable[..., KubeCluster]) -> None:
+    add_nodes(local.api, workers=2, control_planes=0)
+    web_app(local, replicas_on_w1=1, min_available=0)
+    cluster = make_local_cluster()
     assert cluster.drain_node("w1", timeout=5).evicted == ("shop/web-1",)
     again = cluster.drain_node("w1", timeout=5)
     assert again.evicted == () and len(again.skipped) == 2
@@ -184,12 +187,12 @@ def test_preview_drain_changes_nothing_and_shows_pdb_refusals(
 
 
 def test_a_wave_drains_in_parallel_and_the_pdb_serialises_the_evictions(
-    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+    local: LocalKube, make_local_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake.api, workers=4, control_planes=0)
-    fake.api.ensure_namespace("shop")
+    add_nodes(local.api, workers=4, control_planes=0)
+    local.api.ensure_namespace("shop")
     for i, node in enumerate(("w1", "w2", "w3")):
-        fake.api.add(
+        local.api.add(
             make_pod(
                 f"web-{i}",
                 "shop",
@@ -199,9 +202,9 @@ def test_a_wave_drains_in_parallel_and_the_pdb_serialises_the_evictions(
                 owner=("ReplicaSet", "web-abc"),
             )
         )
-    fake.api.add(make_pdb("web-pdb", "shop", selector={"app": "web"}, max_unavailable=1))
-    fake.api.replacement_ready_delay = 0.6
-    cluster = make_cluster()
+    local.api.add(make_pdb("web-pdb", "shop", selector={"app": "web"}, max_unavailable=1))
+    local.api.replacement_ready_delay = 0.6
+    cluster = make_local_cluster()
     for node in ("w1", "w2"):
         cluster.set_schedulable(node, False)  # the wave is cordoned first, so replacements avoid it
     results: dict[str, object] = {}
@@ -220,13 +223,13 @@ def test_a_wave_drains_in_parallel_and_the_pdb_serialises_the_evictions(
         t.join(timeout=30)
     assert all(not isinstance(r, Exception) for r in results.values()), results
     assert time.monotonic() - start >= 0.5  # the second eviction waited for the first replacement
-    web_nodes = {p["spec"]["nodeName"] for p in fake.api.find("Pod", "shop")}
+    web_nodes = {p["spec"]["nodeName"] for p in local.api.find("Pod", "shop")}
     assert "w1" not in web_nodes and "w2" not in web_nodes
 
 
-def test_drain_of_an_unknown_node_is_a_clear_error(cluster: KubeCluster) -> None:
+def test_drain_of_an_unknown_node_is_a_clear_error(local_cluster: KubeCluster) -> None:
     with pytest.raises(KubeNotFound, match="nope"):
-        cluster.drain_node("nope", timeout=2)
+        local_cluster.drain_node("nope", timeout=2)
 
 
 def test_drain_against_a_hung_api_server_ends_at_its_timeout(

@@ -28,8 +28,7 @@ from migrator.lab.lab import Lab
 from migrator.lab.spec import AppKind, LabSpec
 from migrator.ports import Target
 from migrator.targets.kube import open_kube_target
-from migrator.testing.kube_cluster import flannel_api, write_calico_manifest
-from migrator.testing.kube_server import FakeApiServer
+from migrator.testing.kube_server import FakeApiServer, flannel_api, write_calico_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY = "198.18.52.0/24"

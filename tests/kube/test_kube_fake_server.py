@@ -1,16 +1,21 @@
-"""The fake API server's own semantics, through the real client (others use it for their tests too)."""
+"""The fake API server's own semantics, through the real client (others use it for their tests too), and
+its in-process transport."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from migrator.targets.kube import KubeCluster
+from migrator.errors import TemporaryError
+from migrator.targets.kube import ApplyAction, KubeCluster, KubeForbidden, KubeNotFound
 from migrator.testing.kube_server import (
     FakeApiServer,
+    Fault,
+    LocalKube,
     json_patch,
     make_configmap,
     merge_patch,
@@ -97,3 +102,58 @@ def test_watch_replay_keeps_each_version(fake: FakeApiServer, cluster: KubeClust
     assert [o["data"]["k"] for _, o in events] == ["1", "2"]
     rvs = [int(o["metadata"]["resourceVersion"]) for _, o in events]
     assert rvs[0] < rvs[1]
+
+
+def _some_calls(cluster: KubeCluster) -> list[str]:
+    """A few calls of each kind through KubeApi; what each one gave."""
+    api = cluster.api
+    out = [str(len(api.list_all("list", api.core.list_namespaced_config_map, "default").items))]
+    api.call(
+        "patch",
+        api.core.patch_namespaced_config_map,
+        "a",
+        "default",
+        {"data": {"k": "w"}},
+        field_manager="t",
+        _content_type="application/merge-patch+json",
+    )
+    out.append(api.read("read", api.core.read_namespaced_config_map, "a", "default")["data"]["k"])
+    try:
+        api.read("read", api.core.read_namespaced_config_map, "nope", "default")
+    except KubeNotFound as exc:
+        out.append(type(exc).__name__)
+    out.append(cluster.apply(make_configmap("b", "default", {"x": "1"}), dry_run=True)[0].action)
+    return out
+
+
+def test_the_local_transport_sends_what_http_sends(
+    fake: FakeApiServer,
+    make_cluster: Callable[..., KubeCluster],
+    local: LocalKube,
+    make_local_cluster: Callable[..., KubeCluster],
+) -> None:
+    """In-process, the client builds the same requests (methods, paths, queries) and reads the same
+    answers as over HTTP: only the socket is gone."""
+    results, logs = [], []
+    for api, make in ((fake.api, make_cluster), (local.api, make_local_cluster)):
+        for name in ("a", "c"):
+            api.add(make_configmap(name, "default", {"k": "v"}))
+        api.requests.clear()
+        results.append(_some_calls(make(page_size=1)))
+        logs.append(list(api.requests))
+    assert results[0] == results[1] == ["2", "w", "KubeNotFound", ApplyAction.CREATED]
+    assert logs[0] == logs[1]
+    assert [q.get("limit") for m, p, q in logs[0][:2]] == ["1", "1"]
+
+
+def test_the_local_transport_times_out_and_checks_the_token(
+    local: LocalKube, make_local_cluster: Callable[..., KubeCluster]
+) -> None:
+    local.api.faults.append(Fault(path="/configmaps/a$", status=504, delay=20))
+    cluster = make_local_cluster(request_timeout=0.5, read_attempts=1)
+    started = time.monotonic()
+    with pytest.raises(TemporaryError, match="cannot reach the Kubernetes API server"):
+        cluster.api.read("read", cluster.api.core.read_namespaced_config_map, "a", "default")
+    assert time.monotonic() - started < 5, "the client's read timeout, not the fault's 20 s"
+    with pytest.raises(KubeForbidden, match="401"):
+        local.cluster(token="wrong").identity()

@@ -1,4 +1,5 @@
-"""Nodes, pods and services through the real client over HTTP against the fake API server."""
+"""Nodes, pods and services through the real client against the fake API server: in-process (``local``),
+or over HTTP (``fake``) where the test checks the requests sent (pagination, dry-run queries)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from migrator.ports import Cluster
 from migrator.targets.kube import KubeCluster, open_kube_target
 from migrator.testing.kube_server import (
     FakeApiServer,
+    LocalKube,
     add_nodes,
     make_endpointslice,
     make_node,
@@ -17,13 +19,13 @@ from migrator.testing.kube_server import (
 )
 
 
-def test_kube_cluster_implements_the_port(cluster: KubeCluster) -> None:
-    assert isinstance(cluster, Cluster)
+def test_kube_cluster_implements_the_port(local_cluster: KubeCluster) -> None:
+    assert isinstance(local_cluster, Cluster)
 
 
-def test_identity_is_server_url_and_kube_system_uid(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    uid = fake.api.get("Namespace", "kube-system")["metadata"]["uid"]  # type: ignore[index]
-    assert cluster.identity() == f"{fake.url}#kube-system={uid}"
+def test_identity_is_server_url_and_kube_system_uid(local: LocalKube, local_cluster: KubeCluster) -> None:
+    uid = local.api.get("Namespace", "kube-system")["metadata"]["uid"]  # type: ignore[index]
+    assert local_cluster.identity() == f"{local.url}#kube-system={uid}"
 
 
 def test_list_nodes_paginates_and_maps_roles(
@@ -54,37 +56,37 @@ def test_list_nodes_paginates_and_maps_roles(
     assert cluster.get_node("w2").address == "198.18.0.21"
 
 
-def test_label_and_unlabel(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    add_nodes(fake.api, workers=1, control_planes=0)
-    cluster.label_node("w1", {"migrator.io/cni": "calico", "extra": "1"})
-    assert cluster.get_node("w1").labels["migrator.io/cni"] == "calico"
-    cluster.label_node("w1", {"migrator.io/cni": "calico"})  # idempotent
-    cluster.label_node("w1", {"migrator.io/cni": None, "absent": None})
-    labels = cluster.get_node("w1").labels
+def test_label_and_unlabel(local: LocalKube, local_cluster: KubeCluster) -> None:
+    add_nodes(local.api, workers=1, control_planes=0)
+    local_cluster.label_node("w1", {"migrator.io/cni": "calico", "extra": "1"})
+    assert local_cluster.get_node("w1").labels["migrator.io/cni"] == "calico"
+    local_cluster.label_node("w1", {"migrator.io/cni": "calico"})  # idempotent
+    local_cluster.label_node("w1", {"migrator.io/cni": None, "absent": None})
+    labels = local_cluster.get_node("w1").labels
     assert "migrator.io/cni" not in labels and labels["extra"] == "1"
 
 
-def test_cordon_uncordon_and_events(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
-    add_nodes(fake.api, workers=1, control_planes=0)
-    cluster = make_cluster(run_id="run-42")
+def test_cordon_uncordon_and_events(local: LocalKube, make_local_cluster: Callable[..., KubeCluster]) -> None:
+    add_nodes(local.api, workers=1, control_planes=0)
+    cluster = make_local_cluster(run_id="run-42")
     cluster.set_schedulable("w1", False)
     assert not cluster.get_node("w1").schedulable
-    assert fake.api.get("Node", "w1")["spec"]["unschedulable"] is True  # type: ignore[index]
+    assert local.api.get("Node", "w1")["spec"]["unschedulable"] is True  # type: ignore[index]
     cluster.set_schedulable("w1", False)
     cluster.set_schedulable("w1", True)
     assert cluster.get_node("w1").schedulable
-    assert "unschedulable" not in fake.api.get("Node", "w1")["spec"]  # type: ignore[index]
-    messages = [e["message"] for e in fake.api.find("Event", "default")]
+    assert "unschedulable" not in local.api.get("Node", "w1")["spec"]  # type: ignore[index]
+    messages = [e["message"] for e in local.api.find("Event", "default")]
     assert "cordoned by migrator run run-42 for CNI migration" in messages
     assert "uncordoned by migrator run run-42 for CNI migration" in messages
-    event = fake.api.find("Event", "default")[0]
+    event = local.api.find("Event", "default")[0]
     assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": "w1"}
 
 
-def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]) -> None:
-    add_nodes(fake.api, workers=2, control_planes=0)
-    fake.api.ensure_namespace("shop")
-    fake.api.add(
+def test_list_pods_and_services(local: LocalKube, make_local_cluster: Callable[..., KubeCluster]) -> None:
+    add_nodes(local.api, workers=2, control_planes=0)
+    local.api.ensure_namespace("shop")
+    local.api.add(
         make_pod(
             "web-1",
             "shop",
@@ -95,7 +97,7 @@ def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[...,
             ports=(8080,),
         )
     )
-    fake.api.add(
+    local.api.add(
         make_pod(
             "web-2",
             "shop",
@@ -106,7 +108,7 @@ def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[...,
             ready=False,
         )
     )
-    fake.api.add(
+    local.api.add(
         make_pod(
             "agent",
             "kube-system",
@@ -116,7 +118,7 @@ def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[...,
             owner=("DaemonSet", "agent"),
         )
     )
-    fake.api.add(
+    local.api.add(
         make_service(
             "web",
             "shop",
@@ -126,7 +128,7 @@ def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[...,
             ports=[{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}],
         )
     )
-    fake.api.add(
+    local.api.add(
         make_service(
             "headless",
             "shop",
@@ -135,10 +137,10 @@ def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[...,
             ports=[{"port": 53, "targetPort": "dns", "protocol": "UDP"}],
         )
     )
-    fake.api.add(
+    local.api.add(
         make_endpointslice("web", "shop", addresses=[("10.244.0.5", True), ("10.244.1.5", False)], port=8080)
     )
-    cluster = make_cluster(page_size=2)
+    cluster = make_local_cluster(page_size=2)
     pods = {p.key: p for p in cluster.list_pods()}
     assert set(pods) == {"shop/web-1", "shop/web-2", "kube-system/agent"}
     web1 = pods["shop/web-1"]
@@ -163,11 +165,11 @@ def test_list_pods_and_services(fake: FakeApiServer, make_cluster: Callable[...,
 
 
 def test_restart_pods_deletes_controller_owned_non_host_network_pods(
-    fake: FakeApiServer, make_cluster: Callable[..., KubeCluster]
+    local: LocalKube, make_local_cluster: Callable[..., KubeCluster]
 ) -> None:
-    add_nodes(fake.api, workers=2, control_planes=0)
-    fake.api.ensure_namespace("shop")
-    fake.api.add(
+    add_nodes(local.api, workers=2, control_planes=0)
+    local.api.ensure_namespace("shop")
+    local.api.add(
         make_pod(
             "web-1",
             "shop",
@@ -177,8 +179,8 @@ def test_restart_pods_deletes_controller_owned_non_host_network_pods(
             owner=("ReplicaSet", "web-abc"),
         )
     )
-    fake.api.add(make_pod("naked", "shop", node="w1", ip="10.244.0.6"))
-    fake.api.add(
+    local.api.add(make_pod("naked", "shop", node="w1", ip="10.244.0.6"))
+    local.api.add(
         make_pod(
             "hostnet",
             "kube-system",
@@ -188,19 +190,19 @@ def test_restart_pods_deletes_controller_owned_non_host_network_pods(
             owner=("DaemonSet", "kube-proxy"),
         )
     )
-    fake.api.add(
+    local.api.add(
         make_pod("dns-agent", "kube-system", node="w1", ip="10.244.0.7", owner=("DaemonSet", "agent"))
     )
-    fake.api.add(make_pod("static", "kube-system", node="w1", ip="198.18.0.20", mirror=True))
-    fake.api.add(make_pod("web-2", "shop", node="w2", ip="10.244.1.5", owner=("ReplicaSet", "web-abc")))
-    cluster = make_cluster(run_id="r1")
+    local.api.add(make_pod("static", "kube-system", node="w1", ip="198.18.0.20", mirror=True))
+    local.api.add(make_pod("web-2", "shop", node="w2", ip="10.244.1.5", owner=("ReplicaSet", "web-abc")))
+    cluster = make_local_cluster(run_id="r1")
     restarted = cluster.restart_pods("w1", wait_timeout=5)
     assert restarted == ["kube-system/dns-agent", "shop/web-1"]
-    left = {p["metadata"]["name"] for p in fake.api.find("Pod")}
+    left = {p["metadata"]["name"] for p in local.api.find("Pod")}
     assert {"naked", "hostnet", "static", "web-2"} <= left
     assert "web-1" not in left and "dns-agent" not in left
-    assert any(n.startswith("web-abc-") for n in left)  # the fake ReplicaSet recreated it
-    assert any("restarted 2 pods by migrator run r1" in e["message"] for e in fake.api.find("Event"))
+    assert any(n.startswith("web-abc-") for n in left)  # the local ReplicaSet recreated it
+    assert any("restarted 2 pods by migrator run r1" in e["message"] for e in local.api.find("Event"))
 
 
 def test_server_side_dry_run_of_node_changes(

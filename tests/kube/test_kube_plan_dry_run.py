@@ -13,8 +13,13 @@ from migrator.engine import dry_run
 from migrator.engine.planio import load_plan_file
 from migrator.ports import CniAgent, CniOps, CniSource
 from migrator.targets.kube import KubeCluster, open_kube_target
-from migrator.testing.kube_cluster import FakeClusterProcess, flannel_api, write_calico_manifest
-from migrator.testing.kube_server import FakeApiServer
+from migrator.testing.kube_server import (
+    FakeApiServer,
+    FakeClusterProcess,
+    LocalKube,
+    flannel_api,
+    write_calico_manifest,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,19 +71,19 @@ def test_flannel_to_calico_dry_run_on_the_kube_target(
     assert "DaemonSet kube-flannel/kube-flannel-ds deleted (server dry run)" in finalize
 
 
-def test_cni_ops_on_the_fake_cluster(server: FakeApiServer, tmp_path: Path) -> None:
+def test_cni_ops_on_the_fake_cluster(tmp_path: Path) -> None:
     manifest = write_calico_manifest(tmp_path / "calico.yaml")
-    with server:
-        cluster = KubeCluster(kubeconfig=str(server.write_kubeconfig(tmp_path / "kc")), watch_chunk=1.0)
+    with LocalKube(flannel_api(5, control_planes=1, pods_per_node=2)) as local:
+        cluster = local.cluster(watch_chunk=1.0)
         info = cluster.detect_cni()
         assert info.source is CniSource.FLANNEL and info.network == "10.244.0.0/16"
         assert info.nodes["node-00001"].pod_cidr and info.nodes["node-00001"].vtep_mac
         assert info.agents == {"flannel": {}}
         label = {"projectcalico.org/node-network-during-migration": "calico"}
         cluster.apply_cni_agent(CniAgent.CALICO, node_selector=label, config={"manifest": str(manifest)})
-        ds = server.api.get("DaemonSet", "calico-node", "kube-system")
+        ds = local.api.get("DaemonSet", "calico-node", "kube-system")
         assert ds is not None and ds["spec"]["template"]["spec"]["nodeSelector"] == label
-        pool = server.api.get("IPPool", "migrator-flannel-compatible")
+        pool = local.api.get("IPPool", "migrator-flannel-compatible")
         assert pool is not None and pool["spec"]["blockSize"] == 24 and pool["spec"]["vxlanMode"] == "Always"
         assert cluster.detect_cni().agents["calico-node"] == label
         ready, why = cluster.cni_agent_ready(CniAgent.CALICO, "node-00001")
@@ -87,7 +92,7 @@ def test_cni_ops_on_the_fake_cluster(server: FakeApiServer, tmp_path: Path) -> N
         cluster.wait_daemonset_pod_ready("kube-system", "calico-node", "node-00001", timeout=10)
         assert cluster.cni_agent_ready(CniAgent.CALICO, "node-00001")[0]
         cluster.apply_cni_agent(CniAgent.CALICO, node_selector=None)
-        ds = server.api.get("DaemonSet", "calico-node", "kube-system")
+        ds = local.api.get("DaemonSet", "calico-node", "kube-system")
         assert ds is not None and not ds["spec"]["template"]["spec"].get("nodeSelector")
         assert cluster.delete_cni_agent(CniAgent.FLANNEL) == [
             "DaemonSet kube-flannel/kube-flannel-ds deleted"

@@ -40,6 +40,7 @@ from migrator.targets.kube.prober import (
 from migrator.testing.kube_server import (
     FakeApiServer,
     FakeKubeApi,
+    LocalKube,
     add_nodes,
     make_pod,
     seed_flannel_cluster,
@@ -145,14 +146,18 @@ class Kubelet:
             proc.wait(10)
 
 
-@pytest.fixture
-def server() -> Iterator[FakeApiServer]:
-    api = FakeKubeApi()
+def _seed(api: FakeKubeApi) -> FakeKubeApi:
+    """Three nodes, an app pod on each worker."""
     api.token = "test-token"
     add_nodes(api, workers=2, control_planes=1)
     api.add(make_pod("app-1", "default", node="w1", ip="10.244.0.5", ports=(8080,)))
     api.add(make_pod("app-2", "default", node="w2", ip="10.244.1.5", ports=(8080,)))
-    with FakeApiServer(api) as srv:
+    return api
+
+
+@pytest.fixture
+def server() -> Iterator[FakeApiServer]:
+    with FakeApiServer(_seed(FakeKubeApi())) as srv:
         yield srv
 
 
@@ -183,7 +188,7 @@ def _targets(web: int, closed: int) -> list[ProbeTarget]:
     ]
 
 
-def _left_in_namespace(server: FakeApiServer) -> list[str]:
+def _left_in_namespace(server: FakeApiServer | LocalKube) -> list[str]:
     return [
         f"{r.kind}/{name}"
         for r in server.api.resources
@@ -192,10 +197,11 @@ def _left_in_namespace(server: FakeApiServer) -> list[str]:
     ]
 
 
-def test_deploy_objects_have_the_right_spec(cluster: KubeCluster, server: FakeApiServer) -> None:
-    prober = KubeProber(cluster, image="registry.example/python:3.12-slim", poll=0.2)
+def test_deploy_objects_have_the_right_spec(local: LocalKube, local_cluster: KubeCluster) -> None:
+    _seed(local.api)
+    prober = KubeProber(local_cluster, image="registry.example/python:3.12-slim", poll=0.2)
     prober.deploy()
-    api = server.api
+    api = local.api
     assert api.get("Namespace", NAMESPACE) is not None
     assert api.get("ServiceAccount", NAME, NAMESPACE) is not None
     role = api.get("Role", NAME, NAMESPACE)
@@ -225,7 +231,7 @@ def test_deploy_objects_have_the_right_spec(cluster: KubeCluster, server: FakeAp
     assert svc is not None and svc["spec"]["selector"] == ds["spec"]["selector"]["matchLabels"]
     assert sorted(prober.probe_pods()) == ["cp1", "w1", "w2"], "one Ready probe pod per node"
     prober.cleanup()
-    assert _left_in_namespace(server) == []
+    assert _left_in_namespace(local) == []
 
 
 def test_probe_round_results_come_from_pod_logs(
@@ -377,14 +383,11 @@ def test_outside_source_is_never_the_destination() -> None:
     assert outside_source("n0", ["n0"]) is None
 
 
-def test_outside_targets_from_the_matrix_go_to_another_nodes_host_pod(
-    fake: FakeApiServer, tmp_path: Path
-) -> None:
+def test_outside_targets_from_the_matrix_go_to_another_nodes_host_pod(local: LocalKube) -> None:
     """The NodePort targets the probe matrix builds on a kube cluster, routed and written as rounds."""
-    names = seed_flannel_cluster(fake.api, workers=3, control_planes=1)
-    fake.api.daemonset_ready_delay = 0.05
-    config = fake.write_kubeconfig(tmp_path / "kc", context="fake", token="test-token")
-    cluster = KubeCluster(kubeconfig=str(config), context="fake", watch_chunk=1.0)
+    names = seed_flannel_cluster(local.api, workers=3, control_planes=1)
+    local.api.daemonset_ready_delay = 0.05
+    cluster = local.cluster(watch_chunk=1.0)
     try:
         targets = build_matrix(cluster, MatrixOptions(kinds=frozenset({ProbeKind.NODEPORT}), path="/healthz"))
         nodes = {n.name: n for n in cluster.list_nodes()}
@@ -400,7 +403,7 @@ def test_outside_targets_from_the_matrix_go_to_another_nodes_host_pod(
                 dest = targets[i].dest.rpartition("@")[2]
                 assert targets[i].host == nodes[dest].address and slot != f"host:{dest}"
         rnd, cms = prober._start_round(targets, by_slot, {"concurrency": 8})
-        written = [fake.api.get("ConfigMap", name, NAMESPACE) for name in cms]
+        written = [local.api.get("ConfigMap", name, NAMESPACE) for name in cms]
         for slot, cm in zip(sorted(by_slot), written, strict=True):
             assert cm is not None and cm["metadata"]["labels"][runner.NODE_LABEL] == runner.node_hash(slot)
             body = json.loads(cm["data"]["targets.json"])

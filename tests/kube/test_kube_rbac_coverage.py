@@ -13,8 +13,12 @@ from migrator.ports import CniAgent, ProbeKind, ProbeProtocol, ProbeTarget
 from migrator.targets.kube import KubeCluster
 from migrator.targets.kube.prober import KubeProber
 from migrator.targets.kube.rbac import granted, required_permission
-from migrator.testing.kube_cluster import calico_node_daemonset
-from migrator.testing.kube_server import FakeApiServer, calico_crds, seed_flannel_cluster
+from migrator.testing.kube_server import (
+    FakeApiServer,
+    calico_crds,
+    calico_node_daemonset,
+    seed_flannel_cluster,
+)
 
 LABEL = "projectcalico.org/node-network-during-migration"
 CALICO = [

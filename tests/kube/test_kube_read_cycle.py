@@ -1,4 +1,4 @@
-"""A routine "not found" read leaves no reference cycle behind (against the fake API server).
+"""A routine "not found" read leaves no reference cycle behind (against the fake API server, in-process).
 
 tenacity keeps the error of the last attempt, and the error's traceback keeps tenacity's frames: without
 care that is a cycle through every frame the error passed, so whatever those frames hold (a dry run's
@@ -52,7 +52,7 @@ def _read_missing(cluster: KubeCluster) -> weakref.ref[_Held]:
 
 
 def test_a_not_found_read_frees_its_callers_locals_without_the_collector(
-    cluster: KubeCluster, no_collector: None
+    local_cluster: KubeCluster, no_collector: None
 ) -> None:
-    ref = _read_missing(cluster)
+    ref = _read_missing(local_cluster)
     assert ref() is None, "the caller's locals outlived its frame: a reference cycle through the error"

@@ -1,4 +1,6 @@
-"""Server-side apply and dry run, delete with propagation, DaemonSet scheduling patches and waits."""
+"""Server-side apply and dry run, delete with propagation, DaemonSet scheduling patches and waits.
+
+Over HTTP (``fake``) where the test checks the requests sent, else in-process (``local``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 
 from migrator.errors import StepTimeout
 from migrator.targets.kube import ApplyAction, ApplyConflict, KubeCluster, RolloutKind
-from migrator.testing.kube_server import FakeApiServer, add_nodes, make_daemonset, make_pod
+from migrator.testing.kube_server import FakeApiServer, LocalKube, add_nodes, make_daemonset, make_pod
 
 MANIFEST = """
 apiVersion: v1
@@ -90,11 +92,11 @@ def test_server_side_dry_run_changes_nothing(fake: FakeApiServer, cluster: KubeC
     assert all(q.get("dryRun") == "All" for m, p, q in fake.api.requests if m == "PATCH")
 
 
-def test_apply_conflict_and_force(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    cluster.apply(MANIFEST)
-    cluster.api.call(
+def test_apply_conflict_and_force(local: LocalKube, local_cluster: KubeCluster) -> None:
+    local_cluster.apply(MANIFEST)
+    local_cluster.api.call(
         "edit by someone else",
-        cluster.api.core.patch_namespaced_config_map,
+        local_cluster.api.core.patch_namespaced_config_map,
         "calico-config",
         "calico-system",
         {"data": {"veth_mtu": "1300"}},
@@ -102,10 +104,10 @@ def test_apply_conflict_and_force(fake: FakeApiServer, cluster: KubeCluster) -> 
         _content_type="application/merge-patch+json",
     )
     with pytest.raises(ApplyConflict, match="kubectl-edit"):
-        cluster.apply(MANIFEST)
-    result = cluster.apply(MANIFEST, force_conflicts=True)
+        local_cluster.apply(MANIFEST)
+    result = local_cluster.apply(MANIFEST, force_conflicts=True)
     assert result[1].action is ApplyAction.CONFIGURED
-    assert fake.api.get("ConfigMap", "calico-config", "calico-system")["data"]["veth_mtu"] == "1450"  # type: ignore[index]
+    assert local.api.get("ConfigMap", "calico-config", "calico-system")["data"]["veth_mtu"] == "1450"  # type: ignore[index]
 
 
 def test_delete_with_propagation(fake: FakeApiServer, cluster: KubeCluster) -> None:
@@ -165,21 +167,21 @@ def test_daemonset_scheduling_patch_and_wait_for_its_pod(fake: FakeApiServer, cl
     assert any(q.get("watch") == "true" for m, p, q in fake.api.requests if p.endswith("/daemonsets"))
 
 
-def test_rollout_timeout_is_clear(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    add_nodes(fake.api, workers=1, control_planes=0)
-    fake.api.daemonset_ready_delay = None
-    fake.api.ensure_namespace("kube-system")
-    fake.api.add(make_daemonset("stuck", "kube-system", labels={"app": "stuck"}))
+def test_rollout_timeout_is_clear(local: LocalKube, local_cluster: KubeCluster) -> None:
+    add_nodes(local.api, workers=1, control_planes=0)
+    local.api.daemonset_ready_delay = None
+    local.api.ensure_namespace("kube-system")
+    local.api.add(make_daemonset("stuck", "kube-system", labels={"app": "stuck"}))
     with pytest.raises(
         StepTimeout,
         match=r"rollout of DaemonSet kube-system/stuck not complete after 1s: "
         r"1/1 updated, 0/1 available",
     ):
-        cluster.wait_rollout(RolloutKind.DAEMONSET, "kube-system", "stuck", timeout=1)
+        local_cluster.wait_rollout(RolloutKind.DAEMONSET, "kube-system", "stuck", timeout=1)
 
 
-def test_daemonset_affinity_patch_and_removal(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    fake.api.add(make_daemonset("kube-flannel-ds", "kube-system", labels={"app": "flannel"}))
+def test_daemonset_affinity_patch_and_removal(local: LocalKube, local_cluster: KubeCluster) -> None:
+    local.api.add(make_daemonset("kube-flannel-ds", "kube-system", labels={"app": "flannel"}))
     affinity = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -193,11 +195,11 @@ def test_daemonset_affinity_patch_and_removal(fake: FakeApiServer, cluster: Kube
             }
         }
     }
-    cluster.patch_daemonset_scheduling("kube-system", "kube-flannel-ds", affinity=affinity)
-    spec = fake.api.get("DaemonSet", "kube-flannel-ds", "kube-system")["spec"]["template"]["spec"]  # type: ignore[index]
+    local_cluster.patch_daemonset_scheduling("kube-system", "kube-flannel-ds", affinity=affinity)
+    spec = local.api.get("DaemonSet", "kube-flannel-ds", "kube-system")["spec"]["template"]["spec"]  # type: ignore[index]
     assert spec["affinity"] == affinity
-    cluster.patch_daemonset_scheduling("kube-system", "kube-flannel-ds", remove_affinity=True)
-    spec = fake.api.get("DaemonSet", "kube-flannel-ds", "kube-system")["spec"]["template"]["spec"]  # type: ignore[index]
+    local_cluster.patch_daemonset_scheduling("kube-system", "kube-flannel-ds", remove_affinity=True)
+    spec = local.api.get("DaemonSet", "kube-flannel-ds", "kube-system")["spec"]["template"]["spec"]  # type: ignore[index]
     assert "affinity" not in spec
 
 
@@ -227,8 +229,8 @@ data: {a: "1"}
 """
 
 
-def test_apply_a_batch_with_its_crd_and_namespace(fake: FakeApiServer, cluster: KubeCluster) -> None:
-    preview = cluster.apply(CRD_BATCH, dry_run=True)
+def test_apply_a_batch_with_its_crd_and_namespace(local: LocalKube, local_cluster: KubeCluster) -> None:
+    preview = local_cluster.apply(CRD_BATCH, dry_run=True)
     assert [(r.kind, r.action, r.validated) for r in preview] == [
         ("Namespace", ApplyAction.CREATED, True),
         ("CustomResourceDefinition", ApplyAction.CREATED, True),
@@ -237,14 +239,14 @@ def test_apply_a_batch_with_its_crd_and_namespace(fake: FakeApiServer, cluster: 
     ]
     assert "CustomResourceDefinition is created by this apply" in preview[2].note
     assert "namespace demo is created by this apply" in preview[3].note
-    assert fake.api.get("Namespace", "demo") is None
-    assert fake.api.get("CustomResourceDefinition", "widgets.example.migrator.io") is None
-    results = cluster.apply(CRD_BATCH)
+    assert local.api.get("Namespace", "demo") is None
+    assert local.api.get("CustomResourceDefinition", "widgets.example.migrator.io") is None
+    results = local_cluster.apply(CRD_BATCH)
     assert [(r.kind, r.action, r.validated) for r in results] == [
         ("Namespace", ApplyAction.CREATED, True),
         ("CustomResourceDefinition", ApplyAction.CREATED, True),
         ("Widget", ApplyAction.CREATED, True),
         ("ConfigMap", ApplyAction.CREATED, True),
     ]
-    assert fake.api.get("Widget", "w", "demo")["spec"] == {"size": 3}  # type: ignore[index]
-    assert {r.action for r in cluster.apply(CRD_BATCH, dry_run=True)} == {ApplyAction.UNCHANGED}
+    assert local.api.get("Widget", "w", "demo")["spec"] == {"size": 3}  # type: ignore[index]
+    assert {r.action for r in local_cluster.apply(CRD_BATCH, dry_run=True)} == {ApplyAction.UNCHANGED}

@@ -197,6 +197,59 @@ def run_round(
     return total
 
 
+class _Rounds:
+    """This node's rounds: each run once, in a thread; a round whose ConfigMap is gone is told to stop."""
+
+    def __init__(self, emit: Callable[[str], None], stop: threading.Event, done: Iterable[str]) -> None:
+        self.emit = emit
+        self.stop = stop
+        self.seen = set(done)
+        self.running: dict[str, threading.Event] = {}  # round -> its stop flag
+
+    def start(self, rnd: str, spec: dict[str, Any]) -> None:
+        if rnd in self.seen:
+            return
+        self.seen.add(rnd)
+        flag = threading.Event()
+        self.running[rnd] = flag
+
+        def work() -> None:
+            try:
+                run_round(spec, self.emit, lambda: not flag.is_set() and not self.stop.is_set())
+            finally:
+                self.running.pop(rnd, None)
+
+        threading.Thread(target=work, name=f"round-{rnd}", daemon=True).start()
+
+    def listed(self, items: Iterable[dict[str, Any]]) -> None:
+        """A list of the round ConfigMaps: start the new rounds, stop those no longer listed."""
+        found = [r for r in map(_round_of, items) if r]
+        for rnd, spec in found:
+            self.start(rnd, spec)
+        names = {rnd for rnd, _ in found}
+        for rnd, flag in list(self.running.items()):
+            if rnd not in names:
+                flag.set()
+
+    def watched(self, event: dict[str, Any], rv: str) -> str:
+        """A watch event: start or stop its round; the resourceVersion to watch from next."""
+        obj = event.get("object") or {}
+        rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+        kind = event.get("type")
+        if kind == "ERROR":
+            raise ValueError(f"watch error: {obj.get('message', obj)}")
+        found = _round_of(obj)
+        if found is not None and kind in ("ADDED", "MODIFIED"):
+            self.start(*found)
+        elif found is not None and kind == "DELETED" and found[0] in self.running:
+            self.running[found[0]].set()
+        return rv
+
+    def stop_all(self) -> None:
+        for flag in list(self.running.values()):
+            flag.set()
+
+
 def serve_rounds(
     reader: ApiReader,
     namespace: str,
@@ -214,8 +267,6 @@ def serve_rounds(
     One list, then a watch from its resourceVersion (re-opened every ``watch_seconds``; after an error,
     a new list ``poll`` seconds later): an idle runner costs the API server one open watch, not a request
     a second. Rounds run in threads; a round whose ConfigMap is deleted is told to stop."""
-    seen = set(done)
-    running: dict[str, threading.Event] = {}  # round -> its stop flag
     lock = threading.Lock()
     deadline = time.monotonic() + max_lifetime
 
@@ -223,54 +274,21 @@ def serve_rounds(
         with lock:
             emit(line)
 
-    def start(rnd: str, spec: dict[str, Any]) -> None:
-        if rnd in seen:
-            return
-        seen.add(rnd)
-        flag = threading.Event()
-        running[rnd] = flag
-
-        def work() -> None:
-            try:
-                run_round(spec, safe_emit, lambda: not flag.is_set() and not stop.is_set())
-            finally:
-                running.pop(rnd, None)
-
-        threading.Thread(target=work, name=f"round-{rnd}", daemon=True).start()
-
+    rounds = _Rounds(safe_emit, stop, done)
     while not stop.is_set() and time.monotonic() < deadline:
         try:
             items, rv = reader.list_rounds(namespace, node)
-            for cm in items:
-                found = _round_of(cm)
-                if found:
-                    start(*found)
-            listed = {r[0] for r in map(_round_of, items) if r}
-            for rnd, flag in list(running.items()):
-                if rnd not in listed:
-                    flag.set()
+            rounds.listed(items)
             while not stop.is_set() and time.monotonic() < deadline:
                 seconds = int(max(1, min(watch_seconds, deadline - time.monotonic())))
                 for event in reader.watch_rounds(namespace, node, rv, seconds):
-                    obj = event.get("object") or {}
-                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                    kind = event.get("type")
-                    if kind == "ERROR":
-                        raise ValueError(f"watch error: {obj.get('message', obj)}")
-                    found = _round_of(obj)
-                    if found is None:
-                        continue
-                    if kind in ("ADDED", "MODIFIED"):
-                        start(*found)
-                    elif kind == "DELETED" and found[0] in running:
-                        running[found[0]].set()
+                    rv = rounds.watched(event, rv)
                     if stop.is_set():
                         break
         except (OSError, ValueError) as exc:
             safe_emit(f"# migrator-probe: cannot list or watch rounds: {exc}")
             stop.wait(poll)
-    for flag in list(running.values()):
-        flag.set()
+    rounds.stop_all()
 
 
 class _Health(http.server.BaseHTTPRequestHandler):

@@ -1,6 +1,8 @@
-"""The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client."""
+"""The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client, composed of
+one object per job (see :mod:`migrator.targets.kube.cluster`)."""
 
 from migrator.targets.kube.api import (
+    FIELD_MANAGER,
     KubeApi,
     KubeConflict,
     KubeForbidden,
@@ -10,18 +12,7 @@ from migrator.targets.kube.api import (
     load_api_client,
     translate,
 )
-from migrator.targets.kube.cluster import (
-    FIELD_MANAGER,
-    ApplyAction,
-    ApplyConflict,
-    ApplyResult,
-    DrainPreview,
-    KubeCluster,
-    PodDisposition,
-    Propagation,
-    RolloutKind,
-    RolloutStatus,
-)
+from migrator.targets.kube.cluster import KubeCluster
 from migrator.targets.kube.cni import (
     CalicoPool,
     CniInfo,
@@ -30,8 +21,11 @@ from migrator.targets.kube.cni import (
     FlannelNode,
     detect_from_objects,
 )
+from migrator.targets.kube.drain import DrainPreview, PodDisposition
 from migrator.targets.kube.lock import LeaseHolder, LeaseLock
+from migrator.targets.kube.manifests import ApplyAction, ApplyConflict, ApplyResult, Propagation
 from migrator.targets.kube.target import KubeRunLock, open_kube_target
+from migrator.targets.kube.workloads import RolloutKind, RolloutStatus
 
 __all__ = [
     "FIELD_MANAGER",

@@ -40,6 +40,8 @@ from migrator.errors import MigratorError, PermanentError, TemporaryError, Usage
 Obj = dict[str, Any]
 T = TypeVar("T")
 
+FIELD_MANAGER = "migrator"  # the field manager of every write (server-side apply, patches)
+
 RBAC_HINT = (
     "migrator lacks a Kubernetes permission: apply the ClusterRole in docs/rbac.yaml to its user or "
     "service account, and run `migrator doctor --target kube` to list what is missing"
@@ -278,15 +280,20 @@ class KubeApi:
 
     # -------------------------------------------------------------------------------------- calls
 
-    def call(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
-        """One API call through the typed client, returning the JSON body (no retry)."""
+    def call_bytes(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        """One API call through the typed client, returning the raw body (no retry; e.g. a pod's log)."""
         kwargs["_preload_content"] = False
         kwargs.setdefault("_request_timeout", self.request_timeout)
         try:
             resp = func(*args, **kwargs)
-            data = resp.data
+            data: bytes = resp.data
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise translate(exc, what) from exc
+        return data
+
+    def call(self, what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
+        """One API call through the typed client, returning the JSON body (no retry)."""
+        data = self.call_bytes(what, func, *args, **kwargs)
         if not data:
             return {}
         parsed = _loads(data)

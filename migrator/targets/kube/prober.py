@@ -47,15 +47,13 @@ from enum import StrEnum
 from importlib import resources
 from typing import Any
 
-import urllib3
-from kubernetes.client.exceptions import ApiException
 from loguru import logger
 
 from migrator.errors import MigratorError, StepFailed
 from migrator.ports import ContinuousProbe, Pod, ProbeKind, ProbeResult, ProbeTarget
 from migrator.probe.k8s import runner
-from migrator.targets.kube.api import translate
-from migrator.targets.kube.cluster import KubeCluster, RolloutKind
+from migrator.targets.kube.cluster import KubeCluster
+from migrator.targets.kube.workloads import RolloutKind
 
 NAMESPACE = "migrator-probe"
 NAME = "migrator-probe"
@@ -440,19 +438,15 @@ class KubeProber:
 
     def read_log(self, pod: Pod, *, since_seconds: int | None = None) -> str:
         """The pod's log with kubelet timestamps (``timestamps=true``), the last ``since_seconds`` only."""
-        core = self.cluster.api.core
-        try:
-            resp = core.read_namespaced_pod_log(
-                pod.name,
-                pod.namespace,
-                timestamps=True,
-                since_seconds=since_seconds,
-                _preload_content=False,
-                _request_timeout=self.cluster.api.request_timeout,
-            )
-            data: bytes = resp.data
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise translate(exc, f"read the log of pod {pod.key}") from exc
+        api = self.cluster.api
+        data = api.call_bytes(
+            f"read the log of pod {pod.key}",
+            api.core.read_namespaced_pod_log,
+            pod.name,
+            pod.namespace,
+            timestamps=True,
+            since_seconds=since_seconds,
+        )
         return data.decode("utf-8", "replace")
 
     def new_log_lines(self, pod: Pod) -> list[str]:

@@ -29,6 +29,7 @@ from migrator.errors import LockHeld, MigratorError, UsageError
 from migrator.ports import NodeExecutor, Target
 from migrator.targets.kube.cluster import KubeCluster
 from migrator.targets.kube.lock import LeaseLock
+from migrator.targets.kube.prober import DEFAULT_IMAGE, KubeProber, OutsideMode
 
 INVENTORY_ENV = "MIGRATOR_INVENTORY"
 CONTEXT_ENV = "MIGRATOR_KUBE_CONTEXT"
@@ -120,12 +121,6 @@ def open_kube_target(
     name: str = "kube",
 ) -> Target:
     """The ``--target kube[:CONTEXT]`` target (see the module docstring)."""
-    from migrator.targets.kube.prober import (  # noqa: PLC0415 - import cycle
-        DEFAULT_IMAGE,
-        KubeProber,
-        OutsideMode,
-    )
-
     if cluster is None:
         cluster = KubeCluster(
             kubeconfig=kubeconfig or os.environ.get("KUBECONFIG") or None,
