@@ -99,10 +99,6 @@ def node_name(index: int) -> str:
     return f"node{index}"
 
 
-def node_index(name: str) -> int:
-    return int(name.removeprefix("node"))
-
-
 def node_underlay_ip(net: ipaddress.IPv4Network, index: int) -> str:
     return str(net.network_address + NODE_HOST_OFFSET + index)
 

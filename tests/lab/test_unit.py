@@ -263,7 +263,7 @@ def test_state_store_roundtrip_and_lock(migrator_home: Path) -> None:
     t.join(5)
     with store.lock(timeout=1):
         pass
-    store.remove()
+    store.path.unlink()
     assert store.load() is None
 
 
