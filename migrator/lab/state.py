@@ -120,6 +120,11 @@ class PodState(BaseModel):
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def workload_key(self) -> str:
+        """The key (``namespace/name``) of the workload that owns the pod, in ``LabState.workloads``."""
+        return f"{self.namespace}/{(self.owner or '').split('/', 1)[-1]}"
+
 
 class ServicePortState(BaseModel):
     name: str = ""
