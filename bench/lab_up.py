@@ -1,13 +1,15 @@
 """Benchmark: `lab up` of 8 nodes x 4 pods (target <= 20 s), `lab down` (<= 5 s), RSS of the lab (<= 1.5 GB).
 
 Run as root:  PYTHONPATH=. python bench/lab_up.py [--runs 3] [--nodes 8] [--pods-per-node 4]
-Prints every run and the medians. Uses its own MIGRATOR_HOME and the lab name 'tbench'.
+Prints every run and the medians. Uses the lab name 'tbench' under $MIGRATOR_HOME, else under a
+temporary home of its own, removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -20,6 +22,8 @@ from migrator.lab.lab import Lab
 from migrator.lab.spec import LabSpec
 from migrator.lab.state import ResourceKind
 
+NAME = "tbench"
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -31,9 +35,20 @@ def main() -> int:
     args = ap.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
-    os.environ.setdefault("MIGRATOR_HOME", tempfile.mkdtemp(prefix="migrator-bench-"))
+    own_home = None
+    if "MIGRATOR_HOME" not in os.environ:
+        own_home = tempfile.mkdtemp(prefix="migrator-bench-")
+        os.environ["MIGRATOR_HOME"] = own_home
+    try:
+        return _bench(args)
+    finally:
+        Lab(NAME).down()  # nothing, unless a run failed between up and down
+        if own_home is not None:
+            shutil.rmtree(own_home, ignore_errors=True)
 
-    name = "tbench"
+
+def _bench(args: argparse.Namespace) -> int:
+    name = NAME
     ups, downs, rss, procs, pods = [], [], [], [], []
     for run in range(1, args.runs + 1):
         lab = Lab(name)

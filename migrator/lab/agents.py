@@ -1,7 +1,8 @@
 """Node agents as DaemonSets: the emulated flanneld, calico-node (VXLAN or BGP with bird2) and kube-proxy.
 
 A DaemonSet runs one host-network agent pod on every node whose labels match its node selector. The lab
-"runs" an agent by programming what the real agent would program on that node.
+"runs" an agent by programming what the real agent would program on that node. Part of the emulated
+control plane (:mod:`migrator.lab.control`): the caller holds the lab's lock.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 from loguru import logger
 
@@ -24,18 +23,6 @@ from migrator.lab.state import LabState, NodeState, PodPhase, PodState, Resource
 
 BGP_TIMEOUT = 20.0
 AGENT_LABEL = "lab.migrator.io/agent-config"
-POOL = 8
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    items = list(items)
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(POOL, len(items))) as pool:
-        return list(pool.map(fn, items))
 
 
 def node_cni(n: NodeState) -> str:
@@ -48,311 +35,292 @@ def node_cni(n: NodeState) -> str:
     return {flannel.NETWORK_NAME: "flannel", calico.NETWORK_NAME: "calico"}.get(name, name or "unknown")
 
 
-class NodeAgents:
-    """Mixin of :class:`migrator.lab.lab.Lab`: the DaemonSet controller and the agents it runs."""
+def _peers(st: LabState, exclude: str) -> list[flannel.Peer]:
+    return [
+        flannel.Peer(n.name, n.ip, n.pod_cidr, n.vtep_ip, n.vtep_mac)
+        for n in st.nodes.values()
+        if n.name != exclude
+    ]
 
-    name: str
-    store: StateStore
 
-    def require(self) -> LabState:
-        raise NotImplementedError
+def reconcile_daemonsets(store: StateStore, st: LabState) -> None:
+    """DaemonSet controller: one host-network agent pod per node whose labels match the node selector.
 
-    def _peers(self, st: LabState, exclude: str) -> list[flannel.Peer]:
-        return [
-            flannel.Peer(n.name, n.ip, n.pod_cidr, n.vtep_ip, n.vtep_mac)
-            for n in st.nodes.values()
-            if n.name != exclude
-        ]
-
-    def _reconcile_daemonsets(self, st: LabState) -> None:
-        """DaemonSet controller: one host-network agent pod per node whose labels match the node selector.
-
-        A new (or failed) agent pod runs its agent on the node (flannel or calico-node program the node's
-        data plane and CNI config); a pod whose node no longer matches is deleted, and like a real agent it
-        leaves its devices, files and rules behind (the migration playbooks remove them).
-        """
-        todo: list[tuple[Workload, NodeState, PodState]] = []
-        for w in st.workloads.values():
-            if w.kind != "DaemonSet":
-                continue
-            for n in st.nodes.values():
-                match = all(n.labels.get(k) == v for k, v in w.node_selector.items())
-                pod = next(
-                    (p for p in st.pods.values() if p.owner == f"DaemonSet/{w.name}" and p.node == n.name),
-                    None,
-                )
-                want = self._agent_signature(w, n)
-                if pod is not None and not match:
-                    st.pods.pop(pod.key, None)
-                    if w.template.app == "calico-node":  # bird ran inside the calico-node pod
-                        self._stop_bird(st, n)
-                elif match and (
-                    pod is None or pod.phase != PodPhase.RUNNING or pod.labels.get(AGENT_LABEL) != want
-                ):
-                    if pod is None:
-                        st.counter += 1
-                        pod = PodState(
-                            name=workloads.pod_name(w, st.spec.seed, st.counter),
-                            namespace=w.namespace,
-                            node=n.name,
-                            ip=n.ip,
-                            labels=dict(w.template.labels),
-                            owner=f"DaemonSet/{w.name}",
-                            host_network=True,
-                        )
-                        st.pods[pod.key] = pod
-                    todo.append((w, n, pod))
-
-        def run(item: tuple[Workload, NodeState, PodState]) -> None:
-            w, n, pod = item
-            pod.labels[AGENT_LABEL] = self._agent_signature(w, n)
-            try:
-                self._run_agent(st, w, n)
-            except MigratorError as exc:
-                pod.phase, pod.message = PodPhase.FAILED, f"CrashLoopBackOff: {exc}"
-                logger.warning("agent {} on {}: {}", w.template.app, n.name, exc)
-                return
-            pod.phase, pod.message = PodPhase.RUNNING, "emulated agent: the lab programs its data plane"
-
-        parallel(run, todo)
-        self._program_calico_routes(st)
+    A new (or failed) agent pod runs its agent on the node (flannel or calico-node program the node's
+    data plane and CNI config); a pod whose node no longer matches is deleted, and like a real agent it
+    leaves its devices, files and rules behind (the migration playbooks remove them).
+    """
+    todo: list[tuple[Workload, NodeState, PodState]] = []
+    for w in st.workloads.values():
+        if w.kind != "DaemonSet":
+            continue
         for n in st.nodes.values():
-            n.cni = node_cni(n)
-        self.store.save(st)
-
-    @staticmethod
-    def _calico_mode(w: Workload, n: NodeState) -> str:
-        return n.labels.get(calico.MODE_LABEL) or w.template.config.get("mode", calico.MODE_VXLAN)
-
-    def _agent_signature(self, w: Workload, n: NodeState) -> str:
-        """What the agent on ``n`` was last run with; a change re-runs it (a DaemonSet rollout)."""
-        if w.template.app != "calico-node":
-            return w.template.app
-        cfg = w.template.config
-        peering = cfg.get("peering", calico.PEERING_FULL_MESH)
-        return f"{self._calico_mode(w, n)}/{peering}/{cfg.get('reflectors', '')}"
-
-    def _run_agent(self, st: LabState, w: Workload, n: NodeState) -> None:
-        if w.template.app == "flannel":
-            self._agent_flannel(st, n)
-        elif w.template.app == "calico-node":
-            self._agent_calico(st, n, w)
-        # kube-proxy: its rules are written by _sync_services on every node
-
-    @staticmethod
-    def _has_link(netns: str, dev: str) -> bool:
-        return sh.run(["ip", "-n", netns, "link", "show", dev], check=False, timeout=10).ok
-
-    @staticmethod
-    def _has_chain(netns: str, table: str, chain: str) -> bool:
-        return sh.run(
-            net.exec_argv(netns, ["iptables", "-t", table, "-S", chain]), check=False, timeout=10
-        ).ok
-
-    def _agent_flannel(self, st: LabState, n: NodeState) -> None:
-        """flanneld (VXLAN backend) starting on ``n``; idempotent."""
-        peers = self._peers(st, n.name)
-        nd = Path(n.dir)
-        fsutil.atomic_write_text(nd / "run-flannel" / "subnet.env", flannel.subnet_env(n.pod_cidr))
-        if self._has_link(n.netns, flannel.VXLAN_DEV):
-            lines = flannel.peer_lines(peers)
-        else:
-            lines = flannel.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac, peers)
-        sh.ip_batch(lines, netns=n.netns)
-        if peers:
-            sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(flannel.fdb_lines(peers)) + "\n")
-        if not self._has_chain(n.netns, "nat", "FLANNEL-POSTRTG"):
-            sh.run(
-                net.exec_argv(n.netns, ["iptables-restore", "--noflush"]),
-                input=flannel.masq_rules(n.pod_cidr),
+            match = all(n.labels.get(k) == v for k, v in w.node_selector.items())
+            pod = next(
+                (p for p in st.pods.values() if p.owner == f"DaemonSet/{w.name}" and p.node == n.name),
+                None,
             )
-        # kube-flannel's install-cni init container
-        fsutil.atomic_write_text(
-            nd / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr)
-        )
+            want = _agent_signature(w, n)
+            if pod is not None and not match:
+                st.pods.pop(pod.key, None)
+                if w.template.app == "calico-node":  # bird ran inside the calico-node pod
+                    _stop_bird(st, n)
+            elif match and (
+                pod is None or pod.phase != PodPhase.RUNNING or pod.labels.get(AGENT_LABEL) != want
+            ):
+                if pod is None:
+                    st.counter += 1
+                    pod = PodState(
+                        name=workloads.pod_name(w, st.spec.seed, st.counter),
+                        namespace=w.namespace,
+                        node=n.name,
+                        ip=n.ip,
+                        labels=dict(w.template.labels),
+                        owner=f"DaemonSet/{w.name}",
+                        host_network=True,
+                    )
+                    st.pods[pod.key] = pod
+                todo.append((w, n, pod))
 
-    def _agent_calico(self, st: LabState, n: NodeState, w: Workload) -> None:
-        """calico-node starting on ``n``; idempotent.
-
-        VXLAN mode: ``vxlan.calico`` (wire-compatible with flannel); its routes are programmed by
-        :meth:`_program_calico_routes`. BGP mode: bird2 exports the node's block; ``vxlan.calico`` is left
-        as it is (remove it with a playbook once every node runs BGP).
-        """
-        peers = self._peers(st, n.name)
-        nd = Path(n.dir)
-        mode = self._calico_mode(w, n)
-        if mode == calico.MODE_VXLAN and not self._has_link(n.netns, calico.VXLAN_DEV):
-            sh.ip_batch(calico.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac), netns=n.netns)
-            if peers:
-                sh.run(
-                    ["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(peers)) + "\n"
-                )
-                neigh = calico.peer_lines(peers)[1::2]  # the neighbour lines only
-                sh.ip_batch(neigh, netns=n.netns)
-        elif mode == calico.MODE_BGP:
-            self._start_bird(st, n, w)
-        elif mode != calico.MODE_VXLAN:
-            raise StepFailed(f"unknown calico mode {mode!r} (vxlan or bgp)", node=n.name)
-        if not self._has_chain(n.netns, "nat", "cali-POSTROUTING"):
-            sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=calico.iptables_rules())
-        # calico's install-cni init container
-        fsutil.atomic_write_text(
-            nd / "etc-cni-net.d" / calico.CONFLIST_NAME, calico.conflist_text(n.pod_cidr)
-        )
-
-    def _bird_peers(self, st: LabState, n: NodeState, w: Workload) -> tuple[list[tuple[str, str]], bool]:
-        cfg = w.template.config
-        others = [(m.name, m.ip) for m in st.nodes.values() if m.name != n.name]
-        if cfg.get("peering", calico.PEERING_FULL_MESH) != calico.PEERING_RR:
-            return others, False
-        reflectors = [r for r in cfg.get("reflectors", "node1").split(",") if r]
-        if n.name in reflectors:
-            return others, True
-        return [(m, ip) for m, ip in others if m in reflectors], False
-
-    def _start_bird(self, st: LabState, n: NodeState, w: Workload) -> None:
-        peers, rr = self._bird_peers(st, n, w)
-        nd = Path(n.dir)
-        conf = nd / "bird.conf"
-        conf.write_text(calico.bird_config(router_id=n.ip, block=n.pod_cidr, peers=peers, rr_clients=rr))
-        sock = nd / "bird.ctl"
-        if n.bird_pid and sh.alive(n.bird_pid, n.bird_start):
-            sh.run(["birdc", "-s", str(sock), "configure"], timeout=10)
-        else:
-            assert n.holder_pid
-            st.record(ResourceKind.PROCESS, f"bird:{n.name}")
-            self.store.save(st)
-            bird = ["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(nd / "bird.pid")]
-            n.bird_pid = sh.spawn(
-                sshd.node_exec_argv(n.holder_pid, bird), log=Path(st.dir) / "logs" / f"{n.name}-bird.log"
-            )
-            n.bird_start = sh.start_time(n.bird_pid)
-            st.record(ResourceKind.PROCESS, f"bird:{n.name}", n.bird_pid, n.bird_start)
-        # wait (bounded) until this node and the nodes already running BGP have learned each other's blocks
-        bgp_peers = [m for m in st.nodes.values() if m.name != n.name and m.bird_pid and sh.alive(m.bird_pid)]
-
-        def missing() -> list[str]:
-            out = [
-                f"{n.name} lacks {m.pod_cidr}" for m in bgp_peers if m.pod_cidr not in self._bird_routes(n)
-            ]
-            return out + [
-                f"{m.name} lacks {n.pod_cidr}" for m in bgp_peers if n.pod_cidr not in self._bird_routes(m)
-            ]
-
-        deadline = time.monotonic() + BGP_TIMEOUT
-        time.sleep(0.05)
-        if not sh.alive(n.bird_pid):
-            log = (Path(st.dir) / "logs" / f"{n.name}-bird.log").read_text()[-400:]
-            n.bird_pid = None
-            raise StepFailed(f"bird exited on {n.name}: {log.strip()}", node=n.name)
-        gaps = missing()
-        while gaps and time.monotonic() < deadline:
-            time.sleep(0.2)
-            gaps = missing()
-        if gaps:
-            logger.warning("node {}: BGP routes still missing after {}s: {}", n.name, BGP_TIMEOUT, gaps)
-
-    def _stop_bird(self, st: LabState, n: NodeState) -> None:
-        """SIGTERM: bird withdraws its routes from the kernel and from its peers before exiting."""
-        if n.bird_pid and sh.alive(n.bird_pid, n.bird_start):
-            os.kill(n.bird_pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while sh.alive(n.bird_pid) and time.monotonic() < deadline:
-                sh.reap(n.bird_pid)
-                time.sleep(0.02)
-            sh.kill([(n.bird_pid, None)])
-        st.forget(ResourceKind.PROCESS, f"bird:{n.name}")
-        n.bird_pid = n.bird_start = None
-
-    @staticmethod
-    def _bird_routes(n: NodeState) -> set[str]:
-        res = sh.run(["ip", "-n", n.netns, "-j", "route", "show", "proto", "bird"], check=False, timeout=10)
-        return {str(r["dst"]) for r in json.loads(res.stdout or "[]")} if res.ok else set()
-
-    def _program_calico_routes(self, st: LabState) -> None:
-        """What Felix does for VXLAN routes: on every Calico node with ``vxlan.calico``, a VXLAN route to each
-        peer that has a VTEP (``flannel.1`` or ``vxlan.calico``), unless both ends are in BGP mode and have
-        learned each other's block (then bird's route carries the traffic). A node in VXLAN mode stops bird
-        once every peer has a VTEP. Each switch is make-before-break: no window without a route."""
-        agents: dict[str, Workload] = {}
-        for p in st.pods.values():
-            w = st.workloads.get(f"{p.namespace}/{(p.owner or '').split('/', 1)[-1]}")
-            if p.owner == "DaemonSet/calico-node" and p.phase == PodPhase.RUNNING and w is not None:
-                agents[p.node] = w
-        if not agents:
+    def run(item: tuple[Workload, NodeState, PodState]) -> None:
+        w, n, pod = item
+        pod.labels[AGENT_LABEL] = _agent_signature(w, n)
+        try:
+            _run_agent(store, st, w, n)
+        except MigratorError as exc:
+            pod.phase, pod.message = PodPhase.FAILED, f"CrashLoopBackOff: {exc}"
+            logger.warning("agent {} on {}: {}", w.template.app, n.name, exc)
             return
+        pod.phase, pod.message = PodPhase.RUNNING, "emulated agent: the lab programs its data plane"
 
-        def links(n: NodeState) -> set[str]:
-            res = sh.run(["ip", "-n", n.netns, "-j", "link", "show"], check=False, timeout=10)
-            return {str(e["ifname"]) for e in json.loads(res.stdout or "[]")} if res.ok else set()
+    sh.parallel(run, todo)
+    _program_calico_routes(st)
+    for n in st.nodes.values():
+        n.cni = node_cni(n)
+    store.save(st)
 
-        nodes = list(st.nodes.values())
-        devs = dict(zip([n.name for n in nodes], parallel(links, nodes), strict=True))
-        bird = dict(zip([n.name for n in nodes], parallel(self._bird_routes, nodes), strict=True))
-        has_vtep = {k: bool({flannel.VXLAN_DEV, calico.VXLAN_DEV} & v) for k, v in devs.items()}
 
-        mode = {name: self._calico_mode(w, st.nodes[name]) for name, w in agents.items()}
+def _calico_mode(w: Workload, n: NodeState) -> str:
+    return n.labels.get(calico.MODE_LABEL) or w.template.config.get("mode", calico.MODE_VXLAN)
 
-        def over_bgp(a: NodeState, b: flannel.Peer) -> bool:
-            both = mode.get(a.name) == calico.MODE_BGP and mode.get(b.name) == calico.MODE_BGP
-            return both and b.pod_cidr in bird[a.name] and a.pod_cidr in bird[b.name]
 
-        def program(n: NodeState) -> None:
-            if n.name not in agents or calico.VXLAN_DEV not in devs[n.name]:
-                return
-            want = [p for p in self._peers(st, n.name) if has_vtep[p.name] and not over_bgp(n, p)]
-            res = sh.run(
-                ["ip", "-n", n.netns, "-j", "route", "show", "dev", calico.VXLAN_DEV], check=False, timeout=10
-            )
-            current = {str(r["dst"]) for r in json.loads(res.stdout or "[]")} if res.ok else set()
-            lines = calico.peer_lines(want)
-            lines += [
-                f"route del {c} dev {calico.VXLAN_DEV}" for c in sorted(current - {p.pod_cidr for p in want})
-            ]
-            if want:
-                sh.run(
-                    ["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(want)) + "\n"
-                )
-            sh.ip_batch(lines, netns=n.netns)
+def _agent_signature(w: Workload, n: NodeState) -> str:
+    """What the agent on ``n`` was last run with; a change re-runs it (a DaemonSet rollout)."""
+    if w.template.app != "calico-node":
+        return w.template.app
+    cfg = w.template.config
+    peering = cfg.get("peering", calico.PEERING_FULL_MESH)
+    return f"{_calico_mode(w, n)}/{peering}/{cfg.get('reflectors', '')}"
 
-        parallel(program, nodes)
-        # a node back in VXLAN mode stops bird once every peer is reachable over VXLAN
-        for name in agents:
-            n = st.nodes[name]
-            peers_ok = all(has_vtep[m] for m in st.nodes if m != name)
-            if mode[name] == calico.MODE_VXLAN and n.bird_pid and peers_ok and calico.VXLAN_DEV in devs[name]:
-                self._stop_bird(st, n)
 
-    def apply_daemonset(
-        self,
-        agent: str,
-        node_selector: Mapping[str, str] | None = None,
-        config: Mapping[str, str] | None = None,
-    ) -> str:
-        """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``) with a node selector and
-        agent config (calico-node: ``mode`` vxlan|bgp, ``peering`` full-mesh|route-reflector, ``reflectors``:
-        comma-separated node names), then reconcile, as ``kubectl apply`` of a manifest would.
-        Returns the DaemonSet key."""
-        w = workloads.agent_daemonset(agent, node_selector, config)
-        with self.store.lock():
-            st = self.require()
-            st.workloads[w.key] = w
-            self._reconcile_daemonsets(st)
-        return w.key
+def _run_agent(store: StateStore, st: LabState, w: Workload, n: NodeState) -> None:
+    if w.template.app == "flannel":
+        _agent_flannel(st, n)
+    elif w.template.app == "calico-node":
+        _agent_calico(store, st, n, w)
+    # kube-proxy: its rules are written by control.sync_services on every node
 
-    def delete_daemonset(self, key: str) -> list[str]:
-        """Delete a DaemonSet (``namespace/name``) and its pods; the agents' leftovers stay on the nodes."""
-        with self.store.lock():
-            st = self.require()
-            w = st.workloads.pop(key, None)
-            if w is None:
-                return []
-            gone = [
-                k
-                for k, p in st.pods.items()
-                if p.namespace == w.namespace and p.owner == f"DaemonSet/{w.name}"
-            ]
-            for k in gone:
-                st.pods.pop(k, None)
-            self.store.save(st)
-            return gone
+
+def _has_link(netns: str, dev: str) -> bool:
+    return sh.run(["ip", "-n", netns, "link", "show", dev], check=False, timeout=10).ok
+
+
+def _has_chain(netns: str, table: str, chain: str) -> bool:
+    return sh.run(net.exec_argv(netns, ["iptables", "-t", table, "-S", chain]), check=False, timeout=10).ok
+
+
+def _agent_flannel(st: LabState, n: NodeState) -> None:
+    """flanneld (VXLAN backend) starting on ``n``; idempotent."""
+    peers = _peers(st, n.name)
+    nd = Path(n.dir)
+    fsutil.atomic_write_text(nd / "run-flannel" / "subnet.env", flannel.subnet_env(n.pod_cidr))
+    if _has_link(n.netns, flannel.VXLAN_DEV):
+        lines = flannel.peer_lines(peers)
+    else:
+        lines = flannel.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac, peers)
+    sh.ip_batch(lines, netns=n.netns)
+    if peers:
+        sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(flannel.fdb_lines(peers)) + "\n")
+    if not _has_chain(n.netns, "nat", "FLANNEL-POSTRTG"):
+        sh.run(
+            net.exec_argv(n.netns, ["iptables-restore", "--noflush"]),
+            input=flannel.masq_rules(n.pod_cidr),
+        )
+    # kube-flannel's install-cni init container
+    fsutil.atomic_write_text(nd / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr))
+
+
+def _agent_calico(store: StateStore, st: LabState, n: NodeState, w: Workload) -> None:
+    """calico-node starting on ``n``; idempotent.
+
+    VXLAN mode: ``vxlan.calico`` (wire-compatible with flannel); its routes are programmed by
+    :func:`_program_calico_routes`. BGP mode: bird2 exports the node's block; ``vxlan.calico`` is left
+    as it is (remove it with a playbook once every node runs BGP).
+    """
+    peers = _peers(st, n.name)
+    nd = Path(n.dir)
+    mode = _calico_mode(w, n)
+    if mode == calico.MODE_VXLAN and not _has_link(n.netns, calico.VXLAN_DEV):
+        sh.ip_batch(calico.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac), netns=n.netns)
+        if peers:
+            sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(peers)) + "\n")
+            neigh = calico.peer_lines(peers)[1::2]  # the neighbour lines only
+            sh.ip_batch(neigh, netns=n.netns)
+    elif mode == calico.MODE_BGP:
+        _start_bird(store, st, n, w)
+    elif mode != calico.MODE_VXLAN:
+        raise StepFailed(f"unknown calico mode {mode!r} (vxlan or bgp)", node=n.name)
+    if not _has_chain(n.netns, "nat", "cali-POSTROUTING"):
+        sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=calico.iptables_rules())
+    # calico's install-cni init container
+    fsutil.atomic_write_text(nd / "etc-cni-net.d" / calico.CONFLIST_NAME, calico.conflist_text(n.pod_cidr))
+
+
+def _bird_peers(st: LabState, n: NodeState, w: Workload) -> tuple[list[tuple[str, str]], bool]:
+    cfg = w.template.config
+    others = [(m.name, m.ip) for m in st.nodes.values() if m.name != n.name]
+    if cfg.get("peering", calico.PEERING_FULL_MESH) != calico.PEERING_RR:
+        return others, False
+    reflectors = [r for r in cfg.get("reflectors", "node1").split(",") if r]
+    if n.name in reflectors:
+        return others, True
+    return [(m, ip) for m, ip in others if m in reflectors], False
+
+
+def _start_bird(store: StateStore, st: LabState, n: NodeState, w: Workload) -> None:
+    peers, rr = _bird_peers(st, n, w)
+    nd = Path(n.dir)
+    conf = nd / "bird.conf"
+    conf.write_text(calico.bird_config(router_id=n.ip, block=n.pod_cidr, peers=peers, rr_clients=rr))
+    sock = nd / "bird.ctl"
+    if n.bird_pid and sh.alive(n.bird_pid, n.bird_start):
+        sh.run(["birdc", "-s", str(sock), "configure"], timeout=10)
+    else:
+        assert n.holder_pid
+        st.record(ResourceKind.PROCESS, f"bird:{n.name}")
+        store.save(st)
+        bird = ["bird", "-f", "-c", str(conf), "-s", str(sock), "-P", str(nd / "bird.pid")]
+        n.bird_pid = sh.spawn(
+            sshd.node_exec_argv(n.holder_pid, bird), log=Path(st.dir) / "logs" / f"{n.name}-bird.log"
+        )
+        n.bird_start = sh.start_time(n.bird_pid)
+        st.record(ResourceKind.PROCESS, f"bird:{n.name}", n.bird_pid, n.bird_start)
+    # wait (bounded) until this node and the nodes already running BGP have learned each other's blocks
+    bgp_peers = [m for m in st.nodes.values() if m.name != n.name and m.bird_pid and sh.alive(m.bird_pid)]
+
+    def missing() -> list[str]:
+        out = [f"{n.name} lacks {m.pod_cidr}" for m in bgp_peers if m.pod_cidr not in _bird_routes(n)]
+        return out + [f"{m.name} lacks {n.pod_cidr}" for m in bgp_peers if n.pod_cidr not in _bird_routes(m)]
+
+    deadline = time.monotonic() + BGP_TIMEOUT
+    time.sleep(0.05)
+    if not sh.alive(n.bird_pid):
+        log = (Path(st.dir) / "logs" / f"{n.name}-bird.log").read_text()[-400:]
+        n.bird_pid = None
+        raise StepFailed(f"bird exited on {n.name}: {log.strip()}", node=n.name)
+    gaps = missing()
+    while gaps and time.monotonic() < deadline:
+        time.sleep(0.2)
+        gaps = missing()
+    if gaps:
+        logger.warning("node {}: BGP routes still missing after {}s: {}", n.name, BGP_TIMEOUT, gaps)
+
+
+def _stop_bird(st: LabState, n: NodeState) -> None:
+    """SIGTERM: bird withdraws its routes from the kernel and from its peers before exiting."""
+    if n.bird_pid and sh.alive(n.bird_pid, n.bird_start):
+        os.kill(n.bird_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while sh.alive(n.bird_pid) and time.monotonic() < deadline:
+            sh.reap(n.bird_pid)
+            time.sleep(0.02)
+        sh.kill([(n.bird_pid, None)])
+    st.forget(ResourceKind.PROCESS, f"bird:{n.name}")
+    n.bird_pid = n.bird_start = None
+
+
+def _bird_routes(n: NodeState) -> set[str]:
+    res = sh.run(["ip", "-n", n.netns, "-j", "route", "show", "proto", "bird"], check=False, timeout=10)
+    return {str(r["dst"]) for r in json.loads(res.stdout or "[]")} if res.ok else set()
+
+
+def _program_calico_routes(st: LabState) -> None:
+    """What Felix does for VXLAN routes: on every Calico node with ``vxlan.calico``, a VXLAN route to each
+    peer that has a VTEP (``flannel.1`` or ``vxlan.calico``), unless both ends are in BGP mode and have
+    learned each other's block (then bird's route carries the traffic). A node in VXLAN mode stops bird
+    once every peer has a VTEP. Each switch is make-before-break: no window without a route."""
+    agents: dict[str, Workload] = {}
+    for p in st.pods.values():
+        w = st.workloads.get(p.workload_key)
+        if p.owner == "DaemonSet/calico-node" and p.phase == PodPhase.RUNNING and w is not None:
+            agents[p.node] = w
+    if not agents:
+        return
+
+    def links(n: NodeState) -> set[str]:
+        res = sh.run(["ip", "-n", n.netns, "-j", "link", "show"], check=False, timeout=10)
+        return {str(e["ifname"]) for e in json.loads(res.stdout or "[]")} if res.ok else set()
+
+    nodes = list(st.nodes.values())
+    devs = dict(zip([n.name for n in nodes], sh.parallel(links, nodes), strict=True))
+    bird = dict(zip([n.name for n in nodes], sh.parallel(_bird_routes, nodes), strict=True))
+    has_vtep = {k: bool({flannel.VXLAN_DEV, calico.VXLAN_DEV} & v) for k, v in devs.items()}
+
+    mode = {name: _calico_mode(w, st.nodes[name]) for name, w in agents.items()}
+
+    def over_bgp(a: NodeState, b: flannel.Peer) -> bool:
+        both = mode.get(a.name) == calico.MODE_BGP and mode.get(b.name) == calico.MODE_BGP
+        return both and b.pod_cidr in bird[a.name] and a.pod_cidr in bird[b.name]
+
+    def program(n: NodeState) -> None:
+        if n.name not in agents or calico.VXLAN_DEV not in devs[n.name]:
+            return
+        want = [p for p in _peers(st, n.name) if has_vtep[p.name] and not over_bgp(n, p)]
+        res = sh.run(
+            ["ip", "-n", n.netns, "-j", "route", "show", "dev", calico.VXLAN_DEV], check=False, timeout=10
+        )
+        current = {str(r["dst"]) for r in json.loads(res.stdout or "[]")} if res.ok else set()
+        lines = calico.peer_lines(want)
+        lines += [
+            f"route del {c} dev {calico.VXLAN_DEV}" for c in sorted(current - {p.pod_cidr for p in want})
+        ]
+        if want:
+            sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(want)) + "\n")
+        sh.ip_batch(lines, netns=n.netns)
+
+    sh.parallel(program, nodes)
+    # a node back in VXLAN mode stops bird once every peer is reachable over VXLAN
+    for name in agents:
+        n = st.nodes[name]
+        peers_ok = all(has_vtep[m] for m in st.nodes if m != name)
+        if mode[name] == calico.MODE_VXLAN and n.bird_pid and peers_ok and calico.VXLAN_DEV in devs[name]:
+            _stop_bird(st, n)
+
+
+def apply_daemonset(
+    store: StateStore,
+    st: LabState,
+    agent: str,
+    node_selector: Mapping[str, str] | None = None,
+    config: Mapping[str, str] | None = None,
+) -> str:
+    """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``) with a node selector and
+    agent config (calico-node: ``mode`` vxlan|bgp, ``peering`` full-mesh|route-reflector, ``reflectors``:
+    comma-separated node names), then reconcile, as ``kubectl apply`` of a manifest would.
+    Returns the DaemonSet key."""
+    w = workloads.agent_daemonset(agent, node_selector, config)
+    st.workloads[w.key] = w
+    reconcile_daemonsets(store, st)
+    return w.key
+
+
+def delete_daemonset(store: StateStore, st: LabState, key: str) -> list[str]:
+    """Delete a DaemonSet (``namespace/name``) and its pods; the agents' leftovers stay on the nodes."""
+    w = st.workloads.pop(key, None)
+    if w is None:
+        return []
+    gone = [k for k, p in st.pods.items() if p.namespace == w.namespace and p.owner == f"DaemonSet/{w.name}"]
+    for k in gone:
+        st.pods.pop(k, None)
+    store.save(st)
+    return gone

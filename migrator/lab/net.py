@@ -11,6 +11,7 @@ from migrator.lab import sh
 from migrator.lab.state import Capability
 
 NETNS_DIR = Path("/run/netns")
+NETNS_ETC = Path("/etc/netns")  # per-namespace files bind-mounted by `ip netns exec` (a pod's resolv.conf)
 
 
 def netns_path(name: str) -> str:
@@ -55,6 +56,21 @@ def host_links() -> list[str]:
     if not res.ok:
         return []
     return [str(entry["ifname"]) for entry in json.loads(res.stdout)]
+
+
+def listening(pid: int, port: int, udp: bool = False) -> bool:
+    """Whether the netns of ``pid`` has a socket listening on ``port`` (from /proc/<pid>/net)."""
+    hexport = f"{port:04X}"
+    for name in ("udp",) if udp else ("tcp",):
+        try:
+            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            return False
+        for line in lines:
+            parts = line.split()
+            if parts[1].endswith(":" + hexport) and (udp or parts[3] == "0A"):
+                return True
+    return False
 
 
 def sysctl_argv(netns: str, settings: dict[str, str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Subprocess helpers for the lab: always a timeout, never ``check=True``, our errors on failure."""
+"""Subprocess helpers for the lab: always a timeout, never ``check=True``, our errors on failure; and
+:func:`parallel`, for the per-node work (subprocesses, so threads suffice)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from loguru import logger
 
 from migrator.errors import PermanentError, StepFailed, StepTimeout
 
 DEFAULT_TIMEOUT = 30.0
+POOL = 8  # threads of :func:`parallel`
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -175,3 +182,12 @@ def rss_kb(pid: int) -> int:
     except OSError:
         return 0
     return 0
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(i) for i in items]``, on up to :data:`POOL` threads (the lab's per-node work is subprocesses)."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(POOL, len(items))) as pool:
+        return list(pool.map(fn, items))

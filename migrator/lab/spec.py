@@ -22,6 +22,7 @@ FLANNEL_MTU = 1450
 NODE_HOST_OFFSET = 10  # node i (1-based) gets .10+i on the underlay
 OUTSIDE_HOST_OFFSET = 200
 MAX_NODES = 64
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"  # node1's; the inventory's [control_plane]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -97,10 +98,6 @@ def validate_spec(**kwargs: object) -> LabSpec:
 def node_name(index: int) -> str:
     """Node names are ``node1``, ``node2``, ...; node1 is the control plane."""
     return f"node{index}"
-
-
-def node_index(name: str) -> int:
-    return int(name.removeprefix("node"))
 
 
 def node_underlay_ip(net: ipaddress.IPv4Network, index: int) -> str:

@@ -120,6 +120,11 @@ class PodState(BaseModel):
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def workload_key(self) -> str:
+        """The key (``namespace/name``) of the workload that owns the pod, in ``LabState.workloads``."""
+        return f"{self.namespace}/{(self.owner or '').split('/', 1)[-1]}"
+
 
 class ServicePortState(BaseModel):
     name: str = ""
@@ -197,9 +202,6 @@ class LabState(BaseModel):
     def forget(self, kind: ResourceKind, name: str) -> None:
         self.resources = [r for r in self.resources if not (r.kind == kind and r.name == name)]
 
-    def netns_path(self, netns: str) -> str:
-        return f"/run/netns/{netns}"
-
 
 def lab_dir(name: str) -> Path:
     return paths.labs_dir() / name
@@ -213,9 +215,6 @@ class StateStore:
         self.dir = lab_dir(name)
         self.path = self.dir / "state.json"
         self.lock_path = paths.labs_dir() / f".{name}.lock"
-
-    def exists(self) -> bool:
-        return self.path.exists()
 
     def load(self) -> LabState | None:
         try:
@@ -233,9 +232,6 @@ class StateStore:
     def save(self, state: LabState) -> None:
         state.updated_at = time.time()
         fsutil.atomic_write_text(self.path, state.model_dump_json(indent=1) + "\n", mode=0o600)
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
     @contextmanager
     def lock(self, timeout: float = 60.0) -> Iterator[None]:

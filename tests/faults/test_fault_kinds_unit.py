@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.faults.spec import ClusterView, FaultKind, Mechanism, NodeFacts, SshPath, build, render
-from migrator.lab.lab import FAULT_PROCESS_RE
+from migrator.lab.teardown import FAULT_PROCESS_RE
 from migrator.plan.models import FaultApiserverArgs, FaultLinkFlapArgs
 from migrator.ports import CONTROL_PLANE_LABEL, Node
 

@@ -21,9 +21,10 @@ import pytest
 from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab import net, sh
-from migrator.lab.lab import Lab, lab_fault_ids, lab_processes
+from migrator.lab.lab import Lab
 from migrator.lab.spec import AppKind, LabSpec
 from migrator.lab.state import LabState, lab_dir
+from migrator.lab.teardown import lab_fault_ids, lab_processes
 from migrator.plan.models import FaultLinkFlapArgs, FaultLossArgs
 from migrator.targets.lab.cluster import open_lab_target
 from tests.faults.conftest import CAN_BUILD_LAB, LAB_PREFIX, UNDERLAY

@@ -97,8 +97,8 @@ def test_flannel_to_calico_node_swap_and_back(small_lab: Lab) -> None:
     cluster = LabCluster(lab)
     for n in ("node1", "node2", "node3"):
         cluster.label_node(n, {MIGRATION_LABEL: "flannel"})
-    cluster.apply_daemonset("flannel", {MIGRATION_LABEL: "flannel"})
-    cluster.apply_daemonset("calico-node", {MIGRATION_LABEL: "calico"})
+    lab.apply_daemonset("flannel", {MIGRATION_LABEL: "flannel"})
+    lab.apply_daemonset("calico-node", {MIGRATION_LABEL: "calico"})
     assert not [p for p in cluster.list_pods(namespace="kube-system") if p.name.startswith("calico-node")]
 
     # migrate node3: drain, remove flannel, label for calico, agent programs vxlan.calico, pods come back

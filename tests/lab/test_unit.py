@@ -13,8 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from migrator.errors import TemporaryError, UsageError
-from migrator.lab import calico, dns, flannel, services, workloads
-from migrator.lab import lab as lab_module
+from migrator.lab import calico, dns, flannel, hostdirs, services, workloads
 from migrator.lab.spec import (
     LabSpec,
     host_veth,
@@ -263,7 +262,7 @@ def test_state_store_roundtrip_and_lock(migrator_home: Path) -> None:
     t.join(5)
     with store.lock(timeout=1):
         pass
-    store.remove()
+    store.path.unlink()
     assert store.load() is None
 
 
@@ -290,11 +289,11 @@ def test_host_dirs_list_removes_empty_unmounted_folders(
     a.mkdir(parents=True)
     b.mkdir()
     (b / "file").write_text("not empty")
-    lab_module._remember_host_dirs([str(a.parent), str(a), str(b)])
-    removed = lab_module._remove_host_dirs(set())
+    hostdirs.remember([str(a.parent), str(a), str(b)])
+    removed = hostdirs.remove(set())
     assert removed == [str(a), str(a.parent)]  # deepest first
     assert b.exists()  # not empty: kept, and still listed for a later down
-    assert lab_module._host_dirs_list(lambda known: known) == [str(b)]
+    assert hostdirs.host_dirs_list(lambda known: known) == [str(b)]
     (b / "file").unlink()
-    assert lab_module._remove_host_dirs(set()) == [str(b)]
-    assert lab_module._host_dirs_list(lambda known: known) == []
+    assert hostdirs.remove(set()) == [str(b)]
+    assert hostdirs.host_dirs_list(lambda known: known) == []

@@ -140,21 +140,6 @@ class LabCluster:
     def restart_pods(self, node: str) -> list[str]:
         return self.lab.restart_pods(node)
 
-    # Lab extensions beyond the Cluster port (what `kubectl apply/delete` of a CNI manifest does)
-
-    def apply_daemonset(
-        self,
-        agent: str,
-        node_selector: Mapping[str, str] | None = None,
-        config: Mapping[str, str] | None = None,
-    ) -> str:
-        """Install/update the ``flannel`` or ``calico-node`` DaemonSet (node selector, agent config)."""
-        return self.lab.apply_daemonset(agent, node_selector, config)
-
-    def delete_daemonset(self, key: str) -> list[str]:
-        """Delete a DaemonSet (``kube-flannel/kube-flannel-ds``, ``kube-system/calico-node``) and its pods."""
-        return self.lab.delete_daemonset(key)
-
     # CniOps (migrator.ports.CniOps): what a CNI migration needs, on the lab's emulated DaemonSets
 
     def _read_json(self, name: str) -> Any:
