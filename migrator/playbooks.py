@@ -9,6 +9,7 @@ Actions, checks, faults and the CLI run playbooks only through :func:`run_playbo
   failed result instead of raising is translated the same way as one that raises);
 - :func:`error_for` and its errors: :class:`PlaybookFailed`, :class:`PlaybookTimeout`,
   :class:`HostsUnreachable`, :class:`PlaybookInterrupted` (each carries the run's ``result``);
+- :func:`node_facts`: ``node-facts.yml``'s facts per host (interfaces, routes, CNI files, chains);
 - :func:`preview` / :func:`render_diff`: what a check-mode run says would change, per host;
 - :func:`command`: the ``ansible-playbook`` command line a dry run shows;
 - :func:`compare_hosts` / :func:`require_match`: the executor's inventory hosts against the cluster's
@@ -29,6 +30,11 @@ from migrator.errors import Interrupted, MigratorError, StepFailed, StepTimeout,
 from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult, RunnerStatus
 
 EventCallback = Callable[[Mapping[str, Any]], None]
+NODE_FACTS_PLAYBOOK = "node-facts.yml"
+NODE_FACTS = "migrator_node_facts"
+"""The fact ``node-facts.yml`` sets: interfaces, routes, CNI config files, iptables chains by owner
+(shape: ``playbooks/library/migrator_node_facts.py``)."""
+NODE_FACTS_VARS = {"include_cni_content": False}
 
 # ------------------------------------------------------------------------------------------------ errors
 
@@ -185,6 +191,27 @@ def run_playbook(
             raise
         return PlaybookRun(failed, facts, exc)
     return PlaybookRun(result, facts)
+
+
+def node_facts(
+    executor: NodeExecutor,
+    hosts: Sequence[str],
+    *,
+    data_dir: Path,
+    timeout: float,
+    cancel: threading.Event | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``node-facts.yml`` (without the CNI files' content) on ``hosts``: ``{host: migrator_node_facts}``."""
+    run = run_playbook(
+        executor,
+        NODE_FACTS_PLAYBOOK,
+        hosts,
+        data_dir=data_dir,
+        extra_vars=NODE_FACTS_VARS,
+        timeout=timeout,
+        cancel=cancel,
+    )
+    return run.fact(NODE_FACTS)
 
 
 # ------------------------------------------------------------------------------------------- preview

@@ -1,4 +1,5 @@
-"""The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client."""
+"""The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client, and
+:class:`KubeCniOps` (the ``CniOps`` port on it; the CNI vocabulary is :mod:`migrator.cni`)."""
 
 from migrator.targets.kube.api import (
     KubeApi,
@@ -22,14 +23,7 @@ from migrator.targets.kube.cluster import (
     RolloutKind,
     RolloutStatus,
 )
-from migrator.targets.kube.cni import (
-    CalicoPool,
-    CniInfo,
-    CniKind,
-    FlannelConfig,
-    FlannelNode,
-    detect_from_objects,
-)
+from migrator.targets.kube.cni import KubeCniOps
 from migrator.targets.kube.lock import LeaseHolder, LeaseLock
 from migrator.targets.kube.target import KubeRunLock, open_kube_target
 
@@ -38,14 +32,10 @@ __all__ = [
     "ApplyAction",
     "ApplyConflict",
     "ApplyResult",
-    "CalicoPool",
-    "CniInfo",
-    "CniKind",
     "DrainPreview",
-    "FlannelConfig",
-    "FlannelNode",
     "KubeApi",
     "KubeCluster",
+    "KubeCniOps",
     "KubeConflict",
     "KubeForbidden",
     "KubeInvalid",
@@ -58,7 +48,6 @@ __all__ = [
     "RolloutKind",
     "RolloutStatus",
     "WatchExpired",
-    "detect_from_objects",
     "load_api_client",
     "open_kube_target",
     "translate",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client as k8s
@@ -19,7 +19,6 @@ from kubernetes.client.exceptions import ApiException
 from loguru import logger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from migrator import ports
 from migrator.errors import (
     Interrupted,
     MigratorError,
@@ -30,7 +29,7 @@ from migrator.errors import (
     UsageError,
 )
 from migrator.ports import Cluster, DrainResult, Node, Pod, Service
-from migrator.targets.kube import cniops, types
+from migrator.targets.kube import types
 from migrator.targets.kube.api import (
     KubeApi,
     KubeConflict,
@@ -40,10 +39,10 @@ from migrator.targets.kube.api import (
     WatchExpired,
     load_api_client,
 )
-from migrator.targets.kube.cni import CniInfo, detect_cni
 from migrator.targets.kube.lock import LeaseLock
 
 FIELD_MANAGER = "migrator"
+_T = TypeVar("_T")
 
 
 class PodDisposition(StrEnum):
@@ -237,6 +236,12 @@ class KubeCluster:
     def _invalidate(self) -> None:
         if self._snapshot is not None:
             self._snapshot.clear()
+
+    def snapshot_memo(self, key: str, load: Callable[[], _T]) -> _T:
+        """``load()``, computed once per :meth:`read_snapshot` under ``key`` (a read derived from several
+        listings, e.g. the CNI detection); outside a snapshot, every call loads."""
+        snap = self._snapshot
+        return snap.memo(key, load) if snap is not None else load()
 
     # ---------------------------------------------------------------------------------- identity
 
@@ -1111,45 +1116,7 @@ class KubeCluster:
                 )
         raise StepFailed(f"wait for the rollout of {kind} {namespace}/{name}: the watch kept expiring")
 
-    # ------------------------------------------------------------------------------- CNI and lock
-
-    def detect_cni_details(self) -> CniInfo:
-        """The cluster's CNI (flannel, Calico, Canal, Weave Net, Cilium) and its source config, in full."""
-        snap = self._snapshot
-        return snap.cni(lambda: detect_cni(self)) if snap is not None else detect_cni(self)
-
-    # --------------------------------------------------------------- the CniOps port (cniops.py)
-
-    def detect_cni(self) -> ports.CniInfo:
-        """The ``CniOps`` view of :meth:`detect_cni_details`."""
-        snap = self._snapshot
-        if snap is not None:
-            return snap.port_cni(lambda: cniops.to_port_info(self.detect_cni_details(), self))
-        return cniops.to_port_info(self.detect_cni_details(), self)
-
-    def apply_cni_agent(
-        self,
-        agent: ports.CniAgent,
-        *,
-        node_selector: Mapping[str, str] | None = None,
-        config: Mapping[str, str] | None = None,
-        dry_run: bool = False,
-    ) -> list[str]:
-        return cniops.apply_cni_agent(
-            self, agent, node_selector=node_selector, config=config, dry_run=dry_run
-        )
-
-    def delete_cni_agent(self, agent: ports.CniAgent, *, dry_run: bool = False) -> list[str]:
-        return cniops.delete_cni_agent(self, agent, dry_run=dry_run)
-
-    def cni_agent_ready(self, agent: ports.CniAgent, node: str) -> tuple[bool, str]:
-        return cniops.cni_agent_ready(self, agent, node)
-
-    def set_calico_mode(self, node: str, mode: ports.CalicoMode | None) -> None:
-        cniops.set_calico_mode(self, node, mode)
-
-    def resync_cni(self) -> None:
-        """Nothing to do: the CNI agents of a real cluster watch the API server."""
+    # ---------------------------------------------------------------------------------- lock
 
     def lock(
         self,
@@ -1229,17 +1196,14 @@ class _ReadSnapshot:
     """What :meth:`KubeCluster.read_snapshot` serves from (filled lazily, dropped on a write)."""
 
     def __init__(self) -> None:
-        self._locks = {
-            k: threading.Lock()
-            for k in ("node_objs", "daemonsets", "cni", "port_cni", "nodes", "pods", "services")
-        }
+        self._locks = {k: threading.Lock() for k in ("node_objs", "daemonsets", "nodes", "pods", "services")}
+        self._memo_lock = threading.RLock()  # a memo's load may use another memo
         self.clear()
 
     def clear(self) -> None:
         self._node_objs: list[Obj] | None = None
         self._daemonsets: list[Obj] | None = None
-        self._cni: CniInfo | None = None
-        self._port_cni: ports.CniInfo | None = None
+        self._memo: dict[str, Any] = {}
         self._nodes: dict[str, Node] | None = None
         self._pods: dict[str, list[Pod]] | None = None
         self._services: dict[str | None, list[Service]] = {}
@@ -1256,17 +1220,12 @@ class _ReadSnapshot:
                 self._daemonsets = load()
             return self._daemonsets
 
-    def cni(self, load: Callable[[], CniInfo]) -> CniInfo:
-        with self._locks["cni"]:
-            if self._cni is None:
-                self._cni = load()
-            return self._cni
-
-    def port_cni(self, load: Callable[[], ports.CniInfo]) -> ports.CniInfo:
-        with self._locks["port_cni"]:
-            if self._port_cni is None:
-                self._port_cni = load()
-            return self._port_cni
+    def memo(self, key: str, load: Callable[[], _T]) -> _T:
+        with self._memo_lock:
+            if key not in self._memo:
+                self._memo[key] = load()
+            value: _T = self._memo[key]
+            return value
 
     def nodes(self, load: Callable[[], list[Node]]) -> dict[str, Node]:
         with self._locks["nodes"]:
@@ -1292,9 +1251,4 @@ class _ReadSnapshot:
 
 def _conforms(cluster: KubeCluster) -> Cluster:
     """mypy checks here that KubeCluster implements the Cluster port."""
-    return cluster
-
-
-def _conforms_cni(cluster: KubeCluster) -> ports.CniOps:
-    """... and the CniOps port."""
     return cluster
