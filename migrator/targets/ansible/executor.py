@@ -163,12 +163,10 @@ class AnsibleRunnerExecutor:
         data_dir: Path,
         cancel: threading.Event | None = None,
         on_event: EventCallback | None = None,
-        raise_on_failure: bool = True,
     ) -> PlaybookResult:
-        """Run ``request.playbook`` on ``request.hosts``; see the module docstring for the errors.
-
-        With ``raise_on_failure=False`` the result is returned whatever happened (used by ``nodes ping``).
-        """
+        """Run ``request.playbook`` on ``request.hosts``; see the module docstring for the errors (a caller
+        that wants the result of a failed run too uses ``migrator.playbooks.run_playbook``'s
+        ``raise_on_failure=False``)."""
         playbook = self.resolve_playbook(request.playbook)
         hosts = tuple(dict.fromkeys(request.hosts))
         if not hosts:
@@ -284,15 +282,14 @@ class AnsibleRunnerExecutor:
             time.monotonic() - started,
             result.changed,
         )
-        if raise_on_failure:
-            err = error_for(
-                result,
-                playbook=playbook.name,
-                timeout=request.timeout,
-                output_tail=_output_tail(artifacts, scrubber),
-            )
-            if err is not None:
-                raise err
+        err = error_for(
+            result,
+            playbook=playbook.name,
+            timeout=request.timeout,
+            output_tail=_output_tail(artifacts, scrubber),
+        )
+        if err is not None:
+            raise err
         return result
 
     # --------------------------------------------------------------------------------------------- helpers
