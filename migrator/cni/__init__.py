@@ -1,7 +1,7 @@
 """One CNI vocabulary (:mod:`~migrator.cni.info`: ``CniKind``, ``CniInfo``...), the ``CniOps`` port
 (:mod:`~migrator.cni.ops`) and a driver per CNI (:mod:`~migrator.cni.drivers`: flannel, Calico; Canal,
-Weave Net and Cilium recognised). Below ``ports`` (``Target.cni`` is a ``CniOps``) and ``lab``; imports
-only ``migrator.errors``."""
+Weave Net and Cilium recognised). Below ``ports`` (``Target.cni`` is a ``CniOps``) and ``lab``; of
+migrator it imports only ``migrator.errors``."""
 
 from migrator.cni.base import BLOCKING_CONFLIST, AgentRef, CniDriver, NodeLeftovers
 from migrator.cni.drivers import agent, classify_daemonset, detect_from_objects, driver, leftovers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from migrator.cni import CalicoPool, CniInfo, CniKind, FlannelConfig
+from migrator.cni import CalicoPool, CniInfo, CniKind, FlannelConfig, driver, leftovers
 from migrator.lab.spec import CniKind as LabCni
 
 
@@ -42,3 +42,55 @@ def test_canal_and_weave_are_recognised_as_not_supported_yet() -> None:
 def test_the_labs_cni_choice_is_part_of_the_one_vocabulary() -> None:
     # the lab keeps its own build choice (what `lab up --cni` can build), named as the vocabulary names it
     assert {c.value for c in LabCni} <= {k.value for k in CniKind}
+
+
+def test_the_drivers_teardown_vars_and_leftovers_are_the_switch_playbooks() -> None:
+    assert driver(CniKind.FLANNEL).teardown_vars("node4") == {
+        "links": ["flannel.1", "cni0"],
+        "chain_prefixes": ["FLANNEL"],
+        "cni_files": ["10-flannel.conflist"],
+        "extra_files": ["/run/flannel/subnet.env"],
+        "fail_at_node": "node4",
+    }
+    assert driver(CniKind.CALICO).teardown_vars()["links"] == ["vxlan.calico"]
+    assert leftovers("weave") is None and leftovers("nope") is None
+    flannel_left = leftovers("flannel")
+    assert flannel_left is not None
+    facts = {
+        "n1": {
+            "interfaces": [{"name": "flannel.1"}, {"name": "eth0"}],
+            "cni": {"files": [{"name": "00-migrator-blocking.conflist"}, {"name": "10-calico.conflist"}]},
+            "iptables": {"chains": {"FLANNEL": {"filter": ["FLANNEL-FWD"]}}},
+            "flannel_subnet_env": True,
+        },
+        "n2": {"interfaces": [{"name": "vxlan.calico"}]},
+    }
+    assert flannel_left.on_hosts(facts, ["n1", "n2", "n3"]) == {
+        "n1": [
+            "device flannel.1",
+            "file 00-migrator-blocking.conflist",
+            "chain filter/FLANNEL-FWD",
+            "file /run/flannel/subnet.env",
+        ],
+        "n3": ["no node facts"],
+    }
+
+
+def test_the_journal_keeps_the_preflight_record_shape() -> None:
+    info = flannel()
+    assert list(info.to_json()) == [
+        "source",
+        "present",
+        "network",
+        "subnet_len",
+        "backend",
+        "vni",
+        "port",
+        "mtu",
+        "masquerade",
+        "direct_routing",
+        "nodes",
+        "calico_pools",
+        "agents",
+    ]
+    assert CniInfo(kind=CniKind.UNKNOWN).to_json()["network"] is None
