@@ -6,8 +6,8 @@ Hosts: in a ``for_each`` stage, the current node; outside, every host of the tar
   artifacts folder as ansible-runner's private data dir, the step's cancel event and its remaining time as
   the timeout. Every task result per host is emitted with ``ctx.emit`` (a ``step.event`` in the journal);
   the step's result is the per-host summary (ok/changed/failed/skipped/unreachable). Unreachable hosts raise
-  the executor's ``HostsUnreachable`` (a ``TemporaryError``: the step's retry policy applies); a failed
-  task raises ``PlaybookFailed`` (a ``StepFailed`` naming the host, the task and Ansible's message).
+  ``migrator.playbooks.HostsUnreachable`` (a ``TemporaryError``: the step's retry policy applies); a
+  failed task raises ``PlaybookFailed`` (a ``StepFailed`` naming the host, the task and Ansible's message).
 - ``undo`` runs ``undo_playbook`` with ``undo_vars`` on the same hosts; without one, there is nothing to
   undo.
 - ``preview`` (dry run) runs the playbook in check mode with diff against the real node(s) and returns,
@@ -33,8 +33,9 @@ from migrator.actions.base import Action, register_action
 from migrator.actions.context import PreviewLine, StepContext
 from migrator.errors import MigratorError, PlanError
 from migrator.plan.models import AnsiblePlaybookArgs
-from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult
-from migrator.targets.ansible.events import preview as check_mode_preview
+from migrator.playbooks import command, failed_result, run_playbook
+from migrator.playbooks import preview as check_mode_preview
+from migrator.ports import NodeExecutor, PlaybookResult
 
 DEFAULT_TIMEOUT = 300.0
 """Timeout of a check-mode run in a dry run (no step deadline there)."""
@@ -109,48 +110,34 @@ def _run(
     check: bool = False,
 ) -> PlaybookResult:
     executor = executor_of(ctx)
-    hosts = step_hosts(ctx, executor)
-    request = PlaybookRequest(
-        playbook=Path(playbook),
-        hosts=hosts,
-        extra_vars=dict(variables),
-        secret_vars=secret_names(ctx, variables, secret_vars),
-        check=check,
-        diff=check,
-        become=become,
-        timeout=_timeout(ctx),
-        forks=forks,
-    )
 
     def forward(event: Mapping[str, Any]) -> None:
         ctx.emit({**event, "phase": phase, "playbook": playbook})
 
+    summary = {"event": "playbook", "phase": phase, "playbook": playbook}
     try:
-        result = executor.run_playbook(request, data_dir=data_dir, cancel=ctx.cancel, on_event=forward)
+        run = run_playbook(
+            executor,
+            playbook,
+            step_hosts(ctx, executor),
+            data_dir=data_dir,
+            extra_vars=dict(variables),
+            secret_vars=secret_names(ctx, variables, secret_vars),
+            check=check,
+            become=become,
+            timeout=_timeout(ctx),
+            forks=forks,
+            cancel=ctx.cancel,
+            on_event=forward,
+        )
     except MigratorError as exc:
-        failed: PlaybookResult | None = getattr(exc, "result", None)
+        failed = failed_result(exc)
         if failed is not None:
-            ctx.emit(
-                {
-                    "event": "playbook",
-                    "phase": phase,
-                    "playbook": playbook,
-                    "status": failed.status.value,
-                    "hosts": host_summary(failed),
-                    "error": str(exc),
-                }
-            )
+            status, hosts = failed.status.value, host_summary(failed)
+            ctx.emit({**summary, "status": status, "hosts": hosts, "error": str(exc)})
         raise
-    ctx.emit(
-        {
-            "event": "playbook",
-            "phase": phase,
-            "playbook": playbook,
-            "status": result.status.value,
-            "hosts": host_summary(result),
-        }
-    )
-    return result
+    ctx.emit({**summary, "status": run.result.status.value, "hosts": host_summary(run.result)})
+    return run.result
 
 
 @register_action("ansible.playbook")
@@ -202,11 +189,6 @@ class AnsiblePlaybook(Action[AnsiblePlaybookArgs]):
         return [f"ansible-playbook {args.undo_playbook} on {where} with vars {sorted(args.undo_vars)}"]
 
 
-def _command(ctx: StepContext, playbook: str, hosts: tuple[str, ...], become: bool) -> str:
-    limit = ",".join(hosts) if hosts else "(none)"
-    return f"ansible-playbook {playbook} --limit {limit} --check --diff" + (" --become" if become else "")
-
-
 def _check_mode(
     ctx: StepContext,
     *,
@@ -222,7 +204,7 @@ def _check_mode(
         hosts = step_hosts(ctx, executor)
     except MigratorError as exc:
         return [f"cannot preview {playbook}: {exc}"]
-    lines: list[PreviewLine] = [{"command": _command(ctx, playbook, hosts, become)}]
+    lines: list[PreviewLine] = [{"command": command(playbook, hosts, check=True, become=become)}]
     result: PlaybookResult | None
     try:
         result = _run(
@@ -239,7 +221,7 @@ def _check_mode(
     except PlanError:
         raise
     except MigratorError as exc:
-        result = getattr(exc, "result", None)
+        result = failed_result(exc)
         if result is None or not result.hosts:
             lines.append(f"check mode could not run: {exc}")
             return lines

@@ -1,18 +1,21 @@
 """CNI migration actions: a live, node-by-node flannel -> Calico swap and its exact reverse (issue 6).
 
-They talk to the target through :class:`~migrator.ports.CniOps` (implemented by the cluster), the
+They talk to the target through its :class:`~migrator.cni.CniOps` port (``Target.cni``), the
 :class:`~migrator.ports.Cluster` port and the :class:`~migrator.ports.NodeExecutor` (node-level work as
-Ansible playbooks). Every ``do`` and ``undo`` is idempotent: each one looks at the current state and only
-does what is missing, so the engine may re-run it after a crash or run the undo of a half-done ``do``.
+Ansible playbooks, through :func:`migrator.playbooks.run_playbook`). What is CNI-specific (the agents'
+DaemonSets, what each CNI leaves on a node, the teardown playbook's vars) is the CNI drivers'
+(:mod:`migrator.cni`). Every ``do`` and ``undo`` is idempotent: each one looks at the current state and
+only does what is missing, so the engine may re-run it after a crash or run the undo of a half-done ``do``.
 
 - ``cni.preflight``: detect the source CNI and its settings (recorded as the step result in the journal);
   refuse a non-VXLAN flannel backend, DirectRouting, a conflicting Calico pool, Canal/Weave Net/Cilium.
 - ``cni.install-calico``: label every node ``MIGRATION_LABEL=flannel``, restrict flannel's DaemonSet to
   those nodes, install calico-node selecting ``MIGRATION_LABEL=calico`` (no node yet).
 - ``cni.switch-node`` (per node, after cordon + drain): label ``switching`` (flannel's pod leaves),
-  playbook ``cni-switch-teardown.yml`` (blocking CNI config, then delete ``flannel.1``/``cni0``, the
-  ``FLANNEL-*`` chains, ``10-flannel.conflist``, ``subnet.env``), label ``calico``, wait until calico-node is
-  ready, remove the blocking config. Undo: the same steps in the other direction (drain first).
+  playbook ``cni-switch-teardown.yml`` (blocking CNI config, then delete what the flannel driver says
+  flannel leaves: ``flannel.1``/``cni0``, the ``FLANNEL-*`` chains, ``10-flannel.conflist``,
+  ``subnet.env``), label ``calico``, wait until calico-node is ready, remove the blocking config. Undo:
+  the same steps in the other direction (drain first).
 - ``cni.finalize``: delete flannel's DaemonSet, drop the node selector and labels, prove with node facts
   that no flannel device, file or chain is left anywhere.
 - ``cni.calico-mode`` (per node) and ``cni.remove-vxlan``: the optional VXLAN -> BGP stage.
@@ -23,13 +26,25 @@ from __future__ import annotations
 import functools
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
+from migrator import playbooks
 from migrator.actions.base import Action, register_action
 from migrator.actions.context import PreviewLine, StepContext
+from migrator.cni import (
+    BLOCKING_CONFLIST,
+    CALICO_MODE_LABEL,
+    MIGRATION_LABEL,
+    CalicoMode,
+    CniInfo,
+    CniKind,
+    CniOps,
+    agent,
+    calico,
+    driver,
+)
 from migrator.errors import MigratorError, PermanentError, StepFailed
 from migrator.plan.models import (
     CniCalicoModeArgs,
@@ -39,114 +54,62 @@ from migrator.plan.models import (
     CniSwitchNodeArgs,
     EmptyArgs,
 )
-from migrator.ports import (
-    MIGRATION_LABEL,
-    CalicoMode,
-    CniAgent,
-    CniInfo,
-    CniOps,
-    CniSource,
-    NodeExecutor,
-    PlaybookRequest,
-    RunnerStatus,
-    Target,
-)
+from migrator.ports import Target
 
-BLOCKING_CONFLIST = "00-migrator-blocking.conflist"
 TEARDOWN_PLAYBOOK = "cni-switch-teardown.yml"
 CNI_CONFIG_PLAYBOOK = "cni-config.yml"
 LINK_ABSENT_PLAYBOOK = "link-absent.yml"
-NODE_FACTS_PLAYBOOK = "node-facts.yml"
-
-# what each CNI leaves on a node (interfaces, iptables chain prefixes, CNI files, other files)
-LEFTOVERS: dict[str, dict[str, list[str]]] = {
-    "flannel": {
-        "links": ["flannel.1", "cni0"],
-        "chain_prefixes": ["FLANNEL"],
-        "cni_files": ["10-flannel.conflist"],
-        "extra_files": ["/run/flannel/subnet.env"],
-    },
-    "calico": {
-        "links": ["vxlan.calico"],
-        "chain_prefixes": ["cali-"],
-        "cni_files": ["10-calico.conflist"],
-        "extra_files": [],
-    },
-}
-AGENT_OF = {"flannel": CniAgent.FLANNEL, "calico": CniAgent.CALICO}
 POLL = 0.2
-CALICO_MODE_LABEL = "lab.migrator.io/calico-mode"  # per-node mode (the lab's calico-node honours it)
+FLANNEL, CALICO = CniKind.FLANNEL, CniKind.CALICO
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 
 
 def cni_ops(target: Target) -> CniOps:
-    cluster = target.cluster
-    if not isinstance(cluster, CniOps):
-        raise PermanentError(
-            f"target {target.name} does not implement CNI operations (migrator.ports.CniOps)"
-        )
-    return cluster
-
-
-def _executor(target: Target) -> NodeExecutor:
-    return target.node_executor("the CNI migration runs playbooks on the nodes")
+    if target.cni is None:
+        raise PermanentError(f"target {target.name} does not implement CNI operations (migrator.cni.CniOps)")
+    return target.cni
 
 
 def run_playbook(
     ctx: StepContext, playbook: str, hosts: list[str], extra_vars: dict[str, Any], *, check: bool = False
-) -> dict[str, Any]:
+) -> playbooks.PlaybookRun:
     """Run a playbook through the node executor; raise :class:`StepFailed` naming the failing host/task."""
-    executor = _executor(ctx.target)
-    timeout = max(5.0, min(ctx.remaining(), 300.0))
-    request = PlaybookRequest(
-        playbook=Path(playbook),
-        hosts=tuple(hosts),
-        extra_vars=extra_vars,
-        check=check,
-        diff=check,
-        timeout=timeout,
-        forks=max(1, len(hosts)),
-    )
-    facts: dict[str, Any] = {}
-
-    def on_event(event: Any) -> None:
-        if isinstance(event, dict) and isinstance(event.get("facts"), dict):
-            facts.setdefault(str(event.get("host")), {}).update(event["facts"])
-
+    executor = ctx.target.node_executor("the CNI migration runs playbooks on the nodes")
     ctx.emit(
         {"event": "cni.playbook", "playbook": playbook, "hosts": hosts, "vars": extra_vars, "check": check}
     )
     try:
-        result = executor.run_playbook(
-            request, data_dir=ctx.artifacts() / "ansible", cancel=ctx.cancel, on_event=on_event
+        return playbooks.run_playbook(
+            executor,
+            playbook,
+            hosts,
+            data_dir=ctx.artifacts() / "ansible",
+            extra_vars=extra_vars,
+            check=check,
+            timeout=max(5.0, min(ctx.remaining(), 300.0)),
+            cancel=ctx.cancel,
         )
     except MigratorError as exc:
         raise StepFailed(
             f"{playbook} on {', '.join(hosts)}: {exc}", node=hosts[0] if hosts else None
         ) from exc
-    if result.status is not RunnerStatus.SUCCESSFUL:
-        bad = [h for h in result.hosts.values() if h.failed or h.unreachable]
-        why = "; ".join(f"{h.host}: {h.failed_task}: {h.message}" for h in bad) or str(result.status)
-        raise StepFailed(f"{playbook} failed: {why}", node=bad[0].host if bad else None)
-    diffs = {h: [dict(d) for d in r.diffs] for h, r in result.hosts.items() if r.diffs}
-    return {"facts": facts, "changed": result.changed, "diffs": diffs}
+
+
+def _command(playbook: str, hosts: list[str], vars_json: str) -> str:
+    return playbooks.command(f"playbooks/{playbook}", hosts, vars_json=vars_json)
 
 
 def playbook_command(playbook: str, hosts: list[str], extra_vars: dict[str, Any]) -> str:
     return _command(playbook, hosts, json.dumps(extra_vars))
 
 
-def _command(playbook: str, hosts: list[str], vars_json: str) -> str:
-    return f"ansible-playbook playbooks/{playbook} --limit {','.join(hosts)} -e '{vars_json}'"
-
-
 @functools.lru_cache(maxsize=64)
-def _teardown_vars_json(cni: str, fail_at_node: str) -> str:
-    """``json.dumps(teardown_vars(...))``: the same text for every node of a step (a dry run previews
+def _teardown_vars_json(cni: CniKind, fail_at_node: str) -> str:
+    """``json.dumps`` of the teardown vars: the same text for every node of a step (a dry run previews
     ``cni.switch-node`` on every node; dumping it per node was ~7% of a 5,000-node dry run)."""
-    return json.dumps(teardown_vars(cni, fail_at_node))
+    return json.dumps(driver(cni).teardown_vars(fail_at_node))
 
 
 @functools.lru_cache(maxsize=1)
@@ -154,86 +117,74 @@ def _unblock_vars_json() -> str:
     return json.dumps(unblock_vars())
 
 
-def wait_agent_ready(ctx: StepContext, ops: CniOps, agent: CniAgent, node: str, timeout: float) -> None:
+def unblock_vars() -> dict[str, Any]:
+    return {"cni_file": BLOCKING_CONFLIST, "cni_state": "absent"}
+
+
+def _selector(info: CniInfo, kind: CniKind) -> dict[str, str]:
+    """The installed agent's node selector (empty when it selects every node or is not installed)."""
+    return dict(info.agents.get(agent(kind).name, {}))
+
+
+def wait_agent_ready(ctx: StepContext, ops: CniOps, kind: CniKind, node: str, timeout: float) -> None:
     """Poll until the agent's pod on ``node`` is ready; resync the agents every 2 s (a pod's restart)."""
     deadline = time.monotonic() + min(timeout, ctx.remaining())
     last_resync = time.monotonic()
     while True:
-        ok, why = ops.cni_agent_ready(agent, node)
+        ok, why = ops.cni_agent_ready(kind, node)
         if ok:
             return
         if time.monotonic() >= deadline:
-            raise StepFailed(f"{agent} not ready on {node} after {timeout:g}s: {why}", node=node)
+            raise StepFailed(f"{agent(kind).name} not ready on {node} after {timeout:g}s: {why}", node=node)
         if time.monotonic() - last_resync > 2.0:
             ops.resync_cni()
             last_resync = time.monotonic()
         ctx.sleep(POLL)
 
 
-def teardown_vars(cni: str, fail_at_node: str = "") -> dict[str, Any]:
-    return {**LEFTOVERS[cni], "fail_at_node": fail_at_node}
-
-
-def unblock_vars() -> dict[str, Any]:
-    return {"cni_file": BLOCKING_CONFLIST, "cni_state": "absent"}
-
-
 def switch_node(
-    ctx: StepContext, node: str, old: str, new: str, *, fail_at_node: str = "", ready_timeout: float = 60.0
+    ctx: StepContext,
+    node: str,
+    old: CniKind,
+    new: CniKind,
+    *,
+    fail_at_node: str = "",
+    ready_timeout: float = 60.0,
 ) -> dict[str, Any]:
-    """Swap ``node`` from CNI ``old`` to ``new`` (``flannel``/``calico``); idempotent."""
+    """Swap ``node`` from CNI ``old`` to ``new`` (flannel, Calico); idempotent."""
     ops = cni_ops(ctx.target)
     cluster = ctx.cluster
     started = time.monotonic()
     current = cluster.get_node(node)
-    ready, _ = ops.cni_agent_ready(AGENT_OF[new], node)
+    ready, _ = ops.cni_agent_ready(new, node)
     if current.labels.get(MIGRATION_LABEL) == new and current.cni == new and ready:
-        return {"node": node, "from": old, "to": new, "already": True}
+        return {"node": node, "from": old.value, "to": new.value, "already": True}
     logger.info("node {}: switching CNI {} -> {}", node, old, new)
     # the old agent's pod leaves the node (neither DaemonSet selects 'switching')
     cluster.label_node(node, {MIGRATION_LABEL: "switching"})
-    teardown = run_playbook(ctx, TEARDOWN_PLAYBOOK, [node], teardown_vars(old, fail_at_node))
-    cluster.label_node(node, {MIGRATION_LABEL: new})  # the new agent's pod starts on the node
-    wait_agent_ready(ctx, ops, AGENT_OF[new], node, ready_timeout)
+    teardown = run_playbook(ctx, TEARDOWN_PLAYBOOK, [node], driver(old).teardown_vars(fail_at_node))
+    cluster.label_node(node, {MIGRATION_LABEL: new.value})  # the new agent's pod starts on the node
+    wait_agent_ready(ctx, ops, new, node, ready_timeout)
     run_playbook(ctx, CNI_CONFIG_PLAYBOOK, [node], unblock_vars())
     after = cluster.get_node(node).cni
     if after != new:
         raise StepFailed(
-            f"{node}: the kubelet's network is {after!r} after the switch, not {new!r}", node=node
+            f"{node}: the kubelet's network is {after!r} after the switch, not {new.value!r}", node=node
         )
     seconds = round(time.monotonic() - started, 2)
-    ctx.emit({"event": "cni.node-switched", "node": node, "from": old, "to": new, "seconds": seconds})
-    return {"node": node, "from": old, "to": new, "seconds": seconds, "changed": teardown["changed"]}
+    ctx.emit(
+        {"event": "cni.node-switched", "node": node, "from": old.value, "to": new.value, "seconds": seconds}
+    )
+    return {"node": node, "from": old.value, "to": new.value, "seconds": seconds, "changed": teardown.changed}
 
 
-def leftovers(ctx: StepContext, cni: str, hosts: list[str]) -> dict[str, list[str]]:
+def leftovers(ctx: StepContext, cni: CniKind, hosts: list[str]) -> dict[str, list[str]]:
     """Per host, what of ``cni`` is still on the node (interfaces, CNI files, chains, other files)."""
-    facts = run_playbook(ctx, NODE_FACTS_PLAYBOOK, hosts, {"include_cni_content": False})["facts"]
-    return leftovers_from_facts(facts, cni, hosts)
-
-
-def leftovers_from_facts(facts: dict[str, Any], cni: str, hosts: list[str]) -> dict[str, list[str]]:
-    want = LEFTOVERS[cni]
-    owner = {"flannel": "FLANNEL", "calico": "cali"}[cni]
-    out: dict[str, list[str]] = {}
-    for host in hosts:
-        f = facts.get(host, {}).get("migrator_node_facts")
-        if not isinstance(f, dict):
-            out[host] = ["no node facts"]
-            continue
-        found = [f"device {i['name']}" for i in f.get("interfaces", []) if i.get("name") in want["links"]]
-        found += [
-            f"file {x['name']}"
-            for x in f.get("cni", {}).get("files", [])
-            if x.get("name") in [*want["cni_files"], BLOCKING_CONFLIST]
-        ]
-        for table, chains in f.get("iptables", {}).get("chains", {}).get(owner, {}).items():
-            found += [f"chain {table}/{c}" for c in chains]
-        if cni == "flannel" and f.get("flannel_subnet_env"):
-            found.append("file /run/flannel/subnet.env")
-        if found:
-            out[host] = found
-    return out
+    left = driver(cni).leftovers
+    if left is None:
+        raise StepFailed(f"what {cni} leaves on a node is not known")
+    run = run_playbook(ctx, playbooks.NODE_FACTS_PLAYBOOK, hosts, dict(playbooks.NODE_FACTS_VARS))
+    return left.on_hosts(run.fact(playbooks.NODE_FACTS), hosts)
 
 
 def _all_hosts(ctx: StepContext) -> list[str]:
@@ -243,8 +194,8 @@ def _all_hosts(ctx: StepContext) -> list[str]:
 def _check_preview(ctx: StepContext, playbook: str, hosts: list[str], extra: dict[str, Any]) -> PreviewLine:
     """The playbook's check-mode diff (a dry run on the nodes), or why it could not run."""
     try:
-        res = run_playbook(ctx, playbook, hosts, extra, check=True)
-        return {"check_mode": playbook, "hosts": hosts, "changed": res["changed"], "diff": res["diffs"]}
+        run = run_playbook(ctx, playbook, hosts, extra, check=True)
+        return {"check_mode": playbook, "hosts": hosts, "changed": run.changed, "diff": run.diffs()}
     except MigratorError as exc:
         return {"check_mode": playbook, "hosts": hosts, "error": str(exc)}
 
@@ -259,30 +210,32 @@ class Preflight(Action[CniPreflightArgs]):
     def do(self, ctx: StepContext, args: CniPreflightArgs) -> Any:
         info = cni_ops(ctx.target).detect_cni()
         problems = info.migration_blockers()
-        if args.expect_vni is not None and info.vni != args.expect_vni:
-            problems.append(f"flannel's VNI is {info.vni}, the plan expects {args.expect_vni}")
-        if args.expect_port is not None and info.port != args.expect_port:
-            problems.append(f"flannel's VXLAN port is {info.port}, the plan expects {args.expect_port}")
-        ctx.emit({"event": "cni.detected", "source": str(info.source), "info": info.to_json()})
+        fl = info.settings
+        if args.expect_vni is not None and fl.vni != args.expect_vni:
+            problems.append(f"flannel's VNI is {fl.vni}, the plan expects {args.expect_vni}")
+        if args.expect_port is not None and fl.port != args.expect_port:
+            problems.append(f"flannel's VXLAN port is {fl.port}, the plan expects {args.expect_port}")
+        recorded = info.to_json()
+        ctx.emit({"event": "cni.detected", "source": info.kind.value, "info": recorded})
         if problems:
             raise StepFailed("cannot migrate to Calico live: " + "; ".join(problems))
-        return info.to_json()
+        return recorded
 
     def undo(self, ctx: StepContext, args: CniPreflightArgs, result: Any) -> None:
         return None
 
     def preview(self, ctx: StepContext, args: CniPreflightArgs) -> list[PreviewLine]:
         info = cni_ops(ctx.target).detect_cni()
-        problems = info.migration_blockers()
+        fl = info.settings
         return [
             {
-                "detect": str(info.source),
-                "network": info.network,
-                "vni": info.vni,
-                "port": info.port,
-                "mtu": info.mtu,
-                "backend": info.backend,
-                "blockers": problems,
+                "detect": info.kind.value,
+                "network": fl.network if info.flannel is not None else None,
+                "vni": fl.vni,
+                "port": fl.port,
+                "mtu": fl.mtu,
+                "backend": fl.backend_type,
+                "blockers": info.migration_blockers(),
             }
         ]
 
@@ -292,8 +245,7 @@ class InstallCalico(Action[CniInstallCalicoArgs]):
     """Install calico-node in migration mode (it selects ``MIGRATION_LABEL=calico``: no node yet)."""
 
     def prepare(self, ctx: StepContext, args: CniInstallCalicoArgs) -> Any:
-        info = cni_ops(ctx.target).detect_cni()
-        return {"flannel_selector": dict(info.agents.get(CniAgent.FLANNEL.value, {}))}
+        return {"flannel_selector": _selector(cni_ops(ctx.target).detect_cni(), FLANNEL)}
 
     @staticmethod
     def _config(args: CniInstallCalicoArgs) -> dict[str, str]:
@@ -305,18 +257,16 @@ class InstallCalico(Action[CniInstallCalicoArgs]):
     def do(self, ctx: StepContext, args: CniInstallCalicoArgs) -> Any:
         ops = cni_ops(ctx.target)
         info = ops.detect_cni()
-        if info.source is not CniSource.FLANNEL:
-            raise StepFailed(f"the source CNI is {info.source}, not flannel")
+        if info.kind is not FLANNEL:
+            raise StepFailed(f"the source CNI is {info.kind}, not flannel")
         labelled = []
         for n in ctx.cluster.list_nodes():  # label first, then restrict flannel: no flannel pod leaves
             if MIGRATION_LABEL not in n.labels:
                 ctx.cluster.label_node(n.name, {MIGRATION_LABEL: "flannel"})
                 labelled.append(n.name)
-        ops.apply_cni_agent(CniAgent.FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None)
-        ops.apply_cni_agent(
-            CniAgent.CALICO, node_selector={MIGRATION_LABEL: "calico"}, config=self._config(args)
-        )
-        return {"labelled": labelled, "flannel_selector": dict(info.agents.get(CniAgent.FLANNEL.value, {}))}
+        ops.apply_cni_agent(FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None)
+        ops.apply_cni_agent(CALICO, node_selector={MIGRATION_LABEL: "calico"}, config=self._config(args))
+        return {"labelled": labelled, "flannel_selector": _selector(info, FLANNEL)}
 
     def undo(self, ctx: StepContext, args: CniInstallCalicoArgs, result: Any) -> None:
         ops = cni_ops(ctx.target)
@@ -328,8 +278,8 @@ class InstallCalico(Action[CniInstallCalicoArgs]):
             if isinstance(source, dict) and isinstance(source.get("flannel_selector"), dict):
                 prior = dict(source["flannel_selector"])
                 break
-        ops.delete_cni_agent(CniAgent.CALICO)
-        ops.apply_cni_agent(CniAgent.FLANNEL, node_selector=prior or None, config=None)  # before the labels
+        ops.delete_cni_agent(CALICO)
+        ops.apply_cni_agent(FLANNEL, node_selector=prior or None, config=None)  # before the labels
         for n in ctx.cluster.list_nodes():
             if MIGRATION_LABEL in n.labels:
                 ctx.cluster.label_node(n.name, {MIGRATION_LABEL: None})
@@ -342,10 +292,10 @@ class InstallCalico(Action[CniInstallCalicoArgs]):
             if MIGRATION_LABEL not in n.labels
         ]
         lines += ops.apply_cni_agent(
-            CniAgent.FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None, dry_run=True
+            FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None, dry_run=True
         )
         lines += ops.apply_cni_agent(
-            CniAgent.CALICO,
+            CALICO,
             node_selector={MIGRATION_LABEL: "calico"},
             config=self._config(args),
             dry_run=True,
@@ -370,30 +320,30 @@ class SwitchNode(Action[CniSwitchNodeArgs]):
     def do(self, ctx: StepContext, args: CniSwitchNodeArgs) -> Any:
         node = ctx.require_node().name
         return switch_node(
-            ctx, node, "flannel", "calico", fail_at_node=args.fail_at_node, ready_timeout=args.ready_timeout
+            ctx, node, FLANNEL, CALICO, fail_at_node=args.fail_at_node, ready_timeout=args.ready_timeout
         )
 
     def undo(self, ctx: StepContext, args: CniSwitchNodeArgs, result: Any) -> None:
         node = ctx.require_node().name
         ops = cni_ops(ctx.target)
         current = ctx.cluster.get_node(node)
-        ready, _ = ops.cni_agent_ready(CniAgent.FLANNEL, node)
-        if current.labels.get(MIGRATION_LABEL) == "flannel" and current.cni == "flannel" and ready:
+        ready, _ = ops.cni_agent_ready(FLANNEL, node)
+        if current.labels.get(MIGRATION_LABEL) == FLANNEL and current.cni == FLANNEL and ready:
             return
         schedulable = current.schedulable
         ctx.cluster.set_schedulable(node, False)
         ctx.cluster.drain_node(
             node, timeout=min(args.drain_timeout, max(1.0, ctx.remaining())), cancel=ctx.cancel
         )
-        switch_node(ctx, node, "calico", "flannel", ready_timeout=args.ready_timeout)
+        switch_node(ctx, node, CALICO, FLANNEL, ready_timeout=args.ready_timeout)
         ctx.cluster.restart_pods(node)
         if schedulable:
             ctx.cluster.set_schedulable(node, True)
 
     def preview(self, ctx: StepContext, args: CniSwitchNodeArgs) -> list[PreviewLine]:
         node = ctx.require_node().name
-        extra = teardown_vars("flannel", args.fail_at_node)
-        extra_json = _teardown_vars_json("flannel", args.fail_at_node)
+        extra = driver(FLANNEL).teardown_vars(args.fail_at_node)
+        extra_json = _teardown_vars_json(FLANNEL, args.fail_at_node)
         return [
             {"command": f"kubectl label node {node} --overwrite {MIGRATION_LABEL}=switching"},
             {"command": _command(TEARDOWN_PLAYBOOK, [node], extra_json)},
@@ -407,7 +357,7 @@ class SwitchNode(Action[CniSwitchNodeArgs]):
         node = ctx.require_node().name
         return [
             f"drain {node}, label {MIGRATION_LABEL}=switching",
-            {"command": _command(TEARDOWN_PLAYBOOK, [node], _teardown_vars_json("calico", ""))},
+            {"command": _command(TEARDOWN_PLAYBOOK, [node], _teardown_vars_json(CALICO, ""))},
             f"label {MIGRATION_LABEL}=flannel, wait for flannel, remove {BLOCKING_CONFLIST}, restart pods",
         ]
 
@@ -419,15 +369,15 @@ class Finalize(Action[EmptyArgs]):
     def do(self, ctx: StepContext, args: EmptyArgs) -> Any:
         ops = cni_ops(ctx.target)
         nodes = ctx.cluster.list_nodes()
-        behind = [n.name for n in nodes if n.cni != "calico" and n.labels.get(MIGRATION_LABEL) != "calico"]
+        behind = [n.name for n in nodes if n.cni != CALICO and n.labels.get(MIGRATION_LABEL) != CALICO]
         if behind:
             raise StepFailed(f"nodes not on Calico yet: {', '.join(behind)}")
-        deleted = ops.delete_cni_agent(CniAgent.FLANNEL)
-        ops.apply_cni_agent(CniAgent.CALICO, node_selector=None, config=None)  # selects every node
+        deleted = ops.delete_cni_agent(FLANNEL)
+        ops.apply_cni_agent(CALICO, node_selector=None, config=None)  # selects every node
         for n in nodes:
             if MIGRATION_LABEL in n.labels:
                 ctx.cluster.label_node(n.name, {MIGRATION_LABEL: None})
-        left = leftovers(ctx, "flannel", [n.name for n in nodes])
+        left = leftovers(ctx, FLANNEL, [n.name for n in nodes])
         if left:
             raise StepFailed(
                 "flannel leftovers: " + "; ".join(f"{h}: {', '.join(v)}" for h, v in sorted(left.items()))
@@ -438,20 +388,21 @@ class Finalize(Action[EmptyArgs]):
         ops = cni_ops(ctx.target)
         for n in ctx.cluster.list_nodes():  # labels first, then the selector: no calico pod leaves
             if MIGRATION_LABEL not in n.labels:
-                ctx.cluster.label_node(
-                    n.name, {MIGRATION_LABEL: "calico" if n.cni == "calico" else "flannel"}
-                )
-        ops.apply_cni_agent(CniAgent.CALICO, node_selector={MIGRATION_LABEL: "calico"}, config=None)
-        ops.apply_cni_agent(CniAgent.FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None)
+                ctx.cluster.label_node(n.name, {MIGRATION_LABEL: "calico" if n.cni == CALICO else "flannel"})
+        ops.apply_cni_agent(CALICO, node_selector={MIGRATION_LABEL: "calico"}, config=None)
+        ops.apply_cni_agent(FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None)
 
     def preview(self, ctx: StepContext, args: EmptyArgs) -> list[PreviewLine]:
         ops = cni_ops(ctx.target)
-        lines: list[PreviewLine] = list(ops.delete_cni_agent(CniAgent.FLANNEL, dry_run=True))
-        lines += ops.apply_cni_agent(CniAgent.CALICO, node_selector=None, config=None, dry_run=True)
+        lines: list[PreviewLine] = list(ops.delete_cni_agent(FLANNEL, dry_run=True))
+        lines += ops.apply_cni_agent(CALICO, node_selector=None, config=None, dry_run=True)
         lines.append({"command": f"kubectl label nodes --all {MIGRATION_LABEL}-"})
         hosts = _all_hosts(ctx)
         lines.append(
-            {"command": playbook_command(NODE_FACTS_PLAYBOOK, hosts, {}), "expect": "no flannel left"}
+            {
+                "command": playbook_command(playbooks.NODE_FACTS_PLAYBOOK, hosts, {}),
+                "expect": "no flannel left",
+            }
         )
         return lines
 
@@ -472,7 +423,7 @@ class CalicoModeAction(Action[CniCalicoModeArgs]):
         node = ctx.require_node().name
         ops = cni_ops(ctx.target)
         ops.set_calico_mode(node, CalicoMode(args.mode))
-        wait_agent_ready(ctx, ops, CniAgent.CALICO, node, args.ready_timeout)
+        wait_agent_ready(ctx, ops, CALICO, node, args.ready_timeout)
         return {"node": node, "mode": args.mode}
 
     def undo(self, ctx: StepContext, args: CniCalicoModeArgs, result: Any) -> None:
@@ -480,11 +431,11 @@ class CalicoModeAction(Action[CniCalicoModeArgs]):
         ops = cni_ops(ctx.target)
         prior = ctx.prepared.get("mode") if isinstance(ctx.prepared, dict) else None
         ops.set_calico_mode(node, CalicoMode(prior) if prior else None)
-        wait_agent_ready(ctx, ops, CniAgent.CALICO, node, args.ready_timeout)
+        wait_agent_ready(ctx, ops, CALICO, node, args.ready_timeout)
 
     def preview(self, ctx: StepContext, args: CniCalicoModeArgs) -> list[PreviewLine]:
         node = ctx.require_node().name
-        return [{"command": f"kubectl label node {node} --overwrite lab.migrator.io/calico-mode={args.mode}"}]
+        return [{"command": f"kubectl label node {node} --overwrite {CALICO_MODE_LABEL}={args.mode}"}]
 
 
 @register_action("cni.remove-vxlan")
@@ -500,7 +451,7 @@ class RemoveVxlan(Action[CniRemoveVxlanArgs]):
         if not_bgp:
             raise StepFailed(f"nodes not in BGP mode yet: {', '.join(not_bgp)}")
         hosts = [n.name for n in nodes]
-        run_playbook(ctx, LINK_ABSENT_PLAYBOOK, hosts, {"links": ["vxlan.calico"]})
+        run_playbook(ctx, LINK_ABSENT_PLAYBOOK, hosts, calico.remove_vxlan_vars())
         cni_ops(ctx.target).resync_cni()
         return {"removed_from": hosts}
 
@@ -509,9 +460,9 @@ class RemoveVxlan(Action[CniRemoveVxlanArgs]):
 
     def preview(self, ctx: StepContext, args: CniRemoveVxlanArgs) -> list[PreviewLine]:
         if args.mode == CalicoMode.VXLAN.value:
-            return ["calico_mode vxlan: vxlan.calico stays"]
+            return [f"calico_mode vxlan: {calico.VXLAN_DEVICE} stays"]
         hosts = _all_hosts(ctx)
-        return [{"command": playbook_command(LINK_ABSENT_PLAYBOOK, hosts, {"links": ["vxlan.calico"]})}]
+        return [{"command": playbook_command(LINK_ABSENT_PLAYBOOK, hosts, calico.remove_vxlan_vars())}]
 
 
-__all__ = ["LEFTOVERS", "CniInfo", "cni_ops", "leftovers_from_facts", "switch_node"]
+__all__ = ["cni_ops", "leftovers", "switch_node"]

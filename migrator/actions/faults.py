@@ -129,7 +129,7 @@ class FaultAction(Action[ArgsT]):
         reverted = False
         try:
             outcomes = fnodes.inject(
-                ctx.target.executor,
+                ctx.target.node_executor(fnodes.NEEDS_EXECUTOR),
                 plans,
                 ttl,
                 data_dir=ctx.artifacts() / "inject",
@@ -185,7 +185,11 @@ class FaultAction(Action[ArgsT]):
     ) -> tuple[dict[str, list[str]], dict[str, dict[str, list[str]]]]:
         """Revert ``fid`` on ``names``; returns the drift and the readback after, per node."""
         outcomes = fnodes.revert(
-            ctx.target.executor, names, ids=[fid], data_dir=ctx.artifacts() / "revert", become=become
+            ctx.target.node_executor(fnodes.NEEDS_EXECUTOR),
+            names,
+            ids=[fid],
+            data_dir=ctx.artifacts() / "revert",
+            become=become,
         )
         drift = {node: out.drift for node, out in outcomes.items()}
         metas = {p.node: p.meta for p in plans or []}
@@ -256,7 +260,10 @@ def _facts(ctx: StepContext, targets: list[Node], *, become: bool = False) -> di
     if ctx.dry_run and key in _DRY_RUN_FACTS:
         return _DRY_RUN_FACTS[key]
     facts = fnodes.gather_facts(
-        ctx.target.executor, targets, data_dir=ctx.artifacts() / "facts", cancel=ctx.cancel
+        ctx.target.node_executor(fnodes.NEEDS_EXECUTOR),
+        targets,
+        data_dir=ctx.artifacts() / "facts",
+        cancel=ctx.cancel,
     )
     if ctx.dry_run:
         if len(_DRY_RUN_FACTS) > 64:

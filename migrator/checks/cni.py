@@ -1,54 +1,55 @@
-"""``cni.nodes``: every node runs the expected CNI, with no other CNI's leftovers (issue 6)."""
+"""``cni.nodes``: every node runs the expected CNI, with no other CNI's leftovers (issue 6).
+
+What a CNI leaves on a node is its driver's (:func:`migrator.cni.leftovers`); the node facts come from
+``node-facts.yml`` (:func:`migrator.playbooks.node_facts`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from migrator.actions.cni import LEFTOVERS, NODE_FACTS_PLAYBOOK, leftovers_from_facts
+from migrator import playbooks
 from migrator.actions.context import CheckContext, PreviewLine
 from migrator.checks.base import Checker, CheckResult, register_check
+from migrator.cni import calico, leftovers
 from migrator.errors import MigratorError
 from migrator.plan.models import CniNodesCheck
-from migrator.ports import PlaybookRequest
 
 
-def node_facts(ctx: CheckContext, hosts: list[str]) -> dict[str, Any]:
-    if ctx.target.executor is None:
-        raise MigratorError(f"target {ctx.target.name} has no node executor")
-    facts: dict[str, Any] = {}
-
-    def on_event(event: Any) -> None:
-        if isinstance(event, dict) and isinstance(event.get("facts"), dict):
-            facts.setdefault(str(event.get("host")), {}).update(event["facts"])
-
-    ctx.target.executor.run_playbook(
-        PlaybookRequest(
-            playbook=Path(NODE_FACTS_PLAYBOOK),
-            hosts=tuple(hosts),
-            extra_vars={"include_cni_content": False},
-            timeout=max(10.0, min(ctx.remaining(), 120.0)),
-            forks=max(1, len(hosts)),
-        ),
+def node_facts(ctx: CheckContext, hosts: list[str]) -> dict[str, dict[str, Any]]:
+    """``{host: migrator_node_facts}``."""
+    return playbooks.node_facts(
+        ctx.target.node_executor("cni.nodes reads the node facts"),
+        hosts,
         data_dir=ctx.artifacts() / "ansible",
+        timeout=max(10.0, min(ctx.remaining(), 120.0)),
         cancel=ctx.cancel,
-        on_event=on_event,
     )
-    return facts
 
 
-def bgp_gaps(facts: dict[str, Any], pod_cidrs: dict[str, str]) -> list[str]:
+def bgp_gaps(facts: dict[str, dict[str, Any]], pod_cidrs: dict[str, str]) -> list[str]:
     """Nodes lacking a BGP-learned route (``proto bird``) to another node's pod CIDR."""
     gaps = []
     for host in pod_cidrs:
-        f = facts.get(host, {}).get("migrator_node_facts") or {}
-        learned = {str(r.get("dst")) for r in f.get("routes", []) if r.get("protocol") == "bird"}
+        learned = {
+            str(r.get("dst")) for r in facts.get(host, {}).get("routes", []) if r.get("protocol") == "bird"
+        }
         gaps += [
             f"{host} lacks {cidr}"
             for other, cidr in pod_cidrs.items()
             if other != host and cidr not in learned
         ]
     return gaps
+
+
+def _bgp_problems(facts: dict[str, dict[str, Any]], pod_cidrs: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(gaps, problems): the missing BGP routes, and those plus the nodes where Calico's VXLAN device is."""
+    gaps = bgp_gaps(facts, pod_cidrs)
+    links = [
+        f"{h}: {calico.VXLAN_DEVICE} still there"
+        for h in pod_cidrs
+        if any(i.get("name") == calico.VXLAN_DEVICE for i in facts.get(h, {}).get("interfaces", []))
+    ]
+    return gaps, gaps + links
 
 
 @register_check("cni.nodes")
@@ -65,25 +66,17 @@ class CniNodes(Checker[CniNodesCheck]):
             except MigratorError as exc:
                 return CheckResult(False, f"node facts: {exc}", details)
             for cni in check.no_leftovers_of:
-                if cni not in LEFTOVERS:
+                known = leftovers(cni)
+                if known is None:
                     problems.append(f"unknown CNI {cni!r}")
                     continue
-                left = leftovers_from_facts(facts, cni, hosts)
+                left = known.on_hosts(facts, hosts)
                 details[f"{cni}_leftovers"] = left
                 problems += [f"{h}: {cni} {', '.join(v)}" for h, v in sorted(left.items())]
             if check.bgp_established:
-                gaps = bgp_gaps(facts, {n.name: n.pod_cidr or "" for n in nodes})
+                gaps, not_bgp = _bgp_problems(facts, {n.name: n.pod_cidr or "" for n in nodes})
                 details["bgp_gaps"] = gaps
-                problems += gaps
-                links = [
-                    f"{h}: vxlan.calico still there"
-                    for h in hosts
-                    if any(
-                        i.get("name") == "vxlan.calico"
-                        for i in (facts.get(h, {}).get("migrator_node_facts") or {}).get("interfaces", [])
-                    )
-                ]
-                problems += links
+                problems += not_bgp
         if problems:
             return CheckResult(False, "; ".join(problems), details)
         extra = f", no {' / '.join(check.no_leftovers_of)} leftovers" if check.no_leftovers_of else ""

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from migrator.errors import MigratorError
+from migrator.playbooks import compare_hosts
 from migrator.targets.kube.cluster import KubeCluster
 from migrator.targets.kube.doctor import CheckStatus, DoctorReport, run_doctor
 
@@ -99,7 +100,7 @@ def doctor(
 
 def check_inventory(path: Path, nodes: list[str], console: Console) -> bool:
     """Compare the inventory's hosts with the node names; print the result."""
-    from migrator.targets.ansible.inventory import compare_hosts, list_hosts  # noqa: PLC0415 - runs ansible-inventory
+    from migrator.targets.ansible.inventory import list_hosts  # noqa: PLC0415 - runs ansible-inventory
 
     mismatch = compare_hosts(list_hosts(path), nodes)
     style = "green" if mismatch.ok else "red"

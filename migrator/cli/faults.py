@@ -57,7 +57,10 @@ def list_records(
 ) -> dict[str, list[dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix="migrator-faults-") as scratch:
         return fnodes.list_faults(
-            target.executor, _hosts(target, nodes), data_dir=Path(scratch), become=become
+            target.node_executor(fnodes.NEEDS_EXECUTOR),
+            _hosts(target, nodes),
+            data_dir=Path(scratch),
+            become=become,
         )
 
 
@@ -66,7 +69,11 @@ def clear_faults(
 ) -> dict[str, fnodes.NodeOutcome]:
     with tempfile.TemporaryDirectory(prefix="migrator-faults-") as scratch:
         return fnodes.revert(
-            target.executor, _hosts(target, nodes), everything=True, data_dir=Path(scratch), become=become
+            target.node_executor(fnodes.NEEDS_EXECUTOR),
+            _hosts(target, nodes),
+            everything=True,
+            data_dir=Path(scratch),
+            become=become,
         )
 
 

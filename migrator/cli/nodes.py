@@ -23,10 +23,11 @@ from rich.table import Table
 
 from migrator.cli.inputs import check_inventory_file, check_inventory_keys, exit_with
 from migrator.errors import ExitCode, MigratorError, UsageError
-from migrator.ports import PlaybookRequest, PlaybookResult, RunnerStatus
+from migrator.playbooks import compare_hosts, run_playbook
+from migrator.ports import PlaybookResult, RunnerStatus
 from migrator.targets.ansible.events import ssh_hint
 from migrator.targets.ansible.executor import AnsibleRunnerExecutor
-from migrator.targets.ansible.inventory import compare_hosts, load_inventory
+from migrator.targets.ansible.inventory import load_inventory
 
 app = typer.Typer(help="Node-level checks over SSH (Ansible).", no_args_is_help=True)
 
@@ -131,16 +132,19 @@ def ping(
         attention = not mismatch.ok
 
     executor = AnsibleRunnerExecutor(inventory=inventory, hosts=inv.hosts)
-    request = PlaybookRequest(
-        playbook=Path("ping.yml"), hosts=tuple(wanted), timeout=timeout, forks=max(1, len(wanted))
-    )
     with tempfile.TemporaryDirectory(prefix="migrator-ping-") as tmp:
         data_dir = keep if keep is not None else Path(tmp)
         try:
             with cancel_on_sigint() as cancel:
-                result = executor.run_playbook(
-                    request, data_dir=data_dir, cancel=cancel, raise_on_failure=False
-                )
+                result = run_playbook(
+                    executor,
+                    "ping.yml",
+                    wanted,
+                    data_dir=data_dir,
+                    timeout=timeout,
+                    cancel=cancel,
+                    raise_on_failure=False,
+                ).result
         except MigratorError as exc:
             raise exit_with(exc) from exc
     if result.status is RunnerStatus.CANCELED:

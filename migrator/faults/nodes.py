@@ -1,4 +1,5 @@
-"""Faults on nodes through the target's node executor (Ansible playbooks ``fault-*.yml``).
+"""Faults on nodes through the target's node executor (Ansible playbooks ``fault-*.yml``, run by
+:func:`migrator.playbooks.run_playbook`; callers get the executor with ``Target.node_executor``).
 
 - :func:`gather_facts`: kernel features, interfaces, SSH path and fault records of each node (read-only);
 - :func:`inject`: install :class:`~migrator.faults.spec.FaultPlan` s, each with its record and detached
@@ -15,22 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrator.errors import PermanentError
 from migrator.faults.spec import FaultPlan, NodeFacts, SshPath
-from migrator.ports import Node, NodeExecutor, PlaybookRequest
+from migrator.playbooks import run_playbook
+from migrator.ports import Node, NodeExecutor
 
 EventCallback = Callable[[Mapping[str, Any]], None]
 FACT = "migrator_fault"
-
-
-def _executor(executor: NodeExecutor | None) -> NodeExecutor:
-    if executor is None:
-        raise PermanentError("the target has no node executor (Ansible inventory): faults need one")
-    return executor
+NEEDS_EXECUTOR = "faults need one"
+"""What ``Target.node_executor`` says a fault needs the executor for."""
 
 
 def collect(
-    executor: NodeExecutor | None,
+    executor: NodeExecutor,
     playbook: str,
     hosts: Sequence[str],
     *,
@@ -43,34 +40,26 @@ def collect(
     become: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Run ``playbook`` on ``hosts`` and return ``{host: {fact: value}}`` for the ``migrator_*`` facts set."""
-    out: dict[str, dict[str, Any]] = {}
-
-    def handle(event: Mapping[str, Any]) -> None:
-        got = event.get("facts") or {}
-        for name in facts:
-            if isinstance(got.get(name), dict):
-                out.setdefault(str(event["host"]), {})[name] = got[name]
-        if on_event is not None:
-            on_event(event)
-
-    _executor(executor).run_playbook(
-        PlaybookRequest(
-            playbook=Path(playbook),
-            hosts=tuple(hosts),
-            extra_vars=dict(extra_vars or {}),
-            timeout=timeout,
-            forks=max(1, len(hosts)),
-            become=become,
-        ),
+    run = run_playbook(
+        executor,
+        playbook,
+        hosts,
         data_dir=data_dir,
+        extra_vars=extra_vars,
+        become=become,
+        timeout=timeout,
         cancel=cancel,
-        on_event=handle,
+        on_event=on_event,
     )
+    out: dict[str, dict[str, Any]] = {}
+    for name in facts:
+        for host, value in run.fact(name).items():
+            out.setdefault(host, {})[name] = value
     return out
 
 
 def gather_facts(
-    executor: NodeExecutor | None,
+    executor: NodeExecutor,
     nodes: Sequence[Node],
     *,
     data_dir: Path,
@@ -116,7 +105,7 @@ class NodeOutcome:
 
 
 def inject(
-    executor: NodeExecutor | None,
+    executor: NodeExecutor,
     plans: Sequence[FaultPlan],
     ttl: int,
     *,
@@ -149,7 +138,7 @@ def inject(
 
 
 def revert(
-    executor: NodeExecutor | None,
+    executor: NodeExecutor,
     nodes: Sequence[str],
     *,
     ids: Sequence[str] = (),
@@ -185,7 +174,7 @@ def revert(
 
 
 def list_faults(
-    executor: NodeExecutor | None,
+    executor: NodeExecutor,
     nodes: Sequence[str],
     *,
     data_dir: Path,

@@ -20,6 +20,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from migrator.cni import CALICO_MODE_LABEL, CalicoMode
 from migrator.lab.flannel import Peer
 from migrator.lab.spec import FLANNEL_MTU, FLANNEL_PORT, FLANNEL_VNI, POD_NETWORK
 
@@ -102,9 +103,9 @@ def iptables_rules(pool: str = str(POD_NETWORK)) -> str:
 
 # ------------------------------------------------------------------------------------------- BGP mode
 
-MODE_LABEL = "lab.migrator.io/calico-mode"  # per-node override of the calico-node DaemonSet's mode
-MODE_VXLAN = "vxlan"
-MODE_BGP = "bgp"
+MODE_LABEL = CALICO_MODE_LABEL  # per-node override of the calico-node DaemonSet's mode
+MODE_VXLAN = CalicoMode.VXLAN.value
+MODE_BGP = CalicoMode.BGP.value
 PEERING_FULL_MESH = "full-mesh"
 PEERING_RR = "route-reflector"
 AS_NUMBER = 64512

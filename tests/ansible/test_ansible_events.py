@@ -13,20 +13,17 @@ from typing import Any
 import pytest
 
 from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError
-from migrator.ports import HostResult, PlaybookResult, RunnerStatus
-from migrator.targets.ansible.events import (
-    REDACTED,
+from migrator.playbooks import (
     HostsUnreachable,
     PlaybookFailed,
     PlaybookInterrupted,
     PlaybookTimeout,
-    SecretScrubber,
     error_for,
-    host_results,
     preview,
     render_diff,
-    task_event,
 )
+from migrator.ports import HostResult, PlaybookResult, RunnerStatus
+from migrator.targets.ansible.events import REDACTED, SecretScrubber, host_results, task_event
 
 DATA = Path(__file__).parent / "data"
 

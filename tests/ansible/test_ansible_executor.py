@@ -13,8 +13,8 @@ import pytest
 from sshnodes import SshNodeFarm
 
 from migrator.errors import Interrupted, StepFailed, StepTimeout, TemporaryError, UnsupportedFeature
+from migrator.playbooks import HostsUnreachable, PlaybookFailed, PlaybookInterrupted
 from migrator.ports import PlaybookRequest, RunnerStatus
-from migrator.targets.ansible.events import HostsUnreachable, PlaybookFailed, PlaybookInterrupted
 from migrator.targets.ansible.executor import AnsibleRunnerExecutor, require_features, run_with_retry
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from migrator.cli.nodes import app
 from migrator.errors import UsageError
-from migrator.targets.ansible.inventory import compare_hosts, load_inventory, require_match
+from migrator.playbooks import compare_hosts, require_match
+from migrator.targets.ansible.inventory import load_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from migrator.cni import CniInfo, CniKind, CniNode, FlannelConfig
 from migrator.errors import StepFailed
-from migrator.ports import CniAgent
-from migrator.targets.kube import KubeCluster
+from migrator.targets.kube import KubeCluster, KubeCniOps
 from migrator.targets.kube.calico_ipam import (
     ANN_IPV4_ADDRESS,
     ANN_VXLAN_ADDR,
@@ -21,8 +21,6 @@ from migrator.targets.kube.calico_ipam import (
     cidr_name,
     plan_node_ipam,
 )
-from migrator.targets.kube.cni import CniInfo as KubeCniInfo
-from migrator.targets.kube.cni import CniKind, FlannelConfig, FlannelNode
 from migrator.testing.kube_cluster import calico_node_daemonset
 from migrator.testing.kube_server import (
     CALICO_CRD_KINDS,
@@ -58,7 +56,9 @@ def test_install_keeps_each_nodes_pod_cidr_and_vtep(
     fake: FakeApiServer, seeded: list[str], manifest: str, make_cluster: Callable[..., KubeCluster]
 ) -> None:
     cluster = make_cluster(run_id="ipam-run", page_size=2)
-    lines = cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"manifest": manifest})
+    lines = KubeCniOps(cluster).apply_cni_agent(
+        CniKind.CALICO, node_selector=LABEL, config={"manifest": manifest}
+    )
     for name in seeded:
         node = _node(fake, name)
         cidr = node["spec"]["podCIDR"]  # type: ignore[index]
@@ -100,7 +100,9 @@ def test_install_keeps_each_nodes_pod_cidr_and_vtep(
     # Calico's IPAM owns the block from now on: a second install re-checks and leaves it alone
     fake.api.update("IPAMBlock", "10-244-1-0-24", "", lambda b: b["spec"]["allocations"].__setitem__(7, 1))
     fake.api.requests.clear()
-    again = cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"manifest": manifest})
+    again = KubeCniOps(cluster).apply_cni_agent(
+        CniKind.CALICO, node_selector=LABEL, config={"manifest": manifest}
+    )
     block_reads = [(p, q) for m, p, q in fake.api.requests if m == "GET" and "/v1/ipamblocks" in p]
     assert all(p.endswith("/ipamblocks") for p, _ in block_reads), "listed, not one GET per node"
     assert any(q.get("continue") for _, q in block_reads), "paginated (limit/continue)"
@@ -110,7 +112,7 @@ def test_install_keeps_each_nodes_pod_cidr_and_vtep(
 
     # uninstalling Calico (the install's rollback) removes what migrator created
     rv = fake.api.last_rv
-    preview = cluster.delete_cni_agent(CniAgent.CALICO, dry_run=True)
+    preview = KubeCniOps(cluster).delete_cni_agent(CniKind.CALICO, dry_run=True)
     assert fake.api.last_rv == rv and "IPAMBlock 10-244-1-0-24 deleted (server dry run)" in preview
     fake.api.update(  # calico-node took one annotation over: it stays
         "Node",
@@ -124,7 +126,7 @@ def test_install_keeps_each_nodes_pod_cidr_and_vtep(
             }
         ),
     )
-    cluster.delete_cni_agent(CniAgent.CALICO)
+    KubeCniOps(cluster).delete_cni_agent(CniKind.CALICO)
     for kind in ("IPAMBlock", "BlockAffinity", "IPAMHandle"):
         assert fake.api.find(kind) == [], kind
     for name in seeded:
@@ -150,7 +152,9 @@ def test_a_block_taken_by_another_node_stops_the_install(
         ]
     )
     with pytest.raises(StepFailed, match="belongs to node elsewhere, not node-00002"):
-        cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"manifest": manifest})
+        KubeCniOps(cluster).apply_cni_agent(
+            CniKind.CALICO, node_selector=LABEL, config={"manifest": manifest}
+        )
 
 
 def test_dry_run_sends_one_node_and_validates_when_crds_exist(
@@ -158,8 +162,8 @@ def test_dry_run_sends_one_node_and_validates_when_crds_exist(
 ) -> None:
     cluster = make_cluster()
     rv = fake.api.last_rv
-    fresh = cluster.apply_cni_agent(
-        CniAgent.CALICO, node_selector=LABEL, config={"manifest": manifest}, dry_run=True
+    fresh = KubeCniOps(cluster).apply_cni_agent(
+        CniKind.CALICO, node_selector=LABEL, config={"manifest": manifest}, dry_run=True
     )
     assert fake.api.last_rv == rv, "a dry run stores nothing"
     text = "\n".join(fresh)
@@ -170,8 +174,8 @@ def test_dry_run_sends_one_node_and_validates_when_crds_exist(
         cluster.apply([crd])
     fake.api.requests.clear()
     rv = fake.api.last_rv
-    checked = cluster.apply_cni_agent(
-        CniAgent.CALICO, node_selector=LABEL, config={"manifest": manifest}, dry_run=True
+    checked = KubeCniOps(cluster).apply_cni_agent(
+        CniKind.CALICO, node_selector=LABEL, config={"manifest": manifest}, dry_run=True
     )
     assert fake.api.last_rv == rv
     assert "cp-01: IPAMBlock 10-244-0-0-24 created (server dry run)" in checked
@@ -186,7 +190,9 @@ def test_missing_ipam_crds_are_reported(
 ) -> None:
     path = tmp_path / "calico.yaml"
     path.write_text(yaml.safe_dump_all([*calico_crds(CALICO_CRD_KINDS[:1]), DAEMONSET]))  # Felix's only
-    lines = cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"manifest": str(path)})
+    lines = KubeCniOps(cluster).apply_cni_agent(
+        CniKind.CALICO, node_selector=LABEL, config={"manifest": str(path)}
+    )
     assert any(
         "skipped: the cluster serves no Calico IPAMBlock, BlockAffinity, IPAMHandle" in x for x in lines
     )
@@ -196,21 +202,23 @@ def test_install_onto_a_calico_node_already_there_takes_over_too(
     fake: FakeApiServer, seeded: list[str], cluster: KubeCluster
 ) -> None:
     cluster.apply([*calico_crds(), DAEMONSET])  # the user installed Calico before the run
-    lines = cluster.apply_cni_agent(CniAgent.CALICO, node_selector=LABEL, config={"mode": "vxlan"})
+    lines = KubeCniOps(cluster).apply_cni_agent(CniKind.CALICO, node_selector=LABEL, config={"mode": "vxlan"})
     assert lines[0].startswith("DaemonSet kube-system/calico-node nodeSelector {} ->"), lines
     assert len(fake.api.find("IPAMBlock")) == len(seeded) == len(fake.api.find("BlockAffinity"))
-    cluster.apply_cni_agent(CniAgent.CALICO, node_selector=None)  # finalize: the selector only
+    KubeCniOps(cluster).apply_cni_agent(CniKind.CALICO, node_selector=None)  # finalize: the selector only
     assert len(fake.api.find("IPAMHandle")) == len(seeded)
 
 
 def test_plan_refuses_nodes_calico_cannot_take_over() -> None:
-    def node(name: str, cidr: str | None, mac: str | None = "02:00:00:00:00:01") -> FlannelNode:
-        return FlannelNode(name, cidr, "198.18.0.9", "vxlan", mac, 1)
+    def node(name: str, cidr: str | None, mac: str | None = "02:00:00:00:00:01") -> CniNode:
+        return CniNode(
+            name, cidr, recorded=True, public_ip="198.18.0.9", backend_type="vxlan", vtep_mac=mac, vni=1
+        )
 
-    info = KubeCniInfo(
+    info = CniInfo(
         CniKind.FLANNEL,
         flannel=FlannelConfig(network="10.244.0.0/16", subnet_len=24),
-        flannel_nodes={
+        nodes={
             "ok": node("ok", "10.244.7.0/24"),
             "big": node("big", "10.244.8.0/23"),
             "away": node("away", "10.9.0.0/24"),

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from migrator.cni import CniKind, detect_from_objects
 from migrator.errors import LockHeld, PermanentError, TemporaryError, UsageError
 from migrator.targets.kube import (
-    CniKind,
     KubeCluster,
+    KubeCniOps,
     KubeConflict,
     KubeForbidden,
     KubeNotFound,
     WatchExpired,
-    detect_from_objects,
 )
 from migrator.testing.kube_server import (
     FakeApiServer,
@@ -73,7 +73,7 @@ def flannel(fake: FakeApiServer, net_conf: dict[str, object] | None = None) -> N
 
 def test_detect_flannel_with_its_source_config(fake: FakeApiServer, cluster: KubeCluster) -> None:
     flannel(fake)
-    info = cluster.detect_cni_details()
+    info = KubeCniOps(cluster).detect_cni()
     assert info.kind is CniKind.FLANNEL and info.present == (CniKind.FLANNEL,) and info.supported_source
     assert (info.namespace, info.daemonset, info.version) == ("kube-flannel", "kube-flannel-ds", "v0.25.1")
     assert info.flannel is not None
@@ -99,7 +99,7 @@ def test_detect_flannel_with_its_source_config(fake: FakeApiServer, cluster: Kub
 
 def test_flannel_blockers(fake: FakeApiServer, cluster: KubeCluster) -> None:
     flannel(fake, {"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}})
-    info = cluster.detect_cni_details()
+    info = KubeCniOps(cluster).detect_cni()
     assert info.flannel is not None and info.flannel.migration_blockers() == [
         "flannel backend 'host-gw' is not vxlan"
     ]
@@ -110,7 +110,7 @@ def test_flannel_blockers(fake: FakeApiServer, cluster: KubeCluster) -> None:
         "kube-flannel",
         lambda cm: cm["data"].update({"net-conf.json": json.dumps(conf)}),
     )
-    info = cluster.detect_cni_details()
+    info = KubeCniOps(cluster).detect_cni()
     assert info.flannel is not None and info.flannel.migration_blockers() == ["flannel DirectRouting is on"]
 
 
@@ -134,7 +134,7 @@ def test_flannel_is_the_source_while_calico_is_being_installed(
             containers=[{"name": "calico-node", "image": "quay.io/calico/node:v3.28.0"}],
         )
     )
-    info = cluster.detect_cni_details()
+    info = KubeCniOps(cluster).detect_cni()
     assert info.kind is CniKind.FLANNEL and info.present == (CniKind.FLANNEL, CniKind.CALICO)
     assert [(p.name, p.cidr, p.vxlan_mode, p.block_size) for p in info.calico_pools] == [
         ("p", "10.244.0.0/16", "Always", 24)
@@ -210,7 +210,7 @@ def test_detect_other_cnis(
     fake.api.add(make_daemonset(name, namespace, labels={"k8s-app": name}, containers=containers))
     if configmap is not None:
         fake.api.add(make_configmap(configmap[0], "kube-system", configmap[1]))
-    info = cluster.detect_cni_details()
+    info = KubeCniOps(cluster).detect_cni()
     assert info.kind is kind and info.daemonset == name and not info.supported_source
     key, sub, value = check
     assert (info.config[key][sub] if sub else info.config[key]) == value
@@ -219,7 +219,7 @@ def test_detect_other_cnis(
 
 
 def test_detect_nothing(cluster: KubeCluster) -> None:
-    assert cluster.detect_cni_details().kind is CniKind.UNKNOWN
+    assert KubeCniOps(cluster).detect_cni().kind is CniKind.UNKNOWN
 
 
 # ---------------------------------------------------------------------------------------------- lock

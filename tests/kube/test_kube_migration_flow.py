@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from migrator.targets.kube import ApplyAction, CniKind, KubeCluster, RolloutKind
+from migrator.cni import CniKind
+from migrator.targets.kube import ApplyAction, KubeCluster, KubeCniOps, RolloutKind
 from migrator.testing.kube_cluster import calico_node_daemonset
 from migrator.testing.kube_server import FakeApiServer, seed_flannel_cluster
 
@@ -34,7 +35,7 @@ def test_one_node_of_a_flannel_to_calico_migration(
     assert [n.name for n in planned] == sorted(nodes) and sum(n.is_control_plane for n in planned) == 1
     assert {n.cni for n in planned} == {"flannel"}
 
-    source = cluster.detect_cni_details()
+    source = KubeCniOps(cluster).detect_cni()
     assert source.kind is CniKind.FLANNEL and source.flannel is not None
     assert source.flannel.migration_blockers() == [] and len(source.flannel_nodes) == 5
 

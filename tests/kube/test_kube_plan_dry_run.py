@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from migrator.cni import CniKind
 from migrator.engine import dry_run
 from migrator.engine.planio import load_plan_file
-from migrator.ports import CniAgent, CniOps, CniSource
-from migrator.targets.kube import KubeCluster, open_kube_target
+from migrator.targets.kube import KubeCluster, KubeCniOps, open_kube_target
 from migrator.testing.kube_server import (
     FakeApiServer,
     FakeClusterProcess,
@@ -36,7 +36,7 @@ def test_flannel_to_calico_dry_run_on_the_kube_target(
     manifest = write_calico_manifest(tmp_path / "calico.yaml")
     with server:
         target = open_kube_target(None, kubeconfig=str(server.write_kubeconfig(tmp_path / "kc")))
-        assert isinstance(target.cluster, CniOps)
+        assert isinstance(target.cni, KubeCniOps)
         before = server.api.last_rv
         server.api.requests.clear()
         source = load_plan_file(
@@ -75,29 +75,28 @@ def test_cni_ops_on_the_fake_cluster(tmp_path: Path) -> None:
     manifest = write_calico_manifest(tmp_path / "calico.yaml")
     with LocalKube(flannel_api(5, control_planes=1, pods_per_node=2)) as local:
         cluster = local.cluster(watch_chunk=1.0)
-        info = cluster.detect_cni()
-        assert info.source is CniSource.FLANNEL and info.network == "10.244.0.0/16"
+        cni = KubeCniOps(cluster)
+        info = cni.detect_cni()
+        assert info.kind is CniKind.FLANNEL and info.settings.network == "10.244.0.0/16"
         assert info.nodes["node-00001"].pod_cidr and info.nodes["node-00001"].vtep_mac
         assert info.agents == {"flannel": {}}
         label = {"projectcalico.org/node-network-during-migration": "calico"}
-        cluster.apply_cni_agent(CniAgent.CALICO, node_selector=label, config={"manifest": str(manifest)})
+        cni.apply_cni_agent(CniKind.CALICO, node_selector=label, config={"manifest": str(manifest)})
         ds = local.api.get("DaemonSet", "calico-node", "kube-system")
         assert ds is not None and ds["spec"]["template"]["spec"]["nodeSelector"] == label
         pool = local.api.get("IPPool", "migrator-flannel-compatible")
         assert pool is not None and pool["spec"]["blockSize"] == 24 and pool["spec"]["vxlanMode"] == "Always"
-        assert cluster.detect_cni().agents["calico-node"] == label
-        ready, why = cluster.cni_agent_ready(CniAgent.CALICO, "node-00001")
+        assert cni.detect_cni().agents["calico-node"] == label
+        ready, why = cni.cni_agent_ready(CniKind.CALICO, "node-00001")
         assert not ready and "no calico-node pod" in why
         cluster.label_node("node-00001", label)
         cluster.wait_daemonset_pod_ready("kube-system", "calico-node", "node-00001", timeout=10)
-        assert cluster.cni_agent_ready(CniAgent.CALICO, "node-00001")[0]
-        cluster.apply_cni_agent(CniAgent.CALICO, node_selector=None)
+        assert cni.cni_agent_ready(CniKind.CALICO, "node-00001")[0]
+        cni.apply_cni_agent(CniKind.CALICO, node_selector=None)
         ds = local.api.get("DaemonSet", "calico-node", "kube-system")
         assert ds is not None and not ds["spec"]["template"]["spec"].get("nodeSelector")
-        assert cluster.delete_cni_agent(CniAgent.FLANNEL) == [
-            "DaemonSet kube-flannel/kube-flannel-ds deleted"
-        ]
-        assert cluster.delete_cni_agent(CniAgent.FLANNEL) == ["flannel DaemonSet already absent"]
+        assert cni.delete_cni_agent(CniKind.FLANNEL) == ["DaemonSet kube-flannel/kube-flannel-ds deleted"]
+        assert cni.delete_cni_agent(CniKind.FLANNEL) == ["flannel DaemonSet already absent"]
         cluster.close()
 
 
@@ -109,8 +108,8 @@ def test_fake_cluster_process_serves_a_flannel_cluster_and_stops(tmp_path: Path)
         cluster = KubeCluster(kubeconfig=str(tmp_path / "kc"))
         nodes = cluster.list_nodes()
         assert len(nodes) == 300 and sum(n.is_control_plane for n in nodes) == 3
-        info = cluster.detect_cni()
-        network = ipaddress.ip_network(info.network)
+        info = KubeCniOps(cluster).detect_cni()
+        network = ipaddress.ip_network(info.settings.network)
         cidrs = {ipaddress.ip_network(fl.pod_cidr) for fl in info.nodes.values() if fl.pod_cidr}
         assert len(cidrs) == 300 and all(c.subnet_of(network) for c in cidrs)
         cluster.close()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from migrator.ports import CniAgent, ProbeKind, ProbeProtocol, ProbeTarget
-from migrator.targets.kube import KubeCluster
+from migrator.cni import CniKind
+from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget
+from migrator.targets.kube import KubeCluster, KubeCniOps
 from migrator.targets.kube.prober import KubeProber
 from migrator.targets.kube.rbac import granted, required_permission
 from migrator.testing.kube_server import (
@@ -69,26 +70,27 @@ def test_every_request_of_the_flow_is_in_the_rbac_table(
     manifest = tmp_path / "calico.yaml"
     manifest.write_text(yaml.safe_dump_all(CALICO))
     cluster = make_cluster(run_id="rbac-run")
+    cni = KubeCniOps(cluster)
     api.requests.clear()
 
     cluster.identity()
     with cluster.lock("rbac-run", duration=30):
-        cluster.detect_cni_details()
+        cni.detect_cni()
         for each in cluster.list_nodes():
             cluster.label_node(each.name, {LABEL: "flannel"})
-        cluster.apply_cni_agent(CniAgent.FLANNEL, node_selector={LABEL: "flannel"})
+        cni.apply_cni_agent(CniKind.FLANNEL, node_selector={LABEL: "flannel"})
         sel = {LABEL: "calico"}
-        cluster.apply_cni_agent(
-            CniAgent.CALICO, node_selector=sel, config={"manifest": str(manifest)}, dry_run=True
+        cni.apply_cni_agent(
+            CniKind.CALICO, node_selector=sel, config={"manifest": str(manifest)}, dry_run=True
         )
-        cluster.apply_cni_agent(CniAgent.CALICO, node_selector=sel, config={"manifest": str(manifest)})
+        cni.apply_cni_agent(CniKind.CALICO, node_selector=sel, config={"manifest": str(manifest)})
         node = "node-00001"
         cluster.preview_drain(node)
         cluster.set_schedulable(node, False)
         cluster.drain_node(node, timeout=10)
         cluster.label_node(node, sel)
         cluster.wait_daemonset_pod_ready("kube-system", "calico-node", node, timeout=10)
-        cluster.cni_agent_ready(CniAgent.CALICO, node)
+        cni.cni_agent_ready(CniKind.CALICO, node)
         cluster.restart_pods(node, wait_timeout=10)
         cluster.set_schedulable(node, True)
         cluster.list_services()
@@ -103,9 +105,9 @@ def test_every_request_of_the_flow_is_in_the_rbac_table(
         prober.probe(targets)  # no runner in the fake: the results time out, the requests are made
         api.namespace_termination_seconds = 0.3  # the probe namespace is Terminating for a while
         prober.cleanup()
-        cluster.delete_cni_agent(CniAgent.CALICO, dry_run=True)
-        cluster.delete_cni_agent(CniAgent.CALICO)
-        cluster.delete_cni_agent(CniAgent.FLANNEL)
+        cni.delete_cni_agent(CniKind.CALICO, dry_run=True)
+        cni.delete_cni_agent(CniKind.CALICO)
+        cni.delete_cni_agent(CniKind.FLANNEL)
 
     needed = {p for m, path, q in api.requests if (p := required_permission(m, path, q)) is not None}
     missing = sorted(p for p in needed if not granted(*p))

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from migrator.errors import LockHeld, StepTimeout
-from migrator.targets.kube import ApplyAction, KubeCluster, KubeNotFound, RolloutKind
+from migrator.targets.kube import ApplyAction, KubeCluster, KubeCniOps, KubeNotFound, RolloutKind
 from migrator.targets.kube.doctor import run_doctor
 
 KUBECONFIG = os.environ.get("MIGRATOR_TEST_KUBECONFIG")
@@ -93,7 +93,7 @@ def test_lock(real: KubeCluster, namespace: str) -> None:
 def test_doctor_and_cni(real: KubeCluster) -> None:
     report = run_doctor(real)
     assert report.error is None and report.checks
-    assert real.detect_cni_details().kind  # kind's default CNI (kindnet) is reported as unknown
+    assert KubeCniOps(real).detect_cni().kind  # kind's default CNI (kindnet) is reported as unknown
 
 
 @pytest.mark.skipif(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from migrator.ports import CalicoPoolInfo, CniInfo, CniSource
+from migrator.cni import CalicoPool, CniInfo, CniKind, FlannelConfig, driver, leftovers
+from migrator.lab.spec import CniKind as LabCni
 
 
 def flannel(**kw: object) -> CniInfo:
-    base: dict[str, object] = {"source": CniSource.FLANNEL, "network": "10.244.0.0/16"}
-    base.update(kw)
-    return CniInfo(**base)  # type: ignore[arg-type]
+    conf: dict[str, object] = {"network": "10.244.0.0/16"}
+    pools = kw.pop("calico_pools", ())
+    conf.update(kw)
+    return CniInfo(kind=CniKind.FLANNEL, flannel=FlannelConfig(**conf), calico_pools=pools)  # type: ignore[arg-type]
 
 
 def test_vxlan_flannel_is_migratable() -> None:
@@ -16,22 +18,79 @@ def test_vxlan_flannel_is_migratable() -> None:
 
 
 def test_non_vxlan_backend_and_direct_routing_are_refused() -> None:
-    problems = flannel(backend="host-gw", direct_routing=True).migration_blockers()
+    problems = flannel(backend_type="host-gw", direct_routing=True).migration_blockers()
     assert any("host-gw" in p for p in problems)
     assert any("DirectRouting" in p for p in problems)
 
 
 def test_conflicting_calico_pool_is_refused_but_a_matching_one_is_not() -> None:
-    bad = CalicoPoolInfo(name="default-ipv4-ippool", cidr="10.244.0.0/16", ipip_mode="Always", block_size=26)
+    bad = CalicoPool(name="default-ipv4-ippool", cidr="10.244.0.0/16", ipip_mode="Always", block_size=26)
     assert any("default-ipv4-ippool" in p for p in flannel(calico_pools=(bad,)).migration_blockers())
-    good = CalicoPoolInfo(name="flannel-compat", cidr="10.244.0.0/16", vxlan_mode="Always", block_size=24)
+    good = CalicoPool(name="flannel-compat", cidr="10.244.0.0/16", vxlan_mode="Always", block_size=24)
     assert flannel(calico_pools=(good,)).migration_blockers() == []
-    elsewhere = CalicoPoolInfo(name="other", cidr="192.168.0.0/16", ipip_mode="Always")
+    elsewhere = CalicoPool(name="other", cidr="192.168.0.0/16", ipip_mode="Always")
     assert flannel(calico_pools=(elsewhere,)).migration_blockers() == []
 
 
 def test_canal_and_weave_are_recognised_as_not_supported_yet() -> None:
-    for src, word in ((CniSource.CANAL, "canal"), (CniSource.WEAVE, "weave")):
-        problems = CniInfo(source=src).migration_blockers()
+    for src, word in ((CniKind.CANAL, "canal"), (CniKind.WEAVE, "weave")):
+        problems = CniInfo(kind=src).migration_blockers()
         assert len(problems) == 1 and word in problems[0] and "not supported yet" in problems[0]
-    assert "already runs Calico" in CniInfo(source=CniSource.CALICO).migration_blockers()[0]
+    assert "already runs Calico" in CniInfo(kind=CniKind.CALICO).migration_blockers()[0]
+
+
+def test_the_labs_cni_choice_is_part_of_the_one_vocabulary() -> None:
+    # the lab keeps its own build choice (what `lab up --cni` can build), named as the vocabulary names it
+    assert {c.value for c in LabCni} <= {k.value for k in CniKind}
+
+
+def test_the_drivers_teardown_vars_and_leftovers_are_the_switch_playbooks() -> None:
+    assert driver(CniKind.FLANNEL).teardown_vars("node4") == {
+        "links": ["flannel.1", "cni0"],
+        "chain_prefixes": ["FLANNEL"],
+        "cni_files": ["10-flannel.conflist"],
+        "extra_files": ["/run/flannel/subnet.env"],
+        "fail_at_node": "node4",
+    }
+    assert driver(CniKind.CALICO).teardown_vars()["links"] == ["vxlan.calico"]
+    assert leftovers("weave") is None and leftovers("nope") is None
+    flannel_left = leftovers("flannel")
+    assert flannel_left is not None
+    facts = {
+        "n1": {
+            "interfaces": [{"name": "flannel.1"}, {"name": "eth0"}],
+            "cni": {"files": [{"name": "00-migrator-blocking.conflist"}, {"name": "10-calico.conflist"}]},
+            "iptables": {"chains": {"FLANNEL": {"filter": ["FLANNEL-FWD"]}}},
+            "flannel_subnet_env": True,
+        },
+        "n2": {"interfaces": [{"name": "vxlan.calico"}]},
+    }
+    assert flannel_left.on_hosts(facts, ["n1", "n2", "n3"]) == {
+        "n1": [
+            "device flannel.1",
+            "file 00-migrator-blocking.conflist",
+            "chain filter/FLANNEL-FWD",
+            "file /run/flannel/subnet.env",
+        ],
+        "n3": ["no node facts"],
+    }
+
+
+def test_the_journal_keeps_the_preflight_record_shape() -> None:
+    info = flannel()
+    assert list(info.to_json()) == [
+        "source",
+        "present",
+        "network",
+        "subnet_len",
+        "backend",
+        "vni",
+        "port",
+        "mtu",
+        "masquerade",
+        "direct_routing",
+        "nodes",
+        "calico_pools",
+        "agents",
+    ]
+    assert CniInfo(kind=CniKind.UNKNOWN).to_json()["network"] is None

@@ -175,7 +175,7 @@ def test_bgp_stage_leaves_bird_sessions_and_no_vxlan(home: Path, lab: Lab) -> No
 
 
 def test_preflight_refuses_direct_routing_and_changes_nothing(home: Path, lab: Lab) -> None:
-    # the lab stands for flannel's kube-flannel-cfg ConfigMap with this file (see targets/lab/cluster.py)
+    # the lab stands for flannel's kube-flannel-cfg ConfigMap with this file (see targets/lab/cni.py)
     conf = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": True}}
     (home / "labs" / lab.name / "flannel-net-conf.json").write_text(json.dumps(conf))
     before = data_plane(status(home, lab))

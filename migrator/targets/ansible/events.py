@@ -5,22 +5,19 @@ Nothing here runs Ansible: the functions take the event dicts that ansible-runne
 recorded from real runs.
 
 - :func:`task_event` turns one runner event into the small JSON-able dict forwarded to ``on_event``;
-- :func:`host_results` folds a run's events into one :class:`~migrator.ports.HostResult` per host;
-- :func:`error_for` decides which migrator error a finished run is (``None`` when it succeeded);
+- :func:`host_results` folds a run's events into one :class:`~migrator.ports.HostResult` per host (which
+  migrator error a finished run is, and its check-mode preview, are :mod:`migrator.playbooks`' job);
 - :class:`SecretScrubber` replaces secret values in any JSON-like value (events, files, messages).
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import re
 from collections.abc import Collection, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from migrator.errors import Interrupted, MigratorError, StepFailed, StepTimeout, TemporaryError
-from migrator.ports import HostResult, PlaybookResult, RunnerStatus
+from migrator.ports import HostResult
 
 REDACTED = "********"
 MAX_TEXT = 2000  # longest message or diff text forwarded per field
@@ -324,126 +321,3 @@ def host_results(
         )
         for host, r in ((h, per_host[h]) for h in names)
     }
-
-
-# ------------------------------------------------------------------------------------------- preview
-
-
-def _lines(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return value.splitlines()
-    if isinstance(value, Mapping):
-        return [f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(value.items())]
-    return [json.dumps(value, default=str)]
-
-
-def render_diff(diff: Mapping[str, Any]) -> str:
-    """One Ansible diff dict as unified-diff text (``prepared`` diffs are returned as they are)."""
-    if diff.get("prepared"):
-        return str(diff["prepared"]).rstrip("\n")
-    before = diff.get("before")
-    path = before.get("path") if isinstance(before, Mapping) else None
-    before_header = str(diff.get("before_header") or path or "before")
-    after_header = str(diff.get("after_header") or before_header)
-    lines = difflib.unified_diff(
-        _lines(diff.get("before")),
-        _lines(diff.get("after")),
-        fromfile=before_header,
-        tofile=after_header,
-        lineterm="",
-    )
-    return "\n".join(lines)
-
-
-def preview(result: PlaybookResult) -> dict[str, list[str]]:
-    """Per host, what a check-mode run says would change: one text block per changed task with a diff.
-
-    For the dry-run report: ``{host: ["task 'Install the CNI config file':\n--- before\n+++ ..."]}``.
-    Hosts with nothing to change get an empty list; unreachable or failed hosts get their message.
-    """
-    out: dict[str, list[str]] = {}
-    for name, host in result.hosts.items():
-        blocks: list[str] = []
-        if host.unreachable or host.failed:
-            state = "unreachable" if host.unreachable else "failed"
-            blocks.append(f"{state}: task {host.failed_task!r}: {host.message}")
-        for diff in host.diffs:
-            text, task = render_diff(diff), diff.get("task", "?")
-            blocks.append(f"task {task!r}:\n{text}" if text else f"task {task!r}")
-        out[name] = blocks
-    return out
-
-
-# ------------------------------------------------------------------------------------------- run → error
-
-
-class _WithResult:
-    """Carries the :class:`PlaybookResult` of the run that failed (per-host results for the journal)."""
-
-    result: PlaybookResult | None = None
-
-
-class PlaybookFailed(StepFailed, _WithResult):
-    """A task failed on a host (or the playbook could not run at all). Not retried."""
-
-
-class PlaybookTimeout(StepTimeout, _WithResult):
-    """The playbook did not finish within the request's timeout."""
-
-
-class HostsUnreachable(TemporaryError, _WithResult):
-    """Some hosts could not be reached over SSH: retry later."""
-
-    def __init__(self, message: str, hosts: tuple[str, ...], delay: float = 2.0) -> None:
-        super().__init__(message, delay)
-        self.hosts = hosts
-
-
-class PlaybookInterrupted(Interrupted, _WithResult):
-    """The run was canceled through the cancel event."""
-
-
-def error_for(
-    result: PlaybookResult, *, playbook: str, timeout: float | None = None, output_tail: str = ""
-) -> MigratorError | None:
-    """The migrator error that a finished run is, or ``None`` when it succeeded.
-
-    Precedence: canceled → :class:`PlaybookInterrupted`; timeout → :class:`PlaybookTimeout`; a failed task
-    on any host → :class:`PlaybookFailed` (naming the host, the task and Ansible's message; unreachable hosts
-    are listed too); only unreachable hosts → :class:`HostsUnreachable` (a :class:`TemporaryError`); a failed
-    run with no host to blame (syntax error, missing file) → :class:`PlaybookFailed` with the output tail.
-    """
-    err: MigratorError
-    failed = [h for h in result.hosts.values() if h.failed and not h.unreachable]
-    unreachable = [h for h in result.hosts.values() if h.unreachable]
-    if result.status is RunnerStatus.CANCELED:
-        err = PlaybookInterrupted(f"playbook {playbook} was canceled")
-    elif result.status is RunnerStatus.TIMEOUT:
-        err = PlaybookTimeout(
-            f"playbook {playbook} timed out" + (f" after {timeout:g}s" if timeout else ""),
-            detail=output_tail or None,
-        )
-    elif failed:
-        first = failed[0]
-        lines = [f"{h.host}: task {h.failed_task!r}: {h.message}" for h in failed]
-        lines += [f"{h.host}: unreachable: {h.message}" for h in unreachable]
-        err = PlaybookFailed(
-            f"playbook {playbook} failed on {', '.join(h.host for h in failed)}: " + "; ".join(lines),
-            node=first.host,
-            detail=first.message,
-        )
-    elif unreachable:
-        names = tuple(h.host for h in unreachable)
-        err = HostsUnreachable(
-            f"playbook {playbook}: unreachable: " + "; ".join(f"{h.host} ({h.message})" for h in unreachable),
-            names,
-        )
-    elif result.status is RunnerStatus.FAILED:
-        err = PlaybookFailed(f"playbook {playbook} failed: {output_tail or 'no output'}", detail=output_tail)
-    else:
-        return None
-    if isinstance(err, _WithResult):
-        err.result = result
-    return err

@@ -2,12 +2,12 @@
 
 One call of :meth:`AnsibleRunnerExecutor.run_playbook` is one ``ansible-playbook`` run in its own private
 data dir (``data_dir``, inside the run folder: artifacts are kept under ``data_dir/artifacts/<ident>/``).
-Results are mapped by :mod:`migrator.targets.ansible.events`; failures are raised as migrator errors:
+Results are mapped by :mod:`migrator.targets.ansible.events`; failures are raised as the migrator errors
+of :func:`migrator.playbooks.error_for`:
 
-- a failed task → :class:`~migrator.targets.ansible.events.PlaybookFailed` (a ``StepFailed`` naming the
-  host, the task and Ansible's message);
-- unreachable hosts only → :class:`~migrator.targets.ansible.events.HostsUnreachable` (a
-  ``TemporaryError``: retry);
+- a failed task → :class:`~migrator.playbooks.PlaybookFailed` (a ``StepFailed`` naming the host, the task
+  and Ansible's message);
+- unreachable hosts only → :class:`~migrator.playbooks.HostsUnreachable` (a ``TemporaryError``: retry);
 - timeout → ``PlaybookTimeout`` (a ``StepTimeout``); cancel event set → ``PlaybookInterrupted`` (an
   ``Interrupted``).
 
@@ -42,16 +42,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from migrator.errors import PermanentError, StepFailed, TemporaryError, UnsupportedFeature
 from migrator.paths import playbooks_dir
+from migrator.playbooks import HostsUnreachable, PlaybookFailed, PlaybookInterrupted, error_for, run_playbook
 from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult, RunnerStatus
-from migrator.targets.ansible.events import (
-    HostsUnreachable,
-    PlaybookFailed,
-    PlaybookInterrupted,
-    SecretScrubber,
-    error_for,
-    host_results,
-    task_event,
-)
+from migrator.targets.ansible.events import SecretScrubber, host_results, task_event
 from migrator.targets.ansible.inventory import ansible_bin_dir, list_hosts
 
 EventCallback = Callable[[Mapping[str, Any]], None]
@@ -170,12 +163,10 @@ class AnsibleRunnerExecutor:
         data_dir: Path,
         cancel: threading.Event | None = None,
         on_event: EventCallback | None = None,
-        raise_on_failure: bool = True,
     ) -> PlaybookResult:
-        """Run ``request.playbook`` on ``request.hosts``; see the module docstring for the errors.
-
-        With ``raise_on_failure=False`` the result is returned whatever happened (used by ``nodes ping``).
-        """
+        """Run ``request.playbook`` on ``request.hosts``; see the module docstring for the errors (a caller
+        that wants the result of a failed run too uses ``migrator.playbooks.run_playbook``'s
+        ``raise_on_failure=False``)."""
         playbook = self.resolve_playbook(request.playbook)
         hosts = tuple(dict.fromkeys(request.hosts))
         if not hosts:
@@ -291,15 +282,14 @@ class AnsibleRunnerExecutor:
             time.monotonic() - started,
             result.changed,
         )
-        if raise_on_failure:
-            err = error_for(
-                result,
-                playbook=playbook.name,
-                timeout=request.timeout,
-                output_tail=_output_tail(artifacts, scrubber),
-            )
-            if err is not None:
-                raise err
+        err = error_for(
+            result,
+            playbook=playbook.name,
+            timeout=request.timeout,
+            output_tail=_output_tail(artifacts, scrubber),
+        )
+        if err is not None:
+            raise err
         return result
 
     # --------------------------------------------------------------------------------------------- helpers
@@ -317,28 +307,17 @@ class AnsibleRunnerExecutor:
         timeout: float = 120.0,
     ) -> dict[str, dict[str, Any]]:
         """Run a facts playbook and return ``{host: <value of the fact>}`` (raises like ``run_playbook``)."""
-        facts: dict[str, dict[str, Any]] = {}
-
-        def collect(event: Mapping[str, Any]) -> None:
-            value = event.get("facts", {}).get(fact)
-            if isinstance(value, dict):
-                facts[str(event["host"])] = value
-            if on_event is not None:
-                on_event(event)
-
-        self.run_playbook(
-            PlaybookRequest(
-                playbook=playbook,
-                hosts=hosts,
-                extra_vars=dict(extra_vars or {}),
-                timeout=timeout,
-                forks=max(1, len(hosts)),
-            ),
+        run = run_playbook(
+            self,
+            playbook,
+            hosts,
             data_dir=data_dir,
+            extra_vars=extra_vars,
+            timeout=timeout,
             cancel=cancel,
-            on_event=collect,
+            on_event=on_event,
         )
-        return facts
+        return run.fact(fact)
 
     def node_facts(
         self,

@@ -1,4 +1,5 @@
-"""Reading an Ansible inventory, and checking that it maps 1:1 onto the cluster's node names.
+"""Reading an Ansible inventory (whether it maps 1:1 onto the cluster's node names is
+:func:`migrator.playbooks.compare_hosts`, a port-level check).
 
 The inventory is parsed by Ansible itself (``ansible-inventory --list``), so every format Ansible reads
 (INI, YAML, scripts, plugins) works, and group and host variables are resolved the way a playbook sees them.
@@ -10,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,28 +47,6 @@ class Inventory:
 
     def group(self, name: str) -> tuple[str, ...]:
         return self.groups.get(name, ())
-
-
-@dataclass(frozen=True)
-class InventoryMismatch:
-    """Hosts of the inventory compared with the cluster's node names."""
-
-    missing: tuple[str, ...]  # cluster nodes the inventory does not list
-    extra: tuple[str, ...]  # inventory hosts that are not cluster nodes
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.extra
-
-    def describe(self) -> str:
-        if self.ok:
-            return "the inventory maps 1:1 onto the cluster's nodes"
-        parts = []
-        if self.missing:
-            parts.append(f"nodes missing from the inventory: {', '.join(self.missing)}")
-        if self.extra:
-            parts.append(f"inventory hosts that are not cluster nodes: {', '.join(self.extra)}")
-        return "; ".join(parts) + " (inventory host names must equal Kubernetes node names)"
 
 
 def _members(groups: Mapping[str, Any], name: str, seen: set[str]) -> list[str]:
@@ -146,16 +125,3 @@ def load_inventory(path: Path, *, timeout: float = INVENTORY_TIMEOUT) -> Invento
 def list_hosts(path: Path, *, timeout: float = INVENTORY_TIMEOUT) -> list[str]:
     """The inventory's host names, sorted."""
     return list(load_inventory(path, timeout=timeout).hosts)
-
-
-def compare_hosts(inventory_hosts: Iterable[str], node_names: Iterable[str]) -> InventoryMismatch:
-    """Compare inventory hosts with cluster node names (exact, case-sensitive, as Kubernetes names)."""
-    inv, nodes = set(inventory_hosts), set(node_names)
-    return InventoryMismatch(missing=tuple(sorted(nodes - inv)), extra=tuple(sorted(inv - nodes)))
-
-
-def require_match(inventory_hosts: Iterable[str], node_names: Iterable[str]) -> None:
-    """Preflight: raise :class:`UsageError` listing missing/extra hosts unless the mapping is 1:1."""
-    mismatch = compare_hosts(inventory_hosts, node_names)
-    if not mismatch.ok:
-        raise UsageError(mismatch.describe())

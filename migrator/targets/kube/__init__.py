@@ -1,5 +1,6 @@
 """The Kubernetes target: :class:`KubeCluster` (the ``Cluster`` port) with the official client, composed of
-one object per job (see :mod:`migrator.targets.kube.cluster`)."""
+one object per job (see :mod:`migrator.targets.kube.cluster`), and :class:`KubeCniOps` (the ``CniOps`` port
+on it; the CNI vocabulary is :mod:`migrator.cni`)."""
 
 from migrator.targets.kube.api import (
     FIELD_MANAGER,
@@ -13,14 +14,7 @@ from migrator.targets.kube.api import (
     translate,
 )
 from migrator.targets.kube.cluster import KubeCluster
-from migrator.targets.kube.cni import (
-    CalicoPool,
-    CniInfo,
-    CniKind,
-    FlannelConfig,
-    FlannelNode,
-    detect_from_objects,
-)
+from migrator.targets.kube.cni import KubeCniOps
 from migrator.targets.kube.drain import DrainPreview, PodDisposition
 from migrator.targets.kube.lock import LeaseHolder, LeaseLock
 from migrator.targets.kube.manifests import ApplyAction, ApplyConflict, ApplyResult, Propagation
@@ -32,14 +26,10 @@ __all__ = [
     "ApplyAction",
     "ApplyConflict",
     "ApplyResult",
-    "CalicoPool",
-    "CniInfo",
-    "CniKind",
     "DrainPreview",
-    "FlannelConfig",
-    "FlannelNode",
     "KubeApi",
     "KubeCluster",
+    "KubeCniOps",
     "KubeConflict",
     "KubeForbidden",
     "KubeInvalid",
@@ -52,7 +42,6 @@ __all__ = [
     "RolloutKind",
     "RolloutStatus",
     "WatchExpired",
-    "detect_from_objects",
     "load_api_client",
     "open_kube_target",
     "translate",

@@ -1,4 +1,4 @@
-"""Calico IPAM and VXLAN identity for each node, taken over from flannel (part of the kube ``CniOps``).
+"""Calico IPAM and VXLAN identity for each node, taken over from flannel (part of ``KubeCniOps``).
 
 A live flannel → Calico migration keeps every node's flannel pod CIDR and VTEP, so that pods keep their
 network and the nodes still on flannel keep valid FDB/ARP entries for the nodes already on Calico (and
@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from migrator.cni import CniInfo
 from migrator.errors import StepFailed
 from migrator.targets.kube.api import KubeNotFound, Obj
 
 if TYPE_CHECKING:
     from migrator.targets.kube.cluster import KubeCluster
-    from migrator.targets.kube.cni import CniInfo
 
 CALICO_V1 = "crd.projectcalico.org/v1"
 MANAGED = {"app.kubernetes.io/managed-by": "migrator"}
@@ -172,8 +172,9 @@ def plan_node_ipam(
             network = ipaddress.ip_network(info.flannel.network, strict=False)
     planned: list[NodeIpam] = []
     problems: list[str] = []
-    for name in sorted(info.flannel_nodes):
-        fl = info.flannel_nodes[name]
+    recorded = info.flannel_nodes
+    for name in sorted(recorded):
+        fl = recorded[name]
         missing = [
             what
             for what, value in (

@@ -18,11 +18,8 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from migrator import ports
 from migrator.ports import Cluster
-from migrator.targets.kube import cniops
 from migrator.targets.kube.api import FIELD_MANAGER, KubeApi, load_api_client
-from migrator.targets.kube.cni import CniInfo, detect_cni
 from migrator.targets.kube.drain import Drainer, DrainPreview, PodDisposition
 from migrator.targets.kube.events import NodeEvents
 from migrator.targets.kube.lock import LeaseLock
@@ -126,10 +123,12 @@ class KubeCluster:
     def close(self) -> None:
         self.api.client.close()
 
-    @property
-    def _snapshot(self) -> ReadSnapshot | None:
-        """The read snapshot in use (the CNI methods below read it)."""
-        return self.snapshots.current
+    def snapshot_memo(self, key: str, load: Callable[[], R]) -> R:
+        """``load()``, computed once per :meth:`read_snapshot` under ``key`` (a read derived from several
+        listings, e.g. the CNI detection of :class:`~migrator.targets.kube.cni.KubeCniOps`); outside a
+        snapshot, every call loads."""
+        snap = self.snapshots.current
+        return snap.memo(key, load) if snap is not None else load()
 
     def read_snapshot(self, *, prefetch: bool = True) -> AbstractContextManager[None]:
         """Serve ``list_nodes``, ``get_node``, ``list_pods`` and ``list_services`` from one paginated list
@@ -168,46 +167,6 @@ class KubeCluster:
     wait_daemonset_pod_ready = _Via("workloads", Workloads.wait_daemonset_pod_ready)
     wait_rollout = _Via("workloads", Workloads.wait_rollout)
 
-    # ------------------------------------------------------------------------------- CNI and lock
-
-    def detect_cni_details(self) -> CniInfo:
-        """The cluster's CNI (flannel, Calico, Canal, Weave Net, Cilium) and its source config, in full."""
-        snap = self._snapshot
-        return snap.cni(lambda: detect_cni(self)) if snap is not None else detect_cni(self)
-
-    # --------------------------------------------------------------- the CniOps port (cniops.py)
-
-    def detect_cni(self) -> ports.CniInfo:
-        """The ``CniOps`` view of :meth:`detect_cni_details`."""
-        snap = self._snapshot
-        if snap is not None:
-            return snap.port_cni(lambda: cniops.to_port_info(self.detect_cni_details(), self))
-        return cniops.to_port_info(self.detect_cni_details(), self)
-
-    def apply_cni_agent(
-        self,
-        agent: ports.CniAgent,
-        *,
-        node_selector: Mapping[str, str] | None = None,
-        config: Mapping[str, str] | None = None,
-        dry_run: bool = False,
-    ) -> list[str]:
-        return cniops.apply_cni_agent(
-            self, agent, node_selector=node_selector, config=config, dry_run=dry_run
-        )
-
-    def delete_cni_agent(self, agent: ports.CniAgent, *, dry_run: bool = False) -> list[str]:
-        return cniops.delete_cni_agent(self, agent, dry_run=dry_run)
-
-    def cni_agent_ready(self, agent: ports.CniAgent, node: str) -> tuple[bool, str]:
-        return cniops.cni_agent_ready(self, agent, node)
-
-    def set_calico_mode(self, node: str, mode: ports.CalicoMode | None) -> None:
-        cniops.set_calico_mode(self, node, mode)
-
-    def resync_cni(self) -> None:
-        """Nothing to do: the CNI agents of a real cluster watch the API server."""
-
     # -------------------------------------------------------------------------------------- lock
 
     def lock(
@@ -227,7 +186,3 @@ def _conforms(cluster: KubeCluster) -> Cluster:
     """mypy checks here that KubeCluster implements the Cluster port."""
     return cluster
 
-
-def _conforms_cni(cluster: KubeCluster) -> ports.CniOps:
-    """... and the CniOps port."""
-    return cluster

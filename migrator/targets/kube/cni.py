@@ -1,361 +1,254 @@
-"""CNI detection: which CNI runs on the cluster, and the source config a migration needs.
+"""``KubeCniOps``: the :class:`~migrator.cni.CniOps` port on a real cluster (``Target.cni`` of the kube
+target). It uses a :class:`KubeCluster` (reads, server-side apply, patches, deletes) and the CNI drivers
+(:mod:`migrator.cni.drivers`: what each CNI's objects look like); it is not part of the cluster.
 
-Detection looks at DaemonSets (all namespaces), a few well-known ConfigMaps, Calico IPPools (when the CRD
-exists) and node annotations. :func:`detect_from_objects` is pure, so it can be tested on plain objects.
+What each operation does on the API server:
+
+- ``detect_cni``: DaemonSets (all namespaces), the ConfigMaps the drivers name (``kube-flannel-cfg``,
+  ``canal-config``, ``calico-config``, ``cilium-config``), Calico IPPools (when the CRD exists) and the
+  node objects, through :func:`migrator.cni.detect_from_objects`; once per read snapshot (a dry run).
+- ``apply_cni_agent(FLANNEL, node_selector)``: a patch of the flannel DaemonSet's pod ``nodeSelector``.
+- ``apply_cni_agent(CALICO, node_selector, config)``: server-side apply of the user's Calico manifest
+  (``config["manifest"]``, a file) with calico-node's ``nodeSelector`` set, plus an ``IPPool`` equal to
+  flannel's network (``blockSize`` = ``SubnetLen``, ``vxlanMode: Always``) and the default
+  ``FelixConfiguration`` with flannel's VNI, port and MTU. Without a manifest, an installed calico-node
+  only gets its ``nodeSelector`` patched (and, with a ``config``, i.e. at the install, the IPAM takeover
+  below); if none is installed that is an error (a dry run says so).
+- ``delete_cni_agent``: delete the agent's DaemonSet (foreground); for calico-node also the IPAM objects
+  and node annotations migrator created.
+- ``cni_agent_ready``: the agent's pod on the node exists and is Ready.
+- ``set_calico_mode``: the node label ``CALICO_MODE_LABEL`` (per-node IPPool selectors use it).
+- ``resync_cni``: nothing (the agents of a real cluster watch the API server).
+
+Per node, Calico's IPAM takes over flannel's pod CIDR and VTEP (:mod:`migrator.targets.kube.calico_ipam`):
+an ``IPAMBlock`` with its ``BlockAffinity`` and the VTEP's ``IPAMHandle``, and the
+``projectcalico.org/IPv4VXLANTunnelAddr``/``VXLANTunnelMACAddr``/``IPv4Address`` node annotations, for
+every node when Calico is installed; deleting calico-node (a rollback of the install) removes them.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from functools import cached_property
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from loguru import logger
 
-from migrator.errors import MigratorError
+from migrator.cni import (
+    CALICO_MODE_LABEL,
+    AgentRef,
+    CalicoMode,
+    CniInfo,
+    CniKind,
+    agent,
+    classify_daemonset,
+    detect_from_objects,
+)
+from migrator.cni.base import pod_spec
+from migrator.cni.drivers import detection_configmaps
+from migrator.errors import MigratorError, StepFailed, UsageError
+from migrator.targets.kube import calico_ipam, types
 from migrator.targets.kube.api import KubeNotFound, Obj
+from migrator.targets.kube.cluster import ApplyResult, KubeCluster, Propagation
 
 if TYPE_CHECKING:
-    from migrator.targets.kube.cluster import KubeCluster
+    from migrator.cni import CniOps
 
-FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/"
-FLANNEL_CONFIGMAPS = (("kube-flannel", "kube-flannel-cfg"), ("kube-system", "kube-flannel-cfg"))
-CANAL_CONFIGMAP = ("kube-system", "canal-config")
-CILIUM_CONFIGMAP = ("kube-system", "cilium-config")
-CALICO_CONFIGMAPS = (("kube-system", "calico-config"),)
+IPPOOLS = "/apis/crd.projectcalico.org/v1/ippools"
 
 
-class CniKind(StrEnum):
-    FLANNEL = "flannel"
-    CALICO = "calico"
-    CANAL = "canal"
-    WEAVE = "weave"
-    CILIUM = "cilium"
-    UNKNOWN = "unknown"
-
-
-# A source of migration first: while flannel → Calico runs, both are present and flannel is the source.
-PRECEDENCE = (CniKind.CANAL, CniKind.FLANNEL, CniKind.WEAVE, CniKind.CILIUM, CniKind.CALICO)
-
-
-@dataclass(frozen=True)
-class FlannelConfig:
-    """flannel's ``net-conf.json`` (defaults as flannel applies them)."""
-
-    network: str
-    subnet_len: int = 24
-    backend_type: str = "vxlan"
-    vni: int = 1
-    port: int = 8472
-    direct_routing: bool = False
-    mtu: int | None = None
-    ipv6_network: str | None = None
-
-    def migration_blockers(self) -> list[str]:
-        """Why a wire-compatible live migration to Calico is not possible (empty when it is)."""
-        problems = []
-        if self.backend_type.lower() != "vxlan":
-            problems.append(f"flannel backend {self.backend_type!r} is not vxlan")
-        if self.direct_routing:
-            problems.append("flannel DirectRouting is on")
-        return problems
-
-
-@dataclass(frozen=True)
-class FlannelNode:
-    """What flannel recorded on a node (``flannel.alpha.coreos.com/*`` annotations and ``spec.podCIDR``)."""
-
-    name: str
-    pod_cidr: str | None
-    public_ip: str | None
-    backend_type: str | None
-    vtep_mac: str | None
-    vni: int | None
-
-    @cached_property
-    def pod_network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-        """The pod CIDR parsed (``None`` when unset or not a network); parsed once per node, as detection
-        and the Calico IPAM plan both read it (at 5,000 nodes, parsing it per use was ~10% of a dry run)."""
-        if not self.pod_cidr:
-            return None
-        try:
-            return ipaddress.ip_network(self.pod_cidr, strict=False)
-        except ValueError:
-            return None
-
-    @cached_property
-    def vtep_ip(self) -> str | None:
-        """flannel.1's address: the first address (``.0``) of the node's pod CIDR, as flannel's VXLAN
-        backend assigns it; Calico must keep it for the nodes still on flannel."""
-        net = self.pod_network
-        return None if net is None else str(net.network_address)
-
-
-@dataclass(frozen=True)
-class CalicoPool:
-    name: str
-    cidr: str
-    vxlan_mode: str | None = None
-    ipip_mode: str | None = None
-    block_size: int | None = None
-    disabled: bool = False
-
-
-@dataclass(frozen=True)
-class CniInfo:
-    """The detected CNI: ``kind`` is the migration source when several are present (``present``)."""
-
-    kind: CniKind
-    present: tuple[CniKind, ...] = ()
-    namespace: str | None = None
-    daemonset: str | None = None
-    version: str | None = None
-    config: Mapping[str, Any] = field(default_factory=dict)
-    flannel: FlannelConfig | None = None
-    flannel_nodes: Mapping[str, FlannelNode] = field(default_factory=dict)
-    calico_pools: tuple[CalicoPool, ...] = ()
-
-    @property
-    def supported_source(self) -> bool:
-        """Whether migrator can migrate away from it today (only flannel)."""
-        return self.kind is CniKind.FLANNEL
-
-    def migration_blockers(self) -> list[str]:
-        """Why a live, wire-compatible flannel → Calico migration cannot start (empty when it can)."""
-        if self.kind is not CniKind.FLANNEL:
-            if self.kind is CniKind.UNKNOWN:
-                return ["no CNI was recognised on the cluster (flannel, Calico, Canal, Weave Net or Cilium)"]
-            if self.kind is CniKind.CALICO:
-                return ["the cluster already runs Calico: there is nothing to migrate from"]
-            return [
-                f"{self.kind} is recognised as the source CNI, but migrating from it is not supported yet "
-                "(only flannel is)"
-            ]
-        if self.flannel is None:
-            return [
-                "flannel runs but its net-conf.json (ConfigMap kube-flannel-cfg) was not found or not valid"
-            ]
-        problems = self.flannel.migration_blockers()
-        problems.extend(self.conflicting_pools())
-        return problems
-
-    def conflicting_pools(self) -> list[str]:
-        """Enabled Calico IPPools that overlap flannel's network but would not keep it wire-compatible."""
-        if self.flannel is None or not self.flannel.network:
-            return []
-        try:
-            network = ipaddress.ip_network(self.flannel.network, strict=False)
-        except ValueError:
-            return [f"flannel's Network {self.flannel.network!r} is not a valid CIDR"]
-        out = []
-        for pool in self.calico_pools:
-            if pool.disabled:
-                continue
-            try:
-                cidr = ipaddress.ip_network(pool.cidr, strict=False)
-            except ValueError:
-                out.append(f"Calico IPPool {pool.name} has an invalid cidr {pool.cidr!r}")
-                continue
-            if cidr.version != network.version or not cidr.overlaps(network):
-                continue
-            reasons = []
-            if cidr != network:
-                reasons.append(f"cidr {pool.cidr} is not flannel's {self.flannel.network}")
-            if pool.block_size is not None and pool.block_size != self.flannel.subnet_len:
-                reasons.append(
-                    f"blockSize {pool.block_size} is not flannel's SubnetLen {self.flannel.subnet_len}"
-                )
-            if pool.ipip_mode not in (None, "Never"):
-                reasons.append(f"ipipMode {pool.ipip_mode} (flannel's wire format is VXLAN)")
-            if pool.vxlan_mode in (None, "Never"):
-                reasons.append("vxlanMode is not Always")
-            if reasons:
-                out.append(f"Calico IPPool {pool.name} conflicts with flannel: " + "; ".join(reasons))
-        return out
-
-
-def _image_tag(ds: Mapping[str, Any]) -> str | None:
-    for container in ds.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []:
-        image = str(container.get("image") or "")
-        if ":" in image.rsplit("/", 1)[-1]:
-            return image.rsplit(":", 1)[-1]
-    return None
-
-
-def _env(ds: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for container in ds.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []:
-        for var in container.get("env") or []:
-            if "value" in var:
-                out[str(var["name"])] = str(var["value"])
-    return out
-
-
-def _container_names(ds: Mapping[str, Any]) -> set[str]:
-    spec = ds.get("spec", {}).get("template", {}).get("spec", {})
-    return {str(c.get("name")) for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])}
-
-
-def classify_daemonset(ds: Mapping[str, Any]) -> CniKind | None:
+def _ref(ds: Mapping[str, Any]) -> tuple[str, str]:
     meta = ds.get("metadata") or {}
-    name = str(meta.get("name", ""))
-    labels = meta.get("labels") or {}
-    containers = _container_names(ds)
-    if name == "canal" or ({"calico-node", "kube-flannel"} <= containers):
-        return CniKind.CANAL
-    if name.startswith("kube-flannel") or labels.get("app") == "flannel" or "kube-flannel" in containers:
-        return CniKind.FLANNEL
-    if name == "calico-node" or "calico-node" in containers:
-        return CniKind.CALICO
-    if name == "weave-net" or "weave" in containers:
-        return CniKind.WEAVE
-    if name == "cilium" or labels.get("k8s-app") == "cilium":
-        return CniKind.CILIUM
-    return None
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
 
-def parse_net_conf(text: str) -> FlannelConfig:
-    conf = json.loads(text)
-    backend = conf.get("Backend") or {}
-    return FlannelConfig(
-        network=str(conf.get("Network", "")),
-        subnet_len=int(conf.get("SubnetLen", 24)),
-        backend_type=str(backend.get("Type", "udp")),
-        vni=int(backend.get("VNI", 1)),
-        port=int(backend.get("Port", 8472)),
-        direct_routing=bool(backend.get("DirectRouting", False)),
-        mtu=int(backend["MTU"]) if backend.get("MTU") else None,
-        ipv6_network=conf.get("IPv6Network"),
+def _line(result: ApplyResult) -> str:
+    where = f"{result.namespace}/{result.name}" if result.namespace else result.name
+    dry = " (server dry run)" if result.dry_run else ""
+    checked = "" if result.validated else " (not validated: its CRD or namespace comes first)"
+    return f"{result.kind} {where} {result.action}{dry}{checked}"
+
+
+def calico_objects(
+    info: CniInfo, manifest: str, node_selector: Mapping[str, str] | None
+) -> list[dict[str, Any]]:
+    """The user's manifest with calico-node's nodeSelector set, plus flannel-compatible pool and Felix."""
+    path = Path(manifest).expanduser()
+    if not path.is_file():
+        raise UsageError(f"Calico manifest {manifest} not found (plan parameter calico_manifest)")
+    docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    for doc in docs:
+        if doc.get("kind") == "DaemonSet" and classify_daemonset(doc) is CniKind.CALICO:
+            spec = doc.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
+            if node_selector:
+                spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **node_selector}
+    fl = info.settings
+    if fl.network:
+        docs.append(
+            {
+                "apiVersion": "crd.projectcalico.org/v1",
+                "kind": "IPPool",
+                "metadata": {"name": "migrator-flannel-compatible"},
+                "spec": {
+                    "cidr": fl.network,
+                    "blockSize": fl.subnet_len,
+                    "vxlanMode": "Always",
+                    "ipipMode": "Never",
+                    "natOutgoing": fl.masquerade,
+                },
+            }
+        )
+    felix: dict[str, Any] = {"vxlanVNI": fl.vni, "vxlanPort": fl.port}
+    if fl.mtu:
+        felix["vxlanMTU"] = fl.mtu
+    docs.append(
+        {
+            "apiVersion": "crd.projectcalico.org/v1",
+            "kind": "FelixConfiguration",
+            "metadata": {"name": "default"},
+            "spec": felix,
+        }
     )
+    return docs
 
 
-def flannel_node(node: Mapping[str, Any]) -> FlannelNode | None:
-    meta = node.get("metadata") or {}
-    ann = {
-        k[len(FLANNEL_ANNOTATION) :]: v
-        for k, v in (meta.get("annotations") or {}).items()
-        if k.startswith(FLANNEL_ANNOTATION)
+def _calico_crds(objects: list[dict[str, Any]]) -> set[str]:
+    """The Calico kinds whose CRDs the objects create."""
+    return {
+        str(((o.get("spec") or {}).get("names") or {}).get("kind"))
+        for o in objects
+        if o.get("kind") == "CustomResourceDefinition"
+        and (o.get("spec") or {}).get("group") == "crd.projectcalico.org"
     }
-    if not ann:
-        return None
-    data: dict[str, Any] = {}
-    if ann.get("backend-data"):
+
+
+class KubeCniOps:
+    """The ``CniOps`` port on a :class:`KubeCluster`."""
+
+    def __init__(self, cluster: KubeCluster) -> None:
+        self.cluster = cluster
+
+    # ---------------------------------------------------------------------------------- detection
+
+    def detect_cni(self) -> CniInfo:
+        """The cluster's CNI (flannel, Calico, Canal, Weave Net, Cilium), its source config, every node and
+        the installed agents (served once per read snapshot)."""
+        return self.cluster.snapshot_memo("cni", self._detect)
+
+    def _detect(self) -> CniInfo:
+        api = self.cluster.api
+        configmaps: dict[tuple[str, str], Obj] = {}
+        for ns, name in detection_configmaps():
+            try:
+                configmaps[(ns, name)] = api.read(
+                    f"read ConfigMap {ns}/{name}", api.core.read_namespaced_config_map, name, ns
+                )
+            except KubeNotFound:
+                continue
+        ippools: list[Obj] = []
         try:
-            parsed = json.loads(ann["backend-data"])
-            data = parsed if isinstance(parsed, dict) else {}
-        except ValueError:
-            data = {}
-    return FlannelNode(
-        name=str(meta.get("name")),
-        pod_cidr=(node.get("spec") or {}).get("podCIDR"),
-        public_ip=ann.get("public-ip"),
-        backend_type=ann.get("backend-type"),
-        vtep_mac=data.get("VtepMAC"),
-        vni=int(data["VNI"]) if data.get("VNI") is not None else None,
-    )
-
-
-def detect_from_objects(
-    daemonsets: Sequence[Mapping[str, Any]],
-    configmaps: Mapping[tuple[str, str], Mapping[str, Any]],
-    nodes: Sequence[Mapping[str, Any]],
-    ippools: Sequence[Mapping[str, Any]] = (),
-) -> CniInfo:
-    """Detect the CNI from plain objects (DaemonSets, ConfigMaps by (namespace, name), nodes, IPPools)."""
-    found: dict[CniKind, Mapping[str, Any]] = {}
-    for ds in daemonsets:
-        kind = classify_daemonset(ds)
-        if kind is not None and kind not in found:
-            found[kind] = ds
-    flannel_nodes = {n.name: n for n in (flannel_node(o) for o in nodes) if n is not None}
-    if not found and flannel_nodes:
-        found[CniKind.FLANNEL] = {}
-    pools = tuple(
-        CalicoPool(
-            name=str(p["metadata"]["name"]),
-            cidr=str(p.get("spec", {}).get("cidr", "")),
-            vxlan_mode=p.get("spec", {}).get("vxlanMode"),
-            ipip_mode=p.get("spec", {}).get("ipipMode"),
-            block_size=p.get("spec", {}).get("blockSize"),
-            disabled=bool(p.get("spec", {}).get("disabled", False)),
-        )
-        for p in ippools
-    )
-    if pools and CniKind.CALICO not in found and CniKind.CANAL not in found:
-        found[CniKind.CALICO] = {}
-    present = tuple(k for k in PRECEDENCE if k in found)
-    if not present:
-        return CniInfo(kind=CniKind.UNKNOWN)
-    kind = present[0]
-    ds = found[kind]
-    meta = ds.get("metadata") or {}
-    config: dict[str, Any] = {}
-    flannel: FlannelConfig | None = None
-    if kind in (CniKind.FLANNEL, CniKind.CANAL):
-        wanted = FLANNEL_CONFIGMAPS if kind is CniKind.FLANNEL else (CANAL_CONFIGMAP,)
-        ordered = sorted(wanted, key=lambda key: key[0] != meta.get("namespace"))
-        for key in ordered:
-            cm = configmaps.get(key)
-            if cm and (cm.get("data") or {}).get("net-conf.json"):
-                net_conf = str(cm["data"]["net-conf.json"])
-                try:
-                    config = {"net-conf.json": json.loads(net_conf), "configmap": f"{key[0]}/{key[1]}"}
-                    flannel = parse_net_conf(net_conf)
-                except (ValueError, TypeError) as exc:
-                    logger.warning("cannot parse {}/{} net-conf.json: {}", key[0], key[1], exc)
-                    config = {"net-conf.json.raw": net_conf, "configmap": f"{key[0]}/{key[1]}"}
-                if kind is CniKind.CANAL:
-                    config.update({k: v for k, v in (cm.get("data") or {}).items() if k != "net-conf.json"})
-                break
-    elif kind is CniKind.CALICO:
-        config = {"env": _env(ds)}
-        cm = configmaps.get(CALICO_CONFIGMAPS[0])
-        if cm:
-            config.update({k: v for k, v in (cm.get("data") or {}).items() if k != "cni_network_config"})
-    elif kind is CniKind.WEAVE:
-        env = _env(ds)
-        config = {"env": env, "IPALLOC_RANGE": env.get("IPALLOC_RANGE", "10.32.0.0/12")}
-    elif kind is CniKind.CILIUM:
-        config = dict((configmaps.get(CILIUM_CONFIGMAP) or {}).get("data") or {})
-    return CniInfo(
-        kind=kind,
-        present=present,
-        namespace=meta.get("namespace"),
-        daemonset=meta.get("name"),
-        version=_image_tag(ds) if ds else None,
-        config=config,
-        flannel=flannel,
-        flannel_nodes=flannel_nodes if kind in (CniKind.FLANNEL, CniKind.CANAL) else {},
-        calico_pools=pools,
-    )
-
-
-def detect_cni(cluster: KubeCluster) -> CniInfo:
-    """Read what detection needs from the cluster, then :func:`detect_from_objects`."""
-    api = cluster.api
-    daemonsets = cluster.list_daemonset_objects()
-    configmaps: dict[tuple[str, str], Obj] = {}
-    for ns, name in (*FLANNEL_CONFIGMAPS, CANAL_CONFIGMAP, CILIUM_CONFIGMAP, *CALICO_CONFIGMAPS):
-        try:
-            configmaps[(ns, name)] = api.read(
-                f"read ConfigMap {ns}/{name}", api.core.read_namespaced_config_map, name, ns
-            )
+            ippools = list(api.request("list Calico IPPools", "GET", IPPOOLS).get("items") or [])
         except KubeNotFound:
-            continue
-    ippools: list[Obj] = []
-    try:
-        ippools = list(
-            api.request("list Calico IPPools", "GET", "/apis/crd.projectcalico.org/v1/ippools").get("items")
-            or []
+            pass
+        except MigratorError as err:
+            logger.debug("cannot list Calico IPPools: {}", err)
+        info = detect_from_objects(
+            self.cluster.list_daemonset_objects(),
+            configmaps,
+            self.cluster.list_node_objects(),
+            ippools,
+            kubelet_cni=lambda node: types.node_cni((node.get("metadata") or {}).get("annotations") or {}),
         )
-    except KubeNotFound:
-        pass
-    except MigratorError as err:
-        logger.debug("cannot list Calico IPPools: {}", err)
-    info = detect_from_objects(daemonsets, configmaps, cluster.list_node_objects(), ippools)
-    logger.info("detected CNI {} (present: {})", info.kind, ", ".join(info.present) or "none")
-    return info
+        logger.info("detected CNI {} (present: {})", info.kind, ", ".join(info.present) or "none")
+        return info
+
+    def _find(self, kind: CniKind) -> tuple[AgentRef, Obj | None]:
+        """The agent of ``kind`` and its DaemonSet (any namespace), or ``None`` when not installed."""
+        ref = agent(kind)
+        ds = next((d for d in self.cluster.list_daemonset_objects() if classify_daemonset(d) is kind), None)
+        return ref, ds
+
+    # ---------------------------------------------------------------------------------- the agents
+
+    def apply_cni_agent(
+        self,
+        agent: CniKind,
+        *,
+        node_selector: Mapping[str, str] | None = None,
+        config: Mapping[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        ref, ds = self._find(agent)
+        manifest = (config or {}).get("manifest")
+        if agent is CniKind.CALICO and manifest:
+            return self._install_calico(manifest, node_selector, dry_run=dry_run)
+        if ds is None:
+            if dry_run and config is None:
+                return [f"{ref.name} is not installed now (an earlier step installs it): selector to be set"]
+            message = f"{ref.name} is not installed"
+            if agent is CniKind.CALICO:
+                message += " and no Calico manifest was given (plan parameter calico_manifest)"
+            if dry_run:
+                return [f"would fail: {message}"]
+            raise StepFailed(message)
+        ns, name = _ref(ds)
+        current = dict(pod_spec(ds).get("nodeSelector") or {})
+        # exactly node_selector; empty: every node
+        wanted: dict[str, str | None] = {key: None for key in current}
+        wanted.update(node_selector or {})
+        self.cluster.patch_daemonset_scheduling(ns, name, node_selector=wanted, dry_run=dry_run)
+        dry = " (server dry run)" if dry_run else ""
+        lines = [f"DaemonSet {ns}/{name} nodeSelector {current} -> {node_selector or {}}{dry}"]
+        if agent is CniKind.CALICO and config is not None:  # an install onto a calico-node already there
+            lines += calico_ipam.ensure_node_ipam(self.cluster, self.detect_cni(), dry_run=dry_run)
+        return lines
+
+    def _install_calico(
+        self, manifest: str, node_selector: Mapping[str, str] | None, *, dry_run: bool
+    ) -> list[str]:
+        objects = calico_objects(self.detect_cni(), manifest, node_selector)
+        results = self.cluster.apply(objects, dry_run=dry_run, default_namespace="kube-system")
+        lines = [_line(r) for r in results]
+        info = self.detect_cni()  # after the apply: what the cluster has now
+        return lines + calico_ipam.ensure_node_ipam(
+            self.cluster, info, dry_run=dry_run, crds_in_batch=_calico_crds(objects)
+        )
+
+    def delete_cni_agent(self, agent: CniKind, *, dry_run: bool = False) -> list[str]:
+        ref, ds = self._find(agent)
+        if ds is None:
+            lines = [f"{ref.name} DaemonSet already absent"]
+        else:
+            ns, name = _ref(ds)
+            self.cluster.delete(
+                "apps/v1", "DaemonSet", name, ns, propagation=Propagation.FOREGROUND, dry_run=dry_run
+            )
+            lines = [f"DaemonSet {ns}/{name} deleted{' (server dry run)' if dry_run else ''}"]
+        if agent is CniKind.CALICO:  # what migrator set up for Calico's IPAM goes with it
+            lines += calico_ipam.remove_node_ipam(self.cluster, dry_run=dry_run)
+        return lines
+
+    def cni_agent_ready(self, agent: CniKind, node: str) -> tuple[bool, str]:
+        ref, ds = self._find(agent)
+        if ds is None:
+            return False, f"{ref.name} is not installed"
+        ns, name = _ref(ds)
+        pods = [p for p in self.cluster.list_pods(namespace=ns, node=node) if p.owner == f"DaemonSet/{name}"]
+        if not pods:
+            return False, f"no {name} pod on {node} (check the nodeSelector and the node's labels)"
+        if not any(p.ready for p in pods):
+            return False, f"{pods[0].key} on {node} is not Ready"
+        return True, f"{pods[0].key} Ready on {node}"
+
+    def set_calico_mode(self, node: str, mode: CalicoMode | None) -> None:
+        self.cluster.label_node(node, {CALICO_MODE_LABEL: mode.value if mode is not None else None})
+
+    def resync_cni(self) -> None:
+        """Nothing to do: the CNI agents of a real cluster watch the API server."""
+
+
+if TYPE_CHECKING:  # mypy proves that KubeCniOps implements the port
+
+    def _implements_port(ops: KubeCniOps) -> CniOps:
+        return ops

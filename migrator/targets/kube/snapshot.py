@@ -29,7 +29,8 @@ class ReadSnapshot:
         self._parts: dict[str, Any] = {}
         self._services: dict[str | None, list[Service]] = {}
 
-    def _memo(self, key: str, load: Callable[[], T]) -> T:
+    def memo(self, key: str, load: Callable[[], T]) -> T:
+        """``load()`` once for this snapshot under ``key``."""
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -39,21 +40,13 @@ class ReadSnapshot:
             return value
 
     def node_objects(self, load: Callable[[], list[Obj]]) -> list[Obj]:
-        return self._memo("node_objs", load)
+        return self.memo("node_objs", load)
 
     def daemonsets(self, load: Callable[[], list[Obj]]) -> list[Obj]:
-        return self._memo("daemonsets", load)
-
-    def cni(self, load: Callable[[], T]) -> T:
-        """The CNI as :func:`migrator.targets.kube.cni.detect_cni` found it."""
-        return self._memo("cni", load)
-
-    def port_cni(self, load: Callable[[], T]) -> T:
-        """... and its ``CniOps`` view."""
-        return self._memo("port_cni", load)
+        return self.memo("daemonsets", load)
 
     def nodes(self, load: Callable[[], list[Node]]) -> dict[str, Node]:
-        return self._memo("nodes", lambda: {n.name: n for n in load()})
+        return self.memo("nodes", lambda: {n.name: n for n in load()})
 
     def pods(self, load: Callable[[], list[Pod]]) -> dict[str, list[Pod]]:
         """Pods by node name."""
@@ -64,7 +57,7 @@ class ReadSnapshot:
                 out.setdefault(pod.node, []).append(pod)
             return out
 
-        return self._memo("pods", by_node)
+        return self.memo("pods", by_node)
 
     def services(self, namespace: str | None, load: Callable[[], list[Service]]) -> list[Service]:
         with self._guard:

@@ -9,6 +9,7 @@
 - ``prober``: :class:`~migrator.targets.kube.prober.KubeProber` (image ``$MIGRATOR_PROBE_IMAGE`` or
   ``python:3.12-alpine``; ``$MIGRATOR_PROBE_OUTSIDE``: ``host-network``, the default, or ``off``, where
   NodePort probes from outside come from), deployed on first use.
+- ``cni``: :class:`~migrator.targets.kube.cni.KubeCniOps` on the cluster (the CNI migration's port).
 - ``run_lock``: run id -> :class:`KubeRunLock`, the engine's run lock for this target (a Lease);
   ``read_snapshot``: the context manager the engine's dry run enters (one paginated list per resource
   instead of one request per node); ``apiserver_endpoint``: the kubeconfig's server when it is an IPv4
@@ -28,6 +29,7 @@ from loguru import logger
 from migrator.errors import LockHeld, MigratorError, UsageError
 from migrator.ports import NodeExecutor, Target
 from migrator.targets.kube.cluster import KubeCluster
+from migrator.targets.kube.cni import KubeCniOps
 from migrator.targets.kube.lock import LeaseLock
 from migrator.targets.kube.prober import DEFAULT_IMAGE, KubeProber, OutsideMode
 
@@ -155,6 +157,7 @@ def open_kube_target(
         cluster=cluster,
         executor=executor,
         prober=prober,
+        cni=KubeCniOps(cluster),
         inventory=inventory_path,
         no_executor=NO_INVENTORY if executor is None else None,
         apiserver_endpoint=apiserver_endpoint(cluster.api.host),
