@@ -21,11 +21,11 @@ from migrator.targets.kube.calico_ipam import (
     cidr_name,
     plan_node_ipam,
 )
-from migrator.testing.kube_cluster import calico_node_daemonset
 from migrator.testing.kube_server import (
     CALICO_CRD_KINDS,
     FakeApiServer,
     calico_crds,
+    calico_node_daemonset,
     seed_flannel_cluster,
 )
 

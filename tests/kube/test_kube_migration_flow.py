@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 from migrator.cni import CniKind
 from migrator.targets.kube import ApplyAction, KubeCluster, KubeCniOps, RolloutKind
-from migrator.testing.kube_cluster import calico_node_daemonset
-from migrator.testing.kube_server import FakeApiServer, seed_flannel_cluster
+from migrator.testing.kube_server import FakeApiServer, calico_node_daemonset, seed_flannel_cluster
 
 CALICO = [
     calico_node_daemonset(

@@ -14,7 +14,7 @@ snapshot and the node Events):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -27,7 +27,7 @@ from migrator.targets.kube.manifests import ApplyAction, ApplyConflict, ApplyRes
 from migrator.targets.kube.nodes import NodeOps
 from migrator.targets.kube.pods import PodOps
 from migrator.targets.kube.services import ServiceOps
-from migrator.targets.kube.snapshot import ReadSnapshot, Snapshots
+from migrator.targets.kube.snapshot import Snapshots
 from migrator.targets.kube.workloads import RolloutKind, RolloutStatus, Workloads
 
 __all__ = [  # the names callers import from here (they live in the modules of their jobs)
