@@ -45,7 +45,7 @@ class EngineOptions:
     """How targets become agent specs.
 
     ``dns_server`` is the resolver for host names (the ``service-dns`` kind) when a source has no
-    resolv.conf; ``dns_for`` may give one per source, which overrides its resolv.conf.
+    resolv.conf.
     ``allow_own_netns`` lets a source without a namespace probe from the prober's own namespace:
     never for the lab, only for an agent running inside a pod.
     ``retries``: failed probes of a one-off run are probed again (at ``retry_concurrency``) up to this many
@@ -54,7 +54,6 @@ class EngineOptions:
     """
 
     dns_server: str | None = None
-    dns_for: Callable[[str], str | None] | None = None
     allow_own_netns: bool = False
     workers: int = 0  # probing threads for big runs; 0: min(4, CPUs)
     retries: int = 1  # confirmation passes over failed probes (one-off runs only, never continuous)
@@ -62,7 +61,6 @@ class EngineOptions:
 
 
 def to_spec(target: ProbeTarget, netns: str | None, options: EngineOptions) -> agent.Spec:
-    dns = options.dns_for(target.source) if options.dns_for else None
     return agent.Spec(
         source=target.source,
         dest=target.dest,
@@ -75,7 +73,6 @@ def to_spec(target: ProbeTarget, netns: str | None, options: EngineOptions) -> a
         expect_body=target.expect_body,
         timeout=target.timeout,
         netns=netns,
-        dns_server=dns,
         dns_fallback=options.dns_server,
     )
 
