@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from migrator.runs.events import Event, Outcome, PreflightRequirements, StepEvent
+
 HELD = "steady state held"
 NOT_HELD = "steady state not held"
 NOT_JUDGED = "steady state not judged"
@@ -46,7 +48,7 @@ _OUTAGE = re.compile(r"^(?P<subject>.*): outage (?P<value>[\d.]+) ms > (?P<thres
 _AFTER = ("stage-verify", "verify")
 
 
-def is_game_day(plan: Mapping[str, Any] | None, events: Sequence[Mapping[str, Any]]) -> bool:
+def is_game_day(plan: Mapping[str, Any] | None, events: Sequence[Event]) -> bool:
     spec = plan.get("spec") if isinstance(plan, Mapping) else None
     meta = plan.get("metadata") if isinstance(plan, Mapping) else None
     labels = meta.get("labels") if isinstance(meta, Mapping) else None
@@ -59,11 +61,10 @@ def is_game_day(plan: Mapping[str, Any] | None, events: Sequence[Mapping[str, An
     return any(_fault_of(e) is not None for e in events)
 
 
-def _fault_of(event: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    if event.get("type") != "step.event":
+def _fault_of(event: Event) -> Mapping[str, Any] | None:
+    if not isinstance(event, StepEvent):
         return None
-    sub = event.get("event")
-    fault = sub.get("fault") if isinstance(sub, Mapping) else None
+    fault = event.event.get("fault")
     return fault if isinstance(fault, Mapping) and fault.get("id") else None
 
 
@@ -80,7 +81,7 @@ def _epoch(ts: Any) -> float | None:
         return None
 
 
-def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[dict[str, Any]]:
+def fold_faults(events: Sequence[Event], t0: float | None) -> list[dict[str, Any]]:
     """Every fault of the journal, in the order they went on (or were refused)."""
     faults: dict[str, dict[str, Any]] = {}
 
@@ -89,7 +90,7 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
 
     for e in events:
         f = _fault_of(e)
-        if f is None:
+        if f is None or not isinstance(e, StepEvent):
             continue
         fid = str(f["id"])
         item = faults.get(fid)
@@ -97,7 +98,7 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
             item = faults[fid] = {
                 "id": fid,
                 "kind": f.get("kind"),
-                "step": e.get("key"),
+                "step": e.key,
                 "nodes": list(f.get("nodes") or []),
                 "mechanism": None,
                 "duration_s": None,
@@ -117,7 +118,7 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
                 "clean": None,
             }
         phase = str(f.get("phase") or "")
-        ts = f.get("ts") if isinstance(f.get("ts"), int | float) else _epoch(e.get("ts"))
+        ts = f.get("ts") if isinstance(f.get("ts"), int | float) else _epoch(e.ts)
         if phase == "on":
             item.update(
                 mechanism=f.get("mechanism"),
@@ -149,7 +150,7 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
                 item["off"], item["off_offset_s"] = _iso(ts), offset(ts)
         elif phase == "refused":
             item["refused"] = f.get("error") or "refused"
-            item["preflight"] = bool(e.get("preflight"))
+            item["preflight"] = e.preflight
     return sorted(faults.values(), key=lambda x: (x["on"] is None, x["on"] or "", x["id"]))
 
 
@@ -237,7 +238,7 @@ def _row(c: Mapping[str, Any]) -> dict[str, Any]:
 def steady_state(
     *,
     plan: Mapping[str, Any] | None,
-    events: Sequence[Mapping[str, Any]],
+    events: Sequence[Event],
     checks: Sequence[Mapping[str, Any]],
     status: str,
     t0: Any,
@@ -274,7 +275,7 @@ def steady_state(
             break
     went_on = [f for f in faults if f["on"]]
     refused = [f for f in faults if f["refused"]]
-    requirements = next((e for e in events if e.get("type") == "preflight.requirements"), None)
+    requirements = next((e for e in events if isinstance(e, PreflightRequirements)), None)
     held: bool | None
     if breach is not None:
         held, reason = False, _reason(breach)
@@ -285,7 +286,7 @@ def steady_state(
             f"fault {refused[0]['id']} was refused: {refused[0]['refused']}"
             if refused
             else "the run's requirements failed"
-            if requirements is not None and requirements.get("outcome") == "failed"
+            if requirements is not None and requirements.outcome == Outcome.FAILED
             else "no fault went on"
         )
         held, reason = None, why if refused or not message else f"{why}: {message}"
