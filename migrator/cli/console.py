@@ -143,26 +143,11 @@ class RichObserver:
         with self._lock:
             tree = Tree(Text(self.title, style="bold"))
             for name, st in self.stages.items():
-                status = str(st.get("status"))
-                label: RenderableType
-                if status == "running":
-                    label = Spinner("dots", text=Text(f"stage {name}"))
-                else:
-                    label = Text.from_markup(f"{_ICONS.get(status, '·')} stage {name}")
-                branch = tree.add(label)
+                branch = tree.add(_status_label(str(st.get("status")), f"stage {name}"))
                 for step, sstatus in st["steps"].items():
-                    if sstatus == "running":
-                        branch.add(Spinner("dots", text=Text(step)))
-                    else:
-                        branch.add(Text.from_markup(f"{_ICONS.get(sstatus, '·')} {step}"))
+                    branch.add(_status_label(sstatus, step))
                 for index, wave in sorted(st["waves"].items()):
-                    wstatus = str(wave["status"])
-                    wlabel = f"wave {index + 1}"
-                    wbranch = branch.add(
-                        Spinner("dots", text=Text(wlabel))
-                        if wstatus == "running"
-                        else Text.from_markup(f"{_ICONS.get(wstatus, '·')} {wlabel}")
-                    )
+                    wbranch = branch.add(_status_label(str(wave["status"]), f"wave {index + 1}"))
                     for node, text in wave["nodes"].items():
                         if str(text).startswith("running:"):
                             wbranch.add(Spinner("dots", text=Text(f"{node}: {text[8:]}")))
@@ -184,6 +169,13 @@ class RichObserver:
         if started:
             self._live.refresh()
             self._live.stop()
+
+
+def _status_label(status: str, text: str) -> RenderableType:
+    """A spinner while running, else the outcome's icon."""
+    if status == "running":
+        return Spinner("dots", text=Text(text))
+    return Text.from_markup(f"{_ICONS.get(status, '·')} {text}")
 
 
 def console_observer(stream: TextIO | None = None) -> RichObserver | PlainObserver:
