@@ -124,7 +124,7 @@ class EngineOptions:
     cancel_grace: float = 5.0
     """How long a cancelled or timed-out action gets to stop before the engine moves on."""
     journal: JournalFactory = Journal
-    """Makes the run's journal (tests: :func:`migrator.testing.crash.crash_after`)."""
+    """Makes the run's journal (a test may give one that fails on purpose at a given event)."""
     approve: Callable[[str], bool] | None = None
     """Asked before a stage with ``approval: true``; ``None`` approves."""
 
