@@ -190,7 +190,7 @@ def console_observer(stream: TextIO | None = None) -> RichObserver | PlainObserv
 
 
 def dry_run_tree(report: Mapping[str, Any]) -> Tree:
-    """A rich tree of a dry-run report (:func:`migrator.engine.api.dry_run`)."""
+    """A rich tree of a dry-run report (:func:`migrator.engine.dryrun.dry_run`)."""
     root = Tree(
         Text(
             f"dry run: plan {report['plan']} on target {report['target']}"
