@@ -25,18 +25,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState
 
-from migrator.actions import StepContext, get_action
+from migrator.actions import get_action
 from migrator.actions.context import Cancelled, CheckContext
 from migrator.checks import CheckResult, get_check
 from migrator.engine.monitor import StageMonitor
 from migrator.engine.planio import PlanSource, render_step, runtime_context
 from migrator.engine.requirements import CHECK_NAME as REQUIREMENTS_CHECK
 from migrator.engine.requirements import step_requirements
+from migrator.engine.runner import StepRunner
 from migrator.engine.saga import Saga
 from migrator.engine.state import SagaState, step_key
 from migrator.errors import (
@@ -48,7 +49,7 @@ from migrator.errors import (
     StepTimeout,
     TemporaryError,
 )
-from migrator.plan.models import CheckBase, FailurePolicy, RetryPolicy, RollbackPolicy, Stage, StepBase
+from migrator.plan.models import CheckBase, FailurePolicy, RollbackPolicy, Stage, StepBase
 from migrator.plan.selection import stage_waves
 from migrator.ports import Node, Target
 from migrator.runs.events import (
@@ -184,7 +185,18 @@ class Engine:
         self.target_spec = target_spec or target.name
         self.scrub = Scrubber(source.secret_values)
         self.journal = self.options.journal(rundir.journal, self.run_id, scrub=self.scrub)
-        self.saga = Saga(self, self.control.stop_rollback)
+        self.calls = StepRunner(
+            rundir=rundir,
+            target=target,
+            params=source.params,
+            scrub=self.scrub,
+            state=self.state,
+            emit=self.emit,
+            sleep=self.options.sleep or self._wait,
+            poll=self.options.poll,
+            grace=self.options.cancel_grace,
+        )
+        self.saga = Saga(self, self.calls, self.control.stop_rollback)
         self._emit_lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
         self._cancel_seen = False
@@ -336,6 +348,10 @@ class Engine:
         if not result.ok:
             raise CheckFailed(result.message(), check=REQUIREMENTS_CHECK, details=result.to_dict())
 
+    def _wait(self, seconds: float) -> None:
+        """Between two attempts: a wait that a cancel ends early."""
+        self.control.cancel.wait(seconds)
+
     def _requirement_event(self, key: str, event: Mapping[str, Any]) -> None:
         self.emit(StepEvent(key=key, event=dict(event), preflight=True))
 
@@ -345,7 +361,17 @@ class Engine:
         if stage.approval and self.options.approve is not None and not self.options.approve(stage.name):
             raise StepFailed(f"stage {stage.name!r} was not approved")
         waves = self._start_stage(index, stage)
-        monitor = StageMonitor(self, stage, self.options.monitor_interval) if stage.monitor else None
+        monitor = (
+            StageMonitor(
+                stage,
+                self.options.monitor_interval,
+                emit=self.emit,
+                run_check=self._monitor_check,
+                wave_nodes=lambda: self.wave_nodes,
+            )
+            if stage.monitor
+            else None
+        )
         if monitor is not None:
             monitor.start()
         try:
@@ -519,46 +545,6 @@ class Engine:
             return Interrupted("interrupted while the step was running")
         return monitor.failure() if monitor is not None else None
 
-    def step_context(
-        self,
-        index: int,
-        stage: Stage,
-        step_index: int,
-        step: StepBase,
-        node: Node | None,
-        *,
-        key: str,
-        timeout: float,
-        attempt: int,
-        undoing: bool = False,
-    ) -> StepContext:
-        def emit_sub(event: Mapping[str, Any]) -> None:
-            self.emit(StepEvent(key=key, event=dict(event)))
-
-        return StepContext(
-            run_id=self.run_id,
-            run_dir=self.rundir.path,
-            artifacts_dir=self.rundir.step_dir(
-                f"{index + 1:02d}.{step_index + 1:02d}",
-                stage.name,
-                step.display_name,
-                node.name if node else None,
-            ),
-            target=self.target,
-            node=node,
-            params=self.source.params,
-            cancel=threading.Event(),
-            deadline=time.monotonic() + timeout,
-            emit=emit_sub,
-            scrub=self.scrub,
-            stage=stage.name,
-            step=step.display_name,
-            attempt=attempt,
-            prepared=self.state.prepared.get(key),
-            undoing=undoing,
-            timeout=timeout,
-        )
-
     def _run_step(
         self,
         index: int,
@@ -589,20 +575,23 @@ class Engine:
         }
         local_attempt = 0
 
+        def abort() -> BaseException | None:
+            return self._abort_reason(monitor)
+
         def attempt() -> None:
             nonlocal local_attempt
             local_attempt += 1
             self._safe_point(monitor)
             number = self.state.attempts.get(key, 0) + 1
-            ctx = self.step_context(
+            ctx = self.calls.step_context(
                 index, stage, step_index, step, node, key=key, timeout=step.timeout, attempt=number
             )
             self.emit(StepStart(**ref, attempt=number, args=_dump(args), timeout=step.timeout))
             started = time.monotonic()
 
             def call(fn: Callable[[], T]) -> T:
-                return self.in_worker(
-                    fn, ctx.cancel, ctx.deadline, monitor, f"step {key}", timeout=step.timeout
+                return self.calls.in_worker(
+                    fn, ctx.cancel, ctx.deadline, f"step {key}", abort=abort, timeout=step.timeout
                 )
 
             try:
@@ -645,77 +634,17 @@ class Engine:
             wait_s = state.next_action.sleep if state.next_action else 0.0
             self.emit(StepRetry(key=key, attempt=state.attempt_number, wait=round(wait_s, 3)))
 
-        self.retrying(step.retry, before_sleep)(attempt)
-
-    def retrying(self, policy: RetryPolicy, before_sleep: Callable[[RetryCallState], None]) -> Retrying:
-        """Attempts per ``policy``: a TemporaryError is tried again after a backoff (at least its delay)."""
-
-        def wait_for(state: RetryCallState) -> float:
-            base = min(policy.max_backoff, policy.backoff * policy.multiplier ** (state.attempt_number - 1))
-            exc = state.outcome.exception() if state.outcome is not None else None
-            if isinstance(exc, TemporaryError):
-                return max(base, exc.delay)
-            return base
-
-        return Retrying(
-            stop=stop_after_attempt(policy.attempts),
-            wait=wait_for,
-            retry=retry_if_exception_type(TemporaryError),
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-
-    def _sleep(self, seconds: float) -> None:
-        if self.options.sleep is not None:
-            self.options.sleep(seconds)
-        else:
-            self.control.cancel.wait(seconds)
-
-    def in_worker(
-        self,
-        fn: Callable[[], T],
-        cancel: threading.Event,
-        deadline: float,
-        monitor: StageMonitor | None,
-        what: str,
-        *,
-        interruptible: bool = True,
-        timeout: float | None = None,
-    ) -> T:
-        """Run ``fn`` in a worker thread under ``deadline``; set ``cancel`` on timeout or abort. Whatever
-        ``fn`` raises (``BaseException`` included) is raised here, in the calling thread."""
-        box: dict[str, Any] = {}
-        done = threading.Event()
-        limit = timeout if timeout is not None else max(0.0, deadline - time.monotonic())
-
-        def runner() -> None:
-            try:
-                box["result"] = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed over to the calling thread, raised there
-                box["error"] = exc
-            finally:
-                done.set()
-
-        thread = threading.Thread(target=runner, name=what[:40], daemon=True)
-        thread.start()
-        reason: BaseException | None = None
-        while not done.wait(self.options.poll):
-            if time.monotonic() >= deadline:
-                reason = StepTimeout(f"{what} timed out after {limit:g}s")
-                break
-            reason = self._abort_reason(monitor) if interruptible else None
-            if reason is not None:
-                break
-        if reason is not None:
-            cancel.set()
-            done.wait(self.options.cancel_grace)
-            raise reason
-        if "error" in box:
-            raise box["error"]
-        return cast(T, box.get("result"))
+        self.calls.retrying(step.retry, before_sleep)(attempt)
 
     # ----------------------------------------------------------------------------------- checks
+
+    def _monitor_check(
+        self, check: CheckBase, *, stage: str, call: str, store: dict[str, Any], nodes: Sequence[Node]
+    ) -> None:
+        """One call of a monitor's check (not journaled: the monitor emits its own events)."""
+        self.run_check(
+            check, phase=CheckPhase.MONITOR, stage=stage, nodes=nodes, journal=False, call=call, store=store
+        )
 
     def run_checks(
         self,
@@ -806,14 +735,14 @@ class Engine:
         if journal:
             self.emit(CheckStart(**ref))
         started = time.monotonic()
+        interruptible = phase not in (CheckPhase.POST_ROLLBACK, CheckPhase.MONITOR)
+
+        def abort() -> BaseException | None:
+            return self._abort_reason(monitor)
+
         try:
-            result = self.in_worker(
-                evaluate,
-                ctx.cancel,
-                ctx.deadline,
-                monitor if phase != CheckPhase.MONITOR else None,
-                f"check {name}",
-                interruptible=phase not in (CheckPhase.POST_ROLLBACK, CheckPhase.MONITOR),
+            result = self.calls.in_worker(
+                evaluate, ctx.cancel, ctx.deadline, f"check {name}", abort=abort if interruptible else None
             )
         except Interrupted:
             raise

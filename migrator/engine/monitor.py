@@ -1,45 +1,33 @@
 """A stage's monitor: its ``monitor`` checks, started with the stage, run in rounds in a background thread
 while the stage runs, concluded when it ends; a failure aborts the stage (its running steps are cancelled).
 
-The monitor knows the engine only through :class:`MonitorHost` (what it calls back): it emits
-``monitor.start``/``monitor.failed``/``monitor.end`` and runs each check through the host's
-``run_check`` (not journaled one by one: a round every ``interval`` seconds would flood the journal).
+The monitor knows the engine only through what it is given: ``emit`` for ``monitor.start``,
+``monitor.failed`` and ``monitor.end``, ``run_check`` (:class:`MonitorCheck`: not journaled one by one, a
+round every ``interval`` seconds would flood the journal) and ``wave_nodes`` (the nodes of the running
+wave, for each round).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from loguru import logger
 
-from migrator.checks import CheckResult
 from migrator.errors import CheckFailed
 from migrator.plan.models import CheckBase, Stage
 from migrator.ports import Node
-from migrator.runs.events import CheckPhase, Event, MonitorEnd, MonitorFailed, MonitorStart
+from migrator.runs.events import Event, MonitorEnd, MonitorFailed, MonitorStart
 
 
-class MonitorHost(Protocol):
-    """What a monitor needs of the engine."""
+class MonitorCheck(Protocol):
+    """One call (``call``: ``monitor_start``, ``run`` or ``monitor_stop``) of a monitor's check; raises
+    CheckFailed when it does not hold."""
 
-    @property
-    def wave_nodes(self) -> tuple[Node, ...]: ...
-
-    def emit(self, event: Event) -> Event: ...
-
-    def run_check(
-        self,
-        check: CheckBase,
-        *,
-        phase: CheckPhase,
-        stage: str | None = None,
-        nodes: Sequence[Node] = (),
-        journal: bool = True,
-        call: str = "run",
-        store: dict[str, Any] | None = None,
-    ) -> CheckResult: ...
+    def __call__(
+        self, check: CheckBase, *, stage: str, call: str, store: dict[str, Any], nodes: Sequence[Node]
+    ) -> None: ...
 
 
 class StageMonitor:
@@ -50,8 +38,18 @@ class StageMonitor:
     thread, never swallowed).
     """
 
-    def __init__(self, host: MonitorHost, stage: Stage, interval: float) -> None:
-        self.host = host
+    def __init__(
+        self,
+        stage: Stage,
+        interval: float,
+        *,
+        emit: Callable[[Event], object],
+        run_check: MonitorCheck,
+        wave_nodes: Callable[[], tuple[Node, ...]],
+    ) -> None:
+        self.emit = emit
+        self.run_check = run_check
+        self.wave_nodes = wave_nodes
         self.stage = stage
         self.interval = interval
         self.abort = threading.Event()
@@ -70,7 +68,7 @@ class StageMonitor:
         return self.fatal or self.error or CheckFailed("a monitor check failed")
 
     def start(self) -> None:
-        self.host.emit(
+        self.emit(
             MonitorStart(stage=self.stage.name, checks=tuple(c.display_name for c in self.stage.monitor))
         )
         for check, store in zip(self.stage.monitor, self.stores, strict=True):
@@ -84,20 +82,12 @@ class StageMonitor:
     def _check(
         self, check: CheckBase, store: dict[str, Any], *, call: str, nodes: Sequence[Node] = ()
     ) -> None:
-        self.host.run_check(
-            check,
-            phase=CheckPhase.MONITOR,
-            stage=self.stage.name,
-            nodes=nodes,
-            journal=False,
-            call=call,
-            store=store,
-        )
+        self.run_check(check, stage=self.stage.name, call=call, store=store, nodes=nodes)
 
     def _fail(self, check: CheckBase, exc: CheckFailed) -> None:
         self.error = exc
         self.abort.set()
-        self.host.emit(
+        self.emit(
             MonitorFailed(
                 stage=self.stage.name, check=check.display_name, error=str(exc), details=exc.details
             )
@@ -125,7 +115,7 @@ class StageMonitor:
             if self._stop.is_set():
                 return False
             try:
-                self._check(check, store, call="run", nodes=self.host.wave_nodes)
+                self._check(check, store, call="run", nodes=self.wave_nodes())
             except CheckFailed as exc:
                 self._fail(check, exc)
                 return False
@@ -146,7 +136,7 @@ class StageMonitor:
             except CheckFailed as exc:
                 if final is None and not self.abort.is_set():
                     final = exc
-                    self.host.emit(
+                    self.emit(
                         MonitorFailed(
                             stage=self.stage.name,
                             check=check.display_name,
@@ -154,7 +144,7 @@ class StageMonitor:
                             details=exc.details,
                         )
                     )
-        self.host.emit(
+        self.emit(
             MonitorEnd(
                 stage=self.stage.name, rounds=self.rounds, aborted=self.abort.is_set() or final is not None
             )

@@ -2,7 +2,8 @@
 then the preflight checks again as the post-rollback verification), one step's undo, and the undo of a
 stage that failed with ``on_failure: continue``.
 
-It knows the engine only through :class:`SagaHost` (what it calls back); the rollback stack is the
+It knows the engine only through :class:`SagaHost` (what it calls back) and calls the undos through the
+engine's :class:`~migrator.engine.runner.StepRunner`; the rollback stack is the
 engine's :class:`~migrator.engine.state.SagaState`, folded from the journal, so a rollback continues where
 a crashed one stopped.
 """
@@ -11,16 +12,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from tenacity import RetryCallState, Retrying
+from tenacity import RetryCallState
 
-from migrator.actions import StepContext, get_action
+from migrator.actions import get_action
 from migrator.engine.planio import render_step, runtime_context
+from migrator.engine.runner import StepRunner
 from migrator.engine.state import SagaState, StepRecord
 from migrator.errors import CheckFailed, PermanentError
-from migrator.plan.models import CheckBase, Plan, RetryPolicy, Stage, StepBase
+from migrator.plan.models import CheckBase, Plan, Stage
 from migrator.ports import Node
 from migrator.runs.events import (
     CheckPhase,
@@ -39,7 +41,7 @@ from migrator.runs.events import (
 )
 
 if TYPE_CHECKING:
-    from migrator.engine.monitor import StageMonitor
+    pass
 
 T = TypeVar("T")
 
@@ -55,42 +57,15 @@ class SagaHost(Protocol):
 
     def node(self, name: str) -> Node: ...
 
-    def step_context(
-        self,
-        index: int,
-        stage: Stage,
-        step_index: int,
-        step: StepBase,
-        node: Node | None,
-        *,
-        key: str,
-        timeout: float,
-        attempt: int,
-        undoing: bool = False,
-    ) -> StepContext: ...
-
-    def in_worker(
-        self,
-        fn: Callable[[], T],
-        cancel: threading.Event,
-        deadline: float,
-        monitor: StageMonitor | None,
-        what: str,
-        *,
-        interruptible: bool = True,
-        timeout: float | None = None,
-    ) -> T: ...
-
-    def retrying(self, policy: RetryPolicy, before_sleep: Callable[[RetryCallState], None]) -> Retrying: ...
-
     def run_checks(self, checks: Iterable[CheckBase], *, phase: CheckPhase) -> None: ...
 
 
 class Saga:
     """Undoes what a run did. ``stop`` (a second interrupt) stops a rollback between two undos."""
 
-    def __init__(self, host: SagaHost, stop: threading.Event) -> None:
+    def __init__(self, host: SagaHost, calls: StepRunner, stop: threading.Event) -> None:
         self.host = host
+        self.calls = calls
         self.stop = stop
         self.attention: list[str] = []
         """What went wrong without failing the run (a failed undo of a continued stage): it needs a look."""
@@ -188,7 +163,7 @@ class Saga:
         def attempt() -> None:
             nonlocal attempts
             attempts += 1
-            ctx = host.step_context(
+            ctx = self.calls.step_context(
                 rec.stage_index,
                 stage,
                 rec.step_index,
@@ -207,14 +182,14 @@ class Saga:
                     return action.do(ctx, args)
                 return action.undo(ctx, args, result)
 
-            host.in_worker(run, ctx.cancel, ctx.deadline, None, f"undo {rec.key}", interruptible=False)
+            self.calls.in_worker(run, ctx.cancel, ctx.deadline, f"undo {rec.key}")
 
         def before_sleep(state: RetryCallState) -> None:
             wait_s = state.next_action.sleep if state.next_action else 0.0
             host.emit(UndoRetry(key=rec.key, attempt=state.attempt_number, wait=round(wait_s, 3)))
 
         try:
-            host.retrying(policy, before_sleep)(attempt)
+            self.calls.retrying(policy, before_sleep)(attempt)
         except Exception as exc:
             host.emit(
                 UndoEnd(
