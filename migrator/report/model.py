@@ -1,10 +1,11 @@
 """The run report as data: built from a run folder (journal first), rendered by the other modules.
 
-:func:`build_report` folds ``journal.jsonl`` (read with the engine's tolerant reader, so a torn last line
-is reported, not fatal) plus ``meta.json``, ``state.json`` and ``plan.json`` into one JSON-able dict,
-the content of ``report.json``. Its shape (``schema: migrator.report/v1``, as a JSON Schema in
-``migrator/report/report.schema.json``; fields may be added, none removed); times are ISO 8601 UTC,
-``*_s`` are seconds, ``offset_s`` are seconds since the run started::
+:func:`build_report` folds ``journal.jsonl`` (read with the journal's tolerant reader, so a torn last line
+is reported, not fatal; its lines parsed into the typed events of :mod:`migrator.runs.events`) plus
+``meta.json``, ``state.json`` and ``plan.json`` into one JSON-able dict, the content of ``report.json``.
+Its shape (``schema: migrator.report/v1``, as a JSON Schema in ``migrator/report/report.schema.json``;
+fields may be added, none removed); times are ISO 8601 UTC, ``*_s`` are seconds, ``offset_s`` are seconds
+since the run started::
 
     schema, generated, run_id, plan, plan_description, target, identity, params, rollback_policy
     status            RunStatus value (succeeded, failed-rolled-back, needs-attention, ...)
@@ -37,11 +38,11 @@ the content of ``report.json``. Its shape (``schema: migrator.report/v1``, as a 
 ``preflight`` also has ``requirements`` (the steps' own preflight at run start, see
 :mod:`migrator.engine.requirements`): ``{outcome, checked, failures, skipped, duration}`` when journaled.
 
-Annotations are produced by *annotators* (:func:`register_annotator`): functions from a journal event
-to an annotation (or ``None``). The built-in one marks run resumes, rollback starts, interrupts,
-monitor aborts and fault events (``step.event``/``check.event`` whose event names a fault, e.g.
-``{"fault": "partition", "state": "on"}`` or ``{"type": "fault.on", ...}``); a fault injector may
-register its own for richer labels.
+Annotations are produced by *annotators* (:func:`register_annotator`): functions from a typed journal
+event (:class:`migrator.runs.events.Event`) to an annotation (or ``None``). The built-in one marks run
+resumes, rollback starts, interrupts, monitor aborts and fault events (``step.event``/``check.event``
+whose event names a fault, e.g. ``{"fault": "partition", "state": "on"}`` or ``{"type": "fault.on",
+...}``); a fault injector may register its own for richer labels.
 """
 
 from __future__ import annotations
