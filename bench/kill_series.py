@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:
 from migrator.lab import sh  # noqa: E402
 from migrator.lab.lab import Lab  # noqa: E402
 from migrator.lab.spec import AppKind, LabSpec  # noqa: E402
-from migrator.runs.journal import KILL_AFTER_ENV, read_journal  # noqa: E402
+from migrator.runs.journal import read_journal  # noqa: E402
 
 PLAN = ROOT / "plans" / "flannel-to-calico.yaml"
 # waves of the plan on a 4-node lab: workers first, control plane (node1) last; one node a wave
@@ -292,18 +292,19 @@ def _host_netns(pid: int) -> bool:
 def apply_and_kill(home: Path, lab: str, point: KillPoint, *, timeout: float = 600) -> _Killed:
     """Start ``migrator apply`` and SIGKILL it (only it) at ``point``; watch its children afterwards.
 
-    A boundary point (no delay) is exact: the apply runs with ``MIGRATOR_TEST_KILL_AFTER`` and sends
-    itself SIGKILL right after the event is on disk. A point inside a step is timed from outside: this
-    process polls the journal and sends SIGKILL ``delay`` seconds after the step started."""
+    A boundary point (no delay) is exact: the apply runs under ``python -m migrator.testing.kill_after``,
+    which has it send itself SIGKILL right after the event is on disk. A point inside a step is timed from
+    outside: this process polls the journal and sends SIGKILL ``delay`` seconds after the step started."""
     runs = home / "runs"
     before = {p.name for p in runs.iterdir()} if runs.is_dir() else set()
     env = _cli_env(home)
-    if not point.delay:
-        env[KILL_AFTER_ENV] = f"{point.event} {point.key}"
+    runner = ["migrator.cli.main"]
+    if not point.delay:  # killed from inside, right after the event: an exact boundary
+        runner = ["migrator.testing.kill_after", f"{point.event} {point.key}"]
     log = open(home / "apply.log", "ab")  # noqa: SIM115 - closed below
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "migrator.cli.main", "apply", str(PLAN), "-t", f"lab:{lab}", "--yes"],
+        [sys.executable, "-m", *runner, "apply", str(PLAN), "-t", f"lab:{lab}", "--yes"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -69,19 +69,19 @@ def keep_gc_running() -> None:
     """The dry run without its pause of the cyclic garbage collector, as before."""
     import contextlib  # noqa: PLC0415
 
-    from migrator.engine import api  # noqa: PLC0415
+    from migrator.engine import dryrun  # noqa: PLC0415
 
-    api._gc_paused = contextlib.nullcontext  # type: ignore[assignment]
+    dryrun._gc_paused = contextlib.nullcontext  # type: ignore[assignment]
 
 
 def use_per_node_views() -> None:
     """The naive way: the dry run's step view as it was before it was shared per stage."""
     from migrator.actions import StepContext, get_action  # noqa: PLC0415
-    from migrator.engine import api  # noqa: PLC0415
+    from migrator.engine import dryrun  # noqa: PLC0415
     from migrator.engine.planio import render_step, runtime_context  # noqa: PLC0415
     from migrator.ports import Node  # noqa: PLC0415
 
-    class PerNodeViews(api._StepViews):  # the bench swaps in the old way
+    class PerNodeViews(dryrun._StepViews):  # the bench swaps in the old way
         def view(self, node: Node | None) -> dict[str, Any]:
             step, env = self.step, self.env
             rendered = render_step(step, runtime_context(env.run_id, node))
@@ -112,13 +112,13 @@ def use_per_node_views() -> None:
             elif rendered.undo is not None:
                 view["undo"] = {
                     "action": getattr(rendered.undo, "action", ""),
-                    "args": api._dump_args(getattr(rendered.undo, "args", None)),
+                    "args": dryrun._dump_args(getattr(rendered.undo, "args", None)),
                 }
             else:
                 view["undo"] = action.undo_preview(ctx, args) or f"{action_name} undo"
             return view
 
-    api._StepViews = PerNodeViews  # type: ignore[misc]
+    dryrun._StepViews = PerNodeViews  # type: ignore[misc]
 
 
 def client(args: argparse.Namespace) -> None:

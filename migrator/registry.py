@@ -8,6 +8,7 @@ can be marked unavailable: asking for it is then a clear :class:`~migrator.error
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
@@ -24,6 +25,7 @@ class Registry(Generic[T]):
         self.items: dict[str, T] = {}
         self.unavailable: dict[str, str] = {}
         self._loaded = False
+        self._loading = threading.RLock()  # the wave threads of a resumed run may ask first, together
 
     def register(self, name: str, item: T) -> None:
         """Register ``item`` under ``name``; this replaces an unavailable mark."""
@@ -38,9 +40,12 @@ class Registry(Generic[T]):
         """Import the modules that register the built-in implementations. Idempotent."""
         if self._loaded:
             return
-        self._loaded = True
-        for module in self.modules:
-            importlib.import_module(module)
+        with self._loading:
+            if self._loaded:
+                return
+            for module in self.modules:
+                importlib.import_module(module)
+            self._loaded = True
 
     def registered(self) -> dict[str, T]:
         self.load()

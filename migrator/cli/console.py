@@ -22,6 +22,23 @@ from rich.text import Text
 from rich.tree import Tree
 
 from migrator.engine.observers import describe
+from migrator.runs.events import (
+    CheckEnd,
+    Event,
+    MonitorFailed,
+    RollbackEnd,
+    RollbackStart,
+    RunEnd,
+    RunResume,
+    RunStart,
+    StageEnd,
+    StageStart,
+    StepEnd,
+    StepStart,
+    UndoEnd,
+    WaveEnd,
+    WaveStart,
+)
 
 
 class PlainObserver:
@@ -31,11 +48,11 @@ class PlainObserver:
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
         line = describe(event)
         if line is None:
             return
-        ts = str(event.get("ts", ""))[11:19]
+        ts = event.ts[11:19]
         with self._lock:
             self.stream.write(f"{ts} {line}\n")
             self.stream.flush()
@@ -69,88 +86,68 @@ class RichObserver:
         )
         self._started = False
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
-        kind = str(event.get("type"))
+    def on_event(self, event: Event) -> None:
         with self._lock:
             if not self._started:
                 self._live.start()
                 self._started = True
-            if kind in ("run.start", "run.resume"):
-                self.title = f"run {event.get('run_id')}" + (
-                    f" · {event.get('plan')}" if event.get("plan") else ""
-                )
-            elif kind == "stage.start":
-                self.stages[str(event["stage"])] = {
-                    "status": "running",
-                    "waves": {},
-                    "steps": {},
-                    "wave_nodes": event.get("waves"),
-                }
-            elif kind == "stage.end":
-                self.stages.setdefault(str(event["stage"]), {"waves": {}, "steps": {}})["status"] = event.get(
-                    "outcome"
-                )
-            elif kind == "wave.start":
-                st = self.stages.setdefault(
-                    str(event["stage"]), {"waves": {}, "steps": {}, "status": "running"}
-                )
-                st["waves"][int(event["wave"])] = {
-                    "status": "running",
-                    "nodes": {n: "" for n in event.get("nodes", [])},
-                }
-            elif kind == "wave.end":
-                found: dict[str, Any] | None = (
-                    self.stages.get(str(event["stage"]), {}).get("waves", {}).get(int(event["wave"]))
-                )
-                if found is not None:
-                    found["status"] = event.get("outcome")
-            elif kind in ("step.start", "step.end"):
-                view = self.stages.get(str(event.get("stage")))
-                if view is not None:
-                    text = f"{event.get('step')}" + (
-                        "" if kind == "step.start" else f" {event.get('outcome')}"
-                    )
-                    node = event.get("node")
-                    if node is not None:
-                        for wave in view["waves"].values():
-                            if node in wave["nodes"]:
-                                wave["nodes"][node] = ("running:" if kind == "step.start" else "") + text
-                    else:
-                        view["steps"][str(event.get("step"))] = (
-                            "running" if kind == "step.start" else str(event.get("outcome"))
-                        )
-            elif kind in ("rollback.start", "undo.end", "rollback.end", "monitor.failed", "check.end"):
-                line = describe(event)
-                if line and (kind != "check.end" or not event.get("ok")):
-                    self.footer.append(line.strip())
-                    self.footer = self.footer[-12:]
-            elif kind == "run.end":
-                self.status = f"{event.get('status')}: {event.get('message')}"
+            self._fold(event)
+
+    def _fold(self, event: Event) -> None:
+        match event:
+            case RunStart():
+                self.title = f"run {event.run_id}" + (f" · {event.plan}" if event.plan else "")
+            case RunResume():
+                self.title = f"run {event.run_id}"
+            case StageStart():
+                self.stages[event.stage] = {"status": "running", "waves": {}, "steps": {}}
+            case StageEnd():
+                self.stages.setdefault(event.stage, {"waves": {}, "steps": {}})["status"] = str(event.outcome)
+            case WaveStart():
+                st = self.stages.setdefault(event.stage, {"waves": {}, "steps": {}, "status": "running"})
+                st["waves"][event.wave] = {"status": "running", "nodes": {n: "" for n in event.nodes}}
+            case WaveEnd():
+                waves: dict[int, dict[str, Any]] = self.stages.get(event.stage, {}).get("waves", {})
+                if event.wave in waves:
+                    waves[event.wave]["status"] = str(event.outcome)
+            case StepStart() | StepEnd():
+                self._step(event)
+            case CheckEnd() if event.ok:
+                pass
+            case RollbackStart() | UndoEnd() | RollbackEnd() | MonitorFailed() | CheckEnd():
+                self._footer(event)
+            case RunEnd():
+                self.status = f"{event.status}: {event.message}"
+
+    def _footer(self, event: Event) -> None:
+        line = describe(event)
+        if line:
+            self.footer.append(line.strip())
+            self.footer = self.footer[-12:]
+
+    def _step(self, event: StepStart | StepEnd) -> None:
+        view = self.stages.get(event.stage)
+        if view is None:
+            return
+        started = isinstance(event, StepStart)
+        outcome = "" if isinstance(event, StepStart) else str(event.outcome)
+        if event.node is None:
+            view["steps"][event.step] = "running" if started else outcome
+            return
+        text = event.step if started else f"{event.step} {outcome}"
+        for wave in view["waves"].values():
+            if event.node in wave["nodes"]:
+                wave["nodes"][event.node] = ("running:" if started else "") + text
 
     def _render(self) -> RenderableType:
         with self._lock:
             tree = Tree(Text(self.title, style="bold"))
             for name, st in self.stages.items():
-                status = str(st.get("status"))
-                label: RenderableType
-                if status == "running":
-                    label = Spinner("dots", text=Text(f"stage {name}"))
-                else:
-                    label = Text.from_markup(f"{_ICONS.get(status, '·')} stage {name}")
-                branch = tree.add(label)
+                branch = tree.add(_status_label(str(st.get("status")), f"stage {name}"))
                 for step, sstatus in st["steps"].items():
-                    if sstatus == "running":
-                        branch.add(Spinner("dots", text=Text(step)))
-                    else:
-                        branch.add(Text.from_markup(f"{_ICONS.get(sstatus, '·')} {step}"))
+                    branch.add(_status_label(sstatus, step))
                 for index, wave in sorted(st["waves"].items()):
-                    wstatus = str(wave["status"])
-                    wlabel = f"wave {index + 1}"
-                    wbranch = branch.add(
-                        Spinner("dots", text=Text(wlabel))
-                        if wstatus == "running"
-                        else Text.from_markup(f"{_ICONS.get(wstatus, '·')} {wlabel}")
-                    )
+                    wbranch = branch.add(_status_label(str(wave["status"]), f"wave {index + 1}"))
                     for node, text in wave["nodes"].items():
                         if str(text).startswith("running:"):
                             wbranch.add(Spinner("dots", text=Text(f"{node}: {text[8:]}")))
@@ -174,6 +171,13 @@ class RichObserver:
             self._live.stop()
 
 
+def _status_label(status: str, text: str) -> RenderableType:
+    """A spinner while running, else the outcome's icon."""
+    if status == "running":
+        return Spinner("dots", text=Text(text))
+    return Text.from_markup(f"{_ICONS.get(status, '·')} {text}")
+
+
 def console_observer(stream: TextIO | None = None) -> RichObserver | PlainObserver:
     """The rich live tree when the stream is a TTY and ``NO_COLOR`` is unset; plain lines otherwise."""
     out = stream or sys.stdout
@@ -186,7 +190,7 @@ def console_observer(stream: TextIO | None = None) -> RichObserver | PlainObserv
 
 
 def dry_run_tree(report: Mapping[str, Any]) -> Tree:
-    """A rich tree of a dry-run report (:func:`migrator.engine.api.dry_run`)."""
+    """A rich tree of a dry-run report (:func:`migrator.engine.dryrun.dry_run`)."""
     root = Tree(
         Text(
             f"dry run: plan {report['plan']} on target {report['target']}"

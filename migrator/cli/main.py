@@ -338,7 +338,7 @@ def _engine_notes(plans: Sequence[Path], sets: list[str]) -> None:
 
     for path in plans:
         try:
-            validate_for_engine(load_plan_file(path, parse_overrides(sets)).plan, path)
+            validate_for_engine(load_plan_file(path, parse_overrides(sets)))
         except PlanError as exc:
             for line in [str(p) for p in exc.problems] or [str(exc)]:
                 err.print(f"note: {line}", markup=False)
@@ -405,7 +405,8 @@ def status_cmd(
 
     rundir = find_run(run)
     found = read_journal(rundir.journal)
-    state = SagaState.replay(found.events)
+    events = found.typed()
+    state = SagaState.replay(events)
     row = _run_row(rundir)
     snapshot = state.snapshot()
     snapshot["status_shown"] = row["status"]
@@ -433,10 +434,10 @@ def status_cmd(
     if found.torn:
         out.print(f"[yellow]journal: {found.torn}[/]")
     out.print("last events:")
-    for event in found.events[-12:]:
+    for event in events[-12:]:
         line = describe(event)
         if line:
-            out.print(f"  {event['seq']:>4} {line.strip()}", markup=False)
+            out.print(f"  {event.seq:>4} {line.strip()}", markup=False)
     if not state.status.terminal or "crashed" in row["status"]:
         out.print(
             f"continue with: migrator resume {rundir.run_id}"

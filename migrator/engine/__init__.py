@@ -3,17 +3,20 @@
 Public API (used by the CLI):
 
 - :func:`~migrator.engine.api.apply_plan`, :func:`~migrator.engine.api.resume_run`,
-  :func:`~migrator.engine.api.rollback_run`, :func:`~migrator.engine.api.dry_run`;
-- :func:`~migrator.engine.planio.load_plan_file` -> :class:`~migrator.engine.planio.PlanSource`;
+  :func:`~migrator.engine.api.rollback_run`, :func:`~migrator.engine.dryrun.dry_run`;
+- :func:`~migrator.engine.planio.load_plan_file` -> :class:`~migrator.engine.planio.PlanSource`,
+  :func:`~migrator.engine.planio.validate_for_engine`;
 - :func:`~migrator.targets.open.open_target` (``lab``, ``kube``, ``fake``);
 - :class:`~migrator.engine.engine.RunControl` (cancel events), :class:`~migrator.engine.engine.EngineOptions`,
-  :class:`~migrator.engine.engine.RunResult`, :class:`~migrator.engine.state.RunStatus`;
-- observers in :mod:`migrator.engine.observers`; the journal in :mod:`migrator.runs.journal`.
+  :class:`~migrator.engine.engine.RunResult`, :class:`~migrator.runs.events.RunStatus`;
+- the engine's own observer in :mod:`migrator.engine.observers`; the journal in :mod:`migrator.runs.journal`,
+  its typed events in :mod:`migrator.runs.events`.
 """
 
-from migrator.engine.api import apply_plan, dry_run, resume_run, rollback_run, validate_for_engine
+from migrator.engine.api import apply_plan, resume_run, rollback_run
+from migrator.engine.dryrun import dry_run
 from migrator.engine.engine import Engine, EngineOptions, Observer, RunControl, RunResult
-from migrator.engine.planio import PlanSource, load_plan_file, source_from_plan
+from migrator.engine.planio import PlanSource, load_plan_file, source_from_plan, validate_for_engine
 from migrator.engine.state import SagaState
 from migrator.runs.events import RunStatus
 from migrator.targets.open import open_target

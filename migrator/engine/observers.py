@@ -8,80 +8,127 @@ An observer is anything with ``on_event(event)`` and ``close()`` (:class:`migrat
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from typing import Any
 
 from loguru import logger
 
+from migrator.runs.events import (
+    CheckEnd,
+    Event,
+    JournalRepaired,
+    MonitorFailed,
+    PreflightEnd,
+    PreflightStart,
+    RollbackEnd,
+    RollbackStart,
+    RunEnd,
+    RunError,
+    RunResume,
+    RunStart,
+    RunWarning,
+    Signal,
+    StageEnd,
+    StageStart,
+    StepEnd,
+    StepRetry,
+    StepStart,
+    UndoEnd,
+    UndoStart,
+    WaveEnd,
+    WaveStart,
+)
 from migrator.runs.rundir import RunDir
 
-_LEVELS = {
-    "run.end": "INFO",
-    "step.end": "INFO",
-    "undo.end": "INFO",
-    "rollback.start": "WARNING",
-    "monitor.failed": "WARNING",
-    "warning": "WARNING",
-    "run.error": "ERROR",
-    "signal": "WARNING",
+_LEVELS: dict[type[Event], str] = {
+    RunEnd: "INFO",
+    StepEnd: "INFO",
+    UndoEnd: "INFO",
+    RollbackStart: "WARNING",
+    MonitorFailed: "WARNING",
+    RunWarning: "WARNING",
+    RunError: "ERROR",
+    Signal: "WARNING",
 }
 
 
-def describe(event: Mapping[str, Any]) -> str | None:
+def describe(event: Event) -> str | None:
     """One line for a person; ``None`` for events not worth a line."""
-    kind = str(event.get("type"))
-    node = f" @{event['node']}" if event.get("node") else ""
-    if kind == "run.start":
-        return f"run {event.get('run_id')}: plan {event.get('plan')} on target {event.get('target')}"
-    if kind == "run.resume":
-        return f"run {event.get('run_id')}: {event.get('mode')} (pid {event.get('pid')})"
-    if kind == "run.end":
-        return f"run {event.get('status')}: {event.get('message')}"
-    if kind == "preflight.start":
-        return f"preflight: {len(event.get('checks') or [])} checks"
-    if kind == "preflight.end":
-        return f"preflight {event.get('outcome')}"
-    if kind == "stage.start":
-        waves = event.get("waves")
-        extra = f" ({len(waves)} waves: {' | '.join(','.join(w) for w in waves)})" if waves else ""
-        return f"stage {event.get('stage')}{extra}"
-    if kind == "stage.end":
-        err = f": {event['error']}" if event.get("error") else ""
-        return f"stage {event.get('stage')} {event.get('outcome')}{err}"
-    if kind == "wave.start":
-        return f"  wave {int(event.get('wave', 0)) + 1}: {', '.join(event.get('nodes') or [])}"
-    if kind == "wave.end":
-        return f"  wave {int(event.get('wave', 0)) + 1} {event.get('outcome')}"
-    if kind == "step.start":
-        attempt = f" (attempt {event['attempt']})" if int(event.get("attempt", 1)) > 1 else ""
-        return f"    {event.get('step')}{node}: {event.get('action')}{attempt}"
-    if kind == "step.end":
-        outcome = event.get("outcome")
-        err = f": {event['error']}" if event.get("error") else ""
-        return f"    {event.get('step')}{node} {outcome} in {event.get('duration', 0)}s{err}"
-    if kind == "step.retry":
-        return f"    {event.get('key')}: retry in {event.get('wait')}s"
-    if kind == "check.end":
-        mark = "ok" if event.get("ok") else "FAILED"
-        return f"    check {event.get('check')} [{event.get('phase')}] {mark}: {event.get('summary')}"
-    if kind == "monitor.failed":
-        return f"  monitor {event.get('check')} aborts stage {event.get('stage')}: {event.get('error')}"
-    if kind == "rollback.start":
-        return f"rollback ({event.get('reason')}): {len(event.get('steps') or [])} steps to undo"
-    if kind == "undo.start":
-        return None if event.get("kind") == "none" else f"    undo {event.get('key')}"
-    if kind == "undo.end":
-        if event.get("skipped"):
-            return f"    undo {event.get('key')}: nothing to undo (no_undo)"
-        err = f": {event['error']}" if event.get("error") else ""
-        return f"    undo {event.get('key')} {event.get('outcome')}{err}"
-    if kind == "rollback.end":
-        return f"rollback {event.get('outcome')}: {event.get('undone')} undone"
-    if kind in ("warning", "run.error"):
-        return f"{kind}: {event.get('message') or event.get('error')}"
-    if kind == "journal.repaired":
-        return f"journal repaired: {event.get('detail')}"
+    for lines in (_run_line, _progress_line, _saga_line):
+        line = lines(event)
+        if line is not None:
+            return line
     return None
+
+
+def _run_line(event: Event) -> str | None:
+    match event:
+        case RunStart():
+            return f"run {event.run_id}: plan {event.plan} on target {event.target}"
+        case RunResume():
+            return f"run {event.run_id}: {event.mode} (pid {event.pid})"
+        case RunEnd():
+            return f"run {event.status}: {event.message}"
+        case RunWarning():
+            return f"warning: {event.message}"
+        case RunError():
+            return f"run.error: {event.error}"
+        case JournalRepaired():
+            return f"journal repaired: {event.detail}"
+        case PreflightStart():
+            return f"preflight: {len(event.checks)} checks"
+        case PreflightEnd():
+            return f"preflight {event.outcome}"
+    return None
+
+
+def _progress_line(event: Event) -> str | None:
+    match event:
+        case StageStart():
+            waves = event.waves
+            extra = f" ({len(waves)} waves: {' | '.join(','.join(w) for w in waves)})" if waves else ""
+            return f"stage {event.stage}{extra}"
+        case StageEnd():
+            return f"stage {event.stage} {event.outcome}{_error(event.error)}"
+        case WaveStart():
+            return f"  wave {event.wave + 1}: {', '.join(event.nodes)}"
+        case WaveEnd():
+            return f"  wave {event.wave + 1} {event.outcome}"
+        case StepStart():
+            attempt = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+            return f"    {event.step}{_at(event.node)}: {event.action}{attempt}"
+        case StepEnd():
+            duration = event.duration if event.duration is not None else 0
+            return f"    {event.step}{_at(event.node)} {event.outcome} in {duration}s{_error(event.error)}"
+        case StepRetry():
+            return f"    {event.key}: retry in {event.wait}s"
+        case CheckEnd():
+            mark = "ok" if event.ok else "FAILED"
+            return f"    check {event.check} [{event.phase}] {mark}: {event.summary}"
+        case MonitorFailed():
+            return f"  monitor {event.check} aborts stage {event.stage}: {event.error}"
+    return None
+
+
+def _saga_line(event: Event) -> str | None:
+    match event:
+        case RollbackStart():
+            return f"rollback ({event.reason}): {len(event.steps)} steps to undo"
+        case UndoStart() if event.kind != "none":
+            return f"    undo {event.key}"
+        case UndoEnd() if event.skipped:
+            return f"    undo {event.key}: nothing to undo (no_undo)"
+        case UndoEnd():
+            return f"    undo {event.key} {event.outcome}{_error(event.error)}"
+        case RollbackEnd():
+            return f"rollback {event.outcome}: {event.undone} undone"
+    return None
+
+
+def _at(node: str | None) -> str:
+    return f" @{node}" if node else ""
+
+
+def _error(error: str | None) -> str:
+    return f": {error}" if error else ""
 
 
 class JsonLogObserver:
@@ -99,9 +146,9 @@ class JsonLogObserver:
         )
         self.log = logger.bind(run_id=run_id)
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
-        level = _LEVELS.get(str(event.get("type")), "DEBUG")
-        self.log.bind(event=dict(event)).log(level, describe(event) or str(event.get("type")))
+    def on_event(self, event: Event) -> None:
+        level = _LEVELS.get(type(event), "DEBUG")
+        self.log.bind(event=event.to_json()).log(level, describe(event) or event.type)
 
     def close(self) -> None:
         with contextlib.suppress(ValueError):

@@ -3,7 +3,7 @@
 A step may need something of its target nodes that no plan check covers: ``fault.delay`` needs the netem
 qdisc in the node's kernel, a fault needs a step timeout longer than its duration. Finding that out when the
 step runs, after earlier stages changed the cluster, means a rollback for nothing. So the engine calls
-:func:`check_requirements` at the start of a new run, before the gate checks (``spec.preflight``) and the
+:func:`step_requirements` at the start of a new run, before the gate checks (``spec.preflight``) and the
 first stage, and the dry run calls :func:`dry_run_requirements`: both walk the plan as the engine would
 (stages, waves resolved on the current node list, steps rendered per node) and call the preflight of every
 action that has one (:meth:`migrator.actions.base.Action.preflight`; the default does nothing and is skipped
@@ -24,21 +24,19 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loguru import logger
 
 from migrator.actions import StepContext, get_action
 from migrator.engine.planio import PlanSource, render_step, runtime_context
 from migrator.engine.state import step_key
-from migrator.errors import CheckFailed, MigratorError
+from migrator.errors import MigratorError
 from migrator.plan.models import Stage, StepBase
-from migrator.plan.selection import resolve_waves
+from migrator.plan.selection import stage_waves
 from migrator.ports import Node, Target
+from migrator.runs.events import Outcome, PreflightRequirements
 from migrator.runs.journal import Scrubber
-
-if TYPE_CHECKING:
-    from migrator.engine.engine import Engine
 
 CHECK_NAME = "step-requirements"
 
@@ -82,6 +80,16 @@ class RequirementsResult:
         lines = "; ".join(str(f) for f in self.failures)
         return f"{len(self.failures)} step(s) cannot run on this target: {lines}"
 
+    def to_event(self) -> PreflightRequirements:
+        """The ``preflight.requirements`` event the engine journals."""
+        return PreflightRequirements(
+            outcome=Outcome.SUCCEEDED if self.ok else Outcome.FAILED,
+            checked=self.checked,
+            failures=tuple(f.to_dict() for f in self.failures),
+            skipped=tuple(self.skipped),
+            duration=round(self.duration, 3),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "outcome": "succeeded" if self.ok else "failed",
@@ -118,15 +126,14 @@ def _planned(
         if nodes is None:
             nodes = list_nodes()
         try:
-            waves = resolve_waves(nodes, stage.for_each, where=f"stages[{index}] ({stage.name})")
+            chosen = stage_waves(nodes, stage, index)
         except MigratorError as exc:
             skipped.append(f"stage {stage.name!r}: its nodes are known when it starts ({exc})")
             continue
-        by_name = {n.name: n for n in nodes}
-        for wave in waves:
+        for wave in chosen.waves:
             for name in wave:
                 for i, s in wanted:
-                    yield index, stage, i, s, by_name[name]
+                    yield index, stage, i, s, chosen.nodes[name]
 
 
 def step_requirements(
@@ -187,28 +194,6 @@ def step_requirements(
             )
     result.duration = time.monotonic() - started
     return result
-
-
-def check_requirements(engine: Engine) -> None:
-    """The engine's hook at the start of a new run: journal the result, raise CheckFailed on a failure."""
-    result = step_requirements(
-        engine.source,
-        engine.target,
-        run_id=engine.run_id,
-        run_dir=engine.rundir.path,
-        artifacts_dir=engine.rundir.check_dir("preflight", CHECK_NAME),
-        scrub=engine.scrub,
-        emit=lambda key, event: _journal(engine, key, event),
-        skip=lambda stage: engine.state.stage_done(stage.name),
-    )
-    if result.checked or result.skipped:
-        engine.emit("preflight.requirements", **result.to_dict())
-    if not result.ok:
-        raise CheckFailed(result.message(), check=CHECK_NAME, details=result.to_dict())
-
-
-def _journal(engine: Engine, key: str, event: Mapping[str, Any]) -> None:
-    engine.emit("step.event", key=key, event=dict(event), preflight=True)
 
 
 def dry_run_requirements(

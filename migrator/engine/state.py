@@ -11,7 +11,32 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrator.runs.events import RollbackReason, RunStatus, StepOutcome
+from migrator.runs.events import (
+    Event,
+    Outcome,
+    PreflightEnd,
+    RollbackReason,
+    RollbackStart,
+    RunEnd,
+    RunError,
+    RunPhase,
+    RunResume,
+    RunStart,
+    RunStatus,
+    RunWarning,
+    StageEnd,
+    StageOutcome,
+    StageStart,
+    StepEnd,
+    StepOutcome,
+    StepPrepared,
+    StepRef,
+    StepStart,
+    UndoEnd,
+    WaveEnd,
+    WaveStart,
+    parse_event,
+)
 
 
 def step_key(stage: str, step: str, node: str | None) -> str:
@@ -50,7 +75,7 @@ class StepRecord:
 class SagaState:
     run_id: str = ""
     status: RunStatus = RunStatus.RUNNING
-    phase: str = "forward"  # forward | rollback | finished
+    phase: RunPhase = RunPhase.FORWARD
     message: str = ""
     started: str | None = None
     updated: str | None = None
@@ -60,8 +85,8 @@ class SagaState:
     last_seq: int = 0
     waves: dict[str, list[list[str]]] = field(default_factory=dict)
     node_addresses: dict[str, str] = field(default_factory=dict)
-    stage_outcome: dict[str, str] = field(default_factory=dict)
-    wave_outcome: dict[str, str] = field(default_factory=dict)  # "stage#index" -> outcome
+    stage_outcome: dict[str, StageOutcome] = field(default_factory=dict)
+    wave_outcome: dict[tuple[str, int], Outcome] = field(default_factory=dict)
     current_stage: str | None = None
     current_wave: int | None = None
     records: dict[str, StepRecord] = field(default_factory=dict)
@@ -81,130 +106,135 @@ class SagaState:
     # ------------------------------------------------------------------------------------------ fold
 
     @classmethod
-    def replay(cls, events: Iterable[Mapping[str, Any]]) -> SagaState:
+    def replay(cls, events: Iterable[Event | Mapping[str, Any]]) -> SagaState:
+        """The state after ``events`` (typed, or journal lines' JSON objects: parsed here)."""
         state = cls()
         for event in events:
-            state.apply(event)
+            state.apply(event if isinstance(event, Event) else parse_event(event))
         return state
 
-    def apply(self, event: Mapping[str, Any]) -> None:
-        kind = str(event.get("type", ""))
-        self.last_seq = int(event.get("seq", self.last_seq))
-        self.updated = str(event.get("ts", self.updated))
-        if kind == "run.start":
-            self.run_id = str(event.get("run_id", ""))
-            self.started = str(event.get("ts"))
-            self.plan_name = str(event.get("plan", ""))
-            self.target = str(event.get("target", ""))
-            self.status, self.phase = RunStatus.RUNNING, "forward"
-        elif kind == "run.resume":
-            self.status = RunStatus.ROLLING_BACK if self.phase == "rollback" else RunStatus.RUNNING
-            self.ended = None
-            if self.phase == "finished":
-                self.phase = "forward"
-        elif kind == "stage.start":
-            stage = str(event["stage"])
-            self.current_stage, self.current_wave = stage, None
-            if "waves" in event and stage not in self.waves:
-                self.waves[stage] = [list(w) for w in event["waves"]]
-            self.node_addresses.update(event.get("addresses") or {})
-            self.stage_outcome.pop(stage, None)
-        elif kind == "stage.end":
-            self.stage_outcome[str(event["stage"])] = str(event.get("outcome"))
-            self.current_stage = None
-        elif kind == "wave.start":
-            self.current_wave = int(event["wave"])
-        elif kind == "wave.end":
-            self.wave_outcome[f"{event['stage']}#{event['wave']}"] = str(event.get("outcome"))
-        elif kind == "step.start":
-            rec = self._record(event)
-            if "prepared" in event:
-                self.prepared[rec.key] = event["prepared"]
-            rec.prepared = self.prepared.get(rec.key)
-            self.inflight[rec.key] = rec
-            self.attempts[rec.key] = int(event.get("attempt", 1))
-        elif kind == "step.prepared":
-            key = str(event["key"])
-            self.prepared[key] = event.get("prepared")
-            if key in self.inflight:
-                self.inflight[key].prepared = event.get("prepared")
-        elif kind == "preflight.end":
-            self.preflight_ok = event.get("outcome") == "succeeded"
-        elif kind == "step.end":
-            key = str(event["key"])
-            popped = self.inflight.pop(key, None)
-            rec = popped if popped is not None else self._record(event)
-            outcome = str(event.get("outcome"))
-            if outcome == StepOutcome.SUCCEEDED:
-                rec.completed, rec.result = True, event.get("result")
-                self.records[key] = rec
-                if key not in self.stack:
-                    self.stack.append(key)
-                self.steps_done += 1
-            elif outcome == StepOutcome.RETRYING:
-                # the attempt may have changed something: in flight until the next attempt ends
-                self.inflight[key] = rec
-            else:
-                rec.completed = False
-                self.records[key] = rec
-                if key not in self.stack:
-                    self.stack.append(key)
-        elif kind == "undo.end":
-            key = str(event["key"])
-            if event.get("outcome") == "succeeded":
-                if key in self.stack:
-                    self.stack.remove(key)
-                done = self.records.pop(key, None)
-                stage = done.stage if done is not None else str(event.get("stage", ""))
-                # the stage must run again on a later resume
-                self.stage_outcome.pop(stage, None)
-                for wave_key in [k for k in self.wave_outcome if k.startswith(f"{stage}#")]:
-                    del self.wave_outcome[wave_key]
-                self.prepared.pop(key, None)
-                self.undone.append(key)
-                if self.failed_undo == key:
-                    self.failed_undo = None
-            else:
-                self.failed_undo = key
-        elif kind == "rollback.start":
-            self.phase = "rollback"
-            self.status = RunStatus.ROLLING_BACK
-            if event.get("reason"):
-                self.rollback_reason = RollbackReason(str(event["reason"]))
-            if event.get("error"):
-                self.rollback_error = str(event["error"])
-            # in-flight steps at the time of the rollback are undone too
-            for key, rec in list(self.inflight.items()):
-                self.records[key] = rec
-                if key not in self.stack:
-                    self.stack.append(key)
-            self.inflight.clear()
-        elif kind == "rollback.end":
-            pass  # the phase stays "rollback" until run.end: the post-rollback verification is part of it
-        elif kind == "run.end":
-            self.status = RunStatus(str(event["status"]))
-            self.phase = "finished"
-            self.message = str(event.get("message", ""))
-            self.ended = str(event.get("ts"))
-        elif kind == "run.error":
-            self.error = str(event.get("error", ""))
-        elif kind == "warning":
-            self.warnings.append(str(event.get("message", "")))
+    def apply(self, event: Event) -> None:
+        """Fold one event: the run's progress here, the rollback stack in :meth:`_apply_saga`."""
+        self.last_seq = event.seq
+        self.updated = event.ts
+        match event:
+            case RunStart():
+                self.run_id, self.started = event.run_id, event.ts
+                self.plan_name, self.target = event.plan, event.target
+                self.status, self.phase = RunStatus.RUNNING, RunPhase.FORWARD
+            case RunResume():
+                self.status = RunStatus.ROLLING_BACK if self.phase == RunPhase.ROLLBACK else RunStatus.RUNNING
+                self.ended = None
+                self.phase = RunPhase.FORWARD if self.phase == RunPhase.FINISHED else self.phase
+            case RunEnd():
+                # (rollback.end leaves the phase "rollback" until here: the post-rollback verification is
+                # part of it)
+                self.status, self.phase = event.status, RunPhase.FINISHED
+                self.message, self.ended = event.message, event.ts
+            case RunError():
+                self.error = event.error
+            case RunWarning():
+                self.warnings.append(event.message)
+            case PreflightEnd():
+                self.preflight_ok = event.outcome == Outcome.SUCCEEDED
+            case StageStart():
+                self.current_stage, self.current_wave = event.stage, None
+                if event.waves is not None and event.stage not in self.waves:
+                    self.waves[event.stage] = [list(w) for w in event.waves]
+                self.node_addresses.update(event.addresses or {})
+                self.stage_outcome.pop(event.stage, None)
+            case StageEnd():
+                self.stage_outcome[event.stage] = event.outcome
+                self.current_stage = None
+            case WaveStart():
+                self.current_wave = event.wave
+            case WaveEnd():
+                self.wave_outcome[(event.stage, event.wave)] = event.outcome
+            case _:
+                self._apply_saga(event)
 
-    def _record(self, event: Mapping[str, Any]) -> StepRecord:
-        key = str(event["key"])
-        existing = self.inflight.get(key) or self.records.get(key)
+    def _apply_saga(self, event: Event) -> None:
+        """Fold the events that change the steps in flight and the rollback stack."""
+        match event:
+            case StepStart():
+                rec = self._record(event)
+                rec.prepared = self.prepared.get(rec.key)
+                self.inflight[rec.key] = rec
+                self.attempts[rec.key] = event.attempt
+            case StepPrepared():
+                self.prepared[event.key] = event.prepared
+                if event.key in self.inflight:
+                    self.inflight[event.key].prepared = event.prepared
+            case StepEnd():
+                self._step_end(event)
+            case UndoEnd():
+                self._undo_end(event)
+            case RollbackStart():
+                self._rollback_start(event)
+
+    def _step_end(self, event: StepEnd) -> None:
+        key = event.key
+        popped = self.inflight.pop(key, None)
+        rec = popped if popped is not None else self._record(event)
+        if event.outcome == StepOutcome.SUCCEEDED:
+            rec.completed, rec.result = True, event.result
+            self._push(rec)
+            self.steps_done += 1
+        elif event.outcome == StepOutcome.RETRYING:
+            # the attempt may have changed something: in flight until the next attempt ends
+            self.inflight[key] = rec
+        else:
+            rec.completed = False
+            self._push(rec)
+
+    def _undo_end(self, event: UndoEnd) -> None:
+        key = event.key
+        if event.outcome != Outcome.SUCCEEDED:
+            self.failed_undo = key
+            return
+        if key in self.stack:
+            self.stack.remove(key)
+        done = self.records.pop(key, None)
+        stage = done.stage if done is not None else event.stage
+        # the stage must run again on a later resume
+        self.stage_outcome.pop(stage, None)
+        for wave_key in [k for k in self.wave_outcome if k[0] == stage]:
+            del self.wave_outcome[wave_key]
+        self.prepared.pop(key, None)
+        self.undone.append(key)
+        if self.failed_undo == key:
+            self.failed_undo = None
+
+    def _rollback_start(self, event: RollbackStart) -> None:
+        self.phase = RunPhase.ROLLBACK
+        self.status = RunStatus.ROLLING_BACK
+        if event.reason is not None:
+            self.rollback_reason = event.reason
+        if event.error:
+            self.rollback_error = event.error
+        # in-flight steps at the time of the rollback are undone too
+        for rec in self.inflight.values():
+            self._push(rec)
+        self.inflight.clear()
+
+    def _push(self, rec: StepRecord) -> None:
+        self.records[rec.key] = rec
+        if rec.key not in self.stack:
+            self.stack.append(rec.key)
+
+    def _record(self, event: StepRef) -> StepRecord:
+        existing = self.inflight.get(event.key) or self.records.get(event.key)
         if existing is not None:
             return existing
         return StepRecord(
-            key=key,
-            stage=str(event["stage"]),
-            stage_index=int(event.get("stage_index", 0)),
-            step=str(event["step"]),
-            step_index=int(event.get("step_index", 0)),
-            node=event.get("node"),
-            action=str(event.get("action", "")),
-            start_seq=int(event.get("seq", 0)),
+            key=event.key,
+            stage=event.stage,
+            stage_index=event.stage_index,
+            step=event.step,
+            step_index=event.step_index,
+            node=event.node,
+            action=event.action,
+            start_seq=event.seq,
         )
 
     # ----------------------------------------------------------------------------------------- views
@@ -220,16 +250,17 @@ class SagaState:
         return list(reversed(pending + [r for r in inflight if r.key not in self.stack]))
 
     def wave_done(self, stage: str, wave: int) -> bool:
-        return self.wave_outcome.get(f"{stage}#{wave}") == "succeeded"
+        return self.wave_outcome.get((stage, wave)) == Outcome.SUCCEEDED
 
     def stage_done(self, stage: str) -> bool:
-        return self.stage_outcome.get(stage) in ("succeeded", "failed-continued")
+        outcome = self.stage_outcome.get(stage)
+        return outcome is not None and outcome.done
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "status": str(self.status),
-            "phase": self.phase,
+            "phase": str(self.phase),
             "message": self.message,
             "error": self.error,
             "plan": self.plan_name,
@@ -241,7 +272,7 @@ class SagaState:
             "current_stage": self.current_stage,
             "current_wave": self.current_wave,
             "waves": self.waves,
-            "stages": self.stage_outcome,
+            "stages": {stage: str(outcome) for stage, outcome in self.stage_outcome.items()},
             "steps_done": self.steps_done,
             "in_flight": sorted(self.inflight),
             "rollback_stack": [r.to_json() for r in self.rollback_stack()],

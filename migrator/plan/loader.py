@@ -71,7 +71,10 @@ class LoadedPlan:
     - ``rendered``: the plan as YAML after substitution, with secret values masked as ``***``; this is
       what the engine stores as ``runs/<id>/plan.yaml``;
     - ``params``: the resolved, typed value of every declared param (secret ones included: never log it);
-    - ``secrets``: the text of every secret param value, for :meth:`scrub`.
+    - ``secrets``: the text of every secret param value, for :meth:`scrub`;
+    - ``source_map``: where each key and value of the file is (to locate a problem found later, without
+      parsing the file again); ``stage_indexes``: the index in the file of each stage of ``plan`` (stages
+      with ``enabled: false`` are left out of it).
     """
 
     plan: Plan
@@ -79,6 +82,8 @@ class LoadedPlan:
     rendered: str
     params: Mapping[str, Any]
     secrets: frozenset[str] = field(default_factory=frozenset)
+    source_map: SourceMap | None = None
+    stage_indexes: tuple[int, ...] = ()
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret value replaced by ``***`` (longest first)."""
@@ -158,6 +163,7 @@ class _Loader:
         self.secrets: set[str] = set()
         self._values: Mapping[str, Any] = {}
         self.disabled: list[int] = []
+        self.kept: list[int] = []  # file indexes of the stages left in the plan
 
     # -- helpers
 
@@ -209,7 +215,13 @@ class _Loader:
         plan = self.mask_secret_defaults(plan)
         rendered = self.render_text(masked)
         return LoadedPlan(
-            plan=plan, path=path, rendered=rendered, params=dict(values), secrets=frozenset(self.secrets)
+            plan=plan,
+            path=path,
+            rendered=rendered,
+            params=dict(values),
+            secrets=frozenset(self.secrets),
+            source_map=self.smap,
+            stage_indexes=tuple(self.kept),
         )
 
     def resolve_params(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -385,6 +397,7 @@ class _Loader:
     def drop_disabled_stages(self, plan: Plan) -> Plan:
         """Leave out the stages with ``enabled: false`` (they were validated like the others)."""
         self.disabled = [i for i, stage in enumerate(plan.spec.stages) if not stage.enabled]
+        self.kept = [i for i, stage in enumerate(plan.spec.stages) if stage.enabled]
         if not self.disabled:
             return plan
         if len(self.disabled) == len(plan.spec.stages):

@@ -1,13 +1,18 @@
-"""Node selection for ``for_each: nodes`` stages: select, sample, order, split into waves."""
+"""Node selection for ``for_each: nodes`` stages: select, sample, order, split into waves.
+
+:func:`stage_waves` is the one way a stage's waves are computed: by the engine when the stage starts, by
+the step requirements at run start and by the dry run.
+"""
 
 from __future__ import annotations
 
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from migrator.errors import PlanError
-from migrator.plan.models import ForEachNodes, NodeOrder, NodeSelector
+from migrator.plan.models import ForEachNodes, NodeOrder, NodeSelector, Stage
 from migrator.ports import Node
 
 
@@ -72,3 +77,22 @@ def resolve_waves(nodes: Sequence[Node], for_each: ForEachNodes, *, where: str =
     chosen = select_nodes(nodes, for_each.nodes, where=where)
     ordered = order_nodes(chosen, for_each.order, for_each.nodes.names)
     return split_waves(ordered, wave_size(for_each.max_unavailable, len(ordered)))
+
+
+@dataclass(frozen=True)
+class StageWaves:
+    """A ``for_each`` stage's waves (node names) and the nodes they hold."""
+
+    waves: list[list[str]]
+    nodes: dict[str, Node]
+    """Every node of a wave, by name, in the order the cluster listed them."""
+
+
+def stage_waves(nodes: Sequence[Node], stage: Stage, index: int) -> StageWaves:
+    """The waves of ``stage`` (the ``index``-th of its plan, a ``for_each`` stage) on the cluster's
+    ``nodes``; :class:`PlanError` naming the stage when its selector does not fit them."""
+    if stage.for_each is None:
+        raise ValueError(f"stage {stage.name!r} is not a for_each stage")
+    waves = resolve_waves(nodes, stage.for_each, where=f"stages[{index}] ({stage.name})")
+    chosen = {name for wave in waves for name in wave}
+    return StageWaves(waves, {n.name: n for n in nodes if n.name in chosen})

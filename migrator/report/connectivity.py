@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,17 +223,7 @@ def reachability_view(details: Any, folder: Path | None) -> dict[str, Any] | Non
     statuses.update(_statuses({"listed": summary.get("failures")}, listed=True))
     if not results:  # only failures are known
         results = _results(summary.get("failures"))
-    given = None
-    for key in ("node_of", "placement", "pod_nodes"):
-        if isinstance(details.get(key), Mapping):
-            given = details[key]
-    node_of = node_placement(results, given)
-    compact_n2p = (
-        details.get("grids", {}).get("node-to-pod") if isinstance(details.get("grids"), Mapping) else None
-    )
-    if not complete and isinstance(compact_n2p, Mapping):  # a node probes its own pods: placement again
-        for (node, dest), _status in _compact_cells(compact_n2p).items():
-            node_of.setdefault(_pod_of(dest), node)
+    node_of = _placement(details, results, complete)
     nodes = set(node_of.values()) | {r.source for r in results if r.kind is ProbeKind.NODE_TO_POD}
 
     def status_of(r: ProbeResult) -> str:
@@ -242,53 +232,10 @@ def reachability_view(details: Any, folder: Path | None) -> dict[str, Any] | Non
             return found
         return "ok" if r.ok else "failed"
 
-    per_grid: list[dict[tuple[str, str], str]] = [{} for _ in GRIDS]
-    kinds_in: list[set[str]] = [set() for _ in GRIDS]
     if complete:
-        for r in results:
-            index = next((i for i, (_, kinds) in enumerate(GRIDS) if r.kind.value in kinds), None)
-            if index is None:
-                continue
-            kinds_in[index].add(r.kind.value)
-            dest = _pod_of(r.dest) if r.kind is not ProbeKind.CONTAINER else r.dest
-            cells = per_grid[index]
-            status = status_of(r)
-            prev = cells.get((r.source, dest))
-            if prev is None or _rank(status) > _rank(prev):
-                cells[(r.source, dest)] = status
+        per_grid, kinds_in = _cells_of_results(results, status_of)
     else:  # fall back on the check's compact grids (bounded, maybe filtered to failing rows)
-        compact = details.get("grids")
-        if isinstance(compact, Mapping):
-            for name, g in compact.items():
-                index = _COMPACT_TO_GRID.get(str(name))
-                if index is None or not isinstance(g, Mapping):
-                    continue
-                kinds_in[index].add(str(name))
-                for (s, raw_dest), status in _compact_cells(g).items():
-                    d = _pod_of(raw_dest)
-                    prev = per_grid[index].get((s, d))
-                    if prev is None or _rank(status) > _rank(prev):
-                        per_grid[index][(s, d)] = status
-    grids = []
-    for index, ((title, _), cells, kinds) in enumerate(zip(GRIDS, per_grid, kinds_in, strict=True)):
-        if not cells:
-            continue
-        rows = _axis({s for s, _ in cells}, node_of, nodes=nodes)
-        cols = _axis(
-            {d for _, d in cells}, node_of, nodes=nodes, default="services" if index == 1 else "other"
-        )
-        ri = {e["name"]: i for i, e in enumerate(rows)}
-        ci = {e["name"]: i for i, e in enumerate(cols)}
-        grids.append(
-            {
-                "title": title,
-                "kinds": sorted(kinds),
-                "rows": [{"label": e["label"], "group": e["group"]} for e in rows],
-                "cols": [{"label": e["label"], "group": e["group"]} for e in cols],
-                "cells": sorted([ri[s], ci[d], st] for (s, d), st in cells.items()),
-                "counts": dict(Counter(cells.values())),
-            }
-        )
+        per_grid, kinds_in = _cells_of_compact(details.get("grids"))
     failing: list[dict[str, str]] = [
         {
             "source": r.source,
@@ -314,8 +261,89 @@ def reachability_view(details: Any, folder: Path | None) -> dict[str, Any] | Non
         "failing": failing[:MAX_FAILING],
         "failing_total": max(len(failing), int(details.get("failures_count") or 0)),
         "node_of": node_of,
-        "grids": grids,
+        "grids": _grids(per_grid, kinds_in, node_of, nodes),
     }
+
+
+_Cells = list[dict[tuple[str, str], str]]  # per grid: (row, column) -> status
+
+
+def _placement(details: Mapping[str, Any], results: Sequence[ProbeResult], complete: bool) -> dict[str, str]:
+    """Pod -> node, from the check's details, the results and (incomplete results) its compact grids."""
+    given = None
+    for key in ("node_of", "placement", "pod_nodes"):
+        if isinstance(details.get(key), Mapping):
+            given = details[key]
+    node_of = node_placement(results, given)
+    compact_n2p = (
+        details.get("grids", {}).get("node-to-pod") if isinstance(details.get("grids"), Mapping) else None
+    )
+    if not complete and isinstance(compact_n2p, Mapping):  # a node probes its own pods: placement again
+        for (node, dest), _status in _compact_cells(compact_n2p).items():
+            node_of.setdefault(_pod_of(dest), node)
+    return node_of
+
+
+def _worse(cells: dict[tuple[str, str], str], cell: tuple[str, str], status: str) -> None:
+    prev = cells.get(cell)
+    if prev is None or _rank(status) > _rank(prev):
+        cells[cell] = status
+
+
+def _cells_of_results(
+    results: Sequence[ProbeResult], status_of: Callable[[ProbeResult], str]
+) -> tuple[_Cells, list[set[str]]]:
+    per_grid: _Cells = [{} for _ in GRIDS]
+    kinds_in: list[set[str]] = [set() for _ in GRIDS]
+    for r in results:
+        index = next((i for i, (_, kinds) in enumerate(GRIDS) if r.kind.value in kinds), None)
+        if index is None:
+            continue
+        kinds_in[index].add(r.kind.value)
+        dest = _pod_of(r.dest) if r.kind is not ProbeKind.CONTAINER else r.dest
+        _worse(per_grid[index], (r.source, dest), status_of(r))
+    return per_grid, kinds_in
+
+
+def _cells_of_compact(compact: Any) -> tuple[_Cells, list[set[str]]]:
+    per_grid: _Cells = [{} for _ in GRIDS]
+    kinds_in: list[set[str]] = [set() for _ in GRIDS]
+    if not isinstance(compact, Mapping):
+        return per_grid, kinds_in
+    for name, g in compact.items():
+        index = _COMPACT_TO_GRID.get(str(name))
+        if index is None or not isinstance(g, Mapping):
+            continue
+        kinds_in[index].add(str(name))
+        for (s, raw_dest), status in _compact_cells(g).items():
+            _worse(per_grid[index], (s, _pod_of(raw_dest)), status)
+    return per_grid, kinds_in
+
+
+def _grids(
+    per_grid: _Cells, kinds_in: list[set[str]], node_of: Mapping[str, str], nodes: set[str]
+) -> list[dict[str, Any]]:
+    grids = []
+    for index, ((title, _), cells, kinds) in enumerate(zip(GRIDS, per_grid, kinds_in, strict=True)):
+        if not cells:
+            continue
+        rows = _axis({s for s, _ in cells}, node_of, nodes=nodes)
+        cols = _axis(
+            {d for _, d in cells}, node_of, nodes=nodes, default="services" if index == 1 else "other"
+        )
+        ri = {e["name"]: i for i, e in enumerate(rows)}
+        ci = {e["name"]: i for i, e in enumerate(cols)}
+        grids.append(
+            {
+                "title": title,
+                "kinds": sorted(kinds),
+                "rows": [{"label": e["label"], "group": e["group"]} for e in rows],
+                "cols": [{"label": e["label"], "group": e["group"]} for e in cols],
+                "cells": sorted([ri[s], ci[d], st] for (s, d), st in cells.items()),
+                "counts": dict(Counter(cells.values())),
+            }
+        )
+    return grids
 
 
 # ------------------------------------------------------------------------------------- continuous

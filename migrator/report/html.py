@@ -238,85 +238,40 @@ def _failures(r: Mapping[str, Any]) -> str:
 # -------------------------------------------------------------------------------------- timeline
 
 
-def _timeline(r: Mapping[str, Any]) -> str:
+def _row(
+    label: str, depth: int, bars: list[dict[str, Any]], *, bold: bool = False, marks: Sequence[Any] = ()
+) -> dict[str, Any]:
+    return {"label": label, "depth": depth, "bars": bars, "bold": bold, "marks": list(marks)}
+
+
+def _bar(start: Any, end: Any, outcome: Any, tip: str, *, undone: bool = False) -> dict[str, Any]:
+    return {"start": start, "end": end, "outcome": outcome, "tip": tip, "undone": undone}
+
+
+def _span_end(item: Mapping[str, Any]) -> Any:
+    return (
+        None
+        if item["offset_s"] is None or item["duration_s"] is None
+        else item["offset_s"] + item["duration_s"]
+    )
+
+
+def _timeline_rows(r: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The timeline's rows, top to bottom: preflight, each stage (its steps, waves, nodes), the rollback
+    (its undos), the final verifications."""
     rows: list[dict[str, Any]] = []
-
-    def row(label: str, depth: int, bars: list[dict[str, Any]], *, bold: bool = False) -> None:
-        rows.append({"label": label, "depth": depth, "bars": bars, "bold": bold, "marks": []})
-
-    def bar(start: Any, end: Any, outcome: Any, tip: str, *, undone: bool = False) -> dict[str, Any]:
-        return {"start": start, "end": end, "outcome": outcome, "tip": tip, "undone": undone}
-
     checks_by_id = {c["id"]: c for c in r["checks"]}
-    end_total = run_span(r)
     pf = r.get("preflight")
     if pf:
         start = _off(r, pf.get("started"))
         end = _off(r, pf.get("ended"))
-        row("preflight", 0, [bar(start, end, pf.get("outcome"), f"preflight {pf.get('outcome')}")], bold=True)
-        rows[-1]["marks"] = [checks_by_id[i] for i in pf["checks"] if i in checks_by_id]
+        marks = [checks_by_id[i] for i in pf["checks"] if i in checks_by_id]
+        bars = [_bar(start, end, pf.get("outcome"), f"preflight {pf.get('outcome')}")]
+        rows.append(_row("preflight", 0, bars, bold=True, marks=marks))
     for st in r["stages"]:
-        tip = f"stage {st['name']}: {st['outcome']} in {dur(st['duration_s'])}" + (
-            f"\n{st['error']}" if st.get("error") else ""
-        )
-        end = (
-            None if st["offset_s"] is None or st["duration_s"] is None else st["offset_s"] + st["duration_s"]
-        )
-        if st["outcome"] is None and st["offset_s"] is None:
-            row(f"stage {st['name']} (not run)", 0, [], bold=False)
-            continue
-        row(f"stage {st['name']}", 0, [bar(st["offset_s"], end, st["outcome"], tip)], bold=True)
-        rows[-1]["marks"] = [checks_by_id[i] for i in st["checks"] if i in checks_by_id]
-        for s in st["steps"]:
-            row(s["step"] + (f" @{s['node']}" if s.get("node") else ""), 1, [_step_bar(s)])
-        for w in st["waves"]:
-            wend = (
-                None if w["offset_s"] is None or w["duration_s"] is None else w["offset_s"] + w["duration_s"]
-            )
-            wtip = (
-                f"wave {w['index'] + 1} ({', '.join(w['nodes'])}): {w['outcome']} in {dur(w['duration_s'])}"
-            )
-            row(f"wave {w['index'] + 1}", 1, [bar(w["offset_s"], wend, w["outcome"], wtip)])
-            for run in w["node_runs"]:
-                row(f"{run['node']}", 2, [_step_bar(s) for s in run["steps"]])
-    rb = r.get("rollback")
-    if rb:
-        end = (
-            None if rb["offset_s"] is None or rb["duration_s"] is None else rb["offset_s"] + rb["duration_s"]
-        )
-        row(
-            "rollback",
-            0,
-            [
-                bar(
-                    rb["offset_s"],
-                    end,
-                    "undo" if rb["outcome"] == "succeeded" else rb["outcome"],
-                    f"rollback {rb['outcome']}: {rb['undone']} undone",
-                )
-            ],
-            bold=True,
-        )
-        for u in rb["steps"]:
-            if u.get("skipped"):
-                continue
-            d = float(u.get("duration_s") or 0.0)
-            endu = u.get("offset_s")
-            startu = None if endu is None else float(endu) - d
-            label = f"undo {u['step']}" + (f" @{u['node']}" if u.get("node") else "")
-            out = "undo" if u["outcome"] == "succeeded" else u["outcome"]
-            row(
-                label,
-                1,
-                [
-                    bar(
-                        startu,
-                        endu,
-                        out,
-                        f"{label}: {u['outcome']}" + (f"\n{u['error']}" if u.get("error") else ""),
-                    )
-                ],
-            )
+        rows += _stage_rows(st, checks_by_id)
+    if r.get("rollback"):
+        rows += _rollback_rows(r["rollback"])
     final = [c for c in r["checks"] if not c.get("stage") and c["phase"] in ("verify", "post-rollback")]
     for phase in ("verify", "post-rollback"):
         mine = [c for c in final if c["phase"] == phase]
@@ -324,16 +279,61 @@ def _timeline(r: Mapping[str, Any]) -> str:
             s0 = min(float(c["offset_s"] or 0) for c in mine)
             s1 = max(float(c["offset_s"] or 0) + float(c.get("duration_s") or 0) for c in mine)
             ok = all(c["ok"] for c in mine)
-            row(
-                phase,
-                0,
-                [bar(s0, s1, "succeeded" if ok else "failed", f"{phase}: {'passed' if ok else 'FAILED'}")],
-                bold=True,
-            )
-            rows[-1]["marks"] = mine
+            bars = [_bar(s0, s1, "succeeded" if ok else "failed", f"{phase}: {'passed' if ok else 'FAILED'}")]
+            rows.append(_row(phase, 0, bars, bold=True, marks=mine))
+    return rows
+
+
+def _stage_rows(st: Mapping[str, Any], checks_by_id: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if st["outcome"] is None and st["offset_s"] is None:
+        return [_row(f"stage {st['name']} (not run)", 0, [], bold=False)]
+    tip = f"stage {st['name']}: {st['outcome']} in {dur(st['duration_s'])}" + (
+        f"\n{st['error']}" if st.get("error") else ""
+    )
+    marks = [checks_by_id[i] for i in st["checks"] if i in checks_by_id]
+    rows = [
+        _row(
+            f"stage {st['name']}",
+            0,
+            [_bar(st["offset_s"], _span_end(st), st["outcome"], tip)],
+            bold=True,
+            marks=marks,
+        )
+    ]
+    for s in st["steps"]:
+        rows.append(_row(s["step"] + (f" @{s['node']}" if s.get("node") else ""), 1, [_step_bar(s)]))
+    for w in st["waves"]:
+        wtip = f"wave {w['index'] + 1} ({', '.join(w['nodes'])}): {w['outcome']} in {dur(w['duration_s'])}"
+        rows.append(
+            _row(f"wave {w['index'] + 1}", 1, [_bar(w["offset_s"], _span_end(w), w["outcome"], wtip)])
+        )
+        for run in w["node_runs"]:
+            rows.append(_row(f"{run['node']}", 2, [_step_bar(s) for s in run["steps"]]))
+    return rows
+
+
+def _rollback_rows(rb: Mapping[str, Any]) -> list[dict[str, Any]]:
+    outcome = "undo" if rb["outcome"] == "succeeded" else rb["outcome"]
+    tip = f"rollback {rb['outcome']}: {rb['undone']} undone"
+    rows = [_row("rollback", 0, [_bar(rb["offset_s"], _span_end(rb), outcome, tip)], bold=True)]
+    for u in rb["steps"]:
+        if u.get("skipped"):
+            continue
+        d = float(u.get("duration_s") or 0.0)
+        endu = u.get("offset_s")
+        startu = None if endu is None else float(endu) - d
+        label = f"undo {u['step']}" + (f" @{u['node']}" if u.get("node") else "")
+        out = "undo" if u["outcome"] == "succeeded" else u["outcome"]
+        tip = f"{label}: {u['outcome']}" + (f"\n{u['error']}" if u.get("error") else "")
+        rows.append(_row(label, 1, [_bar(startu, endu, out, tip)]))
+    return rows
+
+
+def _timeline(r: Mapping[str, Any]) -> str:
+    rows = _timeline_rows(r)
     if not rows:
         return "<p class='muted'>Nothing ran.</p>"
-    total = max(end_total, 1e-3)
+    total = max(run_span(r), 1e-3)
     label_w, chart_w, row_h, top = TIMELINE_LABEL_W, TIMELINE_CHART_W, 20, 34
     bottom = top + row_h * len(rows)
     lanes = ANNOTATION_LANES if r.get("annotations") else 0
@@ -354,53 +354,7 @@ def _timeline(r: Mapping[str, Any]) -> str:
         )
         t += step
     for i, rw in enumerate(rows):
-        y = top + i * row_h
-        if i % 2 == 0:
-            parts.append(
-                f'<rect x="0" y="{y}" width="{label_w + chart_w + 60}" height="{row_h}" fill="#f6f8fa"/>'
-            )
-        weight = "700" if rw["bold"] else "400"
-        x_label = 6 + 14 * rw["depth"]
-        parts.append(
-            f'<text x="{x_label}" y="{y + 14}" font-size="12" font-weight="{weight}" fill="#1f2328">'
-            f"{e(_trunc(rw['label'], 34 - 2 * rw['depth']))}<title>{e(rw['label'])}</title></text>"
-        )
-        for b in rw["bars"]:
-            if b["start"] is None:
-                continue
-            x0 = label_w + float(b["start"]) * scale
-            end = b["end"] if b["end"] is not None else total
-            w = max(2.0, (float(end) - float(b["start"])) * scale)
-            h = 12 if rw["depth"] else 14
-            yb = y + (row_h - h) / 2
-            extra = (
-                ' stroke="#8250df" stroke-width="2" stroke-dasharray="3 2" fill-opacity="0.55"'
-                if b["undone"]
-                else ' stroke="#ffffff" stroke-width="1"'  # adjacent steps of a node stay apart
-            )
-            parts.append(
-                f'<rect x="{x0:.1f}" y="{yb:.1f}" width="{w:.1f}" height="{h}" rx="2" '
-                f'fill="{_color(b["outcome"])}"{extra}>'
-                f"<title>{e(b['tip'])}</title></rect>"
-            )
-            if b["end"] is not None and b is rw["bars"][-1]:
-                d = float(b["end"]) - float(b["start"])
-                parts.append(
-                    f'<text x="{x0 + w + 4:.1f}" y="{y + 14}" font-size="10.5" fill="#57606a">'
-                    f"{e(_fmt_s(d))}</text>"
-                )
-        for c in rw["marks"]:
-            if c.get("offset_s") is None:
-                continue
-            xc = label_w + (float(c["offset_s"]) + float(c.get("duration_s") or 0)) * scale
-            col = "#1a7f37" if c["ok"] else "#cf222e"
-            yc = y + row_h / 2
-            tip = f"{c['phase']} check {c['name']}: {'ok' if c['ok'] else 'FAILED'}\n{c.get('summary') or ''}"
-            parts.append(
-                f'<path d="M{xc:.1f} {yc - 6:.1f} L{xc + 6:.1f} {yc:.1f} L{xc:.1f} {yc + 6:.1f} '
-                f'L{xc - 6:.1f} {yc:.1f} Z" '
-                f'fill="{col}" stroke="#fff" stroke-width="1"><title>{e(tip)}</title></path>'
-            )
+        parts += _timeline_row(rw, i, top + i * row_h, row_h=row_h, total=total, scale=scale)
     parts += _annotations(r, label_w, scale, top, bottom)
     parts.append("</svg>")
     legend = _legend(
@@ -417,6 +371,61 @@ def _timeline(r: Mapping[str, Any]) -> str:
         " hover for details</span>"
     )
     return f'<div class="panel">{"".join(parts)}{legend}{note}</div>'
+
+
+def _timeline_row(
+    rw: Mapping[str, Any], i: int, y: int, *, row_h: int, total: float, scale: float
+) -> list[str]:
+    """One row of the timeline: its label, its bars (each with its duration after the last) and checks."""
+    label_w, chart_w = TIMELINE_LABEL_W, TIMELINE_CHART_W
+    parts: list[str] = []
+    if i % 2 == 0:
+        parts.append(
+            f'<rect x="0" y="{y}" width="{label_w + chart_w + 60}" height="{row_h}" fill="#f6f8fa"/>'
+        )
+    weight = "700" if rw["bold"] else "400"
+    x_label = 6 + 14 * rw["depth"]
+    parts.append(
+        f'<text x="{x_label}" y="{y + 14}" font-size="12" font-weight="{weight}" fill="#1f2328">'
+        f"{e(_trunc(rw['label'], 34 - 2 * rw['depth']))}<title>{e(rw['label'])}</title></text>"
+    )
+    for b in rw["bars"]:
+        if b["start"] is None:
+            continue
+        x0 = label_w + float(b["start"]) * scale
+        end = b["end"] if b["end"] is not None else total
+        w = max(2.0, (float(end) - float(b["start"])) * scale)
+        h = 12 if rw["depth"] else 14
+        yb = y + (row_h - h) / 2
+        extra = (
+            ' stroke="#8250df" stroke-width="2" stroke-dasharray="3 2" fill-opacity="0.55"'
+            if b["undone"]
+            else ' stroke="#ffffff" stroke-width="1"'  # adjacent steps of a node stay apart
+        )
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{yb:.1f}" width="{w:.1f}" height="{h}" rx="2" '
+            f'fill="{_color(b["outcome"])}"{extra}>'
+            f"<title>{e(b['tip'])}</title></rect>"
+        )
+        if b["end"] is not None and b is rw["bars"][-1]:
+            d = float(b["end"]) - float(b["start"])
+            parts.append(
+                f'<text x="{x0 + w + 4:.1f}" y="{y + 14}" font-size="10.5" fill="#57606a">'
+                f"{e(_fmt_s(d))}</text>"
+            )
+    for c in rw["marks"]:
+        if c.get("offset_s") is None:
+            continue
+        xc = label_w + (float(c["offset_s"]) + float(c.get("duration_s") or 0)) * scale
+        col = "#1a7f37" if c["ok"] else "#cf222e"
+        yc = y + row_h / 2
+        tip = f"{c['phase']} check {c['name']}: {'ok' if c['ok'] else 'FAILED'}\n{c.get('summary') or ''}"
+        parts.append(
+            f'<path d="M{xc:.1f} {yc - 6:.1f} L{xc + 6:.1f} {yc:.1f} L{xc:.1f} {yc + 6:.1f} '
+            f'L{xc - 6:.1f} {yc:.1f} Z" '
+            f'fill="{col}" stroke="#fff" stroke-width="1"><title>{e(tip)}</title></path>'
+        )
+    return parts
 
 
 def run_span(r: Mapping[str, Any]) -> float:

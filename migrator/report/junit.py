@@ -113,7 +113,26 @@ def render_junit(report: Mapping[str, Any]) -> str:
     stamp = _stamp(r.get("started"))
     host = (r.get("sessions") or [{}])[0].get("host")
     root = ET.Element("testsuites", {"name": _text(f"migrator run {r['run_id']}")})
+    game_day = _steady_state_suite(r, plan, stamp, host)
+    suites = [
+        _run_suite(r, plan, stamp, host),
+        *([game_day] if game_day is not None else []),
+        _checks_suite(r, plan, stamp, host),
+        _steps_suite(r, plan, stamp, host),
+        _rollback_suite(r, plan, stamp, host),
+    ]
+    for suite in suites:
+        suite.close(root)
+    root.set("tests", str(sum(s.tests for s in suites)))
+    root.set("failures", str(sum(s.failures for s in suites)))
+    root.set("errors", str(sum(s.errors for s in suites)))
+    root.set("time", _time(r.get("duration_s")))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
+
+def _run_suite(r: Mapping[str, Any], plan: str, stamp: str | None, host: Any) -> _Suite:
+    """Suite ``run``: the run's properties and one case, its verdict."""
     run = _Suite("run", stamp, host)
     props = ET.SubElement(run.el, "properties")
     for key in ("run_id", "plan", "target", "status", "exit_code"):
@@ -132,8 +151,10 @@ def render_junit(report: Mapping[str, Any]) -> str:
         kind=str(r["status"]),
         out=f"{v['text']}\n{next_cmds}".strip(),
     )
+    return run
 
-    game_day = _steady_state_suite(r, plan, stamp, host)
+
+def _checks_suite(r: Mapping[str, Any], plan: str, stamp: str | None, host: Any) -> _Suite:
     checks = _Suite("checks", stamp, host)
     for c in r["checks"]:
         classname = f"migrator.{plan}.{_slug(c['phase'])}" + (
@@ -154,7 +175,10 @@ def render_junit(report: Mapping[str, Any]) -> str:
                 kind=str(c.get("type") or "check"),
                 out=summary if c["ok"] else None,
             )
+    return checks
 
+
+def _steps_suite(r: Mapping[str, Any], plan: str, stamp: str | None, host: Any) -> _Suite:
     steps = _Suite("steps", stamp, host)
     for s in all_steps(r):
         classname = f"migrator.{plan}.{_slug(s['stage'])}"
@@ -186,7 +210,10 @@ def render_junit(report: Mapping[str, Any]) -> str:
             steps.case(
                 classname, name, s.get("duration_s"), error="did not finish", kind="unfinished", out=out
             )
+    return steps
 
+
+def _rollback_suite(r: Mapping[str, Any], plan: str, stamp: str | None, host: Any) -> _Suite:
     rollback = _Suite("rollback", stamp, host)
     rb = r.get("rollback") or {}
     for u in rb.get("steps") or []:
@@ -200,16 +227,7 @@ def render_junit(report: Mapping[str, Any]) -> str:
             rollback.case(
                 classname, name, u.get("duration_s"), failure=f"undo failed: {u.get('error')}", kind="undo"
             )
-
-    suites = [run, *([game_day] if game_day is not None else []), checks, steps, rollback]
-    for suite in suites:
-        suite.close(root)
-    root.set("tests", str(sum(s.tests for s in suites)))
-    root.set("failures", str(sum(s.failures for s in suites)))
-    root.set("errors", str(sum(s.errors for s in suites)))
-    root.set("time", _time(r.get("duration_s")))
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return rollback
 
 
 def _steady_state_suite(r: Mapping[str, Any], plan: str, stamp: str | None, host: Any) -> _Suite | None:

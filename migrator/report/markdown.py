@@ -47,6 +47,24 @@ def _icon(outcome: Any) -> str:
 
 def render_markdown(report: Mapping[str, Any]) -> str:
     r = report
+    lines = _head(r)
+    if r.get("steady_state"):
+        lines += _steady_state(r["steady_state"])
+    lines += _failures(r) + _stages(r) + _steps(r) + _checks(r)
+    detail = [line for c in r["checks"] for line in _connectivity(c) + _continuous(c)]
+    if detail:
+        lines += ["### Verifications and monitors", "", *detail, ""]
+    lines += _rollback(r)
+    if r["warnings"]:
+        lines += ["### Warnings", "", *[f"- {cell(w)}" for w in r["warnings"][:MAX_ROWS]], ""]
+    if r["journal"].get("torn"):
+        lines += [f"> journal: {cell(r['journal']['torn'])}", ""]
+    lines.append(f"<sub>migrator report {cell(r['schema'])} · generated {cell(r['generated'])}</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def _head(r: Mapping[str, Any]) -> list[str]:
+    """The verdict, the next commands, the run's table and its message."""
     v = r["verdict"]
     lines: list[str] = [
         f"## {VERDICT_ICON.get(v['level'], '')} {cell(v['title'])}: run `{cell(r['run_id'])}`",
@@ -66,17 +84,24 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if r.get("message"):
         first = str(r["message"]).strip().splitlines()[0]
         lines += [f"> {cell(first)}", ""]
-    if r.get("steady_state"):
-        lines += _steady_state(r["steady_state"])
-    if r["failures"]:
-        lines += ["### Failures", ""]
-        for f in r["failures"][:MAX_ROWS]:
-            msg = str(f["message"]).strip().splitlines() or [""]
-            also = f" (also: {cell(', '.join(f['also']))})" if f.get("also") else ""
-            lines.append(f"- **{cell(f['what'])}** `{cell(f['where'])}`{also}: {cell(msg[0])}")
-            lines += [f"  - {cell(m.strip())}" for m in msg[1:8]]
-        lines.append("")
-    lines += [
+    return lines
+
+
+def _failures(r: Mapping[str, Any]) -> list[str]:
+    if not r["failures"]:
+        return []
+    lines = ["### Failures", ""]
+    for f in r["failures"][:MAX_ROWS]:
+        msg = str(f["message"]).strip().splitlines() or [""]
+        also = f" (also: {cell(', '.join(f['also']))})" if f.get("also") else ""
+        lines.append(f"- **{cell(f['what'])}** `{cell(f['where'])}`{also}: {cell(msg[0])}")
+        lines += [f"  - {cell(m.strip())}" for m in msg[1:8]]
+    lines.append("")
+    return lines
+
+
+def _stages(r: Mapping[str, Any]) -> list[str]:
+    lines = [
         "### Stages",
         "",
         "| # | stage | outcome | duration | waves | steps |",
@@ -93,61 +118,68 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f" {waves or '-'} | {nsteps} |"
         )
     lines.append("")
+    return lines
+
+
+def _steps(r: Mapping[str, Any]) -> list[str]:
     steps = all_steps(r)
-    if steps:
-        lines += [
-            "<details><summary>Steps</summary>",
-            "",
-            "| step | node | action | outcome | attempts | duration | undo |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for s in steps[:200]:
-            undo = s.get("undo") or {}
-            undo_text = "skipped" if undo.get("skipped") else undo.get("outcome") or ""
-            lines.append(
-                f"| {cell(s['stage'])}/{cell(s['step'])} | {cell(s['node'] or '')} | {cell(s['action'])} |"
-                f" {_icon(s['outcome'])} {cell(s['outcome'])} | {s['attempts']} | {dur(s['duration_s'])} |"
-                f" {cell(undo_text)} |"
-            )
-        lines += ["", "</details>", ""]
-    if r["checks"]:
-        lines += [
-            "### Checks",
-            "",
-            "| check | type | phase | stage | result | summary |",
-            "|---|---|---|---|---|---|",
-        ]
-        for c in r["checks"][: MAX_ROWS * 2]:
-            ok = "✅" if c["ok"] else "❌" if c["ok"] is False else "…"
-            first = (str(c["summary"] or "").splitlines() or [""])[0]
-            lines.append(
-                f"| {cell(c['name'])} | {cell(c['type'])} | {cell(c['phase'])} | {cell(c['stage'] or '')} |"
-                f" {ok} | {cell(first)} |"
-            )
-        lines.append("")
-    detail = [line for c in r["checks"] for line in _connectivity(c) + _continuous(c)]
-    if detail:
-        lines += ["### Verifications and monitors", "", *detail, ""]
+    if not steps:
+        return []
+    lines = [
+        "<details><summary>Steps</summary>",
+        "",
+        "| step | node | action | outcome | attempts | duration | undo |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in steps[:200]:
+        undo = s.get("undo") or {}
+        undo_text = "skipped" if undo.get("skipped") else undo.get("outcome") or ""
+        lines.append(
+            f"| {cell(s['stage'])}/{cell(s['step'])} | {cell(s['node'] or '')} | {cell(s['action'])} |"
+            f" {_icon(s['outcome'])} {cell(s['outcome'])} | {s['attempts']} | {dur(s['duration_s'])} |"
+            f" {cell(undo_text)} |"
+        )
+    lines += ["", "</details>", ""]
+    return lines
+
+
+def _checks(r: Mapping[str, Any]) -> list[str]:
+    if not r["checks"]:
+        return []
+    lines = [
+        "### Checks",
+        "",
+        "| check | type | phase | stage | result | summary |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in r["checks"][: MAX_ROWS * 2]:
+        ok = "✅" if c["ok"] else "❌" if c["ok"] is False else "…"
+        first = (str(c["summary"] or "").splitlines() or [""])[0]
+        lines.append(
+            f"| {cell(c['name'])} | {cell(c['type'])} | {cell(c['phase'])} | {cell(c['stage'] or '')} |"
+            f" {ok} | {cell(first)} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _rollback(r: Mapping[str, Any]) -> list[str]:
     rb = r.get("rollback")
-    if rb:
-        lines += [
-            "### Rollback",
-            "",
-            f"{_icon(rb['outcome'])} {cell(rb['outcome'])}: {rb['undone']} steps undone"
-            f" in {dur(rb['duration_s'])} (reason: {cell(rb['reason'])})",
-            "",
-        ]
-        bad = [u for u in rb["steps"] if u["outcome"] != "succeeded"]
-        for u in bad:
-            lines.append(f"- ❌ undo `{cell(u['key'])}`: {cell(u['error'])}")
-        if bad:
-            lines.append("")
-    if r["warnings"]:
-        lines += ["### Warnings", "", *[f"- {cell(w)}" for w in r["warnings"][:MAX_ROWS]], ""]
-    if r["journal"].get("torn"):
-        lines += [f"> journal: {cell(r['journal']['torn'])}", ""]
-    lines.append(f"<sub>migrator report {cell(r['schema'])} · generated {cell(r['generated'])}</sub>")
-    return "\n".join(lines) + "\n"
+    if not rb:
+        return []
+    lines = [
+        "### Rollback",
+        "",
+        f"{_icon(rb['outcome'])} {cell(rb['outcome'])}: {rb['undone']} steps undone"
+        f" in {dur(rb['duration_s'])} (reason: {cell(rb['reason'])})",
+        "",
+    ]
+    bad = [u for u in rb["steps"] if u["outcome"] != "succeeded"]
+    for u in bad:
+        lines.append(f"- ❌ undo `{cell(u['key'])}`: {cell(u['error'])}")
+    if bad:
+        lines.append("")
+    return lines
 
 
 def _label(c: Mapping[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """The run report as data: built from a run folder (journal first), rendered by the other modules.
 
-:func:`build_report` folds ``journal.jsonl`` (read with the engine's tolerant reader, so a torn last line
-is reported, not fatal) plus ``meta.json``, ``state.json`` and ``plan.json`` into one JSON-able dict,
-the content of ``report.json``. Its shape (``schema: migrator.report/v1``, as a JSON Schema in
-``migrator/report/report.schema.json``; fields may be added, none removed); times are ISO 8601 UTC,
-``*_s`` are seconds, ``offset_s`` are seconds since the run started::
+:func:`build_report` folds ``journal.jsonl`` (read with the journal's tolerant reader, so a torn last line
+is reported, not fatal; its lines parsed into the typed events of :mod:`migrator.runs.events`) plus
+``meta.json``, ``state.json`` and ``plan.json`` into one JSON-able dict, the content of ``report.json``.
+Its shape (``schema: migrator.report/v1``, as a JSON Schema in ``migrator/report/report.schema.json``;
+fields may be added, none removed); times are ISO 8601 UTC, ``*_s`` are seconds, ``offset_s`` are seconds
+since the run started::
 
     schema, generated, run_id, plan, plan_description, target, identity, params, rollback_policy
     status            RunStatus value (succeeded, failed-rolled-back, needs-attention, ...)
@@ -37,11 +38,11 @@ the content of ``report.json``. Its shape (``schema: migrator.report/v1``, as a 
 ``preflight`` also has ``requirements`` (the steps' own preflight at run start, see
 :mod:`migrator.engine.requirements`): ``{outcome, checked, failures, skipped, duration}`` when journaled.
 
-Annotations are produced by *annotators* (:func:`register_annotator`): functions from a journal event
-to an annotation (or ``None``). The built-in one marks run resumes, rollback starts, interrupts,
-monitor aborts and fault events (``step.event``/``check.event`` whose event names a fault, e.g.
-``{"fault": "partition", "state": "on"}`` or ``{"type": "fault.on", ...}``); a fault injector may
-register its own for richer labels.
+Annotations are produced by *annotators* (:func:`register_annotator`): functions from a typed journal
+event (:class:`migrator.runs.events.Event`) to an annotation (or ``None``). The built-in one marks run
+resumes, rollback starts, interrupts, monitor aborts and fault events (``step.event``/``check.event``
+whose event names a fault, e.g. ``{"fault": "partition", "state": "on"}`` or ``{"type": "fault.on",
+...}``); a fault injector may register its own for richer labels.
 """
 
 from __future__ import annotations
@@ -55,14 +56,44 @@ from typing import Any
 
 from migrator.report.connectivity import analyze_check
 from migrator.report.steadystate import steady_state
-from migrator.runs.events import RunStatus
+from migrator.runs.events import (
+    CheckEnd,
+    CheckEvent,
+    CheckPhase,
+    CheckStart,
+    Event,
+    MonitorEnd,
+    MonitorFailed,
+    MonitorStart,
+    Outcome,
+    PreflightEnd,
+    PreflightRequirements,
+    PreflightStart,
+    RollbackEnd,
+    RollbackStart,
+    RunEnd,
+    RunError,
+    RunResume,
+    RunStart,
+    RunStatus,
+    RunWarning,
+    Signal,
+    StageEnd,
+    StageStart,
+    StepEnd,
+    StepEvent,
+    StepStart,
+    UndoEnd,
+    WaveEnd,
+    WaveStart,
+)
 from migrator.runs.journal import read_journal
 from migrator.runs.rundir import RunDir
 
 SCHEMA = "migrator.report/v1"
 
 Annotation = dict[str, Any]
-Annotator = Callable[[Mapping[str, Any]], Annotation | None]
+Annotator = Callable[[Event], Annotation | None]
 _ANNOTATORS: list[Annotator] = []
 
 
@@ -113,32 +144,24 @@ def _fault_annotation(sub: Mapping[str, Any], where: Any) -> Annotation | None:
 
 
 @register_annotator
-def builtin_annotations(event: Mapping[str, Any]) -> Annotation | None:
-    kind = str(event.get("type"))
-    if kind == "run.resume":
-        return {
-            "kind": "resume",
-            "label": f"migrator {event.get('mode')}",
-            "detail": f"continued by pid {event.get('pid')} on {event.get('host')}",
-        }
-    if kind == "rollback.start":
-        return {
-            "kind": "rollback",
-            "label": "rollback",
-            "detail": str(event.get("error") or event.get("reason")),
-        }
-    if kind == "signal":
-        return {"kind": "signal", "label": str(event.get("action")), "detail": str(event.get("message"))}
-    if kind == "monitor.failed":
-        return {
-            "kind": "monitor-failed",
-            "label": f"monitor {event.get('check')}",
-            "detail": str(event.get("error")),
-        }
-    if kind in ("step.event", "check.event"):
-        sub = event.get("event")
-        if isinstance(sub, Mapping):
-            return _fault_annotation(sub, event.get("key") or event.get("check") or "")
+def builtin_annotations(event: Event) -> Annotation | None:
+    match event:
+        case RunResume():
+            return {
+                "kind": "resume",
+                "label": f"migrator {event.mode}",
+                "detail": f"continued by pid {event.pid} on {event.host}",
+            }
+        case RollbackStart():
+            return {"kind": "rollback", "label": "rollback", "detail": str(event.error or event.reason)}
+        case Signal():
+            return {"kind": "signal", "label": str(event.action), "detail": event.message}
+        case MonitorFailed():
+            return {"kind": "monitor-failed", "label": f"monitor {event.check}", "detail": event.error}
+        case StepEvent():
+            return _fault_annotation(event.event, event.key)
+        case CheckEvent():
+            return _fault_annotation(event.event, event.check)
     return None
 
 
@@ -166,10 +189,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-_BAD_STEP = ("failed", "timeout", "cancelled")
-_RANK = {"succeeded": 0, "running": 1, "retrying": 1, "cancelled": 2, "failed-continued": 2}
 
 
 def worst(outcomes: Sequence[str | None]) -> str | None:
@@ -263,7 +282,7 @@ def verdict(
 @dataclass
 class _Builder:
     run_dir: Path
-    events: list[dict[str, Any]]
+    events: list[Event]
     plan_types: dict[tuple[str | None, str], str]
 
     def __post_init__(self) -> None:
@@ -279,8 +298,8 @@ class _Builder:
         self.failures: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.annotations: list[dict[str, Any]] = []
-        self.run_start: dict[str, Any] = {}
-        self.run_end: dict[str, Any] = {}
+        self.run_start: RunStart | None = None
+        self.run_end: RunEnd | None = None
         self.failed_undo: str | None = None
         self.stage_of_check: dict[str, str] = {}
         self.requirements: dict[str, Any] | None = None
@@ -334,243 +353,278 @@ class _Builder:
                 except Exception:  # noqa: BLE001, S112 - an annotator's bug must not break the report
                     continue
                 if found:
-                    ann = {"ts": event.get("ts"), "detail": "", **found}
+                    ann = {"ts": event.ts, "detail": "", **found}
                     ann["offset_s"] = self.offset(ann["ts"])
                     self.annotations.append(ann)
 
-    def apply(self, e: dict[str, Any]) -> None:
-        kind = str(e.get("type"))
-        ts = e.get("ts")
+    def apply(self, e: Event) -> None:
+        """Fold one event (each group of event types in its own method)."""
         if self.t0 is None:
-            self.t0 = parse_ts(ts)
-        if kind in ("run.start", "run.resume"):
-            if kind == "run.start":
-                self.run_start = e
-            self.sessions.append(
-                {
-                    "mode": "apply" if kind == "run.start" else str(e.get("mode")),
-                    "started": ts,
-                    "ended": None,
-                    "status": None,
-                    "pid": e.get("pid"),
-                    "host": e.get("host"),
-                }
-            )
-        elif kind == "run.end":
-            self.run_end = e
-            if self.sessions:
-                self.sessions[-1]["ended"] = ts
-                self.sessions[-1]["status"] = e.get("status")
-        elif kind == "run.error":
-            self.fail("run", "run", e.get("error"), ts)
-        elif kind == "warning":
-            self.warnings.append(str(e.get("message")))
-        elif kind == "preflight.requirements":
-            self.requirements = {
-                k: e.get(k) for k in ("outcome", "checked", "failures", "skipped", "duration")
-            }
-            if e.get("outcome") == "failed":
-                for f in e.get("failures") or []:
-                    where = f"requirements of step {f.get('stage')}/{f.get('step')}" + (
-                        f"@{f['node']}" if f.get("node") else ""
-                    )
-                    self.fail("preflight", where, f.get("error"), ts)
-                self.preflight = {"outcome": "failed", "started": ts, "ended": ts, "checks": []}
-        elif kind == "preflight.start":
-            self.preflight = {"outcome": None, "started": ts, "ended": None, "checks": []}
-        elif kind == "preflight.end" and self.preflight is not None:
-            self.preflight.update(outcome=e.get("outcome"), ended=ts)
-        elif kind == "stage.start":
-            st = self.stage(str(e["stage"]), e.get("stage_index"))
-            if st["started"] is None:
-                st["started"], st["offset_s"] = ts, self.offset(ts)
-            if e.get("waves"):
-                st["_wave_nodes"] = [list(w) for w in e["waves"]]
-            st["outcome"], st["ended"] = "running", None
-        elif kind == "stage.end":
-            st = self.stage(str(e["stage"]))
-            st.update(outcome=e.get("outcome"), error=e.get("error"), ended=ts)
-            st["duration_s"] = seconds_between(st["started"], ts)
-        elif kind == "wave.start":
-            wkey = (str(e["stage"]), int(e["wave"]))
-            wave = self.waves.get(wkey)
-            if wave is None:
-                wave = self.waves[wkey] = {
-                    "index": wkey[1],
-                    "nodes": list(e.get("nodes") or []),
-                    "outcome": "running",
-                    "error": None,
-                    "started": ts,
-                    "ended": None,
-                    "duration_s": None,
-                    "offset_s": self.offset(ts),
-                    "node_runs": [],
-                }
-                self.stage(wkey[0])["waves"].append(wave)
-            wave["outcome"] = "running"
-        elif kind == "wave.end":
-            wave = self.waves.get((str(e["stage"]), int(e["wave"])))
-            if wave is not None:
-                wave.update(outcome=e.get("outcome"), error=e.get("error"), ended=ts)
-                wave["duration_s"] = seconds_between(wave["started"], ts)
-        elif kind == "step.start":
-            key = str(e["key"])
-            step = self.steps.get(key)
-            if step is None:
-                step = self.steps[key] = {
-                    "key": key,
-                    "stage": e.get("stage"),
-                    "step": e.get("step"),
-                    "node": e.get("node"),
-                    "action": e.get("action"),
-                    "outcome": "running",
-                    "attempts": 0,
-                    "started": ts,
-                    "ended": None,
-                    "duration_s": None,
-                    "offset_s": self.offset(ts),
-                    "error": None,
-                    "error_type": None,
-                    "events": 0,
-                    "undo": None,
-                }
-                self._place_step(step)
-            step["attempts"] = max(int(step["attempts"]), int(e.get("attempt") or 1))
-            step["outcome"] = "running"
-        elif kind == "step.end":
-            step = self.steps.get(str(e["key"]))
-            if step is not None:
-                step.update(
-                    outcome=e.get("outcome"), ended=ts, error=e.get("error"), error_type=e.get("error_type")
-                )
-                step["duration_s"] = seconds_between(step["started"], ts)
-                if e.get("outcome") in _BAD_STEP:
-                    self.fail("step", str(e["key"]), e.get("error") or e.get("outcome"), ts)
-        elif kind == "step.event":
-            step = self.steps.get(str(e.get("key")))
-            if step is not None:
-                step["events"] += 1
-        elif kind == "check.start":
-            check = self._new_check(e)
-            self.open_checks[(check["name"], check["phase"], check["stage"])] = check
-        elif kind == "check.end":
-            ck = (str(e.get("check")), str(e.get("phase")), e.get("stage"))
-            found_check = self.open_checks.pop(ck, None)
-            check = found_check if found_check is not None else self._new_check(e)
-            check.update(
-                ok=bool(e.get("ok")), summary=e.get("summary"), ended=ts, duration_s=e.get("duration")
-            )
-            check["_details"] = e.get("details")
-            if not e.get("ok"):
-                self.fail("check", f"{check['phase']} check {check['name']}", e.get("summary"), ts)
-        elif kind == "monitor.start":
-            st = self.stage(str(e.get("stage")))
-            st["monitor"] = {
-                "checks": list(e.get("checks") or []),
-                "rounds": None,
-                "aborted": False,
-                "failed": [],
-                "_ts": ts,
-            }
-        elif kind == "monitor.failed":
-            st = self.stage(str(e.get("stage")))
-            if st["monitor"] is None:
-                st["monitor"] = {"checks": [], "rounds": None, "aborted": True, "failed": []}
-            st["monitor"]["failed"].append(str(e.get("check")))
-            check = self._new_check({**e, "phase": "monitor", "check_type": None})
-            check.update(ok=False, summary=e.get("error"), ended=ts, duration_s=None)
-            check["_details"] = e.get("details")
-            self.fail("monitor", f"monitor {e.get('check')} (stage {e.get('stage')})", e.get("error"), ts)
-        elif kind == "monitor.end":
-            st = self.stage(str(e.get("stage")))
-            mon = st["monitor"] or {"checks": [], "failed": []}
-            mon.update(rounds=e.get("rounds"), aborted=bool(e.get("aborted")))
-            st["monitor"] = mon
-            # a monitor check that passed leaves no event: its conclusion is in its artifacts folder
-            for name in mon["checks"]:
-                if name in mon["failed"]:
-                    continue
-                check = self._new_check(
+            self.t0 = parse_ts(e.ts)
+        match e:
+            case RunStart() | RunResume() | RunEnd() | RunError() | RunWarning():
+                self._run_event(e)
+            case PreflightStart() | PreflightEnd() | PreflightRequirements():
+                self._preflight_event(e)
+            case StageStart() | StageEnd() | WaveStart() | WaveEnd():
+                self._stage_event(e)
+            case StepStart() | StepEnd() | StepEvent():
+                self._step_event(e)
+            case CheckStart() | CheckEnd():
+                self._check_event(e)
+            case MonitorStart() | MonitorFailed() | MonitorEnd():
+                self._monitor_event(e)
+            case RollbackStart() | UndoEnd() | RollbackEnd():
+                self._rollback_event(e)
+
+    def _run_event(self, e: RunStart | RunResume | RunEnd | RunError | RunWarning) -> None:
+        match e:
+            case RunStart() | RunResume():
+                if isinstance(e, RunStart):
+                    self.run_start = e
+                mode = "apply" if isinstance(e, RunStart) else str(e.mode)
+                self.sessions.append(
                     {
-                        **e,
-                        "seq": f"{e.get('seq')}-{name}",
-                        "check": name,
-                        "phase": "monitor",
-                        "ts": mon.get("_ts"),
+                        "mode": mode,
+                        "started": e.ts,
+                        "ended": None,
+                        "status": None,
+                        "pid": e.pid,
+                        "host": e.host,
                     }
                 )
-                check.update(
-                    ok=True,
-                    summary=f"no failure in {e.get('rounds')} rounds",
-                    ended=ts,
-                    duration_s=seconds_between(check["started"], ts),
-                )
-        elif kind == "rollback.start":
-            if self.rollback is None:
-                self.rollback = {
-                    "reason": e.get("reason"),
-                    "error": e.get("error"),
-                    "started": ts,
-                    "ended": None,
-                    "duration_s": None,
-                    "offset_s": self.offset(ts),
-                    "outcome": "running",
-                    "undone": 0,
-                    "planned": list(e.get("steps") or []),
-                    "steps": [],
-                }
-            self.rollback["outcome"] = "running"
-        elif kind == "undo.end":
-            undo = {
-                "key": e.get("key"),
-                "stage": e.get("stage"),
-                "step": e.get("step"),
-                "node": e.get("node"),
-                "outcome": e.get("outcome"),
-                "duration_s": e.get("duration"),
-                "error": e.get("error"),
-                "skipped": bool(e.get("skipped")),
-                "ended": ts,
-                "offset_s": self.offset(ts),
-            }
-            if self.rollback is None:  # undo of a stage that failed with on_failure: continue
-                self.rollback = {
-                    "reason": "stage-compensation",
-                    "error": None,
-                    "started": ts,
-                    "ended": None,
-                    "duration_s": None,
-                    "offset_s": self.offset(ts),
-                    "outcome": None,
-                    "undone": 0,
-                    "planned": [],
-                    "steps": [],
-                }
-            self.rollback["steps"].append(undo)
-            step = self.steps.get(str(e.get("key")))
-            if step is not None:
-                step["undo"] = {k: undo[k] for k in ("outcome", "duration_s", "error", "skipped")}
-            if e.get("outcome") != "succeeded":
-                self.failed_undo = str(e.get("key"))
-                self.fail("undo", f"undo {e.get('key')}", e.get("error") or e.get("outcome"), ts)
-            elif self.failed_undo == e.get("key"):
-                self.failed_undo = None
-        elif kind == "rollback.end" and self.rollback is not None:
-            self.rollback.update(outcome=e.get("outcome"), ended=ts)
-            self.rollback["undone"] = int(self.rollback["undone"] or 0) + int(e.get("undone") or 0)
-            self.rollback["duration_s"] = seconds_between(self.rollback["started"], ts)
+            case RunEnd():
+                self.run_end = e
+                if self.sessions:
+                    self.sessions[-1]["ended"] = e.ts
+                    self.sessions[-1]["status"] = str(e.status)
+            case RunError():
+                self.fail("run", "run", e.error, e.ts)
+            case RunWarning():
+                self.warnings.append(e.message)
 
-    def _new_check(self, e: Mapping[str, Any]) -> dict[str, Any]:
-        ts = e.get("ts")
-        phase = str(e.get("phase"))
-        name = str(e.get("check"))
+    def _preflight_event(self, e: PreflightStart | PreflightEnd | PreflightRequirements) -> None:
+        match e:
+            case PreflightRequirements():
+                self.requirements = {
+                    "outcome": str(e.outcome),
+                    "checked": e.checked,
+                    "failures": [dict(f) for f in e.failures],
+                    "skipped": list(e.skipped),
+                    "duration": e.duration,
+                }
+                if e.outcome == Outcome.FAILED:
+                    for f in e.failures:
+                        where = f"requirements of step {f.get('stage')}/{f.get('step')}" + (
+                            f"@{f['node']}" if f.get("node") else ""
+                        )
+                        self.fail("preflight", where, f.get("error"), e.ts)
+                    self.preflight = {"outcome": "failed", "started": e.ts, "ended": e.ts, "checks": []}
+            case PreflightStart():
+                self.preflight = {"outcome": None, "started": e.ts, "ended": None, "checks": []}
+            case PreflightEnd() if self.preflight is not None:
+                self.preflight.update(outcome=str(e.outcome), ended=e.ts)
+
+    def _stage_event(self, e: StageStart | StageEnd | WaveStart | WaveEnd) -> None:
+        match e:
+            case StageStart():
+                st = self.stage(e.stage, e.stage_index)
+                if st["started"] is None:
+                    st["started"], st["offset_s"] = e.ts, self.offset(e.ts)
+                if e.waves:
+                    st["_wave_nodes"] = [list(w) for w in e.waves]
+                st["outcome"], st["ended"] = "running", None
+            case StageEnd():
+                st = self.stage(e.stage)
+                st.update(outcome=str(e.outcome), error=e.error, ended=e.ts)
+                st["duration_s"] = seconds_between(st["started"], e.ts)
+            case WaveStart():
+                wave = self.waves.get((e.stage, e.wave))
+                if wave is None:
+                    wave = self.waves[(e.stage, e.wave)] = {
+                        "index": e.wave,
+                        "nodes": list(e.nodes),
+                        "outcome": "running",
+                        "error": None,
+                        "started": e.ts,
+                        "ended": None,
+                        "duration_s": None,
+                        "offset_s": self.offset(e.ts),
+                        "node_runs": [],
+                    }
+                    self.stage(e.stage)["waves"].append(wave)
+                wave["outcome"] = "running"
+            case WaveEnd():
+                found = self.waves.get((e.stage, e.wave))
+                if found is not None:
+                    found.update(outcome=str(e.outcome), error=e.error, ended=e.ts)
+                    found["duration_s"] = seconds_between(found["started"], e.ts)
+
+    def _step_event(self, e: StepStart | StepEnd | StepEvent) -> None:
+        match e:
+            case StepStart():
+                step = self.steps.get(e.key)
+                if step is None:
+                    step = self.steps[e.key] = {
+                        "key": e.key,
+                        "stage": e.stage,
+                        "step": e.step,
+                        "node": e.node,
+                        "action": e.action,
+                        "outcome": "running",
+                        "attempts": 0,
+                        "started": e.ts,
+                        "ended": None,
+                        "duration_s": None,
+                        "offset_s": self.offset(e.ts),
+                        "error": None,
+                        "error_type": None,
+                        "events": 0,
+                        "undo": None,
+                    }
+                    self._place_step(step)
+                step["attempts"] = max(int(step["attempts"]), e.attempt or 1)
+                step["outcome"] = "running"
+            case StepEnd():
+                found = self.steps.get(e.key)
+                if found is not None:
+                    found.update(outcome=str(e.outcome), ended=e.ts, error=e.error, error_type=e.error_type)
+                    found["duration_s"] = seconds_between(found["started"], e.ts)
+                    if e.outcome.bad:
+                        self.fail("step", e.key, e.error or str(e.outcome), e.ts)
+            case StepEvent():
+                counted = self.steps.get(e.key)
+                if counted is not None:
+                    counted["events"] += 1
+
+    def _check_event(self, e: CheckStart | CheckEnd) -> None:
+        ck = (e.check, str(e.phase), e.stage)
+        if isinstance(e, CheckStart):
+            self.open_checks[ck] = self._new_check(
+                f"c{e.seq}", e.check, e.phase, stage=e.stage, ts=e.ts, check_type=e.check_type, nodes=e.nodes
+            )
+            return
+        found = self.open_checks.pop(ck, None)
+        check = (
+            found
+            if found is not None
+            else self._new_check(
+                f"c{e.seq}", e.check, e.phase, stage=e.stage, ts=e.ts, check_type=e.check_type, nodes=e.nodes
+            )
+        )
+        check.update(ok=e.ok, summary=e.summary, ended=e.ts, duration_s=e.duration)
+        check["_details"] = e.details
+        if not e.ok:
+            self.fail("check", f"{check['phase']} check {check['name']}", e.summary, e.ts)
+
+    def _monitor_event(self, e: MonitorStart | MonitorFailed | MonitorEnd) -> None:
+        st = self.stage(e.stage)
+        match e:
+            case MonitorStart():
+                st["monitor"] = {
+                    "checks": list(e.checks),
+                    "rounds": None,
+                    "aborted": False,
+                    "failed": [],
+                    "_ts": e.ts,
+                }
+            case MonitorFailed():
+                if st["monitor"] is None:
+                    st["monitor"] = {"checks": [], "rounds": None, "aborted": True, "failed": []}
+                st["monitor"]["failed"].append(e.check)
+                check = self._new_check(f"c{e.seq}", e.check, CheckPhase.MONITOR, stage=e.stage, ts=e.ts)
+                check.update(ok=False, summary=e.error, ended=e.ts, duration_s=None)
+                check["_details"] = e.details
+                self.fail("monitor", f"monitor {e.check} (stage {e.stage})", e.error, e.ts)
+            case MonitorEnd():
+                mon = st["monitor"] or {"checks": [], "failed": []}
+                mon.update(rounds=e.rounds, aborted=e.aborted)
+                st["monitor"] = mon
+                # a monitor check that passed leaves no event: its conclusion is in its artifacts folder
+                for name in mon["checks"]:
+                    if name in mon["failed"]:
+                        continue
+                    check = self._new_check(
+                        f"c{e.seq}-{name}", name, CheckPhase.MONITOR, stage=e.stage, ts=mon.get("_ts")
+                    )
+                    check.update(
+                        ok=True,
+                        summary=f"no failure in {e.rounds} rounds",
+                        ended=e.ts,
+                        duration_s=seconds_between(check["started"], e.ts),
+                    )
+
+    def _rollback_event(self, e: RollbackStart | UndoEnd | RollbackEnd) -> None:
+        match e:
+            case RollbackStart():
+                if self.rollback is None:
+                    self.rollback = self._new_rollback(str(e.reason) if e.reason else None, e.error, e.ts)
+                    self.rollback.update(outcome="running", planned=list(e.steps))
+                self.rollback["outcome"] = "running"
+            case UndoEnd():
+                self._undo_end(e)
+            case RollbackEnd() if self.rollback is not None:
+                self.rollback.update(outcome=str(e.outcome), ended=e.ts)
+                self.rollback["undone"] = int(self.rollback["undone"] or 0) + e.undone
+                self.rollback["duration_s"] = seconds_between(self.rollback["started"], e.ts)
+
+    def _new_rollback(self, reason: str | None, error: str | None, ts: str) -> dict[str, Any]:
+        return {
+            "reason": reason,
+            "error": error,
+            "started": ts,
+            "ended": None,
+            "duration_s": None,
+            "offset_s": self.offset(ts),
+            "outcome": None,
+            "undone": 0,
+            "planned": [],
+            "steps": [],
+        }
+
+    def _undo_end(self, e: UndoEnd) -> None:
+        undo = {
+            "key": e.key,
+            "stage": e.stage,
+            "step": e.step,
+            "node": e.node,
+            "outcome": str(e.outcome),
+            "duration_s": e.duration,
+            "error": e.error,
+            "skipped": e.skipped,
+            "ended": e.ts,
+            "offset_s": self.offset(e.ts),
+        }
+        if self.rollback is None:  # undo of a stage that failed with on_failure: continue
+            self.rollback = self._new_rollback("stage-compensation", None, e.ts)
+        self.rollback["steps"].append(undo)
+        step = self.steps.get(e.key)
+        if step is not None:
+            step["undo"] = {k: undo[k] for k in ("outcome", "duration_s", "error", "skipped")}
+        if e.outcome != Outcome.SUCCEEDED:
+            self.failed_undo = e.key
+            self.fail("undo", f"undo {e.key}", e.error or str(e.outcome), e.ts)
+        elif self.failed_undo == e.key:
+            self.failed_undo = None
+
+    def _new_check(
+        self,
+        cid: str,
+        name: str,
+        phase: CheckPhase,
+        *,
+        stage: str | None,
+        ts: str | None,
+        check_type: str | None = None,
+        nodes: Sequence[str] = (),
+    ) -> dict[str, Any]:
         check: dict[str, Any] = {
-            "id": f"c{e.get('seq')}",
+            "id": cid,
             "name": name,
-            "type": e.get("check_type") or self.plan_types.get((e.get("stage"), name)),
-            "phase": phase,
-            "stage": e.get("stage"),
-            "nodes": list(e.get("nodes") or []),
+            "type": check_type or self.plan_types.get((stage, name)),
+            "phase": str(phase),
+            "stage": stage,
+            "nodes": list(nodes),
             "ok": None,
             "summary": None,
             "started": ts,
@@ -581,15 +635,14 @@ class _Builder:
             "connectivity": None,
             "continuous": None,
         }
-        folder = RunDir(self.run_dir).check_dir(phase, name)
+        folder = RunDir(self.run_dir).check_dir(str(phase), name)
         if folder.is_dir():
             check["artifacts"] = str(folder.relative_to(self.run_dir))
         self.checks.append(check)
-        if phase == "preflight" and self.preflight is not None:
+        if phase == CheckPhase.PREFLIGHT and self.preflight is not None:
             self.preflight["checks"].append(check["id"])
-        stage = e.get("stage")
         if stage:
-            self.stage(str(stage))["checks"].append(check["id"])
+            self.stage(stage)["checks"].append(check["id"])
         return check
 
     def _place_step(self, step: dict[str, Any]) -> None:
@@ -684,48 +737,45 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     """The report of the run in ``run_dir`` as a JSON-able dict (see the module docstring)."""
     rundir = RunDir(run_dir)
     found = read_journal(rundir.journal)
+    events = found.typed()
     meta = rundir.meta()
     state = rundir.state()
     plan = _read_json(rundir.plan_json) or {}
-    b = _Builder(run_dir, found.events, _plan_check_types(plan))
+    b = _Builder(run_dir, events, _plan_check_types(plan))
     b.run()
     b.finish()
-    run_id = str(b.run_start.get("run_id") or meta.get("run_id") or run_dir.name)
-    status = str(b.run_end.get("status") or state.get("status") or "running")
+    start, end = b.run_start, b.run_end
+    run_id = str((start.run_id if start else None) or meta.get("run_id") or run_dir.name)
+    status = str((end.status if end else None) or state.get("status") or "running")
     if (
-        not b.run_end
+        end is None
         and b.sessions
         and b.sessions[-1]["ended"] is None
         and status not in ("running", "rolling-back")
     ):
         status = "running"
-    started = b.run_start.get("ts") or meta.get("started")
-    ended = b.run_end.get("ts") if b.run_end else None
-    last_ts = found.events[-1].get("ts") if found.events else None
+    started = (start.ts if start else None) or meta.get("started")
+    ended = end.ts if end else None
+    last_ts = events[-1].ts if events else None
     failed_undo = b.failed_undo or state.get("failed_undo")
     rollback_reason = b.rollback["reason"] if b.rollback else None
-    exit_code = b.run_end.get("exit_code")
+    exit_code = end.exit_code if end else None
     if exit_code is None:
         try:
             exit_code = int(RunStatus(status).exit_code)
         except ValueError:
             exit_code = None
     spec = plan.get("spec") if isinstance(plan, Mapping) else None
-    planned = spec.get("stages") if isinstance(spec, Mapping) else None
-    for i, st in enumerate(planned or []):
-        enabled = isinstance(st, Mapping) and st.get("name") and st.get("enabled", True) is not False
-        if enabled and str(st["name"]) not in b.stages:
-            b.stage(str(st["name"]), i)["outcome"] = None  # planned, never started
-            b.stages[str(st["name"])].pop("_wave_nodes", None)
+    _add_planned_stages(b, spec.get("stages") if isinstance(spec, Mapping) else None)
     stages = sorted(b.stages.values(), key=lambda s: (s["index"] is None, s["index"] or 0))
     metadata = plan.get("metadata") if isinstance(plan, Mapping) else None
     if b.requirements is not None:
         b.preflight = {**(b.preflight or {"outcome": None, "started": None, "ended": None, "checks": []})}
         b.preflight["requirements"] = b.requirements
-    message = b.run_end.get("message") or state.get("message") or ""
+    message = (end.message if end else None) or state.get("message") or ""
     game_day = steady_state(
         plan=plan if isinstance(plan, Mapping) else None,
-        events=found.events,
+        events=events,
         checks=b.checks,
         status=status,
         t0=b.t0.isoformat() if b.t0 else None,
@@ -735,12 +785,12 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "schema": SCHEMA,
         "generated": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "run_id": run_id,
-        "plan": b.run_start.get("plan") or meta.get("plan"),
+        "plan": (start.plan if start else None) or meta.get("plan"),
         "plan_description": (metadata or {}).get("description") if isinstance(metadata, Mapping) else None,
-        "target": b.run_start.get("target") or meta.get("target"),
-        "identity": b.run_start.get("identity"),
-        "params": b.run_start.get("params") or meta.get("params") or {},
-        "rollback_policy": b.run_start.get("rollback"),
+        "target": (start.target if start else None) or meta.get("target"),
+        "identity": start.identity if start else None,
+        "params": (dict(start.params) if start else None) or meta.get("params") or {},
+        "rollback_policy": start.rollback if start else None,
         "status": status,
         "verdict": verdict(status, run_id, failed_undo=failed_undo, rollback_reason=rollback_reason),
         "exit_code": exit_code,
@@ -756,9 +806,18 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "failures": b.failures,
         "warnings": b.warnings,
         "annotations": b.annotations,
-        "journal": {"events": len(found.events), "torn": found.torn, "last_seq": found.last_seq},
+        "journal": {"events": len(events), "torn": found.torn, "last_seq": found.last_seq},
         "steady_state": game_day,
     }
+
+
+def _add_planned_stages(b: _Builder, planned: Any) -> None:
+    """The plan's stages that never started, as stages without an outcome."""
+    for i, st in enumerate(planned or []):
+        enabled = isinstance(st, Mapping) and st.get("name") and st.get("enabled", True) is not False
+        if enabled and str(st["name"]) not in b.stages:
+            b.stage(str(st["name"]), i)["outcome"] = None  # planned, never started
+            b.stages[str(st["name"])].pop("_wave_nodes", None)
 
 
 def all_steps(report: Mapping[str, Any]) -> list[dict[str, Any]]:

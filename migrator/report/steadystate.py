@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from migrator.runs.events import Event, Outcome, PreflightRequirements, StepEvent
+
 HELD = "steady state held"
 NOT_HELD = "steady state not held"
 NOT_JUDGED = "steady state not judged"
@@ -46,7 +48,7 @@ _OUTAGE = re.compile(r"^(?P<subject>.*): outage (?P<value>[\d.]+) ms > (?P<thres
 _AFTER = ("stage-verify", "verify")
 
 
-def is_game_day(plan: Mapping[str, Any] | None, events: Sequence[Mapping[str, Any]]) -> bool:
+def is_game_day(plan: Mapping[str, Any] | None, events: Sequence[Event]) -> bool:
     spec = plan.get("spec") if isinstance(plan, Mapping) else None
     meta = plan.get("metadata") if isinstance(plan, Mapping) else None
     labels = meta.get("labels") if isinstance(meta, Mapping) else None
@@ -59,11 +61,10 @@ def is_game_day(plan: Mapping[str, Any] | None, events: Sequence[Mapping[str, An
     return any(_fault_of(e) is not None for e in events)
 
 
-def _fault_of(event: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    if event.get("type") != "step.event":
+def _fault_of(event: Event) -> Mapping[str, Any] | None:
+    if not isinstance(event, StepEvent):
         return None
-    sub = event.get("event")
-    fault = sub.get("fault") if isinstance(sub, Mapping) else None
+    fault = event.event.get("fault")
     return fault if isinstance(fault, Mapping) and fault.get("id") else None
 
 
@@ -80,7 +81,7 @@ def _epoch(ts: Any) -> float | None:
         return None
 
 
-def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[dict[str, Any]]:
+def fold_faults(events: Sequence[Event], t0: float | None) -> list[dict[str, Any]]:
     """Every fault of the journal, in the order they went on (or were refused)."""
     faults: dict[str, dict[str, Any]] = {}
 
@@ -89,7 +90,7 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
 
     for e in events:
         f = _fault_of(e)
-        if f is None:
+        if f is None or not isinstance(e, StepEvent):
             continue
         fid = str(f["id"])
         item = faults.get(fid)
@@ -97,7 +98,7 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
             item = faults[fid] = {
                 "id": fid,
                 "kind": f.get("kind"),
-                "step": e.get("key"),
+                "step": e.key,
                 "nodes": list(f.get("nodes") or []),
                 "mechanism": None,
                 "duration_s": None,
@@ -117,7 +118,7 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
                 "clean": None,
             }
         phase = str(f.get("phase") or "")
-        ts = f.get("ts") if isinstance(f.get("ts"), int | float) else _epoch(e.get("ts"))
+        ts = f.get("ts") if isinstance(f.get("ts"), int | float) else _epoch(e.ts)
         if phase == "on":
             item.update(
                 mechanism=f.get("mechanism"),
@@ -149,7 +150,7 @@ def fold_faults(events: Sequence[Mapping[str, Any]], t0: float | None) -> list[d
                 item["off"], item["off_offset_s"] = _iso(ts), offset(ts)
         elif phase == "refused":
             item["refused"] = f.get("error") or "refused"
-            item["preflight"] = bool(e.get("preflight"))
+            item["preflight"] = e.preflight
     return sorted(faults.values(), key=lambda x: (x["on"] is None, x["on"] or "", x["id"]))
 
 
@@ -237,7 +238,7 @@ def _row(c: Mapping[str, Any]) -> dict[str, Any]:
 def steady_state(
     *,
     plan: Mapping[str, Any] | None,
-    events: Sequence[Mapping[str, Any]],
+    events: Sequence[Event],
     checks: Sequence[Mapping[str, Any]],
     status: str,
     t0: Any,
@@ -259,78 +260,18 @@ def steady_state(
             {**_row(c), "threshold": thresholds.get((c.get("stage"), c.get("name"))), "availability": avail}
             | {"probes": probes}
         )
-    breach: dict[str, Any] | None = None
-    for phase, group in (("before", before), ("during", during_checks), ("after", after)):
-        bad = next((c for c in group if c.get("ok") is False), None)
-        if bad is not None:
-            breach = {
-                "phase": phase,
-                "check": bad.get("name"),
-                "stage": bad.get("stage"),
-                "ts": bad.get("ended") or bad.get("started"),
-                "offset_s": bad.get("offset_s"),
-                **_breach_of(bad),
-            }
-            break
-    went_on = [f for f in faults if f["on"]]
-    refused = [f for f in faults if f["refused"]]
-    requirements = next((e for e in events if e.get("type") == "preflight.requirements"), None)
-    held: bool | None
-    if breach is not None:
-        held, reason = False, _reason(breach)
-    elif status in ("running", "rolling-back", "interrupted"):
-        held, reason = None, f"the run did not finish ({status})"
-    elif not went_on:
-        why = (
-            f"fault {refused[0]['id']} was refused: {refused[0]['refused']}"
-            if refused
-            else "the run's requirements failed"
-            if requirements is not None and requirements.get("outcome") == "failed"
-            else "no fault went on"
-        )
-        held, reason = None, why if refused or not message else f"{why}: {message}"
-    elif status not in ("succeeded", "rolled-back") and not all(c.get("ok") for c in during_checks + after):
-        held, reason = None, message or status
-    elif status not in ("succeeded", "rolled-back"):
-        held, reason = None, f"the run failed outside the hypothesis's checks: {message or status}"
-    else:
-        shown = ", ".join(
-            f"{d['name']} {d['availability']['during_fault']:.2f}% during the fault"
-            for d in during
-            if d["availability"].get("during_fault") is not None
-        )
-        held, reason = (
-            True,
-            "every check before, during and after the faults passed" + (f" ({shown})" if shown else ""),
-        )
-    timeline = []
-    for f in faults:
-        if f["refused"]:
-            refused_at = {"ts": None, "offset_s": None, "what": "fault-refused"}
-            timeline.append({**refused_at, "label": str(f["refused"])})
-        if f["on"]:
-            timeline.append(
-                {"ts": f["on"], "offset_s": f["on_offset_s"], "what": "fault-on", "label": _label(f)}
-            )
-        if f["in_effect"]:
-            timeline.append(
-                {
-                    "ts": f["in_effect"],
-                    "offset_s": f["in_effect_offset_s"],
-                    "what": "fault-in-effect",
-                    "label": f"{_label(f)}: read back on the node(s)",
-                }
-            )
-        if f["off"]:
-            clean = "" if f["clean"] is not False else " (drift!)"
-            timeline.append(
-                {
-                    "ts": f["off"],
-                    "offset_s": f["off_offset_s"],
-                    "what": "fault-off",
-                    "label": _label(f) + clean,
-                }
-            )
+    breach = _first_breach((("before", before), ("during", during_checks), ("after", after)))
+    requirements = next((e for e in events if isinstance(e, PreflightRequirements)), None)
+    held, reason = _judge(
+        breach=breach,
+        status=status,
+        message=message,
+        faults=faults,
+        requirements_failed=requirements is not None and requirements.outcome == Outcome.FAILED,
+        all_ok=all(c.get("ok") for c in during_checks + after),
+        during=during,
+    )
+    timeline = [item for f in faults for item in _fault_timeline(f)]
     if breach is not None:
         timeline.append(
             {
@@ -352,6 +293,84 @@ def steady_state(
         "faults": faults,
         "timeline": timeline,
     }
+
+
+def _first_breach(groups: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> dict[str, Any] | None:
+    """The first failed check of the hypothesis (before, during, then after the faults)."""
+    for phase, group in groups:
+        bad = next((c for c in group if c.get("ok") is False), None)
+        if bad is not None:
+            return {
+                "phase": phase,
+                "check": bad.get("name"),
+                "stage": bad.get("stage"),
+                "ts": bad.get("ended") or bad.get("started"),
+                "offset_s": bad.get("offset_s"),
+                **_breach_of(bad),
+            }
+    return None
+
+
+def _judge(
+    *,
+    breach: Mapping[str, Any] | None,
+    status: str,
+    message: str,
+    faults: Sequence[Mapping[str, Any]],
+    requirements_failed: bool,
+    all_ok: bool,
+    during: Sequence[Mapping[str, Any]],
+) -> tuple[bool | None, str]:
+    """Held (True), not held (False) or not judged (None), and why."""
+    went_on = [f for f in faults if f["on"]]
+    refused = [f for f in faults if f["refused"]]
+    if breach is not None:
+        return False, _reason(breach)
+    if status in ("running", "rolling-back", "interrupted"):
+        return None, f"the run did not finish ({status})"
+    if not went_on:
+        why = (
+            f"fault {refused[0]['id']} was refused: {refused[0]['refused']}"
+            if refused
+            else "the run's requirements failed"
+            if requirements_failed
+            else "no fault went on"
+        )
+        return None, why if refused or not message else f"{why}: {message}"
+    if status not in ("succeeded", "rolled-back") and not all_ok:
+        return None, message or status
+    if status not in ("succeeded", "rolled-back"):
+        return None, f"the run failed outside the hypothesis's checks: {message or status}"
+    shown = ", ".join(
+        f"{d['name']} {d['availability']['during_fault']:.2f}% during the fault"
+        for d in during
+        if d["availability"].get("during_fault") is not None
+    )
+    return True, "every check before, during and after the faults passed" + (f" ({shown})" if shown else "")
+
+
+def _fault_timeline(f: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A fault's moments: refused, on, read back in effect, off."""
+    timeline: list[dict[str, Any]] = []
+    if f["refused"]:
+        timeline.append({"ts": None, "offset_s": None, "what": "fault-refused", "label": str(f["refused"])})
+    if f["on"]:
+        timeline.append({"ts": f["on"], "offset_s": f["on_offset_s"], "what": "fault-on", "label": _label(f)})
+    if f["in_effect"]:
+        timeline.append(
+            {
+                "ts": f["in_effect"],
+                "offset_s": f["in_effect_offset_s"],
+                "what": "fault-in-effect",
+                "label": f"{_label(f)}: read back on the node(s)",
+            }
+        )
+    if f["off"]:
+        clean = "" if f["clean"] is not False else " (drift!)"
+        timeline.append(
+            {"ts": f["off"], "offset_s": f["off_offset_s"], "what": "fault-off", "label": _label(f) + clean}
+        )
+    return timeline
 
 
 def _label(f: Mapping[str, Any]) -> str:

@@ -5,66 +5,80 @@ crash (even ``kill -9``) can at worst tear the *last* line. :func:`read_journal`
 line (it reports it, never loses an earlier event) and rejects corruption anywhere else with a clear
 error. Secret values are replaced by ``***`` before anything reaches the disk.
 
-Event schema. Every event has ``seq`` (1, 2, 3, ... without gaps), ``ts`` (ISO 8601 UTC, ms), ``type``
-and ``run_id``. By type (``key`` is ``stage/step`` or ``stage/step@node``):
+Every event has ``seq`` (1, 2, 3, ... without gaps), ``ts`` (ISO 8601 UTC, ms), ``type`` and ``run_id``;
+the events, one class per type, with their fields in the order they are written, are in
+:mod:`migrator.runs.events` (the engine writes typed events with :meth:`Journal.write`; tools may
+:meth:`Journal.append` a raw one). In short (``key`` is ``stage/step`` or ``stage/step@node``):
 
-=================  =====================================================================================
-run.start          plan, target, identity, plan_hash, params (secrets masked), rollback, pid, host
-run.resume         mode (resume|rollback), phase, pid, host
-run.end            status (a :class:`~migrator.engine.state.RunStatus`), message, exit_code
-run.error          error[, traceback]
-journal.repaired   detail (a torn last line was cut before this run appended)
-preflight.start    checks ; preflight.end: outcome (succeeded|failed), failed
-stage.start        stage, stage_index[, waves: [[node, ...], ...], addresses: {node: ip}, resumed]
-stage.end          stage, outcome (succeeded|failed|failed-continued)[, error]
-wave.start         stage, wave (0-based), nodes ; wave.end: stage, wave, outcome, duration[, error]
-step.start         key, stage, stage_index, step, step_index, node, action, attempt, args, timeout
-step.prepared      key, prepared (the action's snapshot before its first attempt)
-step.end           key, ..., attempt, outcome (succeeded|retrying|failed|timeout|cancelled), duration,
-                   result | error + error_type
-step.retry         key, attempt, wait (seconds before the next attempt)
-step.event         key, event (sub-events an action streams, e.g. Ansible task results)
-check.start        check, check_type, phase, stage, nodes ; check.end: + ok, summary, details, duration
-check.event        check, phase, event
-monitor.start      stage, checks ; monitor.failed: stage, check, error, details ; monitor.end: rounds
-rollback.start     reason (failure|interrupt|always|manual), error, steps (undo order)
-undo.start         key, stage, step, node, action, kind (undo|step:ACTION|none)[, completed]
-undo.end           key, ..., outcome (succeeded|failed), attempts, duration[, error, skipped]
-undo.retry         key, attempt, wait
-rollback.end       outcome (succeeded|failed|stopped), undone[, failed, error, left]
-signal             action (cancel|stop-rollback), message
-warning            message[, stage]
-=================  =====================================================================================
+=======================  ==============================================================================
+run.start                plan, target, identity, plan_hash, params (secrets masked), rollback, pid, host
+run.resume               mode (resume|rollback), pid, host, phase
+run.end                  status (a :class:`~migrator.runs.events.RunStatus`), message, exit_code
+run.error                error[, traceback]
+journal.repaired         detail (a torn last line was cut before this run appended)
+preflight.start          checks ; preflight.end: outcome (succeeded|failed), failed
+preflight.requirements   outcome, checked, failures, skipped, duration (the steps' own preflight)
+stage.start              stage, stage_index[, addresses: {node: ip} | resumed, waves: [[node, ...], ...]]
+stage.end                stage, outcome (succeeded|failed|failed-continued)[, error]
+wave.start               stage, wave (0-based), nodes ; wave.end: stage, wave, outcome[, error], duration
+step.start               key, stage, stage_index, step, step_index, node, action, attempt, args, timeout
+step.prepared            key, prepared (the action's snapshot before its first attempt)
+step.end                 key, ..., attempt, outcome (succeeded|retrying|failed|timeout|cancelled),
+                         result | error + error_type, duration
+step.retry               key, attempt, wait (seconds before the next attempt)
+step.event               key, event[, preflight] (sub-events an action streams, e.g. Ansible task results)
+check.start              check, check_type, phase, stage, nodes ; check.end: + ok, summary, details, duration
+check.event              check, phase, event
+monitor.start            stage, checks ; monitor.failed: stage, check, error, details ; monitor.end: stage,
+                         rounds, aborted
+rollback.start           reason (failure|interrupt|always|manual), error, steps (undo order)
+undo.start               key, stage, step, node, action, kind (undo|step:ACTION|none)[, completed]
+undo.end                 key, stage, step, node, outcome (succeeded|failed)[, error, attempts, duration,
+                         skipped]
+undo.retry               key, attempt, wait
+rollback.end             outcome (succeeded|failed|stopped), undone[, failed, error, left]
+signal                   action (cancel|stop-rollback), message
+warning                  [stage, ]message
+=======================  ==============================================================================
+
+Hooks (:data:`JournalHook`) see every event right after it is on disk, before :meth:`Journal.write`
+returns: a journal's own (``hooks=``), and the process-wide ones (:func:`add_write_hook`), for tools that
+drive a real migrator process and must act at an exact event boundary.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from migrator.errors import ExitCode, MigratorError
+from migrator.runs.events import Event, parse_event
 
 SECRET_MASK = "***"  # noqa: S105 - the mask, not a secret
-KILL_AFTER_ENV = "MIGRATOR_TEST_KILL_AFTER"
-"""Tests only (bench/kill_series.py): ``"TYPE KEY"`` (``KEY`` a step key or a check name), the process
-sends itself SIGKILL right after the first such event is on disk: a real ``kill -9`` at an exact boundary."""
+
+JournalHook = Callable[[Mapping[str, Any]], None]
+"""Called with an event as written (secrets masked) right after it is on disk, under the journal's lock
+(no other event is written meanwhile). A hook that raises makes that write raise, the event being durable."""
+
+_PROCESS_HOOKS: list[JournalHook] = []
+
+
+def add_write_hook(hook: JournalHook) -> Callable[[], None]:
+    """Call ``hook`` after every event of every journal of this process; returns its remover."""
+    _PROCESS_HOOKS.append(hook)
+    return lambda: _PROCESS_HOOKS.remove(hook) if hook in _PROCESS_HOOKS else None
 
 
 class JournalError(MigratorError):
     """The journal is corrupt before its last line: the run cannot be trusted without a human."""
 
     exit_code = ExitCode.NEEDS_ATTENTION
-
-
-class SimulatedCrash(BaseException):
-    """Raised by a journal built with ``crash_after``: simulates ``kill -9`` right after an event."""
 
 
 def now_iso() -> str:
@@ -113,6 +127,10 @@ class JournalRead:
     def last_seq(self) -> int:
         return int(self.events[-1]["seq"]) if self.events else 0
 
+    def typed(self) -> list[Event]:
+        """The events parsed (:func:`migrator.runs.events.parse_event`)."""
+        return [parse_event(e) for e in self.events]
+
 
 def read_journal(path: Path) -> JournalRead:
     """Read a journal; tolerate a torn last line, raise :class:`JournalError` on corruption elsewhere."""
@@ -157,24 +175,22 @@ def read_journal(path: Path) -> JournalRead:
     return result
 
 
-@dataclass
 class Journal:
-    """Appends events to ``journal.jsonl``; thread-safe; every event is fsync'd before ``append`` returns.
+    """Appends events to ``journal.jsonl``; thread-safe; every event is fsync'd before ``write`` returns.
 
-    ``crash_after`` (tests only) raises :class:`SimulatedCrash` right after the event with that ``seq``
-    is on disk, and in every later ``append`` without writing anything, like a ``kill -9``.
+    ``hooks`` (and the process-wide ones, :func:`add_write_hook`) see each event right after it is on
+    disk (:data:`JournalHook`).
     """
 
-    path: Path
-    run_id: str
-    scrub: Scrubber = field(default_factory=Scrubber)
-    crash_after: int | None = None
-    listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
-    repaired: str | None = None
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self, path: Path, run_id: str, *, scrub: Scrubber | None = None, hooks: Iterable[JournalHook] = ()
+    ) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.scrub = scrub or Scrubber()
+        self.hooks = list(hooks)
+        self.repaired: str | None = None
         self._lock = threading.Lock()
-        self._crashed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.seq = 0
         if self.path.exists():
@@ -191,35 +207,35 @@ class Journal:
                     os.fsync(fh.fileno())
                 self.repaired = found.torn
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
-        self._kill_after = os.environ.get(KILL_AFTER_ENV) or None
+
+    def write(self, event: Event) -> tuple[Event, Event]:
+        """Write one typed event (the journal sets its ``seq``, ``ts`` and ``run_id``); return it twice:
+        as the engine gave it (JSON values, secrets in clear: for the in-memory state) and as written
+        (secrets masked: for everyone else)."""
+        raw, written = self._write(event.type, event.body())
+        return parse_event(raw), parse_event(written)
 
     def append(self, type_: str, **fields: Any) -> dict[str, Any]:
-        """Write one event; return it as written (secrets scrubbed)."""
-        return self.write(type_, **fields)[1]
+        """Write one untyped event; return it as written (secrets masked)."""
+        return self._write(type_, fields)[1]
 
-    def write(self, type_: str, **fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Write one event; return ``(raw, written)``: the event before and after scrubbing."""
+    def _write(self, type_: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         with self._lock:
-            if self._crashed:
-                raise SimulatedCrash(f"journal crashed after seq {self.crash_after}")
-            self.seq += 1
-            raw: dict[str, Any] = {"seq": self.seq, "ts": now_iso(), "type": type_, "run_id": self.run_id}
-            raw.update(fields)
+            raw: dict[str, Any] = {"seq": self.seq + 1, "ts": now_iso(), "type": type_, "run_id": self.run_id}
+            raw.update(body)
             line = json.dumps(self.scrub(raw), default=_json_default, separators=(",", ":"))
-            self._fh.write(line.encode() + b"\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            if self.crash_after is not None and self.seq >= self.crash_after:
-                self._crashed = True
-                raise SimulatedCrash(f"simulated crash after seq {self.seq}")
-            if self._kill_after is not None:
-                what = raw.get("key") or raw.get("check") or ""
-                if self._kill_after == f"{type_} {what}":
-                    os.kill(os.getpid(), signal.SIGKILL)
-        written: dict[str, Any] = json.loads(line)
-        for listener in list(self.listeners):
-            listener(written)
+            written: dict[str, Any] = json.loads(line)
+            self._commit(line, written)
         return json.loads(json.dumps(raw, default=_json_default)), written
+
+    def _commit(self, line: str, written: Mapping[str, Any]) -> None:
+        """Put one line on disk (under the lock), then call the hooks."""
+        self._fh.write(line.encode() + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.seq = int(written["seq"])
+        for hook in [*self.hooks, *_PROCESS_HOOKS]:
+            hook(written)
 
     def close(self) -> None:
         with self._lock:

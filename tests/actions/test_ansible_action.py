@@ -22,7 +22,7 @@ import yaml
 from migrator.actions.context import CheckContext
 from migrator.checks.base import get_check
 from migrator.engine import EngineOptions, RunResult, apply_plan
-from migrator.engine.api import dry_run
+from migrator.engine.dryrun import dry_run
 from migrator.engine.planio import load_plan_file
 from migrator.lab.lab import Lab
 from migrator.plan.models import NodesReachableCheck

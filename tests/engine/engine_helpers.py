@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from migrator.engine import EngineOptions, RunResult, apply_plan, source_from_pl
 from migrator.engine.engine import Observer
 from migrator.plan.models import Plan
 from migrator.ports import Target
+from migrator.runs.events import Event
 from migrator.runs.journal import read_journal
 from migrator.runs.rundir import RunDir
 
@@ -40,8 +41,8 @@ class _OnEvent:
     def __init__(self, type_: str, step: str, action: Callable[[], object]) -> None:
         self.type, self.step, self.action, self.done = type_, step, action, False
 
-    def on_event(self, event: Mapping[str, Any]) -> None:
-        if not self.done and event.get("type") == self.type and event.get("step") == self.step:
+    def on_event(self, event: Event) -> None:
+        if not self.done and event.type == self.type and getattr(event, "step", None) == self.step:
             self.done = True
             self.action()
 

@@ -25,8 +25,10 @@ from migrator.engine.lock import lock_path
 from migrator.errors import PermanentError, UsageError
 from migrator.plan.models import Plan
 from migrator.ports import Target
-from migrator.runs.journal import SimulatedCrash, read_journal
+from migrator.runs.events import Event, RollbackStart
+from migrator.runs.journal import read_journal
 from migrator.runs.rundir import list_runs
+from migrator.testing.crash import SimulatedCrash, crash_after
 from migrator.testing.fake import FakeCluster
 
 
@@ -105,7 +107,7 @@ TOTAL_FAIL, END_FAIL, _ = _reference(fail=True)
 
 def _crash(target: Target, plan: Plan, after: int) -> str:
     with pytest.raises(SimulatedCrash):
-        apply_plan(source_from_plan(plan), target, options=options(crash_after=after))
+        apply_plan(source_from_plan(plan), target, options=options(journal=crash_after(after)))
     (run,) = list_runs()
     assert read_journal(run.journal).last_seq == after
     return run.run_id
@@ -209,7 +211,7 @@ def test_resume_refuses_a_changed_plan_file_unless_forced(tmp_path: Path) -> Non
     )
     target = new_target(tmp_path)
     with pytest.raises(SimulatedCrash):
-        apply_plan(load_plan_file(path), target, options=options(crash_after=8))
+        apply_plan(load_plan_file(path), target, options=options(journal=crash_after(8)))
     (run,) = list_runs()
     path.write_text(path.read_text() + "# changed\n")
     with pytest.raises(UsageError, match="changed since run"):
@@ -247,8 +249,8 @@ class InjectOnRollback:
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster
 
-    def on_event(self, event: Any) -> None:
-        if event["type"] == "rollback.start":
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, RollbackStart):
             self.cluster.inject("set_schedulable", "worker-1", PermanentError("api down"), times=1)
 
     def close(self) -> None:
@@ -333,7 +335,8 @@ def test_resume_of_a_run_with_a_secret_asks_for_it_again(tmp_path: Path) -> None
     )
     target = new_target(tmp_path)
     with pytest.raises(SimulatedCrash):
-        apply_plan(load_plan_file(path, {"token": "t0ps3cret"}), target, options=options(crash_after=8))
+        source = load_plan_file(path, {"token": "t0ps3cret"})
+        apply_plan(source, target, options=options(journal=crash_after(8)))
     (run,) = list_runs()
     assert "t0ps3cret" not in run.journal.read_text()
     with pytest.raises(UsageError, match="give them again with --set"):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from migrator.engine.api import _gc_paused
+from migrator.engine.dryrun import _gc_paused
 from migrator.targets.kube.api import KubeNotFound
 from migrator.targets.kube.cluster import KubeCluster
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from migrator.engine import api as engine_api
+from migrator.engine.dryrun import dry_run
 from migrator.engine.planio import load_plan_file
 from migrator.errors import LockHeld, UsageError
 from migrator.ports import Target
@@ -235,7 +236,7 @@ def test_dry_run_reads_one_snapshot(
     a, _ = two_servers
     target = _target(a, tmp_path)
     a.api.requests.clear()
-    report = engine_api.dry_run(load_plan_file(plan_file), target)
+    report = dry_run(load_plan_file(plan_file), target)
     waves = report["stages"][1]["waves"]
     assert [[n["node"] for n in w["nodes"]] for w in waves] == [["w1", "w2"], ["w3", "cp1"]]
     node_gets = [p for m, p, _ in a.api.requests if m == "GET" and p.startswith("/api/v1/nodes/")]

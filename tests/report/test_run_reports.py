@@ -587,3 +587,31 @@ def test_bounded_grids_are_grouped_by_node_too(lab_ok: Path) -> None:
     assert later and all(not v["complete"] for v in later)
     groups = {row["group"] for row in later[0]["grids"][0]["rows"]}
     assert groups >= {"node1", "node3"} and "other" not in groups
+
+
+def test_a_recorded_run_cut_short_resumes_and_its_report_shows_both_sessions(
+    hello_ok: Path, target: Any, markers: Path
+) -> None:
+    """An old run folder (written before the journal events were typed) still resumes: cut its journal
+    as a kill -9 would have, put back what its done steps did, resume; nothing done runs again."""
+    from migrator.engine import resume_run  # noqa: PLC0415
+
+    journal = hello_ok / "journal.jsonl"
+    lines = journal.read_text().splitlines()[:30]
+    journal.write_text("\n".join(lines) + "\n")
+    done = [json.loads(ln) for ln in lines]
+    done = [e for e in done if e["type"] == "step.end" and e["outcome"] == "succeeded"]
+    markers.mkdir(parents=True, exist_ok=True)
+    for e in done:
+        if isinstance(e.get("result"), dict) and e["result"].get("marker"):
+            (markers / e["result"]["marker"]).touch()
+    result = resume_run(hello_ok.name, target=target, force=True)  # another in-memory cluster
+    assert str(result.status) == "succeeded", result.message
+    after = [json.loads(ln) for ln in journal.read_text().splitlines()]
+    assert [e["seq"] for e in after] == list(range(1, len(after) + 1))
+    assert after[30]["type"] == "run.resume"
+    again = {e["key"] for e in after[30:] if e["type"] == "step.start"}
+    assert again and not again & {e["key"] for e in done}
+    report = json.loads((hello_ok / "report.json").read_text())
+    assert [s["mode"] for s in report["sessions"]] == ["apply", "resume"]
+    assert report["status"] == "succeeded"
