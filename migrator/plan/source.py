@@ -18,7 +18,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,58 +112,71 @@ def _prescan(text: str, file: str) -> None:
     Conservative: brackets inside double-quoted strings, single-quoted strings that start a token and
     comments are skipped; anything else counts.
     """
-    depth = 0
-    tokens = 0
-    line, column = 1, 0
-    in_double = in_single = in_comment = False
-    escaped = False
-    prev = "\n"
+    scan = _Prescan(file)
     for char in text:
-        column += 1
-        if not (in_double or in_single or in_comment) and (
-            char in "[]{},\"'" or (char not in " \t\r\n" and prev in " \t\r\n[]{},")
-        ):
-            tokens += 1
-            if tokens > MAX_TOKENS:
-                raise problem_at(
-                    Location(file, line, column),
-                    "",
-                    f"the plan is too large (more than {MAX_TOKENS} YAML tokens)",
-                )
+        scan.feed(char)
+
+
+class _Prescan:
+    """The scanner of :func:`_prescan`: one handler per lexical state (plain text, a comment, a double-
+    or a single-quoted string), fed one character at a time. A quoted scalar may span lines: a line
+    break ends a comment only."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.depth = 0
+        self.tokens = 0
+        self.line, self.column = 1, 0
+        self.escaped = False  # the previous character of a double-quoted string was a backslash
+        self.prev = "\n"
+        self.state: Callable[[str], None] = self.plain
+
+    def feed(self, char: str) -> None:
+        self.column += 1
+        self.state(char)
         if char == "\n":
-            line, column = line + 1, 0
-            in_comment = False
-            # a quoted scalar may span lines; keep its state
-            prev = char
-            continue
-        if in_comment:
-            prev = char
-            continue
-        if in_double:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_double = False
-        elif in_single:
-            if char == "'":
-                in_single = False
-        elif char == "#" and prev in " \t\n":
-            in_comment = True
+            self.line, self.column = self.line + 1, 0
+        self.prev = char
+
+    def fail(self, message: str) -> PlanError:
+        return problem_at(Location(self.file, self.line, self.column), "", message)
+
+    def plain(self, char: str) -> None:
+        prev = self.prev
+        if char in "[]{},\"'" or (char not in " \t\r\n" and prev in " \t\r\n[]{},"):
+            self.tokens += 1
+            if self.tokens > MAX_TOKENS:
+                raise self.fail(f"the plan is too large (more than {MAX_TOKENS} YAML tokens)")
+        if char == "#" and prev in " \t\n":
+            self.state = self.comment
         elif char == '"':
-            in_double = True
+            self.state = self.double
         elif char == "'" and prev in " \t\n[{,:-":
-            in_single = True
+            self.state = self.single
         elif char in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise problem_at(
-                    Location(file, line, column), "", f"the document is nested deeper than {MAX_DEPTH} levels"
-                )
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.fail(f"the document is nested deeper than {MAX_DEPTH} levels")
         elif char in "]}":
-            depth = max(0, depth - 1)
-        prev = char
+            self.depth = max(0, self.depth - 1)
+
+    def comment(self, char: str) -> None:
+        if char == "\n":
+            self.state = self.plain
+
+    def double(self, char: str) -> None:
+        if char == "\n":  # a line break neither ends the string nor consumes a pending escape
+            return
+        if self.escaped:
+            self.escaped = False
+        elif char == "\\":
+            self.escaped = True
+        elif char == '"':
+            self.state = self.plain
+
+    def single(self, char: str) -> None:
+        if char == "'":
+            self.state = self.plain
 
 
 # ---------------------------------------------------------------------------------------- conversion
@@ -290,24 +303,29 @@ class _Builder:
         for key_node, value_node in merges:
             sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
             for source in sources:
-                if not isinstance(source, MappingNode):
-                    raise self.fail(key_node, path, "a merge key (<<) needs a mapping or a list of mappings")
-                outer, self.smap = self.smap, SourceMap(self.file)
-                try:
-                    merged = self.build(source, path)
-                finally:
-                    inner, self.smap = self.smap, outer
-                for key, value in merged.items():
-                    if key in result:
-                        continue
-                    result[key] = value
-                    prefix = (*path, key)
-                    self.smap.keys.setdefault(prefix, _pos(key_node))
-                    for table, target in ((inner.keys, self.smap.keys), (inner.values, self.smap.values)):
-                        for sub, pos in table.items():
-                            if sub[: len(prefix)] == prefix:
-                                target.setdefault(sub, pos)
+                self.merge(result, key_node, source, path)
         return result
+
+    def merge(self, result: dict[str, Any], key_node: Node, source: Node, path: PathKey) -> None:
+        """Add the keys of the mapping ``source`` (merged by ``key_node``) that ``result`` lacks; their
+        positions are those in ``source``, under ``path``."""
+        if not isinstance(source, MappingNode):
+            raise self.fail(key_node, path, "a merge key (<<) needs a mapping or a list of mappings")
+        outer, self.smap = self.smap, SourceMap(self.file)
+        try:
+            merged = self.build(source, path)
+        finally:
+            inner, self.smap = self.smap, outer
+        for key, value in merged.items():
+            if key in result:
+                continue
+            result[key] = value
+            prefix = (*path, key)
+            self.smap.keys.setdefault(prefix, _pos(key_node))
+            for table, target in ((inner.keys, self.smap.keys), (inner.values, self.smap.values)):
+                for sub, pos in table.items():
+                    if sub[: len(prefix)] == prefix:
+                        target.setdefault(sub, pos)
 
 
 def read_yaml(text: str, file: str) -> tuple[dict[str, Any], SourceMap]:

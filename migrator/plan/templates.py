@@ -121,75 +121,100 @@ def param_text(value: Any) -> str:
     return str(value)
 
 
+def _to_string(value: Any, from_cli: bool) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a string")
+    return value if isinstance(value, str) else param_text(value)
+
+
+def _to_integer(value: Any, from_cli: bool) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,18}\s*", value):
+        return int(value)
+    raise ValueError("expected an integer")
+
+
+def _to_number(value: Any, from_cli: bool) -> int | float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    if isinstance(value, int | float):
+        return value
+    if not isinstance(value, str) or len(value) >= 50:
+        raise ValueError("expected a number")
+    try:
+        result = float(value)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(result):
+        raise ValueError("expected a number")
+    return result
+
+
+def _to_boolean(value: Any, from_cli: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("expected true or false (or yes/no)")
+
+
+def _to_duration(value: Any, from_cli: bool) -> str | int | float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a duration like 30s or 5m")
+    parse_duration(value)
+    return value.strip() if isinstance(value, str) else value
+
+
+def _to_list(value: Any, from_cli: bool) -> list[Any]:
+    if from_cli and isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list) and all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+    ):
+        return list(value)
+    raise ValueError(
+        "expected a comma-separated list" if from_cli else "expected a list of strings or numbers"
+    )
+
+
+#: how a value of each param type is checked and converted: ``(value, from_cli) -> typed value``
+_COERCE: dict[ParamType, Callable[[Any, bool], Any]] = {
+    ParamType.STRING: _to_string,
+    ParamType.INTEGER: _to_integer,
+    ParamType.NUMBER: _to_number,
+    ParamType.BOOLEAN: _to_boolean,
+    ParamType.DURATION: _to_duration,
+    ParamType.LIST: _to_list,
+}
+
+
 def coerce_param(spec: ParamSpec, value: Any, *, from_cli: bool) -> Any:
     """Check and convert a param value (a YAML default, or a ``--set`` string when ``from_cli``).
 
     Raise ``ValueError`` with a message that says what was expected.
     """
-    kind = spec.type
-    result: Any
     texts = value if isinstance(value, list) else [value]
     if any(isinstance(text, str) and "${{" in text for text in texts):
         raise ValueError("templates (${{ ... }}) are not allowed in param values")
-    if kind is ParamType.STRING:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ValueError("expected a string")
-        result = value if isinstance(value, str) else param_text(value)
-    elif kind is ParamType.INTEGER:
-        if isinstance(value, bool):
-            raise ValueError("expected an integer")
-        if isinstance(value, int):
-            result = value
-        elif isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d{1,18}\s*", value):
-            result = int(value)
-        else:
-            raise ValueError("expected an integer")
-    elif kind is ParamType.NUMBER:
-        if isinstance(value, bool):
-            raise ValueError("expected a number")
-        if isinstance(value, int | float):
-            result = value
-        elif isinstance(value, str) and len(value) < 50:
-            try:
-                result = float(value)
-            except ValueError:
-                raise ValueError("expected a number") from None
-            if not math.isfinite(result):
-                raise ValueError("expected a number")
-        else:
-            raise ValueError("expected a number")
-    elif kind is ParamType.BOOLEAN:
-        if isinstance(value, bool):
-            result = value
-        elif isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            result = value.strip().lower() in _TRUE
-        else:
-            raise ValueError("expected true or false (or yes/no)")
-    elif kind is ParamType.DURATION:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ValueError("expected a duration like 30s or 5m")
-        parse_duration(value)
-        result = value.strip() if isinstance(value, str) else value
-    elif kind is ParamType.LIST:
-        if from_cli and isinstance(value, str):
-            result = [item.strip() for item in value.split(",") if item.strip()]
-        elif isinstance(value, list) and all(
-            isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
-        ):
-            result = list(value)
-        else:
-            raise ValueError(
-                "expected a comma-separated list" if from_cli else "expected a list of strings or numbers"
-            )
-    else:  # pragma: no cover - exhaustive
-        raise ValueError(f"unsupported param type {kind}")
+    coerce = _COERCE.get(spec.type)
+    if coerce is None:  # pragma: no cover - exhaustive
+        raise ValueError(f"unsupported param type {spec.type}")
+    result = coerce(value, from_cli)
     if spec.enum is not None:
-        items = result if isinstance(result, list) else [result]
-        allowed = [param_text(e) for e in spec.enum]
-        for item in items:
-            if item not in spec.enum and param_text(item) not in allowed:
-                raise ValueError(f"expected one of: {', '.join(allowed)}{suggest(param_text(item), allowed)}")
+        _check_enum(result, spec.enum)
     return result
+
+
+def _check_enum(result: Any, enum: Sequence[Any]) -> None:
+    """Raise ``ValueError`` unless ``result`` (every item of a list) is one of ``enum``."""
+    items = result if isinstance(result, list) else [result]
+    allowed = [param_text(e) for e in enum]
+    for item in items:
+        if item not in enum and param_text(item) not in allowed:
+            raise ValueError(f"expected one of: {', '.join(allowed)}{suggest(param_text(item), allowed)}")
 
 
 # --------------------------------------------------------------------------------- load-time rendering

@@ -171,40 +171,49 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def parse_selector(text: str) -> tuple[Requirement, ...]:
-    """Parse a Kubernetes label selector: ``a=b,c!=d,e,!f,g in (x,y),h notin (z)``."""
+    """Parse a Kubernetes label selector: ``a=b,c!=d,e,!f,g in (x,y),h notin (z)``.
+
+    Every requirement is parsed before any key or value is checked: an empty requirement is reported
+    before an invalid label anywhere in the selector.
+    """
     if len(text) > 4096:
         raise ValueError("label selector is too long")
-    reqs: list[Requirement] = []
     if not text.strip():
         return ()
-    for raw in _split_top_level(text):
-        part = raw.strip()
-        if not part:
-            raise ValueError(f"empty requirement in label selector {text!r}")
-        set_match = _SET_RE.match(part)
-        if set_match:
-            key, op, values_text = set_match.groups()
-            values = tuple(v.strip() for v in values_text.split(",") if v.strip())
-            if not values:
-                raise ValueError(f"{op} needs at least one value in {part!r}")
-            reqs.append(Requirement(key, op, values))
-        elif "!=" in part:
-            key, value = (s.strip() for s in part.split("!=", 1))
-            reqs.append(Requirement(key, "!=", (value,)))
-        elif "==" in part or "=" in part:
-            key, value = (s.strip() for s in re.split("==?", part, maxsplit=1))
-            reqs.append(Requirement(key, "=", (value,)))
-        elif part.startswith("!"):
-            reqs.append(Requirement(part[1:].strip(), "!"))
-        else:
-            reqs.append(Requirement(part, "exists"))
+    reqs = [_parse_requirement(raw.strip(), text) for raw in _split_top_level(text)]
     for req in reqs:
-        if not _KEY_RE.match(req.key):
-            raise ValueError(f"invalid label key {req.key!r} in selector {text!r}")
-        for value in req.values:
-            if not _VALUE_RE.match(value):
-                raise ValueError(f"invalid label value {value!r} in selector {text!r}")
+        _check_requirement(req, text)
     return tuple(reqs)
+
+
+def _parse_requirement(part: str, text: str) -> Requirement:
+    """One requirement of the selector ``text``, not yet checked."""
+    if not part:
+        raise ValueError(f"empty requirement in label selector {text!r}")
+    set_match = _SET_RE.match(part)
+    if set_match:
+        key, op, values_text = set_match.groups()
+        values = tuple(v.strip() for v in values_text.split(",") if v.strip())
+        if not values:
+            raise ValueError(f"{op} needs at least one value in {part!r}")
+        return Requirement(key, op, values)
+    if "!=" in part:
+        key, value = (s.strip() for s in part.split("!=", 1))
+        return Requirement(key, "!=", (value,))
+    if "==" in part or "=" in part:
+        key, value = (s.strip() for s in re.split("==?", part, maxsplit=1))
+        return Requirement(key, "=", (value,))
+    if part.startswith("!"):
+        return Requirement(part[1:].strip(), "!")
+    return Requirement(part, "exists")
+
+
+def _check_requirement(req: Requirement, text: str) -> None:
+    if not _KEY_RE.match(req.key):
+        raise ValueError(f"invalid label key {req.key!r} in selector {text!r}")
+    for value in req.values:
+        if not _VALUE_RE.match(value):
+            raise ValueError(f"invalid label value {value!r} in selector {text!r}")
 
 
 @dataclass(frozen=True)

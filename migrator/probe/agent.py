@@ -545,63 +545,89 @@ async def probe_continuously(
     if rate_hz <= 0 or max_duration <= 0:
         raise ValueError("rate_hz and max_duration must be positive")
     prober = Prober(allow_own_netns=allow_own_netns, reopen_netns_after=1.0)
-    period = 1.0 / rate_hz
-    max_rounds = int(rate_hz * max_duration) + 1
-    start = time.monotonic()
-    deadline = start + max_duration
+    schedule = _Schedule(time.monotonic(), 1.0 / rate_hz)
+    deadline = schedule.next_at + max_duration
     longest = max((s.timeout for s in specs), default=1.0)
     cap = max_in_flight or max(1024, int(2 * len(specs) * rate_hz * longest) + len(specs))
-    pending: set[asyncio.Task[Outcome]] = set()
-    crashed: list[BaseException] = []
-    sent = 0
+    flight = _InFlight(prober, sink, cap)
+    try:
+        for _ in range(int(rate_hz * max_duration) + 1):
+            if stop.is_set() or time.monotonic() >= deadline or flight.crashed:
+                break
+            for spec in specs:
+                flight.send(spec)
+            delay = schedule.advance()
+            if delay > 0:
+                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        await flight.drain(timeout=longest + 1.0)
+        if stats is not None:
+            stats["skipped_rounds"] = schedule.skipped
+        if flight.crashed:
+            raise flight.crashed[0]
+        return flight.sent
+    finally:
+        prober.close()
 
-    def done(task: asyncio.Task[Outcome]) -> None:
-        pending.discard(task)
+
+class _Schedule:
+    """The fixed round schedule of :func:`probe_continuously`: rounds start every ``period`` seconds
+    from ``start`` (no drift); rounds the loop was too late for are skipped and counted."""
+
+    def __init__(self, start: float, period: float) -> None:
+        self.next_at = start
+        self.period = period
+        self.skipped = 0
+
+    def advance(self) -> float:
+        """Move on to the next round; the seconds until it starts (zero or less: start it now)."""
+        self.next_at += self.period
+        behind = time.monotonic() - self.next_at
+        if behind > self.period:  # the loop was late: skip the missed rounds instead of bursting them
+            missed = int(behind / self.period)
+            self.skipped += missed
+            self.next_at += missed * self.period
+        return self.next_at - time.monotonic()
+
+
+class _InFlight:
+    """The probes of :func:`probe_continuously` still running: at most ``cap`` at once (a probe beyond
+    that is not sent and goes to ``sink`` as a ``saturated`` failure); an outcome goes to ``sink`` when
+    its probe finishes, an unexpected error to :attr:`crashed`. :attr:`sent` counts both kinds."""
+
+    def __init__(self, prober: Prober, sink: Callable[[Outcome], None], cap: int) -> None:
+        self.prober = prober
+        self.sink = sink
+        self.cap = cap
+        self.pending: set[asyncio.Task[Outcome]] = set()
+        self.crashed: list[BaseException] = []
+        self.sent = 0
+
+    def send(self, spec: Spec) -> None:
+        self.sent += 1
+        if len(self.pending) >= self.cap:
+            error = f"{ErrorCode.SATURATED.value}: {len(self.pending)} probes in flight"
+            self.sink(Outcome(spec.source, spec.dest, spec.kind, False, None, error, time.time()))
+            return
+        task = asyncio.ensure_future(self.prober.run_one(spec))
+        task.add_done_callback(self._done)
+        self.pending.add(task)
+
+    def _done(self, task: asyncio.Task[Outcome]) -> None:
+        self.pending.discard(task)
         if task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            crashed.append(exc)
+            self.crashed.append(exc)
         else:
-            sink(task.result())
+            self.sink(task.result())
 
-    skipped = 0
-    next_at = start
-    try:
-        for _ in range(max_rounds):
-            now = time.monotonic()
-            if stop.is_set() or now >= deadline or crashed:
-                break
-            for spec in specs:
-                if len(pending) >= cap:
-                    error = f"{ErrorCode.SATURATED.value}: {len(pending)} probes in flight"
-                    sink(Outcome(spec.source, spec.dest, spec.kind, False, None, error, time.time()))
-                    sent += 1
-                    continue
-                task = asyncio.ensure_future(prober.run_one(spec))
-                task.add_done_callback(done)
-                pending.add(task)
-                sent += 1
-            next_at += period
-            behind = time.monotonic() - next_at
-            if behind > period:  # the loop was late: skip the missed rounds instead of bursting them
-                missed = int(behind / period)
-                skipped += missed
-                next_at += missed * period
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        if pending:
-            await asyncio.wait(set(pending), timeout=longest + 1.0)
-        for task in set(pending):
+    async def drain(self, *, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the probes in flight, then cancel those still running."""
+        if self.pending:
+            await asyncio.wait(set(self.pending), timeout=timeout)
+        for task in set(self.pending):
             task.cancel()
-        if stats is not None:
-            stats["skipped_rounds"] = skipped
-        if crashed:
-            raise crashed[0]
-        return sent
-    finally:
-        prober.close()
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -178,43 +178,85 @@ def summarize(
     so a pair missing from the baseline is looked up again by identities. It takes the baseline's status
     when every baseline pair with those identities agreed (all ok, or all failed), else it stays unknown.
     """
+    current = _worst_attempts(results)
+    base = None if baseline is None else _Baseline.of(baseline, identity or {})
+    was_ok = {key: None if base is None else base.was_ok(key) for key in current}
+    statuses = {key: _status(r.ok, was_ok[key]) for key, r in current.items()}
+
+    def having(*wanted: PairStatus) -> tuple[ProbeResult, ...]:
+        return tuple(current[k] for k, s in statuses.items() if s in wanted)
+
+    return Summary(
+        kinds=_kind_summaries(current, statuses, threshold),
+        statuses=statuses,
+        failures=having(PairStatus.FAILED, PairStatus.REGRESSED, PairStatus.NEVER_WORKED),
+        regressions=having(PairStatus.REGRESSED),
+        never_worked=having(PairStatus.NEVER_WORKED),
+        recovered=having(PairStatus.RECOVERED),
+        missing_from_baseline=0 if base is None else sum(ok is None for ok in was_ok.values()),
+        has_baseline=base is not None,
+    )
+
+
+def _worst_attempts(results: Iterable[ProbeResult]) -> dict[PairKey, ProbeResult]:
+    """One result per pair: its first failed attempt, else its first attempt."""
     current: dict[PairKey, ProbeResult] = {}
     for r in results:
         key = pair_key(r)
         prev = current.get(key)
         if prev is None or (prev.ok and not r.ok):
             current[key] = r
-    base: dict[PairKey, bool] | None = None
-    if baseline is not None:
-        base = {}
+    return current
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """Whether each pair worked at baseline (every attempt ok), by pair and by the identities of its
+    endpoints (``None`` there: the baseline pairs with those identities disagreed)."""
+
+    ok: Mapping[PairKey, bool]
+    identity: Mapping[str, str]
+    by_identity: Mapping[PairKey, bool | None]
+
+    @classmethod
+    def of(cls, baseline: Iterable[ProbeResult], identity: Mapping[str, str]) -> _Baseline:
+        ok: dict[PairKey, bool] = {}
         for r in baseline:
             key = pair_key(r)
-            base[key] = base.get(key, True) and r.ok
-    by_identity: dict[PairKey, bool | None] = {}
-    if base is not None and identity:
+            ok[key] = ok.get(key, True) and r.ok
+        by_identity: dict[PairKey, bool | None] = {}
+        for key, worked in (ok if identity else {}).items():
+            k = _identified(key, identity)
+            by_identity[k] = worked if k not in by_identity or by_identity[k] == worked else None
+        return cls(ok, identity, by_identity)
 
-        def ident(key: PairKey) -> PairKey:
-            return (identity.get(key[0], key[0]), identity.get(key[1], key[1]), key[2])
+    def was_ok(self, key: PairKey) -> bool | None:
+        """The pair's baseline status, looked up by identities when the pair itself is missing."""
+        worked = self.ok.get(key)
+        if worked is None and self.by_identity:
+            worked = self.by_identity.get(_identified(key, self.identity))
+        return worked
 
-        for key, ok in base.items():
-            k = ident(key)
-            by_identity[k] = ok if k not in by_identity or by_identity[k] == ok else None
-    statuses: dict[PairKey, PairStatus] = {}
-    missing = 0
-    for key, r in current.items():
-        was_ok = None if base is None else base.get(key)
-        if base is not None and was_ok is None and by_identity:
-            was_ok = by_identity.get(ident(key))
-        if base is not None and was_ok is None:
-            missing += 1
-        if r.ok:
-            statuses[key] = PairStatus.RECOVERED if was_ok is False else PairStatus.OK
-        elif was_ok is False:
-            statuses[key] = PairStatus.NEVER_WORKED
-        elif was_ok is True:
-            statuses[key] = PairStatus.REGRESSED
-        else:
-            statuses[key] = PairStatus.FAILED
+
+def _identified(key: PairKey, identity: Mapping[str, str]) -> PairKey:
+    return (identity.get(key[0], key[0]), identity.get(key[1], key[1]), key[2])
+
+
+def _status(ok: bool, was_ok: bool | None) -> PairStatus:
+    """A pair's status from its result now and at baseline (``None``: no baseline for it)."""
+    if ok:
+        return PairStatus.RECOVERED if was_ok is False else PairStatus.OK
+    if was_ok is None:
+        return PairStatus.FAILED
+    return PairStatus.REGRESSED if was_ok else PairStatus.NEVER_WORKED
+
+
+def _kind_summaries(
+    current: Mapping[PairKey, ProbeResult],
+    statuses: Mapping[PairKey, PairStatus],
+    threshold: float | Mapping[ProbeKind, float],
+) -> tuple[KindSummary, ...]:
+    """One summary per probe kind that has results, in :class:`ProbeKind` order."""
     by_kind: dict[ProbeKind, list[PairKey]] = defaultdict(list)
     for key in current:
         by_kind[key[2]].append(key)
@@ -237,20 +279,7 @@ def summarize(
                 flaky=sum(is_flaky(r) for r in oks),
             )
         )
-
-    def having(*wanted: PairStatus) -> tuple[ProbeResult, ...]:
-        return tuple(current[k] for k, s in statuses.items() if s in wanted)
-
-    return Summary(
-        kinds=tuple(kinds),
-        statuses=statuses,
-        failures=having(PairStatus.FAILED, PairStatus.REGRESSED, PairStatus.NEVER_WORKED),
-        regressions=having(PairStatus.REGRESSED),
-        never_worked=having(PairStatus.NEVER_WORKED),
-        recovered=having(PairStatus.RECOVERED),
-        missing_from_baseline=missing,
-        has_baseline=base is not None,
-    )
+    return tuple(kinds)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -172,6 +174,33 @@ class AnsibleRunnerExecutor:
         if not hosts:
             logger.warning("playbook {}: no hosts, nothing to run", playbook.name)
             return PlaybookResult(status=RunnerStatus.SUCCESSFUL, hosts={})
+        self._check_startable(playbook, hosts, cancel)
+        run = self._prepare(request, playbook, hosts, Path(data_dir).resolve(), on_event)
+        with _secret_vars_file(run.secrets) as secret_args:
+            started = time.monotonic()
+            runner = self._start(run, request, [*_cmdline(request), *secret_args], cancel)
+        result = _collect(run, runner)
+        logger.info(
+            "ansible-playbook {}: {} in {:.1f}s, changed={}",
+            playbook.name,
+            result.status.value,
+            time.monotonic() - started,
+            result.changed,
+        )
+        err = error_for(
+            result,
+            playbook=playbook.name,
+            timeout=request.timeout,
+            output_tail=_output_tail(run.artifacts, run.scrubber),
+        )
+        if err is not None:
+            raise err
+        return result
+
+    def _check_startable(
+        self, playbook: Path, hosts: tuple[str, ...], cancel: threading.Event | None
+    ) -> None:
+        """Refuse hosts that are not in the inventory, and a run canceled before it started."""
         unknown = sorted(set(hosts) - set(self.inventory_hosts()))
         if unknown:
             raise PlaybookFailed(
@@ -180,7 +209,15 @@ class AnsibleRunnerExecutor:
         if cancel is not None and cancel.is_set():
             raise PlaybookInterrupted(f"playbook {playbook.name} not started: canceled")
 
-        data_dir = Path(data_dir).resolve()
+    def _prepare(
+        self,
+        request: PlaybookRequest,
+        playbook: Path,
+        hosts: tuple[str, ...],
+        data_dir: Path,
+        on_event: EventCallback | None,
+    ) -> _Run:
+        """The data dir and the vars of one run, its secrets set apart (and their scrubber)."""
         data_dir.mkdir(parents=True, exist_ok=True)
         ident = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         try:  # plain JSON values only (Paths and enums become strings)
@@ -192,59 +229,32 @@ class AnsibleRunnerExecutor:
         scrubber = SecretScrubber(secrets.values())
         if scrubber and self.verbosity:
             raise PermanentError("verbose Ansible output is refused for a playbook with secret vars")
+        return _Run(
+            playbook, hosts, data_dir, ident, public, secrets, scrubber, _EventLog(scrubber, on_event)
+        )
 
-        cmdline: list[str] = []
-        if request.check:
-            cmdline.append("--check")
-        if request.diff or request.check:
-            cmdline.append("--diff")
-        if request.become:
-            cmdline.append("--become")
-        secret_dir: Path | None = None
-        if secrets:
-            base = "/dev/shm" if Path("/dev/shm").is_dir() else None  # tmpfs: never on disk
-            secret_dir = Path(tempfile.mkdtemp(prefix="mgr-sec-", dir=base))
-            secret_file = secret_dir / "vars.json"
-            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(secrets, fh)
-            cmdline += ["-e", f"@{secret_file}"]
-
-        events: list[dict[str, Any]] = []
-        lock = threading.Lock()
-
-        def handle(event: dict[str, Any]) -> bool:
-            scrubber.scrub_in_place(event)  # ansible-runner writes this very dict to job_events/
-            with lock:
-                events.append(event)
-            if on_event is not None:
-                forwarded = task_event(event)
-                if forwarded is not None:
-                    try:
-                        on_event(forwarded)
-                    except Exception:  # noqa: BLE001 - a broken observer must not kill the run
-                        logger.exception("on_event callback failed")
-            return True
-
-        forks = max(1, min(request.forks, len(hosts)))
+    def _start(
+        self, run: _Run, request: PlaybookRequest, cmdline: list[str], cancel: threading.Event | None
+    ) -> Any:
+        """``ansible_runner.run`` of ``run``: returns when the playbook ended, timed out or was canceled."""
+        forks = max(1, min(request.forks, len(run.hosts)))
         timeout = max(1, math.ceil(request.timeout))
         logger.info(
             "ansible-playbook {} on {} host(s){}{} (data dir {})",
-            playbook.name,
-            len(hosts),
+            run.playbook.name,
+            len(run.hosts),
             " --check" if request.check else "",
             " --become" if request.become else "",
-            data_dir,
+            run.data_dir,
         )
-        started = time.monotonic()
         try:
-            runner = ansible_runner.run(
-                private_data_dir=str(data_dir),
-                ident=ident,
-                playbook=str(playbook),
+            return ansible_runner.run(
+                private_data_dir=str(run.data_dir),
+                ident=run.ident,
+                playbook=str(run.playbook),
                 inventory=str(self.inventory),
-                limit=",".join(hosts),
-                extravars=public or None,
+                limit=",".join(run.hosts),
+                extravars=run.public or None,
                 cmdline=shlex.join(cmdline) if cmdline else None,
                 forks=forks,
                 verbosity=self.verbosity or None,
@@ -252,45 +262,14 @@ class AnsibleRunnerExecutor:
                 settings={"pexpect_timeout": _POLL},
                 suppress_env_files=True,
                 # with secrets, the raw output never touches the disk; a scrubbed copy is written after
-                suppress_output_file=bool(scrubber),
+                suppress_output_file=bool(run.scrubber),
                 quiet=True,
                 timeout=timeout,
                 cancel_callback=cancel.is_set if cancel is not None else (lambda: False),
-                event_handler=handle,
+                event_handler=run.events.handle,
             )
         except Exception as exc:
-            raise PlaybookFailed(f"ansible-runner could not run {playbook.name}: {exc}") from exc
-        finally:
-            if secret_dir is not None:
-                shutil.rmtree(secret_dir, ignore_errors=True)
-
-        artifacts = data_dir / "artifacts" / ident
-        if scrubber:
-            _write_stdout(artifacts, events)
-        _sanitize_artifacts(artifacts, scrubber)
-        try:
-            status = RunnerStatus(runner.status)
-        except ValueError:
-            status = RunnerStatus.FAILED
-        result = PlaybookResult(
-            status=status, hosts=host_results(events, hosts, scrubber), artifacts_dir=artifacts
-        )
-        logger.info(
-            "ansible-playbook {}: {} in {:.1f}s, changed={}",
-            playbook.name,
-            status.value,
-            time.monotonic() - started,
-            result.changed,
-        )
-        err = error_for(
-            result,
-            playbook=playbook.name,
-            timeout=request.timeout,
-            output_tail=_output_tail(artifacts, scrubber),
-        )
-        if err is not None:
-            raise err
-        return result
+            raise PlaybookFailed(f"ansible-runner could not run {run.playbook.name}: {exc}") from exc
 
     # --------------------------------------------------------------------------------------------- helpers
 
@@ -354,6 +333,96 @@ class AnsibleRunnerExecutor:
             cancel=cancel,
             timeout=timeout,
         )
+
+
+class _EventLog:
+    """The events of one run, as ansible-runner hands them over (from its own threads): each is scrubbed
+    of secret values in place (ansible-runner writes this very dict to ``job_events/``), kept, and
+    forwarded to ``on_event`` when it is a task event."""
+
+    def __init__(self, scrubber: SecretScrubber, on_event: EventCallback | None) -> None:
+        self.scrubber = scrubber
+        self.on_event = on_event
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def handle(self, event: dict[str, Any]) -> bool:
+        self.scrubber.scrub_in_place(event)
+        with self._lock:
+            self.events.append(event)
+        if self.on_event is not None:
+            forwarded = task_event(event)
+            if forwarded is not None:
+                try:
+                    self.on_event(forwarded)
+                except Exception:  # noqa: BLE001 - a broken observer must not kill the run
+                    logger.exception("on_event callback failed")
+        return True
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One ``ansible-playbook`` run as :meth:`AnsibleRunnerExecutor.run_playbook` prepared it."""
+
+    playbook: Path
+    hosts: tuple[str, ...]
+    data_dir: Path
+    ident: str
+    public: dict[str, Any]  # the extra vars passed through ansible-runner (written to the data dir)
+    secrets: dict[str, Any]  # the extra vars passed as ``-e @FILE`` (see _secret_vars_file)
+    scrubber: SecretScrubber
+    events: _EventLog
+
+    @property
+    def artifacts(self) -> Path:
+        return self.data_dir / "artifacts" / self.ident
+
+
+def _cmdline(request: PlaybookRequest) -> list[str]:
+    """The ansible-playbook options that ``request`` asks for."""
+    cmdline: list[str] = []
+    if request.check:
+        cmdline.append("--check")
+    if request.diff or request.check:
+        cmdline.append("--diff")
+    if request.become:
+        cmdline.append("--become")
+    return cmdline
+
+
+@contextmanager
+def _secret_vars_file(secrets: Mapping[str, Any]) -> Iterator[list[str]]:
+    """``["-e", "@FILE"]``, FILE holding ``secrets`` in a private temporary folder (on tmpfs when there is
+    one: never on disk) that is removed on exit; ``[]`` without secrets."""
+    if not secrets:
+        yield []
+        return
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    secret_dir = Path(tempfile.mkdtemp(prefix="mgr-sec-", dir=base))
+    try:
+        secret_file = secret_dir / "vars.json"
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(secrets, fh)
+        yield ["-e", f"@{secret_file}"]
+    finally:
+        shutil.rmtree(secret_dir, ignore_errors=True)
+
+
+def _collect(run: _Run, runner: Any) -> PlaybookResult:
+    """The result of a finished run, its artifacts sanitized (and the ``stdout`` artifact rebuilt from
+    the scrubbed events when the run had secrets)."""
+    artifacts = run.artifacts
+    if run.scrubber:
+        _write_stdout(artifacts, run.events.events)
+    _sanitize_artifacts(artifacts, run.scrubber)
+    try:
+        status = RunnerStatus(runner.status)
+    except ValueError:
+        status = RunnerStatus.FAILED
+    return PlaybookResult(
+        status=status, hosts=host_results(run.events.events, run.hosts, run.scrubber), artifacts_dir=artifacts
+    )
 
 
 def require_features(features: Mapping[str, Mapping[str, Any]], needed: Sequence[str]) -> None:
