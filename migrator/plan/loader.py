@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,44 +228,12 @@ class _Loader:
         """Typed values of the declared params, and the same with secret values masked."""
         spec = self.data.get("spec")
         raw_params = spec.get("params") if isinstance(spec, dict) else None
-        declared: dict[str, ParamSpec] = {}
-        base: PathKey = ("spec", "params")
-        if isinstance(raw_params, dict):
-            for name, raw in raw_params.items():
-                ppath = (*base, name)
-                if not PARAM_NAME_RE.match(name):
-                    self.at_key(ppath, f"invalid param name {name!r}: use letters, digits and '_'")
-                    continue
-                try:
-                    declared[name] = ParamSpec.model_validate(raw)
-                except ValidationError as exc:
-                    self.map_validation_errors(exc, raw, ppath, ParamSpec)
+        declared = self.declared_params(raw_params)
         values: dict[str, Any] = {}
         masked: dict[str, Any] = {}
         for name, pspec in declared.items():
-            ppath = (*base, name)
-            value: Any = None
-            if name in self.overrides:
-                cli_value = self.overrides[name]
-                if pspec.secret:
-                    self.secrets.add(cli_value)
-                try:
-                    value = coerce_param(pspec, cli_value, from_cli=True)
-                except ValueError as exc:
-                    shown = MASK if pspec.secret else cli_value
-                    message = f"{exc} (param {name!r} has type {pspec.type})"
-                    self.problems.append(Problem(Location("--set"), f"{name}={shown}", message))
-                    continue
-            elif pspec.default is not None:
-                if pspec.secret:
-                    self.secrets.add(param_text(pspec.default))
-                try:
-                    value = coerce_param(pspec, pspec.default, from_cli=False)
-                except ValueError as exc:
-                    self.at_value((*ppath, "default"), f"{exc} (param {name!r} has type {pspec.type})")
-                    continue
-            else:
-                self.at_key(ppath, f"param {name!r} has no default; give one or use --set {name}=VALUE")
+            found, value = self.param_value(name, pspec)
+            if not found:
                 continue
             values[name] = value
             masked[name] = MASK if pspec.secret else value
@@ -273,14 +241,57 @@ class _Loader:
                 self.secrets.add(param_text(value))
         for name in self.overrides:
             if name not in declared and not (isinstance(raw_params, dict) and name in raw_params):
-                names = sorted(declared)
-                hint = suggest(name, names)
-                message = f"unknown param {name!r}{hint}"
-                if not hint:
-                    message += f" (the plan declares: {known_list(names)})"
-                self.problems.append(Problem(Location("--set"), name, message))
+                self.unknown_override(name, sorted(declared))
         self.secrets.discard("")
         return values, masked
+
+    def declared_params(self, raw_params: Any) -> dict[str, ParamSpec]:
+        """The params ``spec.params`` declares, validated (a bad one is a problem, left out)."""
+        declared: dict[str, ParamSpec] = {}
+        if not isinstance(raw_params, dict):
+            return declared
+        for name, raw in raw_params.items():
+            ppath = ("spec", "params", name)
+            if not PARAM_NAME_RE.match(name):
+                self.at_key(ppath, f"invalid param name {name!r}: use letters, digits and '_'")
+                continue
+            try:
+                declared[name] = ParamSpec.model_validate(raw)
+            except ValidationError as exc:
+                self.map_validation_errors(exc, raw, ppath, ParamSpec)
+        return declared
+
+    def param_value(self, name: str, pspec: ParamSpec) -> tuple[bool, Any]:
+        """``(True, value)`` from ``--set`` or the default; ``(False, None)`` after recording a problem."""
+        ppath = ("spec", "params", name)
+        if name in self.overrides:
+            cli_value = self.overrides[name]
+            if pspec.secret:
+                self.secrets.add(cli_value)
+            try:
+                return True, coerce_param(pspec, cli_value, from_cli=True)
+            except ValueError as exc:
+                shown = MASK if pspec.secret else cli_value
+                message = f"{exc} (param {name!r} has type {pspec.type})"
+                self.problems.append(Problem(Location("--set"), f"{name}={shown}", message))
+                return False, None
+        if pspec.default is not None:
+            if pspec.secret:
+                self.secrets.add(param_text(pspec.default))
+            try:
+                return True, coerce_param(pspec, pspec.default, from_cli=False)
+            except ValueError as exc:
+                self.at_value((*ppath, "default"), f"{exc} (param {name!r} has type {pspec.type})")
+                return False, None
+        self.at_key(ppath, f"param {name!r} has no default; give one or use --set {name}=VALUE")
+        return False, None
+
+    def unknown_override(self, name: str, declared: list[str]) -> None:
+        hint = suggest(name, declared)
+        message = f"unknown param {name!r}{hint}"
+        if not hint:
+            message += f" (the plan declares: {known_list(declared)})"
+        self.problems.append(Problem(Location("--set"), name, message))
 
     def substitute(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Check every template and substitute the params ones; node templates only in for_each steps."""
@@ -433,59 +444,13 @@ class _Loader:
     def map_error(self, error: ErrorDetails, data: Any, base: PathKey, model: type[BaseModel]) -> Problem:
         loc = error["loc"]
         kind = error["type"]
-        node: Any = data
-        path: PathKey = base
-        tp: Any = model
-        missing_key: str | None = None
-        for position, elem in enumerate(loc):
-            last = position == len(loc) - 1
-            tp_next = _select_union_member(tp, elem)
-            if tp_next is not None:  # a discriminator tag in the loc
-                tp = tp_next
-                continue
-            if isinstance(node, dict) and isinstance(elem, str) and elem in node:
-                node = node[elem]
-                path = (*path, elem)
-                tp = _field_type(tp, elem)
-            elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
-                node = node[elem]
-                path = (*path, elem)
-                tp = _item_type(tp)
-            elif last and isinstance(elem, str) and kind == "missing":
-                missing_key = elem
-            else:
-                continue  # a union branch tag like 'int' or 'function-before[...]'
+        node, path, missing_key = _walk(loc, kind, data, base, model)
         if kind == "missing" and missing_key is not None:
             return Problem(self.smap.value(path), format_path((*path, missing_key)), "field required")
         if kind == "extra_forbidden":
-            allowed = _field_names(_parent_type(model, loc))
-            key = str(path[-1]) if path else ""
-            hint = suggest(key, allowed)
-            message = f"unknown field {key!r}{hint}"
-            if not hint and allowed:
-                message += f" (expected one of: {', '.join(allowed)})"
-            return Problem(self.smap.key(path), format_path(path), message)
+            return self.extra_field(path, _field_names(_parent_type(model, loc)))
         if kind in ("union_tag_invalid", "union_tag_not_found"):
-            ctx = error.get("ctx") or {}
-            disc = str(ctx.get("discriminator", "'action'")).strip("'")
-            tpath = (*path, disc)
-            if kind == "union_tag_not_found":
-                if not isinstance(node, dict):
-                    return Problem(self.smap.value(path), format_path(path), "expected a mapping")
-                return Problem(self.smap.value(path), format_path(tpath), "field required")
-            tag = str(ctx.get("tag", ""))
-            names = action_names() if disc == "action" else check_type_names()
-            what = "action" if disc == "action" else "check type"
-            raw_tag = node.get(disc) if isinstance(node, dict) else None
-            if not isinstance(raw_tag, str) or not raw_tag:
-                expected = "an action name" if disc == "action" else "a check type"
-                message = f"expected {expected} (known: {', '.join(names)})"
-                return Problem(self.smap.value(tpath), format_path(tpath), message)
-            hint = suggest(tag, names)
-            message = f"unknown {what} {tag!r}{hint}"
-            if not hint:
-                message += f" (known: {', '.join(names)})"
-            return Problem(self.smap.value(tpath), format_path(tpath), message)
+            return self.union_tag(error, node, path)
         message = _clean_message(error)
         if kind in ("value_error", "assertion_error") and isinstance(node, dict):
             # a model validator may name a field relative to the model: "stages[2].name: ..."
@@ -496,6 +461,59 @@ class _Loader:
                     path = (*path, *sub)
                     message = relative.group(2)
         return Problem(self.smap.value(path), format_path(path), message)
+
+    def extra_field(self, path: PathKey, allowed: list[str]) -> Problem:
+        key = str(path[-1]) if path else ""
+        hint = suggest(key, allowed)
+        message = f"unknown field {key!r}{hint}"
+        if not hint and allowed:
+            message += f" (expected one of: {', '.join(allowed)})"
+        return Problem(self.smap.key(path), format_path(path), message)
+
+    def union_tag(self, error: ErrorDetails, node: Any, path: PathKey) -> Problem:
+        """A step's ``action`` or a check's ``type`` that is missing or names nothing known."""
+        ctx = error.get("ctx") or {}
+        disc = str(ctx.get("discriminator", "'action'")).strip("'")
+        tpath = (*path, disc)
+        if error["type"] == "union_tag_not_found":
+            if not isinstance(node, dict):
+                return Problem(self.smap.value(path), format_path(path), "expected a mapping")
+            return Problem(self.smap.value(path), format_path(tpath), "field required")
+        tag = str(ctx.get("tag", ""))
+        names = action_names() if disc == "action" else check_type_names()
+        what = "action" if disc == "action" else "check type"
+        raw_tag = node.get(disc) if isinstance(node, dict) else None
+        if not isinstance(raw_tag, str) or not raw_tag:
+            expected = "an action name" if disc == "action" else "a check type"
+            message = f"expected {expected} (known: {', '.join(names)})"
+            return Problem(self.smap.value(tpath), format_path(tpath), message)
+        hint = suggest(tag, names)
+        message = f"unknown {what} {tag!r}{hint}"
+        if not hint:
+            message += f" (known: {', '.join(names)})"
+        return Problem(self.smap.value(tpath), format_path(tpath), message)
+
+
+def _walk(
+    loc: tuple[str | int, ...], kind: str, data: Any, base: PathKey, model: type[BaseModel]
+) -> tuple[Any, PathKey, str | None]:
+    """Follow an error's ``loc`` through the data: the node it names, its path in the file, and the key a
+    ``missing`` error is about (union branch tags in the loc are skipped)."""
+    node: Any = data
+    path: PathKey = base
+    tp: Any = model
+    missing_key: str | None = None
+    for position, elem in enumerate(loc):
+        tp_next = _select_union_member(tp, elem)
+        if tp_next is not None:  # a discriminator tag in the loc
+            tp = tp_next
+        elif isinstance(node, dict) and isinstance(elem, str) and elem in node:
+            node, path, tp = node[elem], (*path, elem), _field_type(tp, elem)
+        elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
+            node, path, tp = node[elem], (*path, elem), _item_type(tp)
+        elif position == len(loc) - 1 and isinstance(elem, str) and kind == "missing":
+            missing_key = elem
+    return node, path, missing_key
 
 
 # --------------------------------------------------------------------------------- pydantic helpers
@@ -551,46 +569,47 @@ def _items(count: Any) -> str:
     return f"{count} item" if count == 1 else f"{count} items"
 
 
+_CTX_MESSAGES: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "literal_error": lambda ctx: f"expected {ctx.get('expected', '')}".strip(),
+    "greater_than_equal": lambda ctx: f"must be at least {ctx.get('ge')}",
+    "greater_than": lambda ctx: f"must be more than {ctx.get('gt')}",
+    "less_than_equal": lambda ctx: f"must be at most {ctx.get('le')}",
+    "less_than": lambda ctx: f"must be less than {ctx.get('lt')}",
+    "string_too_short": lambda ctx: _min_length(ctx, lambda n: f"be at least {n} characters long"),
+    "string_too_long": lambda ctx: f"must be at most {ctx.get('max_length')} characters long",
+    "too_short": lambda ctx: _min_length(ctx, lambda n: f"have at least {_items(n)}"),
+    "too_long": lambda ctx: f"must have at most {_items(ctx.get('max_length'))}",
+    "string_pattern_mismatch": lambda ctx: _PATTERN_MESSAGES.get(
+        str(ctx.get("pattern", "")), f"must match the pattern {ctx.get('pattern', '')}"
+    ),
+}
+"""Messages of the pydantic error kinds that say what was expected through the error's ``ctx``."""
+
+
+def _min_length(ctx: Mapping[str, Any], rest: Callable[[Any], str]) -> str:
+    minimum = ctx.get("min_length", 1)
+    return "must not be empty" if minimum == 1 else f"must {rest(minimum)}"
+
+
 def _clean_message(error: ErrorDetails) -> str:
     kind = error["type"]
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
     msg = error["msg"]
     if kind in _TYPE_MESSAGES:
         return _TYPE_MESSAGES[kind]
+    if kind in _CTX_MESSAGES:
+        return _CTX_MESSAGES[kind](ctx)
     if kind in ("value_error", "assertion_error"):
         for prefix in ("Value error, ", "Assertion failed, "):
             if msg.startswith(prefix):
                 return msg[len(prefix) :]
         return msg
-    if kind == "literal_error":
-        return f"expected {ctx.get('expected', '')}".strip()
     if kind == "enum":
         expected = str(ctx.get("expected", ""))
         choices = re.findall(r"'([^']*)'", expected)
         given = error.get("input")
         hint = suggest(str(given), choices) if isinstance(given, str) else ""
         return f"expected one of: {', '.join(choices)}{hint}"
-    if kind == "greater_than_equal":
-        return f"must be at least {ctx.get('ge')}"
-    if kind == "greater_than":
-        return f"must be more than {ctx.get('gt')}"
-    if kind == "less_than_equal":
-        return f"must be at most {ctx.get('le')}"
-    if kind == "less_than":
-        return f"must be less than {ctx.get('lt')}"
-    if kind == "string_too_short":
-        minimum = ctx.get("min_length", 1)
-        return "must not be empty" if minimum == 1 else f"must be at least {minimum} characters long"
-    if kind == "string_too_long":
-        return f"must be at most {ctx.get('max_length')} characters long"
-    if kind == "too_short":
-        minimum = ctx.get("min_length", 1)
-        return "must not be empty" if minimum == 1 else f"must have at least {_items(minimum)}"
-    if kind == "too_long":
-        return f"must have at most {_items(ctx.get('max_length'))}"
-    if kind == "string_pattern_mismatch":
-        pattern = str(ctx.get("pattern", ""))
-        return _PATTERN_MESSAGES.get(pattern, f"must match the pattern {pattern}")
     return msg
 
 
