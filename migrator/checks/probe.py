@@ -1,6 +1,7 @@
 """The ``continuous-probe`` monitor: pairs probed at a fixed rate for a whole stage, aborting it on loss.
 
-Lifecycle (see :class:`migrator.checks.base.Checker` and the engine's ``_Monitor``), state in ``ctx.store``:
+Lifecycle (see :class:`migrator.checks.base.Checker` and :mod:`migrator.engine.monitor`), state in
+``ctx.store``:
 
 - ``monitor_start`` picks the pairs and starts a continuous run (a *segment*).
 - every ``run`` round (every ``monitor_interval``, 2 s by default) accounts the probes that are final
@@ -50,6 +51,7 @@ from migrator.ports import Cluster, ContinuousProbe, ProbeKind, ProbeProtocol, P
 from migrator.probe.engine import CONTINUOUS_MAX_PROBES
 from migrator.probe.matrix import OUTSIDE, MatrixOptions, build_matrix
 from migrator.probe.suite import require_prober
+from migrator.runs.events import WaveEnd, WaveStart, parse_event
 
 STORE_KEY = "continuous-probe"
 SETTLE_S = 0.5
@@ -106,18 +108,18 @@ class WaveTracker:
             if b'"wave.' not in line:
                 continue
             try:
-                ev = json.loads(line)
-            except ValueError:
+                raw = json.loads(line)
+                ev = parse_event(raw) if isinstance(raw, dict) else None
+            except ValueError:  # not JSON, or not an event (EventError)
                 continue
-            if ev.get("stage") != self.stage or ev.get("type") not in ("wave.start", "wave.end"):
+            if not isinstance(ev, WaveStart | WaveEnd) or ev.stage != self.stage:
                 continue
             self.from_journal = True
-            index = int(ev.get("wave", 0))
-            ts = _parse_ts(str(ev["ts"]))
-            if ev["type"] == "wave.start":
-                self.waves[index] = Wave(index, frozenset(ev.get("nodes") or ()), ts)
-            elif index in self.waves:
-                self.waves[index].end = ts
+            ts = _parse_ts(ev.ts)
+            if isinstance(ev, WaveStart):
+                self.waves[ev.wave] = Wave(ev.wave, frozenset(ev.nodes), ts)
+            elif ev.wave in self.waves:
+                self.waves[ev.wave].end = ts
 
     def _from_ctx(self, nodes: frozenset[str], now: float) -> None:
         if nodes == self.last_nodes:
