@@ -19,6 +19,11 @@ from typing import Any, Protocol, runtime_checkable
 from migrator.cni.ops import CniOps
 from migrator.errors import PermanentError
 
+# re-exported (mypy's explicit "X as X" form): the policy vocabulary crosses the port
+from migrator.policy.model import ContainerPort as ContainerPort  # noqa: PLC0414
+from migrator.policy.model import Namespace as Namespace  # noqa: PLC0414
+from migrator.policy.model import NetworkPolicy as NetworkPolicy  # noqa: PLC0414
+
 CONTROL_PLANE_ROLE = "control-plane"
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
@@ -52,6 +57,7 @@ class Pod:
     host_network: bool = False
     ports: tuple[int, ...] = ()
     ready: bool = True
+    container_ports: tuple[ContainerPort, ...] = ()  # every declared port (TCP/UDP/SCTP, named or not)
 
     @property
     def key(self) -> str:
@@ -118,6 +124,14 @@ class Cluster(Protocol):
 
     def restart_pods(self, node: str) -> list[str]:
         """Recreate the node's non-hostNetwork pods so that they get the node's current CNI."""
+        ...
+
+    def list_namespaces(self) -> list[Namespace]:
+        """Every namespace with its labels (``kubernetes.io/metadata.name`` included)."""
+        ...
+
+    def list_network_policies(self, namespace: str | None = None) -> list[NetworkPolicy]:
+        """The NetworkPolicies (networking.k8s.io/v1), parsed."""
         ...
 
 
@@ -195,12 +209,14 @@ class ProbeKind(StrEnum):
     NODE_TO_POD = "node-to-pod"
     NODEPORT = "nodeport"  # from outside the cluster
     DNS = "dns"
+    POLICY = "policy"  # pod to pod on one declared port/protocol, allowed or denied by NetworkPolicy
 
 
 class ProbeProtocol(StrEnum):
     TCP = "tcp"
     HTTP = "http"
     DNS = "dns"
+    UDP = "udp"  # one datagram, a reply expected (the pod servers echo); ICMP port unreachable is "refused"
 
 
 @dataclass(frozen=True)
