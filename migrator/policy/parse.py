@@ -46,7 +46,7 @@ class _Problems:
         self.items: list[tuple[str, str]] = []
 
     def add(self, path: str, message: str) -> None:
-        self.items.append((path, message))
+        self.items.append((path.lstrip("."), message))  # a selector parsed alone has no parent path
 
     def raise_if_any(self, where: str) -> None:
         if not self.items:
