@@ -201,6 +201,27 @@ BAD = [
         "valid CIDR",
     ),
     (
+        "cidr netmask form",
+        [*BLOCK, "cidr"],
+        "10.0.0.0/255.0.0.0",
+        "spec.ingress[0].from[3].ipBlock.cidr",
+        "valid CIDR",
+    ),
+    (
+        "cidr zero-padded length",
+        [*BLOCK, "cidr"],
+        "10.0.0.0/08",
+        "spec.ingress[0].from[3].ipBlock.cidr",
+        "valid CIDR",
+    ),
+    (
+        "cidr with a zone",
+        [*BLOCK, "cidr"],
+        "fe80::1%eth0/64",
+        "spec.ingress[0].from[3].ipBlock.cidr",
+        "valid CIDR",
+    ),
+    (
         "cidr leading zeros",
         [*BLOCK, "cidr"],
         "010.0.0.0/8",
