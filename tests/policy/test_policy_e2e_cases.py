@@ -8,10 +8,12 @@ loopback excluded, as upstream does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from migrator.policy.model import PolicyModel, Protocol
-from tests.policy.e2e_cases import CASES, Case, Probe
+from tests.policy.e2e_cases import CASES, PODS, Case, Probe
 from tests.policy.netpol_world import World
 
 
@@ -62,3 +64,45 @@ def test_a_wrong_expectation_is_caught() -> None:
     wrong = mismatches(world.model(), bad)
     assert len(wrong) == 1
     assert wrong[0].startswith("y/a -> x/a: expected True, matrix False")
+
+
+UPSTREAM_FILE = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "upstream" / "k8s-netpol" / "network_policy.go"
+)
+
+# The "Expected results" truth table written out in upstream's comment of the case at line 774
+# ("." connected, "X" blocked, *X* marks the cell the case is about; loopback cells ignored).
+EXPECTED_774 = """
+xa X X X . X X X X X
+xb . . . X X . . . .
+xc . . . X X . . . .
+ya . . . X X . . . .
+yb . . . X X . . . .
+yc . . . X X . . . .
+za . . . X X . . . .
+zb . . . X X . . . .
+zc . . . X X . . . .
+"""
+
+
+def test_case_774_matches_the_truth_table_written_upstream() -> None:
+    case = next(c for c in CASES if c.line == 774)
+    rows = [line.split()[1:] for line in EXPECTED_774.strip().splitlines()]
+    probe = case.probes[0]
+    for i, row in enumerate(rows):
+        for j, mark in enumerate(row):
+            if i != j:
+                assert probe.expected[i][j] is (mark == "."), (PODS[i], PODS[j])
+
+
+@pytest.mark.skipif(not UPSTREAM_FILE.exists(), reason=f"upstream suite not at {UPSTREAM_FILE}")
+def test_every_case_is_an_it_of_the_upstream_file_at_its_line() -> None:
+    lines = UPSTREAM_FILE.read_text().splitlines()
+    its = [n + 1 for n, line in enumerate(lines) if line.strip().startswith("f.It(")]
+    assert sorted(c.line for c in CASES) == its
+    for case in CASES:
+        assert f'f.It("{case.name}"' in lines[case.line - 1], case.title
+        body = "\n".join(lines[case.line : case.line + 120])
+        end = body.find("f.It(")
+        body = body if end < 0 else body[:end]
+        assert body.count("ValidateOrFail(") == len(case.probes), case.title

@@ -460,8 +460,9 @@ def test_pod_rules_resolve_named_ports_and_expand_egress() -> None:
 # -------------------------------------------------------------------------------- matrix vs decide
 
 
-def test_matrix_agrees_with_decide_on_a_random_larger_model() -> None:
-    policies, namespaces, pods = make_world(seed=7, n_pods=120, n_policies=80, n_namespaces=6)
+@pytest.mark.parametrize(("seed", "n_pods", "n_policies"), [(7, 120, 80), (11, 80, 120), (23, 90, 40)])
+def test_matrix_agrees_with_decide_on_a_random_larger_model(seed: int, n_pods: int, n_policies: int) -> None:
+    policies, namespaces, pods = make_world(seed=seed, n_pods=n_pods, n_policies=n_policies, n_namespaces=6)
     m = PolicyModel(policies, namespaces, pods)
     seen = {ALLOW: 0, DENY: 0}
     for port, proto in PROBE_PORTS:
@@ -474,6 +475,17 @@ def test_matrix_agrees_with_decide_on_a_random_larger_model() -> None:
             assert d.ingress is (ALLOW if mx.ingress_rows[i] >> j & 1 else DENY)
             seen[v] += 1
     assert seen[ALLOW] > 1000 and seen[DENY] > 1000  # a mix, not a trivial model
+
+
+def test_the_order_of_policies_and_pods_changes_nothing() -> None:
+    policies, namespaces, pods = make_world(seed=5, n_pods=70, n_policies=60, n_namespaces=5)
+    m = PolicyModel(policies, namespaces, pods)
+    rnd = random.Random(1)
+    shuffled = PolicyModel(rnd.sample(policies, len(policies)), namespaces, list(reversed(pods)))
+    for port, proto in PROBE_PORTS:
+        a = {(s.key, d.key): v for s, d, v in m.matrix(port, proto).cells()}
+        b = {(s.key, d.key): v for s, d, v in shuffled.matrix(port, proto).cells()}
+        assert a == b
 
 
 def test_matrix_cells_and_decisions() -> None:
