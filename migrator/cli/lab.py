@@ -105,7 +105,14 @@ def up(  # noqa: PLR0917 - typer options
     nodes: Annotated[int, typer.Option(help="Number of nodes (node1 is the control plane).")] = 4,
     cni: Annotated[CniKind, typer.Option(help="Pod network.")] = CniKind.FLANNEL,
     pods_per_node: Annotated[int, typer.Option(help="Generic 'echo' pods per node.")] = 1,
-    app_: Annotated[AppKind, typer.Option("--app", help="Demo application.")] = AppKind.BOOKINFO,
+    app_: Annotated[
+        str,
+        typer.Option(
+            "--app",
+            help=f"Demo application(s), comma-separated: {', '.join(a.value for a in AppKind)} "
+            "(e.g. bookinfo,netpol; none alone).",
+        ),
+    ] = AppKind.BOOKINFO.value,
     seed: Annotated[int, typer.Option(help="Seed for names and addresses.")] = 0,
     underlay: Annotated[str, typer.Option(help="Underlay /24 inside 198.18.0.0/15.")] = "198.18.0.0/24",
 ) -> None:
