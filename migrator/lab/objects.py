@@ -196,7 +196,9 @@ def _apply_doc(st: LabState, doc: Document) -> Outcome:
     return Outcome(kind, key, Action.UNCHANGED if old_p.raw == raw else Action.CONFIGURED)
 
 
-def _delete_doc(st: LabState, doc: Document) -> Outcome:
+def _delete_doc(st: LabState, doc: Document, gone: set[str]) -> Outcome:
+    """Delete one object; ``gone``: the namespaces deleted earlier in this request (their policies went
+    with them, so deleting one of those policies again is not an error)."""
     kind = _kind(doc)
     if kind == "Pod":
         raise UsageError(
@@ -215,11 +217,14 @@ def _delete_doc(st: LabState, doc: Document) -> Outcome:
                 "the lab does not delete pods"
             )
         del st.namespaces[name]
+        gone.add(name)
         for key in [k for k, p in st.policies.items() if p.namespace == name]:
             del st.policies[key]
         return Outcome(kind, name, Action.DELETED)
     name, ns, _ = _meta(doc, namespaced=True)
     key = f"{ns}/{name}"
+    if key not in st.policies and ns in gone:
+        return Outcome(kind, key, Action.DELETED)  # with its namespace
     if key not in st.policies:
         raise UsageError(f"{doc.where}: metadata.name: networkpolicy {key} not found")
     del st.policies[key]
@@ -250,7 +255,8 @@ def apply_files(
     """``lab apply -f`` (or ``lab delete -f``): all documents or none."""
     docs = load_documents(files)
     trial = st.model_copy(deep=True)
-    outcomes = [(_delete_doc if delete else _apply_doc)(trial, d) for d in docs]
+    gone: set[str] = set()
+    outcomes = [_delete_doc(trial, d, gone) if delete else _apply_doc(trial, d) for d in docs]
     _commit(store, st, trial, outcomes)
     return outcomes
 
