@@ -291,7 +291,7 @@ def label(store: StateStore, st: LabState, kind: str, key: str, changes: Mapping
             raise UsageError(
                 f"namespace {key!r} not found (namespaces: {', '.join(sorted(trial.namespaces))})"
             )
-        if NAMESPACE_NAME_LABEL in changes:
+        if NAMESPACE_NAME_LABEL in changes and changes[NAMESPACE_NAME_LABEL] != key:
             raise UsageError(f"label {NAMESPACE_NAME_LABEL} is set by the API server and cannot be changed")
         labels = dict(ns.labels)
         target = labels

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from migrator.lab.lab import Lab
-from migrator.lab.spec import LabSpec, lab_prefix
+from migrator.lab.spec import AppKind, CniKind, LabSpec, lab_prefix
 from migrator.lab.state import LabState
+from tests.lab.netpol_probe import policy_doc, write_docs
 
 CAN_BUILD_LAB = os.geteuid() == 0 and shutil.which("ip") is not None and Path("/usr/lib/cni/bridge").exists()
 
@@ -73,6 +74,59 @@ def lab(migrator_home: Path) -> Iterator[Lab]:
 @pytest.fixture()
 def state(lab: Lab) -> LabState:
     return lab.require()
+
+
+NETPOL_UNDERLAY = "198.18.32.0/24"
+
+
+@pytest.fixture(scope="session")
+def netpol_lab(migrator_home: Path) -> Iterator[Lab]:
+    """The one NetworkPolicy lab of the session: 3 calico nodes (felix-like agents), the netpol app."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    name = f"npt{os.getpid() % 1000}"
+    the_lab = Lab(name)
+    try:
+        the_lab.up(
+            LabSpec(
+                name=name,
+                nodes=3,
+                cni=CniKind.CALICO,
+                pods_per_node=0,
+                app=(AppKind.NETPOL,),
+                underlay=NETPOL_UNDERLAY,
+            )
+        )
+        yield the_lab
+    finally:
+        res = the_lab.down()
+        assert not res.leftovers, res.leftovers
+        assert not host_traces(name, migrator_home / "labs" / name)
+
+
+@pytest.fixture()
+def netpol_clean(netpol_lab: Lab, tmp_path: Path) -> Iterator[Lab]:
+    """The netpol lab with no policies before and after the test (pod and namespace labels restored)."""
+    lab = netpol_lab
+    st = lab.require()
+    if st.policies:
+        docs = [policy_doc(p.namespace, p.name, {"podSelector": {}}) for p in st.policies.values()]
+        lab.delete([write_docs(tmp_path, docs, "before.yaml")])
+    labels = {k: dict(p.labels) for k, p in st.pods.items()}
+    ns_labels = {k: dict(n.labels) for k, n in st.namespaces.items()}
+    yield lab
+    st = lab.require()
+    if st.policies:
+        docs = [policy_doc(p.namespace, p.name, {"podSelector": {}}) for p in st.policies.values()]
+        lab.delete([write_docs(tmp_path, docs, "cleanup.yaml")])
+    for key, want in labels.items():
+        have = st.pods[key].labels if key in st.pods else want
+        if have != want:
+            lab.label("pod", key, {**{k: None for k in have if k not in want}, **want})
+    for key, want_ns in ns_labels.items():
+        have_ns = st.namespaces[key].labels if key in st.namespaces else want_ns
+        if have_ns != want_ns:
+            lab.label("namespace", key, {**{k: None for k in have_ns if k not in want_ns}, **want_ns})
 
 
 # ----------------------------------------------------------------------------------------- leftovers

@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from migrator.lab import net, sh
 from migrator.lab.lab import Lab
@@ -23,72 +20,11 @@ from migrator.lab.spec import AppKind, CniKind, LabSpec
 from migrator.targets.lab.cluster import LabCluster
 from tests.clihelp import migrator_env, run_migrator
 from tests.lab.conftest import host_traces
-from tests.lab.netpol_probe import Cell, pod_ip, probe, probe_all, service_ip
+from tests.lab.netpol_probe import Cell, pod_ip, policy_doc, probe, probe_all, service_ip, write_docs
 
 pytestmark = pytest.mark.lab
 
-UNDERLAY = "198.18.32.0/24"
 FLANNEL_UNDERLAY = "198.18.31.0/24"
-
-
-def _policy(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }
-
-
-def _write(tmp_path: Path, docs: list[dict[str, Any]], name: str = "p.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump_all(docs))
-    return path
-
-
-@pytest.fixture(scope="module")
-def nlab(migrator_home: Path) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    name = f"npt{os.getpid() % 1000}"
-    the_lab = Lab(name)
-    try:
-        the_lab.up(
-            LabSpec(
-                name=name,
-                nodes=3,
-                cni=CniKind.CALICO,
-                pods_per_node=0,
-                app=(AppKind.NETPOL,),
-                underlay=UNDERLAY,
-            )
-        )
-        yield the_lab
-    finally:
-        res = the_lab.down()
-        assert not res.leftovers, res.leftovers
-        assert not host_traces(name, migrator_home / "labs" / name)
-
-
-@pytest.fixture()
-def clean(nlab: Lab, tmp_path: Path) -> Iterator[Lab]:
-    """The lab with no policies before and after the test (pod and namespace labels restored too)."""
-    st = nlab.require()
-    labels = {k: dict(p.labels) for k, p in st.pods.items()}
-    ns_labels = {k: dict(n.labels) for k, n in st.namespaces.items()}
-    yield nlab
-    st = nlab.require()
-    if st.policies:
-        docs = [_policy(p.namespace, p.name, {"podSelector": {}}) for p in st.policies.values()]
-        nlab.delete([_write(tmp_path, docs, "cleanup.yaml")])
-    for key, want in labels.items():
-        if key in st.pods and st.pods[key].labels != want:
-            have = st.pods[key].labels
-            nlab.label("pod", key, {**{k: None for k in have if k not in want}, **want})
-    for key, want_ns in ns_labels.items():
-        have_ns = st.namespaces[key].labels
-        if have_ns != want_ns:
-            nlab.label("namespace", key, {**{k: None for k in have_ns if k not in want_ns}, **want_ns})
 
 
 def _verdicts(lab: Lab, cells: dict[Cell, str]) -> dict[Cell, str]:
@@ -97,9 +33,9 @@ def _verdicts(lab: Lab, cells: dict[Cell, str]) -> dict[Cell, str]:
 
 
 def test_default_deny_ingress_and_allow_rules_open_exactly_what_they_should(
-    clean: Lab, tmp_path: Path
+    netpol_clean: Lab, tmp_path: Path
 ) -> None:
-    lab = clean
+    lab = netpol_clean
     ya, yb, zb = pod_ip(lab, "y/a"), pod_ip(lab, "y/b"), pod_ip(lab, "z/b")
     before = {
         Cell("x/b", ya, 80): "allow",
@@ -108,8 +44,8 @@ def test_default_deny_ingress_and_allow_rules_open_exactly_what_they_should(
     }
     assert _verdicts(lab, before) == before
     docs = [
-        _policy("y", "deny-all", {"podSelector": {}, "policyTypes": ["Ingress"]}),
-        _policy(
+        policy_doc("y", "deny-all", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+        policy_doc(
             "y",
             "allow-x-to-a",
             {
@@ -123,7 +59,7 @@ def test_default_deny_ingress_and_allow_rules_open_exactly_what_they_should(
             },
         ),
     ]
-    out = lab.apply([_write(tmp_path, docs)])
+    out = lab.apply([write_docs(tmp_path, docs)])
     assert [(o.key, o.action.value) for o in out] == [
         ("y/deny-all", "created"),
         ("y/allow-x-to-a", "created"),
@@ -147,11 +83,11 @@ def test_default_deny_ingress_and_allow_rules_open_exactly_what_they_should(
     assert all(s.ms < 500 for c, s in seen.items() if want[c] == "deny"), seen
 
 
-def test_ipblock_except(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
+def test_ipblock_except(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
     yb, xa = pod_ip(lab, "y/b"), pod_ip(lab, "x/a")
     docs = [
-        _policy(
+        policy_doc(
             "y",
             "from-pods-but-xa",
             {
@@ -160,7 +96,7 @@ def test_ipblock_except(clean: Lab, tmp_path: Path) -> None:
             },
         )
     ]
-    lab.apply([_write(tmp_path, docs)])
+    lab.apply([write_docs(tmp_path, docs)])
     want = {
         Cell("x/a", yb, 80): "deny",
         Cell("x/a", yb, 81, "udp"): "deny",
@@ -170,10 +106,10 @@ def test_ipblock_except(clean: Lab, tmp_path: Path) -> None:
     assert _verdicts(lab, want) == want
 
 
-def test_egress_to_service_after_dnat_and_dns(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
+def test_egress_to_service_after_dnat_and_dns(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
     docs = [
-        _policy(
+        policy_doc(
             "x",
             "a-egress",
             {
@@ -203,7 +139,7 @@ def test_egress_to_service_after_dnat_and_dns(clean: Lab, tmp_path: Path) -> Non
             },
         )
     ]
-    lab.apply([_write(tmp_path, docs)])
+    lab.apply([write_docs(tmp_path, docs)])
     syb, syc = service_ip(lab, "y/s-y-b"), service_ip(lab, "y/s-y-c")
     want = {
         Cell("x/a", syb, 80): "allow",  # through the ClusterIP: checked on the real endpoint (y/b)
@@ -229,7 +165,7 @@ def test_egress_to_service_after_dnat_and_dns(clean: Lab, tmp_path: Path) -> Non
     assert res.ok and res.stdout.strip() == syb, res
     # and without the DNS rule, the query is refused
     docs[0]["spec"]["egress"] = docs[0]["spec"]["egress"][:1]
-    lab.apply([_write(tmp_path, docs)])
+    lab.apply([write_docs(tmp_path, docs)])
     res = lab.exec(
         "x/a",
         [
@@ -244,10 +180,10 @@ def test_egress_to_service_after_dnat_and_dns(clean: Lab, tmp_path: Path) -> Non
     assert not res.ok
 
 
-def test_conntrack_lets_replies_of_allowed_connections_back(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
+def test_conntrack_lets_replies_of_allowed_connections_back(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
     docs = [
-        _policy(
+        policy_doc(
             "y",
             "a-in-from-xb-no-egress",
             {
@@ -259,7 +195,7 @@ def test_conntrack_lets_replies_of_allowed_connections_back(clean: Lab, tmp_path
             },
         )
     ]
-    lab.apply([_write(tmp_path, docs)])
+    lab.apply([write_docs(tmp_path, docs)])
     ya, xb = pod_ip(lab, "y/a"), pod_ip(lab, "x/b")
     tcp = probe(lab, Cell("x/b", ya, 80))
     assert tcp.verdict == "allow" and '"pod": "a"' in tcp.body  # the HTTP reply came back
@@ -269,10 +205,10 @@ def test_conntrack_lets_replies_of_allowed_connections_back(clean: Lab, tmp_path
     assert probe(lab, Cell("x/c", ya, 80)).verdict == "deny"
 
 
-def test_label_changes_reconcile(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
+def test_label_changes_reconcile(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
     docs = [
-        _policy(
+        policy_doc(
             "y",
             "a-from-clients",
             {
@@ -284,7 +220,7 @@ def test_label_changes_reconcile(clean: Lab, tmp_path: Path) -> None:
             },
         )
     ]
-    lab.apply([_write(tmp_path, docs)])
+    lab.apply([write_docs(tmp_path, docs)])
     ya = pod_ip(lab, "y/a")
     cells = [Cell("x/c", ya, 80), Cell("z/a", ya, 81, "udp")]
     assert [probe(lab, c).verdict for c in cells] == ["deny", "deny"]
@@ -301,15 +237,15 @@ def test_label_changes_reconcile(clean: Lab, tmp_path: Path) -> None:
         "kind": "Pod",
         "metadata": {"name": "c", "namespace": "x", "labels": {"role": "client"}},
     }
-    out = lab.apply([_write(tmp_path, [pod_doc], "pod.yaml")])
+    out = lab.apply([write_docs(tmp_path, [pod_doc], "pod.yaml")])
     assert [o.action.value for o in out] == ["labeled"]
     assert probe(lab, cells[0]).verdict == "allow"
 
 
-def test_pod_restart_keeps_name_and_policy(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
-    docs = [_policy("y", "deny-all", {"podSelector": {}})]
-    lab.apply([_write(tmp_path, docs)])
+def test_pod_restart_keeps_name_andpolicy_doc(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
+    docs = [policy_doc("y", "deny-all", {"podSelector": {}})]
+    lab.apply([write_docs(tmp_path, docs)])
     node = lab.require().pods["y/a"].node
     old_ip = pod_ip(lab, "y/a")
     new = lab.restart_pods(node)
@@ -318,27 +254,27 @@ def test_pod_restart_keeps_name_and_policy(clean: Lab, tmp_path: Path) -> None:
     st = lab.require()
     assert ya != old_ip or st.pods["y/a"].container_id  # a new sandbox
     assert probe(lab, Cell("x/a", ya, 80)).verdict == "deny"
-    lab.delete([_write(tmp_path, docs)])
+    lab.delete([write_docs(tmp_path, docs)])
     assert probe(lab, Cell("x/a", ya, 80)).verdict == "allow"
 
 
-def test_policy_delete_restores_and_removes_kernel_objects(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
+def test_policy_delete_restores_and_removes_kernel_objects(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
     ya = pod_ip(lab, "y/a")
     docs = [
-        _policy("y", "deny-all", {"podSelector": {}}),
-        _policy(
+        policy_doc("y", "deny-all", {"podSelector": {}}),
+        policy_doc(
             "y",
             "allow-b",
             {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]},
         ),
     ]
-    lab.apply([_write(tmp_path, docs)])
+    lab.apply([write_docs(tmp_path, docs)])
     assert probe(lab, Cell("x/a", ya, 80)).verdict == "deny"
     st = lab.require()
     assert all(n.netpol.hooked for n in st.nodes.values())
     assert any(n.netpol.sets for n in st.nodes.values())
-    out = lab.delete([_write(tmp_path, docs)])
+    out = lab.delete([write_docs(tmp_path, docs)])
     assert [o.action.value for o in out] == ["deleted", "deleted"]
     assert probe(lab, Cell("x/a", ya, 80)).verdict == "allow"
     for n in lab.require().nodes.values():
@@ -348,14 +284,14 @@ def test_policy_delete_restores_and_removes_kernel_objects(clean: Lab, tmp_path:
         assert n.netpol.times_ms and not n.netpol.hooked
 
 
-def test_sctp_is_reported_unsupported(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
+def test_sctp_is_reported_unsupported(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
     st = lab.require()
     sctp = next(c for c in st.capabilities if c.name == "sctp")
     assert not sctp.available and "SCTP" in sctp.detail
     # an SCTP-only allow rule programs nothing: the pod stays isolated for TCP and UDP
     docs = [
-        _policy(
+        policy_doc(
             "z",
             "sctp-only",
             {
@@ -364,15 +300,15 @@ def test_sctp_is_reported_unsupported(clean: Lab, tmp_path: Path) -> None:
             },
         )
     ]
-    lab.apply([_write(tmp_path, docs)])
+    lab.apply([write_docs(tmp_path, docs)])
     zc = pod_ip(lab, "z/c")
     want = {Cell("x/a", zc, 80): "deny", Cell("x/a", zc, 80, "udp"): "deny"}
     assert _verdicts(lab, want) == want
 
 
-def test_status_shows_policy_agent_and_reconcile_times(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
-    lab.apply([_write(tmp_path, [_policy("x", "deny", {"podSelector": {}})])])
+def test_status_shows_policy_agent_and_reconcile_times(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
+    lab.apply([write_docs(tmp_path, [policy_doc("x", "deny", {"podSelector": {}})])])
     status = lab.status()
     for n in status["nodes"]:
         assert n["policy"]["agent"] == "felix" and n["policy"]["enforcing"]
@@ -383,9 +319,9 @@ def test_status_shows_policy_agent_and_reconcile_times(clean: Lab, tmp_path: Pat
     assert pod["containers"] == ["cont-80-tcp", "cont-80-udp", "cont-81-tcp", "cont-81-udp"]
 
 
-def test_lab_cluster_lists_namespaces_policies_and_container_ports(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
-    lab.apply([_write(tmp_path, [_policy("x", "deny", {"podSelector": {}})])])
+def test_lab_cluster_lists_namespaces_policies_and_container_ports(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
+    lab.apply([write_docs(tmp_path, [policy_doc("x", "deny", {"podSelector": {}})])])
     cluster = LabCluster(lab)
     names = {n.name: dict(n.labels) for n in cluster.list_namespaces()}
     assert names["y"] == {"ns": "y", "kubernetes.io/metadata.name": "y"}
@@ -420,17 +356,19 @@ def _cli(lab: Lab, *args: str) -> CliOut:
 
 
 def test_cli_bad_document_names_file_document_and_field_and_applies_nothing(
-    clean: Lab, tmp_path: Path
+    netpol_clean: Lab, tmp_path: Path
 ) -> None:
-    lab = clean
-    good = _policy("y", "deny-all", {"podSelector": {}})
-    bad = _policy("y", "bad", {"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]})
-    path = _write(tmp_path, [good, bad], "two.yaml")
+    lab = netpol_clean
+    good = policy_doc("y", "deny-all", {"podSelector": {}})
+    bad = policy_doc(
+        "y", "bad", {"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]}
+    )
+    path = write_docs(tmp_path, [good, bad], "two.yaml")
     res = _cli(lab, "apply", "-f", str(path))
     assert res.exit_code == 2, res.output
     assert "two.yaml" in res.output and "document 2" in res.output and "protocol" in res.output
     assert lab.require().policies == {}  # the good first document was not applied either
-    unknown = _write(
+    unknown = write_docs(
         tmp_path, [good, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}}], "k.yaml"
     )
     res = _cli(lab, "apply", "-f", str(unknown))
@@ -441,29 +379,29 @@ def test_cli_bad_document_names_file_document_and_field_and_applies_nothing(
         "metadata": {"name": "a", "namespace": "x"},
         "spec": {"containers": []},
     }
-    res = _cli(lab, "apply", "-f", str(_write(tmp_path, [pod_spec], "pod.yaml")))
+    res = _cli(lab, "apply", "-f", str(write_docs(tmp_path, [pod_spec], "pod.yaml")))
     assert res.exit_code == 2 and "spec" in res.output and "only change metadata.labels" in res.output, (
         res.output
     )
-    missing_ns = _policy("nope", "p", {"podSelector": {}})
-    res = _cli(lab, "apply", "-f", str(_write(tmp_path, [missing_ns], "ns.yaml")))
+    missing_ns = policy_doc("nope", "p", {"podSelector": {}})
+    res = _cli(lab, "apply", "-f", str(write_docs(tmp_path, [missing_ns], "ns.yaml")))
     assert res.exit_code == 2 and "metadata.namespace" in res.output and "nope" in res.output, res.output
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: Namespace\n---\nkind: [unclosed\n")
     res = _cli(lab, "apply", "-f", str(broken))
     assert res.exit_code == 2 and "broken.yaml" in res.output and "document 2" in res.output, res.output
-    res = _cli(lab, "delete", "-f", str(_write(tmp_path, [good], "del.yaml")))
+    res = _cli(lab, "delete", "-f", str(write_docs(tmp_path, [good], "del.yaml")))
     assert res.exit_code == 2 and "not found" in res.output, res.output
     assert lab.require().policies == {}
 
 
-def test_cli_apply_delete_label_and_json(clean: Lab, tmp_path: Path) -> None:
-    lab = clean
+def test_cli_apply_delete_label_and_json(netpol_clean: Lab, tmp_path: Path) -> None:
+    lab = netpol_clean
     docs = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "w", "labels": {"ns": "w"}}},
-        _policy("w", "deny", {"podSelector": {}}),
+        policy_doc("w", "deny", {"podSelector": {}}),
     ]
-    path = _write(tmp_path, docs)
+    path = write_docs(tmp_path, docs)
     res = _cli(lab, "apply", "-f", str(path), "-o", "json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output) == [
@@ -507,7 +445,7 @@ def test_flannel_node_does_not_enforce_and_down_leaves_nothing(migrator_home: Pa
                 underlay=FLANNEL_UNDERLAY,
             )
         )
-        flab.apply([_write(tmp_path, [_policy("y", "deny-all", {"podSelector": {}})])])
+        flab.apply([write_docs(tmp_path, [policy_doc("y", "deny-all", {"podSelector": {}})])])
         st = flab.require()
         assert all(n.netpol.agent is None and not n.netpol.hooked for n in st.nodes.values())
         assert (
