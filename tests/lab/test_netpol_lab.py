@@ -16,6 +16,7 @@ import pytest
 
 from migrator.lab import net, sh
 from migrator.lab.lab import Lab
+from migrator.lab.netpol import pod_chain
 from migrator.lab.spec import AppKind, CniKind, LabSpec
 from migrator.targets.lab.cluster import LabCluster
 from tests.clihelp import migrator_env, run_migrator
@@ -426,6 +427,39 @@ def test_cli_apply_delete_label_and_json(netpol_clean: Lab, tmp_path: Path) -> N
     res = _cli(lab, "delete", "-f", str(path))
     assert res.exit_code == 0 and "namespace/w deleted" in res.output, res.output
     assert "w" not in lab.require().namespaces and lab.require().policies == {}
+
+
+def test_drain_moves_bare_pods_under_their_names_and_policy_follows(
+    netpol_clean: Lab, tmp_path: Path
+) -> None:
+    """Runs last on the shared lab (it leaves the pods on two nodes, the drained one uncordoned)."""
+    lab = netpol_clean
+    docs = [
+        policy_doc(
+            "y",
+            "a-from-x-only",
+            {
+                "podSelector": {"matchLabels": {"pod": "a"}},
+                "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "x"}}}]}],
+            },
+        )
+    ]
+    lab.apply([write_docs(tmp_path, docs)])
+    node = lab.require().pods["y/a"].node
+    try:
+        evicted, _skipped = lab.drain(node, timeout=60)
+        assert "y/a" in evicted
+        st = lab.require()
+        assert st.pods["y/a"].node != node  # same name, another node
+        ya = pod_ip(lab, "y/a")
+        want = {Cell("x/b", ya, 80): "allow", Cell("z/b", ya, 80): "deny", Cell("z/c", ya, 81, "udp"): "deny"}
+        assert _verdicts(lab, want) == want
+        # the drained node has no chain left for the pods that left it
+        moved = set(evicted)
+        chains = sh.run(net.exec_argv(st.nodes[node].netns, ["iptables-save"])).stdout
+        assert all(pod_chain("I", k) not in chains for k in moved)
+    finally:
+        lab.set_schedulable(node, True)
 
 
 # ------------------------------------------------------------------------------------- flannel, down
