@@ -271,6 +271,11 @@ def _apply(n: NodeState, nr: NodeRules | None) -> float:
     """Program ``nr`` on ``n`` (``None``: remove everything the agent made). Returns milliseconds."""
     t0 = time.monotonic()
     prev = n.netpol
+    if nr is not None and not prev.hooked:  # first programming: hooks left by an interrupted run count
+        fwd = sh.run(
+            net.exec_argv(n.netns, ["iptables", "-S", "FORWARD"]), check=False, timeout=RESTORE_TIMEOUT
+        )
+        prev.hooked = f"-j {TOP_FORWARD}" in fwd.stdout
     sets = list(nr.sets.values()) if nr else []
     if sets:
         sh.run(net.exec_argv(n.netns, ["ipset", "restore"]), input=ipset_text(sets), timeout=RESTORE_TIMEOUT)

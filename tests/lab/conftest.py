@@ -102,6 +102,10 @@ def netpol_lab(migrator_home: Path) -> Iterator[Lab]:
         res = the_lab.down()
         assert not res.leftovers, res.leftovers
         assert not host_traces(name, migrator_home / "labs" / name)
+        host_sets = subprocess.run(
+            ["ipset", "list", "-n"], capture_output=True, text=True, timeout=10, check=False
+        )
+        assert "mnp-" not in host_sets.stdout  # the agent's ipsets lived in the node namespaces only
 
 
 @pytest.fixture()
@@ -159,7 +163,7 @@ def host_traces(name: str, lab_dir: Path) -> list[str]:
             traces.append(f"process {proc.name}: {cmd[:120]}")
     ipt = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=10, check=False).stdout
     for line in ipt.splitlines():
-        if prefix in line or "KUBE-" in line or "FLANNEL" in line:
+        if prefix in line or "KUBE-" in line or "FLANNEL" in line or "MNP-" in line:
             traces.append(f"iptables {line}")
     if lab_dir.exists():
         traces.append(f"dir {lab_dir}")

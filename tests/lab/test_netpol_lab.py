@@ -465,7 +465,9 @@ def test_drain_moves_bare_pods_under_their_names_and_policy_follows(
 # ------------------------------------------------------------------------------------- flannel, down
 
 
-def test_flannel_node_does_not_enforce_and_down_leaves_nothing(migrator_home: Path, tmp_path: Path) -> None:
+def test_flannel_node_does_not_enforce_bookinfo_with_netpol_and_down_leaves_nothing(
+    migrator_home: Path, tmp_path: Path
+) -> None:
     name = f"npf{os.getpid() % 1000}"
     flab = Lab(name)
     try:
@@ -475,12 +477,14 @@ def test_flannel_node_does_not_enforce_and_down_leaves_nothing(migrator_home: Pa
                 nodes=2,
                 cni=CniKind.FLANNEL,
                 pods_per_node=0,
-                app=(AppKind.NETPOL,),
+                app=(AppKind.BOOKINFO, AppKind.NETPOL),
                 underlay=FLANNEL_UNDERLAY,
             )
         )
         flab.apply([write_docs(tmp_path, [policy_doc("y", "deny-all", {"podSelector": {}})])])
         st = flab.require()
+        assert {"default/productpage", "y/s-y-a"} <= set(st.services)  # both apps
+        assert any(p.labels.get("app") == "productpage" for p in st.pods.values()) and "z/c" in st.pods
         assert all(n.netpol.agent is None and not n.netpol.hooked for n in st.nodes.values())
         assert (
             probe(flab, Cell("x/a", pod_ip(flab, "y/a"), 80)).verdict == "allow"
