@@ -14,6 +14,7 @@ from rich.table import Table
 
 from migrator.errors import UsageError
 from migrator.lab.lab import Lab
+from migrator.lab.objects import parse_label_args
 from migrator.lab.spec import AppKind, CniKind, validate_spec
 
 app = typer.Typer(help="The embedded lab cluster (network namespaces, real CNI plugins, VXLAN, sshd).")
@@ -53,6 +54,7 @@ def render_status(status: dict[str, Any]) -> None:
         "VTEP",
         "CNI DEVICES",
         "SSHD",
+        "POLICY AGENT",
         "LABELS",
         title="Nodes",
     )
@@ -70,6 +72,7 @@ def render_status(status: dict[str, Any]) -> None:
             f"{n['vtep_ip']} {n['vtep_mac']}",
             " ".join(n.get("devices", [])) or "<none>",
             n["sshd"] + (f"\nbgp {n['bgp']}" if n.get("bgp") else ""),
+            _policy_cell(n.get("policy") or {}),
             labels,
         )
     console.print(nodes)
@@ -96,7 +99,36 @@ def render_status(status: dict[str, Any]) -> None:
             s["namespace"], s["name"], s["cluster_ip"], ports, " ".join(s["endpoints"]) or "[red]<none>[/]"
         )
     console.print(svcs)
+    if status.get("network_policies"):
+        pols = Table("NAMESPACE", "NETWORKPOLICY", "POD SELECTOR", "TYPES", title="NetworkPolicies")
+        for np_ in status["network_policies"]:
+            spec = np_.get("spec") or {}
+            pols.add_row(
+                np_["namespace"],
+                np_["name"],
+                json.dumps(spec.get("podSelector") or {}),
+                ",".join(spec.get("policyTypes") or []) or "(default)",
+            )
+        console.print(pols)
+    ns_line = ", ".join(
+        n["name"]
+        + "{"
+        + ",".join(f"{k}={v}" for k, v in n["labels"].items() if not k.startswith("kubernetes.io/"))
+        + "}"
+        for n in status.get("namespaces", [])
+    )
+    if ns_line:
+        console.print(f"Namespaces: {ns_line}")
     console.print(f"Ansible inventory: {status['inventory']}")
+
+
+def _policy_cell(p: dict[str, Any]) -> str:
+    if not p.get("enforcing"):
+        return "none (no NetworkPolicy)"
+    cell = f"{p['agent']}"
+    if p.get("last_ms") is not None:
+        cell += f"\nreconcile {p['last_ms']:.0f} ms (median {p['median_ms']:.0f})"
+    return cell
 
 
 @app.command()
@@ -105,7 +137,14 @@ def up(  # noqa: PLR0917 - typer options
     nodes: Annotated[int, typer.Option(help="Number of nodes (node1 is the control plane).")] = 4,
     cni: Annotated[CniKind, typer.Option(help="Pod network.")] = CniKind.FLANNEL,
     pods_per_node: Annotated[int, typer.Option(help="Generic 'echo' pods per node.")] = 1,
-    app_: Annotated[AppKind, typer.Option("--app", help="Demo application.")] = AppKind.BOOKINFO,
+    app_: Annotated[
+        str,
+        typer.Option(
+            "--app",
+            help=f"Demo application(s), comma-separated: {', '.join(a.value for a in AppKind)} "
+            "(e.g. bookinfo,netpol; none alone).",
+        ),
+    ] = AppKind.BOOKINFO.value,
     seed: Annotated[int, typer.Option(help="Seed for names and addresses.")] = 0,
     underlay: Annotated[str, typer.Option(help="Underlay /24 inside 198.18.0.0/15.")] = "198.18.0.0/24",
 ) -> None:
@@ -161,6 +200,73 @@ def exec(
     except subprocess.TimeoutExpired as exc:
         raise UsageError(f"command timed out after {timeout}s") from exc
     raise typer.Exit(rc)
+
+
+FilesOpt = Annotated[
+    list[str], typer.Option("-f", "--filename", help="A YAML file (multi-document); repeatable.")
+]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="text or json")]
+
+
+def _render_outcomes(outcomes: list[Any], output: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps([o.as_dict() for o in outcomes], indent=2))
+    elif output == "text":
+        for o in outcomes:
+            console.print(f"{o.kind.lower()}/{o.key} {o.action.value}")
+    else:
+        raise UsageError(f"unknown output format {output!r} (text or json)")
+
+
+def _check_output(output: str) -> None:
+    if output not in ("text", "json"):
+        raise UsageError(f"unknown output format {output!r} (text or json)")
+
+
+@app.command()
+def apply(files: FilesOpt, name: NameOpt = None, output: OutputOpt = "text") -> None:
+    """Apply NetworkPolicies, Namespaces and pod label changes (all documents or none)."""
+    _check_output(output)
+    _render_outcomes(list(Lab(lab_name(name)).apply(files)), output)
+
+
+@app.command()
+def delete(files: FilesOpt, name: NameOpt = None, output: OutputOpt = "text") -> None:
+    """Delete the NetworkPolicies and Namespaces of the files (all documents or none)."""
+    _check_output(output)
+    _render_outcomes(list(Lab(lab_name(name)).delete(files)), output)
+
+
+@app.command()
+def label(  # noqa: PLR0917 - typer arguments and options
+    kind: Annotated[str, typer.Argument(help="pod or namespace")],
+    target: Annotated[
+        str, typer.Argument(help="NAMESPACE/NAME (pods; or -n NAMESPACE NAME), or a namespace")
+    ],
+    labels: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove")],
+    namespace: Annotated[str | None, typer.Option("-n", "--namespace", help="The pod's namespace.")] = None,
+    name: NameOpt = None,
+    output: OutputOpt = "text",
+) -> None:
+    """Set or remove labels of a pod or a namespace; the policy agents follow."""
+    _check_output(output)
+    kind = {"pods": "pod", "po": "pod", "namespaces": "namespace", "ns": "namespace"}.get(kind, kind)
+    if kind not in ("pod", "namespace"):
+        raise UsageError(f"cannot label {kind!r}: pod or namespace")
+    key = target
+    if kind == "pod":
+        if namespace is not None:
+            if "/" in target:
+                raise UsageError(
+                    f"give the pod as NAMESPACE/NAME or -n NAMESPACE NAME, not both ({target!r})"
+                )
+            key = f"{namespace}/{target}"
+        elif "/" not in target:
+            key = f"default/{target}"
+    elif namespace is not None:
+        raise UsageError("-n/--namespace is for pods")
+    out = Lab(lab_name(name)).label(kind, key, parse_label_args(labels))
+    _render_outcomes([out], output)
 
 
 @app.command()

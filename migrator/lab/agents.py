@@ -18,7 +18,7 @@ from loguru import logger
 
 from migrator import fsutil
 from migrator.errors import MigratorError, StepFailed
-from migrator.lab import calico, cni, flannel, net, sh, sshd, workloads
+from migrator.lab import calico, cni, flannel, net, netpol, sh, sshd, workloads
 from migrator.lab.state import LabState, NodeState, PodPhase, PodState, ResourceKind, StateStore, Workload
 
 BGP_TIMEOUT = 20.0
@@ -98,6 +98,7 @@ def reconcile_daemonsets(store: StateStore, st: LabState) -> None:
     for n in st.nodes.values():
         n.cni = node_cni(n)
     store.save(st)
+    netpol.reconcile(store, st)  # which nodes enforce policy follows their CNI agent
 
 
 def _calico_mode(w: Workload, n: NodeState) -> str:

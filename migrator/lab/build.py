@@ -134,6 +134,7 @@ def build(store: StateStore, st: LabState) -> None:
     wls, svcs = workloads.default_objects(st.spec)
     st.workloads = {w.key: w for w in wls}
     st.services = {s.key: s for s in svcs}
+    st.namespaces = {n.name: n for n in workloads.default_namespaces(st.spec)}
     fsutil.atomic_write_text(Path(st.dir) / "dns" / "hosts", dns.hosts_file(st.services.values()))
     _write_inventory(st)
     store.save(st)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from loguru import logger
 
 from migrator.errors import StepFailed, StepTimeout, UsageError
-from migrator.lab import agents, kubelet, net, services, sh
+from migrator.lab import agents, kubelet, net, netpol, services, sh
 from migrator.lab.spec import CONTROL_PLANE_LABEL, POD_NETWORK
 from migrator.lab.state import LabState, NodeState, PodPhase, PodState, StateStore
 
@@ -59,7 +59,8 @@ def _rules(st: LabState) -> list[services.ServicePortRules]:
 
 
 def sync_services(store: StateStore, st: LabState) -> None:
-    """kube-proxy's sync loop, once: rewrite the KUBE-* chains on every node."""
+    """kube-proxy's sync loop, once: rewrite the KUBE-* chains on every node; then the policy agents
+    follow the pods (every pod change ends here)."""
     rules = _rules(st)
 
     def one(n: NodeState) -> None:
@@ -69,6 +70,7 @@ def sync_services(store: StateStore, st: LabState) -> None:
 
     sh.parallel(one, st.nodes.values())
     store.save(st)
+    netpol.reconcile(store, st)
 
 
 # ------------------------------------------------------------------------------------------ workloads

@@ -48,6 +48,8 @@ def new_pod(st: LabState, w: Workload, node: str | None, exclude: Iterable[str] 
     labels = dict(w.template.labels)
     labels["pod-template-hash"] = workloads.rs_hash(w, st.spec.seed)
     ports = [w.template.port] + ([w.template.sidecar_port] if w.template.sidecar_port else [])
+    if w.template.container_ports:
+        ports = sorted({cp.port for cp in w.template.container_ports})
     pod = PodState(
         name=name,
         namespace=w.namespace,
@@ -55,6 +57,7 @@ def new_pod(st: LabState, w: Workload, node: str | None, exclude: Iterable[str] 
         labels=labels,
         owner=f"{w.kind}/{w.name}",
         ports=ports,
+        container_ports=[cp.model_copy() for cp in w.template.container_ports],
         netns=netns_name(st.prefix, "p", f"{w.namespace}-{name}") if node else None,
         container_id=hashlib.sha256(f"{st.spec.name}/{name}/{st.counter}".encode()).hexdigest(),
         message="" if node else "0/N nodes are available: no schedulable node",
@@ -72,6 +75,20 @@ def _containers(st: LabState, pod: PodState) -> list[ContainerState]:
         return [ContainerState(name="coredns", argv=argv, port=t.port, log=str(logs / f"{pod.name}.log"))]
     base = podserver_argv(st, "--pod", pod.name, "--namespace", pod.namespace, "--node", pod.node)
     base += ["--app", t.app, "--version", t.version]
+    if t.kind == "netpol":  # one process serves every declared port (upstream: one container per port)
+        listens = [f"{cp.port}/{cp.protocol.lower()}" for cp in t.container_ports if cp.protocol != "SCTP"]
+        argv = [*base, "--container", "serve"]
+        for spec in listens:
+            argv += ["--listen", spec]
+        return [
+            ContainerState(
+                name="serve",
+                argv=net.exec_argv(pod.netns, argv),
+                port=t.port,
+                listens=listens,
+                log=str(logs / f"{pod.namespace}-{pod.name}.log"),
+            )
+        ]
     main = [*base, "--container", t.app, "--port", str(t.port)]
     for c in t.calls:
         main += ["--call", c]
@@ -182,7 +199,11 @@ def _ready(p: PodState) -> bool:
     ok = True
     for c in p.containers:
         assert c.pid and c.port
-        if not net.listening(c.pid, c.port, udp=c.name == "coredns"):
+        listens = c.listens or [f"{c.port}/{'udp' if c.name == 'coredns' else 'tcp'}"]
+        if not all(
+            net.listening(c.pid, int(port), udp=proto == "udp")
+            for port, _, proto in (spec.partition("/") for spec in listens)
+        ):
             ok = False
             if not sh.alive(c.pid):
                 p.phase, p.message = PodPhase.FAILED, f"container {c.name} exited"

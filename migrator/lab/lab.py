@@ -15,12 +15,13 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from migrator.errors import MigratorError, UsageError
-from migrator.lab import access, agents, build, control, sh, status, teardown
+from migrator.lab import access, agents, build, control, netpol, objects, sh, status, teardown
 from migrator.lab.build import UpResult
 from migrator.lab.spec import LabSpec, lab_prefix
 from migrator.lab.state import LabPhase, LabState, StateStore
@@ -176,3 +177,27 @@ class Lab:
         """Delete a DaemonSet (``namespace/name``) and its pods; the agents' leftovers stay on the nodes."""
         with self.store.lock():
             return agents.delete_daemonset(self.store, self.require(), key)
+
+    # ------------------------------------------------------------------------------ policies and labels
+
+    def apply(self, files: Sequence[str | Path]) -> list[objects.Outcome]:
+        """``lab apply -f``: NetworkPolicies, Namespaces and pod labels; all documents or none (see
+        :mod:`migrator.lab.objects`); the policy agents reconcile before this returns."""
+        with self.store.lock():
+            return objects.apply_files(self.store, self.require(), files)
+
+    def delete(self, files: Sequence[str | Path]) -> list[objects.Outcome]:
+        """``lab delete -f``: NetworkPolicies and (empty, non-system) Namespaces; all or none."""
+        with self.store.lock():
+            return objects.apply_files(self.store, self.require(), files, delete=True)
+
+    def label(self, kind: str, key: str, changes: Mapping[str, str | None]) -> objects.Outcome:
+        """``lab label pod NS/NAME k=v k-`` or ``lab label namespace NAME ...``; the agents follow."""
+        with self.store.lock():
+            return objects.label(self.store, self.require(), kind, key, changes)
+
+    def reconcile_policies(self) -> dict[str, float]:
+        """Run the policy agents once (milliseconds per node programmed)."""
+        with self.store.lock():
+            st = self.require()
+            return netpol.reconcile(self.store, st)

@@ -137,6 +137,22 @@ _PROBES: list[tuple[str, list[str], str]] = [
         "iptables statistic/comment matches are needed for kube-proxy's endpoint selection",
     ),
     (
+        "sctp",
+        [
+            "python3",
+            "-I",
+            "-S",
+            "-c",
+            "import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM, 132)",
+        ],
+        "no SCTP sockets in this kernel: NetworkPolicy SCTP ports are not programmed (reported unsupported)",
+    ),
+    (
+        "ipset",
+        ["ipset", "create", "capsset", "hash:net", "family", "inet"],
+        "no ipset: the lab's NetworkPolicy agent cannot program selected pods and ipBlocks",
+    ),
+    (
         "br-netfilter",
         ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"],
         "bridged traffic bypasses iptables",

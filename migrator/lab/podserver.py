@@ -5,6 +5,10 @@ reviews v2/v3) it first calls each upstream over service DNS names and answers 5
 ``GET /healthz`` answers ``ok``. HTTP/1.0, one thread per connection, small memory footprint;
 ``--max-conns N`` bounds the connections served at once (more are closed at once), as the lab's control-plane
 endpoint does.
+
+``--listen PORT/tcp`` and ``--listen PORT/udp`` (repeatable) serve several ports from one process (the netpol
+pods' four "containers"): TCP answers HTTP as above, UDP answers every datagram with one short JSON line
+naming the pod, the port and the protocol. Without ``--listen``, ``--port`` is the one TCP port.
 """
 
 from __future__ import annotations
@@ -80,33 +84,74 @@ def _handle(conn: socket.socket, slots: threading.BoundedSemaphore | None = None
             slots.release()
 
 
-def main(argv: list[str]) -> int:
-    opts: dict[str, str] = {}
-    calls: list[str] = []
-    it = iter(argv)
-    for arg in it:
-        if arg == "--call":
-            calls.append(next(it))
-        elif arg.startswith("--"):
-            opts[arg[2:]] = next(it)
-    port = int(opts.get("port", "9080"))
-    bind = opts.get("bind", "0.0.0.0")  # noqa: S104 - inside a lab pod namespace
-    for key in ("pod", "namespace", "node", "app", "version", "container"):
-        _INFO[key] = opts.get(key, "")
-    for c in calls:
-        host, _, p = c.rpartition(":")
-        _CALLS.append((host, int(p)))
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((bind, port))
-    srv.listen(128)
-    slots = threading.BoundedSemaphore(int(opts["max-conns"])) if "max-conns" in opts else None
+def _serve_tcp(srv: socket.socket, slots: threading.BoundedSemaphore | None) -> None:
     while True:
         conn, _ = srv.accept()
         if slots is not None and not slots.acquire(blocking=False):
             conn.close()  # bounded: over the limit, refuse at once
             continue
         threading.Thread(target=_handle, args=(conn, slots), daemon=True).start()
+
+
+def _serve_udp(srv: socket.socket, port: int) -> None:
+    """One reply datagram per datagram received (no state, so no bound needed)."""
+    info = {k: _INFO[k] for k in ("pod", "namespace", "node")}
+    reply = (json.dumps({**info, "port": port, "protocol": "UDP"}) + "\n").encode()
+    while True:
+        try:
+            _data, peer = srv.recvfrom(2048)
+            srv.sendto(reply, peer)
+        except OSError:
+            continue
+
+
+def _listeners(opts: dict[str, str], listens: list[str]) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    for spec in listens or [f"{opts.get('port', '9080')}/tcp"]:
+        port, _, proto = spec.partition("/")
+        proto = (proto or "tcp").lower()
+        if proto not in ("tcp", "udp"):
+            raise ValueError(f"podserver: unsupported protocol in --listen {spec!r} (tcp or udp)")
+        out.append((int(port), proto))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    opts: dict[str, str] = {}
+    calls: list[str] = []
+    listens: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--call":
+            calls.append(next(it))
+        elif arg == "--listen":
+            listens.append(next(it))
+        elif arg.startswith("--"):
+            opts[arg[2:]] = next(it)
+    bind = opts.get("bind", "0.0.0.0")  # noqa: S104 - inside a lab pod namespace
+    for key in ("pod", "namespace", "node", "app", "version", "container"):
+        _INFO[key] = opts.get(key, "")
+    for c in calls:
+        host, _, p = c.rpartition(":")
+        _CALLS.append((host, int(p)))
+    slots = threading.BoundedSemaphore(int(opts["max-conns"])) if "max-conns" in opts else None
+    threads: list[threading.Thread] = []
+    for port, proto in _listeners(opts, listens):
+        if proto == "udp":
+            srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            srv.bind((bind, port))
+            threads.append(threading.Thread(target=_serve_udp, args=(srv, port), daemon=True))
+        else:
+            srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            srv.bind((bind, port))
+            srv.listen(128)
+            threads.append(threading.Thread(target=_serve_tcp, args=(srv, slots), daemon=True))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return 0
 
 
 if __name__ == "__main__":

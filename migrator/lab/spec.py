@@ -34,6 +34,7 @@ class CniKind(StrEnum):
 
 class AppKind(StrEnum):
     BOOKINFO = "bookinfo"
+    NETPOL = "netpol"  # the model of the Kubernetes e2e netpol suite: namespaces x, y, z; pods a, b, c
     NONE = "none"
 
 
@@ -46,7 +47,7 @@ class LabSpec(BaseModel):
     nodes: int = Field(default=4, ge=1, le=MAX_NODES)
     cni: CniKind = CniKind.FLANNEL
     pods_per_node: int = Field(default=1, ge=0, le=32)
-    app: AppKind = AppKind.BOOKINFO
+    app: tuple[AppKind, ...] = (AppKind.BOOKINFO,)
     seed: int = 0
     underlay: str = "198.18.0.0/24"
 
@@ -56,6 +57,22 @@ class LabSpec(BaseModel):
         if not _NAME_RE.match(value):
             raise ValueError("lab name must match [a-z][a-z0-9-]{0,30}")
         return value
+
+    @field_validator("app", mode="before")
+    @classmethod
+    def _check_app(cls, value: object) -> object:
+        """One app, a comma-separated list or a sequence; ``none`` alone means no app. Sorted, no repeats."""
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value
+        kinds = sorted({AppKind(v) for v in value}, key=list(AppKind).index)
+        if AppKind.NONE in kinds and len(kinds) > 1:
+            raise ValueError("app 'none' cannot be combined with another app")
+        return tuple(kinds) or (AppKind.NONE,)
+
+    def has_app(self, kind: AppKind) -> bool:
+        return kind in self.app
 
     @field_validator("underlay")
     @classmethod

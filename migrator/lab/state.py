@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -66,11 +67,50 @@ class ContainerState(BaseModel):
     start_time: int | None = None
     port: int | None = None
     log: str = ""
+    listens: list[str] = Field(default_factory=list)  # "80/tcp", "81/udp": every socket it must open
+
+
+class ContainerPortState(BaseModel):
+    """A declared container port, as a pod spec has it (``container`` is the container that declares it)."""
+
+    port: int
+    protocol: str = "TCP"  # TCP | UDP | SCTP
+    name: str = ""
+    container: str = ""
+
+
+class NamespaceState(BaseModel):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)  # kubernetes.io/metadata.name always set
+
+
+class PolicyState(BaseModel):
+    """A NetworkPolicy as applied (``raw``: the object, for display; validated when stored)."""
+
+    namespace: str
+    name: str
+    raw: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class NetpolNodeState(BaseModel):
+    """What the policy agent last programmed on a node, and how long its reconciles took."""
+
+    agent: str | None = None  # "felix" etc.; None: the node's CNI agent does not enforce policy
+    hooked: bool = False  # the top chains are jumped from FORWARD/INPUT
+    chains: list[str] = Field(default_factory=list)
+    sets: list[str] = Field(default_factory=list)
+    times_ms: list[float] = Field(default_factory=list)  # last reconciles (bounded)
+    generation: int = 0
 
 
 class PodTemplate(BaseModel):
-    """What a pod runs: ``http`` (the pod server), ``dns`` (dnsmasq) or ``agent`` (a host-network node agent
-    the lab emulates: ``app`` is ``flannel``, ``calico-node`` or ``kube-proxy``)."""
+    """What a pod runs: ``http`` (the pod server), ``netpol`` (the pod server on every ``container_ports``
+    entry, TCP and UDP), ``dns`` (dnsmasq) or ``agent`` (a host-network node agent the lab emulates: ``app``
+    is ``flannel``, ``calico-node`` or ``kube-proxy``)."""
 
     kind: str = "http"
     app: str
@@ -78,12 +118,14 @@ class PodTemplate(BaseModel):
     port: int = 9080
     calls: list[str] = Field(default_factory=list)  # "host:port" called on every request
     sidecar_port: int | None = None  # a second container listening on localhost only
+    container_ports: list[ContainerPortState] = Field(default_factory=list)  # kind "netpol": served ports
     config: dict[str, str] = Field(default_factory=dict)  # agents: e.g. calico-node {"mode": "bgp"}
     labels: dict[str, str] = Field(default_factory=dict)
 
 
 class Workload(BaseModel):
-    """A Deployment (``replicas``) or a DaemonSet (``daemonset``: one host-network pod per node)."""
+    """A Deployment (``replicas``), a DaemonSet (one host-network pod per node) or a bare ``Pod`` (one pod
+    named exactly like the workload; the lab recreates it under the same name on restarts and drains)."""
 
     name: str
     namespace: str
@@ -107,6 +149,7 @@ class PodState(BaseModel):
     owner: str | None = None  # "Deployment/default/details-v1" or "DaemonSet/..."
     host_network: bool = False
     ports: list[int] = Field(default_factory=list)
+    container_ports: list[ContainerPortState] = Field(default_factory=list)
     phase: PodPhase = PodPhase.PENDING
     netns: str | None = None
     container_id: str | None = None
@@ -164,6 +207,7 @@ class NodeState(BaseModel):
     bird_pid: int | None = None  # calico-node in BGP mode
     bird_start: int | None = None
     kube_chains: list[str] = Field(default_factory=list)  # KUBE-SVC/SEP chains last applied
+    netpol: NetpolNodeState = Field(default_factory=NetpolNodeState)
 
 
 class LabState(BaseModel):
@@ -187,6 +231,8 @@ class LabState(BaseModel):
     pods: dict[str, PodState] = Field(default_factory=dict)
     workloads: dict[str, Workload] = Field(default_factory=dict)
     services: dict[str, ServiceState] = Field(default_factory=dict)
+    namespaces: dict[str, NamespaceState] = Field(default_factory=dict)
+    policies: dict[str, PolicyState] = Field(default_factory=dict)  # by "namespace/name"
     resources: list[Resource] = Field(default_factory=list)
     counter: int = 0  # feeds pod-name suffixes and container ids (deterministic with the seed)
     apiserver: str | None = None  # "ip:port" of the control-plane endpoint (a listener on the control plane)

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from migrator.lab import calico, control, flannel, net, sh
+from migrator.lab import calico, control, flannel, net, netpol, sh
 from migrator.lab.agents import node_cni
 from migrator.lab.state import LabState, NodeState, PodPhase, PodState
 
 CNI_DEVICES = (flannel.VXLAN_DEV, flannel.BRIDGE_DEV, calico.VXLAN_DEV)
-CNI_CHAIN_PREFIXES = ("FLANNEL", "cali-")
+CNI_CHAIN_PREFIXES = ("FLANNEL", "cali-", "MNP-")
 
 
 def status_dict(st: LabState) -> dict[str, Any]:
@@ -32,6 +32,14 @@ def status_dict(st: LabState) -> dict[str, Any]:
         "apiserver": st.apiserver,
         "capabilities": [c.model_dump() for c in st.capabilities],
         "nodes": [{**_node(n), **planes[n.name]} for n in st.nodes.values()],
+        "namespaces": [
+            {"name": ns.name, "labels": ns.labels}
+            for ns in sorted(st.namespaces.values(), key=lambda n: n.name)
+        ],
+        "network_policies": [
+            {"namespace": ps.namespace, "name": ps.name, "spec": ps.raw.get("spec", {})}
+            for _k, ps in sorted(st.policies.items())
+        ],
         "pods": [_pod(p) for p in sorted(st.pods.values(), key=lambda p: (p.namespace, p.name))],
         "services": [
             {
@@ -63,6 +71,7 @@ def _node(n: NodeState) -> dict[str, Any]:
         "sshd": "running" if sh.alive(n.sshd_pid) else "stopped",
         "bgp": _bgp_summary(n),
         "holder_pid": n.holder_pid,
+        "policy": netpol.node_summary(n),
     }
 
 
@@ -77,7 +86,9 @@ def _pod(p: PodState) -> dict[str, Any]:
         "owner": p.owner,
         "host_network": p.host_network,
         "phase": p.phase.value if alive or not p.containers else PodPhase.FAILED.value,
-        "containers": [c.name for c in p.containers],
+        "containers": sorted({c.container for c in p.container_ports if c.container})
+        or [c.name for c in p.containers],
+        "container_ports": [c.model_dump() for c in p.container_ports],
         "netns": net.netns_path(p.netns) if p.netns else None,
         "message": p.message,
     }

@@ -8,13 +8,28 @@ import random
 from collections.abc import Iterable, Mapping
 
 from migrator.lab.spec import DNS_SERVICE_IP, SERVICE_NETWORK, AppKind, LabSpec
-from migrator.lab.state import NodeState, PodState, PodTemplate, ServicePortState, ServiceState, Workload
+from migrator.lab.state import (
+    ContainerPortState,
+    NamespaceState,
+    NodeState,
+    PodState,
+    PodTemplate,
+    ServicePortState,
+    ServiceState,
+    Workload,
+)
 
 APP_PORT = 9080
 SIDECAR_PORT = 15000
 PRODUCTPAGE_NODE_PORT = 30080
 ECHO_NODE_PORT = 30081
 BOOKINFO_NS = "default"
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-flannel")
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+NETPOL_NAMESPACES = ("x", "y", "z")
+NETPOL_PODS = ("a", "b", "c")
+NETPOL_PORTS = (80, 81)
+NETPOL_PROTOCOLS = ("TCP", "UDP")
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -82,6 +97,69 @@ def agent_daemonsets(cni: str) -> list[Workload]:
     return [agent_daemonset("kube-proxy"), agent_daemonset("calico-node" if cni == "calico" else "flannel")]
 
 
+def namespace_state(name: str, labels: Mapping[str, str] | None = None) -> NamespaceState:
+    """A namespace with ``kubernetes.io/metadata.name`` set (as the API server does; it cannot be changed)."""
+    return NamespaceState(name=name, labels={**(labels or {}), NAMESPACE_NAME_LABEL: name})
+
+
+def default_namespaces(spec: LabSpec) -> list[NamespaceState]:
+    out = [namespace_state(n) for n in SYSTEM_NAMESPACES]
+    if spec.has_app(AppKind.NETPOL):
+        out += [namespace_state(n, {"ns": n}) for n in NETPOL_NAMESPACES]
+    return out
+
+
+def netpol_ports() -> list[ContainerPortState]:
+    """The e2e netpol pods' ports: one "container" per (port, protocol), ``cont-80-tcp`` serving
+    ``serve-80-tcp`` (as upstream's model.go names them)."""
+    return [
+        ContainerPortState(
+            port=port,
+            protocol=proto,
+            name=f"serve-{port}-{proto.lower()}",
+            container=f"cont-{port}-{proto.lower()}",
+        )
+        for port in NETPOL_PORTS
+        for proto in NETPOL_PROTOCOLS
+    ]
+
+
+def netpol_objects(seed: int, taken: set[str]) -> tuple[list[Workload], list[ServiceState]]:
+    """Namespaces x, y, z with bare pods a, b, c each (label ``pod=<name>``) and Services ``s-<ns>-<pod>``."""
+    wls: list[Workload] = []
+    svcs: list[ServiceState] = []
+    for ns in NETPOL_NAMESPACES:
+        for pod in NETPOL_PODS:
+            wls.append(
+                Workload(
+                    name=pod,
+                    namespace=ns,
+                    kind="Pod",
+                    template=PodTemplate(
+                        kind="netpol",
+                        app="netpol",
+                        port=NETPOL_PORTS[0],
+                        labels={"pod": pod},
+                        container_ports=netpol_ports(),
+                    ),
+                )
+            )
+            name = f"s-{ns}-{pod}"
+            ip = cluster_ip_for(f"{ns}/{name}", seed, taken)
+            taken.add(ip)
+            ports = [
+                ServicePortState(
+                    name=f"service-port-{proto.lower()}-{port}", port=port, target_port=port, protocol=proto
+                )
+                for port in NETPOL_PORTS
+                for proto in NETPOL_PROTOCOLS
+            ]
+            svcs.append(
+                ServiceState(name=name, namespace=ns, cluster_ip=ip, ports=ports, selector={"pod": pod})
+            )
+    return wls, svcs
+
+
 def default_objects(spec: LabSpec) -> tuple[list[Workload], list[ServiceState]]:
     """Workloads and services the lab deploys for ``spec``."""
     ns = BOOKINFO_NS
@@ -106,7 +184,7 @@ def default_objects(spec: LabSpec) -> tuple[list[Workload], list[ServiceState]]:
     )
     services: list[ServiceState] = [dns]
     wanted: list[tuple[str, dict[str, str], int | None]] = []
-    if spec.app == AppKind.BOOKINFO:
+    if spec.has_app(AppKind.BOOKINFO):
         dom = f"{ns}.svc.cluster.local"
         workloads += [
             _http("details-v1", "details", "v1", 2),
@@ -137,6 +215,10 @@ def default_objects(spec: LabSpec) -> tuple[list[Workload], list[ServiceState]]:
         ip = cluster_ip_for(f"{ns}/{name}", spec.seed, taken)
         taken.add(ip)
         services.append(_svc(name, ns, ip, selector, node_port))
+    if spec.has_app(AppKind.NETPOL):
+        wls, svcs = netpol_objects(spec.seed, taken)
+        workloads += wls
+        services += svcs
     return workloads, services
 
 
@@ -151,12 +233,18 @@ def rs_hash(workload: Workload, seed: int) -> str:
 def pod_name(workload: Workload, seed: int, counter: int, node: str | None = None) -> str:
     rng = random.Random(f"{seed}/{workload.key}/{counter}")
     suffix = "".join(rng.choice(_ALPHABET) for _ in range(5))
+    if workload.kind == "Pod":
+        return workload.name
     if workload.kind == "DaemonSet":
         return f"{workload.name}-{suffix}"
     return f"{workload.name}-{rs_hash(workload, seed)}-{suffix}"
 
 
 def spread_key(workload: Workload) -> str:
+    """Pods with the same key are spread over the nodes (the netpol pods as one group: the nine of them go
+    round-robin, so that both same-node and cross-node pairs exist)."""
+    if workload.template.kind == "netpol":
+        return "netpol"
     return workload.template.labels.get("app") or workload.template.labels.get("k8s-app") or workload.name
 
 

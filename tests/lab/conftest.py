@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from migrator.lab.lab import Lab
-from migrator.lab.spec import LabSpec, lab_prefix
+from migrator.lab.spec import AppKind, CniKind, LabSpec, lab_prefix
 from migrator.lab.state import LabState
+from tests.lab.netpol_probe import policy_doc, write_docs
 
 CAN_BUILD_LAB = os.geteuid() == 0 and shutil.which("ip") is not None and Path("/usr/lib/cni/bridge").exists()
 
@@ -75,6 +76,63 @@ def state(lab: Lab) -> LabState:
     return lab.require()
 
 
+NETPOL_UNDERLAY = "198.18.32.0/24"
+
+
+@pytest.fixture(scope="session")
+def netpol_lab(migrator_home: Path) -> Iterator[Lab]:
+    """The one NetworkPolicy lab of the session: 3 calico nodes (felix-like agents), the netpol app."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    name = f"npt{os.getpid() % 1000}"
+    the_lab = Lab(name)
+    try:
+        the_lab.up(
+            LabSpec(
+                name=name,
+                nodes=3,
+                cni=CniKind.CALICO,
+                pods_per_node=0,
+                app=(AppKind.NETPOL,),
+                underlay=NETPOL_UNDERLAY,
+            )
+        )
+        yield the_lab
+    finally:
+        res = the_lab.down()
+        assert not res.leftovers, res.leftovers
+        assert not host_traces(name, migrator_home / "labs" / name)
+        host_sets = subprocess.run(
+            ["ipset", "list", "-n"], capture_output=True, text=True, timeout=10, check=False
+        )
+        assert "mnp-" not in host_sets.stdout  # the agent's ipsets lived in the node namespaces only
+
+
+@pytest.fixture()
+def netpol_clean(netpol_lab: Lab, tmp_path: Path) -> Iterator[Lab]:
+    """The netpol lab with no policies before and after the test (pod and namespace labels restored)."""
+    lab = netpol_lab
+    st = lab.require()
+    if st.policies:
+        docs = [policy_doc(p.namespace, p.name, {"podSelector": {}}) for p in st.policies.values()]
+        lab.delete([write_docs(tmp_path, docs, "before.yaml")])
+    labels = {k: dict(p.labels) for k, p in st.pods.items()}
+    ns_labels = {k: dict(n.labels) for k, n in st.namespaces.items()}
+    yield lab
+    st = lab.require()
+    if st.policies:
+        docs = [policy_doc(p.namespace, p.name, {"podSelector": {}}) for p in st.policies.values()]
+        lab.delete([write_docs(tmp_path, docs, "cleanup.yaml")])
+    for key, want in labels.items():
+        have = st.pods[key].labels if key in st.pods else want
+        if have != want:
+            lab.label("pod", key, {**{k: None for k in have if k not in want}, **want})
+    for key, want_ns in ns_labels.items():
+        have_ns = st.namespaces[key].labels if key in st.namespaces else want_ns
+        if have_ns != want_ns:
+            lab.label("namespace", key, {**{k: None for k in have_ns if k not in want_ns}, **want_ns})
+
+
 # ----------------------------------------------------------------------------------------- leftovers
 
 
@@ -105,7 +163,7 @@ def host_traces(name: str, lab_dir: Path) -> list[str]:
             traces.append(f"process {proc.name}: {cmd[:120]}")
     ipt = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=10, check=False).stdout
     for line in ipt.splitlines():
-        if prefix in line or "KUBE-" in line or "FLANNEL" in line:
+        if prefix in line or "KUBE-" in line or "FLANNEL" in line or "MNP-" in line:
             traces.append(f"iptables {line}")
     if lab_dir.exists():
         traces.append(f"dir {lab_dir}")

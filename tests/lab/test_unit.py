@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from migrator.errors import TemporaryError, UsageError
 from migrator.lab import calico, dns, flannel, hostdirs, services, workloads
 from migrator.lab.spec import (
+    AppKind,
     LabSpec,
     host_veth,
     lab_prefix,
@@ -42,7 +43,7 @@ def test_prefix_and_names_fit_interface_limits() -> None:
 
 def test_spec_validation() -> None:
     spec = validate_spec(name="t1", underlay="198.18.10.0/24")
-    assert spec.nodes == 4 and spec.cni == "flannel" and spec.app == "bookinfo"
+    assert spec.nodes == 4 and spec.cni == "flannel" and spec.app == (AppKind.BOOKINFO,)
     with pytest.raises(UsageError):
         validate_spec(name="t1", underlay="10.0.0.0/24")  # outside 198.18.0.0/15
     with pytest.raises(UsageError):

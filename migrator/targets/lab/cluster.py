@@ -12,7 +12,18 @@ from migrator.lab.agents import node_cni
 from migrator.lab.lab import Lab
 from migrator.lab.spec import DNS_SERVICE_IP
 from migrator.lab.state import LabState, PodPhase, PodState
-from migrator.ports import DrainResult, Node, Pod, Service, ServicePort, Target
+from migrator.policy.model import Protocol, parse_network_policy
+from migrator.ports import (
+    ContainerPort,
+    DrainResult,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Pod,
+    Service,
+    ServicePort,
+    Target,
+)
 from migrator.targets.ansible.executor import AnsibleRunnerExecutor
 from migrator.targets.lab.cni import LabCniOps
 from migrator.targets.lab.prober import LabProber
@@ -25,10 +36,13 @@ def _pod(p: PodState) -> Pod:
         node=p.node,
         ip=p.ip,
         labels=dict(p.labels),
-        owner=p.owner,
+        owner=None if (p.owner or "").startswith("Pod/") else p.owner,  # a bare pod has no owner
         host_network=p.host_network,
         ports=tuple(p.ports),
         ready=p.phase == PodPhase.RUNNING,
+        container_ports=tuple(
+            ContainerPort(port=c.port, protocol=Protocol(c.protocol), name=c.name) for c in p.container_ports
+        ),
     )
 
 
@@ -113,6 +127,18 @@ class LabCluster:
 
     def restart_pods(self, node: str) -> list[str]:
         return self.lab.restart_pods(node)
+
+    def list_namespaces(self) -> list[Namespace]:
+        st = self._state()
+        return [Namespace(name=n.name, labels=dict(n.labels)) for _k, n in sorted(st.namespaces.items())]
+
+    def list_network_policies(self, namespace: str | None = None) -> list[NetworkPolicy]:
+        st = self._state()
+        return [
+            parse_network_policy(ps.raw, where=f"lab {st.spec.name} policy {key}")
+            for key, ps in sorted(st.policies.items())
+            if namespace is None or ps.namespace == namespace
+        ]
 
 
 def open_lab_target(name: str = "default") -> Target:
