@@ -424,7 +424,8 @@ class Prober:
             raise ProbeFailure(ErrorCode.REFUSED, f"udp {address}:{spec.port}") from exc
         except OSError as exc:
             if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-                raise ProbeFailure(ErrorCode.UNREACHABLE, f"udp {address}:{spec.port} {exc.strerror}") from exc
+                detail = f"udp {address}:{spec.port} {exc.strerror}"
+                raise ProbeFailure(ErrorCode.UNREACHABLE, detail) from exc
             raise
         finally:
             sock.close()
