@@ -27,8 +27,11 @@ from migrator.fsutil import atomic_write_json
 from migrator.policy.model import (
     NAMESPACE_NAME_LABEL,
     ContainerPort,
+    Decision,
     Namespace,
     NetworkPolicy,
+    PolicyPod,
+    Verdict,
     parse_namespace,
     parse_network_policy,
 )
@@ -662,6 +665,50 @@ class FakeContinuous:
                 self._catch_up()
                 self._stopped = True
             return sorted(self._results, key=lambda r: r.ts)
+
+
+# ---------------------------------------------------------------------------------- policy model
+
+PolicyRule = Callable[[PolicyPod, PolicyPod, int, L4], str | None]
+"""Returns the deciding policy key when the pair is denied, ``None`` when allowed."""
+
+
+class TableModel:
+    """A verdict source (``migrator.probe.policy.VerdictSource``) from a rule: for tests of the policy
+    verification, which do not need the real model. Use it as the ``model_factory`` (it returns itself);
+    it records what it was built with and every question."""
+
+    def __init__(self, rule: PolicyRule) -> None:
+        self.rule = rule
+        self.asked: list[tuple[str, str, int, L4]] = []
+        self.built_with: tuple[list[NetworkPolicy], list[Namespace], list[PolicyPod]] | None = None
+
+    def __call__(
+        self, policies: list[NetworkPolicy], namespaces: list[Namespace], pods: list[PolicyPod]
+    ) -> TableModel:
+        self.built_with = (policies, namespaces, pods)
+        return self
+
+    def decide(self, src: PolicyPod | str, dst: PolicyPod | str, port: int, protocol: L4) -> Decision:
+        if not isinstance(src, PolicyPod) or not isinstance(dst, PolicyPod):
+            raise UsageError("TableModel decides between pods only")
+        self.asked.append((src.key, dst.key, port, protocol))
+        policy = self.rule(src, dst, port, protocol)
+        if policy is None:
+            return Decision(Verdict.ALLOW, Verdict.ALLOW, Verdict.ALLOW, ())
+        return Decision(Verdict.DENY, Verdict.DENY, Verdict.ALLOW, (policy,))
+
+
+def deny_into_y(src: PolicyPod, dst: PolicyPod, port: int, protocol: L4) -> str | None:
+    """A :class:`TableModel` rule: pods of ``y`` accept only pods of ``y`` (policy ``y/deny-other-ns``)."""
+    if dst.namespace == "y" and src.namespace != "y":
+        return "y/deny-other-ns"
+    return None
+
+
+def y_denied(key: PolicyKey) -> bool:
+    """A :class:`FakeProber` ``deny`` enforcing what :func:`deny_into_y` expects."""
+    return key[1].startswith("y/") and not key[0].startswith("y/")
 
 
 def fake_target(
