@@ -34,7 +34,6 @@ from migrator.probe.policy import (
     PolicyOptions,
     PolicyReport,
     PolicyStatus,
-    default_model,
     policy_matrices,
     run_policy_verify,
 )
@@ -230,7 +229,7 @@ def verify_policy(
     output: OutputFormat = OutputFormat.TEXT,
     options: PolicyOptions | None = None,
     console: Console | None = None,
-    model_factory: ModelFactory = default_model,
+    model_factory: ModelFactory | None = None,
 ) -> int:
     """``verify --scope policy``: run, render and return the exit code (0 all as expected, 1 any hole,
     break or prober error)."""

@@ -96,6 +96,7 @@ ModelFactory = Callable[[list[NetworkPolicy], list[Namespace], list[PolicyPod]],
 def default_model(
     policies: list[NetworkPolicy], namespaces: list[Namespace], pods: list[PolicyPod]
 ) -> VerdictSource:
+    """The expectation: :class:`PolicyModel` (``model_factory=None`` everywhere means this one)."""
     return PolicyModel(policies, namespaces, pods)
 
 
@@ -166,9 +167,11 @@ def _dest_ports(pod: PolicyPod) -> list[ContainerPort]:
 
 @dataclass(frozen=True)
 class PolicyOptions:
-    """``namespaces``: only pods of these (sources and destinations). ``timeout``: seconds per probe."""
+    """``namespaces``: only pods of these (sources and destinations). ``timeout``: seconds per probe.
+    ``exclude_nodes``: leave out the pods on these nodes (a monitor, during a wave on them)."""
 
     namespaces: frozenset[str] | None = None
+    exclude_nodes: frozenset[str] = frozenset()
     timeout: float = DEFAULT_TIMEOUT
     concurrency: int = DEFAULT_CONCURRENCY
 
@@ -186,7 +189,7 @@ def policy_cases(
     cluster: Cluster,
     options: PolicyOptions | None = None,
     *,
-    model_factory: ModelFactory = default_model,
+    model_factory: ModelFactory | None = None,
 ) -> tuple[list[PolicyCase], PolicyInputs]:
     """Every case of the policy matrix, in order (source, destination, port, protocol), and its inputs."""
     o = options or PolicyOptions()
@@ -194,9 +197,10 @@ def policy_cases(
         raise UsageError(f"policy probe timeout must be in (0, 30] seconds, got {o.timeout:g}")
     policies = cluster.list_network_policies()
     namespaces = cluster.list_namespaces()
-    every = [policy_pod(p) for p in cluster.list_pods()]
-    ready = {p.key for p in cluster.list_pods() if p.ready}
-    model = model_factory(list(policies), list(namespaces), every)
+    listed = cluster.list_pods()
+    every = [policy_pod(p) for p in listed]
+    ready = {p.key for p in listed if p.ready and p.node not in o.exclude_nodes}
+    model = (model_factory or default_model)(list(policies), list(namespaces), every)
     pods = sorted(
         (
             p
@@ -482,7 +486,7 @@ def run_policy_verify(
     options: PolicyOptions | None = None,
     *,
     prober: Prober | None = None,
-    model_factory: ModelFactory = default_model,
+    model_factory: ModelFactory | None = None,
 ) -> PolicyReport:
     """Build the policy matrix of ``target``, probe it once and classify every result."""
     o = options or PolicyOptions()
