@@ -9,6 +9,11 @@ a seeded sample of ``--naive-sample`` probes (default 40, sequential), extrapola
 said so. Both are measured in the same run; the ratio is naive / ours. Target: <= 1 s.
 
     PYTHONPATH=. python bench/policy_matrix.py --lab NAME [--runs 5] [--naive-sample 40] [--json]
+    PYTHONPATH=. python bench/policy_matrix.py --fabric [--icmp-ratelimit]
+        # no lab: the netpol model as throw-away namespaces (tests/probe/np_fabric.py, 198.18.41.0/24),
+        # "pods of y accept only pods of y" enforced with iptables REJECT and expected by a rule-driven
+        # verdict source (migrator.testing.fake.TableModel), always removed afterwards. --icmp-ratelimit
+        # keeps the kernel's ICMP rate limit in the pod namespaces (UDP denies past its burst time out).
 """
 
 from __future__ import annotations
@@ -25,13 +30,20 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "probe")]
 
 from loguru import logger  # noqa: E402
 
 from migrator.errors import MigratorError  # noqa: E402
-from migrator.ports import ProbeProtocol, ProbeTarget  # noqa: E402
-from migrator.probe.policy import PolicyOptions, PolicyReport, policy_cases, run_policy_verify  # noqa: E402
+from migrator.ports import ProbeProtocol, ProbeTarget, Target  # noqa: E402
+from migrator.probe.policy import (  # noqa: E402
+    ModelFactory,
+    PolicyOptions,
+    PolicyReport,
+    policy_cases,
+    run_policy_verify,
+)
+from migrator.targets.lab.prober import LabProber  # noqa: E402
 
 NAIVE_PROBE = """
 import socket, sys
@@ -75,7 +87,10 @@ def summary_line(report: PolicyReport) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    ap.add_argument("--lab", required=True, help="a running lab built with --app netpol")
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--lab", help="a running lab built with --app netpol")
+    where.add_argument("--fabric", action="store_true", help="throw-away namespaces instead of a lab")
+    ap.add_argument("--icmp-ratelimit", action="store_true", help="--fabric: keep the kernel's ICMP limit")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--naive-sample", type=int, default=40, help="probes of the naive way, extrapolated")
     ap.add_argument("--timeout", type=float, default=0.5, help="seconds per probe")
@@ -87,17 +102,34 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces)")
         return 2
-    from migrator.targets.lab.prober import LabProber  # noqa: PLC0415
-    from migrator.targets.open import open_target  # noqa: PLC0415
+    if not args.fabric:
+        from migrator.targets.open import open_target  # noqa: PLC0415
 
+        try:
+            target = open_target(f"lab:{args.lab}")
+        except MigratorError as exc:
+            print(f"cannot open lab {args.lab!r}: {exc}")
+            return 2
+        return measure(args, target, None, f"lab {args.lab}")
+    from np_fabric import NetpolFabric  # noqa: PLC0415
+
+    from migrator.testing.fake import TableModel, deny_into_y, y_denied  # noqa: PLC0415
+
+    fabric = NetpolFabric(prefix=f"np-probe-b{os.getpid()}", icmp_ratelimit=args.icmp_ratelimit)
     try:
-        target = open_target(f"lab:{args.lab}")
-    except MigratorError as exc:
-        print(f"cannot open lab {args.lab!r}: {exc}")
-        return 2
+        fabric.up()
+        fabric.enforce(y_denied)
+        target = Target("np-fabric", fabric.cluster, prober=LabProber(fabric.netns))
+        limit = "kernel default" if args.icmp_ratelimit else "0"
+        return measure(args, target, TableModel(deny_into_y), f"np fabric (icmp_ratelimit {limit})")
+    finally:
+        fabric.down()
+
+
+def measure(args: argparse.Namespace, target: Target, model: ModelFactory | None, where: str) -> int:
     options = PolicyOptions(namespaces=frozenset(args.namespaces.split(",")), timeout=args.timeout)
-    out: dict[str, object] = {"lab": args.lab, "cpus": os.cpu_count()}
-    cases, inputs = policy_cases(target.cluster, options)
+    out: dict[str, object] = {"where": where, "cpus": os.cpu_count()}
+    cases, inputs = policy_cases(target.cluster, options, model_factory=model)
     probed = [c.target for c in cases if c.target is not None]
     out["pods"] = inputs.pods
     out["policies"] = list(inputs.policies)
@@ -108,11 +140,11 @@ def main() -> int:
             f"{len(probed)} probes"
         )
 
-    warm = run_policy_verify(target, options)  # ARP and conntrack warm, imports done
+    warm = run_policy_verify(target, options, model_factory=model)  # ARP and conntrack warm, imports done
     times, reports = [], []
     for _ in range(max(1, args.runs)):
         started = time.perf_counter()
-        reports.append(run_policy_verify(target, options))
+        reports.append(run_policy_verify(target, options, model_factory=model))
         times.append(time.perf_counter() - started)
     out["runs_s"] = [round(t, 3) for t in times]
     out["median_s"] = round(statistics.median(times), 3)
@@ -141,7 +173,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"lab {args.lab}: {out['pods']} pods, {out['probes']} probes, policies {out['policies'] or 'none'}")
+    print(f"{where}: {out['pods']} pods, {out['probes']} probes, policies {out['policies'] or 'none'}")
     print(f"warm-up: {out['warmup']}")
     print(
         f"policy matrix (verify --scope policy): median {out['median_s']:.3f} s of {len(times)} runs "
