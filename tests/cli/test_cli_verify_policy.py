@@ -163,3 +163,32 @@ def test_options_that_do_not_apply_are_usage_errors(args: list[str]) -> None:
     res = CliRunner().invoke(app, [*args, "--target", "fake"])
     assert res.exit_code == 2, res.output
     assert "policy" in res.output
+
+
+def test_the_command_line_runs_the_policy_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``migrator verify --scope policy -n x -n y -o json`` through typer, on a fake target."""
+    from migrator.cli import verify as verify_mod  # noqa: PLC0415
+    from migrator.probe import policy as policy_mod  # noqa: PLC0415
+
+    cluster = FakeCluster.netpol()
+    seen: list[str] = []
+
+    def fake_open(spec: str) -> Target:
+        seen.append(spec)
+        return Target("fake", cluster, prober=FakeProber(cluster, deny=hole_at_x_a_y_b))
+
+    monkeypatch.setattr(verify_mod, "open_target", fake_open)
+    monkeypatch.setattr(policy_mod, "default_model", TableModel(deny_into_y))
+    res = CliRunner().invoke(
+        app, ["verify", "--target", "lab:np", "--scope", "policy", "-n", "x", "-n", "y", "-o", "json"]
+    )
+    assert res.exit_code == 1, res.output
+    assert seen == ["lab:np"]
+    data = json.loads(res.stdout)
+    assert data["options"] == {"scope": "policy", "namespaces": ["x", "y"], "timeout": 0.5}
+    assert data["summary"]["total"] == 6 * 5 * 4 and data["summary"]["holes"] == 4
+    res = CliRunner().invoke(
+        app, ["verify", "--target", "lab:np", "--scope", "policy", "-n", "y", "--timeout", "0.2"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "Policy 81/udp (rows: source pod, columns: destination pod)" in res.stdout
