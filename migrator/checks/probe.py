@@ -50,7 +50,7 @@ from migrator.plan.models import ContinuousProbeCheck, ProbeScope
 from migrator.ports import Cluster, ContinuousProbe, ProbeKind, ProbeProtocol, ProbeResult, ProbeTarget
 from migrator.probe.engine import CONTINUOUS_MAX_PROBES
 from migrator.probe.matrix import OUTSIDE, MatrixOptions, build_matrix
-from migrator.probe.policy import PolicyCase, PolicyOptions, PolicyStatus, judge, policy_cases, sample_cases
+from migrator.probe.policy import PolicyCase, PolicyOptions, PolicyStatus, judge, policy_cases
 from migrator.probe.suite import require_prober
 from migrator.runs.events import WaveEnd, WaveStart, parse_event
 
@@ -464,8 +464,9 @@ def pick_policy_pairs(
         timeout=check.probe_timeout,
         exclude_nodes=exclude if check.exclude_wave_nodes else frozenset(),
     )
-    cases, _ = policy_cases(cluster, options)
-    chosen = sample_cases(cases, check.sample_pairs, check.seed, salt)
+    chosen, _ = policy_cases(cluster, options, sample=check.sample_pairs, seed=check.seed, salt=salt)
+    if check.sample_pairs is None:
+        chosen = [c for c in chosen if c.target is not None]
     pairs = [c.target for c in chosen if c.target is not None]
     return pairs, {(t.source, t.dest, t.kind): c for t, c in zip(pairs, chosen, strict=True)}
 

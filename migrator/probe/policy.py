@@ -190,11 +190,21 @@ def policy_cases(
     options: PolicyOptions | None = None,
     *,
     model_factory: ModelFactory | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    salt: int = 0,
 ) -> tuple[list[PolicyCase], PolicyInputs]:
-    """Every case of the policy matrix, in order (source, destination, port, protocol), and its inputs."""
+    """Every case of the policy matrix, in order (source, destination, port, protocol), and its inputs.
+
+    With ``sample``: at most that many probed cases (TCP/UDP), seeded by ``seed`` and ``salt``, order kept;
+    only those are decided by the model (a monitor's sample of a big cluster costs its size, not the
+    cluster's square).
+    """
     o = options or PolicyOptions()
     if o.timeout <= 0 or o.timeout > 30:
         raise UsageError(f"policy probe timeout must be in (0, 30] seconds, got {o.timeout:g}")
+    if sample is not None and sample < 1:
+        raise UsageError(f"sample must be >= 1, got {sample}")
     policies = cluster.list_network_policies()
     namespaces = cluster.list_namespaces()
     listed = cluster.list_pods()
@@ -212,39 +222,37 @@ def policy_cases(
         ),
         key=lambda p: p.key,
     )
-    cases: list[PolicyCase] = []
-    for src in pods:
-        for dst in pods:
-            if dst.key == src.key:
-                continue
-            assert dst.ip is not None
-            for cp in _dest_ports(dst):
-                decision = model.decide(src, dst, cp.port, cp.protocol)
-                proto = PROBE_PROTOCOLS.get(cp.protocol)
-                target = None
-                if proto is not None:
-                    target = ProbeTarget(
-                        source=src.key,
-                        dest=probe_dest(dst.key, cp.port, cp.protocol),
-                        kind=ProbeKind.POLICY,
-                        host=dst.ip,
-                        port=cp.port,
-                        protocol=proto,
-                        expect_status=None,
-                        timeout=o.timeout,
-                    )
-                cases.append(PolicyCase(src.key, dst.key, cp.port, cp.protocol, decision, cp.name, target))
+    cells = [(src, dst, cp) for src in pods for dst in pods if dst.key != src.key for cp in _dest_ports(dst)]
+    if sample is not None:
+        probed = [c for c in cells if c[2].protocol in PROBE_PROTOCOLS]
+        if len(probed) > sample:
+            rng = random.Random(f"{seed}|{salt}|policy")
+            probed = [probed[i] for i in sorted(rng.sample(range(len(probed)), sample))]
+        cells = probed
+    cases = [_case(model, src, dst, cp, o.timeout) for src, dst, cp in cells]
     inputs = PolicyInputs(tuple(sorted(p.key for p in policies)), len(namespaces), len(pods))
     return cases, inputs
 
 
-def sample_cases(cases: Sequence[PolicyCase], k: int | None, seed: int, salt: int = 0) -> list[PolicyCase]:
-    """At most ``k`` probed cases, seeded (for monitors); order kept."""
-    probed = [c for c in cases if c.target is not None]
-    if k is None or len(probed) <= k:
-        return probed
-    rng = random.Random(f"{seed}|{salt}|policy")
-    return [probed[i] for i in sorted(rng.sample(range(len(probed)), k))]
+def _case(
+    model: VerdictSource, src: PolicyPod, dst: PolicyPod, cp: ContainerPort, timeout: float
+) -> PolicyCase:
+    assert dst.ip is not None
+    decision = model.decide(src, dst, cp.port, cp.protocol)
+    proto = PROBE_PROTOCOLS.get(cp.protocol)
+    target = None
+    if proto is not None:
+        target = ProbeTarget(
+            source=src.key,
+            dest=probe_dest(dst.key, cp.port, cp.protocol),
+            kind=ProbeKind.POLICY,
+            host=dst.ip,
+            port=cp.port,
+            protocol=proto,
+            expect_status=None,
+            timeout=timeout,
+        )
+    return PolicyCase(src.key, dst.key, cp.port, cp.protocol, decision, cp.name, target)
 
 
 # -------------------------------------------------------------------------------------------- results
