@@ -10,10 +10,10 @@ Wire it with ``main_app.add_typer(verify.app)`` or ``main_app.command("verify")(
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -30,6 +30,7 @@ from migrator.probe.policy import (
 )
 from migrator.probe.policy import (
     LEGEND,
+    MAX_GRID_SIDE,
     ModelFactory,
     PolicyOptions,
     PolicyReport,
@@ -172,12 +173,20 @@ def render_text(report: VerifyReport, *, max_failures: int = 40) -> RenderableTy
 MARK_STYLES = {".": "green", "X": "cyan", "H": "bold red", "B": "bold red", "?": "bold yellow", "-": "dim"}
 
 
-def render_policy_matrix(matrix: dict[str, object]) -> RenderableType:
+def render_policy_matrix(matrix: Mapping[str, Any]) -> RenderableType:
     """One (port, protocol) truth table: rows are sources, columns destinations (``x/a`` ... ``z/c``)."""
-    pods = [str(p) for p in matrix["pods"]]  # type: ignore[attr-defined]
-    rows = [str(r) for r in matrix["rows"]]  # type: ignore[attr-defined]
+    pods = [str(p) for p in matrix["pods"]]
+    rows = [str(r) for r in matrix["rows"]]
     width = max((len(p) for p in pods), default=1) + 1
     title = f"Policy {matrix['port']}/{matrix['protocol']} (rows: source pod, columns: destination pod)"
+    if matrix.get("filtered"):
+        counts = matrix.get("counts") or {}
+        shown = "the first 40 " if matrix.get("truncated") else ""
+        title += (
+            f": {shown}pods of a mismatch only ({counts.get('.', 0) + counts.get('X', 0)} cells as expected)"
+        )
+        if not pods:
+            return Text(f"{title}: none", style="bold")
     lines = [Text(title, style="bold"), Text(" " * width + "".join(f"{p:>{width}}" for p in pods))]
     for pod, row in zip(pods, rows, strict=True):
         line = Text(f"{pod:<{width}}")
@@ -200,7 +209,7 @@ def render_policy_text(report: PolicyReport, *, max_listed: int = 200) -> Render
     parts: list[RenderableType] = [head]
     policies = ", ".join(report.inputs.policies) or "none"
     parts.append(Text(f"policies: {policies}", style="dim"))
-    for matrix in policy_matrices(report.results, report.pods()):
+    for matrix in policy_matrices(report.results, report.pods(), max_side=MAX_GRID_SIDE):
         parts += [Text(""), render_policy_matrix(matrix)]
     parts.append(Text(LEGEND, style="dim"))
     if report.unsupported:

@@ -52,6 +52,8 @@ DEFAULT_TIMEOUT = 0.5
 DEFAULT_CONCURRENCY = 128
 MAX_LISTED = 200
 """Mismatches listed in check details (all of them are in the full results file)."""
+MAX_GRID_SIDE = 40
+"""Pods per side of a matrix in check details and text (beyond: only the pods of a mismatch, then 40)."""
 
 PROBE_PROTOCOLS: dict[L4, ProbeProtocol] = {L4.TCP: ProbeProtocol.TCP, L4.UDP: ProbeProtocol.UDP}
 """What the probers can probe; any other protocol (SCTP) is reported as unsupported."""
@@ -368,21 +370,42 @@ def summarize_policy(results: Sequence[PolicyResult], unsupported: int = 0) -> P
 
 
 def policy_matrices(
-    results: Iterable[PolicyResult], pods: Sequence[str] | None = None
+    results: Iterable[PolicyResult], pods: Sequence[str] | None = None, *, max_side: int | None = None
 ) -> list[dict[str, Any]]:
     """One expected-vs-observed grid per (port, protocol): ``rows[i][j]`` is the mark of ``pods[i]`` ->
-    ``pods[j]`` (see :data:`LEGEND`), ``-`` not probed (the diagonal)."""
+    ``pods[j]`` (see :data:`LEGEND`), ``-`` not probed (the diagonal). ``counts`` are over every cell.
+
+    With ``max_side`` and more pods than that, a grid keeps only the pods of a mismatch or error (as
+    source or destination; ``filtered``), and at most ``max_side`` of them (``truncated``), so that
+    check details and reports stay bounded whatever the cluster.
+    """
     cells: dict[tuple[int, str], dict[tuple[str, str], str]] = {}
     names: set[str] = set(pods or ())
     for r in results:
         cells.setdefault(r.case.column, {})[(r.case.source, r.case.dest)] = r.mark
         names.update((r.case.source, r.case.dest))
-    order = list(pods) if pods is not None else sorted(names)
+    every = list(pods) if pods is not None else sorted(names)
     out = []
     for (port, proto), grid in sorted(cells.items()):
+        counts = {m: sum(1 for v in grid.values() if v == m) for m in ".XHB?"}
+        order, filtered, truncated = every, False, False
+        if max_side is not None and len(every) > max_side:
+            bad = {p for key, v in grid.items() if v in "HB?" for p in key}
+            order, filtered = [p for p in every if p in bad], True
+            if len(order) > max_side:
+                order, truncated = order[:max_side], True
         rows = ["".join(grid.get((s, d), "-") for d in order) for s in order]
-        counts = {m: sum(row.count(m) for row in rows) for m in ".XHB?"}
-        out.append({"port": port, "protocol": proto, "pods": order, "rows": rows, "counts": counts})
+        out.append(
+            {
+                "port": port,
+                "protocol": proto,
+                "pods": order,
+                "rows": rows,
+                "counts": counts,
+                "filtered": filtered,
+                "truncated": truncated,
+            }
+        )
     return out
 
 
@@ -454,7 +477,7 @@ class PolicyReport:
             "policies": list(self.inputs.policies),
             "mismatches": [r.to_dict() for r in mismatches[:MAX_LISTED]],
             "mismatches_count": len(mismatches),
-            "matrices": policy_matrices(self.results, self.pods()),
+            "matrices": policy_matrices(self.results, self.pods(), max_side=MAX_GRID_SIDE),
             "legend": LEGEND,
             "results_file": results_file,
         }

@@ -243,3 +243,21 @@ def test_bad_timeout_and_empty_matrix_are_usage_errors() -> None:
         )
     with pytest.raises(UsageError, match="no prober"):
         run_policy_verify(Target("fake", cluster), model_factory=TableModel(deny_into_y))
+
+
+def test_matrices_in_details_are_bounded_to_the_pods_of_a_mismatch() -> None:
+    cluster = FakeCluster.netpol()
+    for i in range(60):  # 69 pods: more than a side of 40
+        cluster.set_pod(replace(cluster.pods["x/a"], name=f"extra-{i:02}", ip=f"10.244.9.{i + 10}"))
+    cluster.set_pod(replace(cluster.pods["x/a"], container_ports=cluster.pods["x/a"].container_ports[:1]))
+    prober = FakeProber(cluster, deny=y_denied, blocked={("x/extra-07", "z/b", 80, "tcp")})
+    report = run_policy_verify(Target("fake", cluster, prober=prober), model_factory=TableModel(deny_into_y))
+    assert report.summary.breaks == 1
+    full = policy_matrices(report.results, report.pods())
+    assert len(full[0]["pods"]) == 69 and not full[0]["filtered"]
+    bounded = {(m["port"], m["protocol"]): m for m in report.details()["matrices"]}
+    m = bounded[(80, "tcp")]
+    assert m["filtered"] and not m["truncated"] and m["pods"] == ["x/extra-07", "z/b"]
+    assert m["rows"] == ["-B", ".-"]
+    assert m["counts"]["B"] == 1 and sum(m["counts"].values()) == 69 * 68
+    assert bounded[(81, "udp")]["pods"] == [] and bounded[(81, "udp")]["counts"]["?"] == 0
