@@ -1033,6 +1033,8 @@ def _policy_matrix(m: Mapping[str, Any]) -> str:
             )
         body.append(f"<tr><th class='mono' style='text-align:left'>{e(src)}</th>{''.join(cells)}</tr>")
     counts = " · ".join(f"{e(k)} {e(v)}" for k, v in (m.get("counts") or {}).items() if v)
+    if m.get("filtered"):
+        counts += " · only the pods of a mismatch" + (", the first 40" if m.get("truncated") else "")
     return (
         f"<figure style='margin:0'><figcaption><b>{e(m['port'])}/{e(m['protocol'])}</b> "
         f"<span class='muted'>rows: source, columns: destination · {counts}</span></figcaption>"

@@ -237,7 +237,13 @@ def _policy(c: Mapping[str, Any]) -> list[str]:
     for m in v["matrices"]:
         pods = m["pods"]
         width = max((len(p) for p in pods), default=1) + 1
-        lines += [f"{cell(m['port'])}/{cell(m['protocol'])} (rows: source, columns: destination):", "", "```"]
+        note = " only the pods of a mismatch" + (", the first 40" if m.get("truncated") else "")
+        lines += [
+            f"{cell(m['port'])}/{cell(m['protocol'])} (rows: source, columns: destination"
+            f"{';' + note if m.get('filtered') else ''}):",
+            "",
+            "```",
+        ]
         lines.append(" " * width + "".join(f"{p:>{width}}" for p in pods))
         lines += [
             f"{p:<{width}}" + "".join(f"{x:>{width}}" for x in row)
