@@ -475,6 +475,11 @@ class FakeCluster:
         self._add_policy(policy, None)
 
     def _add_policy(self, policy: NetworkPolicy, obj: dict[str, Any] | None) -> None:
+        if obj is None and self.state_file is not None:
+            raise PermanentError(
+                f"fake cluster: policy {policy.key} was added as a dataclass and cannot be kept in a state "
+                "file; use apply_network_policy with the API object"
+            )
         with self._lock:
             self._refresh()
             known = {n.name for n in self.list_namespaces()}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from migrator.errors import UsageError
+from migrator.errors import PermanentError, UsageError
 from migrator.policy.model import ContainerPort, Verdict
 from migrator.policy.model import Protocol as L4
 from migrator.ports import ProbeKind, ProbeProtocol, ProbeResult, Target
@@ -261,3 +262,31 @@ def test_matrices_in_details_are_bounded_to_the_pods_of_a_mismatch() -> None:
     assert m["rows"] == ["-B", ".-"]
     assert m["counts"]["B"] == 1 and sum(m["counts"].values()) == 69 * 68
     assert bounded[(81, "udp")]["pods"] == [] and bounded[(81, "udp")]["counts"]["?"] == 0
+
+
+def test_fake_cluster_keeps_namespaces_policies_and_ports_in_its_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "fake.json"
+    cluster = FakeCluster.netpol(state_file=state)
+    cluster.create_namespace("x", {"ns": "x", "team": "blue"})
+    policy = cluster.apply_network_policy(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-all", "namespace": "z"},
+            "spec": {"podSelector": {}},
+        }
+    )
+    again = FakeCluster(state_file=state)
+    assert [p.key for p in again.list_network_policies()] == ["z/deny-all"] == [policy.key]
+    assert again.list_network_policies("x") == []
+    x = next(n for n in again.list_namespaces() if n.name == "x")
+    assert x.labels == {"ns": "x", "team": "blue", "kubernetes.io/metadata.name": "x"}
+    assert again.pods["y/b"].container_ports == cluster.pods["y/b"].container_ports
+    assert len(again.pods["y/b"].container_ports) == 4
+    again.delete_network_policy("z", "deny-all")
+    assert FakeCluster(state_file=state).list_network_policies() == []
+    with pytest.raises(UsageError, match="not found"):
+        again.delete_network_policy("z", "deny-all")
+    with pytest.raises(PermanentError, match="cannot be kept in a state file"):
+        again.add_network_policy(policy)
+    assert again.list_network_policies() == []  # refused before any change
