@@ -5,6 +5,11 @@ The work is :func:`migrator.checks.reachability.evaluate`, the code path of the 
 opens the target, renders the result
 (a per-kind table and source x destination matrices with rich, or JSON) and sets the exit code.
 Wire it with ``main_app.add_typer(verify.app)`` or ``main_app.command("verify")(verify.verify)``.
+
+``--scope policy`` runs :func:`migrator.probe.policy.run_policy_verify` instead (every ordered pod pair on
+every declared TCP/UDP port, allowed and denied, against what the NetworkPolicies say): the text output is
+one expected-vs-observed truth table per (port, protocol) and a line per hole, break or prober error;
+``-o json`` is :meth:`PolicyReport.to_dict`. Exit 1 on any hole, break or prober error.
 """
 
 from __future__ import annotations
