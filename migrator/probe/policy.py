@@ -496,19 +496,25 @@ class PolicyReport:
 
 
 def judge_all(cases: Sequence[PolicyCase], results: Sequence[ProbeResult]) -> list[PolicyResult]:
-    """Pair results with the probed cases (a prober returns results in target order; checked)."""
-    probed = [c for c in cases if c.target is not None]
-    if len(results) != len(probed):
-        raise UsageError(f"the prober returned {len(results)} results for {len(probed)} policy probes")
+    """Pair results with the probed cases by (source, destination) (each destination names its port and
+    protocol); every probed case must have exactly one result, and every result a case."""
+    by_key: dict[tuple[str, str], ProbeResult] = {}
+    for result in results:
+        key = (result.source, result.dest)
+        if key in by_key:
+            raise UsageError(f"the prober returned two results for {result.source} -> {result.dest}")
+        by_key[key] = result
     out = []
-    for case, result in zip(probed, results, strict=True):
-        assert case.target is not None
-        if (result.source, result.dest) != (case.target.source, case.target.dest):
-            raise UsageError(
-                f"prober result {result.source} -> {result.dest} does not match probe "
-                f"{case.target.source} -> {case.target.dest}"
-            )
-        out.append(judge(case, result))
+    for case in cases:
+        if case.target is None:
+            continue
+        key = (case.target.source, case.target.dest)
+        if key not in by_key:
+            raise UsageError(f"the prober returned no result for {case.target.source} -> {case.target.dest}")
+        out.append(judge(case, by_key.pop(key)))
+    if by_key:
+        source, dest = next(iter(by_key))
+        raise UsageError(f"the prober returned a result for {source} -> {dest}, which was not probed")
     return out
 
 
