@@ -35,7 +35,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from migrator.plan.models import ContinuousProbeCheck, ProbeScope
 from migrator.ports import Cluster, ContinuousProbe, ProbeKind, ProbeProtocol, ProbeResult, ProbeTarget
 from migrator.probe.engine import CONTINUOUS_MAX_PROBES
 from migrator.probe.matrix import OUTSIDE, MatrixOptions, build_matrix
+from migrator.probe.policy import PolicyCase, PolicyOptions, PolicyStatus, judge, policy_cases
 from migrator.probe.suite import require_prober
 from migrator.runs.events import WaveEnd, WaveStart, parse_event
 
@@ -162,6 +163,9 @@ class PairState:
     longest_outage_s: float = 0.0
     outage_start: float | None = None
     last_ts: float = 0.0
+    holes: int = 0  # scope policy: expected deny, answered
+    breaks: int = 0  # scope policy: expected allow, denied
+    errors: int = 0  # scope policy: prober errors (inconclusive, counted as lost)
 
     @property
     def loss_pct(self) -> float:
@@ -196,6 +200,11 @@ class PairState:
             "loss_pct": round(self.loss_pct, 3),
             "outages": self.outages,
             "longest_outage_ms": round(self.outage_now_s(period) * 1000.0, 1),
+            **(
+                {"holes": self.holes, "breaks": self.breaks, "errors": self.errors}
+                if self.kind is ProbeKind.POLICY
+                else {}
+            ),
         }
 
 
@@ -209,6 +218,8 @@ class Segment:
     excluded: frozenset[str]
     horizon: float = 0.0  # results sent before this are accounted
     stopped: bool = False
+    expected: dict[tuple[str, str, ProbeKind], PolicyCase] = field(default_factory=dict)
+    """scope policy: each pair's case (its expected verdict); a result is lost when it does not match."""
 
 
 @dataclass
@@ -253,10 +264,36 @@ class MonitorState:
                 pair.excused += 1
                 bucket[2] += 1
                 continue
-            pair.add(r)
+            case = seg.expected.get(key)
+            seen = r if case is None else self._judged(pair, case, r)
+            pair.add(seen)
             bucket[0] += 1
-            bucket[1] += 0 if r.ok else 1
+            bucket[1] += 0 if seen.ok else 1
         seg.horizon = max(seg.horizon, upto)
+
+    @staticmethod
+    def _judged(pair: PairState, case: PolicyCase, r: ProbeResult) -> ProbeResult:
+        """A policy probe as the loss accounting sees it: ok when it matched the expectation."""
+        judged = judge(case, r)
+        if judged.status is PolicyStatus.HOLE:
+            pair.holes += 1
+        elif judged.status is PolicyStatus.BREAK:
+            pair.breaks += 1
+        elif judged.status is PolicyStatus.ERROR:
+            pair.errors += 1
+        if judged.ok:
+            return replace(r, ok=True, error=None)
+        return replace(r, ok=False, error=f"{judged.status.value}: {r.error or 'answered'}")
+
+    def policy_totals(self) -> dict[str, int]:
+        pairs = [p for p in self.pairs.values() if p.kind is ProbeKind.POLICY]
+        return {
+            "holes": sum(p.holes for p in pairs),
+            "breaks": sum(p.breaks for p in pairs),
+            "errors": sum(p.errors for p in pairs),
+            "pairs_with_holes": sum(p.holes > 0 for p in pairs),
+            "pairs_with_breaks": sum(p.breaks > 0 for p in pairs),
+        }
 
     def totals(self) -> tuple[int, int, int]:
         sent = sum(p.sent for p in self.pairs.values())
@@ -292,7 +329,17 @@ class MonitorState:
 
         for p in sorted(self.pairs.values(), key=lambda p: (p.source, p.dest, p.kind.value)):
             name = f"{p.source} -> {p.dest} ({p.kind.value})"
-            if p.loss_pct > c.max_loss * 100.0 + 1e-9:
+            if p.kind is ProbeKind.POLICY and p.loss_pct > c.max_loss * 100.0 + 1e-9:
+                add(
+                    "policy",
+                    name,
+                    p.loss_pct,
+                    c.max_loss * 100,
+                    "%",
+                    f"{name}: {p.holes} holes, {p.breaks} breaks, {p.errors} prober errors in {p.sent} "
+                    f"probes ({p.loss_pct:.1f}% > {c.max_loss * 100:g}%)",
+                )
+            elif p.loss_pct > c.max_loss * 100.0 + 1e-9:
                 add(
                     "loss",
                     name,
@@ -354,6 +401,7 @@ class MonitorState:
             "pairs": [p.to_dict(self.period) for p in pairs[:MAX_LISTED_PAIRS]],
             "segments": len(self.segments),
             "waves": self.waves.to_list(),
+            **({"policy": self.policy_totals()} if self.check.scope is ProbeScope.POLICY else {}),
         }
 
     def timeseries(self) -> list[dict[str, Any]]:
@@ -407,10 +455,29 @@ def _nodeport_targets(
     ]
 
 
+def pick_policy_pairs(
+    cluster: Cluster, check: ContinuousProbeCheck, exclude: frozenset[str], *, salt: int = 0
+) -> tuple[list[ProbeTarget], dict[tuple[str, str, ProbeKind], PolicyCase]]:
+    """``scope: policy``: a seeded sample (``sample_pairs``) of the policy cases, allowed and denied."""
+    options = PolicyOptions(
+        namespaces=None if check.namespaces is None else frozenset(check.namespaces),
+        timeout=check.probe_timeout,
+        exclude_nodes=exclude if check.exclude_wave_nodes else frozenset(),
+    )
+    chosen, _ = policy_cases(cluster, options, sample=check.sample_pairs, seed=check.seed, salt=salt)
+    if check.sample_pairs is None:
+        chosen = [c for c in chosen if c.target is not None]
+    pairs = [c.target for c in chosen if c.target is not None]
+    return pairs, {(t.source, t.dest, t.kind): c for t, c in zip(pairs, chosen, strict=True)}
+
+
 def pick_pairs(
     cluster: Cluster, check: ContinuousProbeCheck, exclude: frozenset[str], *, salt: int = 0
 ) -> tuple[list[ProbeTarget], dict[tuple[str, str, ProbeKind], frozenset[str]]]:
     """The pairs of a segment and, for each, the nodes it touches (for excusing wave losses)."""
+    if check.scope is ProbeScope.POLICY:
+        pairs, _ = pick_policy_pairs(cluster, check, exclude, salt=salt)
+        return pairs, touched_nodes(cluster, pairs)
     kinds = {
         ProbeScope.CROSS_NODE: frozenset({ProbeKind.POD_CROSS_NODE}),
         ProbeScope.ALL: frozenset({ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE}),
@@ -428,16 +495,26 @@ def pick_pairs(
         pairs = [pairs[i] for i in sorted(rng.sample(range(len(pairs)), check.sample_pairs))]
     if check.nodeport:
         pairs += _nodeport_targets(cluster, check, exclude if check.exclude_wave_nodes else frozenset())
+    return pairs, touched_nodes(cluster, pairs)
+
+
+def touched_nodes(
+    cluster: Cluster, pairs: list[ProbeTarget]
+) -> dict[tuple[str, str, ProbeKind], frozenset[str]]:
+    """For each pair, the nodes it touches: its source pod's, its destination pod's (pod and policy
+    probes; a policy probe's destination is ``ns/pod:port/protocol``), a NodePort probe's node."""
     node_of = {p.key: p.node for p in cluster.list_pods()}
     touches: dict[tuple[str, str, ProbeKind], frozenset[str]] = {}
     for t in pairs:
         nodes = {node_of.get(t.source, "")}
         if t.kind in (ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE):
             nodes.add(node_of.get(t.dest, ""))
+        if t.kind is ProbeKind.POLICY:
+            nodes.add(node_of.get(t.dest.rpartition(":")[0], ""))
         if t.kind is ProbeKind.NODEPORT:
             nodes = {t.dest.rpartition("@")[2]}
         touches[(t.source, t.dest, t.kind)] = frozenset(n for n in nodes if n)
-    return pairs, touches
+    return touches
 
 
 # ----------------------------------------------------------------------------------------- check
@@ -454,7 +531,12 @@ def _start_segment(ctx: CheckContext, state: MonitorState) -> Segment | None:
     check = state.check
     current = state.waves.in_progress()
     exclude = frozenset(n.name for n in ctx.nodes) | (current.nodes if current else frozenset())
-    pairs, touches = pick_pairs(ctx.cluster, check, exclude, salt=len(state.segments))
+    expected: dict[tuple[str, str, ProbeKind], PolicyCase] = {}
+    if check.scope is ProbeScope.POLICY:
+        pairs, expected = pick_policy_pairs(ctx.cluster, check, exclude, salt=len(state.segments))
+        touches = touched_nodes(ctx.cluster, pairs)
+    else:
+        pairs, touches = pick_pairs(ctx.cluster, check, exclude, salt=len(state.segments))
     if not pairs:
         logger.warning("continuous-probe: no pair to probe outside nodes {}", sorted(exclude))
         return None
@@ -463,7 +545,16 @@ def _start_segment(ctx: CheckContext, state: MonitorState) -> Segment | None:
     prober = require_prober(ctx.target)
     now = time.time()
     run = prober.start_continuous(pairs, rate_hz=check.rate_hz, max_duration=duration)
-    seg = Segment(run, pairs, touches, picked_at=now, ends_at=now + duration, excluded=exclude, horizon=now)
+    seg = Segment(
+        run,
+        pairs,
+        touches,
+        picked_at=now,
+        ends_at=now + duration,
+        excluded=exclude,
+        horizon=now,
+        expected=expected,
+    )
     state.segments.append(seg)
     logger.info(
         "continuous-probe: segment {} with {} pairs at {:g} Hz (leaving out nodes {})",
@@ -582,6 +673,9 @@ def _summary(details: dict[str, Any], breaches: list[str]) -> str:
     )
     if details["excused"]:
         head += f", {details['excused']} excused (wave nodes)"
+    if "policy" in details:
+        pol = details["policy"]
+        head += f"; policy: {pol['holes']} holes, {pol['breaks']} breaks, {pol['errors']} prober errors"
     if not breaches:
         return head
     shown = "\n".join(f"  {b}" for b in breaches[:10])

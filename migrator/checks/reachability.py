@@ -36,6 +36,7 @@ from migrator.plan.models import ProbeScope, ReachabilityCheck
 from migrator.ports import ProbeKind, ProbeResult, Target
 from migrator.probe.analysis import PairStatus, grid, result_to_dict
 from migrator.probe.matrix import MatrixOptions, Scope
+from migrator.probe.policy import PolicyOptions, PolicyReport, run_policy_verify
 from migrator.probe.suite import Baseline, VerifyReport, describe_failures, load_baseline, run_verify
 
 BASELINE_FILE = "baseline.json"
@@ -57,6 +58,7 @@ _SCOPES = {
     ProbeScope.ALL: Scope.ALL,
     ProbeScope.CROSS_NODE: Scope.CROSS_NODE,
     ProbeScope.SERVICES: Scope.SERVICES,
+    ProbeScope.POLICY: Scope.POLICY,
 }
 
 
@@ -223,9 +225,45 @@ def _summary_line(report: VerifyReport, phase: str, baseline: bool) -> str:
     return ", ".join(parts)
 
 
+def policy_options(check: ReachabilityCheck) -> PolicyOptions:
+    return PolicyOptions(
+        namespaces=None if check.namespaces is None else frozenset(check.namespaces),
+        timeout=check.probe_timeout,
+    )
+
+
+def write_policy_results(folder: Path, report: PolicyReport, *, label: str) -> Path:
+    """Every policy result as ``policy-<label>-<time>.json`` in ``folder``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(report.started_at))
+    path = folder / f"policy-{_slug(label)}-{stamp}-{int(report.started_at * 1000) % 1000:03d}.json"
+    atomic_write_json(path, report.to_dict())
+    return path
+
+
+def run_policy_check(ctx: CheckContext, check: ReachabilityCheck) -> CheckResult:
+    """``scope: policy``: holes, breaks and prober errors fail it, in every phase (the expectation is the
+    policies, not a baseline: ``threshold`` and ``compare_baseline`` do not apply)."""
+    report = run_policy_verify(ctx.target, policy_options(check))
+    label = "-".join([ctx.phase, ctx.stage or "", *(n.name for n in ctx.nodes)])
+    results_file = write_policy_results(ctx.artifacts(), report, label=label)
+    details = report.details(results_file=str(results_file))
+    details["phase"] = ctx.phase
+    details["nodes"] = [n.name for n in ctx.nodes]
+    s = report.summary
+    summary = (
+        f"policy: {s.ok}/{s.total} probes as expected ({s.expected_deny} expected denied) in "
+        f"{report.duration_s:.2f}s, {s.holes} holes, {s.breaks} breaks, {s.errors} prober errors"
+    )
+    if not report.passed:
+        summary = f"{summary}\n{report.describe()}"
+    return CheckResult(report.passed, summary, details)
+
+
 @register_check("reachability")
 class Reachability(Checker[ReachabilityCheck]):
     def run(self, ctx: CheckContext, check: ReachabilityCheck) -> CheckResult:
+        if check.scope is ProbeScope.POLICY:
+            return run_policy_check(ctx, check)
         options = matrix_options(check)
         threshold = check.threshold
         if ctx.phase == "preflight" and check.preflight_threshold is not None:
@@ -255,6 +293,12 @@ class Reachability(Checker[ReachabilityCheck]):
         return CheckResult(ok, summary, details)
 
     def preview(self, ctx: CheckContext, check: ReachabilityCheck) -> list[PreviewLine]:
+        if check.scope is ProbeScope.POLICY:
+            where = f" in namespaces {', '.join(check.namespaces)}" if check.namespaces else ""
+            return [
+                f"policy verification: every pod pair{where} on every declared TCP/UDP port, allowed and "
+                "denied, against the NetworkPolicies; any hole, break or prober error fails it"
+            ]
         kinds = ", ".join(check.kinds) if check.kinds else f"scope {check.scope.value}"
         sample = f", {check.sample_per_source} destinations per source" if check.sample_per_source else ""
         threshold = check.threshold

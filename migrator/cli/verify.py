@@ -5,15 +5,20 @@ The work is :func:`migrator.checks.reachability.evaluate`, the code path of the 
 opens the target, renders the result
 (a per-kind table and source x destination matrices with rich, or JSON) and sets the exit code.
 Wire it with ``main_app.add_typer(verify.app)`` or ``main_app.command("verify")(verify.verify)``.
+
+``--scope policy`` runs :func:`migrator.probe.policy.run_policy_verify` instead (every ordered pod pair on
+every declared TCP/UDP port, allowed and denied, against what the NetworkPolicies say): the text output is
+one expected-vs-observed truth table per (port, protocol) and a line per hole, break or prober error;
+``-o json`` is :meth:`PolicyReport.to_dict`. Exit 1 on any hole, break or prober error.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -25,6 +30,19 @@ from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.ports import ProbeKind, ProbeResult, Target
 from migrator.probe.analysis import PairStatus, grid, pair_key
 from migrator.probe.matrix import MatrixOptions, Scope
+from migrator.probe.policy import (
+    DEFAULT_TIMEOUT as POLICY_TIMEOUT,
+)
+from migrator.probe.policy import (
+    LEGEND,
+    MAX_GRID_SIDE,
+    ModelFactory,
+    PolicyOptions,
+    PolicyReport,
+    PolicyStatus,
+    policy_matrices,
+    run_policy_verify,
+)
 from migrator.probe.suite import VerifyReport, load_baseline, save_baseline
 from migrator.targets.open import open_target as engine_open_target
 
@@ -157,6 +175,87 @@ def render_text(report: VerifyReport, *, max_failures: int = 40) -> RenderableTy
     return Group(*parts)
 
 
+MARK_STYLES = {".": "green", "X": "cyan", "H": "bold red", "B": "bold red", "?": "bold yellow", "-": "dim"}
+
+
+def render_policy_matrix(matrix: Mapping[str, Any]) -> RenderableType:
+    """One (port, protocol) truth table: rows are sources, columns destinations (``x/a`` ... ``z/c``)."""
+    pods = [str(p) for p in matrix["pods"]]
+    rows = [str(r) for r in matrix["rows"]]
+    width = max((len(p) for p in pods), default=1) + 1
+    title = f"Policy {matrix['port']}/{matrix['protocol']} (rows: source pod, columns: destination pod)"
+    if matrix.get("filtered"):
+        counts = matrix.get("counts") or {}
+        shown = "the first 40 " if matrix.get("truncated") else ""
+        title += (
+            f": {shown}pods of a mismatch only ({counts.get('.', 0) + counts.get('X', 0)} cells as expected)"
+        )
+        if not pods:
+            return Text(f"{title}: none", style="bold")
+    lines = [Text(title, style="bold"), Text(" " * width + "".join(f"{p:>{width}}" for p in pods))]
+    for pod, row in zip(pods, rows, strict=True):
+        line = Text(f"{pod:<{width}}")
+        for mark in row:
+            line.append(f"{mark:>{width}}", style=MARK_STYLES.get(mark, ""))
+        lines.append(line)
+    return Group(*lines)
+
+
+def render_policy_text(report: PolicyReport, *, max_listed: int = 200) -> RenderableType:
+    s = report.summary
+    verdict = Text("PASSED", style="bold green") if s.passed else Text("FAILED", style="bold red")
+    head = Text.assemble(
+        ("Policy verification ", "bold"),
+        (report.target, "bold cyan"),
+        f"  {s.ok}/{s.total} as expected ({s.expected_allow} expected allow, {s.expected_deny} expected deny)"
+        f", {s.holes} holes, {s.breaks} breaks, {s.errors} prober errors in {report.duration_s:.2f}s  ",
+        verdict,
+    )
+    parts: list[RenderableType] = [head]
+    policies = ", ".join(report.inputs.policies) or "none"
+    parts.append(Text(f"policies: {policies}", style="dim"))
+    for matrix in policy_matrices(report.results, report.pods(), max_side=MAX_GRID_SIDE):
+        parts += [Text(""), render_policy_matrix(matrix)]
+    parts.append(Text(LEGEND, style="dim"))
+    if report.unsupported:
+        protos = sorted({c.protocol.value for c in report.unsupported})
+        parts.append(
+            Text(
+                f"not probed: {len(report.unsupported)} cases of {', '.join(protos)} (unsupported)",
+                style="yellow",
+            )
+        )
+    bad = report.mismatches
+    if bad:
+        parts.append(Text(""))
+        parts.append(Text(f"Mismatches and errors ({len(bad)})", style="bold"))
+        for r in bad[:max_listed]:
+            style = "yellow" if r.status is PolicyStatus.ERROR else "red"
+            parts.append(Text(f"  {r.describe()}", style=style))
+        if len(bad) > max_listed:
+            parts.append(Text(f"  ... and {len(bad) - max_listed} more (-o json for all)", style="dim"))
+    return Group(*parts)
+
+
+def verify_policy(
+    target: Target,
+    *,
+    output: OutputFormat = OutputFormat.TEXT,
+    options: PolicyOptions | None = None,
+    console: Console | None = None,
+    model_factory: ModelFactory | None = None,
+) -> int:
+    """``verify --scope policy``: run, render and return the exit code (0 all as expected, 1 any hole,
+    break or prober error)."""
+    report = run_policy_verify(target, options or PolicyOptions(), model_factory=model_factory)
+    out = console or Console()
+    if output is OutputFormat.JSON:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        out.print(render_policy_text(report))
+    return int(ExitCode.OK) if report.passed else int(ExitCode.FAILED_ROLLED_BACK)
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 
 
@@ -191,18 +290,45 @@ def verify(
     scope: Annotated[Scope, typer.Option(help="which kinds of probe")] = Scope.ALL,
     per_source: Annotated[int | None, typer.Option(help="sample: destinations per source")] = None,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
-    timeout: Annotated[float, typer.Option(help="seconds per probe")] = 1.0,
+    timeout: Annotated[
+        float | None, typer.Option(help=f"seconds per probe (default 1; {POLICY_TIMEOUT:g} for policy)")
+    ] = None,
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="policy: only pods of this namespace")
+    ] = None,
     threshold: Annotated[float, typer.Option(help="minimum pass % per kind")] = 100.0,
     baseline: Annotated[Path | None, typer.Option(help="an earlier run's results")] = None,
     save: Annotated[Path | None, typer.Option(help="write the results here (a later --baseline)")] = None,
 ) -> None:
-    """Probe every kind of communication once and print the matrix (exit 0 all ok, 1 failures)."""
+    """Probe every kind of communication once and print the matrix (exit 0 all ok, 1 failures).
+
+    ``--scope policy`` probes every ordered pod pair on every declared port, allowed and denied, and
+    compares with what the NetworkPolicies say (holes, breaks; exit 1 on any mismatch or prober error).
+    """
     try:
+        if scope is Scope.POLICY:
+            unused = [
+                name
+                for name, value in (("--baseline", baseline), ("--save", save), ("--per-source", per_source))
+                if value is not None
+            ]
+            if unused:
+                raise UsageError(f"{', '.join(unused)}: not used with --scope policy")
+        elif namespace:
+            raise UsageError("--namespace: only with --scope policy")
         tgt = open_target(target)
+        if scope is Scope.POLICY:
+            popts = PolicyOptions(
+                namespaces=frozenset(namespace) if namespace else None,
+                timeout=POLICY_TIMEOUT if timeout is None else timeout,
+            )
+            raise typer.Exit(verify_policy(tgt, output=output, options=popts))
         code = verify_target(
             tgt,
             output=output,
-            options=MatrixOptions(scope=scope, per_source=per_source, seed=seed, timeout=timeout),
+            options=MatrixOptions(
+                scope=scope, per_source=per_source, seed=seed, timeout=1.0 if timeout is None else timeout
+            ),
             threshold=threshold,
             baseline=baseline,
             save=save,

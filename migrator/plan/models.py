@@ -585,6 +585,7 @@ class ProbeScope(StrEnum):
     ALL = "all"
     CROSS_NODE = "cross-node"
     SERVICES = "services"
+    POLICY = "policy"  # every pod pair on every declared port, allowed and denied, per NetworkPolicy
 
 
 class ReachabilityCheck(CheckBase):
@@ -601,6 +602,21 @@ class ReachabilityCheck(CheckBase):
     )
     probe_timeout: Duration = Field(1.0, description="Time allowed for each probe")
     path: str = Field("/", description="HTTP path probed on pods and services (the lab's pods: /healthz)")
+    # added for issue 14 (additive):
+    namespaces: list[str] | None = Field(
+        None, description="scope policy: only pods of these namespaces (default: every namespace)"
+    )
+
+    @model_validator(mode="after")
+    def _policy_scope(self) -> ReachabilityCheck:
+        if self.scope is ProbeScope.POLICY:
+            if self.kinds is not None:
+                raise ValueError("kinds: not used with scope policy (it probes every declared port)")
+            if self.sample_per_source is not None:
+                raise ValueError("sample_per_source: not used with scope policy (every pair is probed)")
+        elif self.namespaces is not None:
+            raise ValueError("namespaces: only with scope policy")
+        return self
 
 
 class ContinuousProbeCheck(CheckBase):
@@ -625,6 +641,19 @@ class ContinuousProbeCheck(CheckBase):
         None, description="Abort when the share of answered probes stays below this for abort_after"
     )
     abort_after: Duration = Field(5.0, description="Window of min_availability")
+    # added for issue 14 (additive):
+    namespaces: list[str] | None = Field(
+        None, description="scope policy: only pods of these namespaces (default: every namespace)"
+    )
+
+    @model_validator(mode="after")
+    def _policy_scope(self) -> ContinuousProbeCheck:
+        if self.scope is not ProbeScope.POLICY:
+            if self.namespaces is not None:
+                raise ValueError("namespaces: only with scope policy")
+        elif self.nodeport is not None:
+            raise ValueError("nodeport: not used with scope policy")
+        return self
 
 
 class NodesReachableCheck(CheckBase):

@@ -1,4 +1,4 @@
-"""The probe agent: TCP, HTTP and DNS probes with asyncio, from many network namespaces in one process.
+"""The probe agent: TCP, UDP, HTTP and DNS probes with asyncio, from many network namespaces in one process.
 
 This module is **pure standard library** and imports nothing from migrator, so that the same file can be
 shipped as-is (for example in a ConfigMap mounted into a probe DaemonSet) and run with
@@ -17,9 +17,11 @@ Input: a JSON list of target objects::
      "host": "10.244.2.5", "port": 8080, "protocol": "http", "path": "/", "expect_status": 200,
      "expect_body": null, "timeout": 1.0, "netns": "/var/run/netns/web-1", "dns_server": null}
 
-``protocol`` is ``tcp`` (connect only), ``http`` (GET ``path``; status and optional body substring) or
+``protocol`` is ``tcp`` (connect only), ``http`` (GET ``path``; status and optional body substring),
 ``dns`` (a UDP A query for the name in ``path`` to the resolver ``host:port``; ``expect_body``, when set,
-is an address the answer must contain). For ``http``/``tcp`` to a host name, the name is resolved with
+is an address the answer must contain) or ``udp`` (one datagram to ``host:port`` on a connected socket, any
+reply within the timeout is a success; an ICMP port unreachable, ``ECONNREFUSED`` on the connected socket,
+is ``refused``; no reply is ``timeout``). For ``http``/``tcp`` to a host name, the name is resolved with
 the same DNS client through ``dns_server``, or else the namespace's resolv.conf (``/etc/netns/NAME/
 resolv.conf`` for ``/var/run/netns/NAME``, ``/etc/resolv.conf`` without ``netns``). ``netns`` absent means
 "the agent's own namespace": the CLI refuses that (except for loopback addresses) unless ``--own-netns`` is
@@ -51,12 +53,15 @@ from typing import Any
 CLONE_NEWNET = 0x40000000
 MAX_HTTP_RESPONSE = 1 << 20
 MAX_DNS_RESPONSE = 4096
+MAX_UDP_REPLY = 65535
+UDP_PAYLOAD = b"migrator-probe\n"
 
 
 class Protocol(StrEnum):
     TCP = "tcp"
     HTTP = "http"
     DNS = "dns"
+    UDP = "udp"
 
 
 class ErrorCode(StrEnum):
@@ -401,6 +406,30 @@ class Prober:
         sock = await self._connect(spec.netns, await self._address(spec), spec.port)
         sock.close()
 
+    async def udp(self, spec: Spec) -> None:
+        """One datagram to ``host:port`` from the source namespace; any reply is a success.
+
+        The socket is connected, so the kernel hands an ICMP port unreachable for it back as
+        ``ECONNREFUSED`` (``refused``: a REJECT rule, or nothing listening) and a host/net unreachable as
+        ``unreachable``. No reply at all ends in the caller's timeout (``timeout``: a DROP, or lost).
+        """
+        address = await self._address(spec)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = self.sockets.socket(spec.netns, family, socket.SOCK_DGRAM, address)
+        try:
+            await self._loop.sock_connect(sock, (address, spec.port))
+            await self._loop.sock_sendall(sock, UDP_PAYLOAD)
+            await self._loop.sock_recv(sock, MAX_UDP_REPLY)
+        except ConnectionRefusedError as exc:
+            raise ProbeFailure(ErrorCode.REFUSED, f"udp {address}:{spec.port}") from exc
+        except OSError as exc:
+            if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                detail = f"udp {address}:{spec.port} {exc.strerror}"
+                raise ProbeFailure(ErrorCode.UNREACHABLE, detail) from exc
+            raise
+        finally:
+            sock.close()
+
     async def _recv_until(self, sock: socket.socket, buf: bytearray, marker: bytes) -> int:
         """Read into ``buf`` until ``marker`` appears (its index) or EOF (-1); bounded by the size cap."""
         while (at := buf.find(marker)) < 0:
@@ -473,6 +502,7 @@ class Prober:
             Protocol.TCP: self.tcp,
             Protocol.HTTP: self.http,
             Protocol.DNS: self.dns,
+            Protocol.UDP: self.udp,
         }[spec.protocol]
         error: str | None = None
         try:

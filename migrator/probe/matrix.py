@@ -44,6 +44,7 @@ class Scope(StrEnum):
     CROSS_NODE = "cross-node"
     SERVICES = "services"
     PODS = "pods"
+    POLICY = "policy"  # allowed and denied pairs per NetworkPolicy: see migrator.probe.policy
 
 
 class NodeToPod(StrEnum):
@@ -52,7 +53,7 @@ class NodeToPod(StrEnum):
 
 
 SCOPE_KINDS: dict[Scope, frozenset[ProbeKind]] = {
-    Scope.ALL: frozenset(ProbeKind),
+    Scope.ALL: frozenset(ProbeKind) - {ProbeKind.POLICY},
     Scope.CROSS_NODE: frozenset({ProbeKind.POD_CROSS_NODE}),
     Scope.SERVICES: frozenset(
         {ProbeKind.SERVICE_IP, ProbeKind.SERVICE_DNS, ProbeKind.NODEPORT, ProbeKind.DNS}
@@ -60,6 +61,7 @@ SCOPE_KINDS: dict[Scope, frozenset[ProbeKind]] = {
     Scope.PODS: frozenset(
         {ProbeKind.CONTAINER, ProbeKind.POD_SAME_NODE, ProbeKind.POD_CROSS_NODE, ProbeKind.NODE_TO_POD}
     ),
+    Scope.POLICY: frozenset({ProbeKind.POLICY}),  # built by migrator.probe.policy, not by MatrixBuilder
 }
 
 

@@ -449,16 +449,75 @@ def continuous_view(details: Any, folder: Path | None, *, stage: str | None = No
         "waves": waves,
         "series_file": path.name if path is not None else None,
         "started_at": started_at if isinstance(started_at, int | float) else None,
+        "policy": dict(data["policy"]) if isinstance(data.get("policy"), Mapping) else None,
+    }
+
+
+POLICY_MARKS = (".", "X", "H", "B", "?")
+MAX_POLICY_MISMATCHES = 100
+
+
+def policy_view(details: Mapping[str, Any]) -> dict[str, Any]:
+    """What a ``reachability`` check with ``scope: policy`` left (``PolicyReport.details``), bounded::
+
+    {passed, summary: {total, ok, holes, breaks, errors, unsupported, expected_allow, expected_deny},
+     policies, matrices: [{port, protocol, pods, rows, counts}], mismatches: [result], mismatches_count,
+     legend}
+    """
+    summary = dict(details.get("summary") or {})
+    matrices = []
+    for m in details.get("matrices") or []:
+        pods = [str(p) for p in m.get("pods") or []]
+        rows = [str(r) for r in m.get("rows") or []]
+        if len(rows) != len(pods) or any(len(r) != len(pods) for r in rows):
+            logger.warning("report: a policy matrix of {} pods has malformed rows; left out", len(pods))
+            continue
+        counts = {mark: sum(r.count(mark) for r in rows) for mark in POLICY_MARKS}
+        matrices.append(
+            {
+                "port": m.get("port"),
+                "protocol": m.get("protocol"),
+                "pods": pods,
+                "rows": rows,
+                "counts": counts,
+            }
+        )
+    mismatches = [dict(x) for x in (details.get("mismatches") or [])][:MAX_POLICY_MISMATCHES]
+    return {
+        "passed": details.get("passed"),
+        "summary": {
+            k: summary.get(k, 0)
+            for k in (
+                "total",
+                "ok",
+                "holes",
+                "breaks",
+                "errors",
+                "unsupported",
+                "expected_allow",
+                "expected_deny",
+            )
+        },
+        "policies": [str(p) for p in details.get("policies") or []],
+        "matrices": matrices,
+        "mismatches": mismatches,
+        "mismatches_count": int(details.get("mismatches_count") or len(mismatches)),
+        "legend": str(details.get("legend") or ""),
     }
 
 
 def analyze_check(
     details: Any, folder: Path | None, *, check_type: str | None = None, stage: str | None = None
 ) -> dict[str, Any]:
-    """``{"connectivity": ..., "continuous": ...}`` for one check execution (values may be ``None``)."""
-    out: dict[str, Any] = {"connectivity": None, "continuous": None}
+    """``{"connectivity": ..., "continuous": ..., "policy": ...}`` for one check execution (values may be
+    ``None``). A ``reachability`` check with ``scope: policy`` has a ``policy`` view instead of
+    connectivity; a ``continuous-probe`` monitor with ``scope: policy`` has both a continuous view and,
+    in it, ``policy`` (holes, breaks and prober errors counted among the pairs it watched)."""
+    out: dict[str, Any] = {"connectivity": None, "continuous": None, "policy": None}
     try:
-        if check_type == "continuous-probe" or (
+        if isinstance(details, Mapping) and details.get("kind") == "policy":
+            out["policy"] = policy_view(details)
+        elif check_type == "continuous-probe" or (
             check_type is None and isinstance(details, Mapping) and "pairs" in details
         ):
             out["continuous"] = continuous_view(details, folder, stage=stage)

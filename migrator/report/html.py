@@ -1005,6 +1005,94 @@ def _steady_state(r: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+# ---------------------------------------------------------------------------------------- policy
+
+POLICY_CELLS = {
+    ".": ("#d9f2dd", "allowed, as expected"),
+    "X": ("#dfe3ea", "denied, as expected"),
+    "H": ("#e5484d", "HOLE: expected deny, allowed"),
+    "B": ("#f76b15", "BREAK: expected allow, denied"),
+    "?": ("#ffd43b", "prober error (inconclusive)"),
+    "-": ("#ffffff", "not probed"),
+}
+
+
+def _policy_matrix(m: Mapping[str, Any]) -> str:
+    """One truth table: rows sources, columns destinations; each cell's title says what it is."""
+    pods = [str(p) for p in m["pods"]]
+    head = "".join(f"<th class='mono' style='writing-mode:vertical-rl'>{e(p)}</th>" for p in pods)
+    body = []
+    for src, row in zip(pods, m["rows"], strict=False):
+        cells = []
+        for dst, mark in zip(pods, row, strict=False):
+            color, meaning = POLICY_CELLS.get(mark, ("#ffffff", "?"))
+            weight = "font-weight:700;color:#fff;" if mark in "HB" else ""
+            cells.append(
+                f"<td class='mono' style='text-align:center;background:{color};{weight}' "
+                f"title='{e(src)} → {e(dst)}: {e(meaning)}'>{e(mark)}</td>"
+            )
+        body.append(f"<tr><th class='mono' style='text-align:left'>{e(src)}</th>{''.join(cells)}</tr>")
+    counts = " · ".join(f"{e(k)} {e(v)}" for k, v in (m.get("counts") or {}).items() if v)
+    if m.get("filtered"):
+        counts += " · only the pods of a mismatch" + (", the first 40" if m.get("truncated") else "")
+    return (
+        f"<figure style='margin:0'><figcaption><b>{e(m['port'])}/{e(m['protocol'])}</b> "
+        f"<span class='muted'>rows: source, columns: destination · {counts}</span></figcaption>"
+        f"<table style='width:auto'><tr><th></th>{head}</tr>{''.join(body)}</table></figure>"
+    )
+
+
+def _policy(c: Mapping[str, Any]) -> str:
+    v = c["policy"]
+    s = v["summary"]
+    passed = v.get("passed")
+    pill = _pill(
+        "passed" if passed else "failed" if passed is False else "?", "succeeded" if passed else "failed"
+    )
+    where = " · ".join(x for x in (c["phase"], f"stage {c['stage']}" if c.get("stage") else "") if x)
+    head = (
+        f"<h3>{pill} {e(c['name'])} <span class='muted'>({e(where)}) · {e(s['ok'])}/{e(s['total'])} as "
+        f"expected · {e(s['holes'])} holes · {e(s['breaks'])} breaks · {e(s['errors'])} prober errors"
+        f"{' · ' + e(s['unsupported']) + ' not probed (unsupported)' if s.get('unsupported') else ''}"
+        "</span></h3>"
+    )
+    policies = (
+        "<p class='muted'>policies: " + ", ".join(f"<code>{e(p)}</code>" for p in v["policies"][:40]) + "</p>"
+        if v["policies"]
+        else "<p class='muted'>no NetworkPolicy: every pair is expected to be allowed</p>"
+    )
+    legend = " ".join(
+        f"<span class='pill' style='background:{color};color:#000'>{e(mark)}</span> {e(text)}"
+        for mark, (color, text) in POLICY_CELLS.items()
+    )
+    grids = "".join(_policy_matrix(m) for m in v["matrices"])
+    mismatches = ""
+    if v["mismatches"]:
+        rows = "".join(
+            f"<tr><td>{_pill(str(x.get('status')), 'failed')}</td><td class='mono'>{e(x.get('source'))}</td>"
+            f"<td class='mono'>{e(x.get('dest'))}</td><td class='mono'>{e(x.get('port'))}/"
+            f"{e(x.get('protocol'))}</td><td>{e(x.get('expected'))}</td><td>{e(x.get('observed'))}</td>"
+            f"<td class='mono'>{e(', '.join(x.get('policies') or []) or '-')}</td>"
+            f"<td class='mono'>{e(x.get('error'))}</td></tr>"
+            for x in v["mismatches"]
+        )
+        more = (
+            f"<p class='muted'>… {e(v['mismatches_count'] - len(v['mismatches']))} more in the check's"
+            " results file</p>"
+            if v["mismatches_count"] > len(v["mismatches"])
+            else ""
+        )
+        mismatches = (
+            f"<details open><summary>Mismatches ({e(v['mismatches_count'])})</summary><table><tr><th>status"
+            "</th><th>source</th><th>destination</th><th>port</th><th>expected</th><th>observed</th>"
+            f"<th>deciding policies</th><th>error</th></tr>{rows}</table>{more}</details>"
+        )
+    return (
+        f'<div class="panel">{head}{policies}<p class="muted">{legend}</p>'
+        f"<div class='grids'>{grids}</div>{mismatches}</div>"
+    )
+
+
 # ---------------------------------------------------------------------------------------- page
 
 
@@ -1028,6 +1116,13 @@ def render_html(report: Mapping[str, Any]) -> str:
             # failing verifications, the first (baseline) and the last are open; passing ones between fold
             shown = i in (0, len(reach) - 1) or not c["connectivity"].get("passed")
             sections.append(_connectivity(c, open_=shown))
+    policy = [c for c in r["checks"] if c.get("policy")]
+    if policy:
+        sections.append(
+            f"<h2 id='policy'>NetworkPolicy ({len(policy)} verification{'s' if len(policy) > 1 else ''}:"
+            " expected vs observed)</h2>"
+        )
+        sections += [_policy(c) for c in policy]
     sections += [_checks_table(r), _steps_table(r)]
     if r.get("warnings"):
         sections.append(

@@ -167,15 +167,35 @@ def _checks_suite(r: Mapping[str, Any], plan: str, stamp: str | None, host: Any)
                 classname, name, c.get("duration_s"), error=f"did not finish: {summary}", kind="unfinished"
             )
         else:
+            matrices = policy_text(c["policy"]) if c.get("policy") else ""
+            out = summary if c["ok"] else None
             checks.case(
                 classname,
                 name,
                 c.get("duration_s"),
                 failure=(summary or "failed") if c["ok"] is False else None,
                 kind=str(c.get("type") or "check"),
-                out=summary if c["ok"] else None,
+                out="\n\n".join(x for x in (out, matrices) if x) or None,
             )
     return checks
+
+
+def policy_text(view: Mapping[str, Any]) -> str:
+    """A policy verification's truth tables as plain text (the CI log shows them as ``system-out``)."""
+    blocks = []
+    for m in view.get("matrices") or []:
+        pods = [str(p) for p in m["pods"]]
+        width = max((len(p) for p in pods), default=1) + 1
+        lines = [f"{m['port']}/{m['protocol']} (rows: source, columns: destination)"]
+        lines.append(" " * width + "".join(f"{p:>{width}}" for p in pods))
+        lines += [
+            f"{p:<{width}}" + "".join(f"{x:>{width}}" for x in row)
+            for p, row in zip(pods, m["rows"], strict=False)
+        ]
+        blocks.append("\n".join(lines))
+    if blocks and view.get("legend"):
+        blocks.append(str(view["legend"]))
+    return "\n\n".join(blocks)
 
 
 def _steps_suite(r: Mapping[str, Any], plan: str, stamp: str | None, host: Any) -> _Suite:

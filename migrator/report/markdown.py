@@ -51,7 +51,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if r.get("steady_state"):
         lines += _steady_state(r["steady_state"])
     lines += _failures(r) + _stages(r) + _steps(r) + _checks(r)
-    detail = [line for c in r["checks"] for line in _connectivity(c) + _continuous(c)]
+    detail = [line for c in r["checks"] for line in _connectivity(c) + _policy(c) + _continuous(c)]
     if detail:
         lines += ["### Verifications and monitors", "", *detail, ""]
     lines += _rollback(r)
@@ -220,14 +220,70 @@ def _connectivity(c: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _policy(c: Mapping[str, Any]) -> list[str]:
+    """The expected-vs-observed truth table per (port, protocol), then every mismatch listed."""
+    v = c.get("policy")
+    if not v:
+        return []
+    s = v["summary"]
+    figures = (
+        f"policy: {s['ok']}/{s['total']} probes as expected ({s['expected_deny']} expected denied),"
+        f" {s['holes']} holes, {s['breaks']} breaks, {s['errors']} prober errors"
+        + (f", {s['unsupported']} not probed (unsupported protocol)" if s.get("unsupported") else "")
+    )
+    lines = ["", _title(c), "", figures, ""]
+    if v["policies"]:
+        lines += [f"Policies: {', '.join(f'`{cell(p)}`' for p in v['policies'][:40])}", ""]
+    for m in v["matrices"]:
+        pods = m["pods"]
+        width = max((len(p) for p in pods), default=1) + 1
+        note = " only the pods of a mismatch" + (", the first 40" if m.get("truncated") else "")
+        lines += [
+            f"{cell(m['port'])}/{cell(m['protocol'])} (rows: source, columns: destination"
+            f"{';' + note if m.get('filtered') else ''}):",
+            "",
+            "```",
+        ]
+        lines.append(" " * width + "".join(f"{p:>{width}}" for p in pods))
+        lines += [
+            f"{p:<{width}}" + "".join(f"{x:>{width}}" for x in row)
+            for p, row in zip(pods, m["rows"], strict=False)
+        ]
+        lines += ["```", ""]
+    if v["matrices"]:
+        lines += [f"<sub>{cell(v['legend'])}</sub>", ""]
+    if v["mismatches"]:
+        lines += [f"Mismatches ({v['mismatches_count']}):", ""]
+        for x in v["mismatches"][:30]:
+            policies = ", ".join(x.get("policies") or []) or "no policy selects either pod"
+            lines.append(
+                f"- **{cell(x.get('status'))}** `{cell(x.get('source'))}` → `{cell(x.get('dest'))}`"
+                f" {cell(x.get('port'))}/{cell(x.get('protocol'))}: expected {cell(x.get('expected'))},"
+                f" observed {cell(x.get('observed'))}"
+                + (f" ({cell(x.get('error'))})" if x.get("error") else "")
+                + f"; deciding: {cell(policies)}"
+            )
+        if v["mismatches_count"] > 30:
+            lines.append(f"- … {v['mismatches_count'] - 30} more (see the check's results file)")
+        lines.append("")
+    return lines
+
+
 def _continuous(c: Mapping[str, Any]) -> list[str]:
     v = c.get("continuous")
     if not v:
         return []
+    pol = v.get("policy")
     figures = (
         f"{v['total_sent']} probes at {v.get('rate_hz') or '?'} Hz over {v['pairs_count']} pairs:"
         f" loss {v['total_loss_pct']:.2f}%, longest outage {v['longest_outage_ms']:.0f} ms"
         + (f", {v['excused']} excused (wave nodes)" if v.get("excused") else "")
+        + (
+            f"; policy: {pol.get('holes', 0)} holes, {pol.get('breaks', 0)} breaks,"
+            f" {pol.get('errors', 0)} prober errors"
+            if pol
+            else ""
+        )
     )
     if v.get("passed") and not v.get("lost"):
         return [f"- {_label(c)}: {figures}"]

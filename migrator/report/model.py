@@ -23,7 +23,7 @@ since the run started::
                         skipped} | null}
     checks            [{id, name, type, phase, stage, nodes, ok, summary, started, ended, duration_s,
                         offset_s, artifacts, connectivity: (see migrator.report.connectivity) | null,
-                        continuous: (idem) | null}]
+                        continuous: (idem) | null, policy: (idem) | null}]
     rollback          {reason, error, started, ended, duration_s, offset_s, outcome, undone,
                         planned: [key], steps: [{key, stage, step, node, outcome, duration_s, error,
                         skipped, offset_s}]} | null
@@ -634,6 +634,7 @@ class _Builder:
             "artifacts": None,
             "connectivity": None,
             "continuous": None,
+            "policy": None,
         }
         folder = RunDir(self.run_dir).check_dir(str(phase), name)
         if folder.is_dir():
@@ -700,6 +701,7 @@ class _Builder:
             folder = self.run_dir / check["artifacts"] if check["artifacts"] else None
             analysis = analyze_check(details, folder, check_type=check["type"], stage=check["stage"])
             check["connectivity"] = analysis.get("connectivity")
+            check["policy"] = analysis.get("policy")
             cont = check["continuous"] = analysis.get("continuous")
             if check["type"] is None and cont is not None:
                 check["type"] = "continuous-probe"

@@ -502,7 +502,7 @@ CASES: list[tuple[str, str, str, dict[str, str] | None, list[str]]] = [
         None,
         [
             "plans/x.yaml:26:22: stages[1].verify[0].threshold: expected a percentage between 0% and 100%",
-            "plans/x.yaml:27:18: stages[1].verify[0].scope: expected one of: all, cross-node, services",
+            "plans/x.yaml:27:18: stages[1].verify[0].scope: expected one of: all, cross-node, services, policy",
         ],
     ),
     (
