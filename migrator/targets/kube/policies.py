@@ -15,8 +15,8 @@ from typing import Any
 from loguru import logger
 
 from migrator.errors import PermanentError
-from migrator.ports import Namespace, NetworkPolicy
 from migrator.policy.model import NAMESPACE_NAME_LABEL, PolicyError, parse_network_policy
+from migrator.ports import Namespace, NetworkPolicy
 from migrator.targets.kube.api import KubeApi
 from migrator.targets.kube.snapshot import Snapshots
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from migrator.ports import ContainerPort, Node, Pod, Service, ServicePort
 from migrator.policy.model import Protocol
+from migrator.ports import ContainerPort, Node, Pod, Service, ServicePort
 
 Obj = dict[str, Any]
 

@@ -30,6 +30,7 @@ from migrator.testing.kube_server.store import (
     not_found,
     status_body,
 )
+from migrator.testing.kube_server.validation import admit
 
 DEFAULT_REASONS = {
     401: "Unauthorized",
@@ -125,6 +126,15 @@ class FakeKubeApi(ControlPlane):
         self.record_requests = True
         self.token: str | None = None
         self.denied: set[tuple[str, str, str, str]] = set()  # (verb, group, resource, subresource)
+
+    # ------------------------------------------------------------------------------ admission
+
+    def create(self, rtype: ResourceType, obj: Obj, *, log: bool = True, dry_run: bool = False) -> Obj:
+        """Validated and defaulted as the real server does (:mod:`.validation`), then stored."""
+        return super().create(rtype, admit(rtype.kind, obj), log=log, dry_run=dry_run)
+
+    def store(self, rtype: ResourceType, obj: Obj) -> Obj:
+        return super().store(rtype, admit(rtype.kind, obj))
 
     # ---------------------------------------------------------------------------------- entry
 
@@ -355,7 +365,7 @@ class FakeKubeApi(ControlPlane):
         elif "status" in current and "status" not in obj:
             obj["status"] = current["status"]
         if request.dry_run:
-            return Response(200, obj)
+            return Response(200, admit(rtype.kind, obj))
         return Response(200, self.store(rtype, obj))
 
     def _patch(self, request: Request, rtype: ResourceType, name: str, current: Obj) -> Response:
@@ -380,7 +390,7 @@ class FakeKubeApi(ControlPlane):
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         record_update(current, new, request.query.get("fieldManager") or "unknown")
         if request.dry_run:
-            return Response(200, new)
+            return Response(200, admit(rtype.kind, new))
         return Response(200, self.store(rtype, new))
 
     def _apply(self, request: Request, rtype: ResourceType, ns: str, name: str) -> Response:
@@ -404,5 +414,5 @@ class FakeKubeApi(ControlPlane):
             return Response(201, self.create(rtype, applied, dry_run=request.dry_run))
         new = apply_to(current, applied, manager, force=request.query.get("force") in ("true", "1"))
         if request.dry_run:
-            return Response(200, new)
+            return Response(200, admit(rtype.kind, new))
         return Response(200, self.store(rtype, new))

@@ -19,7 +19,8 @@ from migrator.testing.kube_server.objects import (
     make_pod,
     make_service,
 )
-from migrator.testing.kube_server.store import Obj
+from migrator.testing.kube_server.store import ApiError, Obj
+from migrator.testing.kube_server.validation import admit
 
 
 def add_nodes(api: FakeKubeApi, workers: int = 3, control_planes: int = 1) -> list[str]:
@@ -274,3 +275,63 @@ def flannel_api(
         app_pods_per_node=max(pods_per_node - 1, 0),
     )
     return api
+
+
+class SeedError(ValueError):
+    """A seed manifest the fake cannot load; the message names the file, the document and the field."""
+
+
+def _manifest_docs(source: str | Path) -> tuple[str, list[Any]]:
+    """``(where, documents)`` of a YAML manifest (a path, or the text itself)."""
+    if isinstance(source, Path):
+        where, text = str(source), source.read_text(encoding="utf-8")
+    else:
+        where, text = "<manifest>", source
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SeedError(f"{where}: not YAML: {' '.join(str(exc).split())}") from exc
+    return where, docs
+
+
+def seed_manifests(api: FakeKubeApi, *sources: str | Path) -> list[Obj]:
+    """Load NetworkPolicies (and the Namespaces, Pods and other kinds the fake serves) from YAML
+    manifests (paths, or YAML text): multi-document files and ``kind: List`` items, validated and
+    defaulted as the real API server does. A bad document is a :class:`SeedError` naming the file, the
+    document (1-based; ``.items[i]`` in a List) and the server's message; then nothing is stored.
+    Namespaced objects need their namespace (stored already, or created by an earlier document).
+    Returns the stored objects."""
+    planned: list[tuple[str, Obj]] = []
+    namespaces = {name for _, name in api.objects["/namespaces"]}
+    for source in sources:
+        where, docs = _manifest_docs(source)
+        for n, doc in enumerate(docs, start=1):
+            items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else None
+            entries = [(f"{where} document {n} .items[{i}]", o) for i, o in enumerate(items or [])]
+            for here, obj in entries if items is not None else [(f"{where} document {n}", doc)]:
+                planned.append((here, _checked_seed(api, here, obj, namespaces)))
+    with api.lock:
+        return [api.add(obj) for _, obj in planned]
+
+
+def _checked_seed(api: FakeKubeApi, here: str, obj: Any, namespaces: set[str]) -> Obj:
+    if not isinstance(obj, dict) or not obj.get("kind") or not obj.get("apiVersion"):
+        raise SeedError(f"{here}: not a Kubernetes object (apiVersion and kind are required)")
+    try:
+        rtype = api.rtype(str(obj["kind"]))
+    except KeyError:
+        raise SeedError(f"{here}: the fake API server does not serve kind {obj['kind']}") from None
+    if rtype.api_version != obj["apiVersion"]:
+        raise SeedError(f"{here}: {obj['kind']} is served as {rtype.api_version}, not {obj['apiVersion']}")
+    meta = obj.setdefault("metadata", {})
+    if rtype.namespaced:
+        meta.setdefault("namespace", "default")
+        if meta["namespace"] not in namespaces:
+            raise SeedError(f"{here}: namespace {meta['namespace']!r} does not exist")
+    elif rtype.kind == "Namespace":
+        namespaces.add(str(meta.get("name") or ""))
+    try:
+        admitted = admit(rtype.kind, obj)
+    except ApiError as exc:
+        raise SeedError(f"{here}: {exc.message}") from exc
+    return admitted
