@@ -55,6 +55,7 @@ from migrator.testing.kube_server.seed import (
     flannel_api,
     seed_flannel_cluster,
     seed_manifests,
+    seed_netpol_model,
     write_calico_manifest,
 )
 from migrator.testing.kube_server.store import (
@@ -98,6 +99,7 @@ __all__ = [
     "pod_ready",
     "seed_flannel_cluster",
     "seed_manifests",
+    "seed_netpol_model",
     "status_body",
     "write_calico_manifest",
 ]

@@ -335,3 +335,50 @@ def _checked_seed(api: FakeKubeApi, here: str, obj: Any, namespaces: set[str]) -
     except ApiError as exc:
         raise SeedError(f"{here}: {exc.message}") from exc
     return admitted
+
+
+NETPOL_NAMESPACES = ("x", "y", "z")
+NETPOL_PODS = ("a", "b", "c")
+
+
+def netpol_pod_ports() -> list[Obj]:
+    """The container ports of every pod of the e2e netpol model: TCP and UDP on 80 and 81, named."""
+    return [
+        {"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
+        for port in (80, 81)
+        for proto in ("TCP", "UDP")
+    ]
+
+
+def seed_netpol_model(api: FakeKubeApi, nodes: list[str]) -> dict[str, str]:
+    """The model of the Kubernetes e2e netpol suite: namespaces x, y, z (label ``ns: <name>``, plus
+    ``kubernetes.io/metadata.name`` from the server), pods a, b, c in each (label ``pod: <name>``, spread
+    over ``nodes``, Ready, with :func:`netpol_pod_ports`) and Services ``s-<ns>-<pod>``. Returns each
+    pod's IP by key (``x/a``: 10.244.1.11 ...)."""
+    ips: dict[str, str] = {}
+    for n, ns in enumerate(NETPOL_NAMESPACES):
+        api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"ns": ns}}})
+        for m, name in enumerate(NETPOL_PODS):
+            ip = f"10.244.{n + 1}.{m + 11}"
+            pod = make_pod(name, ns, node=nodes[(3 * n + m) % len(nodes)], ip=ip, labels={"pod": name})
+            pod["spec"]["containers"][0]["ports"] = netpol_pod_ports()
+            api.add(pod)
+            api.add(
+                make_service(
+                    f"s-{ns}-{name}",
+                    ns,
+                    cluster_ip=f"10.96.{n + 1}.{m + 11}",
+                    selector={"pod": name},
+                    ports=[
+                        {
+                            "name": f"service-port-{p['protocol'].lower()}-{p['containerPort']}",
+                            "port": p["containerPort"],
+                            "protocol": p["protocol"],
+                            "targetPort": p["containerPort"],
+                        }
+                        for p in netpol_pod_ports()
+                    ],
+                )
+            )
+            ips[f"{ns}/{name}"] = ip
+    return ips
