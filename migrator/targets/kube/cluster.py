@@ -191,4 +191,3 @@ class KubeCluster:
 def _conforms(cluster: KubeCluster) -> Cluster:
     """mypy checks here that KubeCluster implements the Cluster port."""
     return cluster
-
