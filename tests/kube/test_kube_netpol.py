@@ -313,6 +313,16 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         f"{EXPR}.values[0]",
         INVALID,
     ),
+    ("named port that is a number", _in_port(port="80"), f"{IN_PORT}.port", INVALID),
+    ("cidr with a leading zero", _to(ipBlock={"cidr": "010.0.0.0/8"}), f"{TO}.ipBlock.cidr", INVALID),
+    ("IPv4 except in IPv6", _to(**_block("2001:db8::/64", "10.0.0.0/8")), f"{TO}.ipBlock.except[0]", INVALID),
+    ("empty key", _pods({"key": "", "operator": "Exists"}), f"{EXPR}.key", INVALID),
+    (
+        "key prefix upper case",
+        {"podSelector": {"matchLabels": {"Example.com/a": "b"}}},
+        "spec.podSelector.matchLabels",
+        INVALID,
+    ),
     ("policyTypes misspelt", {"policyTypes": ["Ingres"]}, "spec.policyTypes[0]", UNSUPPORTED),
     ("three policyTypes", {"policyTypes": ["Ingress", "Egress", "Ingress"]}, "spec.policyTypes", INVALID),
 ]
@@ -350,6 +360,29 @@ def test_the_model_refuses_the_same_objects_naming_the_same_field(spec: dict[str
         parse_network_policy(_policy({"podSelector": {}, **copy.deepcopy(spec)}), where="bad.yaml")
     assert field in str(refused.value)
     assert "bad.yaml" in str(refused.value)
+
+
+GOOD: list[tuple[str, dict[str, Any]]] = [
+    ("cidr with host bits (as upstream writes it)", _to(ipBlock={"cidr": "10.0.0.1/24"})),
+    ("IPv6 with an except", _to(**_block("2001:db8::/64", "2001:db8::/96"))),
+    ("the same policyType twice", {"policyTypes": ["Ingress", "Ingress"]}),
+    ("endPort equal to port", _in_port(port=80, endPort=80)),
+    ("SCTP with every port", _in_port(protocol="SCTP")),
+    ("a prefixed label key", {"podSelector": {"matchLabels": {"example.com/a": "b"}}}),
+    ("no podSelector", {"podSelector": None}),
+    ("an empty egress rule (allow all)", {"egress": [{}]}),
+]
+
+
+@pytest.mark.parametrize("spec", [g[1] for g in GOOD], ids=[g[0] for g in GOOD])
+def test_edge_cases_accepted_by_both(
+    local_cluster: KubeCluster, local: LocalKube, spec: dict[str, Any]
+) -> None:
+    local.api.ensure_namespace("x")
+    obj = _policy({"podSelector": {}, **copy.deepcopy(spec)}, name="good")
+    code, stored = _post(local_cluster, "x", obj)
+    assert code == 201, stored
+    assert local_cluster.list_network_policies("x") == [parse_network_policy(obj, where="t")]
 
 
 def test_a_bad_name_is_refused_by_both(local_cluster: KubeCluster, local: LocalKube) -> None:
