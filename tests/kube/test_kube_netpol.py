@@ -26,6 +26,7 @@ from migrator.targets.kube import KubeCluster, KubeInvalid
 from migrator.targets.kube.policies import InvalidPolicyObject
 from migrator.targets.kube.rbac import granted, required_permission
 from migrator.testing.kube_server import (
+    FakeClusterProcess,
     LocalKube,
     SeedError,
     add_nodes,
@@ -439,3 +440,19 @@ def test_network_policies_are_watched_and_deleted_like_the_other_resources(
     )
     assert [(t, o["metadata"]["name"]) for t, o in events] == [("DELETED", "deny-all")]
     assert local_cluster.list_network_policies("y") == []
+
+
+def test_the_server_process_seeds_network_policies_from_manifests(tmp_path: Path) -> None:
+    """Over HTTP, from the fake server in its own process (as the benchmarks run it)."""
+    config = tmp_path / "kubeconfig"
+    with FakeClusterProcess(4, config, pods_per_node=1, lifetime=120, manifests=(UPSTREAM,)):
+        cluster = KubeCluster(kubeconfig=str(config), watch_chunk=1.0)
+        try:
+            listed = cluster.list_network_policies()
+            namespaces = {n.name: n for n in cluster.list_namespaces()}
+        finally:
+            cluster.close()
+    assert sorted(p.key for p in listed) == sorted(
+        f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in _upstream_policies()
+    )
+    assert namespaces["y"].labels == {"ns": "y", NAMESPACE_NAME_LABEL: "y"}
