@@ -422,6 +422,30 @@ def test_a_bad_seed_document_is_named_and_nothing_is_stored(local: LocalKube, tm
         )
 
 
+def test_a_replace_is_validated_and_defaulted_and_bumps_the_generation(
+    local_cluster: KubeCluster, local: LocalKube
+) -> None:
+    local.api.ensure_namespace("x")
+    networking = local_cluster.api.networking
+    networking.create_namespaced_network_policy("x", _policy({"podSelector": {}}, name="p"))
+    current = local.api.get("NetworkPolicy", "p", "x")
+    assert current is not None and current["metadata"]["generation"] == 1
+    changed = _policy({"podSelector": {}, "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}, name="p")
+    changed["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    networking.replace_namespaced_network_policy("p", "x", changed)
+    stored = local.api.get("NetworkPolicy", "p", "x")
+    assert stored is not None and stored["metadata"]["generation"] == 2
+    # the new body is defaulted on its own, as the real server decodes it: it has egress rules now
+    assert stored["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert stored["spec"]["egress"] == [{"ports": [{"port": 53, "protocol": "UDP"}]}]
+    bad = _policy({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "endPort": 1}]}]}, name="p")
+    bad["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
+    with pytest.raises(ApiException) as refused:
+        networking.replace_namespaced_network_policy("p", "x", bad)
+    assert refused.value.status == 422
+    assert local.api.get("NetworkPolicy", "p", "x") == stored
+
+
 def test_network_policies_are_watched_and_deleted_like_the_other_resources(
     local_cluster: KubeCluster, local: LocalKube
 ) -> None:

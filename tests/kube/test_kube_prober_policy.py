@@ -324,6 +324,12 @@ def test_policy_probes_leave_from_the_source_pods_namespace(
                     ProbeTarget("x/a", "x/b", ProbeKind.POD_SAME_NODE, "127.0.0.1", port, ProbeProtocol.TCP),
                 ]
                 results = prober.probe(targets)
+                # a continuous policy probe (a monitor during a migration) goes the same way
+                run = prober.start_continuous(targets[:2], rate_hz=10, max_duration=20)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and {r.source for r in run.snapshot()} != {"x/a", "x/b"}:
+                    time.sleep(0.2)
+                streamed = run.stop()
                 prober.cleanup(wait_timeout=None)
         finally:
             cluster.close()
@@ -333,6 +339,11 @@ def test_policy_probes_leave_from_the_source_pods_namespace(
     assert "no-process-of-pod" in (results[1].error or "")
     # the same port from the probe pod's own namespace (the old way) finds nothing listening
     assert by_source[2] == ("x/a", ProbeKind.POD_SAME_NODE, False, "refused")
+    from_a = [r for r in streamed if r.source == "x/a"]
+    from_b = [r for r in streamed if r.source == "x/b"]
+    assert from_a and all(r.ok and r.kind is ProbeKind.POLICY for r in from_a)
+    assert from_b and all((r.error or "").startswith("netns: ") for r in from_b)
+    assert max(r.ts for r in streamed) - min(r.ts for r in streamed) < 15, "stopped long before 20 s"
     rounds = [
         c
         for c in api.find("ConfigMap", NAMESPACE)
