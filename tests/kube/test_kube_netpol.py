@@ -14,6 +14,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
+from migrator.errors import TemporaryError
 from migrator.policy.model import (
     NAMESPACE_NAME_LABEL,
     ContainerPort,
@@ -22,11 +23,12 @@ from migrator.policy.model import (
     Protocol,
     parse_network_policy,
 )
-from migrator.targets.kube import KubeCluster, KubeInvalid
+from migrator.targets.kube import KubeCluster, KubeForbidden, KubeInvalid, KubeNotFound
 from migrator.targets.kube.policies import InvalidPolicyObject
 from migrator.targets.kube.rbac import granted, required_permission
 from migrator.testing.kube_server import (
     FakeClusterProcess,
+    Fault,
     LocalKube,
     SeedError,
     add_nodes,
@@ -480,3 +482,21 @@ def test_the_server_process_seeds_network_policies_from_manifests(tmp_path: Path
         f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in _upstream_policies()
     )
     assert namespaces["y"].labels == {"ns": "y", NAMESPACE_NAME_LABEL: "y"}
+
+
+def test_errors_of_the_new_listings_are_translated_at_the_boundary(
+    local_cluster: KubeCluster, local: LocalKube
+) -> None:
+    seed_manifests(local.api, UPSTREAM)
+    local.api.faults.append(Fault(path="/networkpolicies$", status=403, method="GET"))
+    with pytest.raises(KubeForbidden, match=r"list networkpolicies: HTTP 403.*docs/rbac\.yaml"):
+        local_cluster.list_network_policies()
+    local.api.faults.append(Fault(path="/namespaces/x/networkpolicies$", status=404, method="GET"))
+    with pytest.raises(KubeNotFound, match="list networkpolicies in x"):
+        local_cluster.list_network_policies("x")
+    local.api.faults.append(Fault(path="^/api/v1/namespaces$", status=503, method="GET", times=2))
+    assert len(local_cluster.list_namespaces()) == 5, "a temporary error is retried (bounded)"
+    local.api.faults.append(Fault(path="^/api/v1/namespaces$", status=500, method="GET", times=10))
+    with pytest.raises(TemporaryError, match="list namespaces: HTTP 500"):
+        local_cluster.list_namespaces()
+    local.api.faults.clear()
