@@ -15,6 +15,7 @@ e2e suite itself uses) is accepted and means its network; IPv4 with leading zero
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from migrator.policy.objects import (
 
 NETWORK_POLICY_API_VERSION = "networking.k8s.io/v1"
 MAX_POLICY_TYPES = 2
+_CIDR_SHAPE = re.compile(r"^[0-9A-Fa-f:.]+/(0|[1-9][0-9]{0,2})$")
 
 
 class _Problems:
@@ -46,7 +48,7 @@ class _Problems:
         self.items: list[tuple[str, str]] = []
 
     def add(self, path: str, message: str) -> None:
-        self.items.append((path, message))
+        self.items.append((path.lstrip("."), message))  # a selector parsed alone has no parent path
 
     def raise_if_any(self, where: str) -> None:
         if not self.items:
@@ -176,7 +178,7 @@ def _network(
     if not isinstance(cidr, str) or not cidr:
         problems.add(path, "required" if not cidr else f"must be a string, not {type(cidr).__name__}")
         return None
-    if "/" not in cidr:
+    if not _CIDR_SHAPE.match(cidr):  # Go's ParseCIDR: no netmask form, no zone, no leading-zero length
         problems.add(path, f"must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64): {cidr!r}")
         return None
     try:

@@ -8,71 +8,13 @@ loopback excluded, as upstream does.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from migrator.policy.model import (
-    ContainerPort,
-    Namespace,
-    NetworkPolicy,
-    PolicyModel,
-    PolicyPod,
-    Protocol,
-    parse_network_policy,
-)
-from tests.policy.e2e_cases import (
-    CASES,
-    NAMESPACE_LABEL,
-    NAMESPACES,
-    POD_NAMES,
-    PODS,
-    Apply,
-    Case,
-    Delete,
-    LabelNamespace,
-    LabelPod,
-    Probe,
-    resolve,
-)
-
-SERVE_PORTS = tuple(
-    ContainerPort(port, Protocol(proto), f"serve-{port}-{proto.lower()}")
-    for port in (80, 81)
-    for proto in ("TCP", "UDP")
-)
-IPS = {
-    f"{ns}/{pod}": f"10.244.{n + 1}.{m + 10}"
-    for n, ns in enumerate(NAMESPACES)
-    for m, pod in enumerate(POD_NAMES)
-}
-
-
-class World:
-    """The netpol model's namespaces and pods, the applied policies; steps change it."""
-
-    def __init__(self) -> None:
-        self.ns_labels = {ns: {"ns": ns, NAMESPACE_LABEL: ns} for ns in NAMESPACES}
-        self.pod_labels = {key: {"pod": key.split("/")[1]} for key in PODS}
-        self.policies: dict[str, NetworkPolicy] = {}
-
-    def step(self, step: Apply | Delete | LabelNamespace | LabelPod) -> None:
-        match step:
-            case Apply():
-                parsed = parse_network_policy(resolve(step.policy, IPS), where=f"case step {step.key}")
-                self.policies[parsed.key] = parsed
-            case Delete():
-                del self.policies[f"{step.namespace}/{step.name}"]
-            case LabelNamespace():
-                self.ns_labels[step.namespace].update(step.labels)
-            case LabelPod():
-                self.pod_labels[f"{step.namespace}/{step.pod}"].update(step.labels)
-
-    def model(self) -> PolicyModel:
-        namespaces = [Namespace(ns, dict(labels)) for ns, labels in self.ns_labels.items()]
-        pods = [
-            PolicyPod(key.split("/")[0], key.split("/")[1], dict(labels), IPS[key], SERVE_PORTS)
-            for key, labels in self.pod_labels.items()
-        ]
-        return PolicyModel(self.policies.values(), namespaces, pods)
+from migrator.policy.model import PolicyModel, Protocol
+from tests.policy.e2e_cases import CASES, PODS, Case, Probe
+from tests.policy.netpol_world import World
 
 
 def mismatches(model: PolicyModel, probe: Probe) -> list[str]:
@@ -122,3 +64,45 @@ def test_a_wrong_expectation_is_caught() -> None:
     wrong = mismatches(world.model(), bad)
     assert len(wrong) == 1
     assert wrong[0].startswith("y/a -> x/a: expected True, matrix False")
+
+
+UPSTREAM_FILE = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "upstream" / "k8s-netpol" / "network_policy.go"
+)
+
+# The "Expected results" truth table written out in upstream's comment of the case at line 774
+# ("." connected, "X" blocked, *X* marks the cell the case is about; loopback cells ignored).
+EXPECTED_774 = """
+xa X X X . X X X X X
+xb . . . X X . . . .
+xc . . . X X . . . .
+ya . . . X X . . . .
+yb . . . X X . . . .
+yc . . . X X . . . .
+za . . . X X . . . .
+zb . . . X X . . . .
+zc . . . X X . . . .
+"""
+
+
+def test_case_774_matches_the_truth_table_written_upstream() -> None:
+    case = next(c for c in CASES if c.line == 774)
+    rows = [line.split()[1:] for line in EXPECTED_774.strip().splitlines()]
+    probe = case.probes[0]
+    for i, row in enumerate(rows):
+        for j, mark in enumerate(row):
+            if i != j:
+                assert probe.expected[i][j] is (mark == "."), (PODS[i], PODS[j])
+
+
+@pytest.mark.skipif(not UPSTREAM_FILE.exists(), reason=f"upstream suite not at {UPSTREAM_FILE}")
+def test_every_case_is_an_it_of_the_upstream_file_at_its_line() -> None:
+    lines = UPSTREAM_FILE.read_text().splitlines()
+    its = [n + 1 for n, line in enumerate(lines) if line.strip().startswith("f.It(")]
+    assert sorted(c.line for c in CASES) == its
+    for case in CASES:
+        assert f'f.It("{case.name}"' in lines[case.line - 1], case.title
+        body = "\n".join(lines[case.line : case.line + 120])
+        end = body.find("f.It(")
+        body = body if end < 0 else body[:end]
+        assert body.count("ValidateOrFail(") == len(case.probes), case.title
