@@ -37,6 +37,8 @@ from migrator.testing.kube_server import (
 )
 from migrator.testing.kube_server.store import Store
 from tests.policy.e2e_cases import CASES, PODS, Apply, resolve
+from tests.policy.test_policy_parse import BAD as MODEL_BAD
+from tests.policy.test_policy_parse import _with
 
 UPSTREAM = Path(__file__).parent / "data" / "netpol-upstream.yaml"
 
@@ -49,13 +51,16 @@ def _upstream_policies() -> list[dict[str, Any]]:
     return out
 
 
-def _post(cluster: KubeCluster, namespace: str, obj: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _post(
+    cluster: KubeCluster, namespace: str, obj: dict[str, Any], *, strict: bool = False
+) -> tuple[int, dict[str, Any]]:
     """POST through the real client's transport, auth and serialization, without its own pydantic
     checks (it refuses some invalid objects itself, e.g. an ipBlock without cidr: the server must too)."""
     client = cluster.api.client
     method, url, headers, body, post = client.param_serialize(
         method="POST",
         resource_path=f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
+        query_params=[("fieldValidation", "Strict")] if strict else [],
         header_params={"Accept": "application/json", "Content-Type": "application/json"},
         body=obj,
         auth_settings=["BearerToken"],
@@ -500,3 +505,47 @@ def test_errors_of_the_new_listings_are_translated_at_the_boundary(
     with pytest.raises(TemporaryError, match="list namespaces: HTTP 500"):
         local_cluster.list_namespaces()
     local.api.faults.clear()
+
+
+@pytest.mark.parametrize(
+    ("obj", "field"),
+    [(_with(list(path), value), str(field)) for _what, path, value, field, _words in MODEL_BAD],  # type: ignore[call-overload]
+    ids=[b[0] for b in MODEL_BAD],
+)
+def test_the_fake_refuses_every_object_the_models_own_tests_refuse(
+    local_cluster: KubeCluster, local: LocalKube, obj: dict[str, Any], field: str
+) -> None:
+    """The policy model's invalid objects (tests/policy/test_policy_parse.py), posted as kubectl does
+    (``fieldValidation=Strict``): each refused, a 422 naming the field (a matchLabels error names the
+    map, as the real server does) or a 400 for a wrong type, kind or unknown field (or a 404 for a
+    namespace that is no valid name)."""
+    local.api.ensure_namespace("x")
+    namespace = str(obj["metadata"].get("namespace") or "x")
+    code, status = _post(local_cluster, namespace, obj, strict=True)
+    assert code in (400, 404, 422), status
+    if code == 422:
+        assert any(field.startswith(c["field"]) for c in status["details"]["causes"]), status
+    assert local.api.find("NetworkPolicy") == []
+
+
+def test_unknown_fields_are_dropped_by_default_and_refused_when_strict(
+    local_cluster: KubeCluster, local: LocalKube
+) -> None:
+    local.api.ensure_namespace("x")
+    obj = _policy({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "portName": "web"}]}], "tier": 1})
+    code, status = _post(local_cluster, "x", obj, strict=True)
+    assert (code, status["message"]) == (
+        400,
+        'strict decoding error: unknown field "spec.ingress[0].ports[0].portName", unknown field "spec.tier"',
+    )
+    code, stored = _post(local_cluster, "x", obj)  # the server's default (Warn): dropped, as Go decodes it
+    assert code == 201, stored
+    assert stored["spec"] == {
+        "podSelector": {},
+        "ingress": [{"ports": [{"port": 80, "protocol": "TCP"}]}],
+        "policyTypes": ["Ingress"],
+    }
+    # a misspelt peer is dropped too, and what is left is an empty peer: refused
+    misspelt = _policy({"podSelector": {}, "ingress": [{"from": [{"podSelectors": {}}]}]}, name="p2")
+    code, status = _post(local_cluster, "x", misspelt)
+    assert code == 422 and status["details"]["causes"][0]["field"] == "spec.ingress[0].from[0]"

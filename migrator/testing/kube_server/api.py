@@ -30,7 +30,7 @@ from migrator.testing.kube_server.store import (
     not_found,
     status_body,
 )
-from migrator.testing.kube_server.validation import admit
+from migrator.testing.kube_server.validation import admit, check_unknown_fields
 
 DEFAULT_REASONS = {
     401: "Unauthorized",
@@ -94,6 +94,11 @@ class Response:
     @property
     def content_type(self) -> str:
         return "text/plain" if isinstance(self.body, bytes) else "application/json"
+
+
+def _strict(request: Request) -> bool:
+    """``fieldValidation=Strict`` (kubectl's default; the server's own default is Warn)."""
+    return request.query.get("fieldValidation") == "Strict"
 
 
 def _error(err: ApiError) -> Response:
@@ -329,7 +334,7 @@ class FakeKubeApi(ControlPlane):
             return Response(200, self.list_objects(rtype, scope, request.query))
         if request.method != "POST":
             raise ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed on a collection")
-        obj = request.parsed_object("the object")
+        obj = check_unknown_fields(rtype.kind, request.parsed_object("the object"), strict=_strict(request))
         if rtype.namespaced:
             obj.setdefault("metadata", {}).setdefault("namespace", ns)
             if obj["metadata"]["namespace"] != ns:
@@ -352,7 +357,7 @@ class FakeKubeApi(ControlPlane):
     def _put(
         self, request: Request, rtype: ResourceType, name: str, sub: str | None, current: Obj
     ) -> Response:
-        obj = request.parsed_object("the object")
+        obj = check_unknown_fields(rtype.kind, request.parsed_object("the object"), strict=_strict(request))
         sent_rv = obj.get("metadata", {}).get("resourceVersion")
         if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
             raise _modified(rtype, name)
@@ -406,6 +411,7 @@ class FakeKubeApi(ControlPlane):
         applied = check_apply_body(
             parse_body(request.body, "application/yaml"), rtype.kind, rtype.api_version, name
         )
+        applied = check_unknown_fields(rtype.kind, applied, strict=True)  # apply: "field not declared"
         current = self.objects[rtype.key].get((ns, name))
         if current is None:
             if rtype.namespaced:

@@ -327,8 +327,8 @@ def _cidr(text: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     addr, _, bits = text.partition("/")
     if not bits.isdigit() or (len(bits) > 1 and bits.startswith("0")):
         return None
-    if "." in addr and any(len(o) > 1 and o.startswith("0") for o in addr.split(".")):
-        return None
+    if "%" in addr or ("." in addr and any(len(o) > 1 and o.startswith("0") for o in addr.split("."))):
+        return None  # a zone, or an IPv4 octet with a leading zero: Go's ParseCIDR refuses both
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -433,6 +433,73 @@ def network_policy_errors(obj: Mapping[str, Any]) -> list[FieldError]:
     return out
 
 
+_SELECTOR: dict[str, Any] = {
+    "matchLabels": None,
+    "matchExpressions": [{"key": None, "operator": None, "values": None}],
+}
+_PORTS = [{"protocol": None, "port": None, "endPort": None}]
+_PEERS = [
+    {"podSelector": _SELECTOR, "namespaceSelector": _SELECTOR, "ipBlock": {"cidr": None, "except": None}}
+]
+#: The fields of a NetworkPolicy (``None``: a leaf, or a map of free keys such as ``matchLabels``)
+NETWORK_POLICY_SCHEMA: dict[str, Any] = {
+    "apiVersion": None,
+    "kind": None,
+    "metadata": None,
+    "spec": {
+        "podSelector": _SELECTOR,
+        "policyTypes": None,
+        "ingress": [{"from": _PEERS, "ports": _PORTS}],
+        "egress": [{"to": _PEERS, "ports": _PORTS}],
+    },
+}
+
+
+def unknown_fields(value: Any, schema: Any = NETWORK_POLICY_SCHEMA, path: str = "") -> list[str]:
+    """The paths of the fields the schema does not declare (``spec.podselector``)."""
+    if schema is None:
+        return []
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return []
+        return [u for i, item in enumerate(value) for u in unknown_fields(item, schema[0], f"{path}[{i}]")]
+    if not isinstance(value, Mapping):
+        return []
+    out: list[str] = []
+    for key, item in value.items():
+        here = f"{path}.{key}" if path else str(key)
+        if key not in schema:
+            out.append(here)
+        else:
+            out.extend(unknown_fields(item, schema[key], here))
+    return out
+
+
+def _prune(value: Any, schema: Any) -> Any:
+    if schema is None:
+        return value
+    if isinstance(schema, list):
+        return [_prune(v, schema[0]) for v in value] if isinstance(value, list) else value
+    if not isinstance(value, dict):
+        return value
+    return {k: _prune(v, schema[k]) for k, v in value.items() if k in schema}
+
+
+def check_unknown_fields(kind: str, obj: Obj, *, strict: bool) -> Obj:
+    """Unknown fields as the real server treats them: with ``fieldValidation=Strict`` (what kubectl
+    sends) a 400 naming them; else (``Warn``, the server's default) dropped from what is stored."""
+    if kind != "NetworkPolicy":
+        return obj
+    unknown = unknown_fields(obj)
+    if not unknown:
+        return obj
+    if strict:
+        listed = ", ".join(f'unknown field "{u}"' for u in unknown)
+        raise ApiError(400, "BadRequest", f"strict decoding error: {listed}")
+    pruned: Obj = _prune(obj, NETWORK_POLICY_SCHEMA)
+    return pruned
+
+
 def default_network_policy(obj: Obj) -> Obj:
     """``SetDefaults_NetworkPolicy`` and ``SetDefaults_NetworkPolicyPort`` on a copy: every port's
     ``protocol`` TCP; ``policyTypes`` Ingress, plus Egress when there are egress rules; an absent
@@ -454,8 +521,19 @@ def default_network_policy(obj: Obj) -> Obj:
 
 
 def admit_network_policy(obj: Obj) -> Obj:
-    """The defaulted object, or the 422 (400 for a wrong JSON type) the real server answers."""
-    defaulted = default_network_policy(obj)
+    """The defaulted object (unknown fields dropped), or the 422 (400 for a wrong JSON type or kind)
+    the real server answers."""
+    if (
+        obj.get("apiVersion", "networking.k8s.io/v1") != "networking.k8s.io/v1"
+        or obj.get("kind", "NetworkPolicy") != "NetworkPolicy"
+    ):
+        raise ApiError(
+            400,
+            "BadRequest",
+            f"the object's apiVersion/kind {obj.get('apiVersion')}/{obj.get('kind')} is not"
+            " networking.k8s.io/v1/NetworkPolicy",
+        )
+    defaulted = default_network_policy(check_unknown_fields("NetworkPolicy", obj, strict=False))
     errors = network_policy_errors(defaulted)
     if errors:
         name = str((obj.get("metadata") or {}).get("name") or "")
