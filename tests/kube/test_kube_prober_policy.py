@@ -271,6 +271,20 @@ def test_sources_that_are_not_pods_or_on_the_host_network_are_reported(
     assert "host network" in (results[1].error or "")
 
 
+def test_a_round_without_results_is_a_prober_error_never_a_timeout(
+    local: LocalKube, local_cluster: KubeCluster
+) -> None:
+    """No runner answers (the fake's pods run nothing): "no-result", which is not a deny."""
+    _seed(local.api)
+    prober = KubeProber(local_cluster, poll=0.1, round_margin=0.5)
+    started = time.monotonic()
+    (result,) = prober.probe([_policy("x/a", "x/b", 80)])
+    assert not result.ok and (result.error or "").startswith(
+        "no-result: no result from the probe pod on netns:"
+    )
+    assert time.monotonic() - started < 15, "bounded by the probe timeout plus round_margin"
+
+
 # ---------------------------------------------------------------------------- the node side
 
 

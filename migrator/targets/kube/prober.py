@@ -710,7 +710,9 @@ class KubeProber:
                     if node in ended and pos < len(got):
                         results[i] = _result(got[pos])
                     else:
-                        results[i] = _failed(targets[i], f"timeout: no result from the probe pod on {node}")
+                        # a prober error, never "timeout": that word means the probe itself timed out
+                        # (for a policy probe, an observed deny)
+                        results[i] = _failed(targets[i], f"no-result: no result from the probe pod on {node}")
         return [results[i] for i in range(len(targets))]
 
     def start_continuous(
