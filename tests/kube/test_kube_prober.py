@@ -395,7 +395,7 @@ def test_outside_targets_from_the_matrix_go_to_another_nodes_host_pod(local: Loc
         assert {(t.source, t.port) for t in targets} == {("outside", 30080)}
         prober = KubeProber(cluster, poll=0.2, deploy_timeout=10)
         prober.deploy()
-        by_slot, failed, _pods = prober._route(targets)
+        by_slot, failed, _pods, _specs = prober._route(targets)
         assert failed == {}
         for slot, indexes in by_slot.items():
             assert slot.startswith("host:")

@@ -263,6 +263,10 @@ class KubeApi:
         return k8s.PolicyV1Api(self.client)
 
     @cached_property
+    def networking(self) -> Any:
+        return k8s.NetworkingV1Api(self.client)
+
+    @cached_property
     def coordination(self) -> Any:
         return k8s.CoordinationV1Api(self.client)
 

@@ -9,6 +9,7 @@ snapshot and the node Events):
 - :mod:`.drain` (:class:`Drainer`): drain like ``kubectl drain`` (Eviction API, PDBs) and its preview;
 - :mod:`.manifests` (:class:`Manifests`): server-side apply, delete, wait for any object;
 - :mod:`.workloads` (:class:`Workloads`): DaemonSet scheduling, their pods, rollouts;
+- :mod:`.policies` (:class:`PolicyOps`): namespaces with their labels, NetworkPolicies (parsed);
 - :mod:`.snapshot` (the read snapshot of a dry run) and :mod:`.events` (Events on touched nodes).
 """
 
@@ -26,6 +27,7 @@ from migrator.targets.kube.lock import LeaseLock
 from migrator.targets.kube.manifests import ApplyAction, ApplyConflict, ApplyResult, Manifests, Propagation
 from migrator.targets.kube.nodes import NodeOps
 from migrator.targets.kube.pods import PodOps
+from migrator.targets.kube.policies import PolicyOps
 from migrator.targets.kube.services import ServiceOps
 from migrator.targets.kube.snapshot import Snapshots
 from migrator.targets.kube.workloads import RolloutKind, RolloutStatus, Workloads
@@ -118,6 +120,7 @@ class KubeCluster:
         )
         self.manifests = Manifests(self.api, self.snapshots)
         self.workloads = Workloads(self.api, self.snapshots, self.pods)
+        self.policies = PolicyOps(self.api, self.snapshots)
         self._identity: str | None = None
 
     def close(self) -> None:
@@ -131,10 +134,11 @@ class KubeCluster:
         return snap.memo(key, load) if snap is not None else load()
 
     def read_snapshot(self, *, prefetch: bool = True) -> AbstractContextManager[None]:
-        """Serve ``list_nodes``, ``get_node``, ``list_pods`` and ``list_services`` from one paginated list
-        per resource, taken on first use, until the block ends (for dry runs: a per-node preview then
-        costs no request). Any write through this object drops the snapshot. ``prefetch`` lists nodes and
-        pods at once in two threads (the API server encodes one while we decode the other)."""
+        """Serve ``list_nodes``, ``get_node``, ``list_pods``, ``list_services``, ``list_namespaces`` and
+        ``list_network_policies`` from one paginated list per resource, taken on first use, until the
+        block ends (for dry runs: a per-node preview then costs no request). Any write through this
+        object drops the snapshot. ``prefetch`` lists nodes and pods at once in two threads (the API
+        server encodes one while we decode the other)."""
         fetch: dict[str, Callable[[], object]] = {}
         if prefetch:
             fetch = {"pods": self.list_pods, "nodes": self.list_nodes}
@@ -158,6 +162,8 @@ class KubeCluster:
     list_pods = _Via("pods", PodOps.list_pods)
     restart_pods = _Via("pods", PodOps.restart_pods)
     list_services = _Via("services", ServiceOps.list_services)
+    list_namespaces = _Via("policies", PolicyOps.list_namespaces)
+    list_network_policies = _Via("policies", PolicyOps.list_network_policies)
     drain_node = _Via("drainer", Drainer.drain_node)
     preview_drain = _Via("drainer", Drainer.preview_drain)
     apply = _Via("manifests", Manifests.apply)

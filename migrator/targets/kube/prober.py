@@ -29,6 +29,24 @@ this mode. If it cannot roll out (an admission policy forbids host networking), 
 reported failed with ``no-outside-probe-pod`` and the reason; ``OutsideMode.OFF`` reports them failed
 ``unsupported`` and never deploys it.
 
+``policy`` probes (:data:`~migrator.ports.ProbeKind.POLICY`: may the source pod reach the destination on
+this port and protocol, under the NetworkPolicies?) must leave from the *source pod's own* network
+namespace: from the probe pod, the packets would carry the probe pod's IP and labels and be judged by
+other policies (a host-network probe pod is subject to no egress policy at all). With
+``policy=PolicyMode.NETNS`` (the default) they run from a third DaemonSet ``migrator-probe-netns``,
+privileged with ``hostPID``, deployed on the first ``policy`` probe: migrator sends each target with the
+source pod's UID, and that DaemonSet's runner (:mod:`migrator.targets.kube.netns_runner`, shipped in the
+same ConfigMap) finds a process of that pod on its node through the kubelet's cgroup names and has the
+agent enter ``/proc/<pid>/ns/net`` for the probe's socket. The alternatives were rejected: a probe pod
+per source carrying the source's labels gets another IP (``ipBlock`` rules differ), is picked up by the
+source's Services and adopted (then deleted) by its ReplicaSet, and writes into the users' namespaces;
+an ephemeral container in each source pod changes the users' pods for good (ephemeral containers cannot
+be removed). Limits, reported and never counted as a deny: a namespace whose admission forbids privileged
+pods (``no-policy-probe-pod``, with the reason), a source that is not a pod (``no-source``), a source pod
+on the host network (``unsupported``: NetworkPolicy does not apply to it), a pod whose process the node
+cannot find (the agent's ``netns`` error, see :mod:`~migrator.targets.kube.netns_runner`);
+``PolicyMode.OFF`` reports every ``policy`` probe ``unsupported`` and never deploys the DaemonSet.
+
 ``cleanup()`` deletes the namespace (and so everything in it); the kube target calls it when its run
 lock is released, i.e. at the end of every run, resume and rollback.
 """
@@ -52,6 +70,7 @@ from loguru import logger
 from migrator.errors import MigratorError, StepFailed
 from migrator.ports import ContinuousProbe, Pod, ProbeKind, ProbeResult, ProbeTarget
 from migrator.probe.k8s import runner
+from migrator.targets.kube import netns_runner, types
 from migrator.targets.kube.cluster import KubeCluster
 from migrator.targets.kube.workloads import RolloutKind
 
@@ -59,6 +78,9 @@ NAMESPACE = "migrator-probe"
 NAME = "migrator-probe"
 HOST_NAME = "migrator-probe-host"  # the host-network DaemonSet of ``outside`` probes
 HOST_SLOT = "host:"  # the runner's --node for a host-network pod: host:<node> (its rounds' label)
+NETNS_NAME = "migrator-probe-netns"  # the privileged hostPID DaemonSet of ``policy`` probes
+NETNS_SLOT = "netns:"  # its runner's --node: netns:<node>
+NETNS_RUNNER = "netns_runner.py"
 POD_SECURITY = {f"pod-security.kubernetes.io/{mode}": "privileged" for mode in ("enforce", "audit", "warn")}
 AGENT_CONFIGMAP = "migrator-probe-agent"
 DEFAULT_IMAGE = "python:3.12-alpine"
@@ -99,8 +121,19 @@ class OutsideMode(StrEnum):
     OFF = "off"  # not probed: reported failed "unsupported"
 
 
+class PolicyMode(StrEnum):
+    """How ``policy`` probes enter the source pod's network namespace."""
+
+    NETNS = "netns"  # the privileged hostPID DaemonSet migrator-probe-netns (setns into the pod)
+    OFF = "off"  # not probed: reported failed "unsupported"
+
+
 def _source_code(*parts: str) -> str:
     return resources.files("migrator.probe").joinpath(*parts).read_text(encoding="utf-8")
+
+
+def _netns_runner_code() -> str:
+    return resources.files("migrator.targets.kube").joinpath(NETNS_RUNNER).read_text(encoding="utf-8")
 
 
 def probe_manifests(
@@ -112,8 +145,8 @@ def probe_manifests(
     host_network: bool = False,
 ) -> list[dict[str, Any]]:
     """Every object the prober deploys first, in apply order. ``host_network``: the namespace allows
-    host-network pods (Pod Security ``privileged``) for the ``outside`` DaemonSet
-    (:func:`outside_manifest`, deployed on first use)."""
+    host-network and privileged pods (Pod Security ``privileged``) for the ``outside`` and ``policy``
+    DaemonSets (:func:`outside_manifest`, :func:`netns_manifest`, deployed on first use)."""
     labels = {APP_LABEL: NAME, **MANAGED}
     meta = {"namespace": namespace, "labels": labels}
     ns_labels = {**MANAGED, **(POD_SECURITY if host_network else {})}
@@ -137,7 +170,11 @@ def probe_manifests(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": AGENT_CONFIGMAP, **meta},
-            "data": {"agent.py": _source_code("agent.py"), "runner.py": _source_code("k8s", "runner.py")},
+            "data": {
+                "agent.py": _source_code("agent.py"),
+                "runner.py": _source_code("k8s", "runner.py"),
+                NETNS_RUNNER: _netns_runner_code(),
+            },
         },
         {
             "apiVersion": "apps/v1",
@@ -239,6 +276,41 @@ def outside_manifest(
     }
 
 
+def netns_manifest(
+    *, image: str = DEFAULT_IMAGE, namespace: str = NAMESPACE, poll: float = 1.0
+) -> dict[str, Any]:
+    """The DaemonSet ``migrator-probe-netns``: :mod:`~migrator.targets.kube.netns_runner` on each node,
+    privileged (``setns`` needs CAP_SYS_ADMIN, opening another process's namespace CAP_SYS_PTRACE) with
+    ``hostPID`` (the node's processes in ``/proc``), as root; on the pod network itself (its own
+    namespace is never a source: the agent refuses it). No listening port, no readiness probe; its rounds
+    are labelled ``netns:<node>``."""
+    labels = {APP_LABEL: NETNS_NAME, **MANAGED}
+    ds = next(
+        o for o in probe_manifests(image=image, namespace=namespace, poll=poll) if o["kind"] == "DaemonSet"
+    )
+    pod = dict(ds["spec"]["template"]["spec"])
+    container = dict(pod["containers"][0])
+    container["command"] = ["python", "-u", f"/opt/migrator-probe/{NETNS_RUNNER}"]
+    container["args"] = [f"--poll={poll}", "--port=0", f"--node={NETNS_SLOT}$(NODE_NAME)"]
+    container["securityContext"] = {"privileged": True, "runAsUser": 0, "readOnlyRootFilesystem": True}
+    for key in ("ports", "readinessProbe"):
+        container.pop(key, None)
+    pod["securityContext"] = {"runAsUser": 0}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": NETNS_NAME, "namespace": namespace, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": {APP_LABEL: NETNS_NAME}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {**pod, "hostPID": True, "containers": [container]},
+            },
+        },
+    }
+
+
 def outside_source(dest_node: str, candidates: Sequence[str]) -> str | None:
     """The node whose host network sends the ``outside`` probes to ``dest_node``: never that node itself,
     the same one for a destination every time, spread over ``candidates``."""
@@ -271,9 +343,13 @@ class KubeProber:
         poll: float = 1.0,
         log_readers: int = 16,
         outside: OutsideMode = OutsideMode.HOST_NETWORK,
+        policy: PolicyMode = PolicyMode.NETNS,
     ) -> None:
         self.cluster = cluster
         self.outside = outside
+        self.policy = policy
+        self.netns_deployed = False
+        self.netns_error: str | None = None
         self.outside_deployed = False
         self.outside_error: str | None = None
         self.log_readers = log_readers
@@ -313,8 +389,8 @@ class KubeProber:
         """Delete the probe namespace and everything in it (idempotent)."""
         with self._lock:
             self.cluster.delete("v1", "Namespace", self.namespace, wait_timeout=wait_timeout)
-            self.deployed = self.outside_deployed = False
-            self.outside_error = None
+            self.deployed = self.outside_deployed = self.netns_deployed = False
+            self.outside_error = self.netns_error = None
             logger.info("removed the probe namespace {}", self.namespace)
 
     def deploy_outside(self) -> str | None:
@@ -343,6 +419,34 @@ class KubeProber:
             self.outside_deployed = True
             return None
 
+    def deploy_netns(self) -> str | None:
+        """Deploy the privileged ``policy`` DaemonSet (once; the namespace gets Pod Security ``privileged``
+        first) and wait for its rollout; the reason it cannot run, or ``None``. A failure is remembered:
+        ``policy`` probes then fail at once with it."""
+        with self._lock:
+            if self.policy is PolicyMode.OFF:
+                return "unsupported: policy probes are off (KubeProber policy=off)"
+            if self.netns_deployed or self.netns_error:
+                return self.netns_error
+            logger.info("deploying the privileged policy probe DaemonSet {}/{}", self.namespace, NETNS_NAME)
+            try:
+                privileged = probe_manifests(namespace=self.namespace, host_network=True)[0]  # the Namespace
+                self.cluster.apply(
+                    [privileged, netns_manifest(image=self.image, namespace=self.namespace, poll=self.poll)]
+                )
+                self.cluster.wait_rollout(
+                    RolloutKind.DAEMONSET, self.namespace, NETNS_NAME, timeout=self.deploy_timeout
+                )
+            except MigratorError as exc:
+                self.netns_error = (
+                    f"no-policy-probe-pod: the privileged DaemonSet {self.namespace}/{NETNS_NAME} did not"
+                    f" roll out (privileged or hostPID pods forbidden by an admission policy?): {exc}"
+                )
+                logger.warning("{}", self.netns_error)
+                return self.netns_error
+            self.netns_deployed = True
+            return None
+
     # ------------------------------------------------------------------------------ routing
 
     def probe_pods(self, app: str = NAME) -> dict[str, Pod]:
@@ -352,9 +456,10 @@ class KubeProber:
 
     def _route(
         self, targets: Sequence[ProbeTarget]
-    ) -> tuple[dict[str, list[int]], dict[int, ProbeResult], dict[str, Pod]]:
-        """(slot -> indexes of its targets, failed results by index, slot -> probe pod). A slot is a node
-        name (its pod-network probe pod) or ``host:<node>`` (its host-network probe pod)."""
+    ) -> tuple[dict[str, list[int]], dict[int, ProbeResult], dict[str, Pod], dict[int, dict[str, Any]]]:
+        """(slot -> indexes of its targets, failed results by index, slot -> probe pod, extra spec fields
+        by index). A slot is a node name (its pod-network probe pod), ``host:<node>`` (its host-network
+        probe pod) or ``netns:<node>`` (its privileged ``policy`` probe pod)."""
         node_list = self.cluster.list_nodes()
         nodes = {n.name for n in node_list}
         by_address = {n.address: n.name for n in node_list if n.address}
@@ -369,7 +474,15 @@ class KubeProber:
             if outside_error is None:
                 host_pods = self.probe_pods(HOST_NAME)
                 probe_pods.update({f"{HOST_SLOT}{n}": p for n, p in host_pods.items()})
-        for i, target in enumerate(targets):
+        policy = [i for i, t in enumerate(targets) if t.kind is ProbeKind.POLICY]
+        extras: dict[int, dict[str, Any]] = {}
+        if policy:
+            slots, policy_failed, extras = self._route_policy(targets, policy)
+            probe_pods.update(slots)
+            failed.update(policy_failed)
+            for i, spec in extras.items():
+                by_node.setdefault(spec.pop("slot"), []).append(i)
+        for i, target in ((i, t) for i, t in enumerate(targets) if t.kind is not ProbeKind.POLICY):
             node = target.source if target.source in nodes else pod_nodes.get(target.source)
             if target.source == "outside":
                 dest = by_address.get(target.host) or target.dest.rpartition("@")[2]
@@ -388,12 +501,51 @@ class KubeProber:
                 failed[i] = _failed(target, f"no-probe-pod: no Ready probe pod on node {node}")
             else:
                 by_node.setdefault(node, []).append(i)
-        return by_node, failed, probe_pods
+        return by_node, failed, probe_pods, extras
+
+    def _route_policy(
+        self, targets: Sequence[ProbeTarget], indexes: Sequence[int]
+    ) -> tuple[dict[str, Pod], dict[int, ProbeResult], dict[int, dict[str, Any]]]:
+        """The ``policy`` targets: (``netns:<node>`` slot -> probe pod, failed by index, by index the
+        slot and the source pod's UID for :mod:`~migrator.targets.kube.netns_runner`)."""
+        failed: dict[int, ProbeResult] = {}
+        error = self.deploy_netns()
+        if error is not None:
+            return {}, {i: _failed(targets[i], error) for i in indexes}, {}
+        slots = {f"{NETNS_SLOT}{n}": p for n, p in self.probe_pods(NETNS_NAME).items()}
+        sources = {types.pod_key(o): o for o in self.cluster.list_pod_objects()}
+        extras: dict[int, dict[str, Any]] = {}
+        for i in indexes:
+            target = targets[i]
+            obj = sources.get(target.source)
+            spec = (obj or {}).get("spec") or {}
+            slot = f"{NETNS_SLOT}{spec.get('nodeName') or ''}"
+            if obj is None:
+                failed[i] = _failed(
+                    target, f"no-source: {target.source} is not a pod (policy probes start in one)"
+                )
+            elif spec.get("hostNetwork"):
+                failed[i] = _failed(
+                    target,
+                    f"unsupported: {target.source} is on the host network"
+                    " (NetworkPolicy does not apply to it)",
+                )
+            elif slot not in slots:
+                failed[i] = _failed(
+                    target, f"no-policy-probe-pod: no Ready {NETNS_NAME} pod on node {spec.get('nodeName')}"
+                )
+            else:
+                extras[i] = {"slot": slot, netns_runner.UID_KEY: str(obj["metadata"]["uid"])}
+        return slots, failed, extras
 
     # ------------------------------------------------------------------------------- rounds
 
     def _start_round(
-        self, targets: Sequence[ProbeTarget], by_node: Mapping[str, list[int]], extra: Mapping[str, Any]
+        self,
+        targets: Sequence[ProbeTarget],
+        by_node: Mapping[str, list[int]],
+        extra: Mapping[str, Any],
+        spec_extras: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> tuple[str, list[str]]:
         rnd = f"{self._epoch}-{next(self._rounds):05d}"
         self._track(rnd)
@@ -407,7 +559,7 @@ class KubeProber:
                 )
             body = {
                 "round": rnd,
-                "targets": [_spec(targets[i]) for i in indexes],
+                "targets": [{**_spec(targets[i]), **(spec_extras or {}).get(i, {})} for i in indexes],
                 **extra,
             }
             name = f"migrator-probe-round-{rnd}-{n:05d}"
@@ -536,11 +688,11 @@ class KubeProber:
 
     def probe(self, targets: Sequence[ProbeTarget], *, concurrency: int = 256) -> list[ProbeResult]:
         self.deploy()
-        by_node, failed, probe_pods = self._route(targets)
+        by_node, failed, probe_pods, spec_extras = self._route(targets)
         pods = {node: probe_pods[node] for node in by_node}
         results: dict[int, ProbeResult] = dict(failed)
         if by_node:
-            rnd, names = self._start_round(targets, by_node, {"concurrency": concurrency})
+            rnd, names = self._start_round(targets, by_node, {"concurrency": concurrency}, spec_extras)
             longest = max(targets[i].timeout for idx in by_node.values() for i in idx)
             deadline = time.monotonic() + longest + self.round_margin
             try:
@@ -558,16 +710,18 @@ class KubeProber:
                     if node in ended and pos < len(got):
                         results[i] = _result(got[pos])
                     else:
-                        results[i] = _failed(targets[i], f"timeout: no result from the probe pod on {node}")
+                        # a prober error, never "timeout": that word means the probe itself timed out
+                        # (for a policy probe, an observed deny)
+                        results[i] = _failed(targets[i], f"no-result: no result from the probe pod on {node}")
         return [results[i] for i in range(len(targets))]
 
     def start_continuous(
         self, targets: Sequence[ProbeTarget], *, rate_hz: float, max_duration: float
     ) -> ContinuousProbe:
         self.deploy()
-        by_node, failed, probe_pods = self._route(targets)
+        by_node, failed, probe_pods, spec_extras = self._route(targets)
         extra = {"continuous": True, "rate_hz": rate_hz, "duration": max_duration}
-        rnd, names = self._start_round(targets, by_node, extra)
+        rnd, names = self._start_round(targets, by_node, extra, spec_extras)
         return KubeContinuousProbe(
             self, rnd, names, {n: probe_pods[n] for n in by_node}, list(failed.values())
         )

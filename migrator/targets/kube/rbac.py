@@ -49,6 +49,13 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("create", "patch", "delete", "watch"),
         "the probe namespace (and wait until it is gone); apply CNI manifests",
     ),
+    Permission("", "namespaces", ("list",), "namespace labels (NetworkPolicy namespaceSelectors)"),
+    Permission(
+        "networking.k8s.io",
+        "networkpolicies",
+        ("get", "list", "watch"),
+        "the NetworkPolicies whose verdicts verify --scope policy checks",
+    ),
     Permission("", "nodes", ("get", "list", "watch", "patch"), "list nodes, label, cordon and uncordon"),
     Permission(
         "", "pods", ("get", "list", "watch", "delete"), "drain, restart pods, wait for DaemonSet pods"

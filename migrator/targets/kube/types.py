@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from migrator.ports import Node, Pod, Service, ServicePort
+from migrator.policy.model import Protocol
+from migrator.ports import ContainerPort, Node, Pod, Service, ServicePort
 
 Obj = dict[str, Any]
 
@@ -97,13 +98,12 @@ def to_pod(obj: Mapping[str, Any]) -> Pod:
             owner = f"{ref.get('kind')!s}/{ref.get('name')!s}"
             break
     ports: tuple[int, ...] = ()
+    container_ports: tuple[ContainerPort, ...] = ()
     for container in spec.get("containers") or ():
         if container.get("ports"):
-            ports += tuple(
-                int(port["containerPort"])
-                for port in container["ports"]
-                if port.get("containerPort") is not None
-            )
+            declared = container_ports_of(container["ports"])
+            container_ports += declared
+            ports += tuple(p.port for p in declared)
     ready = False
     for cond in status.get("conditions") or ():
         if cond.get("type") == "Ready":
@@ -119,7 +119,24 @@ def to_pod(obj: Mapping[str, Any]) -> Pod:
         host_network=bool(spec.get("hostNetwork")),
         ports=ports,
         ready=ready and not meta.get("deletionTimestamp"),
+        container_ports=container_ports,
     )
+
+
+_PROTOCOLS = {p.value: p for p in Protocol}
+
+
+def container_ports_of(ports: Iterable[Mapping[str, Any]]) -> tuple[ContainerPort, ...]:
+    """A container's ``ports`` (``containerPort``, ``protocol`` defaulting to TCP as the API server does,
+    ``name``); an entry without a number is skipped (the API server would not have stored it)."""
+    out: list[ContainerPort] = []
+    for port in ports:
+        number = port.get("containerPort")
+        if number is None:
+            continue
+        protocol = _PROTOCOLS.get(str(port.get("protocol") or "TCP"), Protocol.TCP)
+        out.append(ContainerPort(int(number), protocol, str(port.get("name") or "")))
+    return tuple(out)
 
 
 def _target_port(port: Mapping[str, Any]) -> int:

@@ -15,13 +15,17 @@ By job:
 - :mod:`.patch`: request bodies, merge and JSON patches, server-side apply and managed fields;
 - :mod:`.controllers`: what a control plane does (DaemonSet pods, ReplicaSet replacements, graceful
   deletion, garbage collection, evictions with PDBs, CRDs served, pod logs);
+- :mod:`.validation`: what the real server validates and defaults on NetworkPolicies (422 Invalid with
+  field causes) and Namespaces (``kubernetes.io/metadata.name``), on every write;
 - :mod:`.api`: :class:`FakeKubeApi`, the request logic (auth, faults, discovery, verbs) on all of that;
 - :mod:`.http` (:class:`FakeApiServer`) and :mod:`.local` (:class:`LocalKube`): the two transports;
-- :mod:`.objects` (fixture objects), :mod:`.seed` (the flannel cluster, Calico's CRDs and manifest),
+- :mod:`.objects` (fixture objects), :mod:`.seed` (the flannel cluster, Calico's CRDs and manifest,
+  objects from YAML manifests: :func:`seed_manifests`),
   :mod:`.process` (a seeded server in its own process: ``python -m migrator.testing.kube_server``).
 
 Simplifications (documented in docs/kube-target.md): strategic merge patches are merge patches; continue
-tokens are not consistent snapshots; no admission, no defaulting beyond a few fields.
+tokens are not consistent snapshots; no admission; no validation or defaulting beyond a few fields and
+the kinds of :mod:`.validation`.
 """
 
 from migrator.testing.kube_server.api import FakeKubeApi, Fault, Request, Response
@@ -43,12 +47,15 @@ from migrator.testing.kube_server.seed import (
     CALICO_CRD_KINDS,
     CALICO_MANIFEST,
     FLANNEL_NET_CONF,
+    SeedError,
     add_nodes,
     calico_crd,
     calico_crds,
     calico_node_daemonset,
     flannel_api,
     seed_flannel_cluster,
+    seed_manifests,
+    seed_netpol_model,
     write_calico_manifest,
 )
 from migrator.testing.kube_server.store import (
@@ -72,6 +79,7 @@ __all__ = [
     "Request",
     "ResourceType",
     "Response",
+    "SeedError",
     "add_nodes",
     "calico_crd",
     "calico_crds",
@@ -90,6 +98,8 @@ __all__ = [
     "parse_label_selector",
     "pod_ready",
     "seed_flannel_cluster",
+    "seed_manifests",
+    "seed_netpol_model",
     "status_body",
     "write_calico_manifest",
 ]

@@ -30,6 +30,7 @@ from migrator.testing.kube_server.store import (
     not_found,
     status_body,
 )
+from migrator.testing.kube_server.validation import admit, check_unknown_fields
 
 DEFAULT_REASONS = {
     401: "Unauthorized",
@@ -95,6 +96,11 @@ class Response:
         return "text/plain" if isinstance(self.body, bytes) else "application/json"
 
 
+def _strict(request: Request) -> bool:
+    """``fieldValidation=Strict`` (kubectl's default; the server's own default is Warn)."""
+    return request.query.get("fieldValidation") == "Strict"
+
+
 def _error(err: ApiError) -> Response:
     return Response(err.code, status_body(err.code, err.reason, err.message, err.details), dict(err.headers))
 
@@ -125,6 +131,15 @@ class FakeKubeApi(ControlPlane):
         self.record_requests = True
         self.token: str | None = None
         self.denied: set[tuple[str, str, str, str]] = set()  # (verb, group, resource, subresource)
+
+    # ------------------------------------------------------------------------------ admission
+
+    def create(self, rtype: ResourceType, obj: Obj, *, log: bool = True, dry_run: bool = False) -> Obj:
+        """Validated and defaulted as the real server does (:mod:`.validation`), then stored."""
+        return super().create(rtype, admit(rtype.kind, obj), log=log, dry_run=dry_run)
+
+    def store(self, rtype: ResourceType, obj: Obj) -> Obj:
+        return super().store(rtype, admit(rtype.kind, obj))
 
     # ---------------------------------------------------------------------------------- entry
 
@@ -319,7 +334,7 @@ class FakeKubeApi(ControlPlane):
             return Response(200, self.list_objects(rtype, scope, request.query))
         if request.method != "POST":
             raise ApiError(405, "MethodNotAllowed", f"{request.method} is not allowed on a collection")
-        obj = request.parsed_object("the object")
+        obj = check_unknown_fields(rtype.kind, request.parsed_object("the object"), strict=_strict(request))
         if rtype.namespaced:
             obj.setdefault("metadata", {}).setdefault("namespace", ns)
             if obj["metadata"]["namespace"] != ns:
@@ -342,7 +357,7 @@ class FakeKubeApi(ControlPlane):
     def _put(
         self, request: Request, rtype: ResourceType, name: str, sub: str | None, current: Obj
     ) -> Response:
-        obj = request.parsed_object("the object")
+        obj = check_unknown_fields(rtype.kind, request.parsed_object("the object"), strict=_strict(request))
         sent_rv = obj.get("metadata", {}).get("resourceVersion")
         if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
             raise _modified(rtype, name)
@@ -355,7 +370,7 @@ class FakeKubeApi(ControlPlane):
         elif "status" in current and "status" not in obj:
             obj["status"] = current["status"]
         if request.dry_run:
-            return Response(200, obj)
+            return Response(200, admit(rtype.kind, obj))
         return Response(200, self.store(rtype, obj))
 
     def _patch(self, request: Request, rtype: ResourceType, name: str, current: Obj) -> Response:
@@ -380,7 +395,7 @@ class FakeKubeApi(ControlPlane):
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         record_update(current, new, request.query.get("fieldManager") or "unknown")
         if request.dry_run:
-            return Response(200, new)
+            return Response(200, admit(rtype.kind, new))
         return Response(200, self.store(rtype, new))
 
     def _apply(self, request: Request, rtype: ResourceType, ns: str, name: str) -> Response:
@@ -396,6 +411,7 @@ class FakeKubeApi(ControlPlane):
         applied = check_apply_body(
             parse_body(request.body, "application/yaml"), rtype.kind, rtype.api_version, name
         )
+        applied = check_unknown_fields(rtype.kind, applied, strict=True)  # apply: "field not declared"
         current = self.objects[rtype.key].get((ns, name))
         if current is None:
             if rtype.namespaced:
@@ -404,5 +420,5 @@ class FakeKubeApi(ControlPlane):
             return Response(201, self.create(rtype, applied, dry_run=request.dry_run))
         new = apply_to(current, applied, manager, force=request.query.get("force") in ("true", "1"))
         if request.dry_run:
-            return Response(200, new)
+            return Response(200, admit(rtype.kind, new))
         return Response(200, self.store(rtype, new))

@@ -1,8 +1,9 @@
 """The fake API server with a seeded flannel cluster in a process of its own (loopback only), so that
 what is measured (migrator) and what stands in for the cluster do not share an interpreter.
 
-``python -m migrator.testing.kube_server --nodes N --kubeconfig PATH`` serves one on 127.0.0.1: it writes
-the URL on its first output line and serves until its stdin closes. :class:`FakeClusterProcess` starts
+``python -m migrator.testing.kube_server --nodes N --kubeconfig PATH [--manifest FILE]...`` serves one on
+127.0.0.1 (plus the objects of the YAML manifests, e.g. NetworkPolicies: :func:`.seed.seed_manifests`): it
+writes the URL on its first output line and serves until its stdin closes. :class:`FakeClusterProcess` starts
 and stops one (``bench/kube_scale.py``, ``bench/kube_plan_scale.py``, the kube dry-run tests).
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from migrator.testing.kube_server.http import FakeApiServer
-from migrator.testing.kube_server.seed import flannel_api
+from migrator.testing.kube_server.seed import flannel_api, seed_manifests
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -33,9 +34,16 @@ class FakeClusterProcess:
     """
 
     def __init__(
-        self, nodes: int, kubeconfig: Path, *, pods_per_node: int = 4, lifetime: float = 1800.0
+        self,
+        nodes: int,
+        kubeconfig: Path,
+        *,
+        pods_per_node: int = 4,
+        lifetime: float = 1800.0,
+        manifests: tuple[Path, ...] = (),
     ) -> None:
         self.nodes = nodes
+        self.manifests = manifests
         self.pods_per_node = pods_per_node
         self.kubeconfig = kubeconfig
         self.lifetime = lifetime
@@ -61,6 +69,7 @@ class FakeClusterProcess:
                 str(self.pods_per_node),
                 "--kubeconfig",
                 str(self.kubeconfig),
+                *(arg for path in self.manifests for arg in ("--manifest", str(path))),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -111,9 +120,12 @@ class FakeClusterProcess:
             proc.stdout.close()
 
 
-def serve(nodes: int, pods_per_node: int, kubeconfig: Path) -> None:
-    """Serve a quiet :func:`flannel_api` cluster; write the URL on stdout; return when stdin closes."""
+def serve(nodes: int, pods_per_node: int, kubeconfig: Path, manifests: tuple[Path, ...] = ()) -> None:
+    """Serve a quiet :func:`flannel_api` cluster (plus ``manifests``); write the URL on stdout; return
+    when stdin closes."""
     api = flannel_api(nodes, pods_per_node=pods_per_node, quiet=True)
+    if manifests:
+        seed_manifests(api, *manifests)
     # the seeded objects live as long as the server: keep the cyclic garbage collector from traversing
     # them again and again while it serves (it stands in for a real API server, whose speed is not measured)
     gc.collect()
@@ -130,5 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--pods-per-node", type=int, default=4)
     parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path, action="append", default=[], help="YAML objects to seed")
     args = parser.parse_args(argv)
-    serve(args.nodes, args.pods_per_node, args.kubeconfig)
+    serve(args.nodes, args.pods_per_node, args.kubeconfig, tuple(args.manifest))

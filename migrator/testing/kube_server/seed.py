@@ -19,7 +19,8 @@ from migrator.testing.kube_server.objects import (
     make_pod,
     make_service,
 )
-from migrator.testing.kube_server.store import Obj
+from migrator.testing.kube_server.store import ApiError, Obj
+from migrator.testing.kube_server.validation import admit
 
 
 def add_nodes(api: FakeKubeApi, workers: int = 3, control_planes: int = 1) -> list[str]:
@@ -274,3 +275,113 @@ def flannel_api(
         app_pods_per_node=max(pods_per_node - 1, 0),
     )
     return api
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when there is one: ~10x faster
+
+
+class SeedError(ValueError):
+    """A seed manifest the fake cannot load; the message names the file, the document and the field."""
+
+
+def _manifest_docs(source: str | Path) -> tuple[str, list[Any]]:
+    """``(where, documents)`` of a YAML manifest (a path, or the text itself)."""
+    if isinstance(source, Path):
+        where, text = str(source), source.read_text(encoding="utf-8")
+    else:
+        where, text = "<manifest>", source
+    try:
+        docs = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d is not None]  # a safe loader
+    except yaml.YAMLError as exc:
+        raise SeedError(f"{where}: not YAML: {' '.join(str(exc).split())}") from exc
+    return where, docs
+
+
+def seed_manifests(api: FakeKubeApi, *sources: str | Path) -> list[Obj]:
+    """Load NetworkPolicies (and the Namespaces, Pods and other kinds the fake serves) from YAML
+    manifests (paths, or YAML text): multi-document files and ``kind: List`` items, validated and
+    defaulted as the real API server does. A bad document is a :class:`SeedError` naming the file, the
+    document (1-based; ``.items[i]`` in a List) and the server's message; then nothing is stored.
+    Namespaced objects need their namespace (stored already, or created by an earlier document).
+    Returns the stored objects."""
+    planned: list[tuple[str, Obj]] = []
+    namespaces = {name for _, name in api.objects["/namespaces"]}
+    for source in sources:
+        where, docs = _manifest_docs(source)
+        for n, doc in enumerate(docs, start=1):
+            items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else None
+            entries = [(f"{where} document {n} .items[{i}]", o) for i, o in enumerate(items or [])]
+            for here, obj in entries if items is not None else [(f"{where} document {n}", doc)]:
+                planned.append((here, _checked_seed(api, here, obj, namespaces)))
+    with api.lock:
+        return [api.add(obj) for _, obj in planned]
+
+
+def _checked_seed(api: FakeKubeApi, here: str, obj: Any, namespaces: set[str]) -> Obj:
+    if not isinstance(obj, dict) or not obj.get("kind") or not obj.get("apiVersion"):
+        raise SeedError(f"{here}: not a Kubernetes object (apiVersion and kind are required)")
+    try:
+        rtype = api.rtype(str(obj["kind"]))
+    except KeyError:
+        raise SeedError(f"{here}: the fake API server does not serve kind {obj['kind']}") from None
+    if rtype.api_version != obj["apiVersion"]:
+        raise SeedError(f"{here}: {obj['kind']} is served as {rtype.api_version}, not {obj['apiVersion']}")
+    meta = obj.setdefault("metadata", {})
+    if rtype.namespaced:
+        meta.setdefault("namespace", "default")
+        if meta["namespace"] not in namespaces:
+            raise SeedError(f"{here}: namespace {meta['namespace']!r} does not exist")
+    elif rtype.kind == "Namespace":
+        namespaces.add(str(meta.get("name") or ""))
+    try:
+        admitted = admit(rtype.kind, obj)
+    except ApiError as exc:
+        raise SeedError(f"{here}: {exc.message}") from exc
+    return admitted
+
+
+NETPOL_NAMESPACES = ("x", "y", "z")
+NETPOL_PODS = ("a", "b", "c")
+
+
+def netpol_pod_ports() -> list[Obj]:
+    """The container ports of every pod of the e2e netpol model: TCP and UDP on 80 and 81, named."""
+    return [
+        {"name": f"serve-{port}-{proto.lower()}", "containerPort": port, "protocol": proto}
+        for port in (80, 81)
+        for proto in ("TCP", "UDP")
+    ]
+
+
+def seed_netpol_model(api: FakeKubeApi, nodes: list[str]) -> dict[str, str]:
+    """The model of the Kubernetes e2e netpol suite: namespaces x, y, z (label ``ns: <name>``, plus
+    ``kubernetes.io/metadata.name`` from the server), pods a, b, c in each (label ``pod: <name>``, spread
+    over ``nodes``, Ready, with :func:`netpol_pod_ports`) and Services ``s-<ns>-<pod>``. Returns each
+    pod's IP by key (``x/a``: 10.244.1.11 ...)."""
+    ips: dict[str, str] = {}
+    for n, ns in enumerate(NETPOL_NAMESPACES):
+        api.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"ns": ns}}})
+        for m, name in enumerate(NETPOL_PODS):
+            ip = f"10.244.{n + 1}.{m + 11}"
+            pod = make_pod(name, ns, node=nodes[(3 * n + m) % len(nodes)], ip=ip, labels={"pod": name})
+            pod["spec"]["containers"][0]["ports"] = netpol_pod_ports()
+            api.add(pod)
+            api.add(
+                make_service(
+                    f"s-{ns}-{name}",
+                    ns,
+                    cluster_ip=f"10.96.{n + 1}.{m + 11}",
+                    selector={"pod": name},
+                    ports=[
+                        {
+                            "name": f"service-port-{p['protocol'].lower()}-{p['containerPort']}",
+                            "port": p["containerPort"],
+                            "protocol": p["protocol"],
+                            "targetPort": p["containerPort"],
+                        }
+                        for p in netpol_pod_ports()
+                    ],
+                )
+            )
+            ips[f"{ns}/{name}"] = ip
+    return ips
