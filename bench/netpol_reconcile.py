@@ -172,6 +172,7 @@ def main() -> int:
     ]
     many_file = tmp / "many.yaml"
     many_file.write_text(yaml.safe_dump_all(many))
+    rss: list[int] = []
     try:
         t0 = time.monotonic()
         lab.up(
@@ -241,6 +242,7 @@ def main() -> int:
             agent_times.append(time.monotonic() - t1)
         naive_times = [_naive_apply(st, per_node) for _ in range(3)]
         lab.delete([many_file])
+        rss = [sh.rss_kb(c.pid) for k, p in st.pods.items() if k[0] in "xyz" for c in p.containers if c.pid]
     finally:
         res = lab.down()
         if res.leftovers:
@@ -265,6 +267,10 @@ def main() -> int:
         f"programming {len(many)} policies ({n_rules} rules, {n_entries} set entries over 3 nodes): "
         f"agent (atomic restore, nodes in parallel, model included) median {a * 1000:.1f} ms; "
         f"naive (one command per rule/entry, node after node) median {b * 1000:.1f} ms; ratio {b / a:.1f}x"
+    )
+    print(
+        "netpol pod servers (one process per pod, 4 ports): "
+        f"RSS median {statistics.median(rss or [0]) / 1024:.1f} MiB"
     )
     return 0 if med <= 1.0 and not failed else 1
 

@@ -61,6 +61,7 @@ SET_PREFIX = "mnp-"
 KEEP_TIMES = 100
 RESTORE_TIMEOUT = 20.0
 SCTP_CAPABILITY = "sctp"
+MAX_COMMENT = 250  # iptables' comment match takes at most 255 characters; a policy key can be longer
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -184,7 +185,7 @@ def _direction(nr: NodeRules, chain: str, rules: Sequence[CompiledRule], peer_di
     """The rules of one pod chain: RETURN on any matching rule, else reject."""
     for r in rules:
         peers = r.peers
-        comment = f'-m comment --comment "{r.policy}"'
+        comment = f'-m comment --comment "{r.policy[:MAX_COMMENT]}"'
         peer_frags: list[str]
         if peers is None:
             peer_frags = [""]

@@ -97,6 +97,13 @@ def test_render_egress_any_peer_sctp_skipped_and_empty_selection_allows_nothing(
     assert nr.sctp_skipped == 1
 
 
+def test_long_policy_keys_fit_the_comment_match() -> None:
+    key = "y/" + "p" * 253
+    nr = netpol.render_node([_rules(ingress=(CompiledRule(key, None, None),))])
+    (rule,) = [r for r in nr.rules if "--comment" in r]
+    assert f'--comment "{key[: netpol.MAX_COMMENT]}" -j RETURN' in rule
+
+
 def test_set_names_are_content_addressed() -> None:
     a = netpol.ip_set(["10.0.0.2", "10.0.0.1"])
     b = netpol.ip_set(["10.0.0.1", "10.0.0.2"])
