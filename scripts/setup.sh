@@ -8,7 +8,7 @@ with_test=0
 [ "${1:-}" = "--test" ] && with_test=1
 
 DEBIAN_PACKAGES=(
-  iproute2 iptables ipset iputils-ping procps psmisc util-linux curl
+  iproute2 iptables ipset conntrack iputils-ping procps psmisc util-linux curl
   containernetworking-plugins bird2 dnsmasq-base openssh-server openssh-client
 )
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import shutil
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -61,6 +62,7 @@ SET_PREFIX = "mnp-"
 KEEP_TIMES = 100
 RESTORE_TIMEOUT = 20.0
 SCTP_CAPABILITY = "sctp"
+CONNTRACK = "conntrack"
 MAX_COMMENT = 250  # iptables' comment match takes at most 255 characters; a policy key can be longer
 
 
@@ -160,6 +162,7 @@ class NodeRules:
     chains: list[str] = field(default_factory=list)  # per-pod chains
     rules: list[str] = field(default_factory=list)  # "-A ..." lines of every agent chain
     sctp_skipped: int = 0
+    pods: dict[str, str] = field(default_factory=dict)  # local pod IP -> digest of its jumps and chains
 
 
 def _port_matches(rule_ports: Sequence[PortMatch] | None, nr: NodeRules) -> list[str]:
@@ -217,6 +220,7 @@ def render_node(pod_rules: Sequence[PodRules]) -> NodeRules:
         ip = pr.pod.ip
         if not ip or pr.pod.host_network:
             continue
+        first_jump, first_rule = len(jumps), len(nr.rules)
         if pr.egress_isolated:
             chain = pod_chain("E", pr.pod.key)
             nr.chains.append(chain)
@@ -228,6 +232,7 @@ def render_node(pod_rules: Sequence[PodRules]) -> NodeRules:
             nr.chains.append(chain)
             jumps.append(f"-A {TOP_FORWARD} -d {ip}/32 -j {chain}")
             _direction(nr, chain, pr.ingress, "src")
+        nr.pods[ip] = _digest("\n".join(jumps[first_jump:] + nr.rules[first_rule:]), 16)
     nr.rules = nr.rules[:2] + jumps + nr.rules[2:]
     nr.rules += [
         f"-A {REJECT_CHAIN} -p tcp -j REJECT --reject-with tcp-reset",
@@ -283,6 +288,7 @@ def _apply(n: NodeState, nr: NodeRules | None) -> float:
     if nr is not None or prev.hooked or prev.chains:
         text = iptables_text(nr, prev)
         sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=text, timeout=RESTORE_TIMEOUT)
+    _forget_udp_flows(n, prev.pods, nr.pods if nr else {})
     stale = sorted(set(prev.sets) - {s.name for s in sets})
     if stale:
         sh.run(
@@ -293,7 +299,33 @@ def _apply(n: NodeState, nr: NodeRules | None) -> float:
     prev.hooked = nr is not None
     prev.chains = list(nr.chains) if nr else []
     prev.sets = sorted(s.name for s in sets)
+    prev.pods = dict(nr.pods) if nr else {}
     return (time.monotonic() - t0) * 1000.0
+
+
+def _forget_udp_flows(n: NodeState, before: Mapping[str, str], after: Mapping[str, str]) -> None:
+    """Delete the node's UDP conntrack entries of every local pod whose rules changed.
+
+    The chains accept ``ESTABLISHED`` first, so a UDP flow seen before a policy change (the same
+    addresses and ports within the 30-120 s UDP timeouts) would otherwise outlive a policy that now
+    denies it: a new datagram that happens to reuse a source port rides the old entry. TCP needs no
+    such care (a new connection starts with a SYN, which conntrack tracks as new). As kube-proxy does for
+    UDP endpoints, the entries are deleted by the pod's address as source, destination and reply source
+    (traffic that reached it through a Service ClusterIP).
+    """
+    changed = sorted(ip for ip in set(before) | set(after) if before.get(ip) != after.get(ip))
+    if not changed or shutil.which(CONNTRACK) is None:
+        if changed:
+            logger.warning("netpol: no {}; UDP flows of changed pods on {} are kept", CONNTRACK, n.name)
+        return
+    for ip in changed:
+        for match in ("--orig-src", "--orig-dst", "--reply-src"):
+            # exit 1 with "0 flow entries have been deleted" when there is nothing to delete
+            sh.run(
+                net.exec_argv(n.netns, [CONNTRACK, "-D", "-p", "udp", match, ip]),
+                check=False,
+                timeout=RESTORE_TIMEOUT,
+            )
 
 
 def reconcile(store: StateStore, st: LabState) -> dict[str, float]:

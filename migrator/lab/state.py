@@ -103,6 +103,7 @@ class NetpolNodeState(BaseModel):
     hooked: bool = False  # the top chains are jumped from FORWARD/INPUT
     chains: list[str] = Field(default_factory=list)
     sets: list[str] = Field(default_factory=list)
+    pods: dict[str, str] = Field(default_factory=dict)  # local pod IP -> digest of its programmed rules
     times_ms: list[float] = Field(default_factory=list)  # last reconciles (bounded)
     generation: int = 0
 

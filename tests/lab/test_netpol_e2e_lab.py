@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from migrator.lab.lab import Lab
+from migrator.policy.model import Protocol
+from migrator.probe.policy import Observed, PolicyOptions, PolicyReport, run_policy_verify
+from migrator.targets.lab.cluster import open_lab_target
 from tests.lab.netpol_probe import Cell, pod_ip, probe_grouped, write_docs
 from tests.policy.e2e_cases import CASES, Apply, Case, Delete, LabelNamespace, LabelPod, Probe, resolve
 
@@ -63,3 +66,32 @@ def test_e2e_case(netpol_clean: Lab, tmp_path: Path, case: Case) -> None:
                 assert not bad, (
                     f"{case.title}, step {n + 1}:\n" + "\n".join(bad) + "\nexpected:\n" + step.render()
                 )
+                _verify_agrees(lab, case, n, step)
+
+
+def _verify_agrees(lab: Lab, case: Case, n: int, step: Probe) -> None:
+    """The product's own policy verification (``verify --scope policy``: the model's expectation, the lab
+    prober's probes) on the same lab state: its observed matrix on the step's port and protocol is upstream's
+    expected matrix, and it finds no hole, break or prober error on any port or protocol."""
+    report: PolicyReport = run_policy_verify(
+        open_lab_target(lab.name), PolicyOptions(namespaces=frozenset({"x", "y", "z"}))
+    )
+    want = {(src, dst): allowed for src, dst, allowed in step.cells()}
+    proto = Protocol(step.protocol)
+    got = {
+        (r.case.source, r.case.dest): r.observed
+        for r in report.results
+        if r.case.port == step.port and r.case.protocol is proto
+    }
+    assert set(got) == set(want), f"{case.title}: verify probed other pairs: {sorted(set(got) ^ set(want))}"
+    wrong = [
+        f"{src} -> {dst}: upstream expects {'allow' if allowed else 'deny'}, "
+        f"verify observed {got[src, dst].value}"
+        for (src, dst), allowed in want.items()
+        if got[src, dst] is not (Observed.ALLOW if allowed else Observed.DENY)
+    ]
+    assert not wrong, f"{case.title}, step {n + 1} (verify):\n" + "\n".join(wrong)
+    s = report.summary
+    assert report.passed and (s.holes, s.breaks, s.errors) == (0, 0, 0), (
+        f"{case.title}, step {n + 1}: verify --scope policy reports mismatches:\n{report.describe(limit=20)}"
+    )
