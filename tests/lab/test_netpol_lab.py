@@ -206,6 +206,40 @@ def test_conntrack_lets_replies_of_allowed_connections_back(netpol_clean: Lab, t
     assert probe(lab, Cell("x/c", ya, 80)).verdict == "deny"
 
 
+_UDP_FROM_PORT = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[3])))
+s.settimeout(1.0)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"probe")
+try:
+    s.recv(2048)
+    print("allow")
+except (ConnectionRefusedError, TimeoutError, socket.timeout):
+    print("deny")
+"""
+
+
+def _udp_from_port(lab: Lab, src: str, host: str, port: int, sport: int) -> str:
+    res = lab.exec(src, ["python3", "-c", _UDP_FROM_PORT, host, str(port), str(sport)], timeout=10)
+    return res.stdout.strip()
+
+
+def test_a_new_deny_ends_udp_flows_seen_before(netpol_clean: Lab, tmp_path: Path) -> None:
+    """A UDP flow allowed before a policy change must not ride its conntrack entry past a deny: the same
+    source port, after a default-deny, is denied (the agent deletes the changed pods' UDP entries)."""
+    lab = netpol_clean
+    ya = pod_ip(lab, "y/a")
+    assert _udp_from_port(lab, "x/b", ya, 80, 40123) == "allow"  # the flow now has a conntrack entry
+    deny = policy_doc("y", "deny-all-in", {"podSelector": {}, "policyTypes": ["Ingress"]})
+    lab.apply([write_docs(tmp_path, [deny])])
+    assert _udp_from_port(lab, "x/b", ya, 80, 40123) == "deny"
+    lab.delete([write_docs(tmp_path, [deny], "delete.yaml")])
+    assert _udp_from_port(lab, "x/b", ya, 80, 40123) == "allow"
+
+
 def test_label_changes_reconcile(netpol_clean: Lab, tmp_path: Path) -> None:
     lab = netpol_clean
     docs = [
