@@ -29,10 +29,8 @@ every node when Calico is installed; deleting calico-node (a rollback of the ins
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from loguru import logger
 
 from migrator.cni import (
@@ -42,6 +40,7 @@ from migrator.cni import (
     CniInfo,
     CniKind,
     agent,
+    calico,
     classify_daemonset,
     detect_from_objects,
 )
@@ -73,17 +72,25 @@ def _line(result: ApplyResult) -> str:
 def calico_objects(
     info: CniInfo, manifest: str, node_selector: Mapping[str, str] | None
 ) -> list[dict[str, Any]]:
-    """The user's manifest with calico-node's nodeSelector set, plus flannel-compatible pool and Felix."""
-    path = Path(manifest).expanduser()
-    if not path.is_file():
-        raise UsageError(f"Calico manifest {manifest} not found (plan parameter calico_manifest)")
-    docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    """The user's manifest (its ``kind: List`` documents unpacked) with calico-node's nodeSelector set
+    and, when flannel's MTU is configured, calico-node's ``FELIX_VXLANMTU`` (which Felix ranks above its
+    FelixConfiguration) = flannel.1's MTU; plus an IPPool equal to flannel's network (``blockSize`` = the
+    size of the nodes' flannel subnets) and the default FelixConfiguration with flannel's VNI, port and
+    VXLAN MTU. A manifest migrator cannot install for a live migration (Canal's, the operator's custom
+    resources, none with calico-node) is refused (:func:`migrator.cni.calico.manifest_problems`)."""
+    docs = calico.load_manifest(manifest)
+    fl = info.settings
+    problems = calico.manifest_problems(docs, fl.network if info.flannel else None, manifest)
+    if problems:
+        raise UsageError("; ".join(problems))
     for doc in docs:
-        if doc.get("kind") == "DaemonSet" and classify_daemonset(doc) is CniKind.CALICO:
+        if doc.get("kind") == "DaemonSet" and calico.is_calico_node(doc):
             spec = doc.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
             if node_selector:
                 spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **node_selector}
-    fl = info.settings
+    if fl.vxlan_mtu is not None:
+        for line in calico.set_vxlan_mtu_env(docs, fl.vxlan_mtu):
+            logger.info("{} (flannel's MTU {} less VXLAN's 50 bytes)", line, fl.mtu)
     if fl.network:
         docs.append(
             {
@@ -92,7 +99,7 @@ def calico_objects(
                 "metadata": {"name": "migrator-flannel-compatible"},
                 "spec": {
                     "cidr": fl.network,
-                    "blockSize": fl.subnet_len,
+                    "blockSize": info.block_size,
                     "vxlanMode": "Always",
                     "ipipMode": "Never",
                     "natOutgoing": fl.masquerade,
@@ -100,8 +107,8 @@ def calico_objects(
             }
         )
     felix: dict[str, Any] = {"vxlanVNI": fl.vni, "vxlanPort": fl.port}
-    if fl.mtu:
-        felix["vxlanMTU"] = fl.mtu
+    if fl.vxlan_mtu is not None:
+        felix["vxlanMTU"] = fl.vxlan_mtu
     docs.append(
         {
             "apiVersion": "crd.projectcalico.org/v1",
@@ -138,8 +145,9 @@ class KubeCniOps:
 
     def _detect(self) -> CniInfo:
         api = self.cluster.api
+        daemonsets = self.cluster.list_daemonset_objects()
         configmaps: dict[tuple[str, str], Obj] = {}
-        for ns, name in detection_configmaps():
+        for ns, name in detection_configmaps(daemonsets):
             try:
                 configmaps[(ns, name)] = api.read(
                     f"read ConfigMap {ns}/{name}", api.core.read_namespaced_config_map, name, ns
@@ -154,7 +162,7 @@ class KubeCniOps:
         except MigratorError as err:
             logger.debug("cannot list Calico IPPools: {}", err)
         info = detect_from_objects(
-            self.cluster.list_daemonset_objects(),
+            daemonsets,
             configmaps,
             self.cluster.list_node_objects(),
             ippools,
