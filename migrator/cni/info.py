@@ -202,7 +202,7 @@ class CniInfo:
         fl = self.settings
         sizes = self.pod_cidr_sizes()
         if len(sizes) > 1:
-            listed = ", ".join(f"/{size}: {', '.join(nodes[:3])}" for size, nodes in sorted(sizes.items()))
+            listed = "; ".join(f"/{size}: {', '.join(nodes[:3])}" for size, nodes in sorted(sizes.items()))
             out.append(
                 f"the nodes' pod CIDRs have {len(sizes)} sizes ({listed}): a Calico IPPool has one"
                 " blockSize, so not every node's flannel subnet can be its Calico block"
