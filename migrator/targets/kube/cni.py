@@ -9,9 +9,11 @@ What each operation does on the API server:
   node objects, through :func:`migrator.cni.detect_from_objects`; once per read snapshot (a dry run).
 - ``apply_cni_agent(FLANNEL, node_selector)``: a patch of the flannel DaemonSet's pod ``nodeSelector``.
 - ``apply_cni_agent(CALICO, node_selector, config)``: server-side apply of the user's Calico manifest
-  (``config["manifest"]``, a file) with calico-node's ``nodeSelector`` set, plus an ``IPPool`` equal to
-  flannel's network (``blockSize`` = ``SubnetLen``, ``vxlanMode: Always``) and the default
-  ``FelixConfiguration`` with flannel's VNI, port and MTU. Without a manifest, an installed calico-node
+  (``config["manifest"]``, a file; ``kind: List`` unpacked; Canal's and the operator's refused) with
+  calico-node's ``nodeSelector`` set (and its ``FELIX_VXLANMTU`` env when flannel's MTU is set), plus an
+  ``IPPool`` equal to flannel's network (``blockSize`` = the nodes' pod CIDR size, ``vxlanMode: Always``,
+  ``natOutgoing`` = ``--ip-masq``) and the default ``FelixConfiguration`` with flannel's VNI, port and
+  VXLAN MTU (flannel's MTU - 50). Without a manifest, an installed calico-node
   only gets its ``nodeSelector`` patched (and, with a ``config``, i.e. at the install, the IPAM takeover
   below); if none is installed that is an error (a dry run says so).
 - ``delete_cni_agent``: delete the agent's DaemonSet (foreground); for calico-node also the IPAM objects
