@@ -20,7 +20,7 @@ from migrator.actions.context import StepContext
 from migrator.cni import CniKind
 from migrator.engine import dry_run
 from migrator.engine.planio import load_plan_file
-from migrator.errors import CheckFailed, MigratorError, UsageError
+from migrator.errors import CheckFailed, MigratorError, StepFailed, UsageError
 from migrator.plan.models import CniInstallCalicoArgs, CniPreflightArgs
 from migrator.targets.kube import KubeCluster, KubeCniOps, open_kube_target
 from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, LocalKube, crd_schema
@@ -319,3 +319,30 @@ def test_dry_run_checks_the_nodeport_service(tmp_path: Path, monkeypatch: pytest
     monitors = {m["check"]: m for s in report["stages"] for m in s["monitor"]}
     lines = monitors["productpage-nodeport"]["preview"]
     assert "would fail: continuous-probe: service default/productpage has no TCP NodePort" in lines[1]
+
+
+def test_an_installed_calico_node_whose_felix_env_overrides_the_mtu_is_refused(
+    strict: tuple[LocalKube, KubeCluster],
+) -> None:
+    """calico-node from the real calico.yaml installed before the run (no calico_manifest): its
+    FELIX_VXLANMTU comes from calico-config, and Felix ranks it above the FelixConfiguration, so with
+    flannel's MTU 1450 the install refuses and says what to set."""
+    local, cluster = strict
+    conf = {**real_net_conf(), "Backend": {"Type": "vxlan", "MTU": 1450}}
+    local.api.update(
+        "ConfigMap",
+        "kube-flannel-cfg",
+        "kube-flannel",
+        lambda cm: cm["data"].update({"net-conf.json": json.dumps(conf)}),
+    )
+    local.api.controllers_enabled = False
+    local.api.add(next(d for d in real_docs(CALICO) if d["kind"] == "DaemonSet"))
+    local.api.controllers_enabled = True
+    ops = KubeCniOps(cluster)
+    (line,) = ops.apply_cni_agent(CniKind.CALICO, node_selector=LABEL, config={"mode": "vxlan"}, dry_run=True)
+    assert line.startswith("would fail: calico-node's FELIX_VXLANMTU is {'configMapKeyRef'")
+    with pytest.raises(StepFailed) as err:
+        ops.apply_cni_agent(CniKind.CALICO, node_selector=LABEL, config={"mode": "vxlan"})
+    assert "set it to 1400 (flannel's MTU 1450 less VXLAN's 50 bytes)" in str(err.value)
+    ds = local.api.get("DaemonSet", "calico-node", "kube-system")
+    assert ds is not None and ds["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}

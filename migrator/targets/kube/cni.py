@@ -132,6 +132,25 @@ def _calico_crds(objects: list[dict[str, Any]]) -> set[str]:
     }
 
 
+def _felix_mtu_problem(ds: Obj, info: CniInfo) -> str | None:
+    """Why an installed calico-node would not run VXLAN at flannel.1's MTU: its ``FELIX_VXLANMTU`` env
+    (which Felix ranks above any FelixConfiguration) is not flannel's MTU - 50 (``None``: it would)."""
+    wanted = info.settings.vxlan_mtu if info.flannel is not None else None
+    if wanted is None:
+        return None
+    for container in calico.calico_node_containers([dict(ds)]):
+        for var in container.get("env") or []:
+            if var.get("name") == calico.FELIX_VXLAN_MTU_ENV and var.get("value") != str(wanted):
+                now = var.get("value", var.get("valueFrom"))
+                return (
+                    f"calico-node's {calico.FELIX_VXLAN_MTU_ENV} is {now!r}, which Felix ranks above its"
+                    f" FelixConfiguration: set it to {wanted} (flannel's MTU {info.settings.mtu} less VXLAN's"
+                    " 50 bytes), or give the Calico manifest (plan parameter calico_manifest) and migrator"
+                    " sets it"
+                )
+    return None
+
+
 class KubeCniOps:
     """The ``CniOps`` port on a :class:`KubeCluster`."""
 
@@ -203,6 +222,12 @@ class KubeCniOps:
                 return [f"would fail: {message}"]
             raise StepFailed(message)
         ns, name = _ref(ds)
+        if agent is CniKind.CALICO and config is not None:  # an install onto a calico-node already there
+            problem = _felix_mtu_problem(ds, self.detect_cni())
+            if problem and dry_run:
+                return [f"would fail: {problem}"]
+            if problem:
+                raise StepFailed(problem)
         current = dict(pod_spec(ds).get("nodeSelector") or {})
         # exactly node_selector; empty: every node
         wanted: dict[str, str | None] = {key: None for key in current}
