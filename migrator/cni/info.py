@@ -183,7 +183,7 @@ class CniInfo:
                 sizes.setdefault(node.pod_network.prefixlen, []).append(name)
         return sizes
 
-    @property
+    @cached_property
     def block_size(self) -> int:
         """The Calico IPAM block size that keeps each node's flannel subnet as one block: with
         ``--kube-subnet-mgr`` (every manifest flannel ships) the size of the nodes' ``spec.podCIDR``
