@@ -577,7 +577,7 @@ class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
             try:
                 _nodeport_targets(ctx.target.cluster, check, frozenset())
             except UsageError as exc:
-                lines.append(f"would fail: {exc} (a NodePort Service, or \"\" for none)")
+                lines.append(f'would fail: {exc} (a NodePort Service, or "" for none)')
         return lines
 
 

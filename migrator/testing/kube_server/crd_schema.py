@@ -16,6 +16,7 @@ accepts anything, as the real server does.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -74,9 +75,21 @@ def _value_checks(path: str, value: Any, schema: Mapping[str, Any], out: SchemaC
     _combinators(path, value, schema, out)
 
 
+@functools.lru_cache(maxsize=1024)
+def _pattern(text: str) -> re.Pattern[str] | None:
+    """A schema's ``pattern`` (Go's RE2 syntax): its inline ``(?i)``, which RE2 allows anywhere and Python
+    only at the start, becomes a flag; ``None`` for a pattern Python cannot compile (not checked)."""
+    flags = re.IGNORECASE if "(?i)" in text else 0
+    try:
+        return re.compile(text.replace("(?i)", ""), flags)
+    except re.error:
+        return None
+
+
 def _string_checks(path: str, value: str, schema: Mapping[str, Any], out: SchemaCheck) -> None:
     shown = _shown(value)
-    if "pattern" in schema and not re.search(str(schema["pattern"]), value):
+    pattern = _pattern(str(schema["pattern"])) if "pattern" in schema else None
+    if pattern is not None and not pattern.search(value):
         out.errors.append(
             f"{path}: Invalid value: {shown}: {path} in body should match '{schema['pattern']}'"
         )
