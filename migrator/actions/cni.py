@@ -203,22 +203,43 @@ def _check_preview(ctx: StepContext, playbook: str, hosts: list[str], extra: dic
 # ------------------------------------------------------------------------------------------------ actions
 
 
+def preflight_problems(info: CniInfo, args: CniPreflightArgs) -> list[str]:
+    """Why ``cni.preflight`` refuses: the detection's blockers and, for flannel, the plan's expectations
+    (VNI, port). The dry run and the run's start check the same (:meth:`Preflight.preflight`)."""
+    problems = info.migration_blockers()
+    if info.kind is FLANNEL and info.flannel is not None:
+        fl = info.flannel
+        if args.expect_vni is not None and fl.vni != args.expect_vni:
+            problems.append(f"flannel's VNI is {fl.vni}, the plan expects {args.expect_vni} (vxlan_vni)")
+        if args.expect_port is not None and fl.port != args.expect_port:
+            problems.append(
+                f"flannel's VXLAN port is {fl.port}, the plan expects {args.expect_port} (vxlan_port)"
+            )
+    return problems
+
+
+def _refusal(problems: list[str]) -> StepFailed:
+    return StepFailed("cannot migrate to Calico live: " + "; ".join(problems))
+
+
 @register_action("cni.preflight")
 class Preflight(Action[CniPreflightArgs]):
-    """Detect the source CNI and its config; refuse what a wire-compatible live migration cannot do."""
+    """Detect the source CNI and its config; refuse what a wire-compatible live migration cannot do.
+
+    Its :meth:`preflight` refuses the same before anything changes, in the run and in the dry run."""
+
+    def preflight(self, ctx: StepContext, args: CniPreflightArgs) -> None:
+        problems = preflight_problems(cni_ops(ctx.target).detect_cni(), args)
+        if problems:
+            raise _refusal(problems)
 
     def do(self, ctx: StepContext, args: CniPreflightArgs) -> Any:
         info = cni_ops(ctx.target).detect_cni()
-        problems = info.migration_blockers()
-        fl = info.settings
-        if args.expect_vni is not None and fl.vni != args.expect_vni:
-            problems.append(f"flannel's VNI is {fl.vni}, the plan expects {args.expect_vni}")
-        if args.expect_port is not None and fl.port != args.expect_port:
-            problems.append(f"flannel's VXLAN port is {fl.port}, the plan expects {args.expect_port}")
+        problems = preflight_problems(info, args)
         recorded = info.to_json()
         ctx.emit({"event": "cni.detected", "source": info.kind.value, "info": recorded})
         if problems:
-            raise StepFailed("cannot migrate to Calico live: " + "; ".join(problems))
+            raise _refusal(problems)
         return recorded
 
     def undo(self, ctx: StepContext, args: CniPreflightArgs, result: Any) -> None:
@@ -226,16 +247,24 @@ class Preflight(Action[CniPreflightArgs]):
 
     def preview(self, ctx: StepContext, args: CniPreflightArgs) -> list[PreviewLine]:
         info = cni_ops(ctx.target).detect_cni()
-        fl = info.settings
+        problems = preflight_problems(info, args)
+        if info.kind is not FLANNEL or info.flannel is None:  # nothing of flannel's was detected
+            return [
+                {"detect": info.kind.value, "present": [k.value for k in info.present], "blockers": problems}
+            ]
+        fl = info.flannel
         return [
             {
                 "detect": info.kind.value,
-                "network": fl.network if info.flannel is not None else None,
+                "network": fl.network,
                 "vni": fl.vni,
                 "port": fl.port,
                 "mtu": fl.mtu,
+                "vxlan_mtu": fl.vxlan_mtu,
+                "block_size": info.block_size,
+                "masquerade": fl.masquerade,
                 "backend": fl.backend_type,
-                "blockers": info.migration_blockers(),
+                "blockers": problems,
             }
         ]
 
@@ -243,6 +272,19 @@ class Preflight(Action[CniPreflightArgs]):
 @register_action("cni.install-calico")
 class InstallCalico(Action[CniInstallCalicoArgs]):
     """Install calico-node in migration mode (it selects ``MIGRATION_LABEL=calico``: no node yet)."""
+
+    def preflight(self, ctx: StepContext, args: CniInstallCalicoArgs) -> None:
+        """Refuse, before anything changes, a source that is not flannel and a Calico manifest migrator
+        cannot install for a live migration (Canal's, the operator's custom resources, no calico-node)."""
+        info = cni_ops(ctx.target).detect_cni()
+        if info.kind is not FLANNEL:
+            raise StepFailed(f"the source CNI is {info.kind}, not flannel")
+        if args.manifest:
+            docs = calico.load_manifest(args.manifest)
+            network = info.flannel.network if info.flannel else None
+            problems = calico.manifest_problems(docs, network, args.manifest)
+            if problems:
+                raise StepFailed("; ".join(problems))
 
     def prepare(self, ctx: StepContext, args: CniInstallCalicoArgs) -> Any:
         return {"flannel_selector": _selector(cni_ops(ctx.target).detect_cni(), FLANNEL)}
@@ -286,6 +328,9 @@ class InstallCalico(Action[CniInstallCalicoArgs]):
 
     def preview(self, ctx: StepContext, args: CniInstallCalicoArgs) -> list[PreviewLine]:
         ops = cni_ops(ctx.target)
+        info = ops.detect_cni()
+        if info.kind is not FLANNEL:  # as do() refuses: nothing to preview as if it would run
+            return [f"would fail: the source CNI is {info.kind}, not flannel"]
         lines: list[PreviewLine] = [
             {"command": f"kubectl label node {n.name} {MIGRATION_LABEL}=flannel"}
             for n in ctx.cluster.list_nodes()

@@ -660,10 +660,16 @@ class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
         if check.min_availability is not None:
             floor = f"{check.min_availability * 100:g}%"
             limits += f", abort when availability < {floor} for {check.abort_after:g}s"
-        return [
+        lines: list[PreviewLine] = [
             f"continuous probe at {check.rate_hz:g} Hz, {check.scope.value} pairs between {where}{np};"
             f" {limits}"
         ]
+        if check.nodeport:  # the service the run will probe, checked now as the run checks it
+            try:
+                _nodeport_targets(ctx.target.cluster, check, frozenset())
+            except UsageError as exc:
+                lines.append(f'would fail: {exc} (a NodePort Service, or "" for none)')
+        return lines
 
 
 def _summary(details: dict[str, Any], breaches: list[str]) -> str:

@@ -128,6 +128,11 @@ class CniDriver:
         """Whether a DaemonSet is this CNI's (drivers are asked in registry order, the first one wins)."""
         raise NotImplementedError
 
+    def configmaps_of(self, ds: Obj) -> tuple[tuple[str, str], ...]:
+        """ConfigMaps (namespace, name) this DaemonSet names, read besides ``configmaps`` (flannel's
+        net-conf.json is in the ConfigMap its DaemonSet mounts, in any namespace)."""
+        return ()
+
     def seen_without_daemonset(
         self, found: Collection[CniKind], nodes: Sequence[Obj], pools: Sequence[CalicoPool]
     ) -> bool:

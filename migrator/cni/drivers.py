@@ -62,9 +62,16 @@ def classify_daemonset(ds: Obj) -> CniKind | None:
     return next((d.kind for d in DRIVERS if d.matches(ds)), None)
 
 
-def detection_configmaps() -> tuple[tuple[str, str], ...]:
-    """Every ConfigMap (namespace, name) detection reads."""
-    return tuple(dict.fromkeys(key for d in DRIVERS for key in d.configmaps))
+def detection_configmaps(daemonsets: Sequence[Obj] = ()) -> tuple[tuple[str, str], ...]:
+    """Every ConfigMap (namespace, name) detection reads: the drivers' own, and those the CNIs'
+    DaemonSets among ``daemonsets`` mount (flannel in a namespace of the user's choosing)."""
+    named = [
+        key
+        for ds in daemonsets
+        if (kind := classify_daemonset(ds)) is not None
+        for key in BY_KIND[kind].configmaps_of(ds)
+    ]
+    return tuple(dict.fromkeys([*named, *(key for d in DRIVERS for key in d.configmaps)]))
 
 
 def _node_selector(ds: Obj) -> dict[str, str]:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from loguru import logger
@@ -16,8 +18,10 @@ from migrator.cni.base import (
     NodeLeftovers,
     Obj,
     container_names,
+    env,
     plain_node,
     pod_cidr_of,
+    pod_spec,
 )
 from migrator.cni.info import CalicoPool, CniKind, CniNode, FlannelConfig
 
@@ -26,20 +30,103 @@ CONFIGMAPS = (("kube-flannel", "kube-flannel-cfg"), ("kube-system", "kube-flanne
 NET_CONF = "net-conf.json"
 
 
+def go_key(obj: Mapping[str, Any], key: str) -> Any:
+    """``obj[key]`` as Go's ``encoding/json`` decodes a struct field: the exact key first, else the first key
+    equal to it ignoring case (flannel reads ``net-conf.json`` and its backend-data with Go's decoder, so
+    ``"vni"`` and ``"VNI"`` are the same field)."""
+    if key in obj:
+        return obj[key]
+    folded = key.casefold()
+    return next((v for k, v in obj.items() if isinstance(k, str) and k.casefold() == folded), None)
+
+
+def _go_int(obj: Mapping[str, Any], key: str, default: int) -> int:
+    value = go_key(obj, key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):  # Go refuses "4096" or 1.5 for an int
+        raise TypeError(f"{key} must be an integer, not {value!r}")
+    return value
+
+
+def default_subnet_len(network: str) -> int:
+    """flannel's SubnetLen when net-conf.json has none (``pkg/subnet/config.go``): a /24 per host in a /22
+    or bigger network, else the network's length + 2 (four subnets)."""
+    try:
+        prefix = ipaddress.ip_network(network, strict=False).prefixlen
+    except ValueError:
+        return 24
+    return 24 if prefix <= 22 else prefix + 2
+
+
 def parse_net_conf(text: str) -> FlannelConfig:
-    """``net-conf.json`` with flannel's defaults (raises ``ValueError``/``TypeError`` when not valid)."""
+    """``net-conf.json`` with flannel's defaults, its keys in any case as Go's JSON decoder reads them
+    (raises ``ValueError``/``TypeError`` when not valid, as flanneld refuses to start)."""
     conf = json.loads(text)
-    backend = conf.get("Backend") or {}
+    if not isinstance(conf, dict):
+        raise TypeError("net-conf.json is not a JSON object")
+    backend = go_key(conf, "Backend") or {}
+    if not isinstance(backend, dict):
+        raise TypeError("Backend must be an object")
+    network = str(go_key(conf, "Network") or "")
+    mtu = _go_int(backend, "MTU", 0)
+    ipv6 = go_key(conf, "IPv6Network")
     return FlannelConfig(
-        network=str(conf.get("Network", "")),
-        subnet_len=int(conf.get("SubnetLen", 24)),
-        backend_type=str(backend.get("Type", "udp")),
-        vni=int(backend.get("VNI", 1)),
-        port=int(backend.get("Port", 8472)),
-        direct_routing=bool(backend.get("DirectRouting", False)),
-        mtu=int(backend["MTU"]) if backend.get("MTU") else None,
-        ipv6_network=conf.get("IPv6Network"),
+        network=network,
+        subnet_len=_go_int(conf, "SubnetLen", 0) or default_subnet_len(network),
+        backend_type=str(go_key(backend, "Type") or "udp"),
+        vni=_go_int(backend, "VNI", 1),
+        port=_go_int(backend, "Port", 0) or 8472,  # 0: the kernel's default VXLAN port, 8472
+        direct_routing=bool(go_key(backend, "DirectRouting") or False),
+        mtu=mtu or None,
+        ipv6_network=str(ipv6) if ipv6 else None,
     )
+
+
+def go_bool_flag(args: Sequence[str], name: str) -> bool | None:
+    """A boolean flag of flanneld as Go's ``flag`` package reads it (``-x``, ``--x``, ``--x=false``...);
+    ``None`` when not given."""
+    found: bool | None = None
+    for arg in args:
+        flag, eq, value = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or flag != name:
+            continue
+        found = value.lower() in ("1", "t", "true") if eq else True
+    return found
+
+
+def flanneld_args(ds: Obj) -> list[str]:
+    """The command and args of the container that runs flanneld."""
+    for container in pod_spec(ds).get("containers") or []:
+        words = [str(w) for w in (container.get("command") or []) + (container.get("args") or [])]
+        if container.get("name") == "kube-flannel" or any(w.endswith("flanneld") for w in words):
+            return words
+    return []
+
+
+def daemon_flags(ds: Obj) -> dict[str, bool]:
+    """``--ip-masq`` and ``--kube-subnet-mgr`` of flanneld (flags, else the ``FLANNELD_*`` env, else
+    flanneld's default: off)."""
+    args, values = flanneld_args(ds), env(ds)
+    out = {}
+    for flag in ("ip-masq", "kube-subnet-mgr"):
+        given = go_bool_flag(args, flag)
+        if given is None:
+            raw = values.get("FLANNELD_" + flag.upper().replace("-", "_"))
+            given = raw is not None and raw.lower() in ("1", "t", "true")
+        out[flag] = given
+    return out
+
+
+def volume_configmaps(ds: Obj) -> tuple[tuple[str, str], ...]:
+    """The ConfigMaps the DaemonSet mounts, in its namespace (flanneld reads net-conf.json from there)."""
+    namespace = str((ds.get("metadata") or {}).get("namespace") or "")
+    names = [
+        str((v.get("configMap") or {}).get("name"))
+        for v in pod_spec(ds).get("volumes") or []
+        if (v.get("configMap") or {}).get("name")
+    ]
+    return tuple((namespace, name) for name in names if namespace)
 
 
 def read_net_conf(
@@ -90,9 +177,25 @@ def node_record(obj: Obj, cni: str | None = None) -> CniNode:
         recorded=True,
         public_ip=ann.get("public-ip"),
         backend_type=ann.get("backend-type"),
-        vtep_mac=data.get("VtepMAC"),
-        vni=int(data["VNI"]) if data.get("VNI") is not None else None,
+        vtep_mac=go_key(data, "VtepMAC"),
+        vni=_recorded_vni(data),
     )
+
+
+def _recorded_vni(data: Mapping[str, Any]) -> int | None:
+    value = go_key(data, "VNI")
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def with_daemon_flags(conf: FlannelConfig | None, ds: Obj) -> FlannelConfig | None:
+    """net-conf.json completed with what flanneld's flags say (``--ip-masq``, ``--kube-subnet-mgr``)."""
+    if conf is None or not ds:
+        return conf
+    flags = daemon_flags(ds)
+    return dataclasses.replace(conf, masquerade=flags["ip-masq"], kube_subnet_mgr=flags["kube-subnet-mgr"])
 
 
 class Flannel(CniDriver):
@@ -123,11 +226,16 @@ class Flannel(CniDriver):
     ) -> bool:
         return not found and any(annotated(n) for n in nodes)
 
+    def configmaps_of(self, ds: Obj) -> tuple[tuple[str, str], ...]:
+        return volume_configmaps(ds)
+
     def source_config(self, ds: Obj, configmaps: ConfigMaps) -> tuple[dict[str, Any], FlannelConfig | None]:
         config, flannel, _ = read_net_conf(
-            configmaps, CONFIGMAPS, (ds.get("metadata") or {}).get("namespace")
+            configmaps, (*volume_configmaps(ds), *CONFIGMAPS), (ds.get("metadata") or {}).get("namespace")
         )
-        return config, flannel
+        if ds:
+            config["flanneld"] = daemon_flags(ds)
+        return config, with_daemon_flags(flannel, ds)
 
     def node(self, obj: Obj, cni: str | None = None) -> CniNode:
         return node_record(obj, cni)

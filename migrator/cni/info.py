@@ -36,6 +36,12 @@ class CniKind(StrEnum):
     UNKNOWN = "unknown"
 
 
+VXLAN_OVERHEAD = 50
+"""Bytes VXLAN adds (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14)."""
+CALICO_BLOCK_SIZES = range(20, 33)
+"""Calico's IPv4 IPPool ``blockSize`` bounds (the CRD's validation: 20 to 32)."""
+
+
 class CalicoMode(StrEnum):
     VXLAN = "vxlan"
     BGP = "bgp"
@@ -43,8 +49,11 @@ class CalicoMode(StrEnum):
 
 @dataclass(frozen=True)
 class FlannelConfig:
-    """flannel's ``net-conf.json`` (defaults as flannel applies them); ``masquerade`` is flannel's
-    ``--ip-masq`` (on in every manifest flannel ships)."""
+    """flannel's ``net-conf.json`` (defaults as flannel applies them), with two flags of flanneld:
+    ``masquerade`` is ``--ip-masq`` (on in every manifest flannel ships; off when flanneld runs without
+    it) and ``kube_subnet_mgr`` is ``--kube-subnet-mgr`` (each node's subnet is its ``spec.podCIDR``, as
+    kube-controller-manager allocated it: ``SubnetLen`` is not used then). ``mtu`` is the backend's
+    ``MTU``, the link MTU: flannel.1 gets ``mtu - 50`` (:attr:`vxlan_mtu`)."""
 
     network: str = ""
     subnet_len: int = 24
@@ -55,6 +64,14 @@ class FlannelConfig:
     mtu: int | None = None
     ipv6_network: str | None = None
     masquerade: bool = True
+    kube_subnet_mgr: bool = True
+
+    @property
+    def vxlan_mtu(self) -> int | None:
+        """The MTU of the VXLAN device (flannel.1, and so Felix's ``vxlanMTU``): the configured link MTU
+        less VXLAN's 50 bytes; ``None`` when flannel derives it from the interface (Felix does the
+        same)."""
+        return None if self.mtu is None else self.mtu - VXLAN_OVERHEAD
 
     def problems(self) -> list[tuple[str, str]]:
         """(problem, why) for what keeps a live migration to Calico from being wire-compatible."""
@@ -65,6 +82,8 @@ class FlannelConfig:
             )
         if self.direct_routing:
             out.append(("flannel DirectRouting is on", "Calico cannot keep those direct routes"))
+        if self.mtu is not None and self.mtu <= VXLAN_OVERHEAD:
+            out.append((f"flannel's MTU {self.mtu} is not above VXLAN's {VXLAN_OVERHEAD} bytes", "not valid"))
         return out
 
     def migration_blockers(self) -> list[str]:
@@ -156,6 +175,70 @@ class CniInfo:
         """The nodes the source CNI recorded (flannel's node annotations)."""
         return {name: node for name, node in self.nodes.items() if node.recorded}
 
+    def pod_cidr_sizes(self) -> dict[int, list[str]]:
+        """The prefix lengths of the recorded nodes' pod CIDRs, with the nodes of each."""
+        sizes: dict[int, list[str]] = {}
+        for name, node in sorted(self.flannel_nodes.items()):
+            if node.pod_network is not None:
+                sizes.setdefault(node.pod_network.prefixlen, []).append(name)
+        return sizes
+
+    @cached_property
+    def block_size(self) -> int:
+        """The Calico IPAM block size that keeps each node's flannel subnet as one block: with
+        ``--kube-subnet-mgr`` (every manifest flannel ships) the size of the nodes' ``spec.podCIDR``
+        (kube-controller-manager's ``--node-cidr-mask-size``), when they all have one size; else
+        flannel's ``SubnetLen``."""
+        sizes = self.pod_cidr_sizes()
+        if len(sizes) == 1 and (self.flannel is None or self.flannel.kube_subnet_mgr):
+            return next(iter(sizes))
+        return self.settings.subnet_len
+
+    def node_problems(self) -> list[str]:
+        """What the nodes' flannel records (``spec.podCIDR``, ``backend-data``) say against a live
+        migration: pod CIDRs of several sizes or a size Calico cannot take as one block, a node whose
+        flannel VNI is not net-conf.json's."""
+        out: list[str] = []
+        fl = self.settings
+        sizes = self.pod_cidr_sizes()
+        if len(sizes) > 1:
+            listed = "; ".join(f"/{size}: {', '.join(nodes[:3])}" for size, nodes in sorted(sizes.items()))
+            out.append(
+                f"the nodes' pod CIDRs have {len(sizes)} sizes ({listed}): a Calico IPPool has one"
+                " blockSize, so not every node's flannel subnet can be its Calico block"
+            )
+        for size, nodes in sorted(sizes.items()):
+            if size not in CALICO_BLOCK_SIZES:
+                out.append(
+                    f"the pod CIDR of {len(nodes)} node(s) ({', '.join(nodes[:3])}) is a /{size}: Calico's"
+                    f" IPv4 blockSize must be {CALICO_BLOCK_SIZES.start} to {CALICO_BLOCK_SIZES.stop - 1}"
+                    " (kube-controller-manager --node-cidr-mask-size)"
+                )
+        if self.flannel is not None:
+            wrong = sorted(
+                (name, n.vni)
+                for name, n in self.flannel_nodes.items()
+                if n.vni is not None and n.vni != fl.vni
+            )
+            if wrong:
+                shown = ", ".join(f"{name} VNI {vni}" for name, vni in wrong[:3])
+                out.append(
+                    f"{len(wrong)} node(s) run flannel with another VNI than net-conf.json's {fl.vni}"
+                    f" (flannel.alpha.coreos.com/backend-data: {shown}): flanneld was not restarted"
+                    " since net-conf.json changed, or the ConfigMap read is not the one it uses"
+                )
+            other = sorted(
+                name
+                for name, n in self.flannel_nodes.items()
+                if n.backend_type is not None and n.backend_type.lower() != fl.backend_type.lower()
+            )
+            if other:
+                out.append(
+                    f"{len(other)} node(s) record another flannel backend than net-conf.json's"
+                    f" {fl.backend_type!r} ({', '.join(other[:3])})"
+                )
+        return out
+
     def migration_blockers(self) -> list[str]:
         """Why a live, wire-compatible flannel -> Calico migration cannot start (empty when it can)."""
         if self.kind is not CniKind.FLANNEL:
@@ -172,6 +255,7 @@ class CniInfo:
                 "flannel runs but its net-conf.json (ConfigMap kube-flannel-cfg) was not found or not valid"
             ]
         problems = [f"{problem} ({why})" for problem, why in self.flannel.problems()]
+        problems.extend(self.node_problems())
         problems.extend(self.conflicting_pools())
         return problems
 
@@ -197,9 +281,10 @@ class CniInfo:
             reasons = []
             if cidr != network:
                 reasons.append(f"cidr {pool.cidr} is not flannel's {self.flannel.network}")
-            if pool.block_size is not None and pool.block_size != self.flannel.subnet_len:
+            if pool.block_size is not None and pool.block_size != self.block_size:
                 reasons.append(
-                    f"blockSize {pool.block_size} is not flannel's SubnetLen {self.flannel.subnet_len}"
+                    f"blockSize {pool.block_size} is not the size of flannel's node subnets"
+                    f" ({self.block_size})"
                 )
             if pool.ipip_mode not in (None, "Never"):
                 reasons.append(f"ipipMode {pool.ipip_mode} (flannel's wire format is VXLAN)")

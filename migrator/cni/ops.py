@@ -12,8 +12,9 @@ The migration actions (``migrator.actions.cni``) use only these methods plus the
   DaemonSet's ``spec.template.spec.nodeSelector`` (``None`` removes the key).
   ``apply_cni_agent(CALICO, node_selector, config)``: server-side apply of the user's Calico manifest
   (``config["manifest"]``) with the DaemonSet's node selector set, an ``IPPool`` equal to flannel's
-  network (``blockSize`` = flannel's subnet length, ``vxlanMode: Always``, ``natOutgoing`` = flannel's
-  masquerade), ``FelixConfiguration`` ``vxlanVNI``/``vxlanPort``/``vxlanMTU`` = flannel's, one IPAM
+  network (``blockSize`` = the size of the nodes' flannel subnets, ``vxlanMode: Always``, ``natOutgoing``
+  = flanneld's ``--ip-masq``), ``FelixConfiguration`` ``vxlanVNI``/``vxlanPort`` = flannel's and
+  ``vxlanMTU`` = flannel's MTU - 50 (also calico-node's ``FELIX_VXLANMTU``), one IPAM
   block per node = its flannel pod CIDR, and the ``projectcalico.org/IPv4VXLANTunnelAddr`` /
   ``IPv4VXLANTunnelMACAddr`` node annotations = flannel's VTEP IP/MAC. ``dry_run=True`` is a
   server-side dry run; the returned lines say what would change.

@@ -215,7 +215,10 @@ spec:
   group: example.migrator.io
   scope: Namespaced
   names: {kind: Widget, plural: widgets, singular: widget}
-  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}]
+  versions:
+    # a bare {type: object} would make the server prune spec (structural schema): keep unknown fields
+    - {name: v1, served: true, storage: true,
+       schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
 ---
 apiVersion: example.migrator.io/v1
 kind: Widget

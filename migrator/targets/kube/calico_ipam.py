@@ -10,8 +10,8 @@ datastore those are these objects, which migrator writes with server-side apply 
 ``migrator``, label ``app.kubernetes.io/managed-by=migrator``):
 
 - ``IPAMBlock`` (``crd.projectcalico.org/v1``, cluster scoped) named after the CIDR (``10-244-1-0-24``):
-  ``cidr`` = the node's pod CIDR (the IPPool's ``blockSize`` is flannel's ``SubnetLen``, so it is one
-  block), ``affinity: host:<node>``, ordinal 0 (flannel's VTEP address ``.0``) allocated to the handle
+  ``cidr`` = the node's pod CIDR (the IPPool's ``blockSize`` is the size of the nodes' pod CIDRs, so it
+  is one block), ``affinity: host:<node>``, ordinal 0 (flannel's VTEP address ``.0``) allocated to the handle
   ``vxlan-tunnel-addr-<node>`` with attributes ``node``/``type: vxlanTunnelAddress``. The ordinals of
   the addresses that pods on the node use now come last in ``unallocated``: Calico allocates in that
   order, so a new pod does not get the address of a flannel pod not restarted yet;
@@ -163,9 +163,11 @@ def plan_node_ipam(
     info: CniInfo, *, in_use: Mapping[str, Sequence[str]] | None = None
 ) -> tuple[list[NodeIpam], list[str]]:
     """Per node, what to take over from flannel; and why nodes cannot be (missing annotations, a pod CIDR
-    whose size is not flannel's ``SubnetLen``, so not one Calico block, or outside flannel's network, so
-    outside the IPPool)."""
-    subnet_len = info.flannel.subnet_len if info.flannel else None
+    whose size is not the IPPool's ``blockSize`` (:attr:`CniInfo.block_size`: the nodes' pod CIDR size
+    under ``--kube-subnet-mgr``), so not one Calico block, or outside flannel's network, so outside the
+    IPPool). The cluster-wide refusals (pod CIDRs of several sizes, a size Calico cannot take) are the
+    preflight's (:meth:`CniInfo.node_problems`), before anything changes."""
+    block_size = info.block_size if info.flannel else None
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     if info.flannel is not None:
         with contextlib.suppress(ValueError):  # a broken Network is the preflight's refusal
@@ -195,8 +197,11 @@ def plan_node_ipam(
         if net.version != 4:
             problems.append(f"node {name}: pod CIDR {net} is not IPv4")
             continue
-        if subnet_len is not None and net.prefixlen != subnet_len:
-            problems.append(f"node {name}: pod CIDR {net} is not a /{subnet_len} (flannel's SubnetLen)")
+        if block_size is not None and net.prefixlen != block_size:
+            problems.append(
+                f"node {name}: pod CIDR {net} is not a /{block_size} (the IPPool's blockSize, the size of"
+                " the other nodes' pod CIDRs)"
+            )
             continue
         if network is not None and (net.version != network.version or not _inside(net, network)):
             problems.append(f"node {name}: pod CIDR {net} is outside flannel's network {network}")

@@ -9,9 +9,11 @@ What each operation does on the API server:
   node objects, through :func:`migrator.cni.detect_from_objects`; once per read snapshot (a dry run).
 - ``apply_cni_agent(FLANNEL, node_selector)``: a patch of the flannel DaemonSet's pod ``nodeSelector``.
 - ``apply_cni_agent(CALICO, node_selector, config)``: server-side apply of the user's Calico manifest
-  (``config["manifest"]``, a file) with calico-node's ``nodeSelector`` set, plus an ``IPPool`` equal to
-  flannel's network (``blockSize`` = ``SubnetLen``, ``vxlanMode: Always``) and the default
-  ``FelixConfiguration`` with flannel's VNI, port and MTU. Without a manifest, an installed calico-node
+  (``config["manifest"]``, a file; ``kind: List`` unpacked; Canal's and the operator's refused) with
+  calico-node's ``nodeSelector`` set (and its ``FELIX_VXLANMTU`` env when flannel's MTU is set), plus an
+  ``IPPool`` equal to flannel's network (``blockSize`` = the nodes' pod CIDR size, ``vxlanMode: Always``,
+  ``natOutgoing`` = ``--ip-masq``) and the default ``FelixConfiguration`` with flannel's VNI, port and
+  VXLAN MTU (flannel's MTU - 50). Without a manifest, an installed calico-node
   only gets its ``nodeSelector`` patched (and, with a ``config``, i.e. at the install, the IPAM takeover
   below); if none is installed that is an error (a dry run says so).
 - ``delete_cni_agent``: delete the agent's DaemonSet (foreground); for calico-node also the IPAM objects
@@ -29,10 +31,8 @@ every node when Calico is installed; deleting calico-node (a rollback of the ins
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from loguru import logger
 
 from migrator.cni import (
@@ -42,6 +42,7 @@ from migrator.cni import (
     CniInfo,
     CniKind,
     agent,
+    calico,
     classify_daemonset,
     detect_from_objects,
 )
@@ -73,17 +74,25 @@ def _line(result: ApplyResult) -> str:
 def calico_objects(
     info: CniInfo, manifest: str, node_selector: Mapping[str, str] | None
 ) -> list[dict[str, Any]]:
-    """The user's manifest with calico-node's nodeSelector set, plus flannel-compatible pool and Felix."""
-    path = Path(manifest).expanduser()
-    if not path.is_file():
-        raise UsageError(f"Calico manifest {manifest} not found (plan parameter calico_manifest)")
-    docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    """The user's manifest (its ``kind: List`` documents unpacked) with calico-node's nodeSelector set
+    and, when flannel's MTU is configured, calico-node's ``FELIX_VXLANMTU`` (which Felix ranks above its
+    FelixConfiguration) = flannel.1's MTU; plus an IPPool equal to flannel's network (``blockSize`` = the
+    size of the nodes' flannel subnets) and the default FelixConfiguration with flannel's VNI, port and
+    VXLAN MTU. A manifest migrator cannot install for a live migration (Canal's, the operator's custom
+    resources, none with calico-node) is refused (:func:`migrator.cni.calico.manifest_problems`)."""
+    docs = calico.load_manifest(manifest)
+    fl = info.settings
+    problems = calico.manifest_problems(docs, fl.network if info.flannel else None, manifest)
+    if problems:
+        raise UsageError("; ".join(problems))
     for doc in docs:
-        if doc.get("kind") == "DaemonSet" and classify_daemonset(doc) is CniKind.CALICO:
+        if doc.get("kind") == "DaemonSet" and calico.is_calico_node(doc):
             spec = doc.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})
             if node_selector:
                 spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **node_selector}
-    fl = info.settings
+    if fl.vxlan_mtu is not None:
+        for line in calico.set_vxlan_mtu_env(docs, fl.vxlan_mtu):
+            logger.info("{} (flannel's MTU {} less VXLAN's 50 bytes)", line, fl.mtu)
     if fl.network:
         docs.append(
             {
@@ -92,7 +101,7 @@ def calico_objects(
                 "metadata": {"name": "migrator-flannel-compatible"},
                 "spec": {
                     "cidr": fl.network,
-                    "blockSize": fl.subnet_len,
+                    "blockSize": info.block_size,
                     "vxlanMode": "Always",
                     "ipipMode": "Never",
                     "natOutgoing": fl.masquerade,
@@ -100,8 +109,8 @@ def calico_objects(
             }
         )
     felix: dict[str, Any] = {"vxlanVNI": fl.vni, "vxlanPort": fl.port}
-    if fl.mtu:
-        felix["vxlanMTU"] = fl.mtu
+    if fl.vxlan_mtu is not None:
+        felix["vxlanMTU"] = fl.vxlan_mtu
     docs.append(
         {
             "apiVersion": "crd.projectcalico.org/v1",
@@ -123,6 +132,25 @@ def _calico_crds(objects: list[dict[str, Any]]) -> set[str]:
     }
 
 
+def _felix_mtu_problem(ds: Obj, info: CniInfo) -> str | None:
+    """Why an installed calico-node would not run VXLAN at flannel.1's MTU: its ``FELIX_VXLANMTU`` env
+    (which Felix ranks above any FelixConfiguration) is not flannel's MTU - 50 (``None``: it would)."""
+    wanted = info.settings.vxlan_mtu if info.flannel is not None else None
+    if wanted is None:
+        return None
+    for container in calico.calico_node_containers([dict(ds)]):
+        for var in container.get("env") or []:
+            if var.get("name") == calico.FELIX_VXLAN_MTU_ENV and var.get("value") != str(wanted):
+                now = var.get("value", var.get("valueFrom"))
+                return (
+                    f"calico-node's {calico.FELIX_VXLAN_MTU_ENV} is {now!r}, which Felix ranks above its"
+                    f" FelixConfiguration: set it to {wanted} (flannel's MTU {info.settings.mtu} less VXLAN's"
+                    " 50 bytes), or give the Calico manifest (plan parameter calico_manifest) and migrator"
+                    " sets it"
+                )
+    return None
+
+
 class KubeCniOps:
     """The ``CniOps`` port on a :class:`KubeCluster`."""
 
@@ -138,8 +166,9 @@ class KubeCniOps:
 
     def _detect(self) -> CniInfo:
         api = self.cluster.api
+        daemonsets = self.cluster.list_daemonset_objects()
         configmaps: dict[tuple[str, str], Obj] = {}
-        for ns, name in detection_configmaps():
+        for ns, name in detection_configmaps(daemonsets):
             try:
                 configmaps[(ns, name)] = api.read(
                     f"read ConfigMap {ns}/{name}", api.core.read_namespaced_config_map, name, ns
@@ -154,7 +183,7 @@ class KubeCniOps:
         except MigratorError as err:
             logger.debug("cannot list Calico IPPools: {}", err)
         info = detect_from_objects(
-            self.cluster.list_daemonset_objects(),
+            daemonsets,
             configmaps,
             self.cluster.list_node_objects(),
             ippools,
@@ -193,6 +222,12 @@ class KubeCniOps:
                 return [f"would fail: {message}"]
             raise StepFailed(message)
         ns, name = _ref(ds)
+        if agent is CniKind.CALICO and config is not None:  # an install onto a calico-node already there
+            problem = _felix_mtu_problem(ds, self.detect_cni())
+            if problem and dry_run:
+                return [f"would fail: {problem}"]
+            if problem:
+                raise StepFailed(problem)
         current = dict(pod_spec(ds).get("nodeSelector") or {})
         # exactly node_selector; empty: every node
         wanted: dict[str, str | None] = {key: None for key in current}

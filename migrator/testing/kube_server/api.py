@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from migrator.testing.kube_server import crd_schema
 from migrator.testing.kube_server.controllers import ControlPlane
 from migrator.testing.kube_server.patch import (
     apply_to,
@@ -131,6 +132,7 @@ class FakeKubeApi(ControlPlane):
         self.record_requests = True
         self.token: str | None = None
         self.denied: set[tuple[str, str, str, str]] = set()  # (verb, group, resource, subresource)
+        self.field_validation = "Warn"  # fieldValidation of a request without one ("Strict": as kubectl)
 
     # ------------------------------------------------------------------------------ admission
 
@@ -341,6 +343,7 @@ class FakeKubeApi(ControlPlane):
                 raise ApiError(400, "BadRequest", "the namespace of the object does not match the request")
         if request.query.get("fieldManager"):
             record_manager(obj, request.query["fieldManager"], "Update", owned_fields(obj))
+        self._admit(request, rtype, obj)
         return Response(201, self.create(rtype, obj, dry_run=request.dry_run))
 
     def _delete(self, request: Request, rtype: ResourceType, ns: str, name: str, current: Obj) -> Response:
@@ -369,6 +372,7 @@ class FakeKubeApi(ControlPlane):
             obj = {**copy.deepcopy(current), "status": obj.get("status")}
         elif "status" in current and "status" not in obj:
             obj["status"] = current["status"]
+        self._admit(request, rtype, obj)
         if request.dry_run:
             return Response(200, admit(rtype.kind, obj))
         return Response(200, self.store(rtype, obj))
@@ -394,9 +398,15 @@ class FakeKubeApi(ControlPlane):
             )
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         record_update(current, new, request.query.get("fieldManager") or "unknown")
+        self._admit(request, rtype, new)
         if request.dry_run:
             return Response(200, admit(rtype.kind, new))
         return Response(200, self.store(rtype, new))
+
+    def _admit(self, request: Request, rtype: ResourceType, obj: Obj) -> None:
+        """A custom resource against its CRD's schema (:mod:`.crd_schema`): refused, or pruned."""
+        strict = (request.query.get("fieldValidation") or self.field_validation) == "Strict"
+        crd_schema.admit(self.objects[crd_schema.CRD_KEY], rtype, obj, strict=strict)
 
     def _apply(self, request: Request, rtype: ResourceType, ns: str, name: str) -> Response:
         """Server-side apply (``application/apply-patch+yaml``): create, or merge with field managers."""
@@ -416,9 +426,11 @@ class FakeKubeApi(ControlPlane):
         if current is None:
             if rtype.namespaced:
                 applied["metadata"]["namespace"] = ns
+            self._admit(request, rtype, applied)
             record_manager(applied, manager, "Apply", owned_fields(applied))
             return Response(201, self.create(rtype, applied, dry_run=request.dry_run))
         new = apply_to(current, applied, manager, force=request.query.get("force") in ("true", "1"))
+        self._admit(request, rtype, new)
         if request.dry_run:
             return Response(200, admit(rtype.kind, new))
         return Response(200, self.store(rtype, new))
