@@ -175,6 +175,7 @@ def render_text(report: VerifyReport, *, max_failures: int = 40) -> RenderableTy
     return Group(*parts)
 
 
+MAX_NAMED_COLUMN = 8  # widest pod name (plus a space) still used as a column head
 MARK_STYLES = {".": "green", "X": "cyan", "H": "bold red", "B": "bold red", "?": "bold yellow", "-": "dim"}
 
 
@@ -192,11 +193,20 @@ def render_policy_matrix(matrix: Mapping[str, Any]) -> RenderableType:
         )
         if not pods:
             return Text(f"{title}: none", style="bold")
-    lines = [Text(title, style="bold"), Text(" " * width + "".join(f"{p:>{width}}" for p in pods))]
-    for pod, row in zip(pods, rows, strict=True):
-        line = Text(f"{pod:<{width}}")
+    if width <= MAX_NAMED_COLUMN:  # x/a ... z/c: the names head the columns, as upstream's truth tables
+        head, col = [f"{p:>{width}}" for p in pods], width
+        labels = [f"{p:<{width}}" for p in pods]
+    else:  # long pod names: numbered columns, the number before each row's name (no line wider than needed)
+        col = len(str(len(pods))) + 1
+        name_w = max(len(p) for p in pods) + col + 1
+        head = [f"{i:>{col}}" for i in range(1, len(pods) + 1)]
+        labels = [f"{f'{i:>{col - 1}}':} {p}".ljust(name_w) for i, p in enumerate(pods, 1)]
+        width = name_w
+    lines = [Text(title, style="bold"), Text(" " * width + "".join(head))]
+    for label, row in zip(labels, rows, strict=True):
+        line = Text(label)
         for mark in row:
-            line.append(f"{mark:>{width}}", style=MARK_STYLES.get(mark, ""))
+            line.append(f"{mark:>{col}}", style=MARK_STYLES.get(mark, ""))
         lines.append(line)
     return Group(*lines)
 
