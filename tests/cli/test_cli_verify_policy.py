@@ -11,7 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from migrator.cli.main import app
-from migrator.cli.verify import OutputFormat, verify_policy
+from migrator.cli.verify import OutputFormat, render_policy_matrix, verify_policy
 from migrator.ports import Target
 from migrator.probe.policy import PolicyOptions
 from migrator.testing.fake import FakeCluster, FakeProber, TableModel, deny_into_y, y_denied
@@ -192,3 +192,19 @@ def test_the_command_line_runs_the_policy_scope(monkeypatch: pytest.MonkeyPatch)
     )
     assert res.exit_code == 0, res.output
     assert "Policy 81/udp (rows: source pod, columns: destination pod)" in res.stdout
+
+
+def test_long_pod_names_number_the_columns_and_keep_lines_short() -> None:
+    pods = ["kube-system/coredns-ggw2m67gqs-qw8lx", "x/a", "x/b"]
+    matrix = {"port": 53, "protocol": "tcp", "pods": pods, "rows": ["-X.", "X-.", "..-"]}
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(render_policy_matrix(matrix))
+    lines = buf.getvalue().splitlines()
+    assert lines[1].split() == ["1", "2", "3"]
+    assert lines[2].split() == ["1", pods[0], "-", "X", "."]
+    assert lines[4].split() == ["3", "x/b", ".", ".", "-"]
+    assert max(len(line) for line in lines[1:]) <= len(pods[0]) + 4 + 3 * 3  # row label + 3 cells
+    short = {"port": 80, "protocol": "tcp", "pods": ["x/a", "x/b"], "rows": ["-X", ".-"]}
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(render_policy_matrix(short))
+    assert buf.getvalue().splitlines()[1].split() == ["x/a", "x/b"]  # short names head their columns
