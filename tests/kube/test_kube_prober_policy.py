@@ -133,7 +133,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def pod_netns() -> Iterator[tuple[str, int]]:
-    """A network namespace standing for pod x/a, with a TCP server on 127.0.0.1:<port> inside it."""
+    """A network namespace standing for pod x/a, with a TCP server and a UDP echo on 127.0.0.1:<port> inside
+    it."""
     if not HAVE_NETNS:
         pytest.skip("needs root and iproute2 to create a network namespace")
     name = f"np-kube-{os.getpid()}"
@@ -143,7 +144,12 @@ def pod_netns() -> Iterator[tuple[str, int]]:
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
         code = (
-            "import socket,sys\n"
+            "import socket,sys,threading\n"
+            f"u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.0.0.1', {port}))\n"
+            "def echo():\n"
+            "    for _ in range(1000):\n"
+            "        data, peer = u.recvfrom(2048); u.sendto(b'pod x/a udp', peer)\n"
+            "threading.Thread(target=echo, daemon=True).start()\n"
             "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
             f"s.bind(('127.0.0.1', {port})); s.listen(64); print('ready', flush=True)\n"
             "s.settimeout(60)\n"
@@ -336,6 +342,8 @@ def test_policy_probes_leave_from_the_source_pods_namespace(
                     _policy("x/a", "x/b", port),  # from x/a's namespace: its server answers
                     _policy("x/b", "x/a", port),  # x/b has no process on its node
                     ProbeTarget("x/a", "x/b", ProbeKind.POD_SAME_NODE, "127.0.0.1", port, ProbeProtocol.TCP),
+                    _policy("x/a", "x/b", port, ProbeProtocol.UDP),  # UDP from x/a's namespace: the echo
+                    _policy("x/a", "x/b", port + 1 if port < 65535 else port - 1, ProbeProtocol.UDP),
                 ]
                 results = prober.probe(targets)
                 # a continuous policy probe (a monitor during a migration) goes the same way
@@ -353,6 +361,9 @@ def test_policy_probes_leave_from_the_source_pods_namespace(
     assert "no-process-of-pod" in (results[1].error or "")
     # the same port from the probe pod's own namespace (the old way) finds nothing listening
     assert by_source[2] == ("x/a", ProbeKind.POD_SAME_NODE, False, "refused")
+    # UDP policy probes go the same way: the echo answers; a closed UDP port is refused (ICMP), a deny
+    assert by_source[3] == ("x/a", ProbeKind.POLICY, True, "")
+    assert by_source[4] == ("x/a", ProbeKind.POLICY, False, "refused")
     from_a = [r for r in streamed if r.source == "x/a"]
     from_b = [r for r in streamed if r.source == "x/b"]
     assert from_a and all(r.ok and r.kind is ProbeKind.POLICY for r in from_a)
