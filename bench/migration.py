@@ -64,7 +64,10 @@ class Outcome:
 
 def run_plan(home: Path, lab: str, plan: str) -> Outcome:
     root = ROOTS[plan]
-    env = {**os.environ, "MIGRATOR_HOME": str(home), "PYTHONPATH": str(root)}
+    # a fresh TMPDIR, so a fresh SSH ControlPath folder (mgr-cp-UID): a ControlPersist master left by the
+    # previous run still points at the previous lab's sshd on the same address (nodes unreachable)
+    tmp = Path(tempfile.mkdtemp(prefix="mb-", dir="/tmp"))
+    env = {**os.environ, "MIGRATOR_HOME": str(home), "PYTHONPATH": str(root), "TMPDIR": str(tmp)}
     started = time.monotonic()
     res = subprocess.run(
         [
@@ -105,6 +108,7 @@ def run_plan(home: Path, lab: str, plan: str) -> Outcome:
             out.outage_ms = max(out.outage_ms, float(pair.get("longest_outage_ms") or 0.0))
     if np_sent:
         out.nodeport_availability = 100.0 * (np_sent - np_lost) / np_sent
+    shutil.rmtree(tmp, ignore_errors=True)
     if res.returncode != 0:
         logger.warning("{} exited {}: {}", plan, res.returncode, (res.stdout + res.stderr)[-800:])
     return out
@@ -116,6 +120,7 @@ def main() -> int:
     ap.add_argument("--underlay", default="198.18.23.0/24")
     ap.add_argument("--name", default="rcbench", help="lab name")
     ap.add_argument("--before", metavar="REF", help="also run the careful plan of this earlier commit")
+    ap.add_argument("--after", metavar="REF", help="run this commit's careful plan instead of this tree's")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive plan")
     args = ap.parse_args()
     logger.remove()
@@ -125,6 +130,8 @@ def main() -> int:
     plans = ["careful"] + (["before"] if args.before else []) + ([] if args.no_naive else ["naive"])
     if args.before:
         ROOTS["before"] = export_tree(args.before)
+    if args.after:
+        ROOTS["careful"] = export_tree(args.after)
     results: dict[str, list[Outcome]] = {plan: [] for plan in plans}
     name = args.name
     try:
@@ -147,8 +154,14 @@ def main() -> int:
                     flush=True,
                 )
     finally:
-        if args.before:
-            shutil.rmtree(ROOTS["before"], ignore_errors=True)
+        for plan, option in (("before", args.before), ("careful", args.after)):
+            if option:
+                shutil.rmtree(ROOTS[plan], ignore_errors=True)
+    failed = {plan: sum(1 for o in outs if o.rc != 0) for plan, outs in results.items()}
+    for plan, count in failed.items():
+        if count:
+            print(f"{plan}: {count} run(s) failed, left out of the medians")
+        results[plan] = [o for o in results[plan] if o.rc == 0]
 
     def med(plan: str, attr: str) -> float:
         values = [float(v) for o in results[plan] if (v := getattr(o, attr)) is not None]
