@@ -24,8 +24,9 @@ from migrator.targets.kube.calico_ipam import plan_node_ipam
 from migrator.targets.kube.cni import calico_objects
 from migrator.testing.kube_server import FakeKubeApi, LocalKube
 from migrator.testing.kube_server.objects import make_node
+from tests.upstream import upstream_dir
 
-UPSTREAM = Path(__file__).resolve().parents[2].parent / "shared" / "upstream"
+UPSTREAM = upstream_dir()
 KUBE_FLANNEL = UPSTREAM / "flannel" / "kube-flannel.yml"
 CALICO = UPSTREAM / "calico" / "calico.yaml"
 

@@ -8,13 +8,12 @@ loopback excluded, as upstream does.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from migrator.policy.model import PolicyModel, Protocol
 from tests.policy.e2e_cases import CASES, PODS, Case, Probe
 from tests.policy.netpol_world import World
+from tests.upstream import upstream_dir
 
 
 def mismatches(model: PolicyModel, probe: Probe) -> list[str]:
@@ -66,9 +65,7 @@ def test_a_wrong_expectation_is_caught() -> None:
     assert wrong[0].startswith("y/a -> x/a: expected True, matrix False")
 
 
-UPSTREAM_FILE = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "upstream" / "k8s-netpol" / "network_policy.go"
-)
+UPSTREAM_FILE = upstream_dir() / "k8s-netpol" / "network_policy.go"
 
 # The "Expected results" truth table written out in upstream's comment of the case at line 774
 # ("." connected, "X" blocked, *X* marks the cell the case is about; loopback cells ignored).
