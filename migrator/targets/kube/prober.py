@@ -399,25 +399,16 @@ class KubeProber:
         with self._lock:
             if self.outside is OutsideMode.OFF:
                 return "unsupported: outside probes are off (KubeProber outside=off)"
-            if self.outside_deployed or self.outside_error:
-                return self.outside_error
-            logger.info("deploying the host-network probe DaemonSet {}/{}", self.namespace, HOST_NAME)
-            try:
-                self.cluster.apply(
-                    [outside_manifest(image=self.image, namespace=self.namespace, poll=self.poll)]
+            if not (self.outside_deployed or self.outside_error):
+                self.outside_error = self._deploy_daemonset(
+                    HOST_NAME,
+                    [outside_manifest(image=self.image, namespace=self.namespace, poll=self.poll)],
+                    what="host-network DaemonSet",
+                    failure="no-outside-probe-pod",
+                    hint="host networking forbidden by an admission policy?",
                 )
-                self.cluster.wait_rollout(
-                    RolloutKind.DAEMONSET, self.namespace, HOST_NAME, timeout=self.deploy_timeout
-                )
-            except MigratorError as exc:
-                self.outside_error = (
-                    f"no-outside-probe-pod: the host-network DaemonSet {self.namespace}/{HOST_NAME} did not"
-                    f" roll out (host networking forbidden by an admission policy?): {exc}"
-                )
-                logger.warning("{}", self.outside_error)
-                return self.outside_error
-            self.outside_deployed = True
-            return None
+                self.outside_deployed = self.outside_error is None
+            return self.outside_error
 
     def deploy_netns(self) -> str | None:
         """Deploy the privileged ``policy`` DaemonSet (once; the namespace gets Pod Security ``privileged``
@@ -426,26 +417,33 @@ class KubeProber:
         with self._lock:
             if self.policy is PolicyMode.OFF:
                 return "unsupported: policy probes are off (KubeProber policy=off)"
-            if self.netns_deployed or self.netns_error:
-                return self.netns_error
-            logger.info("deploying the privileged policy probe DaemonSet {}/{}", self.namespace, NETNS_NAME)
-            try:
+            if not (self.netns_deployed or self.netns_error):
                 privileged = probe_manifests(namespace=self.namespace, host_network=True)[0]  # the Namespace
-                self.cluster.apply(
-                    [privileged, netns_manifest(image=self.image, namespace=self.namespace, poll=self.poll)]
+                self.netns_error = self._deploy_daemonset(
+                    NETNS_NAME,
+                    [privileged, netns_manifest(image=self.image, namespace=self.namespace, poll=self.poll)],
+                    what="privileged DaemonSet",
+                    failure="no-policy-probe-pod",
+                    hint="privileged or hostPID pods forbidden by an admission policy?",
                 )
-                self.cluster.wait_rollout(
-                    RolloutKind.DAEMONSET, self.namespace, NETNS_NAME, timeout=self.deploy_timeout
-                )
-            except MigratorError as exc:
-                self.netns_error = (
-                    f"no-policy-probe-pod: the privileged DaemonSet {self.namespace}/{NETNS_NAME} did not"
-                    f" roll out (privileged or hostPID pods forbidden by an admission policy?): {exc}"
-                )
-                logger.warning("{}", self.netns_error)
-                return self.netns_error
-            self.netns_deployed = True
-            return None
+                self.netns_deployed = self.netns_error is None
+            return self.netns_error
+
+    def _deploy_daemonset(
+        self, name: str, objects: list[dict[str, Any]], *, what: str, failure: str, hint: str
+    ) -> str | None:
+        """Apply ``objects`` and wait for DaemonSet ``name`` to roll out; the failure reason, or ``None``.
+        The caller holds ``_lock``."""
+        logger.info("deploying the {} {}/{}", what, self.namespace, name)
+        try:
+            self.cluster.apply(objects)
+            timeout = self.deploy_timeout
+            self.cluster.wait_rollout(RolloutKind.DAEMONSET, self.namespace, name, timeout=timeout)
+        except MigratorError as exc:
+            error = f"{failure}: the {what} {self.namespace}/{name} did not roll out ({hint}): {exc}"
+            logger.warning("{}", error)
+            return error
+        return None
 
     # ------------------------------------------------------------------------------ routing
 
