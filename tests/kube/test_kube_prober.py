@@ -28,11 +28,13 @@ from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget
 from migrator.probe.k8s import runner
 from migrator.probe.matrix import MatrixOptions, build_matrix
 from migrator.targets.kube import KubeCluster, open_kube_target
+from migrator.targets.kube.netns_runner import PROC_ENV
 from migrator.targets.kube.prober import (
     AGENT_CONFIGMAP,
     HOST_NAME,
     NAME,
     NAMESPACE,
+    NETNS_RUNNER,
     KubeProber,
     OutsideMode,
     outside_source,
@@ -79,11 +81,13 @@ def closed_port() -> int:
 
 
 class Kubelet:
-    """Starts the shipped runner for each probe pod; its stdout becomes the pod's log."""
+    """Starts each probe pod's container script (from the shipped ConfigMap); its stdout becomes the pod's
+    log. ``proc_root``: the /proc tree the policy pods' netns runner reads (``PROC_ENV``)."""
 
-    def __init__(self, server: FakeApiServer, workdir: Path) -> None:
+    def __init__(self, server: FakeApiServer, workdir: Path, proc_root: Path | None = None) -> None:
         self.server = server
         self.workdir = workdir
+        self.proc_root = proc_root
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -100,29 +104,33 @@ class Kubelet:
                 code.mkdir()
                 for fname, text in cm["data"].items():
                     (code / fname).write_text(text)
+                container = pod["spec"]["containers"][0]
+                script = Path(container["command"][-1]).name
                 # the container's own args, with $(VAR) expanded as the kubelet does, then the test's
                 args = [
-                    a.replace("$(NODE_NAME)", pod["spec"]["nodeName"])
-                    for a in pod["spec"]["containers"][0].get("args") or []
+                    a.replace("$(NODE_NAME)", pod["spec"]["nodeName"]) for a in container.get("args") or []
                 ]
+                env = {
+                    "PATH": os.environ.get("PATH", ""),
+                    "NODE_NAME": pod["spec"]["nodeName"],
+                    "POD_NAMESPACE": NAMESPACE,
+                    "MIGRATOR_PROBE_API": self.server.url,
+                    "MIGRATOR_PROBE_TOKEN": "test-token",
+                }
+                if script == NETNS_RUNNER and self.proc_root is not None:
+                    env[PROC_ENV] = str(self.proc_root)
                 proc = subprocess.Popen(
                     [
                         sys.executable,
                         "-u",
-                        str(code / "runner.py"),
+                        str(code / script),
                         *args,
                         "--poll=0.1",
                         "--port=0",
                         "--max-lifetime=90",
                     ],
                     cwd=code,
-                    env={
-                        "PATH": os.environ.get("PATH", ""),
-                        "NODE_NAME": pod["spec"]["nodeName"],
-                        "POD_NAMESPACE": NAMESPACE,
-                        "MIGRATOR_PROBE_API": self.server.url,
-                        "MIGRATOR_PROBE_TOKEN": "test-token",
-                    },
+                    env=env,
                     stdout=subprocess.PIPE,
                     text=True,
                 )

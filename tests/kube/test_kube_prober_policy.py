@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 
 from migrator.ports import ProbeKind, ProbeProtocol, ProbeTarget
 from migrator.targets.kube import KubeCluster
-from migrator.targets.kube.netns_runner import PROC_ENV, UID_KEY, pod_processes, resolve
+from migrator.targets.kube.netns_runner import UID_KEY, pod_processes, resolve
 from migrator.targets.kube.prober import (
     AGENT_CONFIGMAP,
     NAME,
@@ -48,81 +47,10 @@ from migrator.testing.kube_server import (
     make_pod,
     seed_netpol_model,
 )
+from tests.kube.test_kube_prober import Kubelet
 
 ROOT = Path(__file__).resolve().parents[2]
 HAVE_NETNS = os.geteuid() == 0 and shutil.which("ip") is not None
-
-
-class Kubelet:
-    """Starts each probe pod's container script (from the shipped ConfigMap); stdout becomes its log."""
-
-    def __init__(self, server: FakeApiServer, workdir: Path, proc_root: Path) -> None:
-        self.server = server
-        self.workdir = workdir
-        self.proc_root = proc_root
-        self.procs: dict[str, subprocess.Popen[str]] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        deadline = time.monotonic() + 120
-        while not self.stop.wait(0.05) and time.monotonic() < deadline:
-            cm = self.server.api.get("ConfigMap", AGENT_CONFIGMAP, NAMESPACE)
-            for pod in self.server.api.find("Pod", NAMESPACE):
-                name = pod["metadata"]["name"]
-                if cm is None or name in self.procs:
-                    continue
-                code = self.workdir / name
-                code.mkdir()
-                for fname, text in cm["data"].items():
-                    (code / fname).write_text(text)
-                container = pod["spec"]["containers"][0]
-                script = Path(container["command"][-1]).name
-                args = [
-                    a.replace("$(NODE_NAME)", pod["spec"]["nodeName"]) for a in container.get("args") or []
-                ]
-                env = {
-                    "PATH": os.environ.get("PATH", ""),
-                    "NODE_NAME": pod["spec"]["nodeName"],
-                    "POD_NAMESPACE": NAMESPACE,
-                    "MIGRATOR_PROBE_API": self.server.url,
-                    "MIGRATOR_PROBE_TOKEN": "test-token",
-                }
-                if script == NETNS_RUNNER:
-                    env[PROC_ENV] = str(self.proc_root)
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-u",
-                        str(code / script),
-                        *args,
-                        "--poll=0.1",
-                        "--port=0",
-                        "--max-lifetime=90",
-                    ],
-                    cwd=code,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                self.procs[name] = proc
-                threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
-
-    def _pump(self, pod: str, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.server.api.append_log(NAMESPACE, pod, line)
-
-    def __enter__(self) -> Kubelet:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        for proc in self.procs.values():
-            proc.kill()
-            proc.wait(10)
 
 
 def _free_port() -> int:
