@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from migrator.cni import flannel
-from migrator.cni.base import CniDriver, ConfigMaps, Obj, container_names
+from migrator.cni.base import AgentRef, CniDriver, ConfigMaps, Obj, container_names
 from migrator.cni.info import CniKind, CniNode, FlannelConfig
 
 CONFIGMAP = ("kube-system", "canal-config")
@@ -16,6 +16,7 @@ class Canal(CniDriver):
     kind = CniKind.CANAL
     source_rank = 10
     configmaps = (CONFIGMAP,)
+    agent = AgentRef("canal", "kube-system", "canal")
 
     def matches(self, ds: Obj) -> bool:
         name = (ds.get("metadata") or {}).get("name")

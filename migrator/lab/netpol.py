@@ -52,7 +52,7 @@ from migrator.policy.model import (
 )
 
 # the CNI agent (DaemonSet app) -> the policy engine it runs on its node; agents not listed enforce nothing
-POLICY_AGENTS: dict[str, str] = {"calico-node": "felix"}
+POLICY_AGENTS: dict[str, str] = {"calico-node": "felix", "canal": "felix", "weave-net": "weave-npc"}
 TOP_FORWARD = "MNP-FORWARD"
 TOP_INPUT = "MNP-INPUT"
 REJECT_CHAIN = "MNP-REJECT"

@@ -30,6 +30,8 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 class CniKind(StrEnum):
     FLANNEL = "flannel"
     CALICO = "calico"
+    CANAL = "canal"  # flannel VXLAN + felix policy (DaemonSet kube-system/canal)
+    WEAVE = "weave"  # Weave Net: a flat L2 overlay on UDP 6784 + weave-npc (DaemonSet kube-system/weave-net)
 
 
 class AppKind(StrEnum):

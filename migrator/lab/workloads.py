@@ -77,10 +77,13 @@ def cluster_ip_for(key: str, seed: int, taken: set[str]) -> str:
 def agent_daemonset(
     agent: str, node_selector: Mapping[str, str] | None = None, config: Mapping[str, str] | None = None
 ) -> Workload:
-    """The DaemonSet of a node agent the lab emulates: ``flannel``, ``calico-node`` or ``kube-proxy``."""
+    """The DaemonSet of a node agent the lab emulates: ``flannel``, ``calico-node``, ``canal``, ``weave-net``
+    or ``kube-proxy`` (named as in the upstream manifests)."""
     name, ns, labels = {
         "flannel": ("kube-flannel-ds", "kube-flannel", {"app": "flannel", "k8s-app": "flannel"}),
         "calico-node": ("calico-node", "kube-system", {"k8s-app": "calico-node"}),
+        "canal": ("canal", "kube-system", {"k8s-app": "canal"}),
+        "weave-net": ("weave-net", "kube-system", {"name": "weave-net"}),
         "kube-proxy": ("kube-proxy", "kube-system", {"k8s-app": "kube-proxy"}),
     }[agent]
     return Workload(
@@ -93,8 +96,12 @@ def agent_daemonset(
     )
 
 
+CNI_AGENTS = {"flannel": "flannel", "calico": "calico-node", "canal": "canal", "weave": "weave-net"}
+"""The lab's ``--cni`` -> the DaemonSet app of its node agent."""
+
+
 def agent_daemonsets(cni: str) -> list[Workload]:
-    return [agent_daemonset("kube-proxy"), agent_daemonset("calico-node" if cni == "calico" else "flannel")]
+    return [agent_daemonset("kube-proxy"), agent_daemonset(CNI_AGENTS[cni])]
 
 
 def namespace_state(name: str, labels: Mapping[str, str] | None = None) -> NamespaceState:
