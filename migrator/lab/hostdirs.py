@@ -18,7 +18,8 @@ from migrator.lab import sshd
 from migrator.lab.net import NETNS_ETC
 from migrator.lab.state import LabState, ResourceKind
 
-HOST_DIRS = [*sshd.NODE_MOUNTS, "/run/sshd", str(NETNS_ETC)]  # mount points and folders the host may lack
+SSHD_DIR = "/run/sshd"
+HOST_DIRS = [*sshd.NODE_MOUNTS, SSHD_DIR, str(NETNS_ETC)]  # mount points and folders the host may lack
 
 
 def claim(st: LabState) -> None:
@@ -61,6 +62,20 @@ def _mount_points_in_use() -> set[str]:
     return seen
 
 
+def _sshd_running() -> bool:
+    """Whether any sshd runs on the host: each one needs ``/run/sshd`` (its privilege separation folder) for
+    every new connection, and a lab of another MIGRATOR_HOME may have one (its own list cannot say)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() == "sshd":
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def host_dirs_list(update: Callable[[list[str]], list[str]]) -> list[str]:
     """Read-modify-write the shared list of host folders created by labs (under a lock on the labs folder
     itself, so no lock file is left behind once the list is empty). Returns the list as it was."""
@@ -90,13 +105,15 @@ def remember(created: Sequence[str]) -> None:
 
 def remove(extra: set[str]) -> list[str]:
     """rmdir the (empty) host folders labs created, deepest first, unless a namespace still mounts them
-    (another lab, maybe under another MIGRATOR_HOME). Those stay listed for a later ``down``."""
+    (another lab, maybe under another MIGRATOR_HOME), nor ``/run/sshd`` while any sshd runs. Those stay
+    listed for a later ``down``."""
     removed: list[str] = []
 
     def update(known: list[str]) -> list[str]:
         busy = _mount_points_in_use()
+        sshd_alive = _sshd_running()
         for d in sorted(set(known) | extra, key=lambda x: -x.count("/")):
-            if any(m == d or m.startswith(d + "/") for m in busy):
+            if any(m == d or m.startswith(d + "/") for m in busy) or (d == SSHD_DIR and sshd_alive):
                 continue
             with contextlib.suppress(OSError):
                 os.rmdir(d)
