@@ -350,6 +350,12 @@ class PolicyModel:
     def pod(self, pod: PolicyPod | str) -> PolicyPod:
         return self.pods[self.index(pod)]
 
+    def pod_at(self, address: str) -> PolicyPod | None:
+        """The pod with this IP address (``None``: none, or not an address)."""
+        ip = _ip(address)
+        i = self._by_ip.get(ip) if ip is not None else None
+        return None if i is None else self.pods[i]
+
     def _resolve(self, end: PolicyPod | str) -> tuple[int | None, tuple[int, int] | None]:
         """(pod index or None, IP) of a pod or an address string (an address of a pod is that pod)."""
         if isinstance(end, PolicyPod):

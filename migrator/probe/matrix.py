@@ -14,6 +14,13 @@ Kinds (``ProbeKind``) and what they probe:
 Targets of protocol ``dns`` put the resolver in ``host:port``, the name in ``path`` and the expected
 address in ``expect_body``.
 
+NetworkPolicy: these kinds probe what must flow. A probe the cluster's NetworkPolicies deny (the policy
+model's verdict, :class:`PolicyFilter`) is left out of the matrix and counted
+(:attr:`MatrixBuilder.left_out`); ``scope: policy`` verifies those, denied and allowed. A Service, DNS or
+NodePort probe is left out when policy denies it for any endpoint (which endpoint answers is kube-proxy's
+choice); a NodePort probe also when an endpoint is ingress-isolated at all (the source its endpoint sees
+depends on the node's SNAT). Traffic from a node to its own pods is never filtered (Kubernetes allows it).
+
 Sampling (``per_source``) keeps the size linear in the number of pods: each source gets at most that many
 destinations per group (pods, services, DNS names); each node gets that many NodePort services and local
 pods. The choice is seeded by ``seed`` and the source's name, so it is stable between runs and between the
@@ -31,7 +38,10 @@ from typing import TypeVar
 from loguru import logger
 
 from migrator.errors import UsageError
+from migrator.policy.model import PolicyModel, Verdict
+from migrator.policy.model import Protocol as L4
 from migrator.ports import Cluster, Node, Pod, ProbeKind, ProbeProtocol, ProbeTarget, Service, ServicePort
+from migrator.probe.policy import policy_pod
 
 OUTSIDE = "outside"
 DNS_SERVICE_NAMES = (("kube-system", "kube-dns"), ("kube-system", "coredns"))
@@ -128,15 +138,45 @@ def _service_dest(svc: Service, port: ServicePort) -> str:
     return f"{svc.namespace}/{svc.name}{suffix}"
 
 
+class PolicyFilter:
+    """Which probes of the matrix the cluster's NetworkPolicies deny (the policy model's verdict)."""
+
+    def __init__(self, cluster: Cluster, pods: Sequence[Pod]) -> None:
+        policies = cluster.list_network_policies()
+        self.model: PolicyModel | None = None
+        if policies:
+            self.model = PolicyModel(list(policies), cluster.list_namespaces(), [policy_pod(p) for p in pods])
+
+    def denied(self, src: str, dst_ip: str, port: int, protocol: L4 = L4.TCP) -> bool:
+        """Whether policy denies pod ``src`` (its key) -> ``dst_ip:port``."""
+        if self.model is None:
+            return False
+        return self.model.decide(self.model.pod(src), dst_ip, port, protocol).verdict is Verdict.DENY
+
+    def any_denied(self, src: str, endpoints: Iterable[str], port: int, protocol: L4 = L4.TCP) -> bool:
+        return any(self.denied(src, ip, port, protocol) for ip in endpoints)
+
+    def ingress_isolated(self, endpoints: Iterable[str]) -> bool:
+        """Whether a policy isolates any of these addresses (pods) for ingress."""
+        if self.model is None:
+            return False
+        model = self.model
+        return any(model.ingress_policies(pod) for ip in endpoints if (pod := model.pod_at(ip)) is not None)
+
+
 class MatrixBuilder:
     def __init__(self, cluster: Cluster, options: MatrixOptions) -> None:
         self.o = options
         nodes = sorted(cluster.list_nodes(), key=lambda n: n.name)
         self.nodes: list[Node] = [n for n in nodes if n.name not in options.exclude_nodes]
+        listed = cluster.list_pods()
+        self.policy = PolicyFilter(cluster, listed)
+        self.left_out = 0
+        """Probes left out of the matrix because NetworkPolicy denies them."""
         self.pods: list[Pod] = sorted(
             (
                 p
-                for p in cluster.list_pods()
+                for p in listed
                 if p.ready
                 and p.ip
                 and not p.host_network
@@ -158,6 +198,12 @@ class MatrixBuilder:
             ),
             key=lambda s: (s.namespace, s.name),
         )
+        self.dns_service = next((s for s in all_services if s.cluster_ip == self.dns_server), None)
+
+    def _keep(self, denied: bool) -> bool:
+        if denied:
+            self.left_out += 1
+        return not denied
 
     def _target(self, source: str, dest: str, kind: ProbeKind, host: str, port: int) -> ProbeTarget:
         return ProbeTarget(
@@ -194,7 +240,7 @@ class MatrixBuilder:
                 if port is None or (dst.key == src.key and not self.o.include_self):
                     continue
                 kind = ProbeKind.POD_SAME_NODE if dst.node == src.node else ProbeKind.POD_CROSS_NODE
-                if kind in wanted:
+                if kind in wanted and self._keep(self.policy.denied(src.key, str(dst.ip), port)):
                     candidates.append((dst, port))
             for dst, port in sample(candidates, self.o.per_source, self.o.seed, src.key, "pods"):
                 kind = ProbeKind.POD_SAME_NODE if dst.node == src.node else ProbeKind.POD_CROSS_NODE
@@ -206,7 +252,12 @@ class MatrixBuilder:
         out: list[ProbeTarget] = []
         pairs = [(s, p) for s in self.services for p in _tcp_ports(s)]
         for src in self.pods:
-            for svc, port in sample(pairs, self.o.per_source, self.o.seed, src.key, "services"):
+            allowed = [
+                (svc, port)
+                for svc, port in pairs
+                if self._keep(self.policy.any_denied(src.key, svc.endpoints, port.target_port))
+            ]
+            for svc, port in sample(allowed, self.o.per_source, self.o.seed, src.key, "services"):
                 dest = _service_dest(svc, port)
                 if ProbeKind.SERVICE_IP in wanted:
                     assert svc.cluster_ip is not None
@@ -220,7 +271,10 @@ class MatrixBuilder:
             logger.warning("no cluster DNS service found and no dns_server given: skipping the dns kind")
             return []
         out: list[ProbeTarget] = []
+        resolvers = self.dns_service.endpoints if self.dns_service is not None else ()
         for src in self.pods:
+            if not self._keep(self.policy.any_denied(src.key, resolvers, 53, L4.UDP)):
+                continue
             for svc in sample(self.services, self.o.per_source, self.o.seed, src.key, "dns"):
                 out.append(
                     ProbeTarget(
@@ -251,7 +305,12 @@ class MatrixBuilder:
 
     def nodeport(self) -> list[ProbeTarget]:
         out: list[ProbeTarget] = []
-        pairs = [(s, p) for s in self.services for p in _tcp_ports(s) if p.node_port]
+        pairs = [
+            (s, p)
+            for s in self.services
+            for p in _tcp_ports(s)
+            if p.node_port and self._keep(self.policy.ingress_isolated(s.endpoints))
+        ]
         for node in self.nodes:
             for svc, port in sample(pairs, self.o.per_source, self.o.seed, node.name, "nodeport"):
                 assert port.node_port is not None
@@ -279,8 +338,14 @@ class MatrixBuilder:
 
 def build_matrix(cluster: Cluster, options: MatrixOptions | None = None) -> list[ProbeTarget]:
     """Every probe of the matrix for ``cluster`` under ``options`` (deterministic for a given cluster)."""
-    targets = MatrixBuilder(cluster, options or MatrixOptions()).build()
+    builder = MatrixBuilder(cluster, options or MatrixOptions())
+    targets = builder.build()
     logger.debug("matrix: {} targets", len(targets))
+    if builder.left_out:
+        logger.info(
+            "matrix: {} probe(s) left out, denied by NetworkPolicy (scope policy verifies them)",
+            builder.left_out,
+        )
     return targets
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from migrator.policy.objects import Namespace, NetworkPolicy
 from migrator.ports import DrainResult, Node, Pod, ProbeKind, Service, ServicePort
 from migrator.probe.matrix import MatrixOptions, build_matrix
 
@@ -40,6 +41,12 @@ class BigCluster:
 
     def identity(self) -> str:
         return "big"
+
+    def list_namespaces(self) -> list[Namespace]:
+        return [Namespace(name="shop"), Namespace(name="kube-system")]
+
+    def list_network_policies(self, namespace: str | None = None) -> list[NetworkPolicy]:
+        return []
 
     def list_nodes(self) -> list[Node]:
         return list(self.nodes)

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from collections.abc import Mapping
 
+from migrator.policy.objects import Namespace, NetworkPolicy
 from migrator.ports import DrainResult, Node, Pod, Service
 
 
@@ -55,3 +56,9 @@ class FakeCluster:
 
     def restart_pods(self, node: str) -> list[str]:
         return [p.key for p in self._pods if p.node == node]
+
+    def list_namespaces(self) -> list[Namespace]:
+        return [Namespace(name=ns) for ns in sorted({p.namespace for p in self._pods})]
+
+    def list_network_policies(self, namespace: str | None = None) -> list[NetworkPolicy]:
+        return []  # no policy: every probe of the matrix is wanted
