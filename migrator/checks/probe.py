@@ -47,6 +47,7 @@ from migrator.checks.base import Checker, CheckResult, register_check
 from migrator.errors import UsageError
 from migrator.fsutil import atomic_write_json
 from migrator.plan.models import ContinuousProbeCheck, ProbeScope
+from migrator.policy.model import Verdict
 from migrator.ports import Cluster, ContinuousProbe, ProbeKind, ProbeProtocol, ProbeResult, ProbeTarget
 from migrator.probe.engine import CONTINUOUS_MAX_PROBES
 from migrator.probe.matrix import OUTSIDE, MatrixOptions, build_matrix
@@ -166,6 +167,7 @@ class PairState:
     holes: int = 0  # scope policy: expected deny, answered
     breaks: int = 0  # scope policy: expected allow, denied
     errors: int = 0  # scope policy: prober errors (inconclusive, counted as lost)
+    expected_deny: int = 0  # scope policy: probes whose expected verdict was deny
 
     @property
     def loss_pct(self) -> float:
@@ -201,7 +203,12 @@ class PairState:
             "outages": self.outages,
             "longest_outage_ms": round(self.outage_now_s(period) * 1000.0, 1),
             **(
-                {"holes": self.holes, "breaks": self.breaks, "errors": self.errors}
+                {
+                    "holes": self.holes,
+                    "breaks": self.breaks,
+                    "errors": self.errors,
+                    "expected_deny": self.expected_deny,
+                }
                 if self.kind is ProbeKind.POLICY
                 else {}
             ),
@@ -275,6 +282,8 @@ class MonitorState:
     def _judged(pair: PairState, case: PolicyCase, r: ProbeResult) -> ProbeResult:
         """A policy probe as the loss accounting sees it: ok when it matched the expectation."""
         judged = judge(case, r)
+        if case.expected is Verdict.DENY:
+            pair.expected_deny += 1
         if judged.status is PolicyStatus.HOLE:
             pair.holes += 1
         elif judged.status is PolicyStatus.BREAK:
@@ -291,6 +300,8 @@ class MonitorState:
             "holes": sum(p.holes for p in pairs),
             "breaks": sum(p.breaks for p in pairs),
             "errors": sum(p.errors for p in pairs),
+            "expected_deny": sum(p.expected_deny for p in pairs),
+            "expected_allow": sum(p.sent - p.expected_deny for p in pairs),
             "pairs_with_holes": sum(p.holes > 0 for p in pairs),
             "pairs_with_breaks": sum(p.breaks > 0 for p in pairs),
         }
@@ -682,6 +693,8 @@ def _summary(details: dict[str, Any], breaches: list[str]) -> str:
     if "policy" in details:
         pol = details["policy"]
         head += f"; policy: {pol['holes']} holes, {pol['breaks']} breaks, {pol['errors']} prober errors"
+        if "expected_deny" in pol:
+            head += f" ({pol['expected_deny']} probes expected denied, {pol['expected_allow']} allowed)"
     if not breaches:
         return head
     shown = "\n".join(f"  {b}" for b in breaches[:10])

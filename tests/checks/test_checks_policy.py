@@ -148,6 +148,8 @@ def test_policy_monitor_passes_a_stage_enforced_as_expected() -> None:
     assert end["aborted"] is False
     (series,) = result.run_dir.rglob("s-continuous.json")
     details = json.loads(series.read_text())
+    expected_deny = details["policy"].pop("expected_deny")
+    expected_allow = details["policy"].pop("expected_allow")
     assert details["policy"] == {
         "holes": 0,
         "breaks": 0,
@@ -156,6 +158,8 @@ def test_policy_monitor_passes_a_stage_enforced_as_expected() -> None:
         "pairs_with_breaks": 0,
     }
     assert details["pairs_count"] == 288 and details["sent"] >= 288 and details["lost"] == 0
+    # every probe was expected one way or the other, and the 288 cases held both verdicts
+    assert expected_deny + expected_allow == details["sent"] and expected_deny > 0 and expected_allow > 0
 
 
 def test_policy_monitor_aborts_the_stage_on_a_break() -> None:
@@ -222,6 +226,8 @@ def test_monitor_accounting_counts_holes_breaks_and_errors(tmp_path: Path) -> No
         "holes": 1,
         "breaks": 1,
         "errors": 1,
+        "expected_deny": 3,  # the denied pair's three probes
+        "expected_allow": 2,
         "pairs_with_holes": 1,
         "pairs_with_breaks": 1,
     }
