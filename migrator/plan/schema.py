@@ -44,14 +44,16 @@ _KEEP_OUTSIDE = ("title", "description", "default")
 
 
 def _allow_templates(node: Any) -> Any:
-    """Let a template stand in for a number, a boolean or a patterned string."""
+    """Let a template stand in for a number, a boolean, a list (a ``list`` param) or a patterned string."""
     if isinstance(node, list):
         return [_allow_templates(item) for item in node]
     if not isinstance(node, dict):
         return node
     result = {key: _allow_templates(value) for key, value in node.items()}
     kind = result.get("type")
-    if kind in ("integer", "number", "boolean") or (kind == "string" and "pattern" in result):
+    items = result.get("items")
+    scalars = kind == "array" and isinstance(items, dict) and items.get("type") in ("string", "integer")
+    if kind in ("integer", "number", "boolean") or scalars or (kind == "string" and "pattern" in result):
         inner = {k: v for k, v in result.items() if k not in _KEEP_OUTSIDE}
         outer = {k: v for k, v in result.items() if k in _KEEP_OUTSIDE}
         return {**outer, "anyOf": [inner, TEMPLATE_SCHEMA]}
