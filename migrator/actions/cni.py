@@ -1,4 +1,4 @@
-"""CNI migration actions: a live, node-by-node flannel -> Calico swap and its exact reverse (issue 6).
+"""CNI migration actions: a live, node-by-node flannel (or Canal) -> Calico swap and its exact reverse.
 
 They talk to the target through its :class:`~migrator.cni.CniOps` port (``Target.cni``), the
 :class:`~migrator.ports.Cluster` port and the :class:`~migrator.ports.NodeExecutor` (node-level work as
@@ -7,8 +7,14 @@ DaemonSets, what each CNI leaves on a node, the teardown playbook's vars) is the
 (:mod:`migrator.cni`). Every ``do`` and ``undo`` is idempotent: each one looks at the current state and
 only does what is missing, so the engine may re-run it after a crash or run the undo of a half-done ``do``.
 
+The source (``source`` in every step's args: ``flannel`` or ``canal``) is one of the wire-compatible
+sources (:data:`~migrator.cni.WIRE_COMPATIBLE_SOURCES`): Canal is flannel's VXLAN network with felix for
+policy, so it is migrated the same way, its DaemonSet ``canal`` in flannel's place; felix keeps enforcing
+NetworkPolicy on every node (Canal's, then Calico's).
+
 - ``cni.preflight``: detect the source CNI and its settings (recorded as the step result in the journal);
-  refuse a non-VXLAN flannel backend, DirectRouting, a conflicting Calico pool, Canal/Weave Net/Cilium.
+  refuse another CNI than the plan's source, a non-VXLAN backend, DirectRouting, a conflicting Calico
+  pool, Weave Net/Cilium.
 - ``cni.install-calico``: label every node ``MIGRATION_LABEL=flannel``, restrict flannel's DaemonSet to
   those nodes, install calico-node selecting ``MIGRATION_LABEL=calico`` (no node yet).
 - ``cni.switch-node`` (per node, after cordon + drain): label ``switching`` (flannel's pod leaves),
@@ -37,6 +43,7 @@ from migrator.cni import (
     BLOCKING_CONFLIST,
     CALICO_MODE_LABEL,
     MIGRATION_LABEL,
+    WIRE_COMPATIBLE_SOURCES,
     CalicoMode,
     CniInfo,
     CniKind,
@@ -48,11 +55,11 @@ from migrator.cni import (
 from migrator.errors import MigratorError, PermanentError, StepFailed
 from migrator.plan.models import (
     CniCalicoModeArgs,
+    CniFinalizeArgs,
     CniInstallCalicoArgs,
     CniPreflightArgs,
     CniRemoveVxlanArgs,
     CniSwitchNodeArgs,
-    EmptyArgs,
 )
 from migrator.ports import Target
 
@@ -64,6 +71,18 @@ FLANNEL, CALICO = CniKind.FLANNEL, CniKind.CALICO
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def source_cni(value: str) -> CniKind:
+    """The plan's ``source`` as a CNI migrator migrates from live (flannel, Canal)."""
+    try:
+        kind = CniKind(value)
+    except ValueError:
+        kind = CniKind.UNKNOWN
+    if kind not in WIRE_COMPATIBLE_SOURCES:
+        known = ", ".join(sorted(k.value for k in WIRE_COMPATIBLE_SOURCES))
+        raise PermanentError(f"source {value!r}: a live migration to Calico starts from {known}")
+    return kind
 
 
 def cni_ops(target: Target) -> CniOps:
@@ -167,7 +186,7 @@ def switch_node(
     wait_agent_ready(ctx, ops, new, node, ready_timeout)
     run_playbook(ctx, CNI_CONFIG_PLAYBOOK, [node], unblock_vars())
     after = cluster.get_node(node).cni
-    if after != new:
+    if after != new and after not in driver(new).seen_as:
         raise StepFailed(
             f"{node}: the kubelet's network is {after!r} after the switch, not {new.value!r}", node=node
         )
@@ -206,14 +225,21 @@ def _check_preview(ctx: StepContext, playbook: str, hosts: list[str], extra: dic
 def preflight_problems(info: CniInfo, args: CniPreflightArgs) -> list[str]:
     """Why ``cni.preflight`` refuses: the detection's blockers and, for flannel, the plan's expectations
     (VNI, port). The dry run and the run's start check the same (:meth:`Preflight.preflight`)."""
+    source = source_cni(args.source)
     problems = info.migration_blockers()
-    if info.kind is FLANNEL and info.flannel is not None:
+    if info.kind in WIRE_COMPATIBLE_SOURCES and info.kind is not source:
+        problems.insert(
+            0,
+            f"the cluster runs {info.kind}, but this plan migrates from {source}: use a plan whose source is"
+            f" {info.kind} (plans/{info.kind}-to-calico.yaml)",
+        )
+    if info.kind is source and info.flannel is not None:
         fl = info.flannel
         if args.expect_vni is not None and fl.vni != args.expect_vni:
-            problems.append(f"flannel's VNI is {fl.vni}, the plan expects {args.expect_vni} (vxlan_vni)")
+            problems.append(f"{source}'s VNI is {fl.vni}, the plan expects {args.expect_vni} (vxlan_vni)")
         if args.expect_port is not None and fl.port != args.expect_port:
             problems.append(
-                f"flannel's VXLAN port is {fl.port}, the plan expects {args.expect_port} (vxlan_port)"
+                f"{source}'s VXLAN port is {fl.port}, the plan expects {args.expect_port} (vxlan_port)"
             )
     return problems
 
@@ -248,7 +274,7 @@ class Preflight(Action[CniPreflightArgs]):
     def preview(self, ctx: StepContext, args: CniPreflightArgs) -> list[PreviewLine]:
         info = cni_ops(ctx.target).detect_cni()
         problems = preflight_problems(info, args)
-        if info.kind is not FLANNEL or info.flannel is None:  # nothing of flannel's was detected
+        if info.kind not in WIRE_COMPATIBLE_SOURCES or info.flannel is None:  # no flannel network found
             return [
                 {"detect": info.kind.value, "present": [k.value for k in info.present], "blockers": problems}
             ]
@@ -271,14 +297,16 @@ class Preflight(Action[CniPreflightArgs]):
 
 @register_action("cni.install-calico")
 class InstallCalico(Action[CniInstallCalicoArgs]):
-    """Install calico-node in migration mode (it selects ``MIGRATION_LABEL=calico``: no node yet)."""
+    """Install calico-node in migration mode (it selects ``MIGRATION_LABEL=calico``: no node yet); the
+    source's DaemonSet selects ``MIGRATION_LABEL=<source>``, which every node gets first."""
 
     def preflight(self, ctx: StepContext, args: CniInstallCalicoArgs) -> None:
-        """Refuse, before anything changes, a source that is not flannel and a Calico manifest migrator
+        """Refuse, before anything changes, a source that is not the plan's and a Calico manifest migrator
         cannot install for a live migration (Canal's, the operator's custom resources, no calico-node)."""
+        source = source_cni(args.source)
         info = cni_ops(ctx.target).detect_cni()
-        if info.kind is not FLANNEL:
-            raise StepFailed(f"the source CNI is {info.kind}, not flannel")
+        if info.kind is not source:
+            raise StepFailed(f"the source CNI is {info.kind}, not {source}")
         if args.manifest:
             docs = calico.load_manifest(args.manifest)
             network = info.flannel.network if info.flannel else None
@@ -287,7 +315,11 @@ class InstallCalico(Action[CniInstallCalicoArgs]):
                 raise StepFailed("; ".join(problems))
 
     def prepare(self, ctx: StepContext, args: CniInstallCalicoArgs) -> Any:
-        return {"flannel_selector": _selector(cni_ops(ctx.target).detect_cni(), FLANNEL)}
+        source = source_cni(args.source)
+        return {
+            "source": source.value,
+            "source_selector": _selector(cni_ops(ctx.target).detect_cni(), source),
+        }
 
     @staticmethod
     def _config(args: CniInstallCalicoArgs) -> dict[str, str]:
@@ -297,47 +329,53 @@ class InstallCalico(Action[CniInstallCalicoArgs]):
         return cfg
 
     def do(self, ctx: StepContext, args: CniInstallCalicoArgs) -> Any:
+        source = source_cni(args.source)
         ops = cni_ops(ctx.target)
         info = ops.detect_cni()
-        if info.kind is not FLANNEL:
-            raise StepFailed(f"the source CNI is {info.kind}, not flannel")
+        if info.kind is not source:
+            raise StepFailed(f"the source CNI is {info.kind}, not {source}")
         labelled = []
-        for n in ctx.cluster.list_nodes():  # label first, then restrict flannel: no flannel pod leaves
+        for n in ctx.cluster.list_nodes():  # label first, then restrict the source: none of its pods leaves
             if MIGRATION_LABEL not in n.labels:
-                ctx.cluster.label_node(n.name, {MIGRATION_LABEL: "flannel"})
+                ctx.cluster.label_node(n.name, {MIGRATION_LABEL: source.value})
                 labelled.append(n.name)
-        ops.apply_cni_agent(FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None)
+        ops.apply_cni_agent(source, node_selector={MIGRATION_LABEL: source.value}, config=None)
         ops.apply_cni_agent(CALICO, node_selector={MIGRATION_LABEL: "calico"}, config=self._config(args))
-        return {"labelled": labelled, "flannel_selector": _selector(info, FLANNEL)}
+        return {"labelled": labelled, "source": source.value, "source_selector": _selector(info, source)}
 
     def undo(self, ctx: StepContext, args: CniInstallCalicoArgs, result: Any) -> None:
         ops = cni_ops(ctx.target)
         on_calico = [n.name for n in ctx.cluster.list_nodes() if n.labels.get(MIGRATION_LABEL) == "calico"]
         if on_calico:
             raise StepFailed(f"nodes still on Calico, not uninstalling it: {', '.join(on_calico)}")
+        source = source_cni(args.source)
         prior: dict[str, str] = {}
-        for source in (ctx.prepared, result):
-            if isinstance(source, dict) and isinstance(source.get("flannel_selector"), dict):
-                prior = dict(source["flannel_selector"])
+        for record in (ctx.prepared, result):  # "flannel_selector": journals of migrator before Canal
+            if not isinstance(record, dict):
+                continue
+            selector = record.get("source_selector", record.get("flannel_selector"))
+            if isinstance(selector, dict):
+                prior = dict(selector)
                 break
         ops.delete_cni_agent(CALICO)
-        ops.apply_cni_agent(FLANNEL, node_selector=prior or None, config=None)  # before the labels
+        ops.apply_cni_agent(source, node_selector=prior or None, config=None)  # before the labels
         for n in ctx.cluster.list_nodes():
             if MIGRATION_LABEL in n.labels:
                 ctx.cluster.label_node(n.name, {MIGRATION_LABEL: None})
 
     def preview(self, ctx: StepContext, args: CniInstallCalicoArgs) -> list[PreviewLine]:
+        source = source_cni(args.source)
         ops = cni_ops(ctx.target)
         info = ops.detect_cni()
-        if info.kind is not FLANNEL:  # as do() refuses: nothing to preview as if it would run
-            return [f"would fail: the source CNI is {info.kind}, not flannel"]
+        if info.kind is not source:  # as do() refuses: nothing to preview as if it would run
+            return [f"would fail: the source CNI is {info.kind}, not {source}"]
         lines: list[PreviewLine] = [
-            {"command": f"kubectl label node {n.name} {MIGRATION_LABEL}=flannel"}
+            {"command": f"kubectl label node {n.name} {MIGRATION_LABEL}={source}"}
             for n in ctx.cluster.list_nodes()
             if MIGRATION_LABEL not in n.labels
         ]
         lines += ops.apply_cni_agent(
-            FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None, dry_run=True
+            source, node_selector={MIGRATION_LABEL: source.value}, config=None, dry_run=True
         )
         lines += ops.apply_cni_agent(
             CALICO,
@@ -348,47 +386,51 @@ class InstallCalico(Action[CniInstallCalicoArgs]):
         return lines
 
     def undo_preview(self, ctx: StepContext, args: CniInstallCalicoArgs) -> list[PreviewLine]:
-        return ["delete calico-node, restore flannel's node selector, remove the migration labels"]
+        return [f"delete calico-node, restore {args.source}'s node selector, remove the migration labels"]
 
 
 @register_action("cni.switch-node")
 class SwitchNode(Action[CniSwitchNodeArgs]):
-    """flannel -> Calico on the current node (cordoned and drained by the steps before it).
+    """The source (flannel, Canal) -> Calico on the current node (cordoned and drained by the steps before
+    it).
 
-    Undo (also of a half-done ``do``): drain the node, then Calico -> flannel the same way (blocking config,
-    remove ``vxlan.calico``/``cali-*``/``10-calico.conflist``, label ``flannel``, wait for flannel), then
-    restart the node's pods. The cordon/drain steps' own undos uncordon it afterwards.
+    Undo (also of a half-done ``do``): drain the node, then Calico -> the source the same way (blocking
+    config, remove ``vxlan.calico``/``cali-*``/``10-calico.conflist``, label the source, wait for its agent),
+    then restart the node's pods. The cordon/drain steps' own undos uncordon it afterwards.
     """
 
     needs_node = True
 
     def do(self, ctx: StepContext, args: CniSwitchNodeArgs) -> Any:
         node = ctx.require_node().name
+        source = source_cni(args.source)
         return switch_node(
-            ctx, node, FLANNEL, CALICO, fail_at_node=args.fail_at_node, ready_timeout=args.ready_timeout
+            ctx, node, source, CALICO, fail_at_node=args.fail_at_node, ready_timeout=args.ready_timeout
         )
 
     def undo(self, ctx: StepContext, args: CniSwitchNodeArgs, result: Any) -> None:
         node = ctx.require_node().name
+        source = source_cni(args.source)
         ops = cni_ops(ctx.target)
         current = ctx.cluster.get_node(node)
-        ready, _ = ops.cni_agent_ready(FLANNEL, node)
-        if current.labels.get(MIGRATION_LABEL) == FLANNEL and current.cni == FLANNEL and ready:
+        ready, _ = ops.cni_agent_ready(source, node)
+        if current.labels.get(MIGRATION_LABEL) == source and current.cni == source and ready:
             return
         schedulable = current.schedulable
         ctx.cluster.set_schedulable(node, False)
         ctx.cluster.drain_node(
             node, timeout=min(args.drain_timeout, max(1.0, ctx.remaining())), cancel=ctx.cancel
         )
-        switch_node(ctx, node, CALICO, FLANNEL, ready_timeout=args.ready_timeout)
+        switch_node(ctx, node, CALICO, source, ready_timeout=args.ready_timeout)
         ctx.cluster.restart_pods(node)
         if schedulable:
             ctx.cluster.set_schedulable(node, True)
 
     def preview(self, ctx: StepContext, args: CniSwitchNodeArgs) -> list[PreviewLine]:
         node = ctx.require_node().name
-        extra = driver(FLANNEL).teardown_vars(args.fail_at_node)
-        extra_json = _teardown_vars_json(FLANNEL, args.fail_at_node)
+        source = source_cni(args.source)
+        extra = driver(source).teardown_vars(args.fail_at_node)
+        extra_json = _teardown_vars_json(source, args.fail_at_node)
         return [
             {"command": f"kubectl label node {node} --overwrite {MIGRATION_LABEL}=switching"},
             {"command": _command(TEARDOWN_PLAYBOOK, [node], extra_json)},
@@ -403,56 +445,63 @@ class SwitchNode(Action[CniSwitchNodeArgs]):
         return [
             f"drain {node}, label {MIGRATION_LABEL}=switching",
             {"command": _command(TEARDOWN_PLAYBOOK, [node], _teardown_vars_json(CALICO, ""))},
-            f"label {MIGRATION_LABEL}=flannel, wait for flannel, remove {BLOCKING_CONFLIST}, restart pods",
+            f"label {MIGRATION_LABEL}={args.source}, wait for {agent(source_cni(args.source)).name},"
+            f" remove {BLOCKING_CONFLIST}, restart pods",
         ]
 
 
 @register_action("cni.finalize")
-class Finalize(Action[EmptyArgs]):
-    """Delete flannel's DaemonSet, drop calico-node's migration selector and labels; prove no leftovers."""
+class Finalize(Action[CniFinalizeArgs]):
+    """Delete the source's DaemonSet, drop calico-node's migration selector and labels; prove no leftovers."""
 
-    def do(self, ctx: StepContext, args: EmptyArgs) -> Any:
+    def do(self, ctx: StepContext, args: CniFinalizeArgs) -> Any:
+        source = source_cni(args.source)
         ops = cni_ops(ctx.target)
         nodes = ctx.cluster.list_nodes()
         behind = [n.name for n in nodes if n.cni != CALICO and n.labels.get(MIGRATION_LABEL) != CALICO]
         if behind:
             raise StepFailed(f"nodes not on Calico yet: {', '.join(behind)}")
-        deleted = ops.delete_cni_agent(FLANNEL)
+        deleted = ops.delete_cni_agent(source)
         ops.apply_cni_agent(CALICO, node_selector=None, config=None)  # selects every node
         for n in nodes:
             if MIGRATION_LABEL in n.labels:
                 ctx.cluster.label_node(n.name, {MIGRATION_LABEL: None})
-        left = leftovers(ctx, FLANNEL, [n.name for n in nodes])
+        left = leftovers(ctx, source, [n.name for n in nodes])
         if left:
             raise StepFailed(
-                "flannel leftovers: " + "; ".join(f"{h}: {', '.join(v)}" for h, v in sorted(left.items()))
+                f"{source} leftovers: " + "; ".join(f"{h}: {', '.join(v)}" for h, v in sorted(left.items()))
             )
-        return {"deleted": deleted, "leftovers": {}}
+        return {"deleted": deleted, "leftovers": {}, "source": source.value}
 
-    def undo(self, ctx: StepContext, args: EmptyArgs, result: Any) -> None:
+    def undo(self, ctx: StepContext, args: CniFinalizeArgs, result: Any) -> None:
+        source = source_cni(args.source)
         ops = cni_ops(ctx.target)
         for n in ctx.cluster.list_nodes():  # labels first, then the selector: no calico pod leaves
             if MIGRATION_LABEL not in n.labels:
-                ctx.cluster.label_node(n.name, {MIGRATION_LABEL: "calico" if n.cni == CALICO else "flannel"})
+                back = "calico" if n.cni == CALICO else source.value
+                ctx.cluster.label_node(n.name, {MIGRATION_LABEL: back})
         ops.apply_cni_agent(CALICO, node_selector={MIGRATION_LABEL: "calico"}, config=None)
-        ops.apply_cni_agent(FLANNEL, node_selector={MIGRATION_LABEL: "flannel"}, config=None)
+        ops.apply_cni_agent(source, node_selector={MIGRATION_LABEL: source.value}, config=None)
 
-    def preview(self, ctx: StepContext, args: EmptyArgs) -> list[PreviewLine]:
+    def preview(self, ctx: StepContext, args: CniFinalizeArgs) -> list[PreviewLine]:
+        source = source_cni(args.source)
         ops = cni_ops(ctx.target)
-        lines: list[PreviewLine] = list(ops.delete_cni_agent(FLANNEL, dry_run=True))
+        lines: list[PreviewLine] = list(ops.delete_cni_agent(source, dry_run=True))
         lines += ops.apply_cni_agent(CALICO, node_selector=None, config=None, dry_run=True)
         lines.append({"command": f"kubectl label nodes --all {MIGRATION_LABEL}-"})
         hosts = _all_hosts(ctx)
         lines.append(
             {
                 "command": playbook_command(playbooks.NODE_FACTS_PLAYBOOK, hosts, {}),
-                "expect": "no flannel left",
+                "expect": f"no {source} left",
             }
         )
         return lines
 
-    def undo_preview(self, ctx: StepContext, args: EmptyArgs) -> list[PreviewLine]:
-        return ["label nodes again, restore calico-node's migration selector, recreate flannel's DaemonSet"]
+    def undo_preview(self, ctx: StepContext, args: CniFinalizeArgs) -> list[PreviewLine]:
+        return [
+            f"label nodes again, restore calico-node's migration selector, recreate {args.source}'s DaemonSet"
+        ]
 
 
 @register_action("cni.calico-mode")

@@ -11,6 +11,7 @@ from migrator import playbooks
 from migrator.actions.context import CheckContext, PreviewLine
 from migrator.checks.base import Checker, CheckResult, register_check
 from migrator.cni import calico, leftovers
+from migrator.cni.drivers import seen_as
 from migrator.errors import MigratorError
 from migrator.plan.models import CniNodesCheck
 
@@ -56,7 +57,8 @@ def _bgp_problems(facts: dict[str, dict[str, Any]], pod_cidrs: dict[str, str]) -
 class CniNodes(Checker[CniNodesCheck]):
     def run(self, ctx: CheckContext, check: CniNodesCheck) -> CheckResult:
         nodes = ctx.cluster.list_nodes()
-        wrong = {n.name: n.cni for n in nodes if n.cni != check.expect}
+        accepted = {check.expect, *seen_as(check.expect)}
+        wrong = {n.name: n.cni for n in nodes if n.cni not in accepted}
         problems = [f"{name} runs {cni}" for name, cni in sorted(wrong.items())]
         hosts = [n.name for n in nodes]
         details: dict[str, Any] = {"cni": {n.name: n.cni for n in nodes}}

@@ -115,7 +115,9 @@ class CniDriver:
       migration's destination ranks last: flannel stays the source while Calico is being installed);
     - ``configmaps``: the ConfigMaps (namespace, name) detection reads for :meth:`source_config`;
     - ``agent``: the DaemonSet a migration installs and removes (``None``: migrator does not drive it);
-    - ``leftovers``: what the CNI leaves on a node (``None``: not known, no teardown).
+    - ``leftovers``: what the CNI leaves on a node (``None``: not known, no teardown);
+    - ``seen_as``: other names a target may give a node on this CNI (``Node.cni``): the kube target tells a
+      node's network by its annotations, and a Canal node has flannel's.
     """
 
     kind: ClassVar[CniKind]
@@ -123,6 +125,7 @@ class CniDriver:
     configmaps: ClassVar[tuple[tuple[str, str], ...]] = ()
     agent: ClassVar[AgentRef | None] = None
     leftovers: ClassVar[NodeLeftovers | None] = None
+    seen_as: ClassVar[tuple[str, ...]] = ()
 
     def matches(self, ds: Obj) -> bool:
         """Whether a DaemonSet is this CNI's (drivers are asked in registry order, the first one wins)."""

@@ -57,6 +57,12 @@ def leftovers(name: str) -> NodeLeftovers | None:
     return found.leftovers if found is not None else None
 
 
+def seen_as(name: str) -> tuple[str, ...]:
+    """Other names a target may give a node on the CNI ``name`` (:attr:`CniDriver.seen_as`)."""
+    found = next((d for d in DRIVERS if d.kind.value == name), None)
+    return found.seen_as if found is not None else ()
+
+
 def classify_daemonset(ds: Obj) -> CniKind | None:
     """The CNI whose DaemonSet this is, or ``None``."""
     return next((d.kind for d in DRIVERS if d.matches(ds)), None)

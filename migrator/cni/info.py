@@ -36,6 +36,10 @@ class CniKind(StrEnum):
     UNKNOWN = "unknown"
 
 
+WIRE_COMPATIBLE_SOURCES = frozenset({CniKind.FLANNEL, CniKind.CANAL})
+"""Sources migrated to Calico live by making Calico speak their VXLAN (flannel's, and Canal's, which is
+flannel's network with felix for policy): each node keeps its pod CIDR, VTEP IP and MAC."""
+
 VXLAN_OVERHEAD = 50
 """Bytes VXLAN adds (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14)."""
 CALICO_BLOCK_SIZES = range(20, 33)
@@ -162,8 +166,8 @@ class CniInfo:
 
     @property
     def supported_source(self) -> bool:
-        """Whether migrator can migrate away from it today (only flannel)."""
-        return self.kind is CniKind.FLANNEL
+        """Whether migrator can migrate away from it today (flannel and Canal, wire-compatible)."""
+        return self.kind in WIRE_COMPATIBLE_SOURCES
 
     @property
     def settings(self) -> FlannelConfig:
@@ -240,19 +244,21 @@ class CniInfo:
         return out
 
     def migration_blockers(self) -> list[str]:
-        """Why a live, wire-compatible flannel -> Calico migration cannot start (empty when it can)."""
-        if self.kind is not CniKind.FLANNEL:
+        """Why a live, wire-compatible flannel (or Canal) -> Calico migration cannot start (empty when it
+        can)."""
+        if self.kind not in WIRE_COMPATIBLE_SOURCES:
             if self.kind is CniKind.UNKNOWN:
                 return ["no CNI was recognised (flannel, Calico, Canal, Weave Net or Cilium)"]
             if self.kind is CniKind.CALICO:
                 return ["the cluster already runs Calico: there is nothing to migrate from"]
             return [
                 f"{self.kind} is recognised as the source CNI, but migrating from it is not supported yet "
-                "(only flannel with the VXLAN backend is)"
+                "(flannel and Canal with the VXLAN backend are)"
             ]
         if self.flannel is None:
+            configmap = "canal-config" if self.kind is CniKind.CANAL else "kube-flannel-cfg"
             return [
-                "flannel runs but its net-conf.json (ConfigMap kube-flannel-cfg) was not found or not valid"
+                f"{self.kind} runs but its net-conf.json (ConfigMap {configmap}) was not found or not valid"
             ]
         problems = [f"{problem} ({why})" for problem, why in self.flannel.problems()]
         problems.extend(self.node_problems())

@@ -1,4 +1,5 @@
-"""Node agents as DaemonSets: the emulated flanneld, calico-node (VXLAN or BGP with bird2) and kube-proxy.
+"""Node agents as DaemonSets: the emulated flanneld, Canal (flanneld + felix), calico-node (VXLAN or BGP with
+bird2) and kube-proxy.
 
 A DaemonSet runs one host-network agent pod on every node whose labels match its node selector. The lab
 "runs" an agent by programming what the real agent would program on that node. Part of the emulated
@@ -18,21 +19,29 @@ from loguru import logger
 
 from migrator import fsutil
 from migrator.errors import MigratorError, StepFailed
-from migrator.lab import calico, cni, flannel, net, netpol, sh, sshd, workloads
+from migrator.lab import calico, canal, cni, flannel, net, netpol, sh, sshd, workloads
 from migrator.lab.state import LabState, NodeState, PodPhase, PodState, ResourceKind, StateStore, Workload
 
 BGP_TIMEOUT = 20.0
 AGENT_LABEL = "lab.migrator.io/agent-config"
 
 
+CNI_BY_FILE = {canal.CONFLIST_NAME: "canal"}
+"""CNIs whose config is told by its file name (Canal's ``10-canal.conflist`` names its network
+``k8s-pod-network``, as Calico's does)."""
+CNI_BY_NETWORK = {flannel.NETWORK_NAME: "flannel", calico.NETWORK_NAME: "calico"}
+
+
 def node_cni(n: NodeState) -> str:
     """The node's CNI as the kubelet sees it: from the first config file of its ``/etc/cni/net.d``."""
     try:
-        _, conf = cni.find_conflist(Path(n.dir) / "etc-cni-net.d")
+        path, conf = cni.find_conflist(Path(n.dir) / "etc-cni-net.d")
     except MigratorError:
         return "none"
+    if path.name in CNI_BY_FILE:
+        return CNI_BY_FILE[path.name]
     name = str(conf.get("name", ""))
-    return {flannel.NETWORK_NAME: "flannel", calico.NETWORK_NAME: "calico"}.get(name, name or "unknown")
+    return CNI_BY_NETWORK.get(name, name or "unknown")
 
 
 def _peers(st: LabState, exclude: str) -> list[flannel.Peer]:
@@ -117,6 +126,8 @@ def _agent_signature(w: Workload, n: NodeState) -> str:
 def _run_agent(store: StateStore, st: LabState, w: Workload, n: NodeState) -> None:
     if w.template.app == "flannel":
         _agent_flannel(st, n)
+    elif w.template.app == "canal":
+        _agent_canal(st, n)
     elif w.template.app == "calico-node":
         _agent_calico(store, st, n, w)
     # kube-proxy: its rules are written by control.sync_services on every node
@@ -132,6 +143,26 @@ def _has_chain(netns: str, table: str, chain: str) -> bool:
 
 def _agent_flannel(st: LabState, n: NodeState) -> None:
     """flanneld (VXLAN backend) starting on ``n``; idempotent."""
+    _flanneld(st, n)
+    # kube-flannel's install-cni init container
+    fsutil.atomic_write_text(
+        Path(n.dir) / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr)
+    )
+
+
+def _agent_canal(st: LabState, n: NodeState) -> None:
+    """Canal starting on ``n``: its kube-flannel container (flanneld, VXLAN) and its calico-node container
+    (felix: the lab's policy agent enforces on the node, :data:`netpol.POLICY_AGENTS`; no routing), whose
+    install-cni writes ``10-canal.conflist``; idempotent."""
+    _flanneld(st, n)
+    fsutil.atomic_write_text(
+        Path(n.dir) / "etc-cni-net.d" / canal.CONFLIST_NAME, canal.conflist_text(n.pod_cidr)
+    )
+
+
+def _flanneld(st: LabState, n: NodeState) -> None:
+    """What flanneld programs: subnet.env, flannel.1 with the routes/neighbours/FDB of its peers, the
+    masquerade and forward chains."""
     peers = _peers(st, n.name)
     nd = Path(n.dir)
     fsutil.atomic_write_text(nd / "run-flannel" / "subnet.env", flannel.subnet_env(n.pod_cidr))
@@ -147,8 +178,6 @@ def _agent_flannel(st: LabState, n: NodeState) -> None:
             net.exec_argv(n.netns, ["iptables-restore", "--noflush"]),
             input=flannel.masq_rules(n.pod_cidr),
         )
-    # kube-flannel's install-cni init container
-    fsutil.atomic_write_text(nd / "etc-cni-net.d" / flannel.CONFLIST_NAME, flannel.conflist_text(n.pod_cidr))
 
 
 def _agent_calico(store: StateStore, st: LabState, n: NodeState, w: Workload) -> None:

@@ -252,7 +252,12 @@ class AnsiblePlaybookStep(StepBase):
 # CNI migration actions (issue 6): migrator.actions.cni, through the CniOps port and the node executor
 
 
+SOURCE_CNI_PATTERN = r"^(flannel|canal|\$\{\{.*\}\})$"
+SOURCE_CNI_DOC = "The CNI migrated from: flannel or canal (the preflight refuses another one)"
+
+
 class CniPreflightArgs(Model):
+    source: str = Field("flannel", pattern=SOURCE_CNI_PATTERN, description=SOURCE_CNI_DOC)
     expect_vni: int | None = Field(None, description="Refuse unless the source's VXLAN VNI is this")
     expect_port: int | None = Field(None, description="Refuse unless the source's VXLAN UDP port is this")
 
@@ -263,6 +268,7 @@ class CniPreflightStep(StepBase):
 
 
 class CniInstallCalicoArgs(Model):
+    source: str = Field("flannel", pattern=SOURCE_CNI_PATTERN, description=SOURCE_CNI_DOC)
     mode: Literal["vxlan", "bgp"] = "vxlan"
     peering: str = Field(
         "full-mesh",
@@ -279,6 +285,7 @@ class CniInstallCalicoStep(StepBase):
 
 
 class CniSwitchNodeArgs(Model):
+    source: str = Field("flannel", pattern=SOURCE_CNI_PATTERN, description=SOURCE_CNI_DOC)
     fail_at_node: str = Field("", description="Fail the switch on this node (tests the rollback)")
     ready_timeout: Duration = Field(60.0, description="Longest wait for the new CNI to be ready")
     drain_timeout: Duration = Field(120.0, description="Drain bound when swapping back (undo)")
@@ -289,9 +296,13 @@ class CniSwitchNodeStep(StepBase):
     args: CniSwitchNodeArgs = Field(default_factory=CniSwitchNodeArgs)
 
 
+class CniFinalizeArgs(Model):
+    source: str = Field("flannel", pattern=SOURCE_CNI_PATTERN, description=SOURCE_CNI_DOC)
+
+
 class CniFinalizeStep(StepBase):
     action: Literal["cni.finalize"]
-    args: EmptyArgs = Field(default_factory=EmptyArgs)
+    args: CniFinalizeArgs = Field(default_factory=CniFinalizeArgs)
 
 
 class CniCalicoModeArgs(Model):
@@ -672,8 +683,8 @@ class CniNodesCheck(CheckBase):
     """Every node runs the expected CNI (``Node.cni``) and none keeps another CNI's leftovers."""
 
     type: Literal["cni.nodes"]
-    expect: str = Field(..., description="flannel or calico")
-    no_leftovers_of: list[str] = Field(default_factory=list, description="flannel and/or calico")
+    expect: str = Field(..., description="flannel, canal, weave or calico")
+    no_leftovers_of: list[str] = Field(default_factory=list, description="flannel, canal, weave, calico")
     bgp_established: bool = Field(False, description="Also require BGP sessions to every other node")
 
 

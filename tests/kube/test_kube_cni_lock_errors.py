@@ -211,7 +211,8 @@ def test_detect_other_cnis(
     if configmap is not None:
         fake.api.add(make_configmap(configmap[0], "kube-system", configmap[1]))
     info = KubeCniOps(cluster).detect_cni()
-    assert info.kind is kind and info.daemonset == name and not info.supported_source
+    assert info.kind is kind and info.daemonset == name
+    assert info.supported_source is (kind is CniKind.CANAL)  # Canal: wire-compatible, like flannel
     key, sub, value = check
     assert (info.config[key][sub] if sub else info.config[key]) == value
     if kind is CniKind.CANAL:
@@ -432,7 +433,12 @@ def test_migration_blockers_from_objects() -> None:
     assert "Calico IPPool default-ipv4-ippool conflicts with flannel" in problem
     assert "blockSize 26" in problem and "ipipMode Always" in problem and "vxlanMode" in problem
     canal = make_daemonset("canal", "kube-system", labels={"k8s-app": "canal"})
-    assert "canal is recognised" in detect_from_objects([canal], {}, [], []).migration_blockers()[0]
+    canal_blockers = detect_from_objects([canal], {}, [], []).migration_blockers()
+    assert canal_blockers == [
+        "canal runs but its net-conf.json (ConfigMap canal-config) was not found or not valid"
+    ]
+    weave = make_daemonset("weave-net", "kube-system", labels={"name": "weave-net"})
+    assert "weave is recognised" in detect_from_objects([weave], {}, [], []).migration_blockers()[0]
     assert detect_from_objects([], {}, [], []).migration_blockers()[0].startswith("no CNI was recognised")
     no_conf = detect_from_objects([flannel_ds], {}, [], [])
     assert "net-conf.json" in no_conf.migration_blockers()[0]

@@ -10,6 +10,8 @@ for the nodes the kube target chose; a netem fault is refused up front, naming t
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import re
@@ -28,13 +30,17 @@ from migrator.lab.lab import Lab
 from migrator.lab.spec import AppKind, LabSpec
 from migrator.ports import Target
 from migrator.targets.kube import open_kube_target
-from migrator.testing.kube_server import FakeApiServer, flannel_api, write_calico_manifest
+from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, flannel_api, write_calico_manifest
+from tests.kube.test_upstream_calico import CANAL
+from tests.kube.test_upstream_flannel import real_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY = "198.18.52.0/24"
 CAN_BUILD_LAB = os.geteuid() == 0 and shutil.which("ip") is not None and Path("/usr/lib/cni/bridge").exists()
 KUBE_NAMES = {"node1": "cp-01", "node2": "node-00001", "node3": "node-00002", "node4": "node-00003"}
-PLANS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "plans").rglob("*.yaml"))
+PLANS = sorted(
+    p.relative_to(ROOT).as_posix() for p in (ROOT / "plans").rglob("*.yaml") if "policies" not in p.parts
+)
 FAULT_PLANS = {"plans/gameday-packet-loss.yaml", "plans/gameday-dns-outage.yaml", "plans/node-partition.yaml"}
 
 pytestmark = [
@@ -88,8 +94,31 @@ def kube_on_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeOnLab]
         assert not res.leftovers, res.leftovers
 
 
+@contextlib.contextmanager
+def canal_instead_of_flannel(api: FakeKubeApi) -> Iterator[None]:
+    """The cluster as if it ran the real Canal: its DaemonSet ``canal`` (pods on every node, as the
+    DaemonSet controller makes them) and ``canal-config`` in flannel's place; flannel's restored after."""
+    flannel_ds = api.get("DaemonSet", "kube-flannel-ds", "kube-flannel")
+    assert flannel_ds is not None
+    canal_docs = [d for d in real_docs(CANAL) if d["kind"] in ("DaemonSet", "ConfigMap")]
+    api.remove("DaemonSet", "kube-flannel-ds", "kube-flannel")
+    try:
+        for doc in canal_docs:
+            api.add(copy.deepcopy(doc))
+        yield
+    finally:
+        for doc in canal_docs:
+            api.remove(doc["kind"], doc["metadata"]["name"], doc["metadata"]["namespace"])
+        api.add(flannel_ds)
+
+
+@contextlib.contextmanager
+def _as_is(api: FakeKubeApi) -> Iterator[None]:
+    yield
+
+
 def _params(plan: str, kube: KubeOnLab) -> dict[str, str]:
-    if plan.endswith("/flannel-to-calico.yaml"):
+    if plan.endswith(("/flannel-to-calico.yaml", "/canal-to-calico.yaml")):
         return {"calico_manifest": str(kube.manifest)}
     if plan.endswith("/node-partition.yaml"):
         return {"worker": "node-00002"}  # its default (node2) is a lab name
@@ -109,7 +138,9 @@ def _steps(report: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("plan", PLANS)
 def test_every_plan_renders_a_dry_run_on_the_kube_target(kube_on_lab: KubeOnLab, plan: str) -> None:
     source = load_plan_file(ROOT / plan, _params(plan, kube_on_lab))
-    report = dry_run(source, kube_on_lab.target, target_spec="kube")
+    source_cni = canal_instead_of_flannel if plan.endswith("/canal-to-calico.yaml") else _as_is
+    with source_cni(kube_on_lab.server.api):
+        report = dry_run(source, kube_on_lab.target, target_spec="kube")
     assert report["dry_run"] is True and report["stages"], plan
     steps = _steps(report)
     assert steps, plan

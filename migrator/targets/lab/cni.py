@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from migrator.cni import CALICO_MODE_LABEL, CalicoMode, CniInfo, CniKind, CniNode
 from migrator.cni.calico import pool
+from migrator.cni.drivers import SOURCE_ORDER, agents
 from migrator.cni.drivers import agent as agent_of
-from migrator.cni.drivers import agents
 from migrator.cni.flannel import parse_net_conf
 from migrator.errors import UsageError
 from migrator.lab.agents import node_cni
@@ -34,7 +34,9 @@ NET_CONF_DEFAULTS: dict[str, Any] = {
     "SubnetLen": 24,
     "Backend": {"Type": "vxlan", "VNI": FLANNEL_VNI, "Port": FLANNEL_PORT},
 }
-"""The lab's flannel (the file above overrides it key by key)."""
+"""The lab's flannel (the file above overrides it key by key), also Canal's."""
+CANAL_CONFIG: dict[str, Any] = {"masquerade": "true", "configmap": "kube-system/canal-config"}
+"""What the lab's Canal has of ``canal-config`` besides net-conf.json (as ``canal.yaml`` ships it)."""
 
 
 class LabCniOps:
@@ -56,18 +58,23 @@ class LabCniOps:
         """The lab's pod network: flannel (VXLAN, VNI 1, port 8472, MTU 1450) and/or calico-node."""
         st = self.lab.require()
         installed = {kind: ref for kind, ref in agents().items() if ref.key in st.workloads}
-        present: tuple[CniKind, ...] = tuple(k for k in (CniKind.FLANNEL, CniKind.CALICO) if k in installed)
+        present: tuple[CniKind, ...] = tuple(k for k in SOURCE_ORDER if k in installed)
         cni_of = {n.name: node_cni(n) for n in st.nodes.values()}
         if not present:  # agents deleted: what the nodes' kubelets use
-            present = tuple(sorted({CniKind(c) for c in cni_of.values() if c in ("flannel", "calico")}))
+            used = {c for c in cni_of.values()}
+            present = tuple(k for k in SOURCE_ORDER if k.value in used)
         conf = self._read_json(FLANNEL_NET_CONF) or {}
         if not isinstance(conf, dict):
             conf = {}
         backend = {**NET_CONF_DEFAULTS["Backend"], **(conf.get("Backend") or {})}
         flannel = parse_net_conf(json.dumps({**NET_CONF_DEFAULTS, **conf, "Backend": backend}))
+        kind = present[0] if present else CniKind.UNKNOWN
         return CniInfo(
-            kind=present[0] if present else CniKind.UNKNOWN,
+            kind=kind,
             present=present,
+            daemonset=agent_of(kind).daemonset if kind in installed else None,
+            namespace=agent_of(kind).namespace if kind in installed else None,
+            config=CANAL_CONFIG if kind is CniKind.CANAL else {},
             flannel=dataclasses.replace(flannel, mtu=FLANNEL_MTU),
             nodes={
                 n.name: CniNode(
