@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -8,8 +9,18 @@ from hypothesis import strategies as st
 from pbt_fakes import FakeCluster
 
 from migrator.errors import UsageError
+from migrator.policy.objects import NetworkPolicy
+from migrator.policy.parse import parse_network_policy
 from migrator.ports import Node, Pod, ProbeKind, ProbeProtocol, Service, ServicePort
-from migrator.probe.matrix import MatrixOptions, NodeToPod, Scope, build_matrix, sample, split_by_nodes
+from migrator.probe.matrix import (
+    MatrixBuilder,
+    MatrixOptions,
+    NodeToPod,
+    Scope,
+    build_matrix,
+    sample,
+    split_by_nodes,
+)
 
 
 def make_cluster(nodes: int = 8, pods_per_node: int = 4, services: int = 8) -> FakeCluster:
@@ -198,3 +209,50 @@ def test_dns_ports_probed_with_tcp() -> None:
     assert to_dns and all(t.protocol is ProbeProtocol.TCP for t in to_dns)
     assert {t.kind for t in to_dns} >= {ProbeKind.SERVICE_IP, ProbeKind.POD_CROSS_NODE}
     assert all(t.protocol is ProbeProtocol.HTTP for t in targets if t.port == 8080)
+
+
+class PolicyCluster(FakeCluster):
+    """The fake with NetworkPolicies (parsed as the API server validates them)."""
+
+    def __init__(self, base: FakeCluster, docs: list[dict[str, object]]) -> None:
+        super().__init__(base.list_nodes(), base.list_pods(), base.list_services())
+        self._policies = [parse_network_policy(d, where=f"policy {i}") for i, d in enumerate(docs)]
+
+    def list_network_policies(self, namespace: str | None = None) -> list[NetworkPolicy]:
+        return [p for p in self._policies if namespace is None or p.namespace == namespace]
+
+
+def test_probes_that_policy_denies_are_left_out_and_counted() -> None:
+    base = make_cluster(nodes=3, pods_per_node=2, services=2)
+    # svc-0's endpoint web-1-0 only, reachable from web-0-0 only; every pod of n2 denies all egress
+    base._services[0] = dataclasses.replace(base._services[0], endpoints=("10.244.1.2",))
+    deny_from_all_but_one = {
+        "metadata": {"name": "only-web-0-0", "namespace": "default"},
+        "spec": {
+            "podSelector": {"matchLabels": {"id": "web-1-0"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"id": "web-0-0"}}}]}],
+        },
+    }
+    for i, p in enumerate(base._pods):
+        base._pods[i] = dataclasses.replace(p, labels={**p.labels, "id": p.name})
+    cluster = PolicyCluster(base, [deny_from_all_but_one])
+    options = MatrixOptions(
+        kinds=frozenset({ProbeKind.POD_CROSS_NODE, ProbeKind.SERVICE_IP, ProbeKind.NODEPORT})
+    )
+    builder = MatrixBuilder(cluster, options)
+    targets = builder.build()
+    to_web_1_0 = {t.source for t in targets if t.dest == "default/web-1-0"}
+    assert to_web_1_0 == {"default/web-0-0"}  # every other source is denied by the policy
+    via_svc = {t.source for t in targets if t.kind is ProbeKind.SERVICE_IP and t.dest == "default/svc-0"}
+    assert via_svc == {"default/web-0-0"}
+    # svc-0's only endpoint is ingress-isolated: its NodePort is not probed (the source it sees is the node's)
+    assert not [t for t in targets if t.kind is ProbeKind.NODEPORT and t.dest.startswith("default/svc-0@")]
+    assert [t for t in targets if t.kind is ProbeKind.NODEPORT and t.dest.startswith("default/svc-1@")]
+    # 3 cross-node sources denied, 5 service sources (web-1-0 itself too: its hairpin through the
+    # ClusterIP comes from a pod the policy does not allow), svc-0's NodePort
+    cross_sources = {"default/web-0-1", "default/web-2-0", "default/web-2-1"}
+    assert builder.left_out == len(cross_sources) + 5 + 1
+    # without the policy, the same matrix has them all
+    plain = MatrixBuilder(base, options)
+    # (svc-0's NodePort on each of the 3 nodes)
+    assert len(plain.build()) == len(targets) + len(cross_sources) + 5 + 3 and plain.left_out == 0
