@@ -102,6 +102,7 @@ ACTIONS: Registry[Action[Any]] = Registry(
         "migrator.actions.ansible",
         "migrator.actions.faults",
         "migrator.actions.cni",
+        "migrator.actions.cni_dual",
         "migrator.actions.fault_preflight",
     ),
 )

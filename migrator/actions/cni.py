@@ -30,8 +30,10 @@ NetworkPolicy on every node (Canal's, then Calico's).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from loguru import logger
@@ -42,6 +44,7 @@ from migrator.actions.context import PreviewLine, StepContext
 from migrator.cni import (
     BLOCKING_CONFLIST,
     CALICO_MODE_LABEL,
+    DUAL_OVERLAY_SOURCES,
     MIGRATION_LABEL,
     WIRE_COMPATIBLE_SOURCES,
     CalicoMode,
@@ -73,15 +76,17 @@ FLANNEL, CALICO = CniKind.FLANNEL, CniKind.CALICO
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def source_cni(value: str) -> CniKind:
-    """The plan's ``source`` as a CNI migrator migrates from live (flannel, Canal)."""
+def source_cni(value: str, allowed: frozenset[CniKind] = WIRE_COMPATIBLE_SOURCES) -> CniKind:
+    """The plan's ``source`` as a CNI migrator migrates from live: flannel, Canal (wire-compatible, the
+    ``cni.install-calico``/``switch-node``/``finalize`` steps) or, where ``allowed``, Weave Net (dual overlay,
+    the ``cni.dual-*`` steps)."""
     try:
         kind = CniKind(value)
     except ValueError:
         kind = CniKind.UNKNOWN
-    if kind not in WIRE_COMPATIBLE_SOURCES:
-        known = ", ".join(sorted(k.value for k in WIRE_COMPATIBLE_SOURCES))
-        raise PermanentError(f"source {value!r}: a live migration to Calico starts from {known}")
+    if kind not in allowed:
+        known = ", ".join(sorted(k.value for k in allowed))
+        raise PermanentError(f"source {value!r}: this step migrates to Calico from {known}")
     return kind
 
 
@@ -222,12 +227,65 @@ def _check_preview(ctx: StepContext, playbook: str, hosts: list[str], extra: dic
 # ------------------------------------------------------------------------------------------------ actions
 
 
-def preflight_problems(info: CniInfo, args: CniPreflightArgs) -> list[str]:
-    """Why ``cni.preflight`` refuses: the detection's blockers and, for flannel, the plan's expectations
-    (VNI, port). The dry run and the run's start check the same (:meth:`Preflight.preflight`)."""
-    source = source_cni(args.source)
+def _network(text: str) -> ipaddress.IPv4Network | None:
+    try:
+        return ipaddress.IPv4Network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def dual_overlay_problems(
+    info: CniInfo, args: CniPreflightArgs, node_ips: Mapping[str, str], nodes: int
+) -> list[str]:
+    """Why Calico cannot run beside Weave Net with ``args.calico_cidr``: no CIDR, one overlapping Weave's
+    range, a node's address or the service range, or too small for a block per node."""
+    if not args.calico_cidr:
+        return ["the dual-overlay method needs Calico's new pod CIDR (calico_cidr)"]
+    new = _network(args.calico_cidr)
+    if new is None:
+        return [f"calico_cidr {args.calico_cidr!r} is not an IPv4 CIDR"]
+    problems: list[str] = []
+    weave = _network(info.weave_range or "")
+    if weave is not None and new.overlaps(weave):
+        problems.append(
+            f"calico_cidr {new} overlaps Weave Net's IPALLOC_RANGE {weave}: both overlays run side by side"
+            " until the end, and the routing table must tell them apart"
+        )
+    services = _network(args.service_cidr)
+    if services is not None and new.overlaps(services):
+        problems.append(f"calico_cidr {new} overlaps the service range {services} (service_cidr)")
+    inside = sorted(name for name, ip in node_ips.items() if _network(ip) is not None and ip_in(ip, new))
+    if inside:
+        problems.append(f"calico_cidr {new} holds the address of node(s) {', '.join(inside[:3])}")
+    if args.block_size < new.prefixlen:
+        problems.append(f"block_size /{args.block_size} is larger than calico_cidr {new}")
+    elif 2 ** (args.block_size - new.prefixlen) < nodes:
+        problems.append(
+            f"calico_cidr {new} holds {2 ** (args.block_size - new.prefixlen)} blocks of /{args.block_size},"
+            f" fewer than the {nodes} nodes"
+        )
+    return problems
+
+
+def ip_in(address: str, network: ipaddress.IPv4Network) -> bool:
+    try:
+        return ipaddress.IPv4Address(address) in network
+    except ValueError:
+        return False
+
+
+def preflight_problems(
+    info: CniInfo, args: CniPreflightArgs, node_ips: Mapping[str, str] | None = None
+) -> list[str]:
+    """Why ``cni.preflight`` refuses: the detection's blockers and the plan's expectations (flannel's VNI
+    and port; for Weave Net, Calico's new CIDR against Weave's range, the nodes' addresses and the service
+    range). The dry run and the run's start check the same (:meth:`Preflight.preflight`)."""
+    source = source_cni(args.source, WIRE_COMPATIBLE_SOURCES | DUAL_OVERLAY_SOURCES)
     problems = info.migration_blockers()
-    if info.kind in WIRE_COMPATIBLE_SOURCES and info.kind is not source:
+    if info.kind in DUAL_OVERLAY_SOURCES and info.kind is source:
+        ips = node_ips if node_ips is not None else {n: v.public_ip or "" for n, v in info.nodes.items()}
+        return problems + dual_overlay_problems(info, args, ips, len(info.nodes))
+    if info.supported_source and info.kind is not source:
         problems.insert(
             0,
             f"the cluster runs {info.kind}, but this plan migrates from {source}: use a plan whose source is"
@@ -244,6 +302,10 @@ def preflight_problems(info: CniInfo, args: CniPreflightArgs) -> list[str]:
     return problems
 
 
+def node_ips(ctx: StepContext) -> dict[str, str]:
+    return {n.name: n.address for n in ctx.cluster.list_nodes()}
+
+
 def _refusal(problems: list[str]) -> StepFailed:
     return StepFailed("cannot migrate to Calico live: " + "; ".join(problems))
 
@@ -255,13 +317,13 @@ class Preflight(Action[CniPreflightArgs]):
     Its :meth:`preflight` refuses the same before anything changes, in the run and in the dry run."""
 
     def preflight(self, ctx: StepContext, args: CniPreflightArgs) -> None:
-        problems = preflight_problems(cni_ops(ctx.target).detect_cni(), args)
+        problems = preflight_problems(cni_ops(ctx.target).detect_cni(), args, node_ips(ctx))
         if problems:
             raise _refusal(problems)
 
     def do(self, ctx: StepContext, args: CniPreflightArgs) -> Any:
         info = cni_ops(ctx.target).detect_cni()
-        problems = preflight_problems(info, args)
+        problems = preflight_problems(info, args, node_ips(ctx))
         recorded = info.to_json()
         ctx.emit({"event": "cni.detected", "source": info.kind.value, "info": recorded})
         if problems:
@@ -273,7 +335,18 @@ class Preflight(Action[CniPreflightArgs]):
 
     def preview(self, ctx: StepContext, args: CniPreflightArgs) -> list[PreviewLine]:
         info = cni_ops(ctx.target).detect_cni()
-        problems = preflight_problems(info, args)
+        problems = preflight_problems(info, args, node_ips(ctx))
+        if info.kind in DUAL_OVERLAY_SOURCES:
+            return [
+                {
+                    "detect": info.kind.value,
+                    "present": [k.value for k in info.present],
+                    "weave_range": info.weave_range,
+                    "calico_cidr": args.calico_cidr,
+                    "service_cidr": args.service_cidr,
+                    "blockers": problems,
+                }
+            ]
         if info.kind not in WIRE_COMPATIBLE_SOURCES or info.flannel is None:  # no flannel network found
             return [
                 {"detect": info.kind.value, "present": [k.value for k in info.present], "blockers": problems}

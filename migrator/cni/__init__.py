@@ -7,6 +7,7 @@ from migrator.cni.base import BLOCKING_CONFLIST, AgentRef, CniDriver, NodeLeftov
 from migrator.cni.drivers import agent, classify_daemonset, detect_from_objects, driver, leftovers
 from migrator.cni.info import (
     CALICO_MODE_LABEL,
+    DUAL_OVERLAY_SOURCES,
     MIGRATION_LABEL,
     WIRE_COMPATIBLE_SOURCES,
     CalicoMode,
@@ -21,6 +22,7 @@ from migrator.cni.ops import CniOps
 __all__ = [
     "BLOCKING_CONFLIST",
     "CALICO_MODE_LABEL",
+    "DUAL_OVERLAY_SOURCES",
     "MIGRATION_LABEL",
     "WIRE_COMPATIBLE_SOURCES",
     "AgentRef",

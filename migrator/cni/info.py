@@ -40,6 +40,11 @@ WIRE_COMPATIBLE_SOURCES = frozenset({CniKind.FLANNEL, CniKind.CANAL})
 """Sources migrated to Calico live by making Calico speak their VXLAN (flannel's, and Canal's, which is
 flannel's network with felix for policy): each node keeps its pod CIDR, VTEP IP and MAC."""
 
+DUAL_OVERLAY_SOURCES = frozenset({CniKind.WEAVE})
+"""Sources migrated to Calico by the dual-overlay method: Calico beside them on every node with another pod
+CIDR and VXLAN port, then node by node the kubelet's CNI config switches (Weave's flat IPAM range cannot be
+kept as per-node blocks)."""
+
 VXLAN_OVERHEAD = 50
 """Bytes VXLAN adds (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14)."""
 CALICO_BLOCK_SIZES = range(20, 33)
@@ -166,8 +171,15 @@ class CniInfo:
 
     @property
     def supported_source(self) -> bool:
-        """Whether migrator can migrate away from it today (flannel and Canal, wire-compatible)."""
-        return self.kind in WIRE_COMPATIBLE_SOURCES
+        """Whether migrator can migrate away from it today: flannel and Canal (wire-compatible), Weave Net
+        (dual overlay)."""
+        return self.kind in WIRE_COMPATIBLE_SOURCES or self.kind in DUAL_OVERLAY_SOURCES
+
+    @property
+    def weave_range(self) -> str | None:
+        """Weave Net's IPALLOC_RANGE (``None`` when the source is not Weave)."""
+        value = self.config.get("IPALLOC_RANGE") if self.kind is CniKind.WEAVE else None
+        return None if value is None else str(value)
 
     @property
     def settings(self) -> FlannelConfig:
@@ -246,6 +258,12 @@ class CniInfo:
     def migration_blockers(self) -> list[str]:
         """Why a live, wire-compatible flannel (or Canal) -> Calico migration cannot start (empty when it
         can)."""
+        if self.kind in DUAL_OVERLAY_SOURCES:
+            try:
+                ipaddress.IPv4Network(self.weave_range or "", strict=False)
+            except ValueError:
+                return [f"Weave Net's IPALLOC_RANGE {self.weave_range!r} is not an IPv4 CIDR"]
+            return []
         if self.kind not in WIRE_COMPATIBLE_SOURCES:
             if self.kind is CniKind.UNKNOWN:
                 return ["no CNI was recognised (flannel, Calico, Canal, Weave Net or Cilium)"]
@@ -253,7 +271,7 @@ class CniInfo:
                 return ["the cluster already runs Calico: there is nothing to migrate from"]
             return [
                 f"{self.kind} is recognised as the source CNI, but migrating from it is not supported yet "
-                "(flannel and Canal with the VXLAN backend are)"
+                "(flannel and Canal with the VXLAN backend, and Weave Net, are)"
             ]
         if self.flannel is None:
             configmap = "canal-config" if self.kind is CniKind.CANAL else "kube-flannel-cfg"

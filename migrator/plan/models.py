@@ -252,14 +252,27 @@ class AnsiblePlaybookStep(StepBase):
 # CNI migration actions (issue 6): migrator.actions.cni, through the CniOps port and the node executor
 
 
-SOURCE_CNI_PATTERN = r"^(flannel|canal|\$\{\{.*\}\})$"
+SOURCE_CNI_PATTERN = r"^(flannel|canal|weave|\$\{\{.*\}\})$"
 SOURCE_CNI_DOC = "The CNI migrated from: flannel or canal (the preflight refuses another one)"
+CIDR_PATTERN = r"^(\d{1,3}(\.\d{1,3}){3}/\d{1,2}|\$\{\{.*\}\})$"
 
 
 class CniPreflightArgs(Model):
-    source: str = Field("flannel", pattern=SOURCE_CNI_PATTERN, description=SOURCE_CNI_DOC)
+    source: str = Field(
+        "flannel", pattern=SOURCE_CNI_PATTERN, description=SOURCE_CNI_DOC + "; weave (dual overlay)"
+    )
     expect_vni: int | None = Field(None, description="Refuse unless the source's VXLAN VNI is this")
     expect_port: int | None = Field(None, description="Refuse unless the source's VXLAN UDP port is this")
+    calico_cidr: str | None = Field(
+        None,
+        pattern=CIDR_PATTERN,
+        description="weave: Calico's new pod CIDR; refused when it overlaps Weave's range, a node's address"
+        " or the service range",
+    )
+    service_cidr: str = Field("10.96.0.0/12", pattern=CIDR_PATTERN, description="The cluster's service range")
+    block_size: int = Field(
+        26, ge=20, le=32, description="weave: Calico's IPAM block size (a block per node)"
+    )
 
 
 class CniPreflightStep(StepBase):
@@ -294,6 +307,51 @@ class CniSwitchNodeArgs(Model):
 class CniSwitchNodeStep(StepBase):
     action: Literal["cni.switch-node"]
     args: CniSwitchNodeArgs = Field(default_factory=CniSwitchNodeArgs)
+
+
+class CniDualInstallArgs(Model):
+    """Calico beside the source on every node: another pod CIDR, another VXLAN port and VNI (the dual-overlay
+    method; the source keeps running until ``cni.dual-finalize``)."""
+
+    source: Literal["weave"] = "weave"
+    calico_cidr: str = Field(..., pattern=CIDR_PATTERN, description="Calico's pod CIDR (not the source's)")
+    block_size: int = Field(26, ge=20, le=32, description="Calico's IPAM block size")
+    vxlan_port: int = Field(4789, ge=1, le=65535, description="Calico's VXLAN UDP port (Weave's is 6784)")
+    vxlan_vni: int = Field(4096, ge=1, le=16777215, description="Calico's VXLAN network identifier")
+    cni_conf_name: str = Field(
+        "20-calico.conflist",
+        pattern=r"^[A-Za-z0-9._-]+\.(conflist|conf)$",
+        description="Calico's CNI config file, sorted after the source's: it waits for the node's switch",
+    )
+    ready_timeout: Duration = Field(120.0, description="Longest wait for calico-node on every node")
+    manifest: str = Field("", description="The user's Calico manifest (real clusters; server-side apply)")
+
+
+class CniDualInstallStep(StepBase):
+    action: Literal["cni.dual-install"]
+    args: CniDualInstallArgs
+
+
+class CniDualSwitchNodeArgs(Model):
+    source: Literal["weave"] = "weave"
+    fail_at_node: str = Field("", description="Fail the switch on this node (tests the rollback)")
+    ready_timeout: Duration = Field(60.0, description="Longest wait for calico-node on the node")
+    drain_timeout: Duration = Field(120.0, description="Drain bound when switching back (undo)")
+
+
+class CniDualSwitchNodeStep(StepBase):
+    action: Literal["cni.dual-switch-node"]
+    args: CniDualSwitchNodeArgs = Field(default_factory=CniDualSwitchNodeArgs)
+
+
+class CniDualFinalizeArgs(Model):
+    source: Literal["weave"] = "weave"
+    calico_cidr: str = Field(..., pattern=CIDR_PATTERN, description="Calico's pod CIDR (for the undo)")
+
+
+class CniDualFinalizeStep(StepBase):
+    action: Literal["cni.dual-finalize"]
+    args: CniDualFinalizeArgs
 
 
 class CniFinalizeArgs(Model):
@@ -534,6 +592,9 @@ Step = Annotated[
     | CniInstallCalicoStep
     | CniSwitchNodeStep
     | CniFinalizeStep
+    | CniDualInstallStep
+    | CniDualSwitchNodeStep
+    | CniDualFinalizeStep
     | CniCalicoModeStep
     | CniRemoveVxlanStep
     | FaultLossStep
@@ -562,6 +623,9 @@ STEP_TYPES: tuple[type[StepBase], ...] = (
     CniInstallCalicoStep,
     CniSwitchNodeStep,
     CniFinalizeStep,
+    CniDualInstallStep,
+    CniDualSwitchNodeStep,
+    CniDualFinalizeStep,
     CniCalicoModeStep,
     CniRemoveVxlanStep,
     *FAULT_STEP_TYPES,
