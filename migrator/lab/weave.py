@@ -74,7 +74,10 @@ def node_slice(rng: ipaddress.IPv4Network, index: int) -> ipaddress.IPv4Network:
     """Node ``index`` (1-based)'s part of the range: its (index-1)-th /24."""
     slices = 1 << (SLICE_PREFIX - rng.prefixlen)
     if not 1 <= index <= slices:
-        raise UsageError(f"weave range {rng} has {slices} /{SLICE_PREFIX} slices: none for node {index}")
+        raise UsageError(
+            f"weave-net config {RANGE_KEY}: {rng} has {slices} /{SLICE_PREFIX} node slice(s): "
+            f"none for node {index}"
+        )
     first = int(rng.network_address) + ((index - 1) << (32 - SLICE_PREFIX))
     return ipaddress.IPv4Network((first, SLICE_PREFIX))
 
