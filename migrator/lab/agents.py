@@ -432,6 +432,11 @@ def check_agent_config(st: LabState, agent: str, config: Mapping[str, str]) -> N
             s.block(last)
     elif agent == weave.AGENT:
         weave.node_slice(weave.ipalloc_range(config), last)
+    elif agent == "kube-proxy" and config.get("cluster_cidr"):
+        try:
+            ipaddress.IPv4Network(config["cluster_cidr"], strict=True)
+        except ValueError as exc:
+            raise UsageError(f"kube-proxy config cluster_cidr: {exc}") from None
 
 
 def apply_daemonset(
@@ -448,8 +453,9 @@ def apply_daemonset(
     calico-node: ``mode`` vxlan|bgp, ``peering`` full-mesh|route-reflector, ``reflectors`` (comma-separated
     node names), and the dual-overlay keys of :class:`migrator.lab.calico.Settings` (``pool``,
     ``block_size``, ``vxlan_port``, ``vxlan_vni``, ``cni_conf_name``, ``nat_exclude``). weave-net:
-    ``ipalloc_range``. A config that cannot work (a bad value, a pool or range too small for the nodes) is
-    refused with :class:`UsageError` naming the key, before anything changes."""
+    ``ipalloc_range``. kube-proxy: ``cluster_cidr`` (its ``--cluster-cidr``, see
+    :func:`migrator.lab.control.cluster_cidr`). A config that cannot work (a bad value, a pool or range too
+    small for the nodes) is refused with :class:`UsageError` naming the key, before anything changes."""
     check_agent_config(st, agent, config or {})
     w = workloads.agent_daemonset(agent, node_selector, config)
     st.workloads[w.key] = w

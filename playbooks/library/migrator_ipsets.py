@@ -41,7 +41,8 @@ def main():
         if not module.check_mode:
             rc, out, err = module.run_command([binary, "destroy", name])
             if rc != 0:
-                module.fail_json(msg=f"ipset destroy {name} failed: {(err or out).strip()}", destroyed=destroyed)
+                detail = (err or out).strip()
+                module.fail_json(msg=f"ipset destroy {name} failed: {detail}", destroyed=destroyed)
         destroyed.append(name)
     diff = {
         "before": "".join(n + "\n" for n in before),

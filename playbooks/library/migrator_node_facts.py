@@ -167,7 +167,7 @@ def iptables(module):
             if chain in chains:
                 owner = chains[chain]
                 facts["rules"][owner] = facts["rules"].get(owner, 0) + 1
-            for ifname in rule_interfaces(rule):
+            for ifname in set(rule_interfaces(rule)):
                 facts["interface_rules"][ifname] = facts["interface_rules"].get(ifname, 0) + 1
             for flag in ("-j", "-g"):
                 if flag in rule:
