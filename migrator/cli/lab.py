@@ -70,7 +70,7 @@ def render_status(status: dict[str, Any]) -> None:
             n["cni"],
             n["pod_cidr"],
             f"{n['vtep_ip']} {n['vtep_mac']}",
-            " ".join(n.get("devices", [])) or "<none>",
+            (" ".join(n.get("devices", [])) or "<none>") + _weave_cell(n.get("weave")),
             n["sshd"] + (f"\nbgp {n['bgp']}" if n.get("bgp") else ""),
             _policy_cell(n.get("policy") or {}),
             labels,
@@ -122,6 +122,13 @@ def render_status(status: dict[str, Any]) -> None:
     console.print(f"Ansible inventory: {status['inventory']}")
 
 
+def _weave_cell(w: dict[str, Any] | None) -> str:
+    """The node's weave network (``weave`` bridge address, mesh peers), under its CNI devices."""
+    if not w:
+        return ""
+    return f"\nweave {' '.join(w['addresses']) or '<no address>'}, {len(w['peers'])} peer(s)"
+
+
 def _policy_cell(p: dict[str, Any]) -> str:
     if not p.get("enforcing"):
         return "none (no NetworkPolicy)"
@@ -135,7 +142,14 @@ def _policy_cell(p: dict[str, Any]) -> str:
 def up(  # noqa: PLR0917 - typer options
     name: NameOpt = None,
     nodes: Annotated[int, typer.Option(help="Number of nodes (node1 is the control plane).")] = 4,
-    cni: Annotated[CniKind, typer.Option(help="Pod network.")] = CniKind.FLANNEL,
+    cni: Annotated[
+        CniKind,
+        typer.Option(
+            help="Pod network: flannel (VXLAN), calico (VXLAN, wire-compatible with flannel), weave (Weave "
+            "Net: a weave bridge per node, one flat L2 VXLAN overlay on UDP 6784, pods in 10.32.0.0/12, "
+            "weave-npc policy), canal."
+        ),
+    ] = CniKind.FLANNEL,
     pods_per_node: Annotated[int, typer.Option(help="Generic 'echo' pods per node.")] = 1,
     app_: Annotated[
         str,

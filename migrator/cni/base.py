@@ -38,7 +38,9 @@ class AgentRef:
 
 @dataclass(frozen=True)
 class NodeLeftovers:
-    """What a CNI leaves on a node: interfaces, iptables chain prefixes, CNI config files, other files.
+    """What a CNI leaves on a node: interfaces, iptables chain prefixes, CNI config files, other files,
+    ipsets (by name prefix) and iptables rules of built-in chains naming its interfaces (``-i``/``-o``:
+    Weave Net puts its FORWARD accepts there, in no chain of its own).
 
     ``chain_owner`` is how ``node-facts.yml`` groups the CNI's chains; ``file_facts`` maps a node fact that
     is set when a file is still there to that file."""
@@ -49,15 +51,23 @@ class NodeLeftovers:
     cni_files: tuple[str, ...]
     extra_files: tuple[str, ...] = ()
     file_facts: Mapping[str, str] = field(default_factory=dict)
+    ipset_prefixes: tuple[str, ...] = ()
+    rule_interfaces: tuple[str, ...] = ()
 
     def teardown_vars(self) -> dict[str, Any]:
-        """The vars of ``cni-switch-teardown.yml`` that remove all of it."""
-        return {
+        """The vars of ``cni-switch-teardown.yml`` that remove all of it (``ipset_prefixes`` and
+        ``rule_interfaces`` only when the CNI has some: the playbook defaults them to none)."""
+        out: dict[str, Any] = {
             "links": list(self.links),
             "chain_prefixes": list(self.chain_prefixes),
             "cni_files": list(self.cni_files),
             "extra_files": list(self.extra_files),
         }
+        if self.ipset_prefixes:
+            out["ipset_prefixes"] = list(self.ipset_prefixes)
+        if self.rule_interfaces:
+            out["rule_interfaces"] = list(self.rule_interfaces)
+        return out
 
     def on_hosts(self, facts: Mapping[str, Any], hosts: Sequence[str]) -> dict[str, list[str]]:
         """Per host with something left: what (``facts``: ``{host: migrator_node_facts}``)."""
@@ -77,6 +87,13 @@ class NodeLeftovers:
         for table, chains in facts.get("iptables", {}).get("chains", {}).get(self.chain_owner, {}).items():
             found += [f"chain {table}/{c}" for c in chains]
         found += [f"file {path}" for fact, path in self.file_facts.items() if facts.get(fact)]
+        found += [
+            f"ipset {name}"
+            for name in (facts.get("ipsets") or {}).get("names", [])
+            if str(name).startswith(self.ipset_prefixes) and self.ipset_prefixes
+        ]
+        on_ifaces = facts.get("iptables", {}).get("interface_rules", {})
+        found += [f"{on_ifaces[i]} iptables rule(s) on {i}" for i in self.rule_interfaces if on_ifaces.get(i)]
         return found
 
 

@@ -1,5 +1,5 @@
 """Node agents as DaemonSets: the emulated flanneld, Canal (flanneld + felix), calico-node (VXLAN or BGP with
-bird2) and kube-proxy.
+bird2, or beside another overlay), weave-net (weave-kube: :mod:`migrator.lab.weave`) and kube-proxy.
 
 A DaemonSet runs one host-network agent pod on every node whose labels match its node selector. The lab
 "runs" an agent by programming what the real agent would program on that node. Part of the emulated
@@ -8,6 +8,7 @@ control plane (:mod:`migrator.lab.control`): the caller holds the lab's lock.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -18,30 +19,19 @@ from pathlib import Path
 from loguru import logger
 
 from migrator import fsutil
-from migrator.errors import MigratorError, StepFailed
-from migrator.lab import calico, canal, cni, flannel, net, netpol, sh, sshd, workloads
+from migrator.errors import MigratorError, StepFailed, UsageError
+from migrator.lab import calico, canal, cni, flannel, net, netpol, sh, sshd, weave, workloads
+from migrator.lab.spec import POD_NETWORK, vtep_mac
 from migrator.lab.state import LabState, NodeState, PodPhase, PodState, ResourceKind, StateStore, Workload
 
 BGP_TIMEOUT = 20.0
 AGENT_LABEL = "lab.migrator.io/agent-config"
 
 
-CNI_BY_FILE = {canal.CONFLIST_NAME: "canal"}
-"""CNIs whose config is told by its file name (Canal's ``10-canal.conflist`` names its network
-``k8s-pod-network``, as Calico's does)."""
-CNI_BY_NETWORK = {flannel.NETWORK_NAME: "flannel", calico.NETWORK_NAME: "calico"}
-
-
 def node_cni(n: NodeState) -> str:
-    """The node's CNI as the kubelet sees it: from the first config file of its ``/etc/cni/net.d``."""
-    try:
-        path, conf = cni.find_conflist(Path(n.dir) / "etc-cni-net.d")
-    except MigratorError:
-        return "none"
-    if path.name in CNI_BY_FILE:
-        return CNI_BY_FILE[path.name]
-    name = str(conf.get("name", ""))
-    return CNI_BY_NETWORK.get(name, name or "unknown")
+    """The node's CNI as the kubelet sees it: from the first config file of its ``/etc/cni/net.d``
+    (by file name, else by network name: :data:`migrator.lab.cni.KUBELET_CNI_BY_FILE`)."""
+    return cni.kubelet_cni(Path(n.dir) / "etc-cni-net.d")
 
 
 def _peers(st: LabState, exclude: str) -> list[flannel.Peer]:
@@ -104,6 +94,7 @@ def reconcile_daemonsets(store: StateStore, st: LabState) -> None:
 
     sh.parallel(run, todo)
     _program_calico_routes(st)
+    _program_weave_mesh(st)
     for n in st.nodes.values():
         n.cni = node_cni(n)
     store.save(st)
@@ -116,20 +107,30 @@ def _calico_mode(w: Workload, n: NodeState) -> str:
 
 def _agent_signature(w: Workload, n: NodeState) -> str:
     """What the agent on ``n`` was last run with; a change re-runs it (a DaemonSet rollout)."""
+    cfg = w.template.config
+    if w.template.app == weave.AGENT:
+        return f"{weave.AGENT}/{cfg.get(weave.RANGE_KEY, weave.DEFAULT_RANGE)}"
     if w.template.app != "calico-node":
         return w.template.app
-    cfg = w.template.config
     peering = cfg.get("peering", calico.PEERING_FULL_MESH)
-    return f"{_calico_mode(w, n)}/{peering}/{cfg.get('reflectors', '')}"
+    sig = f"{_calico_mode(w, n)}/{peering}/{cfg.get('reflectors', '')}"
+    try:
+        extra = calico.settings(cfg).signature
+    except UsageError as exc:  # refused at apply; a state edited by hand fails the agent, not the reconcile
+        extra = f"invalid: {exc}"
+    return f"{sig}/{extra}" if extra else sig
 
 
 def _run_agent(store: StateStore, st: LabState, w: Workload, n: NodeState) -> None:
-    if w.template.app == "flannel":
+    app = w.template.app
+    if app == "flannel":
         _agent_flannel(st, n)
-    elif w.template.app == "canal":
+    elif app == "canal":
         _agent_canal(st, n)
-    elif w.template.app == "calico-node":
+    elif app == "calico-node":
         _agent_calico(store, st, n, w)
+    elif app == weave.AGENT:
+        _agent_weave(st, n, w)
     # kube-proxy: its rules are written by control.sync_services on every node
 
 
@@ -180,18 +181,113 @@ def _flanneld(st: LabState, n: NodeState) -> None:
         )
 
 
+def _weave_range(w: Workload, n: NodeState) -> ipaddress.IPv4Network:
+    try:
+        return weave.ipalloc_range(w.template.config)
+    except UsageError as exc:
+        raise StepFailed(str(exc), node=n.name) from exc
+
+
+def _agent_weave(st: LabState, n: NodeState, w: Workload) -> None:
+    """weave-kube starting on ``n`` (:mod:`migrator.lab.weave`); idempotent. A bridge already exposing
+    another address is refused, as weave does when ``IPALLOC_RANGE`` changed (``weave reset`` first). The
+    mesh's FDB entries are programmed by :func:`_program_weave_mesh`."""
+    rng = _weave_range(w, n)
+    try:
+        address = weave.bridge_address(rng, n.index)
+        local = weave.node_slice(rng, n.index)
+    except UsageError as exc:
+        raise StepFailed(str(exc), node=n.name) from exc
+    current = net.link_addrs(n.netns, weave.BRIDGE_DEV)
+    if current is None:
+        sh.ip_batch(weave.bridge_lines(address, weave.peer_mac(st.spec.name, n.name)), netns=n.netns)
+    elif address not in current:
+        raise StepFailed(
+            f"bridge {weave.BRIDGE_DEV} has {', '.join(current) or 'no address'}, not {address}: "
+            f"{weave.RANGE_KEY} changed (weave reset first)",
+            node=n.name,
+        )
+    if not _has_link(n.netns, weave.VXLAN_DEV):
+        sh.ip_batch(weave.vxlan_lines(n.ip), netns=n.netns)
+    sh.run(net.exec_argv(n.netns, ["ipset", "restore"]), input=weave.ipset_text(local))
+    if not _has_chain(n.netns, "nat", "WEAVE"):
+        sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=weave.iptables_rules(rng))
+    # weave-kube's init container
+    conf = weave.conflist_text(rng, n.index)
+    fsutil.atomic_write_text(Path(n.dir) / "etc-cni-net.d" / weave.CONFLIST_NAME, conf)
+
+
+def _running_agents(st: LabState, app: str) -> dict[str, Workload]:
+    """Node name -> the DaemonSet of its running ``app`` agent pod."""
+    out: dict[str, Workload] = {}
+    for p in st.pods.values():
+        w = st.workloads.get(p.workload_key)
+        if p.host_network and p.phase == PodPhase.RUNNING and w is not None and w.template.app == app:
+            out[p.node] = w
+    return out
+
+
+def _program_weave_mesh(st: LabState) -> None:
+    """What the weave routers' peer connections give: on every node running weave-net, one head-end
+    replication entry on ``vxlan-6784`` per other node running it, and none to nodes that left."""
+    mesh = _running_agents(st, weave.AGENT)
+    if not mesh:
+        return
+
+    def program(name: str) -> None:
+        n = st.nodes[name]
+        res = sh.run(
+            ["bridge", "-n", n.netns, "-j", "fdb", "show", "dev", weave.VXLAN_DEV], check=False, timeout=10
+        )
+        if not res.ok:
+            return  # no vxlan-6784 (removed behind the lab's back): the agent's next start recreates it
+        have = set(weave.mesh_peers(json.loads(res.stdout or "[]")))
+        want = {st.nodes[m].ip for m in mesh if m != name}
+        lines = weave.fdb_lines(sorted(want - have), sorted(have - want))
+        if lines:
+            sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(lines) + "\n")
+
+    sh.parallel(program, sorted(mesh))
+
+
+def _calico_settings(w: Workload, n: NodeState) -> calico.Settings:
+    try:
+        return calico.settings(w.template.config)
+    except UsageError as exc:
+        raise StepFailed(str(exc), node=n.name) from exc
+
+
+def _calico_peer(st: LabState, n: NodeState, s: calico.Settings) -> flannel.Peer:
+    """``n`` as a Calico VXLAN peer: its own pod CIDR and VTEP (wire-compatible with flannel), or with a
+    ``pool`` its block of the pool, the block's network address as VTEP IP and a VTEP MAC of its own."""
+    if s.pool is None:
+        return flannel.Peer(n.name, n.ip, n.pod_cidr, n.vtep_ip, n.vtep_mac)
+    try:
+        block = s.block(n.index)
+    except UsageError as exc:
+        raise StepFailed(str(exc), node=n.name) from exc
+    mac = vtep_mac(st.spec.name, f"{n.name}/calico")
+    return flannel.Peer(n.name, n.ip, str(block), str(block.network_address), mac)
+
+
 def _agent_calico(store: StateStore, st: LabState, n: NodeState, w: Workload) -> None:
     """calico-node starting on ``n``; idempotent.
 
-    VXLAN mode: ``vxlan.calico`` (wire-compatible with flannel); its routes are programmed by
-    :func:`_program_calico_routes`. BGP mode: bird2 exports the node's block; ``vxlan.calico`` is left
-    as it is (remove it with a playbook once every node runs BGP).
+    VXLAN mode: ``vxlan.calico`` (wire-compatible with flannel, or with a ``pool`` beside another overlay:
+    :class:`migrator.lab.calico.Settings`); its routes are programmed by :func:`_program_calico_routes`.
+    BGP mode: bird2 exports the node's block; ``vxlan.calico`` is left as it is (remove it with a playbook
+    once every node runs BGP).
     """
-    peers = _peers(st, n.name)
+    s = _calico_settings(w, n)
+    me = _calico_peer(st, n, s)
     nd = Path(n.dir)
     mode = _calico_mode(w, n)
+    if mode == calico.MODE_BGP and s.pool is not None:
+        raise StepFailed("calico-node with a pool (dual-overlay) runs VXLAN only, not bgp", node=n.name)
     if mode == calico.MODE_VXLAN and not _has_link(n.netns, calico.VXLAN_DEV):
-        sh.ip_batch(calico.vxlan_lines(n.ip, n.vtep_ip, n.vtep_mac), netns=n.netns)
+        lines = calico.vxlan_lines(n.ip, me.vtep_ip, me.vtep_mac, vni=s.vxlan_vni, port=s.vxlan_port)
+        sh.ip_batch(lines, netns=n.netns)
+        peers = _peers(st, n.name) if s.pool is None else []  # a pool's peers: _program_calico_routes
         if peers:
             sh.run(["bridge", "-n", n.netns, "-batch", "-"], input="\n".join(calico.fdb_lines(peers)) + "\n")
             neigh = calico.peer_lines(peers)[1::2]  # the neighbour lines only
@@ -200,10 +296,11 @@ def _agent_calico(store: StateStore, st: LabState, n: NodeState, w: Workload) ->
         _start_bird(store, st, n, w)
     elif mode != calico.MODE_VXLAN:
         raise StepFailed(f"unknown calico mode {mode!r} (vxlan or bgp)", node=n.name)
-    if not _has_chain(n.netns, "nat", "cali-POSTROUTING"):
-        sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=calico.iptables_rules())
-    # calico's install-cni init container
-    fsutil.atomic_write_text(nd / "etc-cni-net.d" / calico.CONFLIST_NAME, calico.conflist_text(n.pod_cidr))
+    hooks = not _has_chain(n.netns, "nat", "cali-POSTROUTING")
+    rules = calico.iptables_rules(str(s.pool or POD_NETWORK), nat_exclude=s.nat_exclude, hooks=hooks)
+    sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=rules)
+    # calico's install-cni init container (CNI_CONF_NAME)
+    fsutil.atomic_write_text(nd / "etc-cni-net.d" / s.conf_name, calico.conflist_text(me.pod_cidr))
 
 
 def _bird_peers(st: LabState, n: NodeState, w: Workload) -> tuple[list[tuple[str, str]], bool]:
@@ -279,11 +376,7 @@ def _program_calico_routes(st: LabState) -> None:
     peer that has a VTEP (``flannel.1`` or ``vxlan.calico``), unless both ends are in BGP mode and have
     learned each other's block (then bird's route carries the traffic). A node in VXLAN mode stops bird
     once every peer has a VTEP. Each switch is make-before-break: no window without a route."""
-    agents: dict[str, Workload] = {}
-    for p in st.pods.values():
-        w = st.workloads.get(p.workload_key)
-        if p.owner == "DaemonSet/calico-node" and p.phase == PodPhase.RUNNING and w is not None:
-            agents[p.node] = w
+    agents = _running_agents(st, "calico-node")
     if not agents:
         return
 
@@ -302,10 +395,23 @@ def _program_calico_routes(st: LabState) -> None:
         both = mode.get(a.name) == calico.MODE_BGP and mode.get(b.name) == calico.MODE_BGP
         return both and b.pod_cidr in bird[a.name] and a.pod_cidr in bird[b.name]
 
+    pools = {name: _pool_of(w) for name, w in agents.items()}
+
+    def wanted(n: NodeState) -> list[flannel.Peer]:
+        pool = pools[n.name]
+        if pool is None:  # wire-compatible with flannel: every peer with a VTEP
+            return [p for p in _peers(st, n.name) if has_vtep[p.name] and not over_bgp(n, p)]
+        # dual-overlay: the other calico-node nodes with the same pool
+        return [
+            _calico_peer(st, st.nodes[m], calico.settings(agents[m].template.config))
+            for m in sorted(agents)
+            if m != n.name and pools[m] == pool and calico.VXLAN_DEV in devs[m]
+        ]
+
     def program(n: NodeState) -> None:
         if n.name not in agents or calico.VXLAN_DEV not in devs[n.name]:
             return
-        want = [p for p in _peers(st, n.name) if has_vtep[p.name] and not over_bgp(n, p)]
+        want = wanted(n)
         res = sh.run(
             ["ip", "-n", n.netns, "-j", "route", "show", "dev", calico.VXLAN_DEV], check=False, timeout=10
         )
@@ -327,6 +433,32 @@ def _program_calico_routes(st: LabState) -> None:
             _stop_bird(st, n)
 
 
+def _pool_of(w: Workload) -> str | None:
+    """The dual-overlay pool of a calico-node DaemonSet (``None``: wire-compatible with flannel, or a config
+    the agent refused)."""
+    try:
+        pool = calico.settings(w.template.config).pool
+    except UsageError:
+        return None
+    return None if pool is None else str(pool)
+
+
+def check_agent_config(st: LabState, agent: str, config: Mapping[str, str]) -> None:
+    """Refuse an agent config that cannot work on this lab's nodes (raises :class:`UsageError`)."""
+    last = max((n.index for n in st.nodes.values()), default=1)
+    if agent == "calico-node":
+        s = calico.settings(config)
+        if s.pool is not None:
+            s.block(last)
+    elif agent == weave.AGENT:
+        weave.node_slice(weave.ipalloc_range(config), last)
+    elif agent == "kube-proxy" and config.get("cluster_cidr"):
+        try:
+            ipaddress.IPv4Network(config["cluster_cidr"], strict=True)
+        except ValueError as exc:
+            raise UsageError(f"kube-proxy config cluster_cidr: {exc}") from None
+
+
 def apply_daemonset(
     store: StateStore,
     st: LabState,
@@ -334,10 +466,17 @@ def apply_daemonset(
     node_selector: Mapping[str, str] | None = None,
     config: Mapping[str, str] | None = None,
 ) -> str:
-    """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``) with a node selector and
-    agent config (calico-node: ``mode`` vxlan|bgp, ``peering`` full-mesh|route-reflector, ``reflectors``:
-    comma-separated node names), then reconcile, as ``kubectl apply`` of a manifest would.
-    Returns the DaemonSet key."""
+    """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``, ``weave-net``) with a node
+    selector and agent config, then reconcile, as ``kubectl apply`` of a manifest would. Returns the
+    DaemonSet key.
+
+    calico-node: ``mode`` vxlan|bgp, ``peering`` full-mesh|route-reflector, ``reflectors`` (comma-separated
+    node names), and the dual-overlay keys of :class:`migrator.lab.calico.Settings` (``pool``,
+    ``block_size``, ``vxlan_port``, ``vxlan_vni``, ``cni_conf_name``, ``nat_exclude``). weave-net:
+    ``ipalloc_range``. kube-proxy: ``cluster_cidr`` (its ``--cluster-cidr``, see
+    :func:`migrator.lab.control.cluster_cidr`). A config that cannot work (a bad value, a pool or range too
+    small for the nodes) is refused with :class:`UsageError` naming the key, before anything changes."""
+    check_agent_config(st, agent, config or {})
     w = workloads.agent_daemonset(agent, node_selector, config)
     st.workloads[w.key] = w
     reconcile_daemonsets(store, st)

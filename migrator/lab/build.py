@@ -21,10 +21,11 @@ from loguru import logger
 
 from migrator import fsutil
 from migrator.errors import StepFailed, UsageError
-from migrator.lab import control, dns, hostdirs, kubelet, net, services, sh, sshd, workloads
+from migrator.lab import control, dns, hostdirs, kubelet, net, services, sh, sshd, weave, workloads
 from migrator.lab.spec import (
     CONTROL_PLANE_LABEL,
     SERVICE_NETWORK,
+    CniKind,
     LabSpec,
     host_underlay_ip,
     host_veth,
@@ -91,7 +92,7 @@ def new_state(spec: LabSpec) -> LabState:
     )
     for i in range(1, spec.nodes + 1):
         name = node_name(i)
-        cidr = node_pod_cidr(i)
+        cidr, vtep, mac = _node_network(spec, i)
         labels = {
             "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux",
@@ -107,14 +108,25 @@ def new_state(spec: LabSpec) -> LabState:
             ip=node_underlay_ip(net_, i),
             netns=netns_name(p, name),
             pod_cidr=str(cidr),
-            vtep_ip=vtep_ip(cidr),
-            vtep_mac=vtep_mac(spec.name, name),
+            vtep_ip=vtep,
+            vtep_mac=mac,
             roles=roles,
             labels=labels,
             cni=spec.cni.value,
             dir=str(d / "nodes" / name),
         )
     return st
+
+
+def _node_network(spec: LabSpec, index: int) -> tuple[ipaddress.IPv4Network, str, str]:
+    """(pod CIDR, VTEP IP, VTEP MAC) of node ``index``: flannel's /24 lease and VTEP (Calico keeps them), or
+    for Weave Net the node's slice of the default ``IPALLOC_RANGE``, its bridge address and peer MAC."""
+    name = node_name(index)
+    if spec.cni == CniKind.WEAVE:
+        rng = weave.ipalloc_range({})
+        return weave.node_slice(rng, index), weave.bridge_ip(rng, index), weave.peer_mac(spec.name, name)
+    cidr = node_pod_cidr(index)
+    return cidr, vtep_ip(cidr), vtep_mac(spec.name, name)
 
 
 def build(store: StateStore, st: LabState) -> None:

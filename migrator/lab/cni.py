@@ -10,11 +10,19 @@ from typing import Any
 
 from loguru import logger
 
-from migrator.errors import StepFailed
-from migrator.lab import sh
+from migrator.errors import MigratorError, StepFailed
+from migrator.lab import calico, canal, flannel, sh, weave
 
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CONFIG_SUFFIXES = (".conflist", ".conf", ".json")
+KUBELET_CNI_BY_FILE: dict[str, str] = {weave.CONFLIST_NAME: "weave", canal.CONFLIST_NAME: "canal"}
+"""The CNI of a node's first config file, by file name (first: Canal's network is named like Calico's)..."""
+KUBELET_CNI_BY_NETWORK: dict[str, str] = {
+    flannel.NETWORK_NAME: "flannel",
+    calico.NETWORK_NAME: "calico",
+    weave.NETWORK_NAME: "weave",
+}
+"""... else by the network name inside it."""
 
 
 def find_conflist(conf_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -30,6 +38,19 @@ def find_conflist(conf_dir: Path) -> tuple[Path, dict[str, Any]]:
     if "plugins" not in raw:  # a single-plugin .conf
         raw = {"cniVersion": raw.get("cniVersion", "0.3.1"), "name": raw.get("name", "net"), "plugins": [raw]}
     return path, raw
+
+
+def kubelet_cni(conf_dir: Path) -> str:
+    """The CNI the kubelet uses, from the first config file of ``conf_dir`` (its ``/etc/cni/net.d``):
+    ``flannel``, ``calico``, ``weave``..., the network name of an unknown file, ``none`` without one."""
+    try:
+        path, conf = find_conflist(conf_dir)
+    except MigratorError:
+        return "none"
+    if path.name in KUBELET_CNI_BY_FILE:
+        return KUBELET_CNI_BY_FILE[path.name]
+    name = str(conf.get("name", ""))
+    return KUBELET_CNI_BY_NETWORK.get(name, name or "unknown")
 
 
 class CniInvoker:

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from loguru import logger
 
 from migrator.errors import StepFailed, StepTimeout, UsageError
-from migrator.lab import agents, kubelet, net, netpol, services, sh
-from migrator.lab.spec import CONTROL_PLANE_LABEL, POD_NETWORK
+from migrator.lab import agents, kubelet, net, netpol, services, sh, weave
+from migrator.lab.spec import CONTROL_PLANE_LABEL, POD_NETWORK, CniKind
 from migrator.lab.state import LabState, NodeState, PodPhase, PodState, StateStore
 
 # ----------------------------------------------------------------------------------------- kube-proxy
@@ -58,13 +58,30 @@ def _rules(st: LabState) -> list[services.ServicePortRules]:
     return out
 
 
+KUBE_PROXY = "kube-system/kube-proxy"
+CLUSTER_CIDR_KEY = "cluster_cidr"  # kube-proxy DaemonSet config: its --cluster-cidr
+
+
+def cluster_cidr(st: LabState) -> str:
+    """kube-proxy's ``--cluster-cidr`` (traffic to a ClusterIP from outside it is masqueraded): the kube-proxy
+    DaemonSet's config key ``cluster_cidr``, else the lab's pod network (Weave Net's default
+    ``IPALLOC_RANGE`` for ``--cni weave``, 10.244.0.0/16 otherwise)."""
+    kp = st.workloads.get(KUBE_PROXY)
+    if kp is not None and kp.template.config.get(CLUSTER_CIDR_KEY):
+        return kp.template.config[CLUSTER_CIDR_KEY]
+    if st.spec.cni == CniKind.WEAVE:
+        return weave.DEFAULT_RANGE
+    return str(POD_NETWORK)
+
+
 def sync_services(store: StateStore, st: LabState) -> None:
     """kube-proxy's sync loop, once: rewrite the KUBE-* chains on every node; then the policy agents
     follow the pods (every pod change ends here)."""
     rules = _rules(st)
+    cidr = cluster_cidr(st)
 
     def one(n: NodeState) -> None:
-        res = services.render(rules, str(POD_NETWORK), stale=n.kube_chains)
+        res = services.render(rules, cidr, stale=n.kube_chains)
         sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=res.text)
         n.kube_chains = list(res.chains)
 
@@ -196,6 +213,21 @@ def restart_pods(store: StateStore, st: LabState, name: str) -> list[str]:
     if bad:
         raise StepFailed(f"pods on {name} did not come back: {'; '.join(bad)}", node=name)
     return [p.key for p in new]
+
+
+def apply_daemonset(
+    store: StateStore,
+    st: LabState,
+    agent: str,
+    node_selector: Mapping[str, str] | None = None,
+    config: Mapping[str, str] | None = None,
+) -> str:
+    """:func:`migrator.lab.agents.apply_daemonset`; kube-proxy's (config ``cluster_cidr``) re-syncs the
+    services at once, as kube-proxy restarting with a new ``--cluster-cidr`` would."""
+    key = agents.apply_daemonset(store, st, agent, node_selector, config)
+    if key == KUBE_PROXY:
+        sync_services(store, st)
+    return key
 
 
 def reconcile(store: StateStore, st: LabState) -> list[str]:

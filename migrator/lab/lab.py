@@ -168,10 +168,11 @@ class Lab:
         node_selector: Mapping[str, str] | None = None,
         config: Mapping[str, str] | None = None,
     ) -> str:
-        """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``), as ``kubectl apply``
-        would (see :func:`migrator.lab.agents.apply_daemonset`). Returns the DaemonSet key."""
+        """Create or update the DaemonSet of ``agent`` (``flannel``, ``calico-node``, ``weave-net``,
+        ``kube-proxy``), as ``kubectl apply`` would (see :func:`migrator.lab.agents.apply_daemonset`).
+        Returns the DaemonSet key."""
         with self.store.lock():
-            return agents.apply_daemonset(self.store, self.require(), agent, node_selector, config)
+            return control.apply_daemonset(self.store, self.require(), agent, node_selector, config)
 
     def delete_daemonset(self, key: str) -> list[str]:
         """Delete a DaemonSet (``namespace/name``) and its pods; the agents' leftovers stay on the nodes."""

@@ -58,6 +58,15 @@ def host_links() -> list[str]:
     return [str(entry["ifname"]) for entry in json.loads(res.stdout)]
 
 
+def link_addrs(netns: str, dev: str) -> list[str] | None:
+    """The IPv4 addresses (``ip/len``) of ``dev`` in ``netns``; ``None`` when there is no such link."""
+    res = sh.run(["ip", "-n", netns, "-j", "-4", "addr", "show", "dev", dev], check=False, timeout=10)
+    if not res.ok:
+        return None
+    entries = json.loads(res.stdout or "[]")
+    return [f"{a['local']}/{a['prefixlen']}" for e in entries for a in e.get("addr_info", []) if "local" in a]
+
+
 def listening(pid: int, port: int, udp: bool = False) -> bool:
     """Whether the netns of ``pid`` has a socket listening on ``port`` (from /proc/<pid>/net)."""
     hexport = f"{port:04X}"

@@ -1,8 +1,10 @@
 """The lab's per-node NetworkPolicy agent (like Calico's felix, kube-router or weave-npc).
 
-On every node whose CNI agent enforces policy (:data:`POLICY_AGENTS`: calico-node runs felix; flannel
-enforces nothing, true to life), it programs, in the node's network namespace and from
-:meth:`PolicyModel.pod_rules` of each pod on the node:
+On every node whose CNI agent enforces policy (:data:`POLICY_AGENTS`: calico-node and canal run felix,
+weave-net runs weave-npc; flannel enforces nothing, true to life), it programs, in the node's network
+namespace and from :meth:`PolicyModel.pod_rules` of each pod on the node, under the names of the node's
+engine (:data:`ENGINES`: felix's ``MNP-*`` chains and ``mnp-*`` ipsets, weave-npc's ``WEAVE-NPC*`` chains and
+``weave-*`` ipsets, so that what a CNI leaves on a node includes its own policy objects only):
 
 - ipsets: ``hash:ip`` for the IPs of the pods a rule selects, ``hash:net`` per ipBlock (its ``except``
   entries as ``nomatch``; ``0.0.0.0/0`` as two /1 halves). Set names are content-addressed
@@ -20,6 +22,13 @@ enforces nothing, true to life), it programs, in the node's network namespace an
 
 Applied atomically per node (``ipset restore``, then ``iptables-restore --noflush`` of the agent's chains
 only), all enforcing nodes in parallel; each node's reconcile time is kept (last and median).
+
+One engine per node: a node running two CNI agents (weave-net and calico-node during a Weave Net -> Calico
+migration) enforces with the engine of the CNI its kubelet uses (the first file of its ``/etc/cni/net.d``:
+``weave`` -> weave-npc, ``calico`` -> felix; :data:`CNI_ENGINES`), else (no config, or the migration's
+blocking one) with the engine already programmed there. When a node's engine changes, the old engine's
+hooks, chains and sets are removed before the new engine programs its own (:class:`NetpolNodeState`
+``engine`` records whose objects are on the node; state files from before it had none are felix's).
 The caller holds the lab's lock.
 """
 
@@ -32,10 +41,11 @@ import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from loguru import logger
 
-from migrator.lab import net, sh
+from migrator.lab import cni, net, sh
 from migrator.lab.state import LabState, NetpolNodeState, NodeState, PodPhase, PodState, StateStore
 from migrator.policy.model import (
     CompiledRule,
@@ -53,12 +63,41 @@ from migrator.policy.model import (
 
 # the CNI agent (DaemonSet app) -> the policy engine it runs on its node; agents not listed enforce nothing
 POLICY_AGENTS: dict[str, str] = {"calico-node": "felix", "canal": "felix", "weave-net": "weave-npc"}
-TOP_FORWARD = "MNP-FORWARD"
-TOP_INPUT = "MNP-INPUT"
-REJECT_CHAIN = "MNP-REJECT"
-TOP_CHAINS = (TOP_FORWARD, TOP_INPUT, REJECT_CHAIN)
-HOOKS = (("FORWARD", TOP_FORWARD), ("INPUT", TOP_INPUT))
-SET_PREFIX = "mnp-"
+# the kubelet's CNI (migrator.lab.cni.kubelet_cni) -> the engine of a node running several CNI agents
+CNI_ENGINES: dict[str, str] = {"calico": "felix", "canal": "felix", "weave": "weave-npc"}
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A policy engine's names on a node: its top chains (``forward`` and ``input``, jumped first from
+    FORWARD and INPUT), its reject chain, its pod chains' prefix (``<prefix>-I-<hash>``) and its ipsets'
+    prefix."""
+
+    name: str
+    forward: str
+    input: str
+    reject: str
+    pod_prefix: str
+    set_prefix: str
+
+    @property
+    def top_chains(self) -> tuple[str, str, str]:
+        return (self.forward, self.input, self.reject)
+
+    @property
+    def hooks(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        return (("FORWARD", self.forward), ("INPUT", self.input))
+
+
+FELIX = Engine("felix", "MNP-FORWARD", "MNP-INPUT", "MNP-REJECT", "MNP", "mnp-")
+WEAVE_NPC = Engine("weave-npc", "WEAVE-NPC", "WEAVE-NPC-EGRESS", "WEAVE-NPC-REJECT", "WEAVE-NPC", "weave-")
+ENGINES: dict[str, Engine] = {e.name: e for e in (FELIX, WEAVE_NPC)}
+TOP_FORWARD = FELIX.forward
+TOP_INPUT = FELIX.input
+REJECT_CHAIN = FELIX.reject
+TOP_CHAINS = FELIX.top_chains
+HOOKS = FELIX.hooks
+SET_PREFIX = FELIX.set_prefix
 KEEP_TIMES = 100
 RESTORE_TIMEOUT = 20.0
 SCTP_CAPABILITY = "sctp"
@@ -101,14 +140,27 @@ def model(st: LabState) -> PolicyModel:
 
 
 def node_agent(st: LabState, n: NodeState) -> str | None:
-    """The policy engine on ``n``: that of its running CNI agent pod (``None``: nothing enforces there)."""
+    """The policy engine on ``n``: that of its running CNI agent pod (``None``: nothing enforces there); of
+    several, the one of the node's kubelet CNI, else the one programmed there, else the first."""
+    found: set[str] = set()
     for p in st.pods.values():
         if p.node != n.name or not p.host_network or p.phase != PodPhase.RUNNING:
             continue
         w = st.workloads.get(p.workload_key)
         if w is not None and w.kind == "DaemonSet" and w.template.app in POLICY_AGENTS:
-            return POLICY_AGENTS[w.template.app]
-    return None
+            found.add(POLICY_AGENTS[w.template.app])
+    engines = [e for e in dict.fromkeys(POLICY_AGENTS.values()) if e in found]
+    if len(engines) <= 1:
+        return engines[0] if engines else None
+    by_cni = CNI_ENGINES.get(cni.kubelet_cni(Path(n.dir) / "etc-cni-net.d"))
+    if by_cni in engines:
+        return by_cni
+    return n.netpol.engine if n.netpol.engine in engines else engines[0]
+
+
+def programmed_engine(state: NetpolNodeState) -> Engine:
+    """The engine whose hooks, chains and sets are on the node (felix for state files without ``engine``)."""
+    return ENGINES.get(state.engine or FELIX.name, FELIX)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -118,9 +170,10 @@ def _digest(text: str, n: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def pod_chain(direction: str, key: str) -> str:
-    """``MNP-I-<hash>`` / ``MNP-E-<hash>`` for pod ``key`` (``namespace/name``)."""
-    return f"MNP-{direction}-{_digest(key, 12).upper()}"
+def pod_chain(direction: str, key: str, engine: Engine = FELIX) -> str:
+    """``MNP-I-<hash>`` / ``MNP-E-<hash>`` (felix; ``WEAVE-NPC-I-<hash>``... for weave-npc) for pod ``key``
+    (``namespace/name``)."""
+    return f"{engine.pod_prefix}-{direction}-{_digest(key, 12).upper()}"
 
 
 @dataclass
@@ -130,9 +183,9 @@ class IpSet:
     entries: tuple[str, ...]  # "10.0.0.1" / "10.0.0.0/8" / "10.1.0.0/16 nomatch"
 
 
-def ip_set(ips: Iterable[str]) -> IpSet:
+def ip_set(ips: Iterable[str], prefix: str = SET_PREFIX) -> IpSet:
     entries = tuple(sorted(set(ips), key=ipaddress.IPv4Address))
-    return IpSet(SET_PREFIX + _digest("ip:" + ",".join(entries), 20), "hash:ip", entries)
+    return IpSet(prefix + _digest("ip:" + ",".join(entries), 20), "hash:ip", entries)
 
 
 def _halves(cidr: str) -> list[str]:
@@ -143,7 +196,7 @@ def _halves(cidr: str) -> list[str]:
     return [str(net_)]
 
 
-def net_set(block: IPBlock) -> IpSet | None:
+def net_set(block: IPBlock, prefix: str = SET_PREFIX) -> IpSet | None:
     """One ``hash:net`` set for one ipBlock (its excepts as ``nomatch``); ``None`` for an IPv6 block."""
     try:
         halves = _halves(block.cidr)
@@ -151,13 +204,14 @@ def net_set(block: IPBlock) -> IpSet | None:
     except ValueError:
         return None  # IPv6: the lab is IPv4 only
     entries = tuple(halves + [f"{e} nomatch" for e in sorted(excepts)])
-    return IpSet(SET_PREFIX + _digest("net:" + ",".join(entries), 20), "hash:net", entries)
+    return IpSet(prefix + _digest("net:" + ",".join(entries), 20), "hash:net", entries)
 
 
 @dataclass
 class NodeRules:
     """What the agent programs on one node."""
 
+    engine: Engine = FELIX
     sets: dict[str, IpSet] = field(default_factory=dict)
     chains: list[str] = field(default_factory=list)  # per-pod chains
     rules: list[str] = field(default_factory=list)  # "-A ..." lines of every agent chain
@@ -195,11 +249,11 @@ def _direction(nr: NodeRules, chain: str, rules: Sequence[CompiledRule], peer_di
         else:
             peer_frags = []
             if peers.pod_ips:
-                s = ip_set(peers.pod_ips)
+                s = ip_set(peers.pod_ips, nr.engine.set_prefix)
                 nr.sets[s.name] = s
                 peer_frags.append(f"-m set --match-set {s.name} {peer_dir}")
             for block in peers.ip_blocks:
-                ns = net_set(block)
+                ns = net_set(block, nr.engine.set_prefix)
                 if ns is not None:
                     nr.sets[ns.name] = ns
                     peer_frags.append(f"-m set --match-set {ns.name} {peer_dir}")
@@ -207,14 +261,15 @@ def _direction(nr: NodeRules, chain: str, rules: Sequence[CompiledRule], peer_di
             for portf in _port_matches(r.ports, nr):
                 parts = ["-A", chain, pf, portf, comment, "-j RETURN"]
                 nr.rules.append(" ".join(x for x in parts if x))
-    nr.rules.append(f"-A {chain} -j {REJECT_CHAIN}")
+    nr.rules.append(f"-A {chain} -j {nr.engine.reject}")
 
 
-def render_node(pod_rules: Sequence[PodRules]) -> NodeRules:
-    """The sets, chains and rules for the pods of one node (their :class:`PodRules`)."""
-    nr = NodeRules()
+def render_node(pod_rules: Sequence[PodRules], engine: Engine = FELIX) -> NodeRules:
+    """The sets, chains and rules for the pods of one node (their :class:`PodRules`), named for ``engine``."""
+    nr = NodeRules(engine=engine)
+    fwd, inp = engine.forward, engine.input
     est = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-    nr.rules += [f"-A {TOP_FORWARD} {est}", f"-A {TOP_INPUT} {est}"]
+    nr.rules += [f"-A {fwd} {est}", f"-A {inp} {est}"]
     jumps: list[str] = []
     for pr in sorted(pod_rules, key=lambda r: r.pod.key):
         ip = pr.pod.ip
@@ -222,21 +277,21 @@ def render_node(pod_rules: Sequence[PodRules]) -> NodeRules:
             continue
         first_jump, first_rule = len(jumps), len(nr.rules)
         if pr.egress_isolated:
-            chain = pod_chain("E", pr.pod.key)
+            chain = pod_chain("E", pr.pod.key, engine)
             nr.chains.append(chain)
-            jumps.append(f"-A {TOP_FORWARD} -s {ip}/32 -j {chain}")
-            jumps.append(f"-A {TOP_INPUT} -s {ip}/32 -j {chain}")
+            jumps.append(f"-A {fwd} -s {ip}/32 -j {chain}")
+            jumps.append(f"-A {inp} -s {ip}/32 -j {chain}")
             _direction(nr, chain, pr.egress, "dst")
         if pr.ingress_isolated:
-            chain = pod_chain("I", pr.pod.key)
+            chain = pod_chain("I", pr.pod.key, engine)
             nr.chains.append(chain)
-            jumps.append(f"-A {TOP_FORWARD} -d {ip}/32 -j {chain}")
+            jumps.append(f"-A {fwd} -d {ip}/32 -j {chain}")
             _direction(nr, chain, pr.ingress, "src")
         nr.pods[ip] = _digest("\n".join(jumps[first_jump:] + nr.rules[first_rule:]), 16)
     nr.rules = nr.rules[:2] + jumps + nr.rules[2:]
     nr.rules += [
-        f"-A {REJECT_CHAIN} -p tcp -j REJECT --reject-with tcp-reset",
-        f"-A {REJECT_CHAIN} -j REJECT --reject-with icmp-port-unreachable",
+        f"-A {engine.reject} -p tcp -j REJECT --reject-with tcp-reset",
+        f"-A {engine.reject} -j REJECT --reject-with icmp-port-unreachable",
     ]
     return nr
 
@@ -250,21 +305,24 @@ def ipset_text(sets: Iterable[IpSet]) -> str:
 
 
 def iptables_text(nr: NodeRules | None, prev: NetpolNodeState) -> str:
-    """``iptables-restore --noflush`` input: the agent's chains rewritten (``None``: all removed), the
-    FORWARD/INPUT hooks added once (or deleted), stale pod chains deleted."""
+    """``iptables-restore --noflush`` input: the agent's chains rewritten (``None``: all removed, those of
+    the engine ``prev`` records), the FORWARD/INPUT hooks added once (or deleted), stale pod chains
+    deleted. ``prev`` is of ``nr``'s engine (:func:`_apply` clears another engine's first)."""
     lines = ["*filter"]
     if nr is not None:
+        engine = nr.engine
         stale = sorted(set(prev.chains) - set(nr.chains))
-        lines += [f":{c} - [0:0]" for c in dict.fromkeys([*TOP_CHAINS, *nr.chains, *stale])]
+        lines += [f":{c} - [0:0]" for c in dict.fromkeys([*engine.top_chains, *nr.chains, *stale])]
         if not prev.hooked:
-            lines += [f"-I {hook} 1 -j {top}" for hook, top in HOOKS]
+            lines += [f"-I {hook} 1 -j {top}" for hook, top in engine.hooks]
         lines += nr.rules
         lines += [f"-X {c}" for c in stale]
     else:
-        gone = list(dict.fromkeys([*TOP_CHAINS, *prev.chains]))
+        engine = programmed_engine(prev)
+        gone = list(dict.fromkeys([*engine.top_chains, *prev.chains]))
         lines += [f":{c} - [0:0]" for c in gone]
         if prev.hooked:
-            lines += [f"-D {hook} -j {top}" for hook, top in HOOKS]
+            lines += [f"-D {hook} -j {top}" for hook, top in engine.hooks]
         lines += [f"-X {c}" for c in gone]
     lines += ["COMMIT", ""]
     return "\n".join(lines)
@@ -273,25 +331,55 @@ def iptables_text(nr: NodeRules | None, prev: NetpolNodeState) -> str:
 # ------------------------------------------------------------------------------------------ applying
 
 
+def _programmed(state: NetpolNodeState) -> bool:
+    return bool(state.hooked or state.chains or state.sets)
+
+
+def _clear(n: NodeState) -> None:
+    """Remove what the agent programmed on ``n``: the hooks, chains and sets of the engine it recorded,
+    tolerating parts already gone (a playbook's teardown of the CNI's leftovers)."""
+    prev = n.netpol
+    engine = programmed_engine(prev)
+    for hook, top in engine.hooks:
+        argv = net.exec_argv(n.netns, ["iptables", "-D", hook, "-j", top])
+        sh.run(argv, check=False, timeout=RESTORE_TIMEOUT)
+    prev.hooked = False
+    text = iptables_text(None, prev)  # declares (creates or flushes) every chain, then deletes it
+    sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=text, timeout=RESTORE_TIMEOUT)
+    for name in prev.sets:
+        sh.run(net.exec_argv(n.netns, ["ipset", "destroy", name]), check=False, timeout=RESTORE_TIMEOUT)
+    prev.chains, prev.sets, prev.engine = [], [], None
+
+
+def _hook_once(n: NodeState, engine: Engine) -> None:
+    """Before the first programming: hooks left by an interrupted run count; no ICMP rate limit."""
+    fwd = sh.run(net.exec_argv(n.netns, ["iptables", "-S", "FORWARD"]), check=False, timeout=RESTORE_TIMEOUT)
+    n.netpol.hooked = f"-A FORWARD -j {engine.forward}" in fwd.stdout.splitlines()
+    # REJECT answers with ICMP; the kernel's default rate limit (1 per second per peer after a short
+    # burst) turns most UDP denies of a probe matrix into timeouts, 5x slower to observe. Per netns.
+    sh.run(net.exec_argv(n.netns, ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]), check=False)
+
+
 def _apply(n: NodeState, nr: NodeRules | None) -> float:
-    """Program ``nr`` on ``n`` (``None``: remove everything the agent made). Returns milliseconds."""
+    """Program ``nr`` on ``n`` (``None``: remove everything the agent made); another engine's objects are
+    removed first. Returns milliseconds."""
     t0 = time.monotonic()
     prev = n.netpol
-    if nr is not None and not prev.hooked:  # first programming: hooks left by an interrupted run count
-        fwd = sh.run(
-            net.exec_argv(n.netns, ["iptables", "-S", "FORWARD"]), check=False, timeout=RESTORE_TIMEOUT
-        )
-        prev.hooked = f"-j {TOP_FORWARD}" in fwd.stdout
-        # REJECT answers with ICMP; the kernel's default rate limit (1 per second per peer after a short
-        # burst) turns most UDP denies of a probe matrix into timeouts, 5x slower to observe. Per netns.
-        sh.run(net.exec_argv(n.netns, ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]), check=False)
-    sets = list(nr.sets.values()) if nr else []
+    before = dict(prev.pods)
+    if _programmed(prev) and (nr is None or programmed_engine(prev).name != nr.engine.name):
+        _clear(n)
+    if nr is None:
+        _forget_udp_flows(n, before, {})
+        prev.pods = {}
+        return (time.monotonic() - t0) * 1000.0
+    if not prev.hooked:
+        _hook_once(n, nr.engine)
+    sets = list(nr.sets.values())
     if sets:
         sh.run(net.exec_argv(n.netns, ["ipset", "restore"]), input=ipset_text(sets), timeout=RESTORE_TIMEOUT)
-    if nr is not None or prev.hooked or prev.chains:
-        text = iptables_text(nr, prev)
-        sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=text, timeout=RESTORE_TIMEOUT)
-    _forget_udp_flows(n, prev.pods, nr.pods if nr else {})
+    text = iptables_text(nr, prev)
+    sh.run(net.exec_argv(n.netns, ["iptables-restore", "--noflush"]), input=text, timeout=RESTORE_TIMEOUT)
+    _forget_udp_flows(n, before, nr.pods)
     stale = sorted(set(prev.sets) - {s.name for s in sets})
     if stale:
         sh.run(
@@ -299,10 +387,11 @@ def _apply(n: NodeState, nr: NodeRules | None) -> float:
             input="\n".join(f"destroy {s}" for s in stale) + "\n",
             timeout=RESTORE_TIMEOUT,
         )
-    prev.hooked = nr is not None
-    prev.chains = list(nr.chains) if nr else []
+    prev.hooked = True
+    prev.engine = nr.engine.name
+    prev.chains = list(nr.chains)
     prev.sets = sorted(s.name for s in sets)
-    prev.pods = dict(nr.pods) if nr else {}
+    prev.pods = dict(nr.pods)
     return (time.monotonic() - t0) * 1000.0
 
 
@@ -350,7 +439,8 @@ def reconcile(store: StateStore, st: LabState) -> dict[str, float]:
         nr: NodeRules | None = None
         if m is not None and n.netpol.agent:
             local = [p for p in pods if p.node == n.name and not p.host_network]
-            nr = render_node([m.pod_rules(policy_pod(p)) for p in local])
+            engine = ENGINES.get(n.netpol.agent, FELIX)
+            nr = render_node([m.pod_rules(policy_pod(p)) for p in local], engine)
         return _apply(n, nr)
 
     times = sh.parallel(one, todo)

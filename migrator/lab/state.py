@@ -100,6 +100,7 @@ class NetpolNodeState(BaseModel):
     """What the policy agent last programmed on a node, and how long its reconciles took."""
 
     agent: str | None = None  # "felix" etc.; None: the node's CNI agent does not enforce policy
+    engine: str | None = None  # whose hooks, chains and sets are programmed (None with some: felix's, older)
     hooked: bool = False  # the top chains are jumped from FORWARD/INPUT
     chains: list[str] = Field(default_factory=list)
     sets: list[str] = Field(default_factory=list)

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from migrator.lab import calico, control, flannel, net, netpol, sh
+from migrator.lab import calico, control, flannel, net, netpol, sh, weave
 from migrator.lab.agents import node_cni
 from migrator.lab.state import LabState, NodeState, PodPhase, PodState
 
-CNI_DEVICES = (flannel.VXLAN_DEV, flannel.BRIDGE_DEV, calico.VXLAN_DEV)
-CNI_CHAIN_PREFIXES = ("FLANNEL", "cali-", "MNP-")
+CNI_DEVICES = (flannel.VXLAN_DEV, flannel.BRIDGE_DEV, calico.VXLAN_DEV, weave.BRIDGE_DEV, weave.VXLAN_DEV)
+CNI_CHAIN_PREFIXES = ("FLANNEL", "cali-", "MNP-", weave.CHAIN_PREFIX)
 
 
 def status_dict(st: LabState) -> dict[str, Any]:
@@ -103,8 +103,22 @@ def _bgp_summary(n: NodeState) -> str | None:
     return f"{sum('Established' in r for r in rows)}/{len(rows)} established"
 
 
-def _data_plane(n: NodeState) -> dict[str, list[str]]:
-    """The CNI leftovers a migration cares about: devices, config files and iptables chains."""
+def _weave(n: NodeState, links: list[str]) -> dict[str, Any] | None:
+    """The node on the weave network: its exposed address and the peers of its ``vxlan-6784`` mesh."""
+    if weave.BRIDGE_DEV not in links:
+        return None
+    fdb = sh.run(
+        ["bridge", "-n", n.netns, "-j", "fdb", "show", "dev", weave.VXLAN_DEV], check=False, timeout=10
+    )
+    return {
+        "addresses": net.link_addrs(n.netns, weave.BRIDGE_DEV) or [],
+        "peers": weave.mesh_peers(json.loads(fdb.stdout or "[]") if fdb.ok else []),
+    }
+
+
+def _data_plane(n: NodeState) -> dict[str, Any]:
+    """The CNI leftovers a migration cares about: devices, config files and iptables chains; the node's
+    weave network when it has the bridge."""
     res = sh.run(["ip", "-n", n.netns, "-j", "link", "show"], check=False, timeout=10)
     links = [str(e["ifname"]) for e in json.loads(res.stdout or "[]")] if res.ok else []
     ipt = sh.run(net.exec_argv(n.netns, ["iptables-save"]), check=False, timeout=10)
@@ -116,4 +130,5 @@ def _data_plane(n: NodeState) -> dict[str, list[str]]:
         "devices": [d for d in CNI_DEVICES if d in links],
         "cni_files": sorted(p.name for p in conf_dir.iterdir()) if conf_dir.is_dir() else [],
         "chains": [c for c in chains if c.startswith(CNI_CHAIN_PREFIXES)],
+        "weave": _weave(n, links),
     }

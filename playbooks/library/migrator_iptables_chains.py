@@ -1,8 +1,10 @@
 #!/usr/bin/python
 """Ansible module: remove iptables chains by name prefix, with the rules that jump to them.
 
-For each table: rules in other chains whose ``-j``/``-g`` target is a matching chain are deleted, then the
-matching chains are flushed and deleted. Built-in chains are never touched. Check mode and diff.
+For each table: rules in other chains whose ``-j``/``-g`` target is a matching chain are deleted, and with
+``interfaces`` also the rules in other chains that match one of those interfaces with ``-i``/``-o`` (Weave
+Net's FORWARD accepts on its bridge); then the matching chains are flushed and deleted. Built-in chains are
+never deleted. Check mode and diff.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ module: migrator_iptables_chains
 short_description: Remove iptables chains by prefix, with their jump rules (idempotent, check mode, diff)
 options:
   prefixes: {type: list, elements: str, required: true}
+  interfaces: {type: list, elements: str, default: []}
   tables: {type: list, elements: str, default: [filter, nat, mangle, raw]}
   families: {type: list, elements: str, default: [ipv4], choices: [ipv4, ipv6]}
   state: {type: str, choices: [absent], default: absent}
@@ -24,8 +27,17 @@ options:
 BUILTIN = {"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"}
 
 
-def plan(module, save_bin, table, prefixes):
-    """(chains, jump rules) to remove from ``table``; ([], []) when the table does not exist."""
+IFACE_FLAGS = ("-i", "-o", "--in-interface", "--out-interface")
+
+
+def names_interface(argv, interfaces):
+    """Whether a rule (``iptables-save`` words) matches one of ``interfaces`` with ``-i``/``-o``."""
+    return any(w in IFACE_FLAGS and argv[i + 1] in interfaces for i, w in enumerate(argv[:-1]))
+
+
+def plan(module, save_bin, table, prefixes, interfaces=()):
+    """(chains, rules) to remove from ``table``: the matching chains, the rules elsewhere jumping to them
+    or naming ``interfaces``; ([], []) when the table does not exist."""
     rc, out, _ = module.run_command([save_bin, "-t", table])
     if rc != 0:
         return [], []
@@ -44,6 +56,9 @@ def plan(module, save_bin, table, prefixes):
         argv = shlex.split(line)
         if argv[1] in wanted:
             continue  # flushed with its chain
+        if interfaces and names_interface(argv, interfaces):
+            jumps.append(line)
+            continue
         for flag in ("-j", "-g", "--jump", "--goto"):
             if flag in argv and argv.index(flag) + 1 < len(argv) and argv[argv.index(flag) + 1] in wanted:
                 jumps.append(line)
@@ -55,6 +70,7 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "prefixes": {"type": "list", "elements": "str", "required": True},
+            "interfaces": {"type": "list", "elements": "str", "default": []},
             "tables": {"type": "list", "elements": "str", "default": ["filter", "nat", "mangle", "raw"]},
             "families": {"type": "list", "elements": "str", "default": ["ipv4"], "choices": ["ipv4", "ipv6"]},
             "state": {"type": "str", "choices": ["absent"], "default": "absent"},
@@ -62,8 +78,9 @@ def main():
         supports_check_mode=True,
     )
     prefixes = [p for p in module.params["prefixes"] if p]
-    if not prefixes:
-        module.fail_json(msg="prefixes must hold at least one non-empty prefix")
+    interfaces = [i for i in module.params["interfaces"] if i]
+    if not prefixes and not interfaces:
+        module.fail_json(msg="prefixes must hold at least one non-empty prefix (or give interfaces)")
     removed = []
     before_lines = []
     for family in module.params["families"]:
@@ -73,7 +90,7 @@ def main():
         if bin_ is None or save_bin is None:
             module.fail_json(msg=f"{tool} / {tool}-save not found on the node")
         for table in module.params["tables"]:
-            chains, jumps = plan(module, save_bin, table, prefixes)
+            chains, jumps = plan(module, save_bin, table, prefixes, interfaces)
             before_lines += [f"{family} {table}: {j}" for j in jumps]
             before_lines += [f"{family} {table}: chain {c}" for c in chains]
             if module.check_mode:

@@ -12,9 +12,12 @@ Shape::
                                 "neighbors": [{"ip", "mac", "state"}]} | null}],
       "routes": [<objects of `ip -j route show table main`>],
       "iptables": {"available": bool, "error": str | null,
-                   "chains": {owner: {table: [chain, ...]}},   # owner: FLANNEL KUBE cali CNI MIGRATOR other
+                   "chains": {owner: {table: [chain, ...]}},   # owner: FLANNEL KUBE cali WEAVE CNI MIGRATOR
+                                                               #        other
                    "rules": {owner: int},                      # rules inside the owner's chains
-                   "jumps": {owner: int}},                     # rules elsewhere jumping to them
+                   "jumps": {owner: int},                      # rules elsewhere jumping to them
+                   "interface_rules": {ifname: int}},          # rules matching -i/-o ifname (any table)
+      "ipsets": {"available": bool, "error": str | null, "names": [str]},   # `ipset list -n`
       "flannel_subnet_env": {KEY: value} | null,               # /run/flannel/subnet.env
       "ip_forward": bool | null,                               # net.ipv4.ip_forward
       "ssh": {"client": ip, "client_port": int, "server": ip, "server_port": int} | null,
@@ -46,6 +49,7 @@ OWNERS = (
     ("FLANNEL", "FLANNEL"),
     ("KUBE-", "KUBE"),
     ("cali-", "cali"),
+    ("WEAVE", "WEAVE"),
     ("CNI-", "CNI"),
     ("MIGRATOR", "MIGRATOR"),
 )
@@ -137,7 +141,7 @@ def interfaces(module, errors):
 
 
 def iptables(module):
-    facts = {"available": False, "error": None, "chains": {}, "rules": {}, "jumps": {}}
+    facts = {"available": False, "error": None, "chains": {}, "rules": {}, "jumps": {}, "interface_rules": {}}
     binary = module.get_bin_path("iptables-save")
     if binary is None:
         facts["error"] = "iptables-save not found"
@@ -163,12 +167,38 @@ def iptables(module):
             if chain in chains:
                 owner = chains[chain]
                 facts["rules"][owner] = facts["rules"].get(owner, 0) + 1
+            for ifname in set(rule_interfaces(rule)):
+                facts["interface_rules"][ifname] = facts["interface_rules"].get(ifname, 0) + 1
             for flag in ("-j", "-g"):
                 if flag in rule:
                     target = rule[rule.index(flag) + 1] if rule.index(flag) + 1 < len(rule) else ""
                     if target in chains and chains.get(chain) != chains[target]:
                         owner = chains[target]
                         facts["jumps"][owner] = facts["jumps"].get(owner, 0) + 1
+    return facts
+
+
+def rule_interfaces(rule):
+    """The interfaces a rule (``iptables-save`` words) matches with ``-i``/``-o`` (negated or not)."""
+    names = []
+    for i, word in enumerate(rule[:-1]):
+        if word in ("-i", "-o", "--in-interface", "--out-interface"):
+            names.append(rule[i + 1])
+    return names
+
+
+def ipsets(module):
+    facts = {"available": False, "error": None, "names": []}
+    binary = module.get_bin_path("ipset")
+    if binary is None:
+        facts["error"] = "ipset not found"
+        return facts
+    rc, out, err = module.run_command([binary, "list", "-n"])
+    if rc != 0:
+        facts["error"] = (err or out).strip()
+        return facts
+    facts["available"] = True
+    facts["names"] = sorted(line.strip() for line in out.splitlines() if line.strip())
     return facts
 
 
@@ -231,6 +261,7 @@ def main():
         "interfaces": interfaces(module, errors),
         "routes": routes,
         "iptables": iptables(module),
+        "ipsets": ipsets(module),
         "flannel_subnet_env": subnet_env(),
         "ip_forward": ip_forward(),
         "ssh": ssh_path(),

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -108,10 +109,9 @@ def netpol_lab(migrator_home: Path) -> Iterator[Lab]:
         assert "mnp-" not in host_sets.stdout  # the agent's ipsets lived in the node namespaces only
 
 
-@pytest.fixture()
-def netpol_clean(netpol_lab: Lab, tmp_path: Path) -> Iterator[Lab]:
-    """The netpol lab with no policies before and after the test (pod and namespace labels restored)."""
-    lab = netpol_lab
+@contextmanager
+def policies_reset(lab: Lab, tmp_path: Path) -> Iterator[Lab]:
+    """A netpol lab with no policies before and after (pod and namespace labels restored)."""
     st = lab.require()
     if st.policies:
         docs = [policy_doc(p.namespace, p.name, {"podSelector": {}}) for p in st.policies.values()]
@@ -131,6 +131,13 @@ def netpol_clean(netpol_lab: Lab, tmp_path: Path) -> Iterator[Lab]:
         have_ns = st.namespaces[key].labels if key in st.namespaces else want_ns
         if have_ns != want_ns:
             lab.label("namespace", key, {**{k: None for k in have_ns if k not in want_ns}, **want_ns})
+
+
+@pytest.fixture()
+def netpol_clean(netpol_lab: Lab, tmp_path: Path) -> Iterator[Lab]:
+    """The netpol lab with no policies before and after the test (pod and namespace labels restored)."""
+    with policies_reset(netpol_lab, tmp_path) as lab:
+        yield lab
 
 
 # ----------------------------------------------------------------------------------------- leftovers

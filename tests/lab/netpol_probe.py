@@ -1,4 +1,5 @@
-"""Probing helpers for the netpol lab tests: one TCP connect (or one UDP datagram) from inside a lab pod.
+"""Probing helpers for the netpol lab tests: one TCP connect (or one UDP datagram) from inside a lab pod,
+and :func:`run_case`, one upstream e2e case run on a netpol lab (any CNI whose agent enforces policy).
 
 Run through ``Lab.exec`` (the pod's own network namespace, never the host's). The verdict is ``allow``,
 ``deny`` (refused, reset or timeout: what a REJECT or DROP gives) or ``error: ...`` (anything else, never
@@ -13,9 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from migrator.lab.lab import Lab
+from migrator.policy.model import Protocol
+from migrator.probe.policy import Observed, PolicyOptions, PolicyReport, run_policy_verify
+from migrator.targets.lab.cluster import open_lab_target
+from tests.policy.e2e_cases import Apply, Case, Delete, LabelNamespace, LabelPod, Probe, resolve
 
 _SCRIPT = r"""
 import json, socket, sys, time
@@ -159,3 +165,78 @@ def write_docs(tmp_path: Path, docs: list[dict[str, Any]], name: str = "p.yaml")
     path = tmp_path / name
     path.write_text(yaml.safe_dump_all(docs))
     return path
+
+
+# ------------------------------------------------------------------------------------- the e2e cases
+
+
+def _mismatches(lab: Lab, step: Probe, ips: dict[str, str]) -> list[str]:
+    proto = step.protocol.lower()
+    cells = {Cell(src, ips[dst], step.port, proto): (src, dst, want) for src, dst, want in step.cells()}
+    seen = probe_grouped(lab, list(cells))
+    bad: list[str] = []
+    for cell, (src, dst, want) in cells.items():
+        got = seen[cell].verdict
+        expected = "allow" if want else "deny"
+        if got != expected:
+            bad.append(f"{src} -> {dst} {step.port}/{step.protocol}: expected {expected}, observed {got}")
+    return bad
+
+
+def run_case(lab: Lab, tmp_path: Path, case: Case) -> None:
+    """One upstream e2e case on a netpol lab (pods a, b, c in x, y, z): every step through the lab's own
+    commands, every probe step's matrix observed cell by cell and by ``verify --scope policy``."""
+    if case.feature == "SCTP":
+        cap = next(c for c in lab.require().capabilities if c.name == "sctp")
+        if not cap.available:
+            pytest.skip(f"{case.title}: the kernel lacks SCTP ({cap.detail})")
+    ips = {key: pod_ip(lab, key) for key in lab.require().pods if key.split("/")[0] in ("x", "y", "z")}
+    for n, step in enumerate(case.steps):
+        match step:
+            case Apply():
+                lab.apply([write_docs(tmp_path, [resolve(step.policy, ips)], f"step{n}.yaml")])
+            case Delete():
+                doc = {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": step.name, "namespace": step.namespace},
+                }
+                lab.delete([write_docs(tmp_path, [doc], f"step{n}.yaml")])
+            case LabelNamespace():
+                lab.label("namespace", step.namespace, dict(step.labels))
+            case LabelPod():
+                lab.label("pod", f"{step.namespace}/{step.pod}", dict(step.labels))
+            case Probe():
+                bad = _mismatches(lab, step, ips)
+                assert not bad, (
+                    f"{case.title}, step {n + 1}:\n" + "\n".join(bad) + "\nexpected:\n" + step.render()
+                )
+                _verify_agrees(lab, case, n, step)
+
+
+def _verify_agrees(lab: Lab, case: Case, n: int, step: Probe) -> None:
+    """The product's own policy verification (``verify --scope policy``: the model's expectation, the lab
+    prober's probes) on the same lab state: its observed matrix on the step's port and protocol is upstream's
+    expected matrix, and it finds no hole, break or prober error on any port or protocol."""
+    report: PolicyReport = run_policy_verify(
+        open_lab_target(lab.name), PolicyOptions(namespaces=frozenset({"x", "y", "z"}))
+    )
+    want = {(src, dst): allowed for src, dst, allowed in step.cells()}
+    proto = Protocol(step.protocol)
+    got = {
+        (r.case.source, r.case.dest): r.observed
+        for r in report.results
+        if r.case.port == step.port and r.case.protocol is proto
+    }
+    assert set(got) == set(want), f"{case.title}: verify probed other pairs: {sorted(set(got) ^ set(want))}"
+    wrong = [
+        f"{src} -> {dst}: upstream expects {'allow' if allowed else 'deny'}, "
+        f"verify observed {got[src, dst].value}"
+        for (src, dst), allowed in want.items()
+        if got[src, dst] is not (Observed.ALLOW if allowed else Observed.DENY)
+    ]
+    assert not wrong, f"{case.title}, step {n + 1} (verify):\n" + "\n".join(wrong)
+    s = report.summary
+    assert report.passed and (s.holes, s.breaks, s.errors) == (0, 0, 0), (
+        f"{case.title}, step {n + 1}: verify --scope policy reports mismatches:\n{report.describe(limit=20)}"
+    )

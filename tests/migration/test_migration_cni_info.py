@@ -53,7 +53,7 @@ def test_the_drivers_teardown_vars_and_leftovers_are_the_switch_playbooks() -> N
         "fail_at_node": "node4",
     }
     assert driver(CniKind.CALICO).teardown_vars()["links"] == ["vxlan.calico"]
-    assert leftovers("weave") is None and leftovers("nope") is None
+    assert leftovers("cilium") is None and leftovers("nope") is None
     flannel_left = leftovers("flannel")
     assert flannel_left is not None
     facts = {

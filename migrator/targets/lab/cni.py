@@ -8,16 +8,17 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from migrator.cni import CALICO_MODE_LABEL, CalicoMode, CniInfo, CniKind, CniNode
+from migrator.cni import CALICO_MODE_LABEL, AgentRef, CalicoMode, CniInfo, CniKind, CniNode
 from migrator.cni.calico import pool
 from migrator.cni.drivers import SOURCE_ORDER, agents
 from migrator.cni.drivers import agent as agent_of
 from migrator.cni.flannel import parse_net_conf
 from migrator.errors import UsageError
+from migrator.lab import weave
 from migrator.lab.agents import node_cni
 from migrator.lab.lab import Lab
 from migrator.lab.spec import FLANNEL_MTU, FLANNEL_PORT, FLANNEL_VNI, POD_NETWORK
-from migrator.lab.state import PodPhase
+from migrator.lab.state import LabState, PodPhase
 
 if TYPE_CHECKING:
     from migrator.cni import CniOps
@@ -39,6 +40,46 @@ CANAL_CONFIG: dict[str, Any] = {"masquerade": "true", "configmap": "kube-system/
 """What the lab's Canal has of ``canal-config`` besides net-conf.json (as ``canal.yaml`` ships it)."""
 
 
+LAB_CNIS = frozenset({CniKind.FLANNEL, CniKind.CALICO, CniKind.CANAL, CniKind.WEAVE})
+"""The CNIs whose agents the lab runs (what detection reports)."""
+
+
+def _weave_config(st: LabState) -> dict[str, Any]:
+    """weave-net's raw config as the Weave driver reads a DaemonSet: its env (the lab's ``ipalloc_range`` is
+    ``IPALLOC_RANGE``) and the range in effect."""
+    w = st.workloads.get(agent_of(CniKind.WEAVE).key)
+    env = (
+        {"IPALLOC_RANGE": w.template.config[weave.RANGE_KEY]}
+        if w and weave.RANGE_KEY in w.template.config
+        else {}
+    )
+    return {"env": env, "IPALLOC_RANGE": env.get("IPALLOC_RANGE", weave.DEFAULT_RANGE)}
+
+
+def weave_detection(
+    st: LabState,
+    present: tuple[CniKind, ...],
+    installed: Mapping[CniKind, AgentRef],
+    cni_of: Mapping[str, str],
+) -> CniInfo:
+    """A lab whose source CNI is Weave Net: its DaemonSet and config (``IPALLOC_RANGE``), each node's slice
+    of the range as its pod CIDR (weave records nothing on the node objects), no flannel config."""
+    ref = agent_of(CniKind.WEAVE)
+    return CniInfo(
+        kind=CniKind.WEAVE,
+        present=present,
+        namespace=ref.namespace,
+        daemonset=ref.daemonset,
+        config=_weave_config(st),
+        flannel=None,
+        nodes={
+            n.name: CniNode(name=n.name, pod_cidr=n.pod_cidr, cni=cni_of[n.name], public_ip=n.ip)
+            for n in st.nodes.values()
+        },
+        agents={r.name: dict(st.workloads[r.key].node_selector) for r in installed.values()},
+    )
+
+
 class LabCniOps:
     """The ``CniOps`` port on a lab. Reads the state store; mutations go through :class:`Lab` (locked)."""
 
@@ -55,14 +96,17 @@ class LabCniOps:
             raise UsageError(f"cannot read {path}: {exc}") from exc
 
     def detect_cni(self) -> CniInfo:
-        """The lab's pod network: flannel (VXLAN, VNI 1, port 8472, MTU 1450) and/or calico-node."""
+        """The lab's pod network: flannel (VXLAN, VNI 1, port 8472, MTU 1450), calico-node and/or Weave Net
+        (:func:`weave_detection`), the migration's source first (:data:`SOURCE_ORDER`)."""
         st = self.lab.require()
         installed = {kind: ref for kind, ref in agents().items() if ref.key in st.workloads}
-        present: tuple[CniKind, ...] = tuple(k for k in SOURCE_ORDER if k in installed)
+        present: tuple[CniKind, ...] = tuple(k for k in SOURCE_ORDER if k in LAB_CNIS and k in installed)
         cni_of = {n.name: node_cni(n) for n in st.nodes.values()}
         if not present:  # agents deleted: what the nodes' kubelets use
-            used = {c for c in cni_of.values()}
-            present = tuple(k for k in SOURCE_ORDER if k.value in used)
+            used = {CniKind(c) for c in cni_of.values() if c in LAB_CNIS}
+            present = tuple(k for k in SOURCE_ORDER if k in used)
+        if present and present[0] is CniKind.WEAVE:
+            return weave_detection(st, present, installed, cni_of)
         conf = self._read_json(FLANNEL_NET_CONF) or {}
         if not isinstance(conf, dict):
             conf = {}
