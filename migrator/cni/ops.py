@@ -27,6 +27,11 @@ The migration actions (``migrator.actions.cni``) use only these methods plus the
   ``CALICO_MODE_LABEL`` that the user's per-node ``IPPool`` node selectors use.
 - ``resync_cni``: make the agents notice node-level changes done behind their back (the lab
   re-reconciles; a real cluster's agents watch, so it is a no-op there).
+- ``cluster_cidr`` / ``set_cluster_cidr``: kube-proxy's cluster CIDR (``clusterCIDR`` in the
+  ``kube-system/kube-proxy`` ConfigMap's ``config.conf``; kube-proxy masquerades traffic to a ClusterIP
+  from outside it). While two overlays run (the dual-overlay migration) it must hold both pod ranges, else
+  a pod of the new range reaching a Service is seen by its endpoint as the node, and NetworkPolicy cannot
+  tell the pods apart. Setting it restarts kube-proxy (a DaemonSet rollout on a real cluster).
 """
 
 from __future__ import annotations
@@ -67,4 +72,12 @@ class CniOps(Protocol):
 
     def resync_cni(self) -> None:
         """Let the CNI agents re-read the nodes (after a playbook removed devices)."""
+        ...
+
+    def cluster_cidr(self) -> str | None:
+        """kube-proxy's cluster CIDR (``None`` when not set or not known)."""
+        ...
+
+    def set_cluster_cidr(self, cidr: str | None, *, dry_run: bool = False) -> list[str]:
+        """Set kube-proxy's cluster CIDR (``None``: unset) and restart kube-proxy; what changed, as lines."""
         ...

@@ -13,9 +13,10 @@ from migrator.cni.calico import pool
 from migrator.cni.drivers import SOURCE_ORDER, agents
 from migrator.cni.drivers import agent as agent_of
 from migrator.cni.flannel import parse_net_conf
-from migrator.errors import UsageError
+from migrator.errors import StepFailed, UsageError
 from migrator.lab import weave
 from migrator.lab.agents import node_cni
+from migrator.lab.control import CLUSTER_CIDR_KEY, KUBE_PROXY
 from migrator.lab.lab import Lab
 from migrator.lab.spec import FLANNEL_MTU, FLANNEL_PORT, FLANNEL_VNI, POD_NETWORK
 from migrator.lab.state import LabState, PodPhase
@@ -179,6 +180,24 @@ class LabCniOps:
 
     def resync_cni(self) -> None:
         self.lab.reconcile()
+
+    def cluster_cidr(self) -> str | None:
+        kp = self.lab.require().workloads.get(KUBE_PROXY)
+        return kp.template.config.get(CLUSTER_CIDR_KEY) if kp is not None else None
+
+    def set_cluster_cidr(self, cidr: str | None, *, dry_run: bool = False) -> list[str]:
+        """The lab's kube-proxy DaemonSet config ``cluster_cidr`` (unset: the lab's pod network)."""
+        kp = self.lab.require().workloads.get(KUBE_PROXY)
+        if kp is None:
+            raise StepFailed("the lab has no kube-proxy DaemonSet")
+        config = {k: v for k, v in kp.template.config.items() if k != CLUSTER_CIDR_KEY}
+        if cidr:
+            config[CLUSTER_CIDR_KEY] = cidr
+        before = kp.template.config.get(CLUSTER_CIDR_KEY)
+        line = f"kube-proxy clusterCIDR {before} -> {cidr} (restart kube-proxy)"
+        if not dry_run:
+            self.lab.apply_daemonset("kube-proxy", dict(kp.node_selector) or None, config)
+        return [line]
 
 
 if TYPE_CHECKING:  # mypy proves that LabCniOps implements the port
