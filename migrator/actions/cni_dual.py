@@ -10,14 +10,17 @@ other nodes' blocks, so pods of migrated and not-yet-migrated nodes reach each o
   its own pool (``calico_cidr``, a block per node), VXLAN port and VNI, its CNI config under a name sorted
   after the source's (``cni_conf_name``, Calico's CNI_CONF_NAME: the kubelet keeps the source's) and no
   masquerade to the source's range (a disabled IPPool on a real cluster); ``MIGRATOR-NONAT`` on every node
-  (``playbooks/dual-overlay-nonat.yml``) so that Weave does not masquerade either. Waits for calico-node on
-  every node. Undo: calico-node deleted, what it left on the nodes removed, the labels removed.
+  (``playbooks/dual-overlay-nonat.yml``) so that Weave does not masquerade either; kube-proxy's cluster
+  CIDR widened to hold both ranges (else a pod of the new range reaching a Service is masqueraded to its
+  node's address). Waits for calico-node on every node. Undo: calico-node deleted, what it left on the
+  nodes removed, kube-proxy's cluster CIDR restored, the labels removed.
 - ``cni.dual-switch-node`` (after cordon + drain): the source's CNI config disabled on the node
   (``cni-config.yml``, renamed aside), so Calico's is the kubelet's; label ``calico``. The source's agent
   keeps running: its overlay still carries the traffic of the nodes not migrated yet. Undo: the config
   enabled again and, when a pod of the node has an address outside the source's range, drain and restart.
 - ``cni.dual-finalize``: every node on Calico; the source's DaemonSet deleted, its leftovers removed from
-  every node and proven gone, ``MIGRATOR-NONAT`` removed, the labels removed. Undo: the source's DaemonSet
+  every node and proven gone, ``MIGRATOR-NONAT`` removed, kube-proxy's cluster CIDR = Calico's, the labels
+  removed. Undo: the source's DaemonSet
   and ``MIGRATOR-NONAT`` back (the switch undos then move each node back).
 """
 
@@ -85,6 +88,16 @@ def nonat_vars(source_range: str, calico_cidr: str, state: str = "present") -> d
     return {"nonat_ranges": [source_range, calico_cidr], "nonat_state": state}
 
 
+def covering(*cidrs: str) -> str:
+    """The smallest IPv4 network holding every one of ``cidrs`` (kube-proxy's cluster CIDR while two pod
+    ranges are in use: it takes one IPv4 CIDR)."""
+    nets = [ipaddress.IPv4Network(c, strict=False) for c in cidrs]
+    wide = nets[0]
+    while not all(n.subnet_of(wide) for n in nets):
+        wide = wide.supernet()
+    return str(wide)
+
+
 def source_conflist(source: CniKind) -> str:
     left = driver(source).leftovers
     if left is None or not left.cni_files:
@@ -137,12 +150,20 @@ class DualInstall(Action[CniDualInstallArgs]):
                 ctx.cluster.label_node(n.name, {MIGRATION_LABEL: source.value})
                 labelled.append(n.name)
         hosts = _hosts(ctx)
+        prior_cidr = ops.cluster_cidr()
         run_playbook(ctx, NONAT_PLAYBOOK, hosts, nonat_vars(source_range, args.calico_cidr))
+        ops.set_cluster_cidr(covering(source_range, args.calico_cidr))
         ops.apply_cni_agent(CALICO, node_selector=None, config=calico_config(args, source_range))
         for host in hosts:
             wait_agent_ready(ctx, ops, CALICO, host, args.ready_timeout)
         ops.resync_cni()
-        return {"source": source.value, "source_range": source_range, "labelled": labelled, "hosts": hosts}
+        return {
+            "source": source.value,
+            "source_range": source_range,
+            "labelled": labelled,
+            "hosts": hosts,
+            "kube_proxy_cluster_cidr": prior_cidr,
+        }
 
     def undo(self, ctx: StepContext, args: CniDualInstallArgs, result: Any) -> None:
         source = _source(args.source)
@@ -155,6 +176,8 @@ class DualInstall(Action[CniDualInstallArgs]):
         ops.delete_cni_agent(CALICO)
         run_playbook(ctx, TEARDOWN_PLAYBOOK, hosts, calico_teardown_vars(args.cni_conf_name))
         run_playbook(ctx, NONAT_PLAYBOOK, hosts, {"nonat_state": "absent"})
+        if isinstance(result, dict) and "kube_proxy_cluster_cidr" in result:
+            ops.set_cluster_cidr(result["kube_proxy_cluster_cidr"])
         ops.resync_cni()
         for n in nodes:
             if n.labels.get(MIGRATION_LABEL) == source.value:
@@ -176,6 +199,7 @@ class DualInstall(Action[CniDualInstallArgs]):
         lines.append(
             {"command": playbook_command(NONAT_PLAYBOOK, hosts, nonat_vars(source_range, args.calico_cidr))}
         )
+        lines += ops.set_cluster_cidr(covering(source_range, args.calico_cidr), dry_run=True)
         lines += ops.apply_cni_agent(
             CALICO, node_selector=None, config=calico_config(args, source_range), dry_run=True
         )
@@ -315,6 +339,7 @@ class DualFinalize(Action[CniDualFinalizeArgs]):
         deleted = ops.delete_cni_agent(source)
         run_playbook(ctx, TEARDOWN_PLAYBOOK, hosts, source_teardown_vars(source))
         run_playbook(ctx, NONAT_PLAYBOOK, hosts, {"nonat_state": "absent"})
+        ops.set_cluster_cidr(args.calico_cidr)
         ops.resync_cni()
         for n in nodes:
             if MIGRATION_LABEL in n.labels:
@@ -338,6 +363,7 @@ class DualFinalize(Action[CniDualFinalizeArgs]):
         prepared = ctx.prepared if isinstance(ctx.prepared, dict) else {}
         source_range = prepared.get("source_range") or _source_range(ops.detect_cni(), source)
         run_playbook(ctx, NONAT_PLAYBOOK, _hosts(ctx), nonat_vars(source_range, args.calico_cidr))
+        ops.set_cluster_cidr(covering(source_range, args.calico_cidr))
         ops.resync_cni()
 
     def preview(self, ctx: StepContext, args: CniDualFinalizeArgs) -> list[PreviewLine]:
@@ -347,6 +373,7 @@ class DualFinalize(Action[CniDualFinalizeArgs]):
         lines: list[PreviewLine] = list(ops.delete_cni_agent(source, dry_run=True))
         lines.append({"command": playbook_command(TEARDOWN_PLAYBOOK, hosts, source_teardown_vars(source))})
         lines.append({"command": playbook_command(NONAT_PLAYBOOK, hosts, {"nonat_state": "absent"})})
+        lines += ops.set_cluster_cidr(args.calico_cidr, dry_run=True)
         lines.append({"command": f"kubectl label nodes --all {MIGRATION_LABEL}-"})
         lines.append(
             {"command": playbook_command("node-facts.yml", hosts, {}), "expect": f"no {source} left"}
