@@ -8,7 +8,6 @@ test leaves it on Weave. The CLI runs as a subprocess, as a user runs it.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,14 @@ from typing import Any
 import pytest
 
 from migrator.lab.lab import Lab
-from migrator.lab.spec import AppKind, CniKind, LabSpec
-from tests.clihelp import migrator_env, run_migrator
+from migrator.lab.spec import CniKind
+from tests.migration.policylab import (
+    assert_no_loss_outside_the_wave,
+    cli,
+    policy_lab,
+    status,
+    verify_all_and_policy,
+)
 from tests.migration.test_migration_flannel_calico import (
     CAN_BUILD_LAB,
     ROOT,
@@ -31,8 +36,6 @@ from tests.migration.test_migration_flannel_calico import (
 UNDERLAY = "198.18.25.0/24"
 PLAN = ROOT / "plans" / "weave-to-calico.yaml"
 WEAVE_DEVICES = {"weave", "vxlan-6784"}
-POLICIES = ROOT / "plans" / "policies" / "continuity.yaml"
-NETPOL_NAMESPACES = ("x", "y", "z")
 
 pytestmark = pytest.mark.skipif(not CAN_BUILD_LAB, reason="needs root, iproute2 and CNI plugins")
 
@@ -44,48 +47,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(home: Path) -> Iterator[Lab]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MIGRATOR_HOME", str(home))
-        name = f"cw{random.randrange(100, 999)}"
-        the_lab = Lab(name)
-        try:
-            spec = LabSpec(
-                name=name,
-                nodes=4,
-                cni=CniKind.WEAVE,
-                app=(AppKind.BOOKINFO, AppKind.NETPOL),
-                underlay=UNDERLAY,
-            )
-            the_lab.up(spec)
-            res = cli(home, "lab", "apply", "--name", name, "-f", str(POLICIES))
-            assert res.returncode == 0, res.stdout + res.stderr
-            yield the_lab
-        finally:
-            down = the_lab.down()
-            assert not down.leftovers, down.leftovers
-
-
-def cli(home: Path, *args: str, timeout: float = 900) -> Any:
-    return run_migrator(*args, env=migrator_env(home), timeout=timeout)
-
-
-def status(home: Path, lab: Lab) -> dict[str, Any]:
-    res = cli(home, "lab", "status", "--name", lab.name, "-o", "json", timeout=60)
-    assert res.returncode == 0, res.stderr
-    data: dict[str, Any] = json.loads(res.stdout)
-    return data
-
-
-def verify_all_and_policy(home: Path, lab: Lab) -> None:
-    """Every kind of communication that policy allows flows; every policy decision holds, cell by cell."""
-    res = cli(home, "verify", "-t", f"lab:{lab.name}", timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    ns = [arg for n in NETPOL_NAMESPACES for arg in ("--namespace", n)]
-    pol = cli(home, "verify", "-t", f"lab:{lab.name}", "--scope", "policy", *ns, "-o", "json", timeout=300)
-    assert pol.returncode == 0, pol.stdout + pol.stderr
-    summary = json.loads(pol.stdout)["summary"]
-    assert summary["holes"] == 0 and summary["breaks"] == 0, summary
-    assert summary["expected_deny"] > 0 and summary["total"] > summary["expected_deny"], summary
+    yield from policy_lab(home, "cw", CniKind.WEAVE, UNDERLAY)
 
 
 def assert_on_weave(st: dict[str, Any]) -> None:
@@ -148,11 +110,6 @@ def test_failure_at_the_third_node_rolls_back_to_weave(home: Path, lab: Lab) -> 
     verify_all_and_policy(home, lab)
 
 
-def policy_monitor(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    (found,) = [r for r in reports if any(p["kind"] == "policy" for p in r["pairs"])]
-    return found
-
-
 def test_apply_keeps_policy_enforced_then_rollback_returns_to_weave(home: Path, lab: Lab) -> None:
     res = cli(home, "apply", str(PLAN), "-t", f"lab:{lab.name}", "--yes")
     out = res.stdout + res.stderr
@@ -169,14 +126,7 @@ def test_apply_keeps_policy_enforced_then_rollback_returns_to_weave(home: Path, 
     assert pod_ips and all(ip.startswith("10.244.") for ip in pod_ips), pod_ips  # Calico's pool, not Weave's
     rid = run_id(out)
     reports = monitor_reports(home, rid)
-    pods = [p for r in reports for p in r["pairs"] if p["kind"] in ("pod-cross-node", "pod-same-node")]
-    assert pods and sum(p["sent"] for p in pods) > 0 and sum(p["lost"] for p in pods) == 0
-    nodeport = [p for r in reports for p in r["pairs"] if p["kind"] == "nodeport"]
-    sent, lost = sum(p["sent"] for p in nodeport), sum(p["lost"] for p in nodeport)
-    assert sent > 0 and (sent - lost) / sent >= 0.995, (sent, lost)
-    policy = policy_monitor(reports)["policy"]
-    assert policy["holes"] == 0 and policy["breaks"] == 0 and policy["errors"] == 0, policy
-    assert policy["expected_deny"] > 0 and policy["expected_allow"] > 0, policy
+    assert_no_loss_outside_the_wave(reports)
     verify_all_and_policy(home, lab)
 
     back = cli(home, "rollback", rid)
