@@ -49,6 +49,7 @@ from migrator.plan.models import CniDualFinalizeArgs, CniDualInstallArgs, CniDua
 
 CALICO = CniKind.CALICO
 NONAT_PLAYBOOK = "dual-overlay-nonat.yml"
+NONAT_CHAIN = "MIGRATOR-NONAT"
 TEARDOWN_PLAYBOOK = "cni-teardown.yml"
 DISABLED_SUFFIX = ".migrator-disabled"
 
@@ -117,6 +118,12 @@ def source_teardown_vars(source: CniKind) -> dict[str, Any]:
     base = driver(source).teardown_vars()
     files = list(base.get("cni_files") or [])
     return {**base, "cni_files": [*files, *(f + DISABLED_SUFFIX for f in files)]}
+
+
+def finalize_teardown_vars(source: CniKind) -> dict[str, Any]:
+    """The source's leftovers and ``MIGRATOR-NONAT`` (with its jump), in one teardown run on every node."""
+    base = source_teardown_vars(source)
+    return {**base, "chain_prefixes": [*base.get("chain_prefixes", []), NONAT_CHAIN]}
 
 
 # ------------------------------------------------------------------------------------------------ install
@@ -337,8 +344,7 @@ class DualFinalize(Action[CniDualFinalizeArgs]):
             raise StepFailed(f"nodes not on Calico yet: {', '.join(behind)}")
         hosts = [n.name for n in nodes]
         deleted = ops.delete_cni_agent(source)
-        run_playbook(ctx, TEARDOWN_PLAYBOOK, hosts, source_teardown_vars(source))
-        run_playbook(ctx, NONAT_PLAYBOOK, hosts, {"nonat_state": "absent"})
+        run_playbook(ctx, TEARDOWN_PLAYBOOK, hosts, finalize_teardown_vars(source))
         ops.set_cluster_cidr(args.calico_cidr)
         ops.resync_cni()
         for n in nodes:
@@ -371,8 +377,7 @@ class DualFinalize(Action[CniDualFinalizeArgs]):
         ops = cni_ops(ctx.target)
         hosts = _hosts(ctx)
         lines: list[PreviewLine] = list(ops.delete_cni_agent(source, dry_run=True))
-        lines.append({"command": playbook_command(TEARDOWN_PLAYBOOK, hosts, source_teardown_vars(source))})
-        lines.append({"command": playbook_command(NONAT_PLAYBOOK, hosts, {"nonat_state": "absent"})})
+        lines.append({"command": playbook_command(TEARDOWN_PLAYBOOK, hosts, finalize_teardown_vars(source))})
         lines += ops.set_cluster_cidr(args.calico_cidr, dry_run=True)
         lines.append({"command": f"kubectl label nodes --all {MIGRATION_LABEL}-"})
         lines.append(
