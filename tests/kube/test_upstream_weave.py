@@ -425,12 +425,64 @@ def test_set_cluster_cidr_without_kubeadms_config_map_fails_clearly(tmp_path: Pa
             with pytest.raises(StepFailed) as err:
                 ops.set_cluster_cidr("10.0.0.0/8", dry_run=dry)
             assert str(err.value).startswith(
-                "no ConfigMap kube-system/kube-proxy: set kube-proxy's --cluster-cidr to 10.0.0.0/8 by hand"
+                "no ConfigMap kube-system/kube-proxy (kubeadm's) and no kube-proxy DaemonSet: set"
+                " kube-proxy's --cluster-cidr to 10.0.0.0/8 by hand"
             )
         # the install refuses it up front, before anything changes
         ctx = ctx_for(cluster, tmp_path)
         with pytest.raises(StepFailed, match="no ConfigMap kube-system/kube-proxy"):
             DualInstall().preflight(ctx, CniDualInstallArgs(calico_cidr=NEW_CIDR, manifest=str(CALICO)))
+        cluster.close()
+
+
+def _kube_proxy_with_flags(api: FakeKubeApi, *flags: str) -> None:
+    """kube-proxy configured by flags, not kubeadm's ConfigMap."""
+    (ds,) = [d for d in real_docs(KUBE_PROXY) if d["kind"] == "DaemonSet"]
+    container(ds, "kube-proxy")["command"] = ["/usr/local/bin/kube-proxy", *flags]
+    api.add(ds)
+
+
+@pytest.mark.parametrize("form", ["--cluster-cidr=10.0.0.0/8", "--cluster-cidr 10.0.0.0/8"])
+def test_a_cluster_cidr_set_by_hand_is_accepted_when_it_holds_both_ranges(tmp_path: Path, form: str) -> None:
+    """No kubeadm ConfigMap: migrator edits no command line; a --cluster-cidr the user set by hand holding
+    the CIDR wanted is accepted (install: both ranges; finalize: Calico's), another is refused."""
+    api = FakeKubeApi()
+    seed_real_weave(api, kube_proxy=False)
+    _kube_proxy_with_flags(api, "--hostname-override=$(NODE_NAME)", *form.split())
+    with LocalKube(api) as local:
+        cluster = local.cluster(watch_chunk=1.0)
+        ops = KubeCniOps(cluster)
+        assert ops.cluster_cidr() == "10.0.0.0/8"
+        wide = covering(WEAVE_RANGE, NEW_CIDR)
+        assert ops.set_cluster_cidr(wide) == [
+            "kube-proxy --cluster-cidr already 10.0.0.0/8 (set by hand): nothing to do"
+        ]
+        (line,) = ops.set_cluster_cidr(NEW_CIDR, dry_run=True)
+        assert line.startswith("kube-proxy --cluster-cidr 10.0.0.0/8 (set by hand) holds 10.244.0.0/16")
+        DualInstall().preflight(
+            ctx_for(cluster, tmp_path), CniDualInstallArgs(calico_cidr=NEW_CIDR, manifest=str(CALICO))
+        )
+        with pytest.raises(StepFailed) as err:
+            ops.set_cluster_cidr("172.16.0.0/12")
+        assert "DaemonSet kube-system/kube-proxy has --cluster-cidr 10.0.0.0/8" in str(err.value)
+        assert "set kube-proxy's --cluster-cidr to 172.16.0.0/12 by hand" in str(err.value)
+        ds = api.get("DaemonSet", "kube-proxy", "kube-system")
+        assert ds is not None and "annotations" not in ds["spec"]["template"]["metadata"]  # no restart
+        cluster.close()
+
+
+def test_a_kube_proxy_without_cluster_cidr_and_without_config_map_is_refused(tmp_path: Path) -> None:
+    api = FakeKubeApi()
+    seed_real_weave(api, kube_proxy=False)
+    _kube_proxy_with_flags(api, "--hostname-override=$(NODE_NAME)")
+    with LocalKube(api) as local:
+        cluster = local.cluster(watch_chunk=1.0)
+        with pytest.raises(StepFailed) as err:
+            DualInstall().preflight(ctx_for(cluster, tmp_path), CniDualInstallArgs(calico_cidr=NEW_CIDR))
+        assert str(err.value).startswith(
+            "no ConfigMap kube-system/kube-proxy (kubeadm's) and DaemonSet kube-system/kube-proxy has"
+            " --cluster-cidr unset: set kube-proxy's --cluster-cidr to 10.0.0.0/8 by hand"
+        )
         cluster.close()
 
 

@@ -40,10 +40,8 @@ every node when Calico is installed; deleting calico-node (a rollback of the ins
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from loguru import logger
 
 from migrator.cni import (
@@ -61,18 +59,14 @@ from migrator.cni import (
 from migrator.cni.base import pod_spec
 from migrator.cni.drivers import detection_configmaps
 from migrator.errors import MigratorError, StepFailed, UsageError
-from migrator.targets.kube import calico_dual, calico_ipam, types
-from migrator.targets.kube.api import FIELD_MANAGER, KubeNotFound, Obj
+from migrator.targets.kube import calico_dual, calico_ipam, kube_proxy, types
+from migrator.targets.kube.api import KubeNotFound, Obj
 from migrator.targets.kube.cluster import ApplyResult, KubeCluster, Propagation
 
 if TYPE_CHECKING:
     from migrator.cni import CniOps
 
 IPPOOLS = "/apis/crd.projectcalico.org/v1/ippools"
-
-
-KUBE_PROXY_CM = "kube-system/kube-proxy"
-KUBE_PROXY_KEY = "config.conf"  # kubeadm's KubeProxyConfiguration
 
 
 def _ref(ds: Mapping[str, Any]) -> tuple[str, str]:
@@ -333,87 +327,12 @@ class KubeCniOps:
 
     # ---------------------------------------------------------------------------------- kube-proxy
 
-    def _kube_proxy_config(self) -> tuple[Obj, dict[str, Any]] | None:
-        """The ``kube-system/kube-proxy`` ConfigMap (kubeadm's) and its parsed ``config.conf``."""
-        api = self.cluster.api
-        try:
-            cm = api.read(
-                f"read ConfigMap {KUBE_PROXY_CM}",
-                api.core.read_namespaced_config_map,
-                "kube-proxy",
-                "kube-system",
-            )
-        except KubeNotFound:
-            return None
-        text = str((cm.get("data") or {}).get(KUBE_PROXY_KEY) or "")
-        try:
-            conf = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise StepFailed(f"ConfigMap {KUBE_PROXY_CM} {KUBE_PROXY_KEY} is not YAML: {exc}") from exc
-        if not isinstance(conf, dict):
-            raise StepFailed(f"ConfigMap {KUBE_PROXY_CM} {KUBE_PROXY_KEY} is not a KubeProxyConfiguration")
-        return cm, conf
-
     def cluster_cidr(self) -> str | None:
-        found = self._kube_proxy_config()
-        return None if found is None else (str(found[1].get("clusterCIDR") or "") or None)
+        return kube_proxy.cluster_cidr(self.cluster)
 
     def set_cluster_cidr(self, cidr: str | None, *, dry_run: bool = False) -> list[str]:
-        """``clusterCIDR`` in kube-proxy's ConfigMap, then a rollout of the kube-proxy DaemonSet (its pod
-        template annotated, as ``kubectl rollout restart`` does)."""
-        found = self._kube_proxy_config()
-        if found is None:
-            raise StepFailed(
-                f"no ConfigMap {KUBE_PROXY_CM}: set kube-proxy's --cluster-cidr to {cidr} by hand (both pod"
-                " ranges while two overlays run), or give migrator a kubeadm-style kube-proxy config"
-            )
-        _, conf = found
-        before = conf.get("clusterCIDR")
-        if (before or None) == (cidr or None):
-            return [f"kube-proxy clusterCIDR already {cidr or 'unset'}: no restart"]
-        if cidr:
-            conf["clusterCIDR"] = cidr
-        elif "clusterCIDR" in conf:  # kubeadm writes it empty when no pod subnet was given: keep its shape
-            conf["clusterCIDR"] = ""
-        api = self.cluster.api
-        try:  # before the ConfigMap changes: a config that no restart would load is a half-done change
-            api.read(
-                "read DaemonSet kube-system/kube-proxy",
-                api.apps.read_namespaced_daemon_set,
-                "kube-proxy",
-                "kube-system",
-            )
-        except KubeNotFound as exc:
-            raise StepFailed(
-                f"no DaemonSet kube-system/kube-proxy to restart after its ConfigMap {KUBE_PROXY_CM}: set"
-                f" kube-proxy's --cluster-cidr to {cidr} and restart it by hand"
-            ) from exc
-        dry = "All" if dry_run else None
-        api.call(
-            f"patch ConfigMap {KUBE_PROXY_CM}",
-            api.core.patch_namespaced_config_map,
-            "kube-proxy",
-            "kube-system",
-            {"data": {KUBE_PROXY_KEY: yaml.safe_dump(conf, sort_keys=False)}},
-            field_manager=FIELD_MANAGER,
-            dry_run=dry,
-        )
-        restarted = {"kubectl.kubernetes.io/restartedAt": datetime.now(UTC).isoformat()}
-        api.call(
-            "restart DaemonSet kube-system/kube-proxy",
-            api.apps.patch_namespaced_daemon_set,
-            "kube-proxy",
-            "kube-system",
-            {"spec": {"template": {"metadata": {"annotations": restarted}}}},
-            field_manager=FIELD_MANAGER,
-            dry_run=dry,
-            _content_type="application/strategic-merge-patch+json",
-        )
-        suffix = " (server dry run)" if dry_run else ""
-        return [
-            f"kube-proxy clusterCIDR {before or 'unset'} -> {cidr or 'unset'},"
-            f" DaemonSet kube-system/kube-proxy restarted{suffix}"
-        ]
+        """kube-proxy's cluster CIDR (:mod:`migrator.targets.kube.kube_proxy`)."""
+        return kube_proxy.set_cluster_cidr(self.cluster, cidr, dry_run=dry_run)
 
 
 if TYPE_CHECKING:  # mypy proves that KubeCniOps implements the port
