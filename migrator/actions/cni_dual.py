@@ -134,11 +134,15 @@ class DualInstall(Action[CniDualInstallArgs]):
     """Calico on every node beside the source, with its own CIDR, VXLAN port and VNI (no node switched)."""
 
     def preflight(self, ctx: StepContext, args: CniDualInstallArgs) -> None:
+        """Refuse, before anything changes, another source, a Calico manifest migrator cannot install and
+        a kube-proxy whose cluster CIDR migrator cannot set (its dry run)."""
         source = _source(args.source)
-        info = cni_ops(ctx.target).detect_cni()
+        ops = cni_ops(ctx.target)
+        info = ops.detect_cni()
         if info.kind is not source:
             raise StepFailed(f"the source CNI is {info.kind}, not {source}")
-        _source_range(info, source)
+        source_range = _source_range(info, source)
+        ops.set_cluster_cidr(covering(source_range, args.calico_cidr), dry_run=True)
         if args.manifest:
             problems = calico.manifest_problems(calico.load_manifest(args.manifest), None, args.manifest)
             if problems:
@@ -220,7 +224,7 @@ class DualInstall(Action[CniDualInstallArgs]):
         return [
             "delete calico-node, remove what it left on every node"
             f" ({playbook_command(TEARDOWN_PLAYBOOK, ['all'], calico_teardown_vars(args.cni_conf_name))}),"
-            " remove MIGRATOR-NONAT and the migration labels"
+            " remove MIGRATOR-NONAT, restore kube-proxy's cluster CIDR, remove the migration labels"
         ]
 
 

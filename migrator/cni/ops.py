@@ -17,7 +17,10 @@ The migration actions (``migrator.actions.cni``) use only these methods plus the
   ``vxlanMTU`` = flannel's MTU - 50 (also calico-node's ``FELIX_VXLANMTU``), one IPAM
   block per node = its flannel pod CIDR, and the ``projectcalico.org/IPv4VXLANTunnelAddr`` /
   ``IPv4VXLANTunnelMACAddr`` node annotations = flannel's VTEP IP/MAC. ``dry_run=True`` is a
-  server-side dry run; the returned lines say what would change.
+  server-side dry run; the returned lines say what would change. With a ``pool`` in the config (the
+  dual-overlay install beside Weave Net): calico-node on every node, its CNI config named
+  ``cni_conf_name``, an ``IPPool`` for ``pool``, a disabled one for ``nat_exclude`` (the source's range:
+  no masquerade to it), Felix's VXLAN port and VNI; nothing of the source is taken over.
 - ``delete_cni_agent``: delete the DaemonSet (the agent's node-level leftovers stay: playbooks remove
   them).
 - ``cni_agent_ready(agent, node)``: the agent's pod on the node is Ready and the node's kubelet network

@@ -212,7 +212,8 @@ def test_detect_other_cnis(
         fake.api.add(make_configmap(configmap[0], "kube-system", configmap[1]))
     info = KubeCniOps(cluster).detect_cni()
     assert info.kind is kind and info.daemonset == name
-    assert info.supported_source is (kind is CniKind.CANAL)  # Canal: wire-compatible, like flannel
+    # Canal: wire-compatible, like flannel; Weave Net: the dual-overlay method
+    assert info.supported_source is (kind in (CniKind.CANAL, CniKind.WEAVE))
     key, sub, value = check
     assert (info.config[key][sub] if sub else info.config[key]) == value
     if kind is CniKind.CANAL:
@@ -438,7 +439,18 @@ def test_migration_blockers_from_objects() -> None:
         "canal runs but its net-conf.json (ConfigMap canal-config) was not found or not valid"
     ]
     weave = make_daemonset("weave-net", "kube-system", labels={"name": "weave-net"})
-    assert "weave is recognised" in detect_from_objects([weave], {}, [], []).migration_blockers()[0]
+    assert detect_from_objects([weave], {}, [], []).migration_blockers() == []  # the dual overlay
+    bad_range = [
+        {
+            "name": "weave",
+            "image": "weaveworks/weave-kube:2.8.1",
+            "env": [{"name": "IPALLOC_RANGE", "value": "10.32/12"}],
+        }
+    ]
+    odd = make_daemonset("weave-net", "kube-system", labels={"name": "weave-net"}, containers=bad_range)
+    assert detect_from_objects([odd], {}, [], []).migration_blockers() == [
+        "Weave Net's IPALLOC_RANGE '10.32/12' is not an IPv4 CIDR"
+    ]
     assert detect_from_objects([], {}, [], []).migration_blockers()[0].startswith("no CNI was recognised")
     no_conf = detect_from_objects([flannel_ds], {}, [], [])
     assert "net-conf.json" in no_conf.migration_blockers()[0]

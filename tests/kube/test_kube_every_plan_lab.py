@@ -32,7 +32,8 @@ from migrator.ports import Target
 from migrator.targets.kube import open_kube_target
 from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, flannel_api, write_calico_manifest
 from tests.kube.test_upstream_calico import CANAL
-from tests.kube.test_upstream_flannel import real_docs
+from tests.kube.test_upstream_flannel import CALICO, real_docs
+from tests.kube.test_upstream_weave import KUBE_PROXY, weave_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 UNDERLAY = "198.18.52.0/24"
@@ -95,31 +96,47 @@ def kube_on_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeOnLab]
 
 
 @contextlib.contextmanager
-def canal_instead_of_flannel(api: FakeKubeApi) -> Iterator[None]:
-    """The cluster as if it ran the real Canal: its DaemonSet ``canal`` (pods on every node, as the
-    DaemonSet controller makes them) and ``canal-config`` in flannel's place; flannel's restored after."""
+def instead_of_flannel(api: FakeKubeApi, docs: list[dict[str, Any]]) -> Iterator[None]:
+    """The cluster as if it ran another CNI: these objects (its DaemonSet with pods on every node, as the
+    DaemonSet controller makes them, its ConfigMaps...) in kube-flannel's place; flannel's restored after."""
     flannel_ds = api.get("DaemonSet", "kube-flannel-ds", "kube-flannel")
     assert flannel_ds is not None
-    canal_docs = [d for d in real_docs(CANAL) if d["kind"] in ("DaemonSet", "ConfigMap")]
     api.remove("DaemonSet", "kube-flannel-ds", "kube-flannel")
     try:
-        for doc in canal_docs:
+        for doc in docs:
             api.add(copy.deepcopy(doc))
         yield
     finally:
-        for doc in canal_docs:
-            api.remove(doc["kind"], doc["metadata"]["name"], doc["metadata"]["namespace"])
+        for doc in docs:
+            api.remove(doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace", ""))
         api.add(flannel_ds)
 
 
-@contextlib.contextmanager
-def _as_is(api: FakeKubeApi) -> Iterator[None]:
-    yield
+def canal_docs() -> list[dict[str, Any]]:
+    """The real Canal's DaemonSet ``canal`` and ``canal-config``."""
+    return [d for d in real_docs(CANAL) if d["kind"] in ("DaemonSet", "ConfigMap")]
+
+
+def weave_docs() -> list[dict[str, Any]]:
+    """The real Weave Net's DaemonSet (from its ``kind: List``) and kube-proxy as kubeadm writes it (the
+    dual-overlay install sets the cluster CIDR of its ConfigMap, then restarts its DaemonSet)."""
+    return [d for d in weave_objects() if d["kind"] == "DaemonSet"] + real_docs(KUBE_PROXY)
+
+
+SOURCE_CNI = {"/canal-to-calico.yaml": canal_docs, "/weave-to-calico.yaml": weave_docs}
+
+
+def source_cni(plan: str, api: FakeKubeApi) -> contextlib.AbstractContextManager[None]:
+    """The plan's source CNI in flannel's place (flannel's own plans: as seeded)."""
+    docs = next((make for suffix, make in SOURCE_CNI.items() if plan.endswith(suffix)), None)
+    return instead_of_flannel(api, docs()) if docs is not None else contextlib.nullcontext()
 
 
 def _params(plan: str, kube: KubeOnLab) -> dict[str, str]:
     if plan.endswith(("/flannel-to-calico.yaml", "/canal-to-calico.yaml")):
         return {"calico_manifest": str(kube.manifest)}
+    if plan.endswith("/weave-to-calico.yaml"):  # calico-node needs its install-cni: the real manifest
+        return {"calico_manifest": str(CALICO)}
     if plan.endswith("/node-partition.yaml"):
         return {"worker": "node-00002"}  # its default (node2) is a lab name
     return {}
@@ -138,8 +155,7 @@ def _steps(report: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("plan", PLANS)
 def test_every_plan_renders_a_dry_run_on_the_kube_target(kube_on_lab: KubeOnLab, plan: str) -> None:
     source = load_plan_file(ROOT / plan, _params(plan, kube_on_lab))
-    source_cni = canal_instead_of_flannel if plan.endswith("/canal-to-calico.yaml") else _as_is
-    with source_cni(kube_on_lab.server.api):
+    with source_cni(plan, kube_on_lab.server.api):
         report = dry_run(source, kube_on_lab.target, target_spec="kube")
     assert report["dry_run"] is True and report["stages"], plan
     steps = _steps(report)

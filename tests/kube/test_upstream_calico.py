@@ -280,9 +280,12 @@ def _weave_server() -> FakeApiServer:
     return FakeApiServer(api)
 
 
-def test_weave_preview_shows_no_flannel_defaults_and_the_dry_run_refuses(
+def test_weave_with_the_flannel_plan_shows_no_flannel_defaults_and_names_the_weave_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Weave Net is a supported source (the dual-overlay method), but not of plans/flannel-to-calico.yaml:
+    its preview shows Weave's range, no flannel VNI or port, and the dry run refuses naming the plan to
+    use."""
     monkeypatch.delenv("MIGRATOR_INVENTORY", raising=False)
     server = _weave_server()
     with server:
@@ -292,17 +295,20 @@ def test_weave_preview_shows_no_flannel_defaults_and_the_dry_run_refuses(
         assert info.kind is CniKind.WEAVE and info.config["IPALLOC_RANGE"] == "10.32.0.0/12"
         ctx = StepContext(run_id="t", run_dir=tmp_path, artifacts_dir=tmp_path, target=target, dry_run=True)
         (line,) = Preflight().preview(ctx, CniPreflightArgs(expect_vni=1, expect_port=8472))
-        assert isinstance(line, dict) and set(line) == {"detect", "present", "blockers"}
-        assert line["detect"] == "weave" and "migrating from it is not supported yet" in line["blockers"][0]
+        assert isinstance(line, dict) and "vni" not in line and "port" not in line
+        assert line["detect"] == "weave" and line["weave_range"] == "10.32.0.0/12"
+        assert line["blockers"] == [
+            "the cluster runs weave, but this plan migrates from flannel: use a plan whose source is weave"
+            " (plans/weave-to-calico.yaml)"
+        ]
         assert InstallCalico().preview(ctx, CniInstallCalicoArgs()) == [
             "would fail: the source CNI is weave, not flannel"
         ]
         source = load_plan_file(ROOT / "plans" / "flannel-to-calico.yaml", {"calico_manifest": str(CALICO)})
         with pytest.raises(CheckFailed) as err:
             dry_run(source, target, target_spec="kube")
-    assert "weave is recognised as the source CNI, but migrating from it is not supported yet" in str(
-        err.value
-    )
+    assert "the cluster runs weave, but this plan migrates from flannel" in str(err.value)
+    assert "(plans/weave-to-calico.yaml)" in str(err.value)
 
 
 def test_dry_run_checks_the_nodeport_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,8 +16,17 @@ What each operation does on the API server:
   VXLAN MTU (flannel's MTU - 50). Without a manifest, an installed calico-node
   only gets its ``nodeSelector`` patched (and, with a ``config``, i.e. at the install, the IPAM takeover
   below); if none is installed that is an error (a dry run says so).
-- ``delete_cni_agent``: delete the agent's DaemonSet (foreground); for calico-node also the IPAM objects
-  and node annotations migrator created.
+- ``apply_cni_agent(CALICO, config)`` with a ``pool`` (the dual-overlay install beside Weave Net,
+  :mod:`migrator.targets.kube.calico_dual`): the manifest with calico-node on every node (its CNI config
+  named ``cni_conf_name``, no default pool of its own), an ``IPPool`` for ``pool``, a disabled one for the
+  source's range (no masquerade to it) and the FelixConfiguration's VXLAN port and VNI; no IPAM takeover.
+  Without a manifest, an installed calico-node must already fit (else refused) and only the pools and
+  Felix's config are written.
+- ``delete_cni_agent``: delete the agent's DaemonSet (foreground); for calico-node also the IPAM objects,
+  node annotations and IPPools migrator created, and its FelixConfiguration fields.
+- ``set_cluster_cidr``: ``clusterCIDR`` of kubeadm's ``kube-system/kube-proxy`` ConfigMap, then a
+  rollout restart of the kube-proxy DaemonSet (nothing when it already has that CIDR; refused, before any
+  change, when either is missing).
 - ``cni_agent_ready``: the agent's pod on the node exists and is Ready.
 - ``set_calico_mode``: the node label ``CALICO_MODE_LABEL`` (per-node IPPool selectors use it).
 - ``resync_cni``: nothing (the agents of a real cluster watch the API server).
@@ -31,14 +40,13 @@ every node when Calico is installed; deleting calico-node (a rollback of the ins
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from loguru import logger
 
 from migrator.cni import (
     CALICO_MODE_LABEL,
+    DUAL_OVERLAY_SOURCES,
     AgentRef,
     CalicoMode,
     CniInfo,
@@ -51,18 +59,14 @@ from migrator.cni import (
 from migrator.cni.base import pod_spec
 from migrator.cni.drivers import detection_configmaps
 from migrator.errors import MigratorError, StepFailed, UsageError
-from migrator.targets.kube import calico_ipam, types
-from migrator.targets.kube.api import FIELD_MANAGER, KubeNotFound, Obj
+from migrator.targets.kube import calico_dual, calico_ipam, kube_proxy, types
+from migrator.targets.kube.api import KubeNotFound, Obj
 from migrator.targets.kube.cluster import ApplyResult, KubeCluster, Propagation
 
 if TYPE_CHECKING:
     from migrator.cni import CniOps
 
 IPPOOLS = "/apis/crd.projectcalico.org/v1/ippools"
-
-
-KUBE_PROXY_CM = "kube-system/kube-proxy"
-KUBE_PROXY_KEY = "config.conf"  # kubeadm's KubeProxyConfiguration
 
 
 def _ref(ds: Mapping[str, Any]) -> tuple[str, str]:
@@ -216,6 +220,8 @@ class KubeCniOps:
     ) -> list[str]:
         ref, ds = self._find(agent)
         manifest = (config or {}).get("manifest")
+        if agent is CniKind.CALICO and config is not None and calico_dual.is_dual_overlay(config):
+            return self._install_dual(config, ds, dry_run=dry_run)
         if agent is CniKind.CALICO and manifest:
             return self._install_calico(manifest, node_selector, dry_run=dry_run)
         if ds is None:
@@ -256,6 +262,36 @@ class KubeCniOps:
             self.cluster, info, dry_run=dry_run, crds_in_batch=_calico_crds(objects)
         )
 
+    def _install_dual(self, config: Mapping[str, str], ds: Obj | None, *, dry_run: bool) -> list[str]:
+        """Calico beside the source on every node (:mod:`migrator.targets.kube.calico_dual`)."""
+        info = self.detect_cni()
+        if info.kind not in DUAL_OVERLAY_SOURCES:
+            return calico_dual.refuse(
+                [
+                    "Calico beside the source with its own pool (the dual-overlay method) is for"
+                    f" {', '.join(sorted(DUAL_OVERLAY_SOURCES))}, not {info.kind}"
+                ],
+                dry_run=dry_run,
+            )
+        cfg = calico_dual.DualConfig.parse(config)
+        problems = calico_dual.conflicting_pools(info.calico_pools, cfg, info.kind)
+        objects: list[Obj] = [*calico_dual.pools(cfg, info.kind), calico_dual.felix_configuration(cfg)]
+        changed: list[str] = []
+        if cfg.manifest:
+            objects, changed = calico_dual.dual_overlay_objects(cfg, info.kind)
+        elif ds is None:
+            problems.append(
+                "calico-node is not installed and no Calico manifest was given"
+                " (plan parameter calico_manifest)"
+            )
+        else:
+            problems += calico_dual.installed_problems(ds, cfg) + calico_dual.missing_crds(self.cluster)
+        if problems:
+            return calico_dual.refuse(problems, dry_run=dry_run)
+        results = self.cluster.apply(objects, dry_run=dry_run, default_namespace="kube-system")
+        dry = " (server dry run)" if dry_run else ""
+        return [_line(r) for r in results] + [f"DaemonSet kube-system/calico-node: {c}{dry}" for c in changed]
+
     def delete_cni_agent(self, agent: CniKind, *, dry_run: bool = False) -> list[str]:
         ref, ds = self._find(agent)
         if ds is None:
@@ -266,8 +302,9 @@ class KubeCniOps:
                 "apps/v1", "DaemonSet", name, ns, propagation=Propagation.FOREGROUND, dry_run=dry_run
             )
             lines = [f"DaemonSet {ns}/{name} deleted{' (server dry run)' if dry_run else ''}"]
-        if agent is CniKind.CALICO:  # what migrator set up for Calico's IPAM goes with it
+        if agent is CniKind.CALICO:  # what migrator set up for Calico's IPAM and pools goes with it
             lines += calico_ipam.remove_node_ipam(self.cluster, dry_run=dry_run)
+            lines += calico_dual.remove(self.cluster, dry_run=dry_run)
         return lines
 
     def cni_agent_ready(self, agent: CniKind, node: str) -> tuple[bool, str]:
@@ -290,72 +327,12 @@ class KubeCniOps:
 
     # ---------------------------------------------------------------------------------- kube-proxy
 
-    def _kube_proxy_config(self) -> tuple[Obj, dict[str, Any]] | None:
-        """The ``kube-system/kube-proxy`` ConfigMap (kubeadm's) and its parsed ``config.conf``."""
-        api = self.cluster.api
-        try:
-            cm = api.read(
-                f"read ConfigMap {KUBE_PROXY_CM}",
-                api.core.read_namespaced_config_map,
-                "kube-proxy",
-                "kube-system",
-            )
-        except KubeNotFound:
-            return None
-        text = str((cm.get("data") or {}).get(KUBE_PROXY_KEY) or "")
-        try:
-            conf = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise StepFailed(f"ConfigMap {KUBE_PROXY_CM} {KUBE_PROXY_KEY} is not YAML: {exc}") from exc
-        if not isinstance(conf, dict):
-            raise StepFailed(f"ConfigMap {KUBE_PROXY_CM} {KUBE_PROXY_KEY} is not a KubeProxyConfiguration")
-        return cm, conf
-
     def cluster_cidr(self) -> str | None:
-        found = self._kube_proxy_config()
-        return None if found is None else (str(found[1].get("clusterCIDR") or "") or None)
+        return kube_proxy.cluster_cidr(self.cluster)
 
     def set_cluster_cidr(self, cidr: str | None, *, dry_run: bool = False) -> list[str]:
-        """``clusterCIDR`` in kube-proxy's ConfigMap, then a rollout of the kube-proxy DaemonSet (its pod
-        template annotated, as ``kubectl rollout restart`` does)."""
-        found = self._kube_proxy_config()
-        if found is None:
-            raise StepFailed(
-                f"no ConfigMap {KUBE_PROXY_CM}: set kube-proxy's --cluster-cidr to {cidr} by hand (both pod"
-                " ranges while two overlays run), or give migrator a kubeadm-style kube-proxy config"
-            )
-        _, conf = found
-        before = conf.get("clusterCIDR")
-        if cidr:
-            conf["clusterCIDR"] = cidr
-        else:
-            conf.pop("clusterCIDR", None)
-        api = self.cluster.api
-        dry = "All" if dry_run else None
-        api.call(
-            f"patch ConfigMap {KUBE_PROXY_CM}",
-            api.core.patch_namespaced_config_map,
-            "kube-proxy",
-            "kube-system",
-            {"data": {KUBE_PROXY_KEY: yaml.safe_dump(conf, sort_keys=False)}},
-            field_manager=FIELD_MANAGER,
-            dry_run=dry,
-        )
-        restarted = {"kubectl.kubernetes.io/restartedAt": datetime.now(UTC).isoformat()}
-        api.call(
-            "restart DaemonSet kube-system/kube-proxy",
-            api.apps.patch_namespaced_daemon_set,
-            "kube-proxy",
-            "kube-system",
-            {"spec": {"template": {"metadata": {"annotations": restarted}}}},
-            field_manager=FIELD_MANAGER,
-            dry_run=dry,
-            _content_type="application/strategic-merge-patch+json",
-        )
-        suffix = " (server dry run)" if dry_run else ""
-        return [
-            f"kube-proxy clusterCIDR {before} -> {cidr}, DaemonSet kube-system/kube-proxy restarted{suffix}"
-        ]
+        """kube-proxy's cluster CIDR (:mod:`migrator.targets.kube.kube_proxy`)."""
+        return kube_proxy.set_cluster_cidr(self.cluster, cidr, dry_run=dry_run)
 
 
 if TYPE_CHECKING:  # mypy proves that KubeCniOps implements the port

@@ -261,6 +261,15 @@ class Store:
         self.types_by_path[(rtype.group, rtype.version, rtype.plural)] = rtype
         self.objects.setdefault(rtype.key, {})
 
+    def unregister_group(self, group: str) -> None:
+        """Serve no kind of ``group`` (a cluster without the CRDs of the built-in ``IPPool`` and
+        ``Installation``: served again once their CRDs are created). Its objects must be gone."""
+        for rtype in [r for r in self.resources if r.group == group]:
+            if self.objects.get(rtype.key):
+                raise ValueError(f"{rtype.kind} objects exist: cannot stop serving {group}")
+            self.resources.remove(rtype)
+            self.types_by_path.pop((rtype.group, rtype.version, rtype.plural), None)
+
     def ensure_namespace(self, name: str) -> None:
         if ("", name) not in self.objects["/namespaces"]:
             self.add(
