@@ -32,6 +32,7 @@ from typing import Any
 
 from loguru import logger
 
+from migrator import playbooks
 from migrator.actions.base import Action, register_action
 from migrator.actions.cni import (
     CNI_CONFIG_PLAYBOOK,
@@ -180,7 +181,7 @@ class DualInstall(Action[CniDualInstallArgs]):
         source = _source(args.source)
         ops = cni_ops(ctx.target)
         nodes = ctx.cluster.list_nodes()
-        on_calico = [n.name for n in nodes if n.labels.get(MIGRATION_LABEL) == CALICO or n.cni == CALICO]
+        on_calico = [n.name for n in nodes if n.labels.get(MIGRATION_LABEL) == CALICO]
         if on_calico:
             raise StepFailed(f"nodes still on Calico, not uninstalling it: {', '.join(on_calico)}")
         hosts = [n.name for n in nodes]
@@ -238,6 +239,21 @@ def _config_vars(source: CniKind, state: str, fail_at_node: str = "") -> dict[st
     return out
 
 
+CNI_SUFFIXES = (".conf", ".conflist", ".json")
+
+
+def kubelet_config(ctx: StepContext, node: str) -> str | None:
+    """The CNI config the node's kubelet uses: the first ``.conf``/``.conflist``/``.json`` file of its CNI
+    folder, read on the node (node facts). ``Node.cni`` cannot tell here: on a real cluster it comes from
+    the node's annotations, and with calico-node on every node all of them carry Calico's."""
+    run = run_playbook(ctx, playbooks.NODE_FACTS_PLAYBOOK, [node], dict(playbooks.NODE_FACTS_VARS))
+    facts = run.fact(playbooks.NODE_FACTS).get(node)
+    if not isinstance(facts, dict):
+        raise StepFailed(f"{node}: no node facts (its CNI config cannot be read)", node=node)
+    names = sorted(str(f.get("name", "")) for f in facts.get("cni", {}).get("files", []))
+    return next((n for n in names if n.endswith(CNI_SUFFIXES)), None)
+
+
 def _outside(pod_ip: str | None, network: ipaddress.IPv4Network) -> bool:
     try:
         return pod_ip is not None and ipaddress.IPv4Address(pod_ip) not in network
@@ -257,17 +273,19 @@ class DualSwitchNode(Action[CniDualSwitchNodeArgs]):
         node = ctx.require_node().name
         ops = cni_ops(ctx.target)
         started = time.monotonic()
+        theirs = source_conflist(source)
         current = ctx.cluster.get_node(node)
-        if current.labels.get(MIGRATION_LABEL) == CALICO and current.cni == CALICO:
+        if current.labels.get(MIGRATION_LABEL) == CALICO and kubelet_config(ctx, node) not in (theirs, None):
             return {"node": node, "from": source.value, "to": CALICO.value, "already": True}
         logger.info("node {}: kubelet CNI {} -> {} (dual overlay)", node, source, CALICO)
         wait_agent_ready(ctx, ops, CALICO, node, args.ready_timeout)
         run_playbook(ctx, CNI_CONFIG_PLAYBOOK, [node], _config_vars(source, "disabled", args.fail_at_node))
         ops.resync_cni()
-        after = ctx.cluster.get_node(node).cni
-        if after != CALICO:
+        after = kubelet_config(ctx, node)
+        if after in (theirs, None):
             raise StepFailed(
-                f"{node}: the kubelet's network is {after!r} after the switch, not calico", node=node
+                f"{node}: the kubelet's first CNI config is {after!r} after the switch, not Calico's",
+                node=node,
             )
         ctx.cluster.label_node(node, {MIGRATION_LABEL: CALICO.value})
         seconds = round(time.monotonic() - started, 2)
@@ -288,9 +306,13 @@ class DualSwitchNode(Action[CniDualSwitchNodeArgs]):
         ops = cni_ops(ctx.target)
         run_playbook(ctx, CNI_CONFIG_PLAYBOOK, [node], _config_vars(source, "enabled"))
         ops.resync_cni()
-        after = ctx.cluster.get_node(node).cni
-        if after != source.value:
-            raise StepFailed(f"{node}: the kubelet's network is {after!r} after switching back, not {source}")
+        after = kubelet_config(ctx, node)
+        if after != source_conflist(source):
+            raise StepFailed(
+                f"{node}: the kubelet's first CNI config is {after!r} after switching back, not"
+                f" {source_conflist(source)}",
+                node=node,
+            )
         network = ipaddress.IPv4Network(_source_range(ops.detect_cni(), source), strict=False)
         moved = [
             p.key for p in ctx.cluster.list_pods(node=node) if not p.host_network and _outside(p.ip, network)
@@ -343,7 +365,7 @@ class DualFinalize(Action[CniDualFinalizeArgs]):
         source = _source(args.source)
         ops = cni_ops(ctx.target)
         nodes = ctx.cluster.list_nodes()
-        behind = [n.name for n in nodes if n.cni != CALICO]
+        behind = [n.name for n in nodes if n.labels.get(MIGRATION_LABEL) != CALICO]
         if behind:
             raise StepFailed(f"nodes not on Calico yet: {', '.join(behind)}")
         hosts = [n.name for n in nodes]
@@ -364,11 +386,9 @@ class DualFinalize(Action[CniDualFinalizeArgs]):
     def undo(self, ctx: StepContext, args: CniDualFinalizeArgs, result: Any) -> None:
         source = _source(args.source)
         ops = cni_ops(ctx.target)
-        for n in ctx.cluster.list_nodes():
+        for n in ctx.cluster.list_nodes():  # the finalize ran with every node switched
             if MIGRATION_LABEL not in n.labels:
-                ctx.cluster.label_node(
-                    n.name, {MIGRATION_LABEL: CALICO.value if n.cni == CALICO else source.value}
-                )
+                ctx.cluster.label_node(n.name, {MIGRATION_LABEL: CALICO.value})
         ops.apply_cni_agent(source, node_selector=None, config=None)
         prepared = ctx.prepared if isinstance(ctx.prepared, dict) else {}
         source_range = prepared.get("source_range") or _source_range(ops.detect_cni(), source)
