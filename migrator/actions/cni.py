@@ -211,6 +211,15 @@ def leftovers(ctx: StepContext, cni: CniKind, hosts: list[str]) -> dict[str, lis
     return left.on_hosts(run.fact(playbooks.NODE_FACTS), hosts)
 
 
+def assert_no_leftovers(ctx: StepContext, cni: CniKind, hosts: list[str]) -> None:
+    """Raise :class:`StepFailed` naming, per host, what of ``cni`` is still on the nodes."""
+    left = leftovers(ctx, cni, hosts)
+    if left:
+        raise StepFailed(
+            f"{cni} leftovers: " + "; ".join(f"{h}: {', '.join(v)}" for h, v in sorted(left.items()))
+        )
+
+
 def _all_hosts(ctx: StepContext) -> list[str]:
     return [n.name for n in ctx.cluster.list_nodes()]
 
@@ -539,11 +548,7 @@ class Finalize(Action[CniFinalizeArgs]):
         for n in nodes:
             if MIGRATION_LABEL in n.labels:
                 ctx.cluster.label_node(n.name, {MIGRATION_LABEL: None})
-        left = leftovers(ctx, source, [n.name for n in nodes])
-        if left:
-            raise StepFailed(
-                f"{source} leftovers: " + "; ".join(f"{h}: {', '.join(v)}" for h, v in sorted(left.items()))
-            )
+        assert_no_leftovers(ctx, source, [n.name for n in nodes])
         return {"deleted": deleted, "leftovers": {}, "source": source.value}
 
     def undo(self, ctx: StepContext, args: CniFinalizeArgs, result: Any) -> None:
@@ -632,4 +637,4 @@ class RemoveVxlan(Action[CniRemoveVxlanArgs]):
         return [{"command": playbook_command(LINK_ABSENT_PLAYBOOK, hosts, calico.remove_vxlan_vars())}]
 
 
-__all__ = ["cni_ops", "leftovers", "switch_node"]
+__all__ = ["assert_no_leftovers", "cni_ops", "leftovers", "switch_node"]

@@ -36,8 +36,8 @@ from migrator import playbooks
 from migrator.actions.base import Action, register_action
 from migrator.actions.cni import (
     CNI_CONFIG_PLAYBOOK,
+    assert_no_leftovers,
     cni_ops,
-    leftovers,
     playbook_command,
     run_playbook,
     source_cni,
@@ -376,11 +376,7 @@ class DualFinalize(Action[CniDualFinalizeArgs]):
         for n in nodes:
             if MIGRATION_LABEL in n.labels:
                 ctx.cluster.label_node(n.name, {MIGRATION_LABEL: None})
-        left = leftovers(ctx, source, hosts)
-        if left:
-            raise StepFailed(
-                f"{source} leftovers: " + "; ".join(f"{h}: {', '.join(v)}" for h, v in sorted(left.items()))
-            )
+        assert_no_leftovers(ctx, source, hosts)
         return {"deleted": deleted, "source": source.value, "leftovers": {}}
 
     def undo(self, ctx: StepContext, args: CniDualFinalizeArgs, result: Any) -> None:
