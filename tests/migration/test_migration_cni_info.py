@@ -32,10 +32,19 @@ def test_conflicting_calico_pool_is_refused_but_a_matching_one_is_not() -> None:
     assert flannel(calico_pools=(elsewhere,)).migration_blockers() == []
 
 
-def test_canal_and_weave_are_recognised_as_not_supported_yet() -> None:
-    for src, word in ((CniKind.CANAL, "canal"), (CniKind.WEAVE, "weave")):
-        problems = CniInfo(kind=src).migration_blockers()
-        assert len(problems) == 1 and word in problems[0] and "not supported yet" in problems[0]
+def test_canal_and_weave_are_sources_and_cilium_is_refused() -> None:
+    # Canal: flannel's network, so its net-conf.json is required (canal-config); Weave: its range
+    assert CniInfo(kind=CniKind.CANAL).migration_blockers() == [
+        "canal runs but its net-conf.json (ConfigMap canal-config) was not found or not valid"
+    ]
+    assert CniInfo(kind=CniKind.WEAVE, config={"IPALLOC_RANGE": "10.32.0.0/12"}).migration_blockers() == []
+    assert (
+        "is not an IPv4 CIDR"
+        in CniInfo(kind=CniKind.WEAVE, config={"IPALLOC_RANGE": "x"}).migration_blockers()[0]
+    )
+    assert CniInfo(kind=CniKind.CANAL).supported_source and CniInfo(kind=CniKind.WEAVE).supported_source
+    (cilium,) = CniInfo(kind=CniKind.CILIUM).migration_blockers()
+    assert "cilium" in cilium and "not supported yet" in cilium
     assert "already runs Calico" in CniInfo(kind=CniKind.CALICO).migration_blockers()[0]
 
 
