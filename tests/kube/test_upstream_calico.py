@@ -211,12 +211,16 @@ def test_the_fake_server_refuses_what_the_real_ippool_crd_refuses(tmp_path: Path
 # ------------------------------------------------------------------------------------ the plan's dry run
 
 
-def _dry_run(server: FakeApiServer, tmp_path: Path, **params: str) -> dict[str, Any]:
+def _dry_run(
+    server: FakeApiServer,
+    tmp_path: Path,
+    plan: Path = ROOT / "plans" / "flannel-to-calico.yaml",
+    **params: str,
+) -> dict[str, Any]:
+    """The plan's dry run on the kube target served by ``server``, with the real calico.yaml."""
     with server:
         target = open_kube_target(None, kubeconfig=str(server.write_kubeconfig(tmp_path / "kc")))
-        source = load_plan_file(
-            ROOT / "plans" / "flannel-to-calico.yaml", {"calico_manifest": str(CALICO), **params}
-        )
+        source = load_plan_file(plan, {"calico_manifest": str(CALICO), **params})
         report: dict[str, Any] = dry_run(source, target, target_spec="kube")
         return report
 

@@ -10,20 +10,22 @@ import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from migrator.actions.cni import InstallCalico
 from migrator.actions.context import StepContext
 from migrator.cni import MIGRATION_LABEL, CniKind
-from migrator.engine import dry_run
-from migrator.engine.planio import load_plan_file
 from migrator.plan.models import CniInstallCalicoArgs
 from migrator.targets.kube import KubeCluster, KubeCniOps, open_kube_target
 from migrator.testing.kube_server import FakeApiServer, FakeKubeApi, LocalKube
 from migrator.testing.kube_server.objects import make_node
-from tests.kube.test_upstream_calico import CANAL, assert_valid_against_real_crds, written_calico_objects
+from tests.kube.test_upstream_calico import (
+    CANAL,
+    _dry_run,
+    assert_valid_against_real_crds,
+    written_calico_objects,
+)
 from tests.kube.test_upstream_flannel import CALICO, UPSTREAM, real_docs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,14 +124,6 @@ def test_install_restricts_canal_then_undo_restores_it(
         assert MIGRATION_LABEL not in node["metadata"].get("labels", {})
 
 
-def _dry_run(server: FakeApiServer, tmp_path: Path, **params: str) -> dict[str, Any]:
-    with server:
-        target = open_kube_target(None, kubeconfig=str(server.write_kubeconfig(tmp_path / "kc")))
-        source = load_plan_file(PLAN, {"calico_manifest": str(CALICO), "nodeport_service": "", **params})
-        report: dict[str, Any] = dry_run(source, target, target_spec="kube")
-        return report
-
-
 def test_dry_run_of_canal_to_calico_with_the_real_manifests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,7 +131,7 @@ def test_dry_run_of_canal_to_calico_with_the_real_manifests(
     api = FakeKubeApi()
     api.field_validation = "Strict"
     seed_real_canal(api)
-    report = _dry_run(FakeApiServer(api), tmp_path)
+    report = _dry_run(FakeApiServer(api), tmp_path, PLAN, nodeport_service="")
     stages = {s["stage"]: s for s in report["stages"]}
     (detected,) = stages["detect-source"]["steps"][0]["preview"]
     assert detected["detect"] == "canal" and detected["blockers"] == []
