@@ -127,6 +127,15 @@ def records_on(lab: Lab, node: str) -> list[dict[str, Any]]:
     return recs
 
 
+def fully_installed(lab: Lab, node: str, last_jump: str) -> bool:
+    """The fault's last install command (the jump from ``last_jump``) is in and its record has a timer.
+
+    The first fault object (an empty chain) shows up before the rules are live: probing then is a race.
+    """
+    jump = any(f"-A {last_jump} " in line for line in node_fault_state(lab, node))
+    return jump and any(r.get("timer_pid") for r in records_on(lab, node))
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.25) -> bool:
     end = time.monotonic() + timeout
     while True:  # at least one look, whatever the timeout
