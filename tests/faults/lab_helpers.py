@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from migrator.engine.lock import TargetLock, read_lock
 from migrator.lab.lab import Lab
 from migrator.ports import Pod, ProbeKind, ProbeProtocol, ProbeTarget, Target
 from tests.clihelp import run_migrator, start_migrator
@@ -134,6 +135,15 @@ def fully_installed(lab: Lab, node: str, last_jump: str) -> bool:
     """
     jump = any(f"-A {last_jump} " in line for line in node_fault_state(lab, node))
     return jump and any(r.get("timer_pid") for r in records_on(lab, node))
+
+
+def take_over_stale_lock(lab: Lab) -> None:
+    """A killed run leaves its target lock behind (stale: its pid is gone); take it over and release it."""
+    info = read_lock(f"lab:{lab.name}")
+    if info is not None and info.stale:
+        lock = TargetLock(f"lab:{lab.name}", "faults-test-cleanup")
+        lock.acquire(force_unlock=info.run_id)
+        lock.release()
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.25) -> bool:

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from migrator.cli.faults import clear_faults, list_records
-from migrator.engine.lock import TargetLock, read_lock
 from migrator.faults import nodes as fnodes
 from migrator.faults.spec import ClusterView, FaultKind, build
 from migrator.lab.lab import Lab
@@ -29,6 +28,7 @@ from tests.faults.lab_helpers import (
     node_fault_state,
     records_on,
     start_cli,
+    take_over_stale_lock,
     tcp,
     timer_alive,
     wait_for,
@@ -39,15 +39,6 @@ pytestmark = pytest.mark.lab
 
 
 # --------------------------------------------------------------------------------------------- tests
-
-
-def take_over_stale_lock(lab: Lab) -> None:
-    """A killed run leaves its target lock behind (stale: its pid is gone); take it over and release it."""
-    info = read_lock(f"lab:{lab.name}")
-    if info is not None and info.stale:
-        lock = TargetLock(f"lab:{lab.name}", "faults-test-cleanup")
-        lock.acquire(force_unlock=info.run_id)
-        lock.release()
 
 
 def test_loss_30_percent_measured_by_continuous_probes(
