@@ -17,11 +17,12 @@ NetworkPolicy on every node (Canal's, then Calico's).
   pool, Weave Net/Cilium.
 - ``cni.install-calico``: label every node ``MIGRATION_LABEL=flannel``, restrict flannel's DaemonSet to
   those nodes, install calico-node selecting ``MIGRATION_LABEL=calico`` (no node yet).
-- ``cni.switch-node`` (per node, after cordon + drain): label ``switching`` (flannel's pod leaves),
-  playbook ``cni-switch-teardown.yml`` (blocking CNI config, then delete what the flannel driver says
-  flannel leaves: ``flannel.1``/``cni0``, the ``FLANNEL-*`` chains, ``10-flannel.conflist``,
-  ``subnet.env``), label ``calico``, wait until calico-node is ready, remove the blocking config. Undo:
-  the same steps in the other direction (drain first).
+- ``cni.switch-node`` (per node, after cordon + drain): label ``switching`` (flannel's pod leaves), then
+  ONE run of ``cni-switch-teardown.yml``: its first task installs the blocking CNI config and deletes what
+  the flannel driver says flannel leaves (``flannel.1``/``cni0``, the ``FLANNEL-*`` chains,
+  ``10-flannel.conflist``, ``subnet.env``); then the playbook waits on the controller for a signal file
+  while migrator labels the node ``calico`` and waits until calico-node is ready; on ``go`` the same run
+  removes the blocking config. Undo: the same steps in the other direction (drain first).
 - ``cni.finalize``: delete flannel's DaemonSet, drop the node selector and labels, prove with node facts
   that no flannel device, file or chain is left anywhere.
 - ``cni.calico-mode`` (per node) and ``cni.remove-vxlan``: the optional VXLAN -> BGP stage.
@@ -32,8 +33,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import math
+import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -67,9 +71,13 @@ from migrator.plan.models import (
 from migrator.ports import Target
 
 TEARDOWN_PLAYBOOK = "cni-switch-teardown.yml"
-CNI_CONFIG_PLAYBOOK = "cni-config.yml"
 LINK_ABSENT_PLAYBOOK = "link-absent.yml"
 POLL = 0.2
+SIGNAL_POLL = 0.05
+SIGNAL_FILE = "cni-switch.signal"
+"""In the step's ``ansible/`` artifacts: ``cni-switch-teardown.yml`` waits for ``go``/``abort`` in it."""
+SIGNAL_PREVIEW = f"STEP_ARTIFACTS/ansible/{SIGNAL_FILE}"
+UNBLOCK_COMMAND = f"rm -f -- /etc/cni/net.d/{BLOCKING_CONFLIST} (raw task 'Remove the blocking CNI config')"
 FLANNEL, CALICO = CniKind.FLANNEL, CniKind.CALICO
 
 
@@ -100,10 +108,17 @@ def run_playbook(
     ctx: StepContext, playbook: str, hosts: list[str], extra_vars: dict[str, Any], *, check: bool = False
 ) -> playbooks.PlaybookRun:
     """Run a playbook through the node executor; raise :class:`StepFailed` naming the failing host/task."""
-    executor = ctx.target.node_executor("the CNI migration runs playbooks on the nodes")
     ctx.emit(
         {"event": "cni.playbook", "playbook": playbook, "hosts": hosts, "vars": extra_vars, "check": check}
     )
+    return _execute(ctx, playbook, hosts, extra_vars, check=check)
+
+
+def _execute(
+    ctx: StepContext, playbook: str, hosts: list[str], extra_vars: dict[str, Any], *, check: bool = False
+) -> playbooks.PlaybookRun:
+    """:func:`run_playbook` without the journal event (safe to call from a helper thread)."""
+    executor = ctx.target.node_executor("the CNI migration runs playbooks on the nodes")
     try:
         return playbooks.run_playbook(
             executor,
@@ -131,18 +146,19 @@ def playbook_command(playbook: str, hosts: list[str], extra_vars: dict[str, Any]
 
 @functools.lru_cache(maxsize=64)
 def _teardown_vars_json(cni: CniKind, fail_at_node: str) -> str:
-    """``json.dumps`` of the teardown vars: the same text for every node of a step (a dry run previews
+    """``json.dumps`` of the teardown vars as :func:`switch_node` passes them (the signal file shown as
+    ``STEP_ARTIFACTS/...``): the same text for every node of a step (a dry run previews
     ``cni.switch-node`` on every node; dumping it per node was ~7% of a 5,000-node dry run)."""
-    return json.dumps(driver(cni).teardown_vars(fail_at_node))
+    return json.dumps(_switch_vars(cni, fail_at_node, SIGNAL_PREVIEW, 60.0))
 
 
-@functools.lru_cache(maxsize=1)
-def _unblock_vars_json() -> str:
-    return json.dumps(unblock_vars())
-
-
-def unblock_vars() -> dict[str, Any]:
-    return {"cni_file": BLOCKING_CONFLIST, "cni_state": "absent"}
+def _switch_vars(old: CniKind, fail_at_node: str, signal: str, ready_timeout: float) -> dict[str, Any]:
+    """The vars of the one ``cni-switch-teardown.yml`` run of a switch away from ``old``."""
+    return {
+        **driver(old).teardown_vars(fail_at_node),
+        "switch_signal": signal,
+        "signal_timeout": math.ceil(ready_timeout) + 30,
+    }
 
 
 def _selector(info: CniInfo, kind: CniKind) -> dict[str, str]:
@@ -186,10 +202,7 @@ def switch_node(
     logger.info("node {}: switching CNI {} -> {}", node, old, new)
     # the old agent's pod leaves the node (neither DaemonSet selects 'switching')
     cluster.label_node(node, {MIGRATION_LABEL: "switching"})
-    teardown = run_playbook(ctx, TEARDOWN_PLAYBOOK, [node], driver(old).teardown_vars(fail_at_node))
-    cluster.label_node(node, {MIGRATION_LABEL: new.value})  # the new agent's pod starts on the node
-    wait_agent_ready(ctx, ops, new, node, ready_timeout)
-    run_playbook(ctx, CNI_CONFIG_PLAYBOOK, [node], unblock_vars())
+    teardown = _switch_run(ctx, ops, node, old, new, fail_at_node=fail_at_node, ready_timeout=ready_timeout)
     after = cluster.get_node(node).cni
     if after != new and after not in driver(new).seen_as:
         raise StepFailed(
@@ -200,6 +213,75 @@ def switch_node(
         {"event": "cni.node-switched", "node": node, "from": old.value, "to": new.value, "seconds": seconds}
     )
     return {"node": node, "from": old.value, "to": new.value, "seconds": seconds, "changed": teardown.changed}
+
+
+class _Background:
+    """One playbook run in a helper thread (its result or its error, once :attr:`thread` has ended)."""
+
+    def __init__(self, ctx: StepContext, playbook: str, hosts: list[str], extra: dict[str, Any]) -> None:
+        self.run: playbooks.PlaybookRun | None = None
+        self.error: BaseException | None = None
+        ctx.emit(
+            {"event": "cni.playbook", "playbook": playbook, "hosts": hosts, "vars": extra, "check": False}
+        )
+        self.thread = threading.Thread(
+            target=self._main, args=(ctx, playbook, hosts, extra), name=f"playbook-{playbook}", daemon=True
+        )
+        self.thread.start()
+
+    def _main(self, ctx: StepContext, playbook: str, hosts: list[str], extra: dict[str, Any]) -> None:
+        try:
+            self.run = _execute(ctx, playbook, hosts, extra)
+        except BaseException as exc:  # noqa: BLE001 - handed to the step's thread in result()
+            self.error = exc
+
+    def result(self, timeout: float) -> playbooks.PlaybookRun:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise StepFailed(f"{TEARDOWN_PLAYBOOK} still running {timeout:g}s after the signal")
+        if self.error is not None:
+            raise self.error
+        assert self.run is not None
+        return self.run
+
+
+def _switch_run(
+    ctx: StepContext,
+    ops: CniOps,
+    node: str,
+    old: CniKind,
+    new: CniKind,
+    *,
+    fail_at_node: str,
+    ready_timeout: float,
+) -> playbooks.PlaybookRun:
+    """The node side of a switch in one ``cni-switch-teardown.yml`` run: blocking config and teardown;
+    the playbook waits for the signal file while the node is labelled for ``new`` and its agent gets
+    ready; ``go`` makes it remove the blocking config (``abort``, on any error here, leaves it)."""
+    signal = ctx.artifacts() / "ansible" / SIGNAL_FILE
+    waiting = Path(f"{signal}.waiting")
+    signal.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (signal, waiting):  # a step run again after a crash
+        stale.unlink(missing_ok=True)
+    extra = _switch_vars(old, fail_at_node, str(signal), ready_timeout)
+    background = _Background(ctx, TEARDOWN_PLAYBOOK, [node], extra)
+    word = "abort"
+    try:
+        while not waiting.exists() and background.thread.is_alive():
+            ctx.sleep(SIGNAL_POLL)
+        if not waiting.exists():  # the playbook ended before the wait: a failure (fail_at_node...)
+            background.result(1.0)
+            raise StepFailed(f"{TEARDOWN_PLAYBOOK} on {node} ended before waiting for the signal", node=node)
+        ctx.cluster.label_node(node, {MIGRATION_LABEL: new.value})  # the new agent's pod starts
+        wait_agent_ready(ctx, ops, new, node, ready_timeout)
+        word = "go"
+    finally:
+        tmp = signal.with_name(signal.name + ".tmp")
+        tmp.write_text(word + "\n")
+        tmp.replace(signal)
+        if word == "abort":
+            background.thread.join(30.0)  # the playbook ends at once; its error, if any, is not ours
+    return background.result(max(30.0, min(ctx.remaining(), 300.0)))
 
 
 def leftovers(ctx: StepContext, cni: CniKind, hosts: list[str]) -> dict[str, list[str]]:
@@ -517,9 +599,11 @@ class SwitchNode(Action[CniSwitchNodeArgs]):
             {"command": f"kubectl label node {node} --overwrite {MIGRATION_LABEL}=switching"},
             {"command": _command(TEARDOWN_PLAYBOOK, [node], extra_json)},
             _check_preview(ctx, TEARDOWN_PLAYBOOK, [node], extra),
+            f"when the playbook's teardown task is done on {node} (it waits for {SIGNAL_PREVIEW}):",
             {"command": f"kubectl label node {node} --overwrite {MIGRATION_LABEL}=calico"},
-            f"wait until calico-node is ready on {node} (at most {args.ready_timeout:g}s)",
-            {"command": _command(CNI_CONFIG_PLAYBOOK, [node], _unblock_vars_json())},
+            f"wait until calico-node is ready on {node} (at most {args.ready_timeout:g}s), then write 'go'"
+            f" to {SIGNAL_PREVIEW} ('abort' on failure: the node stays blocked)",
+            {"command": f"the same playbook run on {node}: {UNBLOCK_COMMAND}"},
         ]
 
     def undo_preview(self, ctx: StepContext, args: CniSwitchNodeArgs) -> list[PreviewLine]:
@@ -528,7 +612,7 @@ class SwitchNode(Action[CniSwitchNodeArgs]):
             f"drain {node}, label {MIGRATION_LABEL}=switching",
             {"command": _command(TEARDOWN_PLAYBOOK, [node], _teardown_vars_json(CALICO, ""))},
             f"label {MIGRATION_LABEL}={args.source}, wait for {agent(source_cni(args.source)).name},"
-            f" remove {BLOCKING_CONFLIST}, restart pods",
+            f" 'go': the run removes {BLOCKING_CONFLIST}, restart pods",
         ]
 
 

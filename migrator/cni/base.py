@@ -19,7 +19,7 @@ ConfigMaps = Mapping[tuple[str, str], Obj]
 
 BLOCKING_CONFLIST = "00-migrator-blocking.conflist"
 """The CNI config ``cni-switch-teardown.yml`` installs while a node is between two CNIs (sorted first, its
-plugin does not exist: no pod is wired); ``cni-config.yml`` removes it once the new CNI is ready."""
+plugin does not exist: no pod is wired); the switch playbook removes it once the new CNI is ready."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from migrator.targets.ansible.executor import AnsibleRunnerExecutor
 def farm() -> Iterator[SshNodeFarm]:
     if os.geteuid() != 0:
         pytest.skip("needs root: builds network namespaces and runs sshd")
-    with SshNodeFarm(3, prefix="ans", net="198.19.20") as nodes:
+    # MIGRATOR_TEST_FARM="PREFIX:NET" (e.g. "spa:198.18.52"): another farm than a concurrent test run's
+    prefix, _, net = os.environ.get("MIGRATOR_TEST_FARM", "ans:198.19.20").partition(":")
+    with SshNodeFarm(3, prefix=prefix, net=net or "198.19.20") as nodes:
         yield nodes
 
 

@@ -22,7 +22,7 @@ from migrator.lab.lab import Lab
 from migrator.lab.spec import AppKind, LabSpec
 from tests.clihelp import migrator_env, run_migrator
 
-UNDERLAY = "198.18.23.0/24"
+UNDERLAY = os.environ.get("MIGRATOR_TEST_UNDERLAY", "198.18.23.0/24")  # another one beside a concurrent run
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = ROOT / "plans" / "flannel-to-calico.yaml"
 CAN_BUILD_LAB = os.geteuid() == 0 and shutil.which("ip") is not None and Path("/usr/lib/cni/ptp").exists()
