@@ -244,6 +244,14 @@ class ProbeResult:
     latency_ms: float | None
     error: str | None = None
     ts: float = 0.0
+    """When the probe was sent (``time.time()`` of the prober)."""
+    elapsed_ms: float | None = None
+    """How long after ``ts`` its outcome was known, ok or not (``None``: the prober does not say)."""
+
+    @property
+    def done(self) -> float | None:
+        """When the outcome was known (``ts`` + ``elapsed_ms``), ``None`` when the prober does not say."""
+        return None if self.elapsed_ms is None else self.ts + self.elapsed_ms / 1000.0
 
 
 class ContinuousProbe(Protocol):

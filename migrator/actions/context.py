@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,46 @@ class Cancelled(PermanentError):
 
 def _no_emit(event: Mapping[str, Any]) -> None:
     return None
+
+
+@dataclass(frozen=True)
+class WaveSpan:
+    """One wave of a stage as the engine runs it, on the clock of the probes' ``ts`` (``time.time()`` of
+    this process): ``start`` is taken before the wave's first step (and before its ``wave.start`` event),
+    ``end`` once its steps and verify checks are done (``None`` while it runs)."""
+
+    index: int
+    nodes: frozenset[str]
+    start: float
+    end: float | None = None
+
+
+class WaveLog:
+    """The waves of every stage of a run, recorded by the engine as they start and end (thread-safe).
+
+    A stage's monitor reads it at every round and at its end (:attr:`CheckContext.waves`), so what it
+    knows of the waves is never behind what the steps do."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spans: dict[str, dict[int, WaveSpan]] = {}
+
+    def begin(self, stage: str, index: int, nodes: Iterable[str], *, at: float | None = None) -> None:
+        span = WaveSpan(index, frozenset(nodes), time.time() if at is None else at)
+        with self._lock:
+            self._spans.setdefault(stage, {})[index] = span
+
+    def end(self, stage: str, index: int, *, at: float | None = None) -> None:
+        with self._lock:
+            span = self._spans.get(stage, {}).get(index)
+            if span is not None and span.end is None:
+                self._spans[stage][index] = replace(span, end=time.time() if at is None else at)
+
+    def of(self, stage: str | None) -> tuple[WaveSpan, ...]:
+        """The waves of ``stage`` so far, in order."""
+        with self._lock:
+            spans = self._spans.get(stage or "", {})
+            return tuple(spans[i] for i in sorted(spans))
 
 
 def _no_scrub(value: Any) -> Any:
@@ -100,7 +140,8 @@ class StepContext:
 class CheckContext:
     """What a check gets. ``phase`` is ``preflight``, ``wave-verify``, ``stage-verify``, ``verify``,
     ``monitor`` or ``post-rollback``; ``nodes`` are the nodes of the current wave (for a monitor: the
-    wave running when the round started; empty elsewhere)."""
+    wave running when the round started; empty elsewhere). ``waves``: the engine's record of the run's
+    waves (``None`` outside the engine: a monitor then reads them from the run's journal)."""
 
     run_id: str
     run_dir: Path
@@ -117,6 +158,7 @@ class CheckContext:
     scrub: Callable[[Any], Any] = _no_scrub
     store: dict[str, Any] = field(default_factory=dict)
     """Shared by the calls of one monitor (``monitor_start``, each ``run``, ``monitor_stop``)."""
+    waves: WaveLog | None = None
 
     @property
     def cluster(self) -> Cluster:

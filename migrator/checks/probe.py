@@ -14,13 +14,17 @@ Lifecycle (see :class:`migrator.checks.base.Checker` and :mod:`migrator.engine.m
 Pairs and waves (``exclude_wave_nodes``). A stage's waves change while the monitor runs, and a drain moves
 pods to other nodes under new names, so pairs are re-picked: a new segment starts (fresh pairs from the
 current pods, leaving out the pods on the nodes of a wave in progress) after every wave end. The waves
-come from the run journal (``wave.start``/``wave.end`` of this stage, exact times); without a journal,
-from the changes of ``ctx.nodes`` between rounds. A probe whose pair touches a node (its source pod's or
-destination pod's node at pick time, or the node of a NodePort probe) of a wave that started after its
-segment was picked, sent after that wave started, is *excused*: recorded as such, never counted as lost
-(the pods on the changed nodes are expected to go). The first segment is picked before the first wave
-starts, so without this rule every pair touching a later wave's node would fail its budget. With
-``exclude_wave_nodes: false`` no pod is left out and nothing is excused (pairs are still re-picked).
+come from the engine (``ctx.waves``: each wave's start, taken before its first step, and end, on the
+clock of the probes' ``ts``, read at every round and again before the final accounting); outside the
+engine from the run journal (``wave.start``/``wave.end`` of this stage); without a journal, from the
+changes of ``ctx.nodes`` between rounds. A probe is *excused* (recorded as such, never counted as lost:
+the pods on the changed nodes are expected to go) when its pair touches a node (its source pod's or
+destination pod's node when the segment's pods were listed, or the node of a NodePort probe) of a wave
+that had started by the time the probe's outcome was known (``ts`` + ``elapsed_ms``: a probe sent just
+before the drain dies with the pod) and had not ended before the segment's pods were listed. The first
+segment is picked before the first wave starts, so without this rule every pair touching a later wave's
+node would fail its budget. With ``exclude_wave_nodes: false`` no pod is left out and nothing is excused
+(pairs are still re-picked).
 
 Pairs by ``scope``: ``cross-node`` (default) pod to pod on other nodes, ``all`` pod to pod anywhere,
 ``services`` pod to ClusterIP (its endpoints may sit on the changed nodes: such losses are not excused).
@@ -42,7 +46,7 @@ from typing import Any
 
 from loguru import logger
 
-from migrator.actions.context import CheckContext, PreviewLine
+from migrator.actions.context import CheckContext, PreviewLine, WaveLog
 from migrator.checks.base import Checker, CheckResult, register_check
 from migrator.errors import UsageError
 from migrator.fsutil import atomic_write_json
@@ -78,10 +82,13 @@ def _parse_ts(raw: str) -> float:
 
 @dataclass
 class WaveTracker:
-    """The waves of one stage, from the journal (exact) or from ``ctx.nodes`` seen at each round."""
+    """The waves of one stage: from the engine's :class:`~migrator.actions.context.WaveLog` when the check
+    runs in the engine (exact, on the probes' clock, and never behind the steps); else from the journal
+    (``wave.start``/``wave.end``, as of the last read); else from ``ctx.nodes`` seen at each round."""
 
     journal: Path
     stage: str | None
+    log: WaveLog | None = None
     offset: int = 0
     pending: bytes = b""
     waves: dict[int, Wave] = field(default_factory=dict)
@@ -90,9 +97,12 @@ class WaveTracker:
     last_round: float = 0.0
 
     def update(self, ctx_nodes: frozenset[str], now: float) -> None:
-        self._read_journal()
-        if not self.from_journal:
-            self._from_ctx(ctx_nodes, now)
+        if self.log is not None:
+            self.waves = {w.index: Wave(w.index, w.nodes, w.start, w.end) for w in self.log.of(self.stage)}
+        else:
+            self._read_journal()
+            if not self.from_journal:
+                self._from_ctx(ctx_nodes, now)
         self.last_round = now
 
     def _read_journal(self) -> None:
@@ -245,13 +255,19 @@ class MonitorState:
         return 1.0 / self.check.rate_hz
 
     def excused(self, seg: Segment, r: ProbeResult) -> bool:
+        """Whether the pair of ``r`` touched a node of a wave while ``r`` was out: the wave had started by
+        the time its outcome was known (a probe sent just before the drain dies with the pod) and had not
+        ended before the segment's pods were listed (a later segment has the pods the wave moved)."""
         if not self.check.exclude_wave_nodes:  # every pair is judged, also those on the wave's nodes
             return False
         nodes = seg.touches.get((r.source, r.dest, r.kind), frozenset())
         if not nodes:
             return False
+        done = r.done
+        if done is None:  # the prober does not say when: judged by when it was sent
+            done = r.ts + (r.latency_ms or 0.0) / 1000.0
         for w in self.waves.waves.values():
-            if w.nodes & nodes and w.start <= r.ts and (w.end is None or w.end >= seg.picked_at):
+            if w.nodes & nodes and w.start <= done and (w.end is None or w.end >= seg.picked_at):
                 return True
         return False
 
@@ -540,6 +556,8 @@ def _state(ctx: CheckContext) -> MonitorState:
 
 def _start_segment(ctx: CheckContext, state: MonitorState) -> Segment | None:
     check = state.check
+    picked = time.time()  # before the pods are listed: a wave ending while they are is this segment's
+    state.waves.update(frozenset(n.name for n in ctx.nodes), picked)
     current = state.waves.in_progress()
     exclude = frozenset(n.name for n in ctx.nodes) | (current.nodes if current else frozenset())
     expected: dict[tuple[str, str, ProbeKind], PolicyCase] = {}
@@ -560,7 +578,7 @@ def _start_segment(ctx: CheckContext, state: MonitorState) -> Segment | None:
         run,
         pairs,
         touches,
-        picked_at=now,
+        picked_at=picked,
         ends_at=now + duration,
         excluded=exclude,
         horizon=now,
@@ -596,7 +614,8 @@ def _write(ctx: CheckContext, state: MonitorState, details: dict[str, Any]) -> P
 class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
     def monitor_start(self, ctx: CheckContext, check: ContinuousProbeCheck) -> None:
         now = time.time()
-        state = MonitorState(check, ctx.stage, WaveTracker(ctx.run_dir / "journal.jsonl", ctx.stage), now)
+        tracker = WaveTracker(ctx.run_dir / "journal.jsonl", ctx.stage, ctx.waves)
+        state = MonitorState(check, ctx.stage, tracker, now)
         state.waves.update(frozenset(n.name for n in ctx.nodes), now)
         ctx.store[STORE_KEY] = state
         if _start_segment(ctx, state) is None:
@@ -631,12 +650,17 @@ class ContinuousProbeChecker(Checker[ContinuousProbeCheck]):
     def monitor_stop(self, ctx: CheckContext, check: ContinuousProbeCheck) -> CheckResult | None:
         state = _state(ctx)
         errors = []
-        for seg in state.segments:
+        for seg in state.segments:  # stop probing first, then learn every wave, then account
             try:
-                _stop_segment(state, seg)
+                if not seg.stopped:
+                    seg.stopped = True
+                    seg.run.stop()
             except Exception as exc:  # noqa: BLE001 - every segment must be stopped; reported below
                 errors.append(str(exc))
+        # the waves that started since the last round (the last one may have had none) excuse its probes
         state.waves.update(frozenset(n.name for n in ctx.nodes), time.time())
+        for seg in state.segments:
+            state.account(seg, math.inf)
         found = state.breach_details(final=True)
         breaches = [str(b["message"]) for b in found]
         details = state.details(final=True)

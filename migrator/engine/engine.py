@@ -31,7 +31,7 @@ from loguru import logger
 from tenacity import RetryCallState
 
 from migrator.actions import get_action
-from migrator.actions.context import Cancelled, CheckContext
+from migrator.actions.context import Cancelled, CheckContext, WaveLog
 from migrator.checks import CheckResult, get_check
 from migrator.engine.monitor import StageMonitor
 from migrator.engine.planio import PlanSource, render_step, runtime_context
@@ -202,6 +202,8 @@ class Engine:
         self._cancel_seen = False
         self._continue_rollback = False
         self.wave_nodes: tuple[Node, ...] = ()
+        self.waves = WaveLog()
+        """Every wave's start and end as it happens, on the probes' clock: what the monitors excuse by."""
         self.log = logger.bind(run_id=self.run_id)
         if self.journal.repaired:
             self.emit(JournalRepaired(detail=self.journal.repaired))
@@ -441,6 +443,7 @@ class Engine:
     def _run_wave(
         self, index: int, stage: Stage, wave_index: int, names: list[str], monitor: StageMonitor | None
     ) -> None:
+        self.waves.begin(stage.name, wave_index, names)  # before anything of the wave happens
         self.emit(WaveStart(stage=stage.name, wave=wave_index, nodes=tuple(names)))
         started = time.monotonic()
         try:
@@ -452,6 +455,7 @@ class Engine:
             )
         except Exception as exc:
             self.wave_nodes = ()
+            self.waves.end(stage.name, wave_index)
             self.emit(
                 WaveEnd(
                     stage=stage.name,
@@ -463,6 +467,7 @@ class Engine:
             )
             raise
         self.wave_nodes = ()
+        self.waves.end(stage.name, wave_index)
         self.emit(
             WaveEnd(
                 stage=stage.name,
@@ -715,6 +720,7 @@ class Engine:
             scrub=self.scrub,
             emit=emit_sub,
             store=store if store is not None else {},
+            waves=self.waves,
         )
 
         def evaluate() -> CheckResult:

@@ -147,6 +147,9 @@ class Outcome:
     latency_ms: float | None
     error: str | None
     ts: float
+    """When the probe was sent (``time.time()``)."""
+    elapsed_ms: float | None = None
+    """How long after ``ts`` its outcome was known (success, failure or timeout)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -527,6 +530,7 @@ class Prober:
             latency_ms=round(elapsed, 3) if error is None else None,
             error=error,
             ts=ts,
+            elapsed_ms=round(elapsed, 3),
         )
 
 
@@ -636,7 +640,7 @@ class _InFlight:
         self.sent += 1
         if len(self.pending) >= self.cap:
             error = f"{ErrorCode.SATURATED.value}: {len(self.pending)} probes in flight"
-            self.sink(Outcome(spec.source, spec.dest, spec.kind, False, None, error, time.time()))
+            self.sink(Outcome(spec.source, spec.dest, spec.kind, False, None, error, time.time(), 0.0))
             return
         task = asyncio.ensure_future(self.prober.run_one(spec))
         task.add_done_callback(self._done)

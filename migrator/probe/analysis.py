@@ -52,6 +52,7 @@ def result_from_dict(data: Mapping[str, Any]) -> ProbeResult:
         latency_ms=None if latency is None else float(latency),
         error=None if data.get("error") is None else str(data["error"]),
         ts=float(data.get("ts", 0.0)),
+        elapsed_ms=None if data.get("elapsed_ms") is None else float(data["elapsed_ms"]),
     )
 
 

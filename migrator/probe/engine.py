@@ -86,6 +86,7 @@ def to_result(outcome: agent.Outcome) -> ProbeResult:
         latency_ms=outcome.latency_ms,
         error=outcome.error,
         ts=outcome.ts,
+        elapsed_ms=outcome.elapsed_ms,
     )
 
 

@@ -309,7 +309,8 @@ def test_agent_cli_json(fabric: Fabric, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert [o["ok"] for o in out] == [True, True, True]
-    assert set(out[0]) == {"source", "dest", "kind", "ok", "latency_ms", "error", "ts"}
+    assert set(out[0]) == {"source", "dest", "kind", "ok", "latency_ms", "error", "ts", "elapsed_ms"}
+    assert all(o["elapsed_ms"] >= o["latency_ms"] >= 0 for o in out)
     # from a file; the single-file agent runs without the package; a failure gives exit code 1
     specs[2]["port"] = 30999
     f = tmp_path / "t.json"

@@ -751,6 +751,7 @@ def _result(raw: Mapping[str, Any]) -> ProbeResult:
         latency_ms=None if latency is None else float(latency),
         error=None if error is None else str(error),
         ts=float(raw.get("ts") or 0.0),
+        elapsed_ms=None if raw.get("elapsed_ms") is None else float(raw["elapsed_ms"]),
     )
 
 
