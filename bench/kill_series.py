@@ -66,7 +66,7 @@ from migrator.runs.journal import read_journal  # noqa: E402
 PLAN = ROOT / "plans" / "flannel-to-calico.yaml"
 # waves of the plan on a 4-node lab: workers first, control plane (node1) last; one node a wave
 WAVE_ORDER = ("node2", "node3", "node4", "node1")
-NODE_STEPS = ("settle", "cordon", "drain", "switch-to-calico", "restart-pods", "uncordon")
+NODE_STEPS = ("cordon", "drain", "switch-to-calico", "restart-pods", "uncordon")
 SERIES = {"A": "resume", "B": "rollback"}
 POLL = 0.005
 ORPHAN_GRACE = 15.0
@@ -104,18 +104,21 @@ class KillPoint:
 
 def kill_points() -> list[KillPoint]:
     """The full series: before and after every step (every step boundary), then inside the long steps
-    and checks (preflight, the waves' drains, waits, switches, verifications, finalize, the final check)."""
+    and checks (preflight, the waves' drains, switches, verifications, finalize, the final check).
+
+    The switch runs ONE ``cni-switch-teardown.yml`` (about 1.5 s on a quiet lab): ``ansible-playbook``
+    starting, its teardown task, its wait for migrator's signal while calico-node gets ready, the unblock."""
     points: list[KillPoint] = []
     for key in step_keys():
         points += [KillPoint("step.start", key), KillPoint("step.end", key)]
     points += [
         KillPoint("check.start", "baseline", delay=0.2),  # preflight reachability
-        KillPoint("step.start", "migrate-nodes/settle@node2", delay=0.7),  # a wait
+        KillPoint("step.start", "migrate-nodes/drain@node2", delay=0.1),  # the first wave's drain
         KillPoint("step.start", "migrate-nodes/drain@node3", delay=0.3),  # a drain
-        KillPoint("step.start", "migrate-nodes/switch-to-calico@node2", delay=1.5),  # teardown playbook
-        KillPoint("step.start", "migrate-nodes/switch-to-calico@node3", delay=3.5),
-        KillPoint("step.start", "migrate-nodes/switch-to-calico@node4", delay=5.5),  # waiting for calico
-        KillPoint("step.start", "migrate-nodes/switch-to-calico@node1", delay=7.0),  # unblock playbook
+        KillPoint("step.start", "migrate-nodes/switch-to-calico@node2", delay=0.5),  # ansible starting
+        KillPoint("step.start", "migrate-nodes/switch-to-calico@node3", delay=0.9),  # teardown task
+        KillPoint("step.start", "migrate-nodes/switch-to-calico@node4", delay=1.15),  # waiting for calico
+        KillPoint("step.start", "migrate-nodes/switch-to-calico@node1", delay=1.35),  # unblock
         KillPoint("check.start", "reachability@migrate-nodes", delay=0.2, nth=2),  # a wave's verification
         KillPoint("step.start", "finalize/finalize", delay=2.0),
         KillPoint("check.start", "cni.nodes@finalize", delay=1.0),  # cni.nodes: node facts over Ansible

@@ -29,7 +29,7 @@ services are each one paginated list):
 - shared-gc: the same with the cyclic garbage collector running during the dry run (as before);
 - per-node (naive): the engine's dry run as it was before (its per-step view, kept below verbatim, and
   the garbage collector running): every step rendered by a walk of the whole model, its args, retry and
-  undo dumped and a fresh context event made for every node - 6 steps x 5,000 nodes = 30,000 renders;
+  undo dumped and a fresh context event made for every node - 5 steps x 5,000 nodes = 25,000 renders;
 - no-snapshot (``--no-snapshot-runs``, 0 by default: minutes at 5,000 nodes): the target without its read
   snapshot, so every per-node preview lists that node's pods (one request per node and step); cut at
   ``--naive-timeout`` seconds, which then gives a lower bound of the ratio.

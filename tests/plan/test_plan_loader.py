@@ -78,14 +78,13 @@ def test_flannel_plan_loads() -> None:
     assert migrate.for_each is not None and migrate.for_each.max_unavailable == 1
     assert migrate.for_each.order.value == "workers-first"
     assert [s.display_name for s in migrate.steps] == [
-        "settle",
         "cordon",
         "drain",
         "switch-to-calico",
         "restart-pods",
         "uncordon",
     ]
-    switch = migrate.steps[3]
+    switch = migrate.steps[2]
     assert getattr(switch, "action", None) == "cni.switch-node"
     assert migrate.monitor and migrate.verify
 

@@ -71,10 +71,10 @@ def test_kill_points_cover_every_step_boundary_of_the_plan() -> None:
     points = kill_points()
     boundaries = {(p.event, p.key) for p in points if not p.delay}
     assert boundaries == {(e, k) for k in keys for e in ("step.start", "step.end")}
-    # inside the long steps: every switch, a drain, a wait, finalize, and the checks between them
+    # inside the long steps: every switch, the drains, finalize, and the checks between them
     inside = {p.key for p in points if p.delay}
     assert {f"migrate-nodes/switch-to-calico@{n}" for n in ("node1", "node2", "node3", "node4")} <= inside
-    assert {"migrate-nodes/drain@node3", "migrate-nodes/settle@node2", "finalize/finalize"} <= inside
+    assert {"migrate-nodes/drain@node2", "migrate-nodes/drain@node3", "finalize/finalize"} <= inside
     assert {"baseline", "reachability@migrate-nodes", "cni.nodes@finalize", "final-reachability"} <= inside
     cases = all_cases()
     assert len(cases) == 2 * len(points) and len({c.name for c in cases}) == len(cases)
