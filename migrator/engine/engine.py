@@ -468,6 +468,8 @@ class Engine:
             raise
         self.wave_nodes = ()
         self.waves.end(stage.name, wave_index)
+        if monitor is not None:
+            monitor.wake()
         self.emit(
             WaveEnd(
                 stage=stage.name,

@@ -1,5 +1,7 @@
 """A stage's monitor: its ``monitor`` checks, started with the stage, run in rounds in a background thread
-while the stage runs, concluded when it ends; a failure aborts the stage (its running steps are cancelled).
+while the stage runs (every ``interval`` seconds, and at once when the engine says a wave ended:
+:meth:`StageMonitor.wake`), concluded when it ends; a failure aborts the stage (its running steps are
+cancelled).
 
 The monitor knows the engine only through what it is given: ``emit`` for ``monitor.start``,
 ``monitor.failed`` and ``monitor.end``, ``run_check`` (:class:`MonitorCheck`: not journaled one by one, a
@@ -58,6 +60,7 @@ class StageMonitor:
         self.rounds = 0
         self.stores: list[dict[str, Any]] = [{} for _ in stage.monitor]
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=f"monitor-{stage.name}", daemon=True)
 
@@ -99,7 +102,9 @@ class StageMonitor:
                 if not self._round():
                     return
                 self.rounds += 1
-                if self._stop.wait(self.interval):
+                self._wake.wait(self.interval)
+                self._wake.clear()
+                if self._stop.is_set():
                     return
         except Exception as exc:  # noqa: BLE001 - a bug in a check must not kill the run silently
             self.error = CheckFailed(f"monitor of stage {self.stage.name!r} crashed: {exc}")
@@ -121,12 +126,18 @@ class StageMonitor:
                 return False
         return True
 
+    def wake(self) -> None:
+        """Run the next round now (the engine calls it when a wave ends: the checks re-pick their pairs
+        from the pods the wave moved, instead of up to ``interval`` later)."""
+        self._wake.set()
+
     def stop(self) -> CheckFailed | None:
         """Stop the rounds, let each check conclude (``monitor_stop``); the first failure, if any."""
         if self._stopped:
             return None
         self._stopped = True
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         final: CheckFailed | None = None

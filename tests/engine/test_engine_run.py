@@ -525,3 +525,44 @@ def test_monitor_lifecycle_and_a_failing_conclusion(
     else:
         assert result.status == RunStatus.FAILED_ROLLED_BACK
         assert "loss 12% over the stage" in result.message
+
+
+class WaveRecordCheck(LifecycleCheck):
+    """Records, at every round, what the engine's wave record says (ctx.waves)."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+        self.seen: list[tuple[tuple[int, tuple[str, ...], bool], ...]] = []
+
+    def run(self, ctx: CheckContext, check: NodesSchedulableCheck) -> CheckResult:
+        assert ctx.waves is not None
+        spans = ctx.waves.of(ctx.stage)
+        self.seen.append(tuple((w.index, tuple(sorted(w.nodes)), w.end is not None) for w in spans))
+        return CheckResult(True, "fine")
+
+
+def test_a_wave_end_wakes_the_monitor_and_its_checks_see_the_engine_wave_record(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = WaveRecordCheck()
+    checks_base.CHECKS.load()  # the registry loads lazily: it would register the real check over ours
+    monkeypatch.setitem(checks_base._CHECKS, "nodes.schedulable", check)
+    plan = make_plan(
+        [
+            per_node_stage(
+                max_unavailable=1,
+                nodes={"names": ["worker-1", "worker-2"]},
+                steps=[{"action": "demo.sleep", "args": {"duration": "200ms"}}],
+                monitor=[{"type": "nodes.schedulable", "name": "probe"}],
+            )
+        ]
+    )
+    started = time.monotonic()
+    result = run(plan, target, monitor_interval=60.0)  # no round would come from the interval
+    assert result.status == RunStatus.SUCCEEDED
+    assert time.monotonic() - started < 30
+    # the first round at the start, the next when the first wave ended (the second takes 200 ms more;
+    # the round after the last wave may lose the race with the stage's end)
+    first_ended = [s for s in check.seen if s and s[0][2]]
+    assert first_ended, check.seen
+    assert {s[0][1] for s in first_ended} <= {("worker-1",), ("worker-2",)}
