@@ -21,36 +21,20 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from loguru import logger
 from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
 from migrator import __version__
-from migrator.cli.console import console_observer, dry_run_tree
-from migrator.cli.inputs import check_target_inputs, one_line
-from migrator.engine import (
-    EngineOptions,
-    RunControl,
-    RunResult,
-    apply_plan,
-    load_plan_file,
-    open_target,
-    resume_run,
-    rollback_run,
-    validate_for_engine,
-)
-from migrator.engine import dry_run as make_dry_run
-from migrator.engine.lock import pid_alive
-from migrator.engine.observers import describe
-from migrator.engine.planio import parse_overrides
-from migrator.engine.state import SagaState
+from migrator.cli.inputs import one_line
 from migrator.errors import ExitCode, MigratorError, PlanError, UsageError
-from migrator.runs.journal import read_journal
-from migrator.runs.rundir import RunDir, find_run, list_runs
+
+if TYPE_CHECKING:  # the commands import what they need when they run (`migrator --version` at once)
+    from migrator.engine import RunControl, RunResult
+    from migrator.runs.rundir import RunDir
 
 # sub-apps other modules add: (command name, module with a typer ``app``)
 SUBAPPS: tuple[tuple[str, str], ...] = (
@@ -139,13 +123,23 @@ def _setup_logging(verbose: int) -> None:
     )
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: eager, so it answers before click asks for a command."""
+    if value:
+        out.print(f"migrator {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_callback(  # noqa: PLR0917 - typer maps parameters to options
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More logs on stderr (-vv: debug)")
     ] = 0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit"),
+    ] = False,
     kubeconfig: Annotated[
         str | None, typer.Option("--kubeconfig", help="kube target: kubeconfig file (default $KUBECONFIG)")
     ] = None,
@@ -170,9 +164,6 @@ def main_callback(  # noqa: PLR0917 - typer maps parameters to options
     ):
         if value:
             os.environ[env] = value
-    if version:
-        out.print(f"migrator {__version__}")
-        raise typer.Exit(0)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -225,6 +216,7 @@ def _signals(control: RunControl) -> Iterator[None]:
 
 
 def _observers(output: Output) -> Any:
+    from migrator.cli.console import console_observer  # noqa: PLC0415 - imported when the command runs
 
     if output == Output.JSON:
         return None
@@ -242,6 +234,7 @@ def _finish(result: RunResult, output: Output) -> None:
 
 
 def _print_dry_run(report: dict[str, Any], output: Output) -> None:
+    from migrator.cli.console import dry_run_tree  # noqa: PLC0415 - imported when the command runs
 
     if output == Output.JSON:
         out.print_json(json.dumps(report, default=str))
@@ -272,6 +265,10 @@ def apply_cmd(  # noqa: PLR0917 - typer maps parameters to options
     ] = None,
 ) -> None:
     """Run a plan against a target (preview, confirm, run, verify; roll back on failure)."""
+    from migrator.cli.inputs import check_target_inputs  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine import EngineOptions, RunControl, apply_plan, load_plan_file, open_target  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine import dry_run as make_dry_run  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine.planio import parse_overrides  # noqa: PLC0415 - imported when the command runs
 
     spec = target or _default_target()
     source = load_plan_file(plan, parse_overrides(set_ or []))
@@ -313,6 +310,9 @@ def plan_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Dry run: which nodes, in which waves, which actions with which arguments, which checks."""
+    from migrator.engine import dry_run as make_dry_run  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine import load_plan_file, open_target  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine.planio import parse_overrides  # noqa: PLC0415 - imported when the command runs
 
     spec = target or _default_target()
     source = load_plan_file(plan, parse_overrides(set_ or []))
@@ -335,6 +335,8 @@ def validate_cmd(
 
 def _engine_notes(plans: Sequence[Path], sets: list[str]) -> None:
     """Say (on stderr, without failing) what this build cannot run yet: actions/checks not available."""
+    from migrator.engine import load_plan_file, validate_for_engine  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine.planio import parse_overrides  # noqa: PLC0415 - imported when the command runs
 
     for path in plans:
         try:
@@ -355,6 +357,9 @@ def schema_cmd() -> None:
 @app.command("runs")
 def runs_cmd(output: OutputOpt = Output.TEXT) -> None:
     """List runs: id, plan, target, status, started, duration."""
+    from rich.table import Table  # noqa: PLC0415 - imported when the command runs
+
+    from migrator.runs.rundir import list_runs  # noqa: PLC0415 - imported when the command runs
 
     rows = [_run_row(r) for r in list_runs()]
     if output == Output.JSON:
@@ -369,6 +374,7 @@ def runs_cmd(output: OutputOpt = Output.TEXT) -> None:
 
 
 def _run_row(rundir: RunDir) -> dict[str, Any]:
+    from migrator.engine.lock import pid_alive  # noqa: PLC0415 - imported when the command runs
 
     meta, state = rundir.meta(), rundir.state()
     status = str(state.get("status", "unknown"))
@@ -402,6 +408,10 @@ def status_cmd(
     run: Annotated[str, typer.Argument(help="Run id or unique prefix")], output: OutputOpt = Output.TEXT
 ) -> None:
     """Where a run is: status, stage, wave, steps in flight, what a rollback would undo."""
+    from migrator.engine.observers import describe  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine.state import SagaState  # noqa: PLC0415 - imported when the command runs
+    from migrator.runs.journal import read_journal  # noqa: PLC0415 - imported when the command runs
+    from migrator.runs.rundir import find_run  # noqa: PLC0415 - imported when the command runs
 
     rundir = find_run(run)
     found = read_journal(rundir.journal)
@@ -448,6 +458,10 @@ def status_cmd(
 def _check_run_inputs(run: str) -> None:
     """Before resuming or rolling back: the run's target inventory and SSH keys are usable (exit 2 with
     the fix, not a failed undo half-way). A target that cannot be opened is left to the engine to report."""
+    from migrator.cli.inputs import check_target_inputs  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine import open_target  # noqa: PLC0415 - imported when the command runs
+    from migrator.runs.rundir import find_run  # noqa: PLC0415 - imported when the command runs
+
     spec = str(find_run(run).meta().get("target") or "")
     if not spec:
         return
@@ -462,6 +476,9 @@ def _continue_cmd(
     fn: Callable[..., RunResult], run: str, *, force: bool, set_: list[str] | None, output: Output
 ) -> None:
     """Shared body of ``resume`` and ``rollback``: signals, observers, then the exit code."""
+    from migrator.engine import RunControl  # noqa: PLC0415 - imported when the command runs
+    from migrator.engine.planio import parse_overrides  # noqa: PLC0415 - imported when the command runs
+
     _check_run_inputs(run)
     control = RunControl()
     with _signals(control):
@@ -485,6 +502,7 @@ def resume_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Continue an interrupted (even kill -9) run from its journal, or continue its rollback."""
+    from migrator.engine import resume_run  # noqa: PLC0415 - imported when the command runs
 
     _continue_cmd(resume_run, run, force=force, set_=set_, output=output)
 
@@ -499,6 +517,7 @@ def rollback_cmd(
     output: OutputOpt = Output.TEXT,
 ) -> None:
     """Undo every completed step of a finished or interrupted run, newest first, then verify."""
+    from migrator.engine import rollback_run  # noqa: PLC0415 - imported when the command runs
 
     _continue_cmd(rollback_run, run, force=force, set_=set_, output=output)
 

@@ -13,13 +13,45 @@ Public API (used by the CLI):
   its typed events in :mod:`migrator.runs.events`.
 """
 
-from migrator.engine.api import apply_plan, resume_run, rollback_run
-from migrator.engine.dryrun import dry_run
-from migrator.engine.engine import Engine, EngineOptions, Observer, RunControl, RunResult
-from migrator.engine.planio import PlanSource, load_plan_file, source_from_plan, validate_for_engine
-from migrator.engine.state import SagaState
-from migrator.runs.events import RunStatus
-from migrator.targets.open import open_target
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from migrator.engine.api import apply_plan, resume_run, rollback_run
+    from migrator.engine.dryrun import dry_run
+    from migrator.engine.engine import Engine, EngineOptions, Observer, RunControl, RunResult
+    from migrator.engine.planio import PlanSource, load_plan_file, source_from_plan, validate_for_engine
+    from migrator.engine.state import SagaState
+    from migrator.runs.events import RunStatus
+    from migrator.targets.open import open_target
+
+_WHERE = {
+    **dict.fromkeys(("apply_plan", "resume_run", "rollback_run"), "migrator.engine.api"),
+    "dry_run": "migrator.engine.dryrun",
+    **dict.fromkeys(
+        ("Engine", "EngineOptions", "Observer", "RunControl", "RunResult"), "migrator.engine.engine"
+    ),
+    **dict.fromkeys(
+        ("PlanSource", "load_plan_file", "source_from_plan", "validate_for_engine"), "migrator.engine.planio"
+    ),
+    "SagaState": "migrator.engine.state",
+    "RunStatus": "migrator.runs.events",
+    "open_target": "migrator.targets.open",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported on first use: ``migrator.engine.planio`` (what ``validate`` needs) does
+    not pull in the whole engine, the reports and the targets."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Engine",

@@ -253,6 +253,24 @@ def test_validate_and_schema_are_registered(env: dict[str, str]) -> None:
     assert schema.returncode == 0 and json.loads(schema.stdout)["type"] == "object"
 
 
+def test_version_needs_no_command_and_the_cli_imports_what_a_command_needs(env: dict[str, str]) -> None:
+    from migrator import __version__  # noqa: PLC0415
+
+    res = cli(env, "--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"migrator {__version__}", res.stderr
+    # start-up cost is the imports: the entry module pulls in neither the engine nor the plan models
+    probe = (
+        "import sys, migrator.cli.main; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(('migrator.', 'pydantic')))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    assert "migrator.cli.main" in loaded
+    heavy = {"migrator.engine.engine", "migrator.plan.models", "migrator.actions", "pydantic"}
+    assert not heavy & set(loaded), sorted(heavy & set(loaded))
+
+
 def test_rollback_command_undoes_a_finished_run(
     env: dict[str, str], migrator_home: Path, tmp_path: Path
 ) -> None:
