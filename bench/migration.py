@@ -3,7 +3,9 @@ per-node ``cni.switch-node`` <= 3 s), with the per-node switch time, against the
 every node at once, and (``--before REF``) against the same plan run by an earlier commit, in the same run.
 
 Run as root:  PYTHONPATH=. python bench/migration.py [--runs 1] [--underlay 198.18.23.0/24] [--name rcbench]
-              [--before REF] [--no-naive]
+              [--before REF] [--no-naive] [--nodes 4] [--set max_unavailable=2]...
+``--nodes 8 --set max_unavailable=2`` is issue 16's 8-node target (<= 30 s: waves really run their nodes in
+parallel).
 Each run brings up a fresh lab, applies the plan through the CLI (as a user does), reads the run's journal
 and continuous-probe reports, and tears the lab down. ``--before REF`` exports commit REF's tree (git
 archive) and runs its CLI and plan too, alternating which goes first in each round (paired, interleaved:
@@ -62,7 +64,7 @@ class Outcome:
     nodeport_availability: float | None = None
 
 
-def run_plan(home: Path, lab: str, plan: str) -> Outcome:
+def run_plan(home: Path, lab: str, plan: str, sets: list[str] | None = None) -> Outcome:
     root = ROOTS[plan]
     # a fresh TMPDIR, so a fresh SSH ControlPath folder (mgr-cp-UID): a ControlPersist master left by the
     # previous run still points at the previous lab's sshd on the same address (nodes unreachable)
@@ -79,6 +81,7 @@ def run_plan(home: Path, lab: str, plan: str) -> Outcome:
             "-t",
             f"lab:{lab}",
             "--yes",
+            *(arg for item in sets or [] for arg in ("--set", item)),
         ],
         cwd=root,
         env=env,
@@ -122,6 +125,10 @@ def main() -> int:
     ap.add_argument("--before", metavar="REF", help="also run the careful plan of this earlier commit")
     ap.add_argument("--after", metavar="REF", help="run this commit's careful plan instead of this tree's")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive plan")
+    ap.add_argument("--nodes", type=int, default=4, help="lab nodes (one control plane)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="K=V", help="plan parameter for the careful plans"
+    )
     args = ap.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -141,8 +148,8 @@ def main() -> int:
                 lab = Lab(name)
                 lab.down()
                 try:
-                    lab.up(LabSpec(name=name, nodes=4, app=AppKind.BOOKINFO, underlay=args.underlay))
-                    o = run_plan(home, name, plan)
+                    lab.up(LabSpec(name=name, nodes=args.nodes, app=AppKind.BOOKINFO, underlay=args.underlay))
+                    o = run_plan(home, name, plan, None if plan == "naive" else args.set)
                 finally:
                     lab.down()
                 results[plan].append(o)
@@ -190,8 +197,10 @@ def main() -> int:
         )
     total, switch = med("careful", "seconds"), per_node("careful")
     np_avail = med("careful", "nodeport_availability")
+    limit = 25 if args.nodes == 4 else 30  # issue 16: 4 nodes <= 25 s; 8 nodes, max_unavailable 2 <= 30 s
     print(
-        f"targets (careful): end to end <= 25 s: {'met' if total <= 25 else 'NOT met'} ({total:.1f} s); "
+        f"targets (careful, {args.nodes} nodes {' '.join(args.set)}): end to end <= {limit} s: "
+        f"{'met' if total <= limit else 'NOT met'} ({total:.1f} s); "
         f"per-node switch <= 3 s: {'met' if switch <= 3 else 'NOT met'} ({switch:.2f} s); 0 lost: "
         f"{'met' if med('careful', 'lost') == 0 else 'NOT met'}; NodePort >= 99.5%: "
         f"{'met' if np_avail >= 99.5 else 'NOT met'} ({np_avail:.2f}%)"
