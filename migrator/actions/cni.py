@@ -71,6 +71,7 @@ from migrator.plan.models import (
 from migrator.ports import Target
 
 TEARDOWN_PLAYBOOK = "cni-switch-teardown.yml"
+CNI_CONFIG_PLAYBOOK = "cni-config.yml"  # one CNI config file present/absent (the dual-overlay steps)
 LINK_ABSENT_PLAYBOOK = "link-absent.yml"
 POLL = 0.2
 SIGNAL_POLL = 0.05
