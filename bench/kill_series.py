@@ -509,7 +509,7 @@ def run_case(home: Path, lab: str, case: Case) -> CaseResult:
         tear_journal(journal, len(at_kill) + 1)
     mode = SERIES[case.series]
     t1 = time.monotonic()
-    rec = cli(home, mode, res.run_id, timeout=900)
+    rec = cli(home, mode, res.run_id, "--yes", timeout=900)
     res.recover_s = time.monotonic() - t1
     res.recover_rc = rec.returncode
     out = rec.stdout + rec.stderr

@@ -18,17 +18,27 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from loguru import logger
-from rich.console import Console
 from typer.core import TyperGroup
 
 from migrator import __version__
+from migrator.cli.common import (
+    DryRunOpt,
+    Output,
+    OutputOpt,
+    TargetOpt,
+    YesOpt,
+    confirm_change,
+    console,
+    default_target,
+    plain_flags,
+    schema_tag,
+)
 from migrator.cli.inputs import one_line
 from migrator.errors import ExitCode, MigratorError, PlanError, UsageError
 
@@ -88,7 +98,11 @@ class _LazyGroup(TyperGroup):
             command = _load_lazy(cmd_name)
             if command is not None:
                 self.commands[cmd_name] = command
-        return command
+        return plain_flags(command) if command is not None else None
+
+    def get_params(self, ctx: Any) -> Any:
+        plain_flags(self)
+        return super().get_params(ctx)
 
 
 app = typer.Typer(
@@ -100,14 +114,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_WIDTH = None if sys.stdout.isatty() else 200
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class Output(StrEnum):
-    TEXT = "text"
-    JSON = "json"
+out = console()
+err = console(stderr=True)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -168,20 +176,9 @@ def main_callback(  # noqa: PLR0917 - typer maps parameters to options
 
 # ------------------------------------------------------------------------------------------ helpers
 
-TargetOpt = Annotated[
-    str,
-    typer.Option(
-        "--target", "-t", help="lab, kube or fake (optionally KIND:NAME); default $MIGRATOR_TARGET or lab"
-    ),
-]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a plan parameter: NAME=VALUE (repeatable)")
 ]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="text or json")]
-
-
-def _default_target() -> str:
-    return os.environ.get("MIGRATOR_TARGET", "lab")
 
 
 @contextlib.contextmanager
@@ -225,10 +222,15 @@ def _observers(output: Output) -> Any:
 
 def _finish(result: RunResult, output: Output) -> None:
     if output == Output.JSON:
-        out.print_json(json.dumps(result.to_json()))
+        out.print_json(json.dumps({"schema": schema_tag("run"), **result.to_json()}))
     else:
         style = {0: "green", 1: "yellow", 3: "red", 130: "yellow"}.get(int(result.exit_code), "red")
-        err.print(f"[{style}]{result.status}[/]: {result.message}", markup=True)
+        message = str(result.message)
+        status = str(result.status)
+        if message.startswith(f"{status}:"):  # the engine's message may already lead with it
+            message = message[len(status) + 1 :].lstrip()
+        err.print(f"[{style}]{status}[/]: ", markup=True, end="")
+        err.print(message, markup=False)
         err.print(f"run folder: {result.run_dir}")
     raise typer.Exit(int(result.exit_code))
 
@@ -237,7 +239,7 @@ def _print_dry_run(report: dict[str, Any], output: Output) -> None:
     from migrator.cli.console import dry_run_tree  # noqa: PLC0415 - imported when the command runs
 
     if output == Output.JSON:
-        out.print_json(json.dumps(report, default=str))
+        out.print_json(json.dumps({"schema": schema_tag("plan"), **report}, default=str))
     else:
         out.print(dry_run_tree(report))
 
@@ -252,11 +254,8 @@ def _confirm(question: str) -> bool:
 @app.command("apply")
 def apply_cmd(  # noqa: PLR0917 - typer maps parameters to options
     plan: Annotated[Path, typer.Argument(help="The plan file")],
-    dry_run: Annotated[
-        bool,
-        typer.Option("--dry-run", help="Show what would be done; change nothing (no lock, no run folder)"),
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
     target: TargetOpt = "",
     set_: SetOpt = None,
     output: OutputOpt = Output.TEXT,
@@ -270,7 +269,7 @@ def apply_cmd(  # noqa: PLR0917 - typer maps parameters to options
     from migrator.engine import dry_run as make_dry_run  # noqa: PLC0415 - imported when the command runs
     from migrator.engine.planio import parse_overrides  # noqa: PLC0415 - imported when the command runs
 
-    spec = target or _default_target()
+    spec = target or default_target()
     source = load_plan_file(plan, parse_overrides(set_ or []))
     tgt = open_target(spec)
     if dry_run:
@@ -278,13 +277,15 @@ def apply_cmd(  # noqa: PLR0917 - typer maps parameters to options
         raise typer.Exit(0)
     interactive = sys.stdin.isatty()
     check_target_inputs(tgt, parse=spec.strip().startswith("kube"))
-    if not yes:
-        if not interactive:
-            raise UsageError("apply changes the target: pass --yes to confirm (there is no TTY to ask on)")
-        _print_dry_run(make_dry_run(source, tgt, target_spec=spec), Output.TEXT)
-        if not _confirm(f"Apply plan {source.plan.metadata.name!r} to target {spec!r}?"):
-            err.print("not applied")
-            raise typer.Exit(int(ExitCode.FAILED_ROLLED_BACK))
+    if not confirm_change(
+        f"Apply plan {source.plan.metadata.name!r} to target {spec!r}?",
+        yes=yes,
+        what="apply",
+        preview=lambda: _print_dry_run(make_dry_run(source, tgt, target_spec=spec), Output.TEXT),
+        interactive=interactive,
+    ):
+        err.print("not applied")
+        raise typer.Exit(int(ExitCode.FAILED_ROLLED_BACK))
     control = RunControl()
     options = EngineOptions(
         approve=None if yes or not interactive else (lambda stage: _confirm(f"Start stage {stage!r}?"))
@@ -314,7 +315,7 @@ def plan_cmd(
     from migrator.engine import load_plan_file, open_target  # noqa: PLC0415 - imported when the command runs
     from migrator.engine.planio import parse_overrides  # noqa: PLC0415 - imported when the command runs
 
-    spec = target or _default_target()
+    spec = target or default_target()
     source = load_plan_file(plan, parse_overrides(set_ or []))
     _print_dry_run(make_dry_run(source, open_target(spec), target_spec=spec), output)
 
@@ -323,10 +324,15 @@ def plan_cmd(
 def validate_cmd(
     plans: Annotated[list[Path], typer.Argument(help="Plan files")],
     set_: SetOpt = None,
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Validate plan files: exit 0 when all are valid, 2 otherwise."""
     from migrator.cli import plan_cmds  # noqa: PLC0415
 
+    if output == Output.JSON:
+        report = plan_cmds.validate_report(plans, plan_cmds.parse_sets(set_ or []))
+        out.print_json(json.dumps({"schema": schema_tag("validate"), "plans": report}))
+        raise typer.Exit(0 if all(r["valid"] for r in report) else int(ExitCode.INVALID_INPUT))
     code = plan_cmds.validate(plans, plan_cmds.parse_sets(set_ or []))
     if code == 0:
         _engine_notes(plans, set_ or [])
@@ -422,6 +428,7 @@ def status_cmd(
     snapshot["status_shown"] = row["status"]
     snapshot["journal_torn"] = found.torn
     snapshot["meta"] = rundir.meta()
+    snapshot["schema"] = schema_tag("status")
     if output == Output.JSON:
         out.print_json(json.dumps(snapshot, default=str))
         return
@@ -472,14 +479,92 @@ def _check_run_inputs(run: str) -> None:
     check_target_inputs(tgt)
 
 
+def run_preview(run: str, verb: str) -> dict[str, Any]:
+    """What ``resume``/``rollback`` of ``run`` would do, from its journal alone (nothing is touched)."""
+    from migrator.engine.state import SagaState  # noqa: PLC0415 - imported when the command runs
+    from migrator.runs.events import RunStatus  # noqa: PLC0415 - imported when the command runs
+    from migrator.runs.journal import read_journal  # noqa: PLC0415 - imported when the command runs
+    from migrator.runs.rundir import find_run  # noqa: PLC0415 - imported when the command runs
+
+    rundir = find_run(run)
+    state = SagaState.replay(read_journal(rundir.journal).typed())
+    row = _run_row(rundir)
+    undo = [
+        {
+            "key": r.key,
+            "stage": r.stage,
+            "step": r.step,
+            "node": r.node,
+            "action": r.action,
+            "completed": r.completed,
+        }
+        for r in state.rollback_stack()
+    ]
+    rolling_back = state.status is RunStatus.ROLLING_BACK
+    if verb == "rollback" or rolling_back:
+        does = f"undo {len(undo)} step(s), newest first, then verify"
+    else:
+        wave = f", wave {state.current_wave + 1}" if state.current_wave is not None else ""
+        at = f"stage {state.current_stage}{wave}" if state.current_stage else "the first stage not done"
+        does = f"continue from {at}; the steps already done are not run again"
+    return {
+        "schema": schema_tag(f"{verb}.preview"),
+        "run_id": rundir.run_id,
+        "plan": row["plan"],
+        "target": row["target"],
+        "status": row["status"],
+        "stages": {stage: str(outcome) for stage, outcome in state.stage_outcome.items()},
+        "action": verb,
+        "does": does,
+        "undo": undo if verb == "rollback" or rolling_back else [],
+    }
+
+
+def _print_preview(preview: dict[str, Any], output: Output) -> None:
+    if output == Output.JSON:
+        out.print_json(json.dumps(preview, default=str))
+        return
+    out.print(
+        f"{preview['action']} run {preview['run_id']} (plan {preview['plan']}, target {preview['target']})",
+        markup=False,
+    )
+    out.print(f"status   {preview['status']}", markup=False)
+    for stage, outcome in preview["stages"].items():
+        out.print(f"stage    {stage}: {outcome}", markup=False)
+    out.print(f"would    {preview['does']}", markup=False)
+    for rec in preview["undo"]:
+        where = f" on {rec['node']}" if rec["node"] else ""
+        unfinished = "" if rec["completed"] else " (did not finish)"
+        out.print(f"  undo {rec['action']}{where}  [{rec['key']}]{unfinished}", markup=False)
+
+
 def _continue_cmd(
-    fn: Callable[..., RunResult], run: str, *, force: bool, set_: list[str] | None, output: Output
+    fn: Callable[..., RunResult],
+    run: str,
+    *,
+    verb: str,
+    force: bool,
+    set_: list[str] | None,
+    output: Output,
+    yes: bool,
+    dry_run: bool,
 ) -> None:
-    """Shared body of ``resume`` and ``rollback``: signals, observers, then the exit code."""
+    """Shared body of ``resume`` and ``rollback``: preview, confirmation, signals, observers, exit code."""
     from migrator.engine import RunControl  # noqa: PLC0415 - imported when the command runs
     from migrator.engine.planio import parse_overrides  # noqa: PLC0415 - imported when the command runs
 
+    if dry_run:
+        _print_preview(run_preview(run, verb), output)
+        raise typer.Exit(0)
     _check_run_inputs(run)
+    if not confirm_change(
+        f"{verb.capitalize()} run {run!r}?",
+        yes=yes,
+        what=verb,
+        preview=lambda: _print_preview(run_preview(run, verb), Output.TEXT),
+    ):
+        err.print(f"not {'resumed' if verb == 'resume' else 'rolled back'}")
+        raise typer.Exit(int(ExitCode.FAILED_ROLLED_BACK))
     control = RunControl()
     with _signals(control):
         result = fn(
@@ -492,34 +577,41 @@ def _continue_cmd(
     _finish(result, output)
 
 
+ForceOpt = Annotated[bool, typer.Option("--force", help="Go on even if the plan file or target changed")]
+
+
 @app.command("resume")
-def resume_cmd(
+def resume_cmd(  # noqa: PLR0917 - typer maps parameters to options
     run: Annotated[str, typer.Argument(help="Run id or unique prefix")],
-    force: Annotated[
-        bool, typer.Option("--force", help="Go on even if the plan file or target changed")
-    ] = False,
+    force: ForceOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = Output.TEXT,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Continue an interrupted (even kill -9) run from its journal, or continue its rollback."""
     from migrator.engine import resume_run  # noqa: PLC0415 - imported when the command runs
 
-    _continue_cmd(resume_run, run, force=force, set_=set_, output=output)
+    _continue_cmd(
+        resume_run, run, verb="resume", force=force, set_=set_, output=output, yes=yes, dry_run=dry_run
+    )
 
 
 @app.command("rollback")
-def rollback_cmd(
+def rollback_cmd(  # noqa: PLR0917 - typer maps parameters to options
     run: Annotated[str, typer.Argument(help="Run id or unique prefix")],
-    force: Annotated[
-        bool, typer.Option("--force", help="Go on even if the plan file or target changed")
-    ] = False,
+    force: ForceOpt = False,
     set_: SetOpt = None,
     output: OutputOpt = Output.TEXT,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Undo every completed step of a finished or interrupted run, newest first, then verify."""
     from migrator.engine import rollback_run  # noqa: PLC0415 - imported when the command runs
 
-    _continue_cmd(rollback_run, run, force=force, set_=set_, output=output)
+    _continue_cmd(
+        rollback_run, run, verb="rollback", force=force, set_=set_, output=output, yes=yes, dry_run=dry_run
+    )
 
 
 # ------------------------------------------------------------------------------------------ entry point

@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from migrator.errors import ExitCode, PlanError
+from migrator.errors import ExitCode, Location, PlanError, Problem
 from migrator.plan.loader import load_plan, parse_set_options
 from migrator.plan.schema import plan_json_schema
 
@@ -59,6 +60,31 @@ def validate(
         else:
             out.print(f"OK {path}", markup=False, highlight=False)
     return int(status)
+
+
+def validate_report(
+    paths: Sequence[Path], overrides: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """``validate -o json``: one object per plan, ``valid`` and its problems (file, line, column, field)."""
+    report: list[dict[str, Any]] = []
+    for path in paths:
+        problems: list[dict[str, Any]] = []
+        try:
+            load_plan(path, overrides)
+        except PlanError as exc:
+            found = exc.problems or [Problem(Location(str(path)), "", str(exc))]
+            problems = [
+                {
+                    "file": p.location.file,
+                    "line": p.location.line,
+                    "column": p.location.column,
+                    "field": p.path,
+                    "message": p.message,
+                }
+                for p in found
+            ]
+        report.append({"file": str(path), "valid": not problems, "problems": problems})
+    return report
 
 
 def schema() -> str:

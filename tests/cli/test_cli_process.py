@@ -121,7 +121,7 @@ def test_kill_9_mid_run_then_resume(
     assert status.returncode == 0, status.stderr
     assert "crashed" in status.stdout and f"migrator resume {run_id}" in status.stdout
 
-    resumed = cli(env, "resume", run_id)
+    resumed = cli(env, "resume", run_id, "--yes")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "succeeded" in resumed.stderr
     assert all(n["schedulable"] for n in fake_state(tmp_path)["nodes"])
@@ -277,11 +277,11 @@ def test_rollback_command_undoes_a_finished_run(
     ok = cli(env, "apply", str(HELLO), "--yes", "--target", "fake", "-o", "json")
     run_id = json.loads(ok.stdout)["run_id"]
     assert markers(tmp_path)
-    undo = cli(env, "rollback", run_id, "-o", "json")
+    undo = cli(env, "rollback", run_id, "-o", "json", "--yes")
     assert undo.returncode == 0, undo.stderr
     assert json.loads(undo.stdout)["status"] == "rolled-back"
     assert markers(tmp_path) == set()
-    again = cli(env, "rollback", run_id)
+    again = cli(env, "rollback", run_id, "--yes")
     assert again.returncode == 2 and "nothing to roll back" in again.stderr
 
 
@@ -365,7 +365,7 @@ def test_second_sigint_stops_the_rollback_needs_attention(
     undone = [e["key"] for e in events if e["type"] == "undo.end" and e["outcome"] == "succeeded"]
     assert undone == ["s/long", "s/b"]
     assert "a" in markers(tmp_path)
-    done = cli(env, "rollback", run_id)
+    done = cli(env, "rollback", run_id, "--yes")
     assert done.returncode == 0, done.stderr
     assert "a" not in markers(tmp_path)
 

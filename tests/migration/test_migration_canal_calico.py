@@ -123,7 +123,7 @@ def test_apply_keeps_policy_enforced_then_rollback_returns_to_canal(home: Path, 
     assert report["status"] == "succeeded"
     verify_all_and_policy(home, lab)
 
-    back = cli(home, "rollback", rid)
+    back = cli(home, "rollback", rid, "--yes")
     assert back.returncode == 0, back.stdout + back.stderr
     assert_on_canal(status(home, lab))
     verify_all_and_policy(home, lab)

@@ -141,7 +141,7 @@ def test_rollback_after_success_returns_to_flannel(home: Path, lab: Lab) -> None
     res = cli(home, "apply", str(PLAN), "-t", f"lab:{lab.name}", "--yes")
     assert res.returncode == 0, res.stdout + res.stderr
     rid = run_id(res.stdout + res.stderr)
-    back = cli(home, "rollback", rid)
+    back = cli(home, "rollback", rid, "--yes")
     assert back.returncode == 0, back.stdout + back.stderr
     st = status(home, lab)
     assert_all_on(st, "flannel")

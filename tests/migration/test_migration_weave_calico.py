@@ -129,7 +129,7 @@ def test_apply_keeps_policy_enforced_then_rollback_returns_to_weave(home: Path, 
     assert_no_loss_outside_the_wave(reports)
     verify_all_and_policy(home, lab)
 
-    back = cli(home, "rollback", rid)
+    back = cli(home, "rollback", rid, "--yes")
     assert back.returncode == 0, back.stdout + back.stderr
     assert_on_weave(status(home, lab))
     verify_all_and_policy(home, lab)

@@ -183,10 +183,10 @@ def test_rollback_of_a_run_whose_ssh_key_went_bad_is_refused_with_the_fix(tmp_pa
         assert done.returncode == 0, done.stderr
         run_id = json.loads(done.stdout)["run_id"]
         key.chmod(0o644)
-        refused = _migrator(home, *common, "rollback", run_id)
+        refused = _migrator(home, *common, "rollback", run_id, "--yes")
         assert refused.returncode == 2, refused.stderr
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and f"chmod 600 {key}" in lines[0] and "Traceback" not in refused.stderr
         key.chmod(0o600)
-        undone = _migrator(home, *common, "rollback", run_id)
+        undone = _migrator(home, *common, "rollback", run_id, "--yes")
         assert undone.returncode == 0, undone.stderr

@@ -129,7 +129,7 @@ def test_kill_9_during_the_fault_heals_within_ttl_then_resume_finishes(gd_lab: t
     print(f"killed {killed_at - float(rec['expires_at']) + rec['ttl']:.1f}s into the fault; healed at TTL")
 
     run_id = journal.parent.name
-    res = cli(home, "resume", run_id, timeout=600)
+    res = cli(home, "resume", run_id, "--yes", timeout=600)
     out = res.stdout + res.stderr
     evs = read_journal(journal).events
     end = evs[-1]

@@ -267,7 +267,7 @@ def test_second_apply_is_refused_then_a_killed_holders_lock_is_taken_with_force_
     )
     assert wrong.returncode == 2 and run_id in wrong.stderr
     # take the lock over: first undo what the killed run did (its own lock is taken back by its rollback)
-    undo = sig_lab.cli("rollback", run_id)
+    undo = sig_lab.cli("rollback", run_id, "--yes")
     assert undo.returncode == 0, undo.stdout + undo.stderr
     assert all(sig_lab.schedulable().values()) and not sig_lab.lock().exists()
     # and a stale lock of a killed run can be taken by a new apply with --force-unlock
@@ -291,6 +291,6 @@ def test_second_apply_is_refused_then_a_killed_holders_lock_is_taken_with_force_
         _stop(forced)
     assert forced.returncode == 130, err
     # the new run rolled back only its own steps; node2 stays cordoned by the killed run until it is undone
-    cleanup = sig_lab.cli("rollback", run2)
+    cleanup = sig_lab.cli("rollback", run2, "--yes")
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
     assert all(sig_lab.schedulable().values()) and not sig_lab.lock().exists()
