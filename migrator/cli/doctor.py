@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from migrator.cli.common import Output, OutputOpt, console, schema_tag
 from migrator.errors import MigratorError
 from migrator.playbooks import compare_hosts
 from migrator.targets.kube.cluster import KubeCluster
@@ -58,8 +60,10 @@ def render(report: DoctorReport, console: Console, *, show_all: bool) -> None:
 
 
 @app.callback(invoke_without_command=True)
-def doctor(
-    target: Annotated[DoctorTarget, typer.Option(help="The target to check")] = DoctorTarget.KUBE,
+def doctor(  # noqa: PLR0917 - typer maps parameters to options
+    target: Annotated[
+        DoctorTarget, typer.Option("--target", "-t", help="The target to check")
+    ] = DoctorTarget.KUBE,
     kubeconfig: Annotated[
         str | None,
         typer.Option(help="Path of the kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)"),
@@ -70,32 +74,68 @@ def doctor(
         str | None,
         typer.Option(help="Ansible inventory to compare with the nodes (default: $MIGRATOR_INVENTORY)"),
     ] = None,
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Check the connection to the target and every permission migrator uses; exit 1 if any is missing.
 
     With an inventory, also check that its host names are exactly the cluster's node names."""
-    console = Console()
+    as_json = output == Output.JSON
+    # with -o json the human lines go to stderr; stdout holds the one JSON document
+    text = console(stderr=as_json)
     context = context or os.environ.get("MIGRATOR_KUBE_CONTEXT") or None
     inventory = inventory or os.environ.get("MIGRATOR_INVENTORY") or None
     try:
         cluster = KubeCluster(kubeconfig=kubeconfig, context=context, read_attempts=1)
     except MigratorError as err:
-        console.print(f"[red]{err}[/red]")
+        text.print(f"[red]{err}[/red]")
+        if as_json:
+            console().print_json(json.dumps({"schema": schema_tag("doctor"), "ok": False, "error": str(err)}))
         raise typer.Exit(1) from err
-    inventory_ok = True
+    inventory_ok: bool | None = None
     try:
         report = run_doctor(cluster)
-        render(report, console, show_all=show_all)
+        if not as_json:
+            render(report, text, show_all=show_all)
         if inventory and report.error is None:
-            inventory_ok = check_inventory(Path(inventory), [n.name for n in cluster.list_nodes()], console)
+            inventory_ok = check_inventory(Path(inventory), [n.name for n in cluster.list_nodes()], text)
         elif report.error is None:
-            console.print("no Ansible inventory given (--inventory): plans with node work cannot run")
+            text.print("no Ansible inventory given (--inventory): plans with node work cannot run")
     except MigratorError as err:
-        console.print(f"[red]{err}[/red]")
+        text.print(f"[red]{err}[/red]")
+        if as_json:
+            console().print_json(json.dumps({"schema": schema_tag("doctor"), "ok": False, "error": str(err)}))
         raise typer.Exit(1) from err
     finally:
         cluster.close()
-    raise typer.Exit(0 if report.ok and inventory_ok else 1)
+    ok = report.ok and inventory_ok is not False
+    if as_json:
+        console().print_json(json.dumps(report_json(report, inventory, inventory_ok, ok=ok)))
+    raise typer.Exit(0 if ok else 1)
+
+
+def report_json(
+    report: DoctorReport, inventory: str | None, inventory_ok: bool | None, *, ok: bool
+) -> dict[str, object]:
+    """``doctor -o json``: identity, every permission checked with its status, the inventory verdict."""
+    return {
+        "schema": schema_tag("doctor"),
+        "ok": ok,
+        "identity": report.identity,
+        "error": report.error,
+        "permissions": [
+            {
+                "verb": c.verb,
+                "resource": c.permission.display,
+                "status": str(c.status),
+                "needed_for": c.permission.why,
+                "reason": c.reason,
+            }
+            for c in report.checks
+        ],
+        "inventory": inventory,
+        "inventory_matches_nodes": inventory_ok,
+        "notes": list(report.notes),
+    }
 
 
 def check_inventory(path: Path, nodes: list[str], console: Console) -> bool:

@@ -10,33 +10,38 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from migrator.cli.common import (
+    DryRunOpt,
+    JsonAliasOpt,
+    Output,
+    OutputOpt,
+    TargetOpt,
+    YesOpt,
+    confirm_change,
+    console,
+    default_target,
+    output_of,
+)
 from migrator.faults import nodes as fnodes
 from migrator.ports import Target
 from migrator.targets.open import open_target
 
 app = typer.Typer(help="Network faults on the target's nodes: list them, clear them (revert all now).")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-TargetOpt = Annotated[
-    str, typer.Option("--target", "-t", help="lab[:NAME] or kube:... (default $MIGRATOR_TARGET or lab)")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output")]
+out = console()
+err = console(stderr=True)
 BecomeOpt = Annotated[bool, typer.Option("--become", help="Ansible become on the nodes (SSH user not root)")]
 
 
 def _target(spec: str) -> Target:
-    return open_target(spec or os.environ.get("MIGRATOR_TARGET", "lab"))
+    return open_target(default_target(spec))
 
 
 def _hosts(target: Target, only: list[str] | None) -> list[str]:
@@ -88,14 +93,19 @@ def _when(ts: Any) -> str:
 def list_cmd(
     target: TargetOpt = "",
     node: Annotated[list[str] | None, typer.Option("--node", "-n", help="Only these nodes")] = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.TEXT,
+    as_json: JsonAliasOpt = False,
     become: BecomeOpt = False,
 ) -> None:
     """Active faults on every node of the target (from the records on the nodes)."""
     records = list_records(_target(target), node, become=become)
-    if as_json:
+    if output_of(output, as_json) == Output.JSON:
         typer.echo(json.dumps(records, indent=2, default=str))
         return
+    _print_records(records)
+
+
+def _print_records(records: dict[str, list[dict[str, Any]]]) -> None:
     table = Table("node", "id", "kind", "mechanism", "interface", "expires (UTC)", "left", "timer")
     now = time.time()
     count = 0
@@ -121,16 +131,37 @@ def list_cmd(
 
 
 @app.command("clear")
-def clear_cmd(
+def clear_cmd(  # noqa: PLR0917 - typer maps parameters to options
     target: TargetOpt = "",
     node: Annotated[list[str] | None, typer.Option("--node", "-n", help="Only these nodes")] = None,
-    as_json: JsonOpt = False,
+    output: OutputOpt = Output.TEXT,
+    as_json: JsonAliasOpt = False,
     become: BecomeOpt = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
 ) -> None:
-    """Revert every fault on the nodes now; exit 1 if any state is left behind (drift)."""
-    outcomes = clear_faults(_target(target), node, become=become)
+    """Revert every fault on the nodes now; exit 1 if any state is left behind (drift).
+
+    ``--dry-run`` lists the faults it would revert; without ``--yes`` it asks on a TTY (refuses off one)."""
+    fmt = output_of(output, as_json)
+    tgt = _target(target)
+    if dry_run or not yes:
+        records = list_records(tgt, node, become=become)
+        if dry_run:
+            if fmt == Output.JSON:
+                typer.echo(json.dumps({"would_revert": records}, indent=2, default=str))
+            else:
+                _print_records(records)
+            return
+        # nothing recorded: the clear below only reads tc/iptables back (drift), nothing to confirm
+        if any(records.values()) and not confirm_change(
+            "Revert these faults now?", yes=yes, what="faults clear", preview=lambda: _print_records(records)
+        ):
+            err.print("not cleared")
+            raise typer.Exit(1)
+    outcomes = clear_faults(tgt, node, become=become)
     drift = {n: o.drift for n, o in outcomes.items() if o.drift}
-    if as_json:
+    if fmt == Output.JSON:
         data = {n: {"reverted": o.reverted, "drift": o.drift} for n, o in outcomes.items()}
         typer.echo(json.dumps(data, indent=2))
     else:

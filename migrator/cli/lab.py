@@ -5,20 +5,29 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from migrator.cli.common import (
+    DryRunOpt,
+    Output,
+    OutputOpt,
+    YesOpt,
+    confirm_change,
+    schema_tag,
+)
+from migrator.cli.common import (
+    console as make_console,
+)
 from migrator.errors import UsageError
 from migrator.lab.lab import Lab
 from migrator.lab.objects import parse_label_args
 from migrator.lab.spec import AppKind, CniKind, validate_spec
 
 app = typer.Typer(help="The embedded lab cluster (network namespaces, real CNI plugins, VXLAN, sshd).")
-console = Console(width=None if sys.stdout.isatty() else 200)
+console = make_console()
 
 NameOpt = Annotated[
     str | None, typer.Option("--name", help="Lab name (default: $MIGRATOR_LAB or 'default').")
@@ -161,6 +170,7 @@ def up(  # noqa: PLR0917 - typer options
     ] = AppKind.BOOKINFO.value,
     seed: Annotated[int, typer.Option(help="Seed for names and addresses.")] = 0,
     underlay: Annotated[str, typer.Option(help="Underlay /24 inside 198.18.0.0/15.")] = "198.18.0.0/24",
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Build the lab (idempotent: an existing lab is left as is)."""
     lname = lab_name(name)
@@ -168,6 +178,18 @@ def up(  # noqa: PLR0917 - typer options
         name=lname, nodes=nodes, cni=cni, pods_per_node=pods_per_node, app=app_, seed=seed, underlay=underlay
     )
     lab = Lab(lname)
+    if output == Output.JSON:
+        res = lab.up(spec)
+        data = {
+            "schema": schema_tag("lab.up"),
+            "name": lname,
+            "already_up": res.already_up,
+            "same_spec": res.same_spec,
+            "seconds": round(res.seconds, 3),
+            "status": lab.status(),
+        }
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
     with console.status(f"bringing lab {lname!r} up..."):
         res = lab.up(spec)
     if res.already_up:
@@ -184,17 +206,15 @@ def up(  # noqa: PLR0917 - typer options
 @app.command()
 def status(
     name: NameOpt = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="text or json")] = "text",
+    output: OutputOpt = Output.TEXT,
 ) -> None:
     """Nodes, pods, services, kernel gaps and the inventory path."""
     lab = Lab(lab_name(name))
     st = lab.status()
-    if output == "json":
+    if output == Output.JSON:
         typer.echo(json.dumps(st, indent=2, sort_keys=True))
-    elif output == "text":
-        render_status(st)
     else:
-        raise UsageError(f"unknown output format {output!r} (text or json)")
+        render_status(st)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -219,36 +239,34 @@ def exec(
 FilesOpt = Annotated[
     list[str], typer.Option("-f", "--filename", help="A YAML file (multi-document); repeatable.")
 ]
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help="text or json")]
+LabDryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Validate and show each outcome; change nothing (as kubectl)")
+]
 
 
-def _render_outcomes(outcomes: list[Any], output: str) -> None:
-    if output == "json":
-        typer.echo(json.dumps([o.as_dict() for o in outcomes], indent=2))
-    elif output == "text":
-        for o in outcomes:
-            console.print(f"{o.kind.lower()}/{o.key} {o.action.value}")
-    else:
-        raise UsageError(f"unknown output format {output!r} (text or json)")
-
-
-def _check_output(output: str) -> None:
-    if output not in ("text", "json"):
-        raise UsageError(f"unknown output format {output!r} (text or json)")
+def _render_outcomes(outcomes: list[Any], output: Output, *, dry_run: bool = False) -> None:
+    if output == Output.JSON:
+        typer.echo(json.dumps([{**o.as_dict(), "dry_run": dry_run} for o in outcomes], indent=2))
+        return
+    suffix = " (dry run)" if dry_run else ""
+    for o in outcomes:
+        console.print(f"{o.kind.lower()}/{o.key} {o.action.value}{suffix}", markup=False)
 
 
 @app.command()
-def apply(files: FilesOpt, name: NameOpt = None, output: OutputOpt = "text") -> None:
+def apply(
+    files: FilesOpt, name: NameOpt = None, output: OutputOpt = Output.TEXT, dry_run: LabDryRunOpt = False
+) -> None:
     """Apply NetworkPolicies, Namespaces and pod label changes (all documents or none)."""
-    _check_output(output)
-    _render_outcomes(list(Lab(lab_name(name)).apply(files)), output)
+    _render_outcomes(list(Lab(lab_name(name)).apply(files, dry_run=dry_run)), output, dry_run=dry_run)
 
 
 @app.command()
-def delete(files: FilesOpt, name: NameOpt = None, output: OutputOpt = "text") -> None:
+def delete(
+    files: FilesOpt, name: NameOpt = None, output: OutputOpt = Output.TEXT, dry_run: LabDryRunOpt = False
+) -> None:
     """Delete the NetworkPolicies and Namespaces of the files (all documents or none)."""
-    _check_output(output)
-    _render_outcomes(list(Lab(lab_name(name)).delete(files)), output)
+    _render_outcomes(list(Lab(lab_name(name)).delete(files, dry_run=dry_run)), output, dry_run=dry_run)
 
 
 @app.command()
@@ -260,10 +278,10 @@ def label(  # noqa: PLR0917 - typer arguments and options
     labels: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove")],
     namespace: Annotated[str | None, typer.Option("-n", "--namespace", help="The pod's namespace.")] = None,
     name: NameOpt = None,
-    output: OutputOpt = "text",
+    output: OutputOpt = Output.TEXT,
+    dry_run: LabDryRunOpt = False,
 ) -> None:
     """Set or remove labels of a pod or a namespace; the policy agents follow."""
-    _check_output(output)
     kind = {"pods": "pod", "po": "pod", "namespaces": "namespace", "ns": "namespace"}.get(kind, kind)
     if kind not in ("pod", "namespace"):
         raise UsageError(f"cannot label {kind!r}: pod or namespace")
@@ -279,18 +297,85 @@ def label(  # noqa: PLR0917 - typer arguments and options
             key = f"default/{target}"
     elif namespace is not None:
         raise UsageError("-n/--namespace is for pods")
-    out = Lab(lab_name(name)).label(kind, key, parse_label_args(labels))
-    _render_outcomes([out], output)
+    out = Lab(lab_name(name)).label(kind, key, parse_label_args(labels), dry_run=dry_run)
+    _render_outcomes([out], output, dry_run=dry_run)
+
+
+def _run_in_progress(lname: str) -> str | None:
+    """The run holding lab ``lname``'s lock with a live process, if any (``lab down`` asks first then)."""
+    from migrator.engine.lock import read_lock  # noqa: PLC0415 - only for lab down
+
+    info = read_lock(f"lab:{lname}")
+    if info is None or info.stale:
+        return None
+    return info.run_id
 
 
 @app.command()
-def down(name: NameOpt = None) -> None:
-    """Remove everything the lab created (also after a crash)."""
+def down(
+    name: NameOpt = None, yes: YesOpt = False, dry_run: DryRunOpt = False, output: OutputOpt = Output.TEXT
+) -> None:
+    """Remove everything the lab created (also after a crash).
+
+    When a run holds the lab (its process alive), ``down`` shows it and asks on a TTY; off a TTY it
+    refuses without ``--yes``. ``--dry-run`` says what would be removed."""
     lname = lab_name(name)
-    res = Lab(lname).down()
-    if not res.existed and not res.removed:
+    lab = Lab(lname)
+    running = _run_in_progress(lname)
+    if dry_run:
+        st = lab.status()
+        data = {
+            "schema": schema_tag("lab.down.preview"),
+            "name": lname,
+            "up": st.get("phase") != "absent",
+            "nodes": [n["name"] for n in st.get("nodes", [])],
+            "pods": len(st.get("pods", [])),
+            "run_in_progress": running,
+        }
+        if output == Output.JSON:
+            typer.echo(json.dumps(data, indent=2))
+        else:
+            _print_down_preview(data)
+        return
+    if running is not None and not confirm_change(
+        f"Run {running} is using lab {lname!r}; remove the lab anyway?",
+        yes=yes,
+        what=f"lab down (run {running} is in progress on lab {lname!r})",
+        preview=lambda: console.print(f"run {running} holds lab {lname!r} (see: migrator status {running})"),
+    ):
+        console.print("lab left as is")
+        raise typer.Exit(1)
+    res = lab.down()
+    if output == Output.JSON:
+        data = {
+            "schema": schema_tag("lab.down"),
+            "name": lname,
+            "existed": res.existed,
+            "removed": len(res.removed),
+            "seconds": round(res.seconds, 3),
+            "leftovers": list(res.leftovers),
+        }
+        typer.echo(json.dumps(data, indent=2))
+    elif not res.existed and not res.removed:
         console.print(f"lab [bold]{lname}[/] was not up; nothing to remove")
     else:
         console.print(f"lab [bold]{lname}[/] removed in {res.seconds:.1f}s ({len(res.removed)} objects)")
-    for left in res.leftovers:
-        console.print(f"[red]left behind:[/] {left}")
+    if output != Output.JSON:
+        for left in res.leftovers:
+            console.print(f"[red]left behind:[/] {left}", markup=True)
+    if res.leftovers:
+        raise typer.Exit(1)
+
+
+def _print_down_preview(data: dict[str, Any]) -> None:
+    if not data["up"]:
+        console.print(f"lab {data['name']} is not up; lab down would only sweep leftovers", markup=False)
+        return
+    nodes = ", ".join(data["nodes"])
+    console.print(
+        f"lab down would remove lab {data['name']}: nodes {nodes}, {data['pods']} pod(s), their namespaces,"
+        " processes, interfaces, rules and files",
+        markup=False,
+    )
+    if data["run_in_progress"]:
+        console.print(f"run {data['run_in_progress']} is in progress on it", markup=False)

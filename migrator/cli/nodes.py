@@ -8,6 +8,7 @@ answered (and the inventory matches ``--expect-nodes``), 3 (needs attention) oth
 
 from __future__ import annotations
 
+import json
 import signal
 import tempfile
 import threading
@@ -18,9 +19,9 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from migrator.cli.common import Output, OutputOpt, TargetOpt, console, default_target, schema_tag
 from migrator.cli.inputs import check_inventory_file, check_inventory_keys, exit_with
 from migrator.errors import ExitCode, MigratorError, UsageError
 from migrator.playbooks import compare_hosts, run_playbook
@@ -54,6 +55,20 @@ def cancel_on_sigint() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _target_inventory(spec: str) -> Path:
+    """The inventory of target ``spec`` (the lab writes its own); exit 2 if it has none."""
+    from migrator.targets.open import open_target  # noqa: PLC0415 - only without --inventory
+
+    name = default_target(spec)
+    try:
+        found = getattr(open_target(name), "inventory", None)
+    except MigratorError as exc:
+        raise exit_with(exc) from exc
+    if found is None:
+        raise exit_with(UsageError(f"target {name} has no Ansible inventory: pass --inventory PATH"))
+    return Path(found)
 
 
 def _split(value: str | None) -> list[str]:
@@ -98,9 +113,28 @@ def _why(result: PlaybookResult, name: str) -> str:
     return reason
 
 
+def _ping_json(
+    result: PlaybookResult, inventory: Path, wanted: list[str], addresses: dict[str, str], bad: list[str]
+) -> dict[str, object]:
+    rows = [
+        {
+            "node": name,
+            "address": addresses.get(name, ""),
+            "reachable": name not in bad,
+            "why": _why(result, name) if name in bad else "",
+        }
+        for name in wanted
+    ]
+    return {"schema": schema_tag("nodes.ping"), "inventory": str(inventory), "nodes": rows}
+
+
 @app.command()
-def ping(
-    inventory: Annotated[Path, typer.Option("--inventory", "-i", help="Ansible inventory (INI or YAML)")],
+def ping(  # noqa: PLR0917 - typer maps parameters to options
+    inventory: Annotated[
+        Path | None,
+        typer.Option("--inventory", "-i", help="Ansible inventory (INI or YAML); default: the target's"),
+    ] = None,
+    target: TargetOpt = "",
     nodes: Annotated[str | None, typer.Option(help="Comma-separated node names (default: all).")] = None,
     expect_nodes: Annotated[
         str | None,
@@ -108,10 +142,14 @@ def ping(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds for the whole ping.")] = 60.0,
     keep: Annotated[Path | None, typer.Option(help="Keep ansible-runner's artifacts in this folder.")] = None,
+    output: OutputOpt = Output.TEXT,
 ) -> None:
-    """Check that every node is reachable over SSH through the inventory."""
-    console = Console()
-    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    """Check that every node is reachable over SSH through the inventory (default: the target's own,
+    e.g. the one the lab wrote)."""
+    out = console()
+    errors = console(stderr=True)
+    if inventory is None:
+        inventory = _target_inventory(target)
     try:
         check_inventory_file(inventory)
         inv = load_inventory(inventory)
@@ -128,7 +166,7 @@ def ping(
     if expect_nodes is not None:
         mismatch = compare_hosts(inv.hosts, _split(expect_nodes))
         style = "green" if mismatch.ok else "red"
-        console.print(f"[{style}]{mismatch.describe()}[/{style}]")
+        errors.print(f"[{style}]{mismatch.describe()}[/{style}]")
         attention = not mismatch.ok
 
     executor = AnsibleRunnerExecutor(inventory=inventory, hosts=inv.hosts)
@@ -148,11 +186,17 @@ def ping(
         except MigratorError as exc:
             raise exit_with(exc) from exc
     if result.status is RunnerStatus.CANCELED:
-        console.print("[yellow]interrupted[/yellow]")
+        errors.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     addresses = {h: str(inv.hostvars.get(h, {}).get("ansible_host", "")) for h in wanted}
-    console.print(ping_table(result, addresses))
     bad = sorted(h.host for h in result.hosts.values() if h.unreachable or h.failed or not h.ok)
+    bad += sorted(set(wanted) - set(result.hosts) - set(bad))  # no result at all: not reachable either
+    if output == Output.JSON:
+        out.print_json(json.dumps(_ping_json(result, inventory, wanted, addresses, bad)))
+        if bad or attention:
+            raise typer.Exit(int(ExitCode.NEEDS_ATTENTION))
+        return
+    out.print(ping_table(result, addresses))
     if bad:
         for name in bad:
             errors.print(
@@ -160,6 +204,6 @@ def ping(
             )
         errors.print(f"[red]{len(bad)} of {len(wanted)} node(s) not reachable:[/red] {', '.join(bad)}")
     else:
-        console.print(f"[green]all {len(wanted)} node(s) reachable[/green]")
+        out.print(f"[green]all {len(wanted)} node(s) reachable[/green]")
     if bad or attention:
         raise typer.Exit(int(ExitCode.NEEDS_ATTENTION))

@@ -1,13 +1,15 @@
-"""``migrator report RUN [--format md|html|json|junit] [-o FILE]``: re-render a run's reports.
+"""``migrator report RUN [-o text|json|md|html|junit] [--write FILE]``: re-render a run's reports.
 
-Without ``--format`` and ``-o``, writes all four files (``report.json``, ``report.md``, ``report.html``,
-``junit.xml``) into the run folder again and prints their paths. With ``--format``, prints that format
-(or writes it to ``-o FILE``); ``-o`` alone picks the format from the file's extension. ``RUN`` is a run
+Without ``-o`` and ``--write``, writes all four files (``report.json``, ``report.md``, ``report.html``,
+``junit.xml``) into the run folder again and prints their paths. With ``-o``, prints that format (or
+writes it to ``--write FILE``); ``--write`` alone picks the format from the file's extension
+(``--format``/``-f`` is a hidden alias of ``-o``). ``RUN`` is a run
 id, a unique prefix of one, or the path of a run folder.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -48,33 +50,56 @@ def run_folder(ref: str) -> Path:
     return find_run(ref).path
 
 
+class ReportOutput(StrEnum):
+    """``-o``: the format to print; ``text`` is the Markdown summary."""
+
+    TEXT = "text"
+    JSON = "json"
+    MD = "md"
+    HTML = "html"
+    JUNIT = "junit"
+
+    @property
+    def report_format(self) -> ReportFormat:
+        return ReportFormat.MD if self is ReportOutput.TEXT else ReportFormat(self.value)
+
+
 @app.callback()
 def report(
     run: Annotated[str, typer.Argument(help="Run id, unique prefix, or run folder")],
-    fmt: Annotated[
-        ReportFormat | None, typer.Option("--format", "-f", help="Print (or write to -o) only this format")
+    output: Annotated[
+        ReportOutput | None,
+        typer.Option(
+            "--output", "-o", help="Print this format (text = md) instead of writing all four files"
+        ),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
+    fmt: Annotated[
+        ReportOutput | None, typer.Option("--format", "-f", hidden=True, help="Same as -o")
+    ] = None,
+    write: Annotated[
+        Path | None,
+        typer.Option("--write", "-w", help="Write to this file (the format from -o or the file's extension)"),
+    ] = None,
 ) -> None:
     """Re-render the reports of RUN from its journal (all four files into the run folder by default)."""
     folder = run_folder(run)
-    if fmt is None and output is None:
+    chosen = output or fmt
+    if chosen is None and write is None:
         for path in write_reports(folder):
             typer.echo(str(path))
         return
-    if fmt is None:
-        assert output is not None
-        fmt = _BY_SUFFIX.get(output.suffix.lower())
-        if fmt is None:
-            raise UsageError(
-                f"-o {output}: give --format (one of {', '.join(f.value for f in ReportFormat)})"
-            )
-    text = render(build_report(folder), fmt)
-    if output is None:
+    if chosen is None:
+        assert write is not None
+        found = _BY_SUFFIX.get(write.suffix.lower())
+        if found is None:
+            raise UsageError(f"--write {write}: give -o (one of {', '.join(f.value for f in ReportFormat)})")
+        chosen = ReportOutput(found.value)
+    text = render(build_report(folder), chosen.report_format)
+    if write is None:
         typer.echo(text, nl=False)
     else:
-        atomic_write_text(output, text)
-        typer.echo(str(output))
+        atomic_write_text(write, text)
+        typer.echo(str(write))
 
 
 __all__ = ["FILENAMES", "app", "report", "run_folder"]

@@ -181,21 +181,24 @@ class Lab:
 
     # ------------------------------------------------------------------------------ policies and labels
 
-    def apply(self, files: Sequence[str | Path]) -> list[objects.Outcome]:
+    def apply(self, files: Sequence[str | Path], *, dry_run: bool = False) -> list[objects.Outcome]:
         """``lab apply -f``: NetworkPolicies, Namespaces and pod labels; all documents or none (see
-        :mod:`migrator.lab.objects`); the policy agents reconcile before this returns."""
+        :mod:`migrator.lab.objects`); the policy agents reconcile before this returns. ``dry_run``: the
+        outcomes, nothing changed."""
         with self.store.lock():
-            return objects.apply_files(self.store, self.require(), files)
+            return objects.apply_files(self.store, self.require(), files, dry_run=dry_run)
 
-    def delete(self, files: Sequence[str | Path]) -> list[objects.Outcome]:
+    def delete(self, files: Sequence[str | Path], *, dry_run: bool = False) -> list[objects.Outcome]:
         """``lab delete -f``: NetworkPolicies and (empty, non-system) Namespaces; all or none."""
         with self.store.lock():
-            return objects.apply_files(self.store, self.require(), files, delete=True)
+            return objects.apply_files(self.store, self.require(), files, delete=True, dry_run=dry_run)
 
-    def label(self, kind: str, key: str, changes: Mapping[str, str | None]) -> objects.Outcome:
+    def label(
+        self, kind: str, key: str, changes: Mapping[str, str | None], *, dry_run: bool = False
+    ) -> objects.Outcome:
         """``lab label pod NS/NAME k=v k-`` or ``lab label namespace NAME ...``; the agents follow."""
         with self.store.lock():
-            return objects.label(self.store, self.require(), kind, key, changes)
+            return objects.label(self.store, self.require(), kind, key, changes, dry_run=dry_run)
 
     def reconcile_policies(self) -> dict[str, float]:
         """Run the policy agents once (milliseconds per node programmed)."""

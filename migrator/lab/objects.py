@@ -250,14 +250,21 @@ def _commit(store: StateStore, st: LabState, trial: LabState, outcomes: Sequence
 
 
 def apply_files(
-    store: StateStore, st: LabState, files: Sequence[str | Path], *, delete: bool = False
+    store: StateStore,
+    st: LabState,
+    files: Sequence[str | Path],
+    *,
+    delete: bool = False,
+    dry_run: bool = False,
 ) -> list[Outcome]:
-    """``lab apply -f`` (or ``lab delete -f``): all documents or none."""
+    """``lab apply -f`` (or ``lab delete -f``): all documents or none. ``dry_run``: every document is
+    validated and its outcome computed against the current objects, and nothing is saved."""
     docs = load_documents(files)
     trial = st.model_copy(deep=True)
     gone: set[str] = set()
     outcomes = [_delete_doc(trial, d, gone) if delete else _apply_doc(trial, d) for d in docs]
-    _commit(store, st, trial, outcomes)
+    if not dry_run:
+        _commit(store, st, trial, outcomes)
     return outcomes
 
 
@@ -282,8 +289,16 @@ def parse_label_args(args: Sequence[str]) -> dict[str, str | None]:
     return out
 
 
-def label(store: StateStore, st: LabState, kind: str, key: str, changes: Mapping[str, str | None]) -> Outcome:
-    """``lab label pod NS/NAME ...`` or ``lab label namespace NAME ...``."""
+def label(
+    store: StateStore,
+    st: LabState,
+    kind: str,
+    key: str,
+    changes: Mapping[str, str | None],
+    *,
+    dry_run: bool = False,
+) -> Outcome:
+    """``lab label pod NS/NAME ...`` or ``lab label namespace NAME ...`` (``dry_run``: nothing saved)."""
     trial = st.model_copy(deep=True)
     if kind == "namespace":
         ns = trial.namespaces.get(key)
@@ -316,5 +331,6 @@ def label(store: StateStore, st: LabState, kind: str, key: str, changes: Mapping
         key,
         Action.UNCHANGED if target == before else Action.LABELED,
     )
-    _commit(store, st, trial, [out])
+    if not dry_run:
+        _commit(store, st, trial, [out])
     return out

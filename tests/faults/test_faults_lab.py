@@ -204,7 +204,16 @@ def test_faults_list_and_clear(lab_target: Target, fault_lab: Lab, tmp_path: Pat
     assert rec["timer_alive"] and rec["meta"]["mechanism"] == "iptables"
     assert timer_alive(fault_lab, "node4", rec)
 
-    cleared = cli("faults", "clear", "-t", f"lab:{fault_lab.name}")
+    # off a TTY, clear refuses without --yes (exit 2) and changes nothing; --dry-run lists what it would do
+    refused = cli("faults", "clear", "-t", f"lab:{fault_lab.name}")
+    assert refused.returncode == 2 and "--yes" in refused.stderr, refused.stdout + refused.stderr
+    assert timer_alive(fault_lab, "node4", rec) and records_on(fault_lab, "node4") != []
+    preview = cli("faults", "clear", "-t", f"lab:{fault_lab.name}", "--dry-run", "-o", "json")
+    assert preview.returncode == 0, preview.stderr
+    assert [r["id"] for r in json.loads(preview.stdout)["would_revert"]["node4"]] == [rec["id"]]
+    assert records_on(fault_lab, "node4") != []
+
+    cleared = cli("faults", "clear", "-t", f"lab:{fault_lab.name}", "--yes")
     assert cleared.returncode == 0, cleared.stdout + cleared.stderr
     assert f"node4: {rec['id']}" in cleared.stdout
     assert node_fault_state(fault_lab, "node4") == []

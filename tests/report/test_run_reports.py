@@ -400,8 +400,13 @@ def test_cli_report_formats(lab_failed: Path, tmp_path: Path) -> None:
     out = runner.invoke(app, ["report", run_id, "-f", "junit"])
     assert out.exit_code == 0 and junit_counts(out.stdout)["checks"]["failures"] == 1
     target = tmp_path / "page.html"
-    out = runner.invoke(app, ["report", str(lab_failed), "-o", str(target)])
+    out = runner.invoke(app, ["report", str(lab_failed), "--write", str(target)])
     assert out.exit_code == 0 and check_html(target.read_text())
+    out = runner.invoke(app, ["report", run_id, "-o", "json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["run_id"] == run_id
+    written = tmp_path / "r.txt"
+    out = runner.invoke(app, ["report", run_id, "-o", "text", "-w", str(written)])
+    assert out.exit_code == 0 and written.read_text().startswith("## ⚠️ Failed — rolled back")
     out = runner.invoke(app, ["report", "no-such-run"])
     assert isinstance(out.exception, UsageError)  # exit code 2 through migrator.cli.main.run
 
