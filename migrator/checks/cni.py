@@ -86,4 +86,9 @@ class CniNodes(Checker[CniNodesCheck]):
         return CheckResult(True, f"all {len(nodes)} nodes on {check.expect}{extra}{bgp}", details)
 
     def preview(self, ctx: CheckContext, check: CniNodesCheck) -> list[PreviewLine]:
-        return [f"every node on {check.expect}; no leftovers of {check.no_leftovers_of or 'nothing'}"]
+        line = f"every node on {check.expect}"
+        if check.no_leftovers_of:
+            line += f"; no leftovers of {' / '.join(check.no_leftovers_of)}"
+        if check.bgp_established:
+            line += "; BGP routes between all nodes, no VXLAN device"
+        return [line]
