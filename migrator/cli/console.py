@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
@@ -26,6 +27,7 @@ from migrator.runs.events import (
     CheckEnd,
     Event,
     MonitorFailed,
+    MonitorProgress,
     RollbackEnd,
     RollbackStart,
     RunEnd,
@@ -41,20 +43,77 @@ from migrator.runs.events import (
 )
 
 
+class Progress:
+    """Where a run is, for a person: the stage, wave k of n, elapsed time, an ETA from the waves done so
+    far (mean wave duration x waves left in the stage), the probes the monitor lost so far."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started: float | None = None
+        self.stage = ""
+        self.waves_total = 0
+        self.wave = 0  # 1-based, the wave running or last started
+        self.wave_durations: list[float] = []
+        self.monitor: dict[str, tuple[int, int]] = {}  # check -> (sent, lost)
+
+    def fold(self, event: Event) -> None:
+        if self.started is None:
+            self.started = self.clock()
+        match event:
+            case StageStart():
+                self.stage, self.wave, self.wave_durations = event.stage, 0, []
+                self.waves_total = len(event.waves or ())
+                self.monitor = {}
+            case WaveStart():
+                self.wave = event.wave + 1
+            case WaveEnd() if event.duration is not None:
+                self.wave_durations.append(float(event.duration))
+            case MonitorProgress():
+                self.monitor[event.check] = (event.sent, event.lost)
+
+    def eta_s(self) -> float | None:
+        if not self.wave_durations or not self.waves_total:
+            return None
+        left = self.waves_total - len(self.wave_durations)
+        return max(0.0, left) * (sum(self.wave_durations) / len(self.wave_durations))
+
+    def line(self) -> str:
+        """``stage S · wave 2/4 · 12s elapsed · ETA ~9s · probes 480, 0 lost`` (the known parts)."""
+        parts = [f"stage {self.stage}"] if self.stage else []
+        if self.waves_total:
+            parts.append(f"wave {max(self.wave, 1)}/{self.waves_total}")
+        if self.started is not None:
+            parts.append(f"{self.clock() - self.started:.0f}s elapsed")
+        eta = self.eta_s()
+        if eta is not None:
+            parts.append(f"ETA ~{eta:.0f}s")
+        if self.monitor:
+            sent = sum(v[0] for v in self.monitor.values())
+            lost = sum(v[1] for v in self.monitor.values())
+            parts.append(f"probes {sent}, {lost} lost")
+        return " · ".join(parts)
+
+
 class PlainObserver:
-    """One line per interesting event on ``stream`` (stdout by default)."""
+    """One line per interesting event on ``stream`` (stdout by default); after each wave of a stage, a
+    progress line (wave k/n, elapsed, ETA, probes lost so far)."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
+        self.progress = Progress()
 
     def on_event(self, event: Event) -> None:
+        with self._lock:
+            self.progress.fold(event)
         line = describe(event)
         if line is None:
             return
         ts = event.ts[11:19]
         with self._lock:
             self.stream.write(f"{ts} {line}\n")
+            if isinstance(event, WaveEnd) and self.progress.waves_total:
+                self.stream.write(f"{ts}   progress: {self.progress.line()}\n")
             self.stream.flush()
 
     def close(self) -> None:
@@ -81,6 +140,7 @@ class RichObserver:
         self.stages: dict[str, dict[str, Any]] = {}
         self.footer: list[str] = []
         self.status = ""
+        self.progress = Progress()  # before Live, which renders once when it is made
         self._live = Live(
             get_renderable=self._render, console=self.console, refresh_per_second=8, transient=False
         )
@@ -91,6 +151,7 @@ class RichObserver:
             if not self._started:
                 self._live.start()
                 self._started = True
+            self.progress.fold(event)
             self._fold(event)
 
     def _fold(self, event: Event) -> None:
@@ -142,6 +203,8 @@ class RichObserver:
     def _render(self) -> RenderableType:
         with self._lock:
             tree = Tree(Text(self.title, style="bold"))
+            if not self.status and self.progress.stage:
+                tree.add(Text(self.progress.line(), style="cyan"))
             for name, st in self.stages.items():
                 branch = tree.add(_status_label(str(st.get("status")), f"stage {name}"))
                 for step, sstatus in st["steps"].items():

@@ -16,6 +16,7 @@ that waits for it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import threading
@@ -59,6 +60,7 @@ from migrator.runs.events import (
     CheckStart,
     Event,
     JournalRepaired,
+    MonitorProgress,
     Outcome,
     PreflightEnd,
     PreflightStart,
@@ -85,15 +87,19 @@ from migrator.runs.events import (
     WaveEnd,
     WaveStart,
 )
-from migrator.runs.journal import Journal, Scrubber
+from migrator.runs.journal import Journal, Scrubber, now_iso
 from migrator.runs.rundir import RunDir
 
 T = TypeVar("T")
 
+PROGRESS_EVERY_S = 5.0
+"""How often a monitor check's counts reach the observers (MonitorProgress), at most."""
+_PROGRESS_AT = "migrator.progress_at"  # in a monitor check's store: when its last MonitorProgress went out
+
 
 class Observer(Protocol):
-    """Receives every journal event (as written: secrets masked) as it happens. Must not raise, must be
-    quick."""
+    """Receives every journal event (as written: secrets masked) as it happens, and the progress events
+    that are not journaled (:class:`MonitorProgress`). Must not raise, must be quick."""
 
     def on_event(self, event: Event) -> None: ...
 
@@ -209,6 +215,15 @@ class Engine:
             self.emit(JournalRepaired(detail=self.journal.repaired))
 
     # ------------------------------------------------------------------------------------ events
+
+    def notify(self, event: Event) -> None:
+        """Tell the observers of an event that is not journaled (:class:`MonitorProgress`)."""
+        stamped = dataclasses.replace(event, ts=now_iso(), run_id=self.run_id)
+        for observer in self.observers:
+            try:
+                observer.on_event(stamped)
+            except Exception:
+                self.log.exception(f"observer {type(observer).__name__} failed")
 
     def emit(self, event: Event) -> Event:
         """Append an event to the journal, fold it into the state, snapshot the state, tell observers;
@@ -648,9 +663,26 @@ class Engine:
     def _monitor_check(
         self, check: CheckBase, *, stage: str, call: str, store: dict[str, Any], nodes: Sequence[Node]
     ) -> None:
-        """One call of a monitor's check (not journaled: the monitor emits its own events)."""
-        self.run_check(
+        """One call of a monitor's check (not journaled: the monitor emits its own events); a round's
+        counts go to the observers (:class:`MonitorProgress`) at most every :data:`PROGRESS_EVERY_S`."""
+        result = self.run_check(
             check, phase=CheckPhase.MONITOR, stage=stage, nodes=nodes, journal=False, call=call, store=store
+        )
+        details = result.details if isinstance(result.details, Mapping) else {}
+        if call != "run" or "sent" not in details:
+            return
+        now = time.monotonic()
+        if now - float(store.get(_PROGRESS_AT, -PROGRESS_EVERY_S)) < PROGRESS_EVERY_S:
+            return
+        store[_PROGRESS_AT] = now
+        self.notify(
+            MonitorProgress(
+                stage=stage,
+                check=check.display_name,
+                sent=int(details.get("sent") or 0),
+                lost=int(details.get("lost") or 0),
+                excused=int(details.get("excused") or 0),
+            )
         )
 
     def run_checks(

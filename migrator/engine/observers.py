@@ -16,6 +16,7 @@ from migrator.runs.events import (
     Event,
     JournalRepaired,
     MonitorFailed,
+    MonitorProgress,
     PreflightEnd,
     PreflightStart,
     RollbackEnd,
@@ -105,6 +106,9 @@ def _progress_line(event: Event) -> str | None:
             return f"    check {event.check} [{event.phase}] {mark}: {event.summary}"
         case MonitorFailed():
             return f"  monitor {event.check} aborts stage {event.stage}: {event.error}"
+        case MonitorProgress():
+            excused = f" ({event.excused} excused: on the wave's nodes)" if event.excused else ""
+            return f"  monitor {event.check}: {event.sent} probes, {event.lost} lost so far{excused}"
     return None
 
 

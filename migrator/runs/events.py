@@ -443,6 +443,21 @@ class MonitorFailed(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class MonitorProgress(Event):
+    """How a monitor check stands (probes sent, lost outside the waves, excused), for live displays.
+
+    Never journaled (not in :data:`EVENT_TYPES`): the engine hands it to the observers only
+    (:meth:`migrator.engine.engine.Engine.notify`), at most every few seconds per check."""
+
+    TYPE: ClassVar[str] = "monitor.progress"
+    stage: str
+    check: str
+    sent: int = 0
+    lost: int = 0
+    excused: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MonitorEnd(Event):
     TYPE: ClassVar[str] = "monitor.end"
     stage: str
