@@ -182,6 +182,15 @@ class PlaybookResult:
         return sum(h.changed for h in self.hosts.values())
 
 
+@runtime_checkable
+class HeartbeatSource(Protocol):
+    """A node executor that can keep a heartbeat file fresh on nodes while this process lives (fault
+    leases; :mod:`migrator.targets.ansible.heartbeat`). Optional: an executor without it gets TTL-only
+    faults."""
+
+    def start_heartbeat(self, hosts: Sequence[str], *, become: bool = False) -> str: ...
+
+
 class NodeExecutor(Protocol):
     """Runs node-level work (Ansible playbooks) on a set of nodes."""
 

@@ -43,9 +43,12 @@ from migrator.plan.models import (
     FaultPartitionArgs,
     FaultPauseArgs,
 )
-from migrator.ports import Node
+from migrator.ports import HeartbeatSource, Node
 
 ArgsT = TypeVar("ArgsT", bound=FaultArgsBase)
+
+DEFAULT_LEASE_S = 5.0
+"""A ``wait: true`` fault ends this long after migrator's heartbeat stops (``lease`` unset)."""
 
 
 def fault_event(phase: str, fid: str, kind: FaultKind, **fields: Any) -> dict[str, Any]:
@@ -126,15 +129,19 @@ class FaultAction(Action[ArgsT]):
             )
         )
         logger.info("fault {} ({}) on {} via {}, expires in {}s", fid, self.kind.value, names, mechanism, ttl)
+        executor = ctx.target.node_executor(fnodes.NEEDS_EXECUTOR)
+        lease, heartbeat = self._lease(ctx, args, executor, fid, names)
         reverted = False
         try:
             outcomes = fnodes.inject(
-                ctx.target.node_executor(fnodes.NEEDS_EXECUTOR),
+                executor,
                 plans,
                 ttl,
                 data_dir=ctx.artifacts() / "inject",
                 cancel=ctx.cancel,
                 become=args.become,
+                heartbeat=heartbeat,
+                lease=lease,
             )
             evidence, before = {}, {}
             for plan in plans:
@@ -155,6 +162,7 @@ class FaultAction(Action[ArgsT]):
                 "nodes": names,
                 "mechanism": mechanism,
                 "ttl": ttl,
+                "lease": lease,
                 "expires_at": time.time() + ttl,
                 "before": before,  # the same readback just before the install
                 "evidence": evidence,  # after the install: the fault in effect
@@ -173,6 +181,22 @@ class FaultAction(Action[ArgsT]):
                     logger.warning(
                         "fault {}: revert after failure failed ({}); the node timer reverts it", fid, exc
                     )
+
+    def _lease(
+        self, ctx: StepContext, args: ArgsT, executor: object, fid: str, names: list[str]
+    ) -> tuple[int, str | None]:
+        """The fault's lease in seconds and the heartbeat file it hangs on (0, None: the TTL alone).
+        The heartbeat runs before anything is installed: if it cannot start, nothing is changed."""
+        lease = args.lease if args.lease is not None else (DEFAULT_LEASE_S if args.wait else 0.0)
+        if lease <= 0:
+            return 0, None
+        if not isinstance(executor, HeartbeatSource):
+            logger.warning("fault {}: this target's executor keeps no heartbeat; the TTL alone ends it", fid)
+            ctx.emit(fault_event("lease", fid, self.kind, nodes=names, lease=0, why="no heartbeat here"))
+            return 0, None
+        path = executor.start_heartbeat(names, become=args.become)
+        ctx.emit(fault_event("lease", fid, self.kind, nodes=names, lease=math.ceil(lease), heartbeat=path))
+        return math.ceil(lease), path
 
     def _revert(
         self,

@@ -113,8 +113,10 @@ def inject(
     cancel: threading.Event | None = None,
     on_event: EventCallback | None = None,
     become: bool = False,
+    heartbeat: str | None = None,
+    lease: int = 0,
 ) -> dict[str, NodeOutcome]:
-    specs = {p.node: p.spec(ttl) for p in plans}
+    specs = {p.node: p.spec(ttl, heartbeat=heartbeat, lease=lease) for p in plans}
     raw = collect(
         executor,
         "fault-inject.yml",

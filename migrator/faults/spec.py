@@ -112,9 +112,11 @@ class FaultPlan:
     readback: list[list[str]]
     meta: dict[str, Any]
 
-    def spec(self, ttl: int) -> dict[str, Any]:
-        """The ``spec`` of the module's ``inject`` action."""
+    def spec(self, ttl: int, *, heartbeat: str | None = None, lease: int = 0) -> dict[str, Any]:
+        """The ``spec`` of the module's ``inject`` action (``heartbeat``/``lease``: the fault's lease)."""
+        lease_part: dict[str, Any] = {"heartbeat": heartbeat, "lease": lease} if heartbeat and lease else {}
         return {
+            **lease_part,
             "id": self.id,
             "kind": self.kind.value,
             "ttl": ttl,

@@ -438,12 +438,25 @@ class FaultArgsBase(Model):
         None, pattern=r"^[A-Za-z0-9_.\-]{1,15}$", description="Default: the interface of the node's address"
     )
     become: bool = Field(False, description="Run the node commands with Ansible become (SSH user not root)")
+    lease: Duration | None = Field(
+        None,
+        description="The fault ends this long after migrator stops renewing its heartbeat on the node"
+        " (killed, stopped, or its SSH path cut), whatever the duration; 0: the TTL alone. Default: 5s"
+        " with wait: true; with wait: false the TTL alone (no migrator is left to renew it after the run)",
+    )
 
     @field_validator("duration")
     @classmethod
     def _bounded(cls, value: float) -> float:
         if not 0 < value <= 3600:
             raise ValueError("a fault lasts more than 0s and at most 1h")
+        return value
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_bounded(cls, value: float | None) -> float | None:
+        if value is not None and not (value == 0 or 3 <= value <= 300):
+            raise ValueError("a lease is 0 (off) or between 3s and 300s")
         return value
 
 

@@ -8,13 +8,17 @@ Actions (``action``):
 - ``inject``: ``spec`` = ``{"id", "kind", "ttl", "install": [argv], "revert": [argv], "readback": [argv],
   "meta": {...}}``. In this order: writes the record ``<dir>/<id>.json`` and the revert script
   ``<dir>/<id>.revert.sh``, starts the detached timer (``sleep TTL; sh <id>.revert.sh`` in its own session,
-  no resident agent), then runs the install commands. A failing install command reverts at once and fails.
+  no resident agent; with ``heartbeat`` (a file migrator keeps touching) and ``lease`` (seconds) in the
+  spec, it reverts as soon as that file is older than the lease: see :func:`timer_command`), then runs the
+  install commands. A failing install command reverts at once and fails.
   Sets ``migrator_fault`` = ``{"record": {...}, "evidence": {cmd: output}, "before": {cmd: output}}``
   (``before``: the same readback taken just before the install commands).
 - ``revert``: ``ids`` (list; empty with ``all: true`` = every record) → runs each revert script (the same
   one the timer runs) and stops the timer; sets ``migrator_fault`` = ``{"reverted": [id], "evidence": ...,
   "drift": [str]}`` where drift lists what is still there (rule comments, chains, qdisc handles).
-- ``list``: sets ``migrator_fault`` = ``{"faults": [record]}`` (expired records included, flagged).
+- ``list``: sets ``migrator_fault`` = ``{"faults": [record], "reverts": [{id, by, at}]}`` (expired records
+  included, flagged; ``reverts``: the last lines of ``/run/migrator/fault-reverts.log``, who reverted which
+  fault when: ``ttl``, ``heartbeat`` or ``explicit``).
 
 Explicit and expiry reverts exclude each other with ``flock`` on ``<dir>/.lock``; the revert script does
 nothing when the record is already gone, so running both (in any order, or racing) is harmless.
@@ -47,6 +51,9 @@ options:
 
 TIMER_MARK = "migrator-fault-timer-"
 CMD_TIMEOUT = 20
+# one JSON line per revert: id, by (ttl | heartbeat | explicit), at
+REVERT_LOG = "/run/migrator/fault-reverts.log"
+REVERT_LOG_KEEP = 50  # the last lines ``list`` returns
 
 
 def run(argv):
@@ -116,7 +123,9 @@ def timer_alive(rec):
     return (TIMER_MARK + str(rec.get("id"))) in cmdline
 
 
-def revert_script(folder, fid, revert_cmds):
+def revert_script(folder, fid, revert_cmds, log=REVERT_LOG):
+    """The revert (run by the timer: ``MIGRATOR_REVERTED_BY`` = ttl or heartbeat; else explicit); it logs
+    who reverted the fault and when to ``log``, once, when it really did."""
     lock = shlex.quote(os.path.join(folder, ".lock"))
     record = shlex.quote(os.path.join(folder, f"{fid}.json"))
     lines = [
@@ -129,7 +138,47 @@ def revert_script(folder, fid, revert_cmds):
     lines += [shlex.join(argv) + " >/dev/null 2>&1" for argv in revert_cmds]
     script = shlex.quote(os.path.join(folder, f"{fid}.revert.sh"))
     lines.append(f"rm -f {record} {script}")
+    quoted_log = shlex.quote(log)
+    lines.append(
+        f"mkdir -p {shlex.quote(os.path.dirname(log))} && printf "
+        + shlex.quote('{"id":"%s","by":"%s","at":%s}\n')
+        + f" {shlex.quote(fid)} \"${{MIGRATOR_REVERTED_BY:-explicit}}\" \"$(date +%s)\" >> {quoted_log}"
+    )
     return "\n".join(lines) + "\n"
+
+
+def timer_command(ttl, script_path, heartbeat=None, lease=0):
+    """The detached dead man's switch: revert at the TTL, or (with a heartbeat file and a lease) as soon
+    as the heartbeat is older than ``lease`` seconds (migrator killed, stopped, or its SSH path cut), or
+    missing. Polls once a second; bounded by the TTL."""
+    script = shlex.quote(script_path)
+    if not heartbeat or int(lease) <= 0:
+        return f"sleep {int(ttl)}; MIGRATOR_REVERTED_BY=ttl exec sh {script}"
+    hb = shlex.quote(heartbeat)
+    return (
+        f"end=$(( $(date +%s) + {int(ttl)} )); by=ttl; "
+        f'while [ "$(date +%s)" -lt "$end" ]; do '
+        f"m=$(stat -c %Y {hb} 2>/dev/null || echo 0); "
+        f'if [ $(( $(date +%s) - m )) -gt {int(lease)} ]; then by=heartbeat; break; fi; '
+        "sleep 1; done; "
+        f'MIGRATOR_REVERTED_BY="$by" exec sh {script}'
+    )
+
+
+def revert_log(path=REVERT_LOG, keep=REVERT_LOG_KEEP):
+    """The last ``keep`` reverts logged on this node (oldest first)."""
+    try:
+        with open(path) as fh:
+            lines = fh.read().splitlines()[-keep:]
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 class Locked:
@@ -233,6 +282,8 @@ def do_inject(module, folder, spec):
             "readback": spec.get("readback") or [],
             "meta": spec.get("meta") or {},
             "timer_pid": None,
+            "heartbeat": spec.get("heartbeat") or None,
+            "lease": int(spec.get("lease") or 0),
         }
         with open(script_path, "w") as fh:
             fh.write(revert_script(folder, fid, rec["revert"]))
@@ -243,7 +294,7 @@ def do_inject(module, folder, spec):
         # the dead man's switch first: whatever happens next, the timer reverts at expiry
         devnull = open(os.devnull, "r+b")  # noqa: SIM115
         timer = subprocess.Popen(
-            ["sh", "-c", f"sleep {ttl}; exec sh {shlex.quote(script_path)}", TIMER_MARK + fid],
+            ["sh", "-c", timer_command(ttl, script_path, rec["heartbeat"], rec["lease"]), TIMER_MARK + fid],
             stdin=devnull,
             stdout=devnull,
             stderr=devnull,
@@ -310,7 +361,8 @@ def main():
         fact = {"interfaces": interfaces(), "ssh": ssh_path(), "faults": records(folder)}
         module.exit_json(changed=False, ansible_facts={"migrator_fault": fact})
     if action == "list":
-        module.exit_json(changed=False, ansible_facts={"migrator_fault": {"faults": records(folder)}})
+        fact = {"faults": records(folder), "reverts": revert_log()}
+        module.exit_json(changed=False, ansible_facts={"migrator_fault": fact})
     if module.check_mode:
         module.exit_json(changed=False, ansible_facts={"migrator_fault": {"check_mode": True}})
     if action == "inject":

@@ -6,6 +6,7 @@ Every assertion reads the real node state (``iptables-save``, ``tc qdisc show``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -176,6 +177,62 @@ def test_kill_9_during_a_20s_fault_heals_within_ttl_plus_2s(
         assert node in healed, f"{node}: the fault is still there 10 s after TTL + 2 s"
         assert healed[node] <= deadline, f"{node}: healed {healed[node] - deadline:.1f}s after TTL + 2 s"
         assert records_on(fault_lab, node) == []
+
+
+def _reverts(lab: Lab, node: str) -> list[dict[str, object]]:
+    res = lab.exec(node, ["sh", "-c", "cat /run/migrator/fault-reverts.log 2>/dev/null || true"], timeout=10)
+    return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("how", ["kill-9", "sigstop"])
+def test_a_10_minute_fault_ends_within_10s_when_migrator_dies_or_stops(
+    lab_target: Target, fault_lab: Lab, tmp_path: Path, how: str
+) -> None:
+    """Issue 18 §4: a lease, not only a TTL. migrator renews a heartbeat on the node once a second; killed
+    (its pipe to the heartbeat's ssh closes) or stopped (no beat comes), the node reverts the fault within
+    its lease (5 s), not at the end of its 10 minutes; the node's revert log says the heartbeat did it."""
+    plan = write_plan(
+        tmp_path / f"lease-{how}.yaml",
+        f"lease-{how}",
+        [
+            {
+                "action": "fault.loss",
+                "timeout": "700s",
+                "args": {"targets": {"names": ["node3"]}, "percent": "10%", "duration": "600s"},
+            }
+        ],
+    )
+    proc = start_cli("apply", str(plan), "-t", f"lab:{fault_lab.name}", "--yes")
+    stopped_at = 0.0
+    try:
+        assert wait_for(lambda: fully_installed(fault_lab, "node3", "OUTPUT"), 90), "fault never in effect"
+        (rec,) = records_on(fault_lab, "node3")
+        assert rec["ttl"] == 610 and rec["lease"] == 5 and rec["heartbeat"], rec
+        time.sleep(3.0)  # the step holds the fault; the heartbeat keeps it: still in effect after the lease
+        assert fully_installed(fault_lab, "node3", "OUTPUT"), "the fault ended while migrator was alive"
+        stopped_at = time.time()
+        if how == "kill-9":
+            os.kill(proc.pid, signal.SIGKILL)  # migrator alone: its heartbeat's ssh sees its pipe close
+        else:
+            os.killpg(proc.pid, signal.SIGSTOP)  # migrator and its ssh children, frozen: no beat comes
+        healed = wait_for(lambda: node_fault_state(fault_lab, "node3") == [], 20, interval=0.2)
+        took = time.time() - stopped_at
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGCONT)
+        proc.communicate(timeout=30)
+        take_over_stale_lock(fault_lab)
+        if node_fault_state(fault_lab, "node3"):
+            clear_faults(lab_target, ["node3"])
+    assert healed, f"{how}: the fault is still there 20 s later"
+    assert took <= 10.0, f"{how}: the node was clean {took:.1f}s after migrator stopped (target: 10 s)"
+    assert records_on(fault_lab, "node3") == []
+    (last,) = [r for r in _reverts(fault_lab, "node3") if r["id"] == rec["id"]]
+    assert last["by"] == "heartbeat" and float(str(last["at"])) >= stopped_at - 1, last
+    gone = fault_lab.exec("node3", ["sh", "-c", "ls /run/migrator/heartbeat 2>/dev/null || true"], timeout=10)
+    if how == "kill-9":  # the node side saw EOF and removed the heartbeat file
+        assert gone.stdout.split() == [], gone.stdout
 
 
 def test_faults_list_and_clear(lab_target: Target, fault_lab: Lab, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ after the run. Playbooks must still set ``no_log: true`` on tasks that use secre
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -47,7 +48,7 @@ from migrator.paths import playbooks_dir
 from migrator.playbooks import HostsUnreachable, PlaybookFailed, PlaybookInterrupted, error_for, run_playbook
 from migrator.ports import NodeExecutor, PlaybookRequest, PlaybookResult, RunnerStatus
 from migrator.targets.ansible.events import SecretScrubber, host_results, task_event
-from migrator.targets.ansible.inventory import ansible_bin_dir, list_hosts
+from migrator.targets.ansible.inventory import ansible_bin_dir, list_hosts, load_inventory
 
 EventCallback = Callable[[Mapping[str, Any]], None]
 
@@ -109,6 +110,7 @@ class AnsibleRunnerExecutor:
         self.extra_env = dict(envvars or {})
         self.verbosity = verbosity
         self._hosts: list[str] | None = list(hosts) if hosts is not None else None
+        self._heartbeat: SshHeartbeat | None = None
 
     # ------------------------------------------------------------------------------------------ inventory
 
@@ -117,6 +119,18 @@ class AnsibleRunnerExecutor:
         if self._hosts is None:
             self._hosts = list_hosts(self.inventory)
         return list(self._hosts)
+
+    # ------------------------------------------------------------------------------------ fault leases
+
+    def start_heartbeat(self, hosts: Sequence[str], *, become: bool = False) -> str:
+        """Keep a heartbeat file fresh on ``hosts`` while this process lives (fault leases:
+        :mod:`migrator.targets.ansible.heartbeat`); returns its path on the nodes."""
+        if self._heartbeat is None:
+            from migrator.targets.ansible.heartbeat import SshHeartbeat  # noqa: PLC0415 - faults only
+
+            self._heartbeat = SshHeartbeat(load_inventory(self.inventory).hostvars)
+            atexit.register(self._heartbeat.close)
+        return self._heartbeat.start(hosts, become=become)
 
     # ------------------------------------------------------------------------------------------------ run
 
@@ -553,6 +567,9 @@ def run_with_retry(
         raise err from exc
     raise AssertionError("unreachable")  # pragma: no cover - Retrying either returns or raises
 
+
+if TYPE_CHECKING:
+    from migrator.targets.ansible.heartbeat import SshHeartbeat
 
 if TYPE_CHECKING:  # mypy proves that the adapter implements the port
 
