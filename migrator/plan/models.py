@@ -752,13 +752,90 @@ class CniNodesCheck(CheckBase):
     bgp_established: bool = Field(False, description="Also require BGP sessions to every other node")
 
 
+class PromComparison(StrEnum):
+    """How the query's value is compared with the threshold: the condition that holds while the SLO is met."""
+
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EQ = "=="
+    NE = "!="
+
+
+class PromNoData(StrEnum):
+    FAIL = "fail"  # no series, or NaN (e.g. 0/0 without traffic): the check fails at once
+    OK = "ok"  # no data holds the condition (e.g. no error series at all means no errors)
+
+
+PROM_URL_PATTERN = r"^(https?://[^\s/@?#]+(/[^\s?#]*)?)?$"
+
+
+class PrometheusCheck(CheckBase):
+    """An SLO gate: holds while the value of ``query`` (an instant PromQL query, one series or a scalar)
+    compared by ``op`` with ``threshold`` holds, e.g. an error ratio ``<`` 0.01. With ``for``, a breach counts
+    only once it has lasted that long (as an alerting rule's ``for``). Server unreachable, an HTTP error,
+    a PromQL error or several series: the check fails, naming the reason (never a pass)."""
+
+    type: Literal["prometheus"]
+    query: str = Field(..., min_length=1, max_length=20000, description="Instant PromQL query")
+    op: PromComparison = Field(
+        ..., description="The condition that holds while the SLO is met: VALUE op threshold (quote > in YAML)"
+    )
+    threshold: float = Field(..., allow_inf_nan=False)
+    for_: Duration = Field(
+        0.0,
+        alias="for",
+        description="A breach counts only after it lasted this long (every evaluation breached); 0: at once",
+    )
+    url: str = Field(
+        "",
+        pattern=PROM_URL_PATTERN,
+        description="Prometheus base URL like http://127.0.0.1:9090; default $MIGRATOR_PROMETHEUS_URL."
+        " No credentials in it: use token_env or token_file",
+    )
+    token_env: str = Field(
+        "",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
+        description="Name of the environment variable holding a bearer token (never written anywhere)",
+    )
+    token_file: str = Field("", description="File holding a bearer token (never written anywhere)")
+    ca_file: str = Field("", description="CA bundle for an https URL (default: the system's)")
+    no_data: PromNoData = Field(
+        PromNoData.FAIL, description="No series or NaN: fail (default) or ok (holds the condition)"
+    )
+    interval: Duration = Field(
+        5.0, description="Outside a monitor: time between evaluations while a breach is waited out (for)"
+    )
+    request_timeout: Duration = Field(10.0, description="Time allowed for one HTTP request")
+    attempts: int = Field(
+        2, ge=1, le=5, description="Tries of one evaluation when the server is unreachable or answers 5xx"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrometheusCheck:
+        if self.token_env and self.token_file:
+            raise ValueError("token_file: give either token_env or token_file, not both")
+        if self.interval <= 0:
+            raise ValueError("interval: must be more than 0s")
+        if self.request_timeout <= 0:
+            raise ValueError("request_timeout: must be more than 0s")
+        if self.for_ and self.for_ + self.request_timeout >= self.timeout:
+            raise ValueError(
+                "for: for plus request_timeout must be shorter than timeout (outside a monitor the check"
+                " waits a breach out for up to for)"
+            )
+        return self
+
+
 Check = Annotated[
     DemoMarkersCheck
     | ReachabilityCheck
     | ContinuousProbeCheck
     | NodesReachableCheck
     | NodesSchedulableCheck
-    | CniNodesCheck,
+    | CniNodesCheck
+    | PrometheusCheck,
     Field(discriminator="type"),
 ]
 
@@ -769,6 +846,7 @@ CHECK_TYPES: tuple[type[CheckBase], ...] = (
     NodesReachableCheck,
     NodesSchedulableCheck,
     CniNodesCheck,
+    PrometheusCheck,
 )
 
 
