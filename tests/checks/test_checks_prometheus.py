@@ -30,6 +30,7 @@ from migrator.plan.models import PrometheusCheck
 from migrator.testing.fake import fake_target
 from tests.checks.promserver import (
     PROMETHEUS,
+    ROOT,
     Exporter,
     Prometheus,
     TokenGate,
@@ -45,7 +46,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 ERROR_RATIO = (
-    'sum(rate(migrator_podserver_requests_total{code=~"5..",path!="/healthz"}[3s]))'
+    '(sum(rate(migrator_podserver_requests_total{code=~"5..",path!="/healthz"}[3s])) or vector(0))'
     ' / sum(rate(migrator_podserver_requests_total{path!="/healthz"}[3s]))'
 )
 UP_FROM_ENV = {"type": "prometheus", "query": "up", "op": ">", "threshold": 0}
@@ -382,3 +383,22 @@ def test_the_dry_run_previews_the_gate_without_querying(tmp_path: Path) -> None:
     text = json.dumps(report)
     assert "prometheus at $MIGRATOR_PROMETHEUS_URL: up > 0, bearer token from $PROM_TOKEN" in text, text
     assert "would fail: no Prometheus URL" in text and "would fail: token_env" in text
+
+
+def test_the_shipped_game_day_plan_queries_a_real_error_ratio(tmp_path: Path) -> None:
+    """``plans/gameday-slo-gate.yaml``'s SLO gate, as loaded (its default query over the pod servers'
+    counters), on a fresh Prometheus: holds on good traffic (before any 5xx series exists: ``or vector(0)``),
+    breaks when half the requests answer 503."""
+    with exporter() as exp, prometheus(tmp_path / "p", [exp.address]) as prom:
+        source = load_plan_file(ROOT / "plans" / "gameday-slo-gate.yaml", {"prometheus_url": prom.url})
+        (check,) = [c for c in source.plan.spec.preflight if isinstance(c, PrometheusCheck)]
+        (watch,) = [c for c in source.plan.spec.stages[0].monitor if isinstance(c, PrometheusCheck)]
+        assert watch.for_ == 10.0 and watch.query == check.query and check.url == prom.url
+        with Traffic(exp, rate=40) as traffic:
+            prom.wait_for_samples(check.query)  # the first scrapes (a few seconds after ready)
+            good = PrometheusGate().run(ctx(tmp_path), check)
+            assert good.ok and good.details["value"] == 0, good.summary
+            traffic.bad_share = 0.5
+            time.sleep(3.0)
+            bad = PrometheusGate().run(ctx(tmp_path), check)
+    assert not bad.ok and bad.details["value"] >= 0.05 and "SLO breached" in bad.summary, bad.summary
