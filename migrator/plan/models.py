@@ -29,6 +29,7 @@ implementations are registered in ``migrator.actions`` and ``migrator.checks`` u
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -790,13 +791,11 @@ class PrometheusCheck(CheckBase):
     )
     url: str = Field(
         "",
-        pattern=PROM_URL_PATTERN,
         description="Prometheus base URL like http://127.0.0.1:9090; default $MIGRATOR_PROMETHEUS_URL."
         " No credentials in it: use token_env or token_file",
     )
     token_env: str = Field(
         "",
-        pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$",
         description="Name of the environment variable holding a bearer token (never written anywhere)",
     )
     token_file: str = Field("", description="File holding a bearer token (never written anywhere)")
@@ -812,6 +811,23 @@ class PrometheusCheck(CheckBase):
         2, ge=1, le=5, description="Tries of one evaluation when the server is unreachable or answers 5xx"
     )
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(PROM_URL_PATTERN, value):
+            raise ValueError(
+                "expected an http:// or https:// URL like http://127.0.0.1:9090, without credentials (use"
+                " token_env or token_file), query or fragment"
+            )
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.match(r"^([A-Za-z_][A-Za-z0-9_]*)?$", value):
+            raise ValueError("expected the NAME of an environment variable (letters, digits, _), not a token")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> PrometheusCheck:
         if self.token_env and self.token_file:
@@ -820,12 +836,22 @@ class PrometheusCheck(CheckBase):
             raise ValueError("interval: must be more than 0s")
         if self.request_timeout <= 0:
             raise ValueError("request_timeout: must be more than 0s")
-        if self.for_ and self.for_ + self.request_timeout >= self.timeout:
-            raise ValueError(
-                "for: for plus request_timeout must be shorter than timeout (outside a monitor the check"
-                " waits a breach out for up to for)"
-            )
         return self
+
+
+def _one_shot_checks_fit(checks: list[Any], field: str) -> None:
+    """Outside a monitor (preflight, verify) a ``prometheus`` check with ``for`` waits a breach out for up to
+    ``for``: it must fit in the check's ``timeout``. (In a monitor ``timeout`` bounds each round instead.)"""
+    for index, check in enumerate(checks):
+        if (
+            isinstance(check, PrometheusCheck)
+            and check.for_
+            and check.for_ + check.request_timeout >= check.timeout
+        ):
+            raise ValueError(
+                f"{field}[{index}].for: for plus request_timeout must be shorter than timeout here (outside a"
+                " monitor the check waits a breach out for up to for): raise timeout"
+            )
 
 
 Check = Annotated[
@@ -884,6 +910,7 @@ class Stage(Model):
                     f" (also steps[{seen[name]}]); give the steps distinct names"
                 )
             seen[name] = index
+        _one_shot_checks_fit(self.verify, "verify")
         return self
 
 
@@ -911,6 +938,8 @@ class Spec(Model):
                     f" (also stages[{seen[stage.name]}])"
                 )
             seen[stage.name] = index
+        _one_shot_checks_fit(self.preflight, "preflight")
+        _one_shot_checks_fit(self.verify, "verify")
         return self
 
 
