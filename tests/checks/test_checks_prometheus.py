@@ -33,6 +33,7 @@ from tests.checks.promserver import (
     ROOT,
     Exporter,
     Prometheus,
+    Redirector,
     TokenGate,
     Traffic,
     environ,
@@ -402,3 +403,19 @@ def test_the_shipped_game_day_plan_queries_a_real_error_ratio(tmp_path: Path) ->
             time.sleep(3.0)
             bad = PrometheusGate().run(ctx(tmp_path), check)
     assert not bad.ok and bad.details["value"] >= 0.05 and "SLO breached" in bad.summary, bad.summary
+
+
+def test_a_redirect_is_refused_and_the_token_not_forwarded(tmp_path: Path) -> None:
+    """A server answering 302 to another address: the check fails naming the redirect; the other address
+    gets no request (so never the token)."""
+    with (
+        TokenGate("http://127.0.0.1:9", TOKEN) as elsewhere,
+        Redirector(f"{elsewhere.url}/api/v1/query") as front,
+        environ(PROM_TOKEN=TOKEN),
+    ):
+        check = PrometheusCheck.model_validate(
+            gate(front.url, query="up", op=">", threshold=0, token_env="PROM_TOKEN")
+        )
+        result = PrometheusGate().run(ctx(tmp_path), check)
+    assert not result.ok and "answered HTTP 302, a redirect to" in result.summary, result.summary
+    assert "refused" in result.summary and elsewhere.seen == []
