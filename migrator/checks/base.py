@@ -63,6 +63,7 @@ CHECKS: Registry[Checker[Any]] = Registry(
         "migrator.checks.nodes",
         "migrator.checks.probe",
         "migrator.checks.cni",
+        "migrator.checks.prometheus",
     ),
 )
 _CHECKS = CHECKS.items

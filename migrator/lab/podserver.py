@@ -2,9 +2,12 @@
 
 ``GET /`` answers JSON about the pod; when ``--call host:port`` is given (bookinfo's productpage and
 reviews v2/v3) it first calls each upstream over service DNS names and answers 503 if one fails.
-``GET /healthz`` answers ``ok``. HTTP/1.0, one thread per connection, small memory footprint;
-``--max-conns N`` bounds the connections served at once (more are closed at once), as the lab's control-plane
-endpoint does.
+``GET /healthz`` answers ``ok``. ``GET /metrics`` answers the pod's request counters in the Prometheus text
+exposition format (0.0.4): ``migrator_podserver_requests_total{code="200",path="/"}`` counts every answered
+request but the scrapes themselves (``path`` is one of ``/``, ``/healthz``, ``/local``, ``other``: bounded
+cardinality); ``migrator_podserver_info{pod,namespace,node,app,version}`` is 1. HTTP/1.0, one thread per
+connection, small memory footprint; ``--max-conns N`` bounds the connections served at once (more are
+closed at once), as the lab's control-plane endpoint does.
 
 ``--listen PORT/tcp`` and ``--listen PORT/udp`` (repeatable) serve several ports from one process (the netpol
 pods' four "containers"): TCP answers HTTP as above, UDP answers every datagram with one short JSON line
@@ -22,6 +25,39 @@ import time
 _INFO: dict[str, object] = {}
 _CALLS: list[tuple[str, int]] = []
 CALL_TIMEOUT = 1.5
+_COUNTS: dict[tuple[str, str], int] = {}  # (code, path) -> requests answered
+_COUNTS_LOCK = threading.Lock()
+_PATHS = ("/healthz", "/local", "/")
+
+
+def _count(code: str, path: str) -> None:
+    route = next(
+        (p for p in _PATHS if path == p or path.startswith(p + "/") or path.startswith(p + "?")), "other"
+    )
+    with _COUNTS_LOCK:
+        _COUNTS[(code, route)] = _COUNTS.get((code, route), 0) + 1
+
+
+def _label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def metrics_text() -> str:
+    """The counters in the Prometheus text exposition format, version 0.0.4."""
+    with _COUNTS_LOCK:
+        counts = sorted(_COUNTS.items())
+    info = ",".join(
+        f'{k}="{_label(_INFO.get(k, ""))}"' for k in ("pod", "namespace", "node", "app", "version")
+    )
+    lines = [
+        "# HELP migrator_podserver_requests_total HTTP requests answered, by status code and path.",
+        "# TYPE migrator_podserver_requests_total counter",
+        *(f'migrator_podserver_requests_total{{code="{c}",path="{p}"}} {n}' for (c, p), n in counts),
+        "# HELP migrator_podserver_info The pod this server runs in.",
+        "# TYPE migrator_podserver_info gauge",
+        f"migrator_podserver_info{{{info}}} 1",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _call(host: str, port: int) -> tuple[bool, str]:
@@ -42,7 +78,9 @@ def _call(host: str, port: int) -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
-def _respond(conn: socket.socket, status: str, body: bytes, ctype: str) -> None:
+def _respond(conn: socket.socket, status: str, body: bytes, ctype: str, path: str | None = None) -> None:
+    if path is not None:
+        _count(status.split(" ", 1)[0], path)
     head = (
         f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
@@ -61,8 +99,11 @@ def _handle(conn: socket.socket, slots: threading.BoundedSemaphore | None = None
             data += chunk
         line = data.split(b"\r\n", 1)[0].decode(errors="replace").split()
         path = line[1] if len(line) > 1 else "/"
+        if path == "/metrics" or path.startswith("/metrics?"):
+            _respond(conn, "200 OK", metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8")
+            return
         if path.startswith("/healthz"):
-            _respond(conn, "200 OK", b"ok\n", "text/plain")
+            _respond(conn, "200 OK", b"ok\n", "text/plain", path)
             return
         info = dict(_INFO)
         ok = True
@@ -75,7 +116,7 @@ def _handle(conn: socket.socket, slots: threading.BoundedSemaphore | None = None
             info["upstream"] = upstream
         info["ts"] = time.time()
         body = (json.dumps(info) + "\n").encode()
-        _respond(conn, "200 OK" if ok else "503 Service Unavailable", body, "application/json")
+        _respond(conn, "200 OK" if ok else "503 Service Unavailable", body, "application/json", path)
     except OSError:
         pass
     finally:

@@ -29,6 +29,7 @@ implementations are registered in ``migrator.actions`` and ``migrator.checks`` u
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -765,13 +766,115 @@ class CniNodesCheck(CheckBase):
     bgp_established: bool = Field(False, description="Also require BGP sessions to every other node")
 
 
+class PromComparison(StrEnum):
+    """How the query's value is compared with the threshold: the condition that holds while the SLO is met."""
+
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EQ = "=="
+    NE = "!="
+
+
+class PromNoData(StrEnum):
+    FAIL = "fail"  # no series, or NaN (e.g. 0/0 without traffic): the check fails at once
+    OK = "ok"  # no data holds the condition (e.g. no error series at all means no errors)
+
+
+PROM_URL_PATTERN = r"^(https?://[^\s/@?#]+(/[^\s?#]*)?)?$"
+
+
+class PrometheusCheck(CheckBase):
+    """An SLO gate: holds while the value of ``query`` (an instant PromQL query, one series or a scalar)
+    compared by ``op`` with ``threshold`` holds, e.g. an error ratio ``<`` 0.01. With ``for``, a breach counts
+    only once it has lasted that long (as an alerting rule's ``for``). Server unreachable, an HTTP error,
+    a PromQL error or several series: the check fails, naming the reason (never a pass)."""
+
+    type: Literal["prometheus"]
+    query: str = Field(..., min_length=1, max_length=20000, description="Instant PromQL query")
+    op: PromComparison = Field(
+        ..., description="The condition that holds while the SLO is met: VALUE op threshold (quote > in YAML)"
+    )
+    threshold: float = Field(..., allow_inf_nan=False)
+    for_: Duration = Field(
+        0.0,
+        alias="for",
+        description="A breach counts only after it lasted this long (every evaluation breached); 0: at once",
+    )
+    url: str = Field(
+        "",
+        description="Prometheus base URL like http://127.0.0.1:9090; default $MIGRATOR_PROMETHEUS_URL."
+        " No credentials in it: use token_env or token_file",
+    )
+    token_env: str = Field(
+        "",
+        description="Name of the environment variable holding a bearer token (never written anywhere)",
+    )
+    token_file: str = Field("", description="File holding a bearer token (never written anywhere)")
+    ca_file: str = Field("", description="CA bundle for an https URL (default: the system's)")
+    no_data: PromNoData = Field(
+        PromNoData.FAIL, description="No series or NaN: fail (default) or ok (holds the condition)"
+    )
+    interval: Duration = Field(
+        5.0, description="Outside a monitor: time between evaluations while a breach is waited out (for)"
+    )
+    request_timeout: Duration = Field(10.0, description="Time allowed for one HTTP request")
+    attempts: int = Field(
+        2, ge=1, le=5, description="Tries of one evaluation when the server is unreachable or answers 5xx"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(PROM_URL_PATTERN, value):
+            raise ValueError(
+                "expected an http:// or https:// URL like http://127.0.0.1:9090, without credentials (use"
+                " token_env or token_file), query or fragment"
+            )
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.match(r"^([A-Za-z_][A-Za-z0-9_]*)?$", value):
+            raise ValueError("expected the NAME of an environment variable (letters, digits, _), not a token")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrometheusCheck:
+        if self.token_env and self.token_file:
+            raise ValueError("token_file: give either token_env or token_file, not both")
+        if self.interval <= 0:
+            raise ValueError("interval: must be more than 0s")
+        if self.request_timeout <= 0:
+            raise ValueError("request_timeout: must be more than 0s")
+        return self
+
+
+def _one_shot_checks_fit(checks: list[Any], field: str) -> None:
+    """Outside a monitor (preflight, verify) a ``prometheus`` check with ``for`` waits a breach out for up to
+    ``for``: it must fit in the check's ``timeout``. (In a monitor ``timeout`` bounds each round instead.)"""
+    for index, check in enumerate(checks):
+        if (
+            isinstance(check, PrometheusCheck)
+            and check.for_
+            and check.for_ + check.request_timeout >= check.timeout
+        ):
+            raise ValueError(
+                f"{field}[{index}].for: for plus request_timeout must be shorter than timeout here (outside a"
+                " monitor the check waits a breach out for up to for): raise timeout"
+            )
+
+
 Check = Annotated[
     DemoMarkersCheck
     | ReachabilityCheck
     | ContinuousProbeCheck
     | NodesReachableCheck
     | NodesSchedulableCheck
-    | CniNodesCheck,
+    | CniNodesCheck
+    | PrometheusCheck,
     Field(discriminator="type"),
 ]
 
@@ -782,6 +885,7 @@ CHECK_TYPES: tuple[type[CheckBase], ...] = (
     NodesReachableCheck,
     NodesSchedulableCheck,
     CniNodesCheck,
+    PrometheusCheck,
 )
 
 
@@ -819,6 +923,7 @@ class Stage(Model):
                     f" (also steps[{seen[name]}]); give the steps distinct names"
                 )
             seen[name] = index
+        _one_shot_checks_fit(self.verify, "verify")
         return self
 
 
@@ -846,6 +951,8 @@ class Spec(Model):
                     f" (also stages[{seen[stage.name]}])"
                 )
             seen[stage.name] = index
+        _one_shot_checks_fit(self.preflight, "preflight")
+        _one_shot_checks_fit(self.verify, "verify")
         return self
 
 
