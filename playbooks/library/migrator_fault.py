@@ -142,7 +142,7 @@ def revert_script(folder, fid, revert_cmds, log=REVERT_LOG):
     lines.append(
         f"mkdir -p {shlex.quote(os.path.dirname(log))} && printf "
         + shlex.quote('{"id":"%s","by":"%s","at":%s}\n')
-        + f" {shlex.quote(fid)} \"${{MIGRATOR_REVERTED_BY:-explicit}}\" \"$(date +%s)\" >> {quoted_log}"
+        + f' {shlex.quote(fid)} "${{MIGRATOR_REVERTED_BY:-explicit}}" "$(date +%s)" >> {quoted_log}'
     )
     return "\n".join(lines) + "\n"
 
@@ -159,7 +159,7 @@ def timer_command(ttl, script_path, heartbeat=None, lease=0):
         f"end=$(( $(date +%s) + {int(ttl)} )); by=ttl; "
         f'while [ "$(date +%s)" -lt "$end" ]; do '
         f"m=$(stat -c %Y {hb} 2>/dev/null || echo 0); "
-        f'if [ $(( $(date +%s) - m )) -gt {int(lease)} ]; then by=heartbeat; break; fi; '
+        f"if [ $(( $(date +%s) - m )) -gt {int(lease)} ]; then by=heartbeat; break; fi; "
         "sleep 1; done; "
         f'MIGRATOR_REVERTED_BY="$by" exec sh {script}'
     )
