@@ -246,7 +246,8 @@ LabDryRunOpt = Annotated[
 
 def _render_outcomes(outcomes: list[Any], output: Output, *, dry_run: bool = False) -> None:
     if output == Output.JSON:
-        typer.echo(json.dumps([{**o.as_dict(), "dry_run": dry_run} for o in outcomes], indent=2))
+        extra = {"dry_run": True} if dry_run else {}
+        typer.echo(json.dumps([{**o.as_dict(), **extra} for o in outcomes], indent=2))
         return
     suffix = " (dry run)" if dry_run else ""
     for o in outcomes:

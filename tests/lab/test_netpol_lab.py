@@ -437,6 +437,11 @@ def test_cli_apply_delete_label_and_json(netpol_clean: Lab, tmp_path: Path) -> N
         policy_doc("w", "deny", {"podSelector": {}}),
     ]
     path = write_docs(tmp_path, docs)
+    res = _cli(lab, "apply", "-f", str(path), "-o", "json", "--dry-run")  # validated, nothing changed
+    assert res.exit_code == 0, res.output
+    assert [o["action"] for o in json.loads(res.output)] == ["created", "created"]
+    assert all(o["dry_run"] for o in json.loads(res.output))
+    assert "w" not in lab.require().namespaces and lab.require().policies == {}
     res = _cli(lab, "apply", "-f", str(path), "-o", "json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output) == [
