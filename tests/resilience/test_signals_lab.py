@@ -234,7 +234,7 @@ def test_sigint_twice_stops_the_rollback_needs_attention_then_rollback_finishes(
     # following the printed command finishes the rollback
     args = re.search(r"migrator (rollback \S+)", err)
     assert args is not None
-    done = sig_lab.cli(*args.group(1).split())
+    done = sig_lab.cli(*args.group(1).split(), "--yes")  # off a TTY a rollback needs --yes
     assert done.returncode == 0, done.stdout + done.stderr
     assert "rolled-back" in done.stderr
     assert all(sig_lab.schedulable().values())
