@@ -160,15 +160,6 @@ class SshHeartbeat:
                 "fault heartbeat to node {} lost: its leased faults end within their lease (fail-safe)", host
             )
 
-    @property
-    def lost(self) -> set[str]:
-        """Nodes whose heartbeat stopped while migrator ran (their leased faults have ended or will)."""
-        return set(self._lost)
-
-    def hosts(self) -> list[str]:
-        with self._lock:
-            return [h for h, p in self._procs.items() if p.poll() is None]
-
     def _kill(self, host: str) -> None:
         proc = self._procs.pop(host, None)
         if proc is None:
